@@ -1,0 +1,29 @@
+"""One autograd rule for every kernel backend (paper section 3.3).
+
+A backend is a pair of torch.library ops on (T, C) buffers:
+    scan(decays, impulses, initial_state, reverse, *extra) -> h
+    scan_backward(decays, h, grad_h, initial_state, reverse, *extra)
+        -> (grad_impulses, grad_decays, grad_initial_state)
+The backward runs the reverse-time recurrence from the saved h; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def register_scan_autograd(scan_op, backward_op) -> None:
+    def setup_context(ctx, inputs, output):
+        decays, _impulses, initial_state, reverse, *extra = inputs
+        ctx.save_for_backward(decays, output, initial_state)
+        ctx.reverse, ctx.extra = reverse, extra
+
+    def backward(ctx, grad_h):
+        decays, h, initial_state = ctx.saved_tensors
+        gx, ga, gh0 = backward_op(
+            decays, h, grad_h.contiguous(), initial_state, ctx.reverse, *ctx.extra
+        )
+        n_extra = len(ctx.extra)
+        return (ga, gx, gh0 if initial_state is not None else None, None) + (None,) * n_extra
+
+    torch.library.register_autograd(scan_op, backward, setup_context=setup_context)

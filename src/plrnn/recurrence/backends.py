@@ -1,0 +1,106 @@
+"""The backend registry: what exists, what is available on a device (and why not), and `auto`."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+from . import cpu, reference, torch_scan
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    # (decays, impulses, initial_state | None, reverse) -> h, on (T, C) contiguous buffers.
+    run: Callable
+    # Returns why the backend cannot run on `device`, or None if it can.
+    unavailable: Callable[[torch.device], "str | None"]
+
+
+class BackendStatus(NamedTuple):
+    name: str
+    available: bool
+    reason: str
+
+
+def _any_device(device: torch.device) -> str | None:
+    return None
+
+
+def _cpu_kernels(device: torch.device) -> str | None:
+    if device.type != "cpu":
+        return f"C++ CPU kernel; inputs are on {device}"
+    return cpu.load()
+
+
+REGISTRY: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("reference", "serial Python loop, autograd through the loop (ground truth)",
+                reference.serial, _any_device),
+        Backend("torch", "parallel scan from plain torch ops (log2 T doubling passes)",
+                torch_scan.torch_scan, _any_device),
+        Backend("cpu_serial", "C++ loop over time, threads over channel blocks",
+                cpu.serial, _cpu_kernels),
+        Backend("cpu_parallel", "C++ Algorithm 1: time chunks across threads and in registers",
+                cpu.parallel, _cpu_kernels),
+    )
+}
+
+
+def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
+    """Every backend, whether it runs on `device` here, and why not if it does not."""
+    device = torch.device(device)
+    out = []
+    for b in REGISTRY.values():
+        reason = b.unavailable(device)
+        out.append(BackendStatus(b.name, reason is None, reason or b.description))
+    return out
+
+
+# Measured on a 2-core AMD EPYC (Zen 3) with `python -m plrnn.bench.recurrence --sweep-auto`:
+# the serial kernel is memory-bound once each thread owns a few hundred channels, while with
+# fewer it waits on its dependency chain and Algorithm 1's second read of the inputs is cheaper.
+PARALLEL_MAX_CHANNELS_PER_THREAD = 64
+PARALLEL_MIN_STEPS = 512
+
+_warned_fallback = False
+
+
+def choose_auto(device: torch.device, T: int, channels: int) -> str:
+    global _warned_fallback
+    if device.type == "cpu":
+        reason = cpu.load()
+        if reason is None:
+            per_thread = channels / max(1, torch.get_num_threads())
+            if T >= PARALLEL_MIN_STEPS and per_thread <= PARALLEL_MAX_CHANNELS_PER_THREAD:
+                return "cpu_parallel"
+            return "cpu_serial"
+        if not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(
+                f"plrnn: the C++ CPU kernels are unavailable ({reason}); backend='auto' falls "
+                "back to the 'torch' backend, which is slower.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return "torch"
+
+
+def resolve(name: str, device: torch.device, T: int, channels: int) -> Backend:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, got {type(name).__name__}")
+    if name == "auto":
+        return REGISTRY[choose_auto(device, T, channels)]
+    if name not in REGISTRY:
+        known = ", ".join(repr(n) for n in ("auto", *REGISTRY))
+        raise ValueError(f"unknown backend {name!r}; choose one of {known}")
+    backend = REGISTRY[name]
+    reason = backend.unavailable(device)
+    if reason is not None:
+        raise RuntimeError(f"backend {name!r} is not available for inputs on {device}: {reason}")
+    return backend

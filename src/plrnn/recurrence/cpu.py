@@ -1,0 +1,94 @@
+"""The C++ backends `cpu_serial` and `cpu_parallel` (csrc/cpu_scan.cpp).
+
+Built with torch.utils.cpp_extension at first use and cached (TORCH_EXTENSIONS_DIR, by default
+~/.cache/torch_extensions), so `pip install` needs no compiler and no second torch. The build
+targets this CPU (-march=native); the cache key includes the CPU's feature flags so a shared home
+directory across different machines never loads a foreign binary.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+from .autograd import register_scan_autograd
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).parent / "csrc" / "cpu_scan.cpp"
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+
+
+def _cpu_fingerprint() -> str:
+    try:
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        flags = platform.processor() or platform.machine()
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def _missing_toolchain() -> str | None:
+    from torch.utils.cpp_extension import is_ninja_available
+
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        return f"no C++ compiler found (looked for {cxx!r} on PATH; set CXX to choose one)"
+    if not is_ninja_available():
+        return "the ninja build tool is missing (pip install ninja)"
+    return None
+
+
+@functools.cache
+def load() -> str | None:
+    """Builds (once) and loads the kernels; returns why they are unavailable, or None."""
+    reason = _missing_toolchain()
+    if reason:
+        return reason
+    from torch.utils.cpp_extension import load as build
+
+    log.info("plrnn: building the C++ kernels (first use only; cached afterwards)")
+    try:
+        build(
+            name=f"plrnn_cpu_{_cpu_fingerprint()}",
+            sources=[str(_SOURCE)],
+            extra_cflags=_FLAGS,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=os.environ.get("PLRNN_VERBOSE_BUILD") == "1",
+        )
+    except Exception as err:  # noqa: BLE001 - any build failure means "unavailable, here is why"
+        return f"building the C++ kernels failed: {str(err).strip().splitlines()[-1]}"
+    _register_python_side()
+    return None
+
+
+def _register_python_side() -> None:
+    ops = torch.ops.plrnn
+
+    @torch.library.register_fake("plrnn::cpu_scan")
+    def _(decays, impulses, initial_state, reverse, parallel):
+        return torch.empty_like(impulses)
+
+    @torch.library.register_fake("plrnn::cpu_scan_backward")
+    def _(decays, h, grad_h, initial_state, reverse, parallel):
+        return torch.empty_like(grad_h), torch.empty_like(grad_h), grad_h.new_empty(grad_h.shape[1:])
+
+    register_scan_autograd(ops.cpu_scan.default, ops.cpu_scan_backward.default)
+
+
+def serial(decays, impulses, initial_state, reverse):
+    return torch.ops.plrnn.cpu_scan(decays, impulses, initial_state, reverse, False)
+
+
+def parallel(decays, impulses, initial_state, reverse):
+    return torch.ops.plrnn.cpu_scan(decays, impulses, initial_state, reverse, True)
