@@ -1,0 +1,10 @@
+"""Benchmarks for plrnn.
+
+`python -m plrnn.bench.recurrence` times the linear-recurrence backends (bandwidth, latency-bound
+regime, the paper's Table-1 grid, forward+backward against baselines) and writes
+results/<machine>/recurrence_bench.{csv,md,json}.
+
+The small helpers here are meant to be shared with the asv and pytest-benchmark suites:
+`machine` (what machine the numbers come from), `timing` (median time of a callable, with
+torch.utils.benchmark) and `bandwidth` (the copy_ probe and the bytes-moved model of the op).
+"""

@@ -1,0 +1,105 @@
+"""Where a benchmark ran: machine_info() for the result files, machine_name() for results/<name>/.
+
+Nothing here records the hostname or user; only hardware, software versions and the commit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+_REPO_DIR = Path(__file__).resolve().parent
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(
+            cmd, cwd=_REPO_DIR, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        brand = _run(["sysctl", "-n", "machdep.cpu.brand_string"])
+        if brand:
+            return brand
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def git_commit() -> dict:
+    """{'commit': sha or None, 'dirty': bool or None} of the checkout this package runs from."""
+    sha = _run(["git", "rev-parse", "HEAD"])
+    if sha is None:
+        return {"commit": None, "dirty": None}
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": sha, "dirty": bool(status)}
+
+
+def gpu_info() -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return {
+        "name": torch.cuda.get_device_name(0),
+        "count": torch.cuda.device_count(),
+        "driver": driver.splitlines()[0] if driver else None,
+        "cuda_runtime": torch.version.cuda,
+    }
+
+
+def _parallel_backend() -> str | None:
+    for line in torch.__config__.parallel_info().splitlines():
+        if line.startswith("ATen parallel backend"):
+            return line.partition(":")[2].strip()
+    return None
+
+
+def machine_info() -> dict:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    git = git_commit()
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "torch_parallel_backend": _parallel_backend(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "git_commit": git["commit"],
+        "git_dirty": git["dirty"],
+        "gpu": gpu_info(),
+    }
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"\((r|tm|c)\)", "", text.lower())
+    text = text.split("@")[0]  # "... CPU @ 2.40GHz"
+    text = re.sub(r"\b(processor|cpu|\d+-core|with radeon graphics)\b", " ", text)
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:40].rstrip("-") or "unknown"
+
+
+def machine_name(device: str | torch.device = "cpu") -> str:
+    """Short slug naming the results folder, e.g. 'cpu-amd-epyc-2c' or 'cuda-nvidia-h100-80gb-hbm3'."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return "cuda-" + _slug(torch.cuda.get_device_name(device))
+    return f"cpu-{_slug(cpu_model())}-{os.cpu_count()}c"
