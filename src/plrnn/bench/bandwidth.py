@@ -26,7 +26,8 @@ def bytes_moved(numel: int, pass_: str = "forward") -> int:
     try:
         return BYTES_PER_ELEMENT[pass_] * numel
     except KeyError:
-        raise ValueError(f"pass_ must be one of {sorted(BYTES_PER_ELEMENT)}, got {pass_!r}") from None
+        known = sorted(BYTES_PER_ELEMENT)
+        raise ValueError(f"pass_ must be one of {known}, got {pass_!r}") from None
 
 
 def copy_measurement(

@@ -98,7 +98,8 @@ def _slug(text: str) -> str:
 
 
 def machine_name(device: str | torch.device = "cpu") -> str:
-    """Short slug naming the results folder, e.g. 'cpu-amd-epyc-2c' or 'cuda-nvidia-h100-80gb-hbm3'."""
+    """Slug for results/<name>/: 'cpu-<model>-<n>c' (e.g. 'cpu-amd-epyc-2c'), or 'cuda-<gpu>'
+    (e.g. 'cuda-nvidia-h200') when `device` is a CUDA device."""
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return "cuda-" + _slug(torch.cuda.get_device_name(device))

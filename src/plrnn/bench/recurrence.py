@@ -40,12 +40,12 @@ from tqdm.auto import tqdm
 
 import plrnn
 
-# plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
-backend_registry = importlib.import_module("plrnn.recurrence.backends")
-
-from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, bytes_moved, copy_measurement
+from .bandwidth import COPY_BYTES_PER_ELEMENT, bytes_moved, copy_measurement
 from .machine import machine_info, machine_name
 from .timing import measure, single_time
+
+# plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
+backend_registry = importlib.import_module("plrnn.recurrence.backends")
 
 KERNELS = ("cpu_serial", "cpu_parallel")
 COMPARED = ("cpu_serial", "cpu_parallel", "torch", "auto")
@@ -55,6 +55,7 @@ GOAL_BANDWIDTH_FRACTION = 0.80
 GOAL_LATENCY_SPEEDUP = 2.0
 GOAL_AUTO_RATIO = 1.10
 GOAL_AUTO_VS_ASSOC = 8.0
+SWEEP_TIE = 0.05  # sweep cells where the kernels are within 5% of each other are ties
 
 
 # --------------------------------------------------------------------------------------- config
@@ -82,7 +83,7 @@ class Config:
 
 def make_config(args: argparse.Namespace) -> Config:
     quick = args.quick
-    mrt = args.min_run_time if args.min_run_time is not None else (0.1 if quick else 0.25)
+    mrt = args.min_run_time if args.min_run_time is not None else (0.1 if quick else 0.5)
     return Config(
         quick=quick,
         min_run_time=mrt,
@@ -99,7 +100,7 @@ def make_config(args: argparse.Namespace) -> Config:
         sweep_channels=(1, 4, 16, 64, 256, 1024) if quick
         else (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
         sweep_T=(16, 256, 4096, 65536) if quick else (16, 64, 256, 1024, 4096, 16384, 65536),
-        sweep_min_run_time=min(mrt, 0.1),
+        sweep_min_run_time=min(mrt, 0.2),
     )
 
 
@@ -251,7 +252,7 @@ def _combine(left, right):
 
 def _unbind_loop(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     h, out = torch.zeros_like(x[0]), []
-    for a_t, x_t in zip(a.unbind(0), x.unbind(0)):
+    for a_t, x_t in zip(a.unbind(0), x.unbind(0), strict=True):
         h = a_t * h + x_t
         out.append(h)
     return torch.stack(out)
@@ -421,8 +422,8 @@ def _time(df: pd.DataFrame, **where) -> float:
 
 
 def _reasons(df: pd.DataFrame) -> list[str]:
-    bad = df[df["status"] != "ok"].drop_duplicates(["method", "pass", "status", "reason"])
-    return [f"n/a  {r.method} ({r['pass']}): {r.status}: {r.reason}" for _, r in bad.iterrows()]
+    bad = df[df["status"] != "ok"].drop_duplicates(["method", "status", "reason"])
+    return [f"n/a  {r.method}: {r.status}: {r.reason}" for _, r in bad.iterrows()]
 
 
 @dataclass
@@ -439,8 +440,10 @@ def bandwidth_section(df: pd.DataFrame) -> tuple[Section, dict]:
     copy_bw = COPY_BYTES_PER_ELEMENT * numel_copy / copy_t
     rows, fractions = [], {}
     for _, r in d.iterrows():
-        per = COPY_BYTES_PER_ELEMENT if r["pass"] == "copy" else BYTES_PER_ELEMENT[FWD]
-        bw = per * r["numel"] / r["median_s"] if r["status"] == "ok" else math.nan
+        moved = (COPY_BYTES_PER_ELEMENT * r["numel"] if r["pass"] == "copy"
+                 else bytes_moved(r["numel"], FWD))
+        per = moved // r["numel"]
+        bw = moved / r["median_s"] if r["status"] == "ok" else math.nan
         frac = bw / copy_bw
         if r["method"] in KERNELS and "out=" in r["note"]:
             fractions[r["method"]] = frac
@@ -468,7 +471,7 @@ def _compare_rows(d: pd.DataFrame, keys: list[str]) -> list[dict]:
         t = {b: _time(g, method=b) for b in COMPARED}
         choice = g[g["method"] == "auto"]["auto_choice"].iloc[0]
         best = min(t["cpu_serial"], t["cpu_parallel"])
-        rows.append({**dict(zip(keys, key)), **t, "auto ->": choice,
+        rows.append({**dict(zip(keys, key, strict=True)), **t, "auto ->": choice,
                      "auto/best": t["auto"] / best,
                      "serial/parallel": t["cpu_serial"] / t["cpu_parallel"]})
     return rows
@@ -505,7 +508,8 @@ def grid_section(df: pd.DataFrame) -> tuple[Section, dict]:
     over = [f"(m={m}, T={T}): {x:.2f}" for x, m, T in ratios if x > GOAL_AUTO_RATIO]
     goal = _goal(worst[0] <= GOAL_AUTO_RATIO if ratios else None,
                  f"auto within {GOAL_AUTO_RATIO - 1:.0%} of min(cpu_serial, cpu_parallel) in every "
-                 f"cell: worst auto/best {fmt_x(worst[0])} at (m={worst[1]}, T={worst[2]})"
+                 f"cell: worst auto/best {fmt_x(worst[0])}"
+                 + (f" at (m={worst[1]}, T={worst[2]})" if ratios else "")
                  + (f"; over: {', '.join(over)}" if over else ""))
     lines = ["inputs (T, 1, m), forward; serial/parallel > 1 means cpu_parallel is faster",
              goal, *_reasons(d)]
@@ -542,8 +546,12 @@ def sweep_section(df: pd.DataFrame, threads: int) -> list[Section]:
     rows = []
     for (C, T), g in d.groupby(["channels", "T"], sort=False):
         s, p = _time(g, method="cpu_serial"), _time(g, method="cpu_parallel")
-        winner = "n/a" if not (math.isfinite(s) and math.isfinite(p)) else (
-            "cpu_parallel" if p < s else "cpu_serial")
+        if not (math.isfinite(s) and math.isfinite(p)):
+            winner = "n/a"
+        elif abs(s / p - 1) <= SWEEP_TIE:
+            winner = "tie"
+        else:
+            winner = "cpu_parallel" if p < s else "cpu_serial"
         auto = backend_registry.choose_auto(torch.device("cpu"), int(T), int(C))
         rows.append({"C": int(C), "T": int(T), "C/thread": C / threads, "serial": s,
                      "parallel": p, "winner": winner, "auto": auto})
@@ -551,15 +559,17 @@ def sweep_section(df: pd.DataFrame, threads: int) -> list[Section]:
         "C": str(r["C"]), "T": str(r["T"]), "C/thread": f"{r['C/thread']:g}",
         "cpu_serial ms": fmt_ms(r["serial"]), "cpu_parallel ms": fmt_ms(r["parallel"]),
         "serial/parallel": fmt_x(r["serial"] / r["parallel"]), "winner": r["winner"],
-        "auto picks": r["auto"], "auto agrees": "yes" if r["auto"] == r["winner"] else "NO",
+        "auto picks": r["auto"],
+        "auto agrees": "yes" if r["auto"] == r["winner"] else ("tie" if r["winner"] == "tie"
+                                                                else "NO"),
     } for r in rows])
-    letter = {"cpu_serial": "S", "cpu_parallel": "P", "n/a": "-"}
+    letter = {"cpu_serial": "S", "cpu_parallel": "P", "tie": "=", "n/a": "-"}
     grid = pd.DataFrame(rows).pivot(index="C", columns="T", values="winner").map(letter.get)
     agree = pd.DataFrame(rows).pivot(index="C", columns="T", values="auto")
     marked = grid.copy()
     for C in grid.index:
         for T in grid.columns:
-            if letter.get(agree.loc[C, T]) != grid.loc[C, T] and grid.loc[C, T] != "-":
+            if letter.get(agree.loc[C, T]) != grid.loc[C, T] and grid.loc[C, T] in "SP":
                 marked.loc[C, T] = grid.loc[C, T] + "*"
     marked = marked.reset_index().rename(columns={"C": "C \\ T"}).astype(str)
     marked.columns = [str(c) for c in marked.columns]
@@ -568,8 +578,8 @@ def sweep_section(df: pd.DataFrame, threads: int) -> list[Section]:
                 [f"{threads} torch threads; auto rule: cpu_parallel when T >= "
                  f"{backend_registry.PARALLEL_MIN_STEPS} and C/thread <= "
                  f"{backend_registry.PARALLEL_MAX_CHANNELS_PER_THREAD}", *_reasons(d)]),
-        Section("auto sweep: winner per cell (S serial, P parallel, * = auto picks the other)",
-                marked, []),
+        Section("auto sweep: winner per cell (S serial, P parallel, = within "
+                f"{SWEEP_TIE:.0%}, * = auto picks the other)", marked, []),
     ]
 
 
@@ -629,7 +639,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/<machine_name()>/)")
     p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds of timing per measurement (default 0.25, --quick 0.1)")
+                   help="seconds of timing per measurement (default 0.5, --quick 0.1)")
     p.add_argument("--sweep-auto", action="store_true",
                    help="run only the channels x T sweep of cpu_serial vs cpu_parallel that the "
                         "auto rule is derived from; writes auto_sweep.{csv,md,json}")
@@ -697,7 +707,11 @@ def main(argv: list[str] | None = None) -> int:
         body += [f"## {s.title}", "", render(s.table), "", *s.lines, ""]
     body.append(f"({len(records)} measurements in {elapsed:.0f} s)")
     text = "\n".join(body)
-    print("\n" + "\n".join(head[2:6]) + "\n\n" + text)
+    busy = ""
+    if load[0] > 0.5:
+        busy = (f"\nWARNING: load average {load[0]:.2f} before the run: other processes share "
+                "the cores, so threaded rows (cpu_parallel, torch) are timed under contention.\n")
+    print("\n" + "\n".join(head[2:6]) + "\n" + busy + "\n" + text)
 
     df.to_csv(out / f"{stem}.csv", index=False)
     (out / f"{stem}.md").write_text("\n".join(head) + "\n\n" + text + "\n")

@@ -25,15 +25,16 @@ def serial(
     """
     dtype = impulses.dtype
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    a, x = decays.to(compute), impulses.to(compute)
+    # unbind, not a[t]: indexing's backward would write a full (T, *) gradient per step (O(T^2)).
+    a, x = decays.to(compute).unbind(0), impulses.to(compute).unbind(0)
+    if not x:
+        return impulses.new_empty(impulses.shape)
     h = torch.zeros_like(x[0]) if initial_state is None else initial_state.to(compute)
-    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
-    out = [None] * x.shape[0]
+    steps = range(len(x) - 1, -1, -1) if reverse else range(len(x))
+    out = [None] * len(x)
     for t in steps:
         h = a[t] * h + x[t]
         out[t] = h
-    if not out:
-        return impulses.new_empty(impulses.shape)
     return torch.stack(out).to(dtype)
 
 
