@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -18,7 +19,7 @@ class Backend:
     # (decays, impulses, initial_state | None, reverse) -> h, on (T, C) contiguous buffers.
     run: Callable
     # Returns why the backend cannot run on `device`, or None if it can.
-    unavailable: Callable[[torch.device], "str | None"]
+    unavailable: Callable[[torch.device], str | None]
 
 
 class BackendStatus(NamedTuple):
@@ -40,14 +41,30 @@ def _cpu_kernels(device: torch.device) -> str | None:
 REGISTRY: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("reference", "serial Python loop, autograd through the loop (ground truth)",
-                reference.serial, _any_device),
-        Backend("torch", "parallel scan from plain torch ops (log2 T doubling passes)",
-                torch_scan.torch_scan, _any_device),
-        Backend("cpu_serial", "C++ loop over time, threads over channel blocks",
-                cpu.serial, _cpu_kernels),
-        Backend("cpu_parallel", "C++ Algorithm 1: time chunks across threads and in registers",
-                cpu.parallel, _cpu_kernels),
+        Backend(
+            "reference",
+            "serial Python loop, autograd through the loop (ground truth)",
+            reference.serial,
+            _any_device,
+        ),
+        Backend(
+            "torch",
+            "parallel scan from plain torch ops (log2 T doubling passes)",
+            torch_scan.torch_scan,
+            _any_device,
+        ),
+        Backend(
+            "cpu_serial",
+            "C++ loop over time, threads over channel blocks",
+            cpu.serial,
+            _cpu_kernels,
+        ),
+        Backend(
+            "cpu_parallel",
+            "C++ Algorithm 1: time chunks across threads and in registers",
+            cpu.parallel,
+            _cpu_kernels,
+        ),
     )
 }
 

@@ -29,7 +29,8 @@ _FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
 def _cpu_fingerprint() -> str:
     try:
         flags = next(
-            line for line in Path("/proc/cpuinfo").read_text().splitlines()
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("flags")
         )
     except (OSError, StopIteration):
@@ -81,7 +82,11 @@ def _register_python_side() -> None:
 
     @torch.library.register_fake("plrnn::cpu_scan_backward")
     def _(decays, h, grad_h, initial_state, reverse, parallel):
-        return torch.empty_like(grad_h), torch.empty_like(grad_h), grad_h.new_empty(grad_h.shape[1:])
+        return (
+            torch.empty_like(grad_h),
+            torch.empty_like(grad_h),
+            grad_h.new_empty(grad_h.shape[1:]),
+        )
 
     register_scan_autograd(ops.cpu_scan.default, ops.cpu_scan_backward.default)
 

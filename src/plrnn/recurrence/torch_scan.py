@@ -78,7 +78,11 @@ def torch_scan_backward(
     reverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if grad_h.shape[0] == 0:
-        return torch.empty_like(grad_h), torch.empty_like(grad_h), grad_h.new_zeros(grad_h.shape[1:])
+        return (
+            torch.empty_like(grad_h),
+            torch.empty_like(grad_h),
+            grad_h.new_zeros(grad_h.shape[1:]),
+        )
     return _in_compute_dtype(_backward)(decays, h, grad_h, initial_state, reverse)
 
 

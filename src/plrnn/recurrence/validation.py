@@ -15,9 +15,13 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
 def check_inputs(decays, impulses, initial_state, reverse) -> None:
     for name, value in (("decays", decays), ("impulses", impulses)):
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (T, *), got {type(value).__name__}")
+            raise TypeError(
+                f"{name} must be a torch.Tensor of shape (T, *), got {type(value).__name__}"
+            )
         if value.dim() == 0:
-            raise ValueError(f"{name} must have a leading time axis, shape (T, *); got a 0-d tensor")
+            raise ValueError(
+                f"{name} must have a leading time axis, shape (T, *); got a 0-d tensor"
+            )
         if value.dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"{name} must be float16, bfloat16, float32 or float64; got {value.dtype}"
