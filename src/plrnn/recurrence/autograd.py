@@ -26,4 +26,12 @@ def register_scan_autograd(scan_op, backward_op) -> None:
         n_extra = len(ctx.extra)
         return (ga, gx, gh0 if initial_state is not None else None, None) + (None,) * n_extra
 
+    def no_double_backward(ctx, *grads):
+        raise RuntimeError(
+            "plrnn.linear_recurrence supports first-order gradients only; double backward "
+            "(e.g. create_graph=True followed by another backward) is not implemented"
+        )
+
     torch.library.register_autograd(scan_op, backward, setup_context=setup_context)
+    # Without this, torch's fallback would let a double backward silently return zeros.
+    torch.library.register_autograd(backward_op, no_double_backward)

@@ -28,8 +28,10 @@ def _doubling_scan(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _forward(a, x, h0, reverse):
     if reverse:
         return _forward(a.flip(0), x.flip(0), h0, False).flip(0)
-    if h0 is not None and x.shape[0] > 0:
-        x = torch.cat([(a[:1] * h0 + x[:1]), x[1:]])
+    # The first decay multiplies the initial state even when it is zero, so NaN there
+    # propagates exactly as in the serial loop.
+    first = a[:1] * (torch.zeros_like(x[0]) if h0 is None else h0) + x[:1]
+    x = torch.cat([first, x[1:]])
     return _doubling_scan(a, x)
 
 

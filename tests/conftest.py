@@ -1,0 +1,38 @@
+"""Suite-wide fixtures.
+
+The C++ kernels are JIT-built at first use (about a minute, then cached in TORCH_EXTENSIONS_DIR);
+building them once up front keeps that cost out of any single test and makes a broken build fail
+loudly instead of surfacing as hundreds of confusing failures.
+
+Thread counts: the large correctness grids run with torch's intra-op pool pinned to one thread
+(`single_thread`). On a small, shared machine every OpenMP region of the pure-torch backend (a
+few dozen per call) otherwise waits on a descheduled worker, which made the grid ~100x slower
+without testing anything more. The C++ kernels' multi-threaded schedules are instead tested
+explicitly at 1-4 threads (test_threads.py) and at the default count (test_long.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels_built():
+    from plrnn.recurrence import cpu
+
+    reason = cpu.load()
+    assert reason is None, f"the C++ CPU kernels did not build: {reason}"
+
+
+@pytest.fixture
+def num_threads():
+    """set_threads(n) for one test; the previous count is restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def single_thread(num_threads):
+    num_threads(1)

@@ -1,0 +1,120 @@
+"""Shared helpers for the linear_recurrence tests: input generation and the comparison rules.
+
+Ground truth is `reference.serial` run in float64. Lower precisions are judged with the
+flash-attention rule: a backend's error against the float64 truth may be at most twice the error
+of the reference's own math at that precision, plus a floor of a few ulps of the output scale
+(FMA contraction and a different summation order legitimately change the rounding).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+
+import plrnn
+from plrnn.recurrence import reference
+from plrnn.recurrence.backends import REGISTRY
+
+# Every backend except the oracle: the ones the correctness tests loop over.
+BACKENDS = tuple(name for name in REGISTRY if name != "reference")
+ALL_BACKENDS = tuple(REGISTRY)
+
+F64_RTOL = 1e-10  # float64 against float64: only the summation order differs
+FLOOR_ULPS = 4  # the few-ulps floor of the low-precision rule, in units of eps * output scale
+
+DECAY_KINDS = {
+    "uniform": lambda u: u,
+    "near_one": lambda u: 0.999 + 0.001 * u,
+    "near_zero": lambda u: 1e-3 * u,
+}
+
+
+def seed_for(*parts) -> int:
+    """A stable per-case seed (Python's hash() of a str is salted per process)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def shape_id(shape) -> str:
+    return "shape=" + "x".join(map(str, shape))
+
+
+def make_inputs(T, shape, decay_kind="uniform", with_h0=False, seed=0, dtype=torch.float64):
+    """(decays, impulses, initial_state or None) from a seeded generator, cast to `dtype`."""
+    g = torch.Generator().manual_seed(seed)
+    full = (T, *shape)
+    a = DECAY_KINDS[decay_kind](torch.rand(full, generator=g, dtype=torch.float64))
+    x = torch.randn(full, generator=g, dtype=torch.float64)
+    h0 = torch.randn(tuple(shape), generator=g, dtype=torch.float64) if with_h0 else None
+    return tuple(None if t is None else t.to(dtype) for t in (a, x, h0))
+
+
+def cast(tensors, dtype):
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
+def ref64(a, x, h0=None, reverse=False):
+    """The ground truth: reference.serial in float64 on the given inputs, upcast exactly."""
+    a, x, h0 = cast((a, x, h0), torch.float64)
+    return reference.serial(a, x, h0, reverse)
+
+
+def max_err(out: torch.Tensor, truth: torch.Tensor) -> float:
+    if out.numel() == 0:
+        return 0.0
+    return (out.double() - truth.double()).abs().max().item()
+
+
+def scale_of(truth: torch.Tensor) -> float:
+    if truth.numel() == 0:
+        return 1.0
+    return max(truth.double().abs().max().item(), 1e-300)
+
+
+def run(name, a, x, h0=None, reverse=False):
+    return plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend=name)
+
+
+def check_float64(a, x, h0, reverse, truth, backends=BACKENDS):
+    """Each backend in float64 within F64_RTOL of the truth's scale; returns failure lines."""
+    failures = []
+    tol = F64_RTOL * max(1.0, scale_of(truth))
+    for name in backends:
+        out = run(name, a, x, h0, reverse)
+        if out.shape != x.shape or out.dtype != x.dtype:
+            failures.append(f"{name}: got {out.dtype} {tuple(out.shape)}")
+            continue
+        err = max_err(out, truth)
+        if not err <= tol:
+            failures.append(f"{name} float64: max error {err:.3e} > {tol:.3e}")
+    return failures
+
+
+def check_low_precision(a, x, h0, reverse, truth, backends=BACKENDS, ulps=FLOOR_ULPS):
+    """The 2x rule at the inputs' dtype; `truth` is ref64 of exactly these inputs."""
+    dtype = x.dtype
+    baseline = reference.serial(a, x, h0, reverse)
+    assert baseline.dtype == dtype
+    ref_err = max_err(baseline, truth)
+    allowed = 2 * ref_err + ulps * torch.finfo(dtype).eps * scale_of(truth)
+    failures = []
+    for name in backends:
+        out = run(name, a, x, h0, reverse)
+        if out.shape != x.shape or out.dtype != dtype:
+            failures.append(f"{name}: got {out.dtype} {tuple(out.shape)}, want {dtype}")
+            continue
+        err = max_err(out, truth)
+        if not err <= allowed:
+            failures.append(
+                f"{name} {dtype}: max error {err:.3e} > allowed {allowed:.3e} "
+                f"(reference.serial at {dtype}: {ref_err:.3e})"
+            )
+    return failures
+
+
+def grads_of(fn, inputs, upstream):
+    """torch.autograd.grad of <fn(*inputs), upstream> w.r.t. the inputs that are not None."""
+    leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*leaves)
+    wrt = [t for t in leaves if t is not None]
+    return out.detach(), torch.autograd.grad(out, wrt, upstream)

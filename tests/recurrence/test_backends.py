@@ -1,0 +1,92 @@
+"""The backend registry, backends(), auto's choice, and the C++ ops used directly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import plrnn
+from plrnn.recurrence import REGISTRY, cpu, reference
+from plrnn.recurrence.backends import (
+    PARALLEL_MAX_CHANNELS_PER_THREAD,
+    PARALLEL_MIN_STEPS,
+    choose_auto,
+)
+
+from .helpers import F64_RTOL, make_inputs, max_err, ref64, scale_of, seed_for
+
+
+def test_registry_names():
+    assert list(REGISTRY) == ["reference", "torch", "cpu_serial", "cpu_parallel"]
+    for name, backend in REGISTRY.items():
+        assert backend.name == name and backend.description and callable(backend.run)
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")], ids=["str", "device"])
+def test_backends_on_cpu_all_available(device):
+    statuses = plrnn.backends(device)
+    assert [s.name for s in statuses] == list(REGISTRY)
+    for s in statuses:
+        assert isinstance(s, plrnn.BackendStatus)
+        assert s.available is True
+        assert s.reason == REGISTRY[s.name].description  # available: the reason describes it
+    assert plrnn.backends() == statuses  # the default device is the CPU
+
+
+def test_backends_on_meta():
+    statuses = {s.name: s for s in plrnn.backends("meta")}
+    assert statuses["reference"].available and statuses["torch"].available
+    for name in ("cpu_serial", "cpu_parallel"):
+        assert statuses[name] == plrnn.BackendStatus(
+            name, False, "C++ CPU kernel; inputs are on meta")
+
+
+def test_auto_choice_rules(num_threads):
+    cpu_dev = torch.device("cpu")
+    for threads in (1, 2, 4):
+        num_threads(threads)
+        widest = PARALLEL_MAX_CHANNELS_PER_THREAD * threads
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, widest) == "cpu_parallel"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, 1) == "cpu_parallel"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, widest + 1) == "cpu_serial"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS - 1, 1) == "cpu_serial"
+        assert choose_auto(cpu_dev, 1, 1) == "cpu_serial"
+    assert choose_auto(torch.device("meta"), 10**6, 1) == "torch"
+
+
+# ------------------------------------------------------------------------- torch.ops.plrnn.*
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_cpu_scan_ops_direct(parallel, dtype):
+    assert cpu.load() is None
+    a, x, h0 = make_inputs(700, (24,), "uniform", True, seed_for("ops", parallel), dtype=dtype)
+    for reverse in (False, True):
+        for init in (None, h0):
+            truth = ref64(a, x, init, reverse)
+            got = torch.ops.plrnn.cpu_scan(a, x, init, reverse, parallel)
+            assert got.dtype == dtype and got.shape == x.shape
+            buf = torch.full_like(x, float("nan"))
+            assert torch.ops.plrnn.cpu_scan_out(a, x, init, reverse, parallel, out=buf) is None
+            assert torch.equal(buf, got)
+            if dtype == torch.float64:
+                allowed = F64_RTOL * scale_of(truth)
+            else:
+                baseline = reference.serial(a, x, init, reverse)
+                allowed = 2 * max_err(baseline, truth) + 4 * torch.finfo(dtype).eps * scale_of(truth)
+            assert max_err(got, truth) <= allowed
+
+
+def test_cpu_scan_op_rejects_bad_buffers():
+    assert cpu.load() is None
+    a, x = torch.rand(8, 4), torch.randn(8, 4)
+    with pytest.raises(RuntimeError, match="need contiguous inputs"):
+        torch.ops.plrnn.cpu_scan(a.t().contiguous().t(), x, None, False, False)
+    with pytest.raises(RuntimeError, match=r"must share a \(T, C\) shape"):
+        torch.ops.plrnn.cpu_scan(a.reshape(8, 2, 2), x.reshape(8, 2, 2), None, False, False)
+    with pytest.raises(RuntimeError, match=r"initial_state must have shape \(C,\)"):
+        torch.ops.plrnn.cpu_scan(a, x, torch.zeros(5), False, True)
+    with pytest.raises(RuntimeError, match="out must be a contiguous CPU tensor"):
+        torch.ops.plrnn.cpu_scan_out(a, x, None, False, True, out=torch.empty(8, 5))

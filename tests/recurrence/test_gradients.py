@@ -1,0 +1,137 @@
+"""Gradients of every backend against torch.autograd through the float64 reference loop."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from plrnn.recurrence import reference
+
+from .helpers import ALL_BACKENDS, BACKENDS, F64_RTOL, grads_of, make_inputs, run, seed_for, shape_id
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
+GRAD_NAMES = ("decays", "impulses", "initial_state")
+
+# Autograd through the reference loop costs O(T^2 * channels) (every a[t] select back-propagates
+# a full-size zero tensor), so the longest T runs with few channels.
+GRAD_CASES = [
+    (T, shape)
+    for T, shape in itertools.product([1, 2, 3, 33, 1000], [(1,), (3, 11), (2, 4, 16)])
+] + [(4097, (1,)), (4097, (3,))]
+
+
+def _case_id(case):
+    T, shape = case
+    return f"T={T}-{shape_id(shape)}"
+
+
+def _reference_grads(inputs, upstream, reverse):
+    return grads_of(lambda a, x, h0: reference.serial(a, x, h0, reverse), inputs, upstream)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("with_h0", [False, True], ids=["no_h0", "h0"])
+@pytest.mark.parametrize("decay_kind", ["uniform", "near_one"])
+@pytest.mark.parametrize("case", GRAD_CASES, ids=_case_id)
+def test_gradients_match_reference_autograd(case, decay_kind, with_h0, reverse):
+    T, shape = case
+    seed = seed_for("grad", T, shape, decay_kind, with_h0, reverse)
+    inputs = make_inputs(T, shape, decay_kind, with_h0, seed)
+    upstream = torch.randn((T, *shape), generator=torch.Generator().manual_seed(seed + 1),
+                           dtype=torch.float64)
+    _, want = _reference_grads(inputs, upstream, reverse)
+    names = GRAD_NAMES if with_h0 else GRAD_NAMES[:2]
+    assert len(want) == len(names)
+
+    failures = []
+    for backend in BACKENDS:
+        _, got = grads_of(lambda a, x, h0: run(backend, a, x, h0, reverse), inputs, upstream)
+        for name, g, w in zip(names, got, want):
+            tol = F64_RTOL * max(1.0, w.abs().max().item())
+            if g.shape != w.shape or g.dtype != w.dtype:
+                failures.append(f"{backend} d{name}: {g.dtype} {tuple(g.shape)}")
+            elif not (g - w).abs().max().item() <= tol:
+                err = (g - w).abs().max().item()
+                failures.append(f"{backend} d{name}: max error {err:.3e} > {tol:.3e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("T", [33, 1000], ids=lambda T: f"T={T}")
+def test_low_precision_gradients(T, reverse, dtype):
+    """Gradients at low precision: within 2x the error of autograd through the reference loop at
+    that precision (plus a few ulps of each gradient's scale), against the float64 truth."""
+    shape = (3, 5)
+    seed = seed_for("grad_lp", T, reverse, str(dtype))
+    inputs = make_inputs(T, shape, "uniform", True, seed, dtype=dtype)
+    upstream = torch.randn((T, *shape), generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    inputs64 = tuple(t.double() for t in inputs)
+    _, truth = _reference_grads(inputs64, upstream.double(), reverse)
+    _, baseline = _reference_grads(inputs, upstream, reverse)
+
+    failures = []
+    eps = torch.finfo(dtype).eps
+    for backend in BACKENDS:
+        _, got = grads_of(lambda a, x, h0: run(backend, a, x, h0, reverse), inputs, upstream)
+        for name, g, b, w in zip(GRAD_NAMES, got, baseline, truth):
+            assert g.dtype == dtype, f"{backend} d{name} is {g.dtype}"
+            scale = w.abs().max().item()
+            allowed = 2 * (b.double() - w).abs().max().item() + 8 * eps * scale
+            err = (g.double() - w).abs().max().item()
+            if not err <= allowed:
+                failures.append(f"{backend} d{name}: error {err:.3e} > allowed {allowed:.3e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("channels", [1, 3, 70], ids=lambda c: f"C={c}")
+@pytest.mark.parametrize("T", [1, 2, 5, 17], ids=lambda T: f"T={T}")
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_gradcheck(backend, T, channels, reverse):
+    a, x, h0 = make_inputs(T, (channels,), "uniform", True, seed_for("gradcheck", T, channels))
+    inputs = tuple(t.requires_grad_(True) for t in (a, x, h0))
+    # Full Jacobians up to 35 columns wide; the 70-channel cases check random projections of the
+    # Jacobian instead (fast mode), which is as sensitive to a wrong formula and 2500x cheaper.
+    assert torch.autograd.gradcheck(
+        lambda a, x, h0: run(backend, a, x, h0, reverse), inputs, eps=1e-6, atol=1e-8, rtol=1e-6,
+        fast_mode=channels > 35,
+    )
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_gradcheck_without_initial_state_multidim(backend):
+    a, x, _ = make_inputs(9, (2, 3), "uniform", False, seed_for("gradcheck_md"))
+    inputs = (a.requires_grad_(True), x.requires_grad_(True))
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda a, x: run(backend, a, x, None, reverse), inputs, eps=1e-6, atol=1e-8, rtol=1e-6
+        )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_is_correct_or_refused(backend):
+    """create_graph=True through a backend must either give the reference's second derivatives or
+    raise; silently wrong higher-order gradients are a bug."""
+    a, x, _ = make_inputs(6, (2,), "uniform", False, seed_for("double_backward"))
+
+    def second(fn):
+        a_ = a.clone().requires_grad_(True)
+        x_ = x.clone().requires_grad_(True)
+        h = fn(a_, x_)
+        (ga,) = torch.autograd.grad((h ** 2).sum(), a_, create_graph=True)
+        (gx,) = torch.autograd.grad(ga.sum(), x_)
+        return gx
+
+    want = second(lambda a, x: reference.serial(a, x))
+    assert want.abs().max() > 0
+    try:
+        got = second(lambda a, x: run(backend, a, x))
+    except RuntimeError as err:
+        assert "first-order gradients only" in str(err)
+        return  # refusing is acceptable
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
