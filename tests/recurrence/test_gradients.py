@@ -9,7 +9,16 @@ import torch
 
 from plrnn.recurrence import reference
 
-from .helpers import ALL_BACKENDS, BACKENDS, F64_RTOL, grads_of, make_inputs, run, seed_for, shape_id
+from .helpers import (
+    ALL_BACKENDS,
+    BACKENDS,
+    F64_RTOL,
+    grads_of,
+    make_inputs,
+    run,
+    seed_for,
+    shape_id,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
