@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch._dynamo
 
 import plrnn
 
 from .helpers import make_inputs, seed_for
 
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),  # dynamo's notes on the graph break
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # torch.jit, inside inductor
+]
+
 
 @pytest.mark.parametrize("backend", ["cpu_serial", "torch"])
 def test_torch_compile_forward_and_backward_match_eager(backend):
     torch._dynamo.reset()
-    a, x, _ = make_inputs(37, (5,), "uniform", False, seed_for("compile", backend),
-                          dtype=torch.float32)
+    a, x, _ = make_inputs(
+        37, (5,), "uniform", False, seed_for("compile", backend), dtype=torch.float32
+    )
     upstream = torch.randn(37, 5, generator=torch.Generator().manual_seed(1))
 
     def f(a, x):
@@ -34,13 +41,13 @@ def test_torch_compile_forward_and_backward_match_eager(backend):
         torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", [
-    "torch",
-    pytest.param("cpu_serial", marks=pytest.mark.xfail(strict=True, raises=Exception, reason=(
-        "BUG: resolve() calls cpu.load() inside the traced region; dynamo ignores its "
-        "functools.cache and reaches shutil.which (posix.stat), an unconditional graph break, "
-        "so fullgraph=True fails for the C++ backends and 'auto'"))),
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "torch",
+        "cpu_serial",
+    ],
+)
 def test_torch_compile_fullgraph(backend):
     torch._dynamo.reset()
     a, x, h0 = make_inputs(16, (3,), "uniform", True, seed_for("fullgraph"), dtype=torch.float32)

@@ -9,7 +9,7 @@ import plrnn
 from plrnn.recurrence import reference
 from plrnn.recurrence.backends import choose_auto
 
-from .helpers import ALL_BACKENDS, BACKENDS, F64_RTOL, make_inputs, ref64, run, seed_for
+from .helpers import ALL_BACKENDS, BACKENDS, F64_RTOL, grads_of, make_inputs, ref64, run, seed_for
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
@@ -26,8 +26,11 @@ def assert_close64(got, want, what=""):
 # ---------------------------------------------------------------------------------------- empty
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
-                         ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+    ids=lambda d: str(d).removeprefix("torch."),
+)
 @pytest.mark.parametrize("shape", [(0,), (0, 3), (0, 2, 5)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("backend", ALL_NAMES)
 def test_zero_steps_returns_empty_and_backpropagates(backend, shape, dtype):
@@ -71,8 +74,12 @@ def _strided_views(seed):
     yield "transposed", rand(7, 40).t(), randn(7, 40).t(), None
     yield "time_strided", rand(80, 5)[::2], randn(80, 5)[::2], randn(10)[::2]
     yield "channel_strided", rand(40, 15)[:, ::3], randn(40, 15)[:, 1::3], None
-    yield "permuted_3d", rand(3, 4, 50).permute(2, 0, 1), randn(50, 4, 3).transpose(1, 2), \
-        randn(4, 3).t()
+    yield (
+        "permuted_3d",
+        rand(3, 4, 50).permute(2, 0, 1),
+        randn(50, 4, 3).transpose(1, 2),
+        randn(4, 3).t(),
+    )
     yield "negative_offset", rand(41, 6)[1:, 2:5], randn(41, 6)[:-1, 1:4], randn(6)[3:]
     yield "broadcast_decays", rand(1, 9).expand(33, 9), randn(33, 9), randn(1).expand(9)
 
@@ -103,8 +110,15 @@ def test_non_contiguous_inputs_equal_contiguous_copies(backend, reverse):
 
 T_NAN = {"short": (40, (3,)), "long": (4097, (33,))}
 
-NAN_SITES = ["decays_first", "decays_middle", "decays_last", "impulses_first",
-             "impulses_middle", "initial_state"]
+NAN_SITES = [
+    "decays_first",
+    "decays_middle",
+    "decays_last",
+    "impulses_first",
+    "impulses_middle",
+    "initial_state",
+]
+
 
 def _nan_params():
     for backend in BACKENDS:
@@ -113,8 +127,10 @@ def _nan_params():
                 if site == "initial_state" and not with_h0:
                     continue
                 for reverse in (False, True):
-                    ident = f"{backend}-{site}-{'h0' if with_h0 else 'no_h0'}-" \
-                            f"{'rev' if reverse else 'fwd'}"
+                    ident = (
+                        f"{backend}-{site}-{'h0' if with_h0 else 'no_h0'}-"
+                        f"{'rev' if reverse else 'fwd'}"
+                    )
                     yield pytest.param(backend, site, with_h0, reverse, id=ident)
 
 
@@ -136,7 +152,8 @@ def test_nan_propagates_like_reference(backend, site, with_h0, reverse, size):
     got = run(backend, a, x, h0, reverse)
     assert torch.isnan(want).any()
     assert torch.equal(torch.isnan(got), torch.isnan(want)), (
-        f"{int(torch.isnan(got).sum())} NaNs, reference has {int(torch.isnan(want).sum())}")
+        f"{int(torch.isnan(got).sum())} NaNs, reference has {int(torch.isnan(want).sum())}"
+    )
     finite = ~torch.isnan(want)
     assert_close64(got[finite], want[finite])
 
@@ -144,8 +161,11 @@ def test_nan_propagates_like_reference(backend, site, with_h0, reverse, size):
 # --------------------------------------------------------------------------------------- auto
 
 
-@pytest.mark.parametrize("T,shape", [(5, (3,)), (600, (4,)), (600, (300,)), (3000, (2, 8))],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "T,shape",
+    [(5, (3,)), (600, (4,)), (600, (300,)), (3000, (2, 8))],
+    ids=["T=5-C=3", "T=600-C=4", "T=600-C=300", "T=3000-C=16"],
+)
 def test_auto_matches_reference_and_its_choice(T, shape):
     a, x, h0 = make_inputs(T, shape, "uniform", True, seed_for("auto", T, shape))
     channels = x[0].numel()
@@ -236,3 +256,53 @@ def test_no_grad_inputs_give_a_plain_tensor(backend):
     h = plrnn.linear_recurrence(a, x, h0, backend=backend)
     assert not h.requires_grad
     assert_close64(h, ref64(a, x, h0))
+
+
+@pytest.mark.parametrize("backend", ALL_NAMES)
+def test_no_trailing_dims(backend):
+    """(T,) inputs: one channel, and a 0-d initial_state."""
+    a, x, h0 = make_inputs(50, (), "uniform", True, seed_for("rank0"))
+    assert h0.dim() == 0
+    for init in (None, h0):
+        for reverse in (False, True):
+            inputs = (a, x, init)
+            upstream = torch.randn(50, dtype=torch.float64)
+            _, want = grads_of(
+                lambda a, x, h0: reference.serial(a, x, h0, reverse), inputs, upstream
+            )
+            h, got = grads_of(
+                lambda a, x, h0: plrnn.linear_recurrence(
+                    a, x, h0, reverse=reverse, backend=backend
+                ),
+                inputs,
+                upstream,
+            )
+            assert_close64(h, ref64(a, x, init, reverse))
+            for g, w in zip(got, want):
+                assert_close64(g, w, "gradient")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_in_place_change_of_the_output_is_detected(backend):
+    """The kernels save h for their backward; changing it in place must not silently corrupt the
+    gradients."""
+    a = torch.rand(10, 3, requires_grad=True)
+    x = torch.randn(10, 3, requires_grad=True)
+    h = run(backend, a, x)
+    h.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h.sum().backward()
+
+
+@pytest.mark.parametrize("backend", ALL_NAMES)
+def test_under_inference_mode_and_no_grad(backend):
+    a, x, h0 = make_inputs(40, (4,), "uniform", True, seed_for("inference"))
+    want = ref64(a, x, h0)
+    with torch.inference_mode():
+        h = plrnn.linear_recurrence(a, x, h0, backend=backend)
+    assert h.is_inference()
+    assert_close64(h, want)
+    with torch.no_grad():
+        h = plrnn.linear_recurrence(a.requires_grad_(True), x, h0, backend=backend)
+    assert not h.requires_grad
+    assert_close64(h, want)

@@ -39,8 +39,9 @@ def test_long_forward_float64(long_case):
 
 def test_long_forward_float32(long_case):
     reverse, (a, x, h0), _, truth = long_case
-    failures = check_low_precision(a, x, h0, reverse, truth,
-                                   backends=("cpu_serial", *PARALLEL_BACKENDS))
+    failures = check_low_precision(
+        a, x, h0, reverse, truth, backends=("cpu_serial", *PARALLEL_BACKENDS)
+    )
     assert not failures, "\n".join(failures)
 
 
@@ -48,8 +49,9 @@ def test_long_gradients_match_cpu_serial(long_case):
     """cpu_serial's float64 gradients were validated against autograd through the reference on
     shorter T; the parallel schedules must reproduce them at long T."""
     reverse, _, inputs, _ = long_case
-    upstream = torch.randn(inputs[1].shape, generator=torch.Generator().manual_seed(7),
-                           dtype=torch.float64)
+    upstream = torch.randn(
+        inputs[1].shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+    )
 
     def grads(name):
         return grads_of(lambda a, x, h0: run(name, a, x, h0, reverse), inputs, upstream)

@@ -26,6 +26,7 @@ CASES = [
     (1000, (128,)),  # wide rows (> 64 channels): state in an L1 buffer
     (1500, (2, 100)),  # wide rows that are not a multiple of any tile
     (30001, (3,)),  # few channels: many chunks in flight per thread
+    (64, (2, 1100)),  # more channels than one L1 state block (2048)
 ]
 
 
@@ -37,8 +38,9 @@ def test_every_thread_count_matches_reference(case, reverse, num_threads):
     inputs32 = make_inputs(T, shape, "near_one", True, seed, torch.float32)
     inputs64 = cast(inputs32, torch.float64)
     truth = ref64(*inputs64, reverse)
-    upstream = torch.randn((T, *shape), generator=torch.Generator().manual_seed(seed),
-                           dtype=torch.float64)
+    upstream = torch.randn(
+        (T, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
     failures = []
     grads_1 = None
@@ -57,3 +59,27 @@ def test_every_thread_count_matches_reference(case, reverse, num_threads):
                 if not err <= F64_RTOL * max(1.0, w.abs().max().item()):
                     failures.append(f"{n} threads: {name} gradient differs by {err:.3e}")
     assert not failures, "\n".join(failures)
+
+
+def test_concurrent_calls_from_python_threads(num_threads):
+    """Several Python threads calling the kernels at once (each call itself multi-threaded) get
+    exactly what the same calls give one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    num_threads(2)
+    jobs = []
+    for i in range(12):
+        name = ("cpu_serial", "cpu_parallel", "torch")[i % 3]
+        T, shape = ((3000, (40,)), (700, (100,)), (20000, (4,)))[i % 3]
+        inputs = make_inputs(T, shape, "uniform", True, seed_for("concurrent", i))
+        jobs.append((name, inputs, bool(i % 2)))
+
+    def call(job):
+        name, (a, x, h0), reverse = job
+        return run(name, a, x, h0, reverse)
+
+    alone = [call(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(call, jobs))
+    for (name, _, _), got, want in zip(jobs, together, alone):
+        assert torch.equal(got, want), name

@@ -46,8 +46,14 @@ def test_missing_compiler_reports_refuses_and_falls_back(tmp_path):
     ext_dir.mkdir()
     env = dict(os.environ, CXX="/nonexistent/c++", TORCH_EXTENSIONS_DIR=str(ext_dir))
     env.pop("PLRNN_VERBOSE_BUILD", None)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
     out = json.loads(line.removeprefix("RESULT "))
@@ -62,7 +68,9 @@ def test_missing_compiler_reports_refuses_and_falls_back(tmp_path):
 
     # (b) asking for the kernel by name fails with that reason
     assert out["explicit_error"] is not None
-    assert out["explicit_error"].startswith("backend 'cpu_serial' is not available for inputs on cpu")
+    assert out["explicit_error"].startswith(
+        "backend 'cpu_serial' is not available for inputs on cpu"
+    )
     assert "no C++ compiler found" in out["explicit_error"]
 
     # (c) auto warns once over two calls, and still computes the right thing

@@ -20,80 +20,121 @@ def call(decays=A, impulses=X, initial_state=None, **kwargs):
 
 
 def test_decays_not_a_tensor():
-    with pytest.raises(TypeError, match=r"^decays must be a torch\.Tensor of shape \(T, \*\), got list$"):
+    with pytest.raises(
+        TypeError, match=r"^decays must be a torch\.Tensor of shape \(T, \*\), got list$"
+    ):
         call(decays=A.tolist())
 
 
 def test_impulses_not_a_tensor():
-    with pytest.raises(TypeError, match=r"^impulses must be a torch\.Tensor of shape \(T, \*\), got float$"):
+    with pytest.raises(
+        TypeError, match=r"^impulses must be a torch\.Tensor of shape \(T, \*\), got float$"
+    ):
         call(impulses=1.0)
 
 
 def test_decays_zero_dim():
-    with pytest.raises(ValueError, match=r"^decays must have a leading time axis, shape \(T, \*\); got a 0-d tensor$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^decays must have a leading time axis, shape \(T, \*\); got a 0-d tensor$",
+    ):
         call(decays=torch.tensor(0.5), impulses=torch.tensor(1.0))
 
 
 def test_impulses_zero_dim():
-    with pytest.raises(ValueError, match=r"^impulses must have a leading time axis, shape \(T, \*\); got a 0-d tensor$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^impulses must have a leading time axis, shape \(T, \*\); got a 0-d tensor$",
+    ):
         call(impulses=torch.tensor(1.0))
 
 
 def test_integer_decays():
-    with pytest.raises(TypeError, match=r"^decays must be float16, bfloat16, float32 or float64; got torch\.int64$"):
-        call(decays=torch.ones(6, 3, dtype=torch.int64), impulses=torch.ones(6, 3, dtype=torch.int64))
+    with pytest.raises(
+        TypeError, match=r"^decays must be float16, bfloat16, float32 or float64; got torch\.int64$"
+    ):
+        call(
+            decays=torch.ones(6, 3, dtype=torch.int64), impulses=torch.ones(6, 3, dtype=torch.int64)
+        )
 
 
 def test_integer_impulses():
-    with pytest.raises(TypeError, match=r"^impulses must be float16, bfloat16, float32 or float64; got torch\.int32$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^impulses must be float16, bfloat16, float32 or float64; got torch\.int32$",
+    ):
         call(impulses=torch.ones(6, 3, dtype=torch.int32))
 
 
 def test_complex_impulses_rejected():
-    with pytest.raises(TypeError, match=r"^impulses must be float16, bfloat16, float32 or float64; got torch\.complex64$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^impulses must be float16, bfloat16, float32 or float64; got torch\.complex64$",
+    ):
         call(impulses=torch.ones(6, 3, dtype=torch.complex64))
 
 
 def test_mismatched_shapes():
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             "decays and impulses must have the same shape (T, *); "
-            "got decays (6, 3) and impulses (6, 4)")):
+            "got decays (6, 3) and impulses (6, 4)"
+        ),
+    ):
         call(impulses=torch.randn(6, 4))
 
 
 def test_broadcastable_shapes_are_still_rejected():
-    with pytest.raises(ValueError, match=r"must have the same shape.*got decays \(1, 3\) and impulses \(6, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"must have the same shape.*got decays \(1, 3\) and impulses \(6, 3\)"
+    ):
         call(decays=torch.rand(1, 3))
 
 
 def test_mismatched_dtypes():
-    with pytest.raises(TypeError, match=r"^decays and impulses must have the same dtype; got decays torch\.float64 and impulses torch\.float32$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^decays and impulses must have the same dtype; got decays torch\.float64 and impulses torch\.float32$",
+    ):
         call(decays=A.double())
 
 
 def test_tensors_on_different_devices():
-    with pytest.raises(ValueError, match=r"^decays and impulses must be on the same device; got decays on meta and impulses on cpu$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^decays and impulses must be on the same device; got decays on meta and impulses on cpu$",
+    ):
         call(decays=torch.empty(6, 3, device="meta"))
 
 
 def test_initial_state_not_a_tensor():
-    with pytest.raises(TypeError, match=r"^initial_state must be a torch\.Tensor or None, got list$"):
+    with pytest.raises(
+        TypeError, match=r"^initial_state must be a torch\.Tensor or None, got list$"
+    ):
         call(initial_state=[0.0, 0.0, 0.0])
 
 
 def test_initial_state_wrong_shape():
-    with pytest.raises(ValueError, match=re.escape(
-            "initial_state must have shape (3,) (impulses.shape[1:]); got (1, 3)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("initial_state must have shape (3,) (impulses.shape[1:]); got (1, 3)"),
+    ):
         call(initial_state=torch.zeros(1, 3))
 
 
 def test_initial_state_wrong_dtype():
-    with pytest.raises(TypeError, match=r"^initial_state must have the impulses' dtype torch\.float32; got torch\.float64$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^initial_state must have the impulses' dtype torch\.float32; got torch\.float64$",
+    ):
         call(initial_state=torch.zeros(3, dtype=torch.float64))
 
 
 def test_initial_state_wrong_device():
-    with pytest.raises(ValueError, match=r"^initial_state must be on the impulses' device cpu; got meta$"):
+    with pytest.raises(
+        ValueError, match=r"^initial_state must be on the impulses' device cpu; got meta$"
+    ):
         call(initial_state=torch.empty(3, device="meta"))
 
 
@@ -109,29 +150,42 @@ def test_backend_not_a_string():
 
 
 def test_unknown_backend_lists_valid_names():
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             "unknown backend 'cuda'; choose one of 'auto', 'reference', 'torch', "
-            "'cpu_serial', 'cpu_parallel'")):
+            "'cpu_serial', 'cpu_parallel'"
+        ),
+    ):
         call(backend="cuda")
 
 
 @pytest.mark.parametrize("name", ["cpu_serial", "cpu_parallel"])
 def test_cpu_kernel_unavailable_on_meta(name):
     meta = torch.empty(6, 3, device="meta")
-    with pytest.raises(RuntimeError, match=re.escape(
+    with pytest.raises(
+        RuntimeError,
+        match=re.escape(
             f"backend {name!r} is not available for inputs on meta: "
-            "C++ CPU kernel; inputs are on meta")):
+            "C++ CPU kernel; inputs are on meta"
+        ),
+    ):
         plrnn.linear_recurrence(meta, meta, backend=name)
 
 
 def test_unavailable_kernel_names_its_reason(monkeypatch):
     monkeypatch.setattr(cpu, "load", lambda: "pretend the build failed")
-    with pytest.raises(RuntimeError, match=re.escape(
-            "backend 'cpu_parallel' is not available for inputs on cpu: pretend the build failed")):
+    with pytest.raises(
+        RuntimeError,
+        match=re.escape(
+            "backend 'cpu_parallel' is not available for inputs on cpu: pretend the build failed"
+        ),
+    ):
         call(backend="cpu_parallel")
     statuses = {s.name: s for s in plrnn.backends("cpu")}
     assert statuses["cpu_serial"] == plrnn.BackendStatus(
-        "cpu_serial", False, "pretend the build failed")
+        "cpu_serial", False, "pretend the build failed"
+    )
 
 
 def test_validation_runs_before_backend_resolution():
@@ -155,7 +209,6 @@ def test_meta_tensors_run_through_torch_backend():
     """The pure-torch backends run on any device, including shape-only 'meta' tensors."""
     meta = torch.empty(6, 2, 3, device="meta")
     for backend in ("torch", "auto"):
-        h = plrnn.linear_recurrence(meta, meta, torch.empty(2, 3, device="meta"),
-                                    backend=backend)
+        h = plrnn.linear_recurrence(meta, meta, torch.empty(2, 3, device="meta"), backend=backend)
         assert h.device.type == "meta" and h.shape == (6, 2, 3)
     assert choose_auto(torch.device("meta"), 6, 6) == "torch"

@@ -8,7 +8,6 @@ directory across different machines never loads a foreign binary.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -49,9 +48,19 @@ def _missing_toolchain() -> str | None:
     return None
 
 
-@functools.cache
+_UNSET = object()
+_status: object = _UNSET  # a plain global, so torch.compile traces through load() once it is set
+
+
 def load() -> str | None:
     """Builds (once) and loads the kernels; returns why they are unavailable, or None."""
+    global _status
+    if _status is _UNSET:
+        _status = _build_and_register()
+    return _status
+
+
+def _build_and_register() -> str | None:
     reason = _missing_toolchain()
     if reason:
         return reason
