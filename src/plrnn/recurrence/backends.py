@@ -79,11 +79,11 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# Measured on a 2-core AMD EPYC (Zen 3) with `python -m plrnn.bench.recurrence --sweep-auto`:
-# the serial kernel is memory-bound once each thread owns a few hundred channels, while with
-# fewer it waits on its dependency chain and Algorithm 1's second read of the inputs is cheaper.
-PARALLEL_MAX_CHANNELS_PER_THREAD = 64
-PARALLEL_MIN_STEPS = 512
+# From `python -m plrnn.bench.recurrence --sweep-auto` on a 2-core AMD EPYC VM (results/): the
+# parallel kernel won clearly only with <= 32 channels per thread and T >= 4096 (1.3-1.7x at 32
+# channels); elsewhere the serial loop is at memory bandwidth or the call overhead dominates.
+PARALLEL_MAX_CHANNELS_PER_THREAD = 32
+PARALLEL_MIN_STEPS = 4096
 
 _warned_fallback = False
 
