@@ -41,12 +41,19 @@ def test_torch_compile_forward_and_backward_match_eager(backend):
         torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
 
 
+_AUTO_GRAPH_BREAK = pytest.mark.xfail(
+    strict=True,
+    raises=torch._dynamo.exc.Unsupported,
+    reason=(
+        "BUG: choose_auto() calls torch.get_num_threads(), which dynamo cannot put in a graph "
+        "('torch.* op returned non-Tensor'), so fullgraph=True fails for the default backend"
+    ),
+)
+
+
 @pytest.mark.parametrize(
     "backend",
-    [
-        "torch",
-        "cpu_serial",
-    ],
+    ["torch", "cpu_serial", "cpu_parallel", pytest.param("auto", marks=_AUTO_GRAPH_BREAK)],
 )
 def test_torch_compile_fullgraph(backend):
     torch._dynamo.reset()

@@ -7,7 +7,11 @@ import torch
 
 import plrnn
 from plrnn.recurrence import reference
-from plrnn.recurrence.backends import choose_auto
+from plrnn.recurrence.backends import (
+    PARALLEL_MAX_CHANNELS_PER_THREAD,
+    PARALLEL_MIN_STEPS,
+    choose_auto,
+)
 
 from .helpers import ALL_BACKENDS, BACKENDS, F64_RTOL, grads_of, make_inputs, ref64, run, seed_for
 
@@ -161,20 +165,30 @@ def test_nan_propagates_like_reference(backend, site, with_h0, reverse, size):
 # --------------------------------------------------------------------------------------- auto
 
 
-@pytest.mark.parametrize(
-    "T,shape",
-    [(5, (3,)), (600, (4,)), (600, (300,)), (3000, (2, 8))],
-    ids=["T=5-C=3", "T=600-C=4", "T=600-C=300", "T=3000-C=16"],
-)
-def test_auto_matches_reference_and_its_choice(T, shape):
+# This module runs on one thread (single_thread), so channels per thread = channels.
+AUTO_CASES = {
+    "short": (5, (3,), "cpu_serial"),
+    "just_too_short": (PARALLEL_MIN_STEPS - 1, (4,), "cpu_serial"),
+    "long_narrow": (PARALLEL_MIN_STEPS, (2, 2), "cpu_parallel"),
+    "long_at_width_limit": (
+        PARALLEL_MIN_STEPS,
+        (PARALLEL_MAX_CHANNELS_PER_THREAD,),
+        "cpu_parallel",
+    ),
+    "long_too_wide": (PARALLEL_MIN_STEPS, (PARALLEL_MAX_CHANNELS_PER_THREAD + 1,), "cpu_serial"),
+}
+
+
+@pytest.mark.parametrize("case", list(AUTO_CASES))
+def test_auto_matches_reference_and_its_choice(case):
+    T, shape, expected = AUTO_CASES[case]
+    assert torch.get_num_threads() == 1
     a, x, h0 = make_inputs(T, shape, "uniform", True, seed_for("auto", T, shape))
-    channels = x[0].numel()
-    chosen = choose_auto(torch.device("cpu"), T, channels)
-    assert chosen in ("cpu_serial", "cpu_parallel")
+    assert choose_auto(torch.device("cpu"), T, x[0].numel()) == expected
     for reverse in (False, True):
         h = plrnn.linear_recurrence(a, x, h0, reverse=reverse)  # backend="auto" is the default
-        assert torch.equal(h, run(chosen, a, x, h0, reverse))
-        assert_close64(h, ref64(a, x, h0, reverse), f"auto -> {chosen}")
+        assert torch.equal(h, run(expected, a, x, h0, reverse))
+        assert_close64(h, ref64(a, x, h0, reverse), f"auto -> {expected}")
 
 
 # -------------------------------------------------------------------------- algebraic identities
