@@ -88,12 +88,18 @@ PARALLEL_MIN_STEPS = 4096
 _warned_fallback = False
 
 
+@torch._dynamo.assume_constant_result
+def _threads() -> int:
+    # A trace-time constant under torch.compile (a recompile follows set_num_threads anyway).
+    return max(1, torch.get_num_threads())
+
+
 def choose_auto(device: torch.device, T: int, channels: int) -> str:
     global _warned_fallback
     if device.type == "cpu":
         reason = cpu.load()
         if reason is None:
-            per_thread = channels / max(1, torch.get_num_threads())
+            per_thread = channels / _threads()
             if T >= PARALLEL_MIN_STEPS and per_thread <= PARALLEL_MAX_CHANNELS_PER_THREAD:
                 return "cpu_parallel"
             return "cpu_serial"

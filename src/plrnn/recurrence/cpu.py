@@ -49,9 +49,10 @@ def _missing_toolchain() -> str | None:
 
 
 _UNSET = object()
-_status: object = _UNSET  # a plain global, so torch.compile traces through load() once it is set
+_status: object = _UNSET
 
 
+@torch._dynamo.assume_constant_result  # run once at trace time; torch.compile sees the answer
 def load() -> str | None:
     """Builds (once) and loads the kernels; returns why they are unavailable, or None."""
     global _status
