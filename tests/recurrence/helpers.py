@@ -14,7 +14,7 @@ import torch
 
 import plrnn
 from plrnn.recurrence import reference
-from plrnn.recurrence.backends import REGISTRY
+from plrnn.recurrence.registry import REGISTRY
 
 # Every backend except the oracle: the ones the correctness tests loop over.
 BACKENDS = tuple(name for name in REGISTRY if name != "reference")

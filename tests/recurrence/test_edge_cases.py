@@ -7,7 +7,7 @@ import torch
 
 import plrnn
 from plrnn.recurrence import reference
-from plrnn.recurrence.backends import (
+from plrnn.recurrence.registry import (
     PARALLEL_MAX_CHANNELS_PER_THREAD,
     PARALLEL_MIN_STEPS,
     choose_auto,

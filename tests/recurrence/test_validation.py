@@ -9,7 +9,7 @@ import torch
 
 import plrnn
 from plrnn.recurrence import cpu
-from plrnn.recurrence.backends import choose_auto
+from plrnn.recurrence.registry import choose_auto
 
 A = torch.rand(6, 3)
 X = torch.randn(6, 3)

@@ -45,7 +45,7 @@ from .machine import machine_info, machine_name
 from .timing import measure, single_time
 
 # plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
-backend_registry = importlib.import_module("plrnn.recurrence.backends")
+backend_registry = importlib.import_module("plrnn.recurrence.registry")
 
 KERNELS = ("cpu_serial", "cpu_parallel")
 COMPARED = ("cpu_serial", "cpu_parallel", "torch", "auto")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .backends import REGISTRY, BackendStatus, backends, resolve
+from .registry import REGISTRY, BackendStatus, backends, resolve
 from .validation import check_inputs
 
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY"]

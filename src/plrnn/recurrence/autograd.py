@@ -1,4 +1,7 @@
-"""One autograd rule for every kernel backend (paper section 3.3).
+"""The autograd rule of the kernel backends (paper section 3.3).
+
+The C++ ops carry the same rule in C++ (csrc/cpu_scan.cpp, no Python on the call path); this
+module registers it for the ops defined in Python.
 
 A backend is a pair of torch.library ops on (T, C) buffers:
     scan(decays, impulses, initial_state, reverse, *extra) -> h
@@ -26,12 +29,17 @@ def register_scan_autograd(scan_op, backward_op) -> None:
         n_extra = len(ctx.extra)
         return (ga, gx, gh0 if initial_state is not None else None, None) + (None,) * n_extra
 
+    torch.library.register_autograd(scan_op, backward, setup_context=setup_context)
+    refuse_double_backward(backward_op)
+
+
+def refuse_double_backward(backward_op) -> None:
+    """Without a rule, torch's fallback would let a double backward silently return zeros."""
+
     def no_double_backward(ctx, *grads):
         raise RuntimeError(
             "plrnn.linear_recurrence supports first-order gradients only; double backward "
             "(e.g. create_graph=True followed by another backward) is not implemented"
         )
 
-    torch.library.register_autograd(scan_op, backward, setup_context=setup_context)
-    # Without this, torch's fallback would let a double backward silently return zeros.
     torch.library.register_autograd(backward_op, no_double_backward)

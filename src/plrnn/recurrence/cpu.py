@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .autograd import register_scan_autograd
+from .autograd import refuse_double_backward
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,17 @@ def _register_python_side() -> None:
             grad_h.new_empty(grad_h.shape[1:]),
         )
 
-    register_scan_autograd(ops.cpu_scan.default, ops.cpu_scan_backward.default)
+    refuse_double_backward(ops.cpu_scan_backward.default)  # the forward's rule is in C++
+    global _scan
+    _scan = ops.cpu_scan.default
+
+
+_scan = None  # torch.ops.plrnn.cpu_scan.default once loaded (attribute lookups cost microseconds)
 
 
 def serial(decays, impulses, initial_state, reverse):
-    return torch.ops.plrnn.cpu_scan(decays, impulses, initial_state, reverse, False)
+    return _scan(decays, impulses, initial_state, reverse, False)
 
 
 def parallel(decays, impulses, initial_state, reverse):
-    return torch.ops.plrnn.cpu_scan(decays, impulses, initial_state, reverse, True)
+    return _scan(decays, impulses, initial_state, reverse, True)
