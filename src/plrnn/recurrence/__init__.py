@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .registry import REGISTRY, BackendStatus, backends, resolve
@@ -35,14 +37,20 @@ def linear_recurrence(
     Gradients flow to decays, impulses and initial_state.
     """
     check_inputs(decays, impulses, initial_state, reverse)
-    T = impulses.shape[0]
-    channels = impulses[0].numel() if T else 0
+    shape = impulses.shape
+    T, channels = shape[0], math.prod(shape[1:])
     chosen = resolve(backend, impulses.device, T, channels)
     if T == 0 or channels == 0:
         return impulses + 0 * decays  # empty, but still part of the autograd graph
     if chosen.name == "reference":
         return chosen.run(decays, impulses, initial_state, reverse)
-    a = decays.reshape(T, channels).contiguous()
-    x = impulses.reshape(T, channels).contiguous()
-    h0 = None if initial_state is None else initial_state.reshape(channels).contiguous()
-    return chosen.run(a, x, h0, reverse).view(impulses.shape)
+    # The kernels take (T, C) contiguous buffers; reshapes are skipped where they are no-ops
+    # because each costs microseconds of dispatch on short sequences.
+    flat = impulses.dim() != 2
+    a = (decays.reshape(T, channels) if flat else decays).contiguous()
+    x = (impulses.reshape(T, channels) if flat else impulses).contiguous()
+    h0 = initial_state
+    if h0 is not None:
+        h0 = (h0.reshape(channels) if flat else h0).contiguous()
+    h = chosen.run(a, x, h0, reverse)
+    return h.reshape(shape) if flat else h
