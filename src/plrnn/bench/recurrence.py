@@ -250,14 +250,6 @@ def _combine(left, right):
     return left[0] * right[0], right[0] * left[1] + right[1]
 
 
-def _unbind_loop(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    h, out = torch.zeros_like(x[0]), []
-    for a_t, x_t in zip(a.unbind(0), x.unbind(0), strict=True):
-        h = a_t * h + x_t
-        out.append(h)
-    return torch.stack(out)
-
-
 def fwd_bwd_tasks(env: Env) -> list[Task]:
     c = env.cfg
     shape = (c.fb_T, c.fb_channels)
@@ -286,11 +278,11 @@ def fwd_bwd_tasks(env: Env) -> list[Task]:
         a, x = env.inputs.get(shape)
         return (lambda: plrnn.linear_recurrence(a, x, backend="reference")), (a, x)
 
-    def unbind_fwd_bwd():
+    def reference_fwd_bwd():
         a, x, g = env.inputs.get(shape, grad=True)
 
         def fn():
-            torch.autograd.grad(_unbind_loop(a, x), (a, x), g)
+            torch.autograd.grad(plrnn.linear_recurrence(a, x, backend="reference"), (a, x), g)
 
         return fn, (a, x, g)
 
@@ -302,11 +294,8 @@ def fwd_bwd_tasks(env: Env) -> list[Task]:
              note='torch._higher_order_ops associative_scan, combine_mode="generic", eager'),
         Task(sec, "reference (Python loop)", FWD, shape, reference_fwd, how="single",
              note="forward only; one cold run"),
-        Task(sec, "reference (Python loop)", FWD_BWD, shape, None, how="skip",
-             note="its backward is O(T^2 C): autograd of every a[t]/x[t] index "
-                  "(SelectBackward) fills and adds a full (T, C) gradient, ~2*T of them"),
-        Task(sec, "Python loop over unbind", FWD_BWD, shape, unbind_fwd_bwd, how="single",
-             note="h = a_t*h + x_t over a.unbind(0); linear-time backward; one cold run"),
+        Task(sec, "reference (Python loop)", FWD_BWD, shape, reference_fwd_bwd, how="single",
+             note="autograd through the loop; one cold run"),
     ]
     return tasks
 
