@@ -110,8 +110,12 @@ template <typename in_t> struct Inputs {
 // Registers hold KI chunks x W channels of state: KI independent dependency chains per channel
 // keep both FMA pipes busy (4-cycle latency) when the channels alone are too few to. A REDUCE
 // pass also carries the running product of decays, so it holds half as many chunks.
+// At most this many chunks side by side: 8 ran 1.3x slower than 4 at 4 channels (each chunk is
+// three more memory streams for the prefetchers to follow).
+constexpr int kMaxChains = 4;
+
 template <int W, bool REDUCE> constexpr int chunks_in_flight() {
-  constexpr int scan = W >= 64 ? 1 : (64 / W > PLRNN_MAX_CHAINS ? PLRNN_MAX_CHAINS : 64 / W);
+  constexpr int scan = W >= 64 ? 1 : (64 / W > kMaxChains ? kMaxChains : 64 / W);
   return REDUCE ? (scan > 1 ? scan / 2 : 1) : scan;
 }
 
@@ -189,12 +193,6 @@ void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, in
 constexpr int64_t kWideBlock = 2048;  // channels per wide block: 8 KiB of float state
 constexpr int64_t kNarrowMax = 64;    // up to this many channels a group keeps its state in registers
 constexpr int64_t kMinChunk = 16;     // shortest time chunk worth a chunk of its own
-#ifndef PLRNN_MAX_CHAINS
-#define PLRNN_MAX_CHAINS 4  // measured: 8 chains at 4 channels ran 1.3x slower (more streams than the prefetchers track)
-#endif
-#ifndef PLRNN_BLOCK_SHIFT
-#define PLRNN_BLOCK_SHIFT 18
-#endif
 
 struct Chunks {
   std::vector<int64_t> start, len;
@@ -310,13 +308,13 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   int64_t row_bytes() const { return C * int64_t(sizeof(in_t)); }
 
   int64_t ilp_chunks() const {
-    return C < 16 ? std::min(8, PLRNN_MAX_CHAINS) : C < 32 ? 4 : C <= kNarrowMax ? 2 : 1;
+    return C < 32 ? kMaxChains : C <= kNarrowMax ? 2 : 1;
   }
 
   // Rows per block for the in-thread Algorithm 1: decays and impulses of a block fill about
   // half of L2, so its second read (the re-scan) hits cache.
   int64_t block_rows() const {
-    return std::max<int64_t>(256, (int64_t(1) << PLRNN_BLOCK_SHIFT) / (2 * C * int64_t(sizeof(in_t))));
+    return std::max<int64_t>(256, (int64_t(1) << 18) / (2 * C * int64_t(sizeof(in_t))));
   }
 
   // Product of decays P and state reached from zero R over rows [s0, s0 + n), channels all.
