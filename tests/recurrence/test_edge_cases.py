@@ -8,7 +8,7 @@ import torch
 import plrnn
 from plrnn.recurrence import reference
 from plrnn.recurrence.registry import (
-    PARALLEL_MAX_CHANNELS_PER_THREAD,
+    PARALLEL_MIN_CHANNELS,
     PARALLEL_MIN_STEPS,
     choose_auto,
 )
@@ -165,24 +165,19 @@ def test_nan_propagates_like_reference(backend, site, with_h0, reverse, size):
 # --------------------------------------------------------------------------------------- auto
 
 
-# This module runs on one thread (single_thread), so channels per thread = channels.
 AUTO_CASES = {
     "short": (5, (3,), "cpu_serial"),
-    "just_too_short": (PARALLEL_MIN_STEPS - 1, (4,), "cpu_serial"),
-    "long_narrow": (PARALLEL_MIN_STEPS, (2, 2), "cpu_parallel"),
-    "long_at_width_limit": (
-        PARALLEL_MIN_STEPS,
-        (PARALLEL_MAX_CHANNELS_PER_THREAD,),
-        "cpu_parallel",
-    ),
-    "long_too_wide": (PARALLEL_MIN_STEPS, (PARALLEL_MAX_CHANNELS_PER_THREAD + 1,), "cpu_serial"),
+    "just_too_short": (PARALLEL_MIN_STEPS - 1, (PARALLEL_MIN_CHANNELS,), "cpu_serial"),
+    "long_narrow": (PARALLEL_MIN_STEPS, (2, 2), "cpu_serial"),
+    "long_at_width_limit": (PARALLEL_MIN_STEPS, (PARALLEL_MIN_CHANNELS,), "cpu_parallel"),
+    "long_wide": (PARALLEL_MIN_STEPS, (3, 33), "cpu_parallel"),
 }
 
 
 @pytest.mark.parametrize("case", list(AUTO_CASES))
-def test_auto_matches_reference_and_its_choice(case):
+def test_auto_matches_reference_and_its_choice(case, num_threads):
     T, shape, expected = AUTO_CASES[case]
-    assert torch.get_num_threads() == 1
+    num_threads(2)  # auto's rule is for threads that can split time
     a, x, h0 = make_inputs(T, shape, "uniform", True, seed_for("auto", T, shape))
     assert choose_auto(torch.device("cpu"), T, x[0].numel()) == expected
     for reverse in (False, True):

@@ -565,8 +565,8 @@ def sweep_section(df: pd.DataFrame, threads: int) -> list[Section]:
     return [
         Section("auto sweep: cpu_serial vs cpu_parallel, forward (T, C)", long,
                 [f"{threads} torch threads; auto rule: cpu_parallel when T >= "
-                 f"{backend_registry.PARALLEL_MIN_STEPS} and C/thread <= "
-                 f"{backend_registry.PARALLEL_MAX_CHANNELS_PER_THREAD}", *_reasons(d)]),
+                 f"{backend_registry.PARALLEL_MIN_STEPS} and C >= "
+                 f"{backend_registry.PARALLEL_MIN_CHANNELS} (and > 1 thread)", *_reasons(d)]),
         Section("auto sweep: winner per cell (S serial, P parallel, = within "
                 f"{SWEEP_TIE:.0%}, * = auto picks the other)", marked, []),
     ]

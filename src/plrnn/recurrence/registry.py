@@ -79,10 +79,13 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# From `python -m plrnn.bench.recurrence --sweep-auto` on a 2-core AMD EPYC VM (results/): the
-# parallel kernel won clearly only with <= 32 channels per thread and T >= 4096 (1.3-1.7x at 32
-# channels); elsewhere the serial loop is at memory bandwidth or the call overhead dominates.
-PARALLEL_MAX_CHANNELS_PER_THREAD = 32
+# From `python -m plrnn.bench.recurrence --sweep-auto` on a 2-core AMD EPYC VM
+# (results/cpu-amd-epyc-2c/auto_sweep.md). With <= 16 channels the serial loop won or tied in
+# every cell from T = 4096 on: it runs near its dependency-chain limit, which here is already
+# within 2x of one streaming pass over memory, so Algorithm 1's second read does not pay. From
+# 17 channels and T >= 4096 the parallel kernel won (1.3-1.9x): threads that split time write
+# contiguous halves of the output, so they also fault its fresh pages in side by side.
+PARALLEL_MIN_CHANNELS = 17
 PARALLEL_MIN_STEPS = 4096
 
 _warned_fallback = False
@@ -99,8 +102,7 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
     if device.type == "cpu":
         reason = cpu.load()
         if reason is None:
-            per_thread = channels / _threads()
-            if T >= PARALLEL_MIN_STEPS and per_thread <= PARALLEL_MAX_CHANNELS_PER_THREAD:
+            if T >= PARALLEL_MIN_STEPS and channels >= PARALLEL_MIN_CHANNELS and _threads() > 1:
                 return "cpu_parallel"
             return "cpu_serial"
         if not _warned_fallback:

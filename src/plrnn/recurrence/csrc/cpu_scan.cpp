@@ -377,7 +377,8 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       scanner.scan(0, n, b * 16, std::min(e * 16, C), state.data(), false);
     });
   } else {
-    const bool ilp = C <= kNarrowMax;
+    // In-thread chunks only pay with at most 32 channels (measured: 0.5-0.8x at 64).
+    const bool ilp = C <= 32;
     // Threads pay a second read of their inputs; only worth it for enough work per thread.
     const int64_t threads = work >= (int64_t(1) << 16) ? at::get_num_threads() : 1;
     const Chunks macro = plan_chunks(0, n, threads, 0);
