@@ -170,7 +170,7 @@ AUTO_CASES = {
     "just_too_short": (PARALLEL_MIN_STEPS - 1, (PARALLEL_MIN_CHANNELS,), "cpu_serial"),
     "long_narrow": (PARALLEL_MIN_STEPS, (2, 2), "cpu_serial"),
     "long_at_width_limit": (PARALLEL_MIN_STEPS, (PARALLEL_MIN_CHANNELS,), "cpu_parallel"),
-    "long_wide": (PARALLEL_MIN_STEPS, (3, 33), "cpu_parallel"),
+    "long_wide": (PARALLEL_MIN_STEPS, (3, 50), "cpu_parallel"),
 }
 
 
