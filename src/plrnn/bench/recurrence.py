@@ -42,7 +42,7 @@ import plrnn
 
 from .bandwidth import COPY_BYTES_PER_ELEMENT, bytes_moved, copy_measurement
 from .machine import machine_info, machine_name
-from .timing import measure, single_time
+from .timing import measure, reuse_freed_pages, single_time
 
 # plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
 backend_registry = importlib.import_module("plrnn.recurrence.registry")
@@ -76,6 +76,7 @@ class Config:
     sweep_channels: tuple[int, ...]
     sweep_T: tuple[int, ...]
     sweep_min_run_time: float
+    allocator: str
     device: str = "cpu"
     dtype: str = "float32"
     inputs: str = "decays ~ U(0,1), impulses ~ N(0,1), grad_h ~ N(0,1); fp32, contiguous"
@@ -101,6 +102,7 @@ def make_config(args: argparse.Namespace) -> Config:
         else (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
         sweep_T=(16, 256, 4096, 65536) if quick else (16, 64, 256, 1024, 4096, 16384, 65536),
         sweep_min_run_time=min(mrt, 0.2),
+        allocator=reuse_freed_pages(),
     )
 
 

@@ -19,6 +19,7 @@ inputs as `inputs=` and they are checked.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Callable, Sequence
 
@@ -76,3 +77,21 @@ def single_time(fn: Callable[[], object], *, inputs: Sequence[torch.Tensor] = ()
     fn()
     _sync()
     return time.perf_counter() - start
+
+
+def reuse_freed_pages() -> str:
+    """Lets large tensors reuse freed heap pages instead of fresh mmap'd ones.
+
+    glibc maps allocations above a moving threshold (up to 32 MiB) fresh from the OS and returns
+    them on free, so the next call pays a page fault per 4 KiB, several times the kernel's own
+    time, or not, depending on the allocation history. Timing every call in the steady state
+    keeps the comparison about the kernels; the returned text goes into the result's config.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return "default (not glibc)"
+    m_trim_threshold, m_mmap_max = -1, -4
+    if libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1):
+        return "glibc mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1): freed pages are reused"
+    return "default (mallopt refused)"

@@ -79,14 +79,13 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# From two runs of `python -m plrnn.bench.recurrence --sweep-auto` on a 2-core AMD EPYC VM
-# (results/cpu-amd-epyc-2c/auto_sweep.md; run-to-run spread up to 3x at 32 channels). With < 128
-# channels the serial loop won or tied (within 10%) in both runs from T = 4096 on: it runs near
-# its dependency-chain limit, which here is already within 2x of one streaming pass over memory,
-# so Algorithm 1's second read does not pay. From 128 channels and T >= 4096 the parallel kernel
-# won or tied (up to 1.5x): threads that split time write contiguous parts of the fresh output,
-# so its page faults are taken side by side rather than on the same pages.
-PARALLEL_MIN_CHANNELS = 128
+# From `python -m plrnn.bench.recurrence --sweep-auto` on a 2-core AMD EPYC VM
+# (results/cpu-amd-epyc-2c/auto_sweep.md). With < 32 channels the serial loop won or tied in
+# every cell from T = 4096 on: it runs near its dependency-chain limit, which here is already
+# within 2x of one streaming pass over memory, so Algorithm 1's second read does not pay. From
+# 32 channels and T >= 4096 the parallel kernel won (1.2-2.2x; threads that split time stream
+# contiguous parts of every buffer) in all cells but two (0.87x and 0.97x at T = 65536).
+PARALLEL_MIN_CHANNELS = 32
 PARALLEL_MIN_STEPS = 4096
 
 _warned_fallback = False
