@@ -67,3 +67,19 @@ def test_long_gradients_match_cpu_serial(long_case):
             if not err <= tol:
                 failures.append(f"{name} d{what}: max error {err:.3e} > {tol:.3e}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_wide_rows_span_several_channel_blocks(reverse):
+    """40001 channels: several of the kernels' 8192-channel blocks per thread, plus a ragged one,
+    forward and every gradient against the float64 reference."""
+    a, x, h0 = make_inputs(7, (40001,), "uniform", True, seed_for("wide", reverse))
+    truth = ref64(a, x, h0, reverse)
+    failures = check_float64(a, x, h0, reverse, truth)
+    assert not failures, "\n".join(failures)
+    upstream = torch.randn_like(truth)
+    want = grads_of(lambda a, x, h0: ref64(a, x, h0, reverse), (a, x, h0), upstream)
+    for backend in ("cpu_serial", "cpu_parallel"):
+        got = grads_of(lambda a, x, h0: run(backend, a, x, h0, reverse), (a, x, h0), upstream)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=F64_RTOL, atol=F64_RTOL)
