@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -317,57 +318,104 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
+ROUNDS = 5  # the methods of one cell are timed in turn, this many times each
+
+
+def _cells(tasks: list[Task]) -> list[list[Task]]:
+    """Consecutive tasks timing the same shape and pass: they are measured interleaved, so a
+    slow spell of a shared machine hits every method of a cell alike."""
+    cells: list[list[Task]] = []
+    for task in tasks:
+        key = (task.section, task.shape, task.pass_, task.how)
+        if cells and task.how == "autorange" and task.method != "copy_ probe" and key == (
+            cells[-1][0].section, cells[-1][0].shape, cells[-1][0].pass_, cells[-1][0].how
+        ) and cells[-1][0].method != "copy_ probe":
+            cells[-1].append(task)
+        else:
+            cells.append([task])
+    return cells
+
+
+def _new_record(env: Env, task: Task) -> dict:
+    rec = {
+        "section": task.section, "method": task.method, "pass": task.pass_,
+        "T": task.T, "channels": task.channels, "shape": "x".join(map(str, task.shape)),
+        "numel": math.prod(task.shape), "note": task.note,
+        "auto_choice": None, "status": "ok", "reason": "", "timing": task.how,
+        "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
+        "blocks": 0, "number_per_run": 0, "block_times_s": "",
+    }
+    if task.method == "auto":
+        rec["auto_choice"] = backend_registry.choose_auto(
+            torch.device(env.cfg.device), task.T, task.channels)
+    return rec
+
+
+def _failed(rec: dict, err: BaseException) -> None:
+    if isinstance(err, Unavailable):
+        rec.update(status="unavailable", reason=str(err))
+    else:
+        rec.update(status="error", reason=_first_line(err))
+
+
 def run_tasks(env: Env, tasks: list[Task]) -> list[dict]:
     records, section = [], None
-    bar = tqdm(tasks, desc="measurements", unit="meas", dynamic_ncols=True, file=sys.stderr,
-                mininterval=0.5)
-    for task in bar:
-        if task.section != section:
+    bar = tqdm(total=len(tasks), desc="measurements", unit="meas", dynamic_ncols=True,
+               file=sys.stderr, mininterval=0.5)
+    for cell in _cells(tasks):
+        first = cell[0]
+        if first.section != section:
             env.inputs.clear()
-            section = task.section
-        bar.set_postfix_str(f"{task.section}: {task.method} {task.pass_} {task.shape}")
-        rec = {
-            "section": task.section, "method": task.method, "pass": task.pass_,
-            "T": task.T, "channels": task.channels, "shape": "x".join(map(str, task.shape)),
-            "numel": math.prod(task.shape), "note": task.note,
-            "auto_choice": None, "status": "ok", "reason": "", "timing": task.how,
-            "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
-            "blocks": 0, "number_per_run": 0, "block_times_s": "",
-        }
-        if task.method == "auto":
-            rec["auto_choice"] = backend_registry.choose_auto(
-                torch.device(env.cfg.device), task.T, task.channels)
-        mrt = task.min_run_time if task.min_run_time is not None else env.cfg.min_run_time
-        try:
-            if task.how == "skip":
-                rec.update(status="skipped", reason=task.note)
-            elif task.method == "copy_ probe":
-                m = copy_measurement(task.T, env.cfg.device, mrt, num_threads=env.cfg.threads)
-                rec.update(_from_measurement(m))
-            else:
-                fn, inputs = task.build()
-                if task.how == "single":
+            section = first.section
+        bar.set_postfix_str(f"{first.section}: {first.pass_} {first.shape}")
+        recs = [_new_record(env, task) for task in cell]
+        built = {}
+        for task, rec in zip(cell, recs, strict=True):
+            mrt = task.min_run_time if task.min_run_time is not None else env.cfg.min_run_time
+            try:
+                if task.how == "skip":
+                    rec.update(status="skipped", reason=task.note)
+                elif task.method == "copy_ probe":
+                    m = copy_measurement(task.T, env.cfg.device, mrt, num_threads=env.cfg.threads)
+                    rec.update(_from_measurements([m]))
+                elif task.how == "single":
+                    fn, inputs = task.build()
                     t = single_time(fn, inputs=inputs)
                     rec.update(median_s=t, mean_s=t, blocks=1, number_per_run=1,
                                block_times_s=repr(t))
                 else:
-                    m = measure(fn, mrt, num_threads=env.cfg.threads, inputs=inputs)
-                    rec.update(_from_measurement(m))
-        except Unavailable as err:
-            rec.update(status="unavailable", reason=str(err))
-        except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
-            rec.update(status="error", reason=_first_line(err))
-        records.append(rec)
+                    built[id(task)] = (task.build(), mrt)
+            except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
+                _failed(rec, err)
+        runs: dict[int, list] = {key: [] for key in built}
+        for _ in range(ROUNDS if built else 0):
+            for task, rec in zip(cell, recs, strict=True):
+                if id(task) not in built or rec["status"] != "ok":
+                    continue
+                (fn, inputs), mrt = built[id(task)]
+                try:
+                    runs[id(task)].append(
+                        measure(fn, mrt / ROUNDS, num_threads=env.cfg.threads, inputs=inputs))
+                except Exception as err:  # noqa: BLE001
+                    _failed(rec, err)
+        for task, rec in zip(cell, recs, strict=True):
+            if runs.get(id(task)) and rec["status"] == "ok":
+                rec.update(_from_measurements(runs[id(task)]))
+        records.extend(recs)
+        bar.update(len(cell))
     bar.close()
     env.inputs.clear()
     return records
 
 
-def _from_measurement(m) -> dict:
+def _from_measurements(ms: list) -> dict:
+    """Pooled per-call times of all blocks of all rounds of one method."""
+    per_call = np.array([t / m.number_per_run for m in ms for t in m.raw_times])
+    q1, median, q3 = np.percentile(per_call, [25, 50, 75])
     return {
-        "median_s": m.median, "mean_s": m.mean, "iqr_s": m.iqr, "blocks": len(m.raw_times),
-        "number_per_run": m.number_per_run,
-        "block_times_s": ";".join(f"{t / m.number_per_run:.6e}" for t in m.raw_times),
+        "median_s": float(median), "mean_s": float(per_call.mean()), "iqr_s": float(q3 - q1),
+        "blocks": int(per_call.size), "number_per_run": ms[-1].number_per_run,
+        "block_times_s": ";".join(f"{t:.6e}" for t in per_call),
     }
 
 
