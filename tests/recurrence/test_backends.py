@@ -8,8 +8,6 @@ import torch
 import plrnn
 from plrnn.recurrence import REGISTRY, cpu, reference
 from plrnn.recurrence.registry import (
-    PARALLEL_MIN_CHANNELS,
-    PARALLEL_MIN_STEPS,
     choose_auto,
 )
 
@@ -44,16 +42,10 @@ def test_backends_on_meta():
 
 def test_auto_choice_rules(num_threads):
     cpu_dev = torch.device("cpu")
-    for threads in (2, 4):
+    for threads in (1, 2, 4):
         num_threads(threads)
-        narrowest = PARALLEL_MIN_CHANNELS
-        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, narrowest) == "cpu_parallel"
-        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, 10**5) == "cpu_parallel"
-        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, narrowest - 1) == "cpu_serial"
-        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS - 1, narrowest) == "cpu_serial"
-        assert choose_auto(cpu_dev, 1, 1) == "cpu_serial"
-    num_threads(1)  # threads that split time are what makes the parallel kernel win
-    assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, PARALLEL_MIN_CHANNELS) == "cpu_serial"
+        for T, channels in ((1, 1), (16, 4), (65536, 4), (4096, 32), (65536, 10**5)):
+            assert choose_auto(cpu_dev, T, channels) == "cpu_serial"
     assert choose_auto(torch.device("meta"), 10**6, 1) == "torch"
 
 

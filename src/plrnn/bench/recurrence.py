@@ -614,9 +614,8 @@ def sweep_section(df: pd.DataFrame, threads: int) -> list[Section]:
     marked.columns = [str(c) for c in marked.columns]
     return [
         Section("auto sweep: cpu_serial vs cpu_parallel, forward (T, C)", long,
-                [f"{threads} torch threads; auto rule: cpu_parallel when T >= "
-                 f"{backend_registry.PARALLEL_MIN_STEPS} and C >= "
-                 f"{backend_registry.PARALLEL_MIN_CHANNELS} (and > 1 thread)", *_reasons(d)]),
+                [f"{threads} torch threads; auto picks what "
+                 "plrnn.recurrence.registry.choose_auto says (see its comment)", *_reasons(d)]),
         Section("auto sweep: winner per cell (S serial, P parallel, = within "
                 f"{SWEEP_TIE:.0%}, * = auto picks the other)", marked, []),
     ]

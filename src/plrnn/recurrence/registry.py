@@ -79,22 +79,16 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# From `python -m plrnn.bench.recurrence --sweep-auto` on a 2-core AMD EPYC VM
-# (results/cpu-amd-epyc-2c/auto_sweep.md). With < 32 channels the serial loop won or tied in
-# every cell from T = 4096 on: it runs near its dependency-chain limit, which here is already
-# within 2x of one streaming pass over memory, so Algorithm 1's second read does not pay. From
-# 32 channels and T >= 4096 the parallel kernel won (1.2-2.2x; threads that split time stream
-# contiguous parts of every buffer) in all cells but two (0.87x and 0.97x at T = 65536).
-PARALLEL_MIN_CHANNELS = 32
-PARALLEL_MIN_STEPS = 4096
+# `auto` on CPU is cpu_serial. Measured on a 2-core AMD EPYC VM (results/cpu-amd-epyc-2c/:
+# auto_sweep.md and recurrence_bench.md, steady-state allocator, interleaved rounds): from
+# 1 to 1024 channels and T = 16 to 65536, cpu_parallel never won consistently, forward or
+# forward+backward; its wins and losses (0.7-1.4x) moved from run to run. The serial loop moves
+# the least memory (12 B/element forward), and even at 4 channels its dependency chain keeps it
+# within 2x of one streaming pass over memory, so Algorithm 1's second read never paid here.
+# A machine with many cores and few channels is where the parallel kernel should win; measure
+# there (`--sweep-auto`) before changing this rule.
 
 _warned_fallback = False
-
-
-@torch._dynamo.assume_constant_result
-def _threads() -> int:
-    # A trace-time constant under torch.compile (a recompile follows set_num_threads anyway).
-    return max(1, torch.get_num_threads())
 
 
 def choose_auto(device: torch.device, T: int, channels: int) -> str:
@@ -102,8 +96,6 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
     if device.type == "cpu":
         reason = cpu.load()
         if reason is None:
-            if T >= PARALLEL_MIN_STEPS and channels >= PARALLEL_MIN_CHANNELS and _threads() > 1:
-                return "cpu_parallel"
             return "cpu_serial"
         if not _warned_fallback:
             _warned_fallback = True
