@@ -8,6 +8,8 @@ import torch
 import plrnn
 from plrnn.recurrence import REGISTRY, cpu, reference
 from plrnn.recurrence.registry import (
+    PARALLEL_CHANNELS,
+    PARALLEL_MIN_STEPS,
     choose_auto,
 )
 
@@ -42,10 +44,17 @@ def test_backends_on_meta():
 
 def test_auto_choice_rules(num_threads):
     cpu_dev = torch.device("cpu")
-    for threads in (1, 2, 4):
+    lo, hi = PARALLEL_CHANNELS[0], PARALLEL_CHANNELS[-1]
+    for threads in (2, 4):
         num_threads(threads)
-        for T, channels in ((1, 1), (16, 4), (65536, 4), (4096, 32), (65536, 10**5)):
-            assert choose_auto(cpu_dev, T, channels) == "cpu_serial"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, lo) == "cpu_parallel"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, hi) == "cpu_parallel"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, lo - 1) == "cpu_serial"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, hi + 1) == "cpu_serial"
+        assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS - 1, lo) == "cpu_serial"
+        assert choose_auto(cpu_dev, 1, 1) == "cpu_serial"
+    num_threads(1)  # one thread cannot split time
+    assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, lo) == "cpu_serial"
     assert choose_auto(torch.device("meta"), 10**6, 1) == "torch"
 
 

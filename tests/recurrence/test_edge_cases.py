@@ -8,6 +8,7 @@ import torch
 import plrnn
 from plrnn.recurrence import reference
 from plrnn.recurrence.registry import (
+    PARALLEL_MIN_STEPS,
     choose_auto,
 )
 
@@ -165,8 +166,9 @@ def test_nan_propagates_like_reference(backend, site, with_h0, reverse, size):
 
 AUTO_CASES = {
     "short": (5, (3,), "cpu_serial"),
-    "long_narrow": (4096, (2, 2), "cpu_serial"),
-    "long_wide": (4096, (3, 50), "cpu_serial"),
+    "long_narrow": (PARALLEL_MIN_STEPS, (2, 2), "cpu_serial"),
+    "long_in_parallel_range": (PARALLEL_MIN_STEPS, (3, 7), "cpu_parallel"),
+    "long_wide": (PARALLEL_MIN_STEPS, (3, 50), "cpu_serial"),
 }
 
 

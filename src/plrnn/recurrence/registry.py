@@ -79,14 +79,25 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# `auto` on CPU is cpu_serial. Measured on a 2-core AMD EPYC VM (results/cpu-amd-epyc-2c/:
-# auto_sweep.md and recurrence_bench.md, steady-state allocator, interleaved rounds): from
-# 1 to 1024 channels and T = 16 to 65536, cpu_parallel never won consistently, forward or
-# forward+backward; its wins and losses (0.7-1.4x) moved from run to run. The serial loop moves
-# the least memory (12 B/element forward), and even at 4 channels its dependency chain keeps it
-# within 2x of one streaming pass over memory, so Algorithm 1's second read never paid here.
-# A machine with many cores and few channels is where the parallel kernel should win; measure
-# there (`--sweep-auto`) before changing this rule.
+# `auto` on CPU, measured on a 2-core AMD EPYC VM (results/cpu-amd-epyc-2c/: auto_sweep.md,
+# recurrence_bench.md; steady-state allocator, interleaved rounds; runs repeated four times).
+# cpu_parallel won consistently in one regime only: 17-32 channels with T >= 16384, where each
+# of the two threads would own too few channels to fill its FMA pipes, and Algorithm 1 keeps
+# chunks of time in flight instead (1.1-1.8x forward, 1.1x forward+backward). Elsewhere the
+# serial loop won or the order changed from run to run (0.7-1.4x): it moves the least memory
+# (12 B/element forward), and even at 4 channels its dependency chain keeps it within 2x of
+# one streaming pass over memory, so Algorithm 1's second read does not pay. More cores with
+# few channels is where the parallel kernel should win more widely; measure there
+# (`--sweep-auto`) before widening this rule.
+PARALLEL_CHANNELS = range(17, 33)
+PARALLEL_MIN_STEPS = 16384
+
+
+@torch._dynamo.assume_constant_result
+def _threads() -> int:
+    # A trace-time constant under torch.compile (a recompile follows set_num_threads anyway).
+    return torch.get_num_threads()
+
 
 _warned_fallback = False
 
@@ -96,6 +107,8 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
     if device.type == "cpu":
         reason = cpu.load()
         if reason is None:
+            if T >= PARALLEL_MIN_STEPS and channels in PARALLEL_CHANNELS and _threads() > 1:
+                return "cpu_parallel"
             return "cpu_serial"
         if not _warned_fallback:
             _warned_fallback = True
