@@ -42,11 +42,15 @@ def cpu_model() -> str:
 
 
 def git_commit() -> dict:
-    """{'commit': sha or None, 'dirty': bool or None} of the checkout this package runs from."""
+    """{'commit': sha or None, 'dirty': bool or None} of the checkout this package runs from.
+
+    Dirty means changed code: results/ is left out, since earlier benchmark outputs land there.
+    """
     sha = _run(["git", "rev-parse", "HEAD"])
     if sha is None:
         return {"commit": None, "dirty": None}
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                   ":(exclude)results"])
     return {"commit": sha, "dirty": bool(status)}
 
 
