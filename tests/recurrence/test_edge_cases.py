@@ -138,7 +138,7 @@ def _nan_params():
 
 
 @pytest.mark.parametrize("size", list(T_NAN))
-@pytest.mark.parametrize("backend,site,with_h0,reverse", _nan_params())
+@pytest.mark.parametrize("backend,site,with_h0,reverse", list(_nan_params()))
 def test_nan_propagates_like_reference(backend, site, with_h0, reverse, size):
     T, shape = T_NAN[size]
     a, x, h0 = make_inputs(T, shape, "uniform", with_h0, seed_for("nan", T, site))
