@@ -119,7 +119,7 @@ class Task:
     pass_: str
     shape: tuple[int, ...]
     build: Callable[[], tuple[Callable[[], object], tuple[torch.Tensor, ...]]] | None
-    how: str = "autorange"  # "autorange" | "single" | "skip"
+    how: str = "autorange"  # "autorange" | "single"
     min_run_time: float | None = None
     note: str = ""
     extra: dict = field(default_factory=dict)
@@ -373,9 +373,7 @@ def run_tasks(env: Env, tasks: list[Task]) -> list[dict]:
         for task, rec in zip(cell, recs, strict=True):
             mrt = task.min_run_time if task.min_run_time is not None else env.cfg.min_run_time
             try:
-                if task.how == "skip":
-                    rec.update(status="skipped", reason=task.note)
-                elif task.method == "copy_ probe":
+                if task.method == "copy_ probe":
                     m = copy_measurement(task.T, env.cfg.device, mrt, num_threads=env.cfg.threads)
                     rec.update(_from_measurements([m]))
                 elif task.how == "single":
