@@ -1,0 +1,26 @@
+"""The paper's layers on plrnn.linear_recurrence: GILR, GILR-LSTM, QRNN and SRU.
+
+All four are torch.nn.Modules in the style of torch.nn.LSTM: time-major (T, B, input_size)
+input (batch_first=True for (B, T, input_size)), forward(x, state=None) -> (output, state),
+num_layers stacking with optional dropout between layers. Each class's docstring gives its
+equations, initialisation, parameter layout and the structure of its state.
+
+The recurrence runs through `plrnn.linear_recurrence(..., backend=model.backend)`: assign
+``model.backend`` (or call ``set_backend(model, name)`` for every layer inside a bigger model)
+to switch between the serial and parallel kernels; the results agree up to float rounding.
+
+The cuDNN baseline of the paper is torch.nn.LSTM itself. Its equations differ from the paper's
+LSTM (h = o * tanh(c) there; the paper writes h = o * c).
+
+compile_gates=True fuses each layer's elementwise gate math with torch.compile (compiled once
+per process per function and dtype). It is off by default: not needed for correctness, and the
+first call pays the compile time.
+"""
+
+from .base import StackedRecurrence, set_backend
+from .gilr import GILR
+from .gilr_lstm import GILRLSTM
+from .qrnn import QRNN
+from .sru import SRU
+
+__all__ = ["GILR", "GILRLSTM", "QRNN", "SRU", "StackedRecurrence", "set_backend"]

@@ -1,0 +1,195 @@
+"""What the four layer types share: nn.LSTM-style stacking, batch_first, argument checks, the
+backend switch, and the paper's initialisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..recurrence.registry import REGISTRY
+
+INIT_RANGE = 0.05  # the authors' code: every weight U(-0.05, 0.05), biases 0
+
+
+def init_linear(linear: nn.Linear, bias_blocks: Sequence[float] = ()) -> None:
+    """U(-0.05, 0.05) weights; the bias is zeros except block k (of len(bias_blocks) equal
+    blocks) set to bias_blocks[k], e.g. a forget-gate bias."""
+    nn.init.uniform_(linear.weight, -INIT_RANGE, INIT_RANGE)
+    init_bias(linear.bias, bias_blocks)
+
+
+def init_bias(bias: torch.Tensor, bias_blocks: Sequence[float] = ()) -> None:
+    with torch.no_grad():
+        bias.zero_()
+        for block, value in zip(bias.chunk(len(bias_blocks) or 1), bias_blocks):
+            block.fill_(value)
+
+
+def check_backend(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, got {type(name).__name__}")
+    if name != "auto" and name not in REGISTRY:
+        known = ", ".join(repr(n) for n in ("auto", *REGISTRY))
+        raise ValueError(f"unknown backend {name!r}; choose one of {known}")
+    return name
+
+
+def check_choice(arg: str, value: object, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{arg} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _check_positive_int(arg: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{arg} must be >= 1, got {value}")
+    return value
+
+
+class StackedRecurrence(nn.Module):
+    """num_layers layers of one type, each layer's output the next one's input.
+
+    Subclasses build `self.layers` (one module per layer, called as
+    layer(x [T, B, in], state or None, backend, compile_gates) -> (y [T, B, H], state)) and say
+    how the public state splits into per-layer states and back.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        batch_first: bool,
+        backend: str,
+        compile_gates: bool,
+    ) -> None:
+        super().__init__()
+        self.input_size = _check_positive_int("input_size", input_size)
+        self.hidden_size = _check_positive_int("hidden_size", hidden_size)
+        self.num_layers = _check_positive_int("num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a float in [0, 1], got {type(dropout).__name__}")
+        if not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        self.dropout = float(dropout)
+        self.batch_first = bool(batch_first)
+        self.backend = backend
+        self.compile_gates = bool(compile_gates)
+
+    @property
+    def backend(self) -> str:
+        """The linear_recurrence backend of every layer; assign to switch serial/parallel."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self._backend = check_backend(name)
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.hidden_size
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.input_size}, {self.hidden_size}", f"num_layers={self.num_layers}"]
+        parts += [f"{k}={v!r}" for k, v in self.options().items()]
+        if self.dropout:
+            parts.append(f"dropout={self.dropout}")
+        if self.batch_first:
+            parts.append("batch_first=True")
+        parts.append(f"backend={self.backend!r}")
+        if self.compile_gates:
+            parts.append("compile_gates=True")
+        return ", ".join(parts)
+
+    def options(self) -> dict[str, object]:
+        """The layer type's own constructor options, for repr."""
+        return {}
+
+    # -- state: subclasses override -------------------------------------------------------
+    def split_state(self, state: object, batch: int) -> list:
+        raise NotImplementedError
+
+    def merge_state(self, states: list) -> object:
+        raise NotImplementedError
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: object = None) -> tuple[torch.Tensor, object]:
+        self.check_input(x)
+        if self.batch_first:
+            x = x.transpose(0, 1).contiguous()
+        per_layer = (
+            [None] * self.num_layers if state is None else self.split_state(state, x.shape[1])
+        )
+        finals = []
+        last = self.num_layers - 1
+        for index, (layer, layer_state) in enumerate(zip(self.layers, per_layer)):
+            x, final = layer(x, layer_state, self.backend, self.compile_gates)
+            finals.append(final)
+            if self.dropout and self.training and index < last:
+                x = F.dropout(x, self.dropout, training=True)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        return x, self.merge_state(finals)
+
+    def _param(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    def check_input(self, x: object) -> None:
+        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        expected = f"{layout} with input_size={self.input_size}"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"x must be 3-D, {expected}; got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x.shape[-1] must be input_size={self.input_size}, {expected}; "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[1 if self.batch_first else 0] == 0:
+            raise ValueError(
+                f"x must have at least one time step, {expected}; got shape {tuple(x.shape)}"
+            )
+        check_like("x", x, self._param())
+
+    def split_stacked(self, arg: str, value: object, batch: int) -> list[torch.Tensor]:
+        """A (num_layers, B, hidden_size) state tensor, checked, as one [B, H] per layer."""
+        shape = (self.num_layers, batch, self.hidden_size)
+        return list(self.check_state_tensor(arg, value, shape).unbind(0))
+
+    def check_state_tensor(self, arg: str, value: object, shape: tuple[int, ...]) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{arg} must be a torch.Tensor of shape {shape}, got {type(value).__name__}"
+            )
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{arg} must have shape {shape}; got {tuple(value.shape)}")
+        check_like(arg, value, self._param())
+        return value
+
+
+def check_like(arg: str, value: torch.Tensor, param: torch.Tensor) -> None:
+    if value.dtype != param.dtype:
+        raise TypeError(
+            f"{arg} must have the parameters' dtype {param.dtype}; got {value.dtype} "
+            "(convert the input, or the module with .to(dtype))"
+        )
+    if value.device != param.device:
+        raise ValueError(
+            f"{arg} must be on the parameters' device {param.device}; got {value.device}"
+        )
+
+
+def set_backend(module: nn.Module, name: str) -> nn.Module:
+    """Sets the linear_recurrence backend of every plrnn layer inside `module` (the paper's
+    one-line serial/parallel switch); returns module. Other submodules are left alone."""
+    check_backend(name)
+    for sub in module.modules():
+        if isinstance(sub, StackedRecurrence):
+            sub.backend = name
+    return module
