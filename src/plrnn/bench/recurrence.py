@@ -43,6 +43,7 @@ import plrnn
 
 from .bandwidth import COPY_BYTES_PER_ELEMENT, bytes_moved, copy_measurement
 from .machine import machine_info, machine_name
+from .tables import fmt_ms, fmt_x, markdown_table
 from .timing import measure, reuse_freed_pages, single_time
 
 # plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
@@ -418,38 +419,6 @@ def _from_measurements(ms: list) -> dict:
 
 
 # -------------------------------------------------------------------------------------- tables
-def fmt_ms(seconds: float) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "n/a"
-    ms = seconds * 1e3
-    for limit, digits in ((1000, 0), (100, 1), (10, 2), (1, 3)):
-        if ms >= limit:
-            return f"{ms:.{digits}f}"
-    return f"{ms:.4f}"
-
-
-def fmt_x(value: float, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "n/a"
-
-
-def _numeric(text) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return text == "n/a"
-    return True
-
-
-def render(df: pd.DataFrame) -> str:
-    try:
-        import tabulate  # noqa: F401 - DataFrame.to_markdown needs it
-
-        align = ["right" if df[c].map(_numeric).all() else "left" for c in df.columns]
-        return df.to_markdown(index=False, disable_numparse=True, colalign=align)
-    except ImportError:
-        return df.to_string(index=False)
-
-
 def _time(df: pd.DataFrame, **where) -> float:
     sel = df
     for key, value in where.items():
@@ -740,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
 
     body = []
     for s in sections:
-        body += [f"## {s.title}", "", render(s.table), "", *s.lines, ""]
+        body += [f"## {s.title}", "", markdown_table(s.table), "", *s.lines, ""]
     body.append(f"({len(records)} measurements in {elapsed:.0f} s)")
     text = "\n".join(body)
     busy = ""

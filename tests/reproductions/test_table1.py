@@ -1,0 +1,87 @@
+"""reproductions/table1.py: every config composes, and the smoke scale runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from .helpers import REPRO, compose_config, load_script, scales
+
+SMOKE = ["scale=smoke", "device=cpu", "progress=false"]
+
+
+@pytest.mark.parametrize("scale", scales("table1"))
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda"])
+def test_every_config_composes(scale, device):
+    cfg = compose_config("table1", [f"scale={scale}", f"device={device}"])
+    assert cfg.device.name == device
+    assert all(m > 0 for m in cfg.scale.features) and all(t > 0 for t in cfg.scale.seq_lens)
+    assert cfg.scale.rounds >= 1
+
+
+def test_default_is_the_papers_whole_grid():
+    cfg = compose_config("table1")
+    paper = pd.read_csv(REPRO / "paper" / "table1.csv")
+    assert sorted(cfg.scale.features) == sorted(paper["features"].unique())
+    assert sorted(cfg.scale.seq_lens) == sorted(paper["seq_len"].unique())
+
+
+def test_schema_rejects_a_wrong_type():
+    with pytest.raises(Exception, match="rounds"):
+        compose_config("table1", ["scale.rounds=many"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_gpu_is_a_clear_error(tmp_path):
+    cfg = compose_config("table1", [*SMOKE, "device=cuda", f"results_dir={tmp_path}"])
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        load_script("table1").run(cfg)
+
+
+def test_smoke_run_writes_every_file(tmp_path):
+    cfg = compose_config("table1", [*SMOKE, f"results_dir={tmp_path}"])
+    md = load_script("table1").run(cfg)
+    out = md.parent
+    assert sorted(p.name for p in out.iterdir()) == [
+        "table1.csv", "table1.json", "table1.md", "table1.png"]
+
+    raw = pd.read_csv(out / "table1.csv")
+    assert {"features", "seq_len", "batch", "method", "protocol", "round", "seconds",
+            "status"} <= set(raw.columns)
+    ok = raw[raw["status"].str.startswith("ok")]
+    assert set(ok["method"]) == {"cpu_serial", "cpu_parallel", "torch", "auto"}
+    assert set(zip(ok["features"], ok["seq_len"])) == {(4, 16), (4, 256)}
+    assert (ok["seconds"] > 0).all()
+
+    text = md.read_text()
+    assert "paper speedup" in text and "cpu_parallel / paper" in text
+    assert "(CPU results)" in text and "torch 2." in text and "commit:" in text
+    # The paper's published speedups appear beside ours.
+    assert "| 0.06 |" in text.replace("  ", " ") or "0.06" in text
+
+    meta = json.loads((out / "table1.json").read_text())
+    assert meta["config"]["scale"]["features"] == [4]
+    assert meta["machine"]["torch_version"] == torch.__version__
+    assert (out / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_joblib_sweep_writes_one_result_per_job(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    cmd = [sys.executable, str(REPRO / "table1.py"), "-m", "hydra/launcher=joblib",
+           "hydra.launcher.n_jobs=2", *SMOKE, "scale.seq_lens=[16]", f"results_dir={tmp_path}",
+           "seed=0,1", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    machine_dirs = [p for p in tmp_path.iterdir() if p.name != "multirun"]
+    assert len(machine_dirs) == 1
+    written = sorted(p.name for p in machine_dirs[0].glob("*.csv"))
+    assert len(written) == 2, written
+    assert written[0].endswith(",seed=0.csv") and written[1].endswith(",seed=1.csv")
+    assert "results_dir" not in written[0] and "progress" not in written[0]
