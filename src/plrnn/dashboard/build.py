@@ -1,0 +1,69 @@
+"""build_dashboard(): results/ -> one static index.html, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .discover import Machine, find_machines
+from .page import render_page
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    machines: list[Machine]
+    warnings: list[str]
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Readers (a browser, http.server) see the old page or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); a published page must be world-readable like
+        # any file the user creates.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def build_dashboard(results_dir: str | os.PathLike = "results",
+                    out: str | os.PathLike | None = None, *,
+                    asv_html: str | os.PathLike | None = None,
+                    paper_dir: str | os.PathLike | None = None) -> BuildResult:
+    """Render `results_dir` into `out` (default <results_dir>/index.html).
+
+    asv_html: folder `asv publish` wrote (default <results_dir>/../.asv/html);
+    paper_dir: the published numbers (default <results_dir>/../reproductions/paper).
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(
+            f"results_dir {str(results_dir)!r} is not a directory: pass the results folder "
+            "(results/<machine>/<name>.csv ...), e.g. --results results from the repository root")
+    out = Path(out) if out is not None else results_dir / "index.html"
+    if out.is_dir():
+        raise IsADirectoryError(f"out {str(out)!r} is a directory: give the HTML file to write")
+    root = results_dir.resolve().parent
+    asv_html = Path(asv_html) if asv_html is not None else root / ".asv" / "html"
+    paper_dir = Path(paper_dir) if paper_dir is not None else root / "reproductions" / "paper"
+    machines = find_machines(results_dir)
+    text, warnings = render_page(
+        page_dir=out.resolve().parent, results_dir=results_dir.resolve(), machines=machines,
+        asv_results=results_dir / "asv", asv_html=asv_html, paper_dir=paper_dir)
+    atomic_write(out, text)
+    return BuildResult(out, machines, warnings)
