@@ -11,18 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from .helpers import REPRO, compose_config, load_script, scales
+from .helpers import REPRO, compose_config, load_script
 
 SMOKE = ["scale=smoke", "device=cpu", "progress=false"]
-
-
-@pytest.mark.parametrize("scale", scales("table1"))
-@pytest.mark.parametrize("device", ["auto", "cpu", "cuda"])
-def test_every_config_composes(scale, device):
-    cfg = compose_config("table1", [f"scale={scale}", f"device={device}"])
-    assert cfg.device.name == device
-    assert all(m > 0 for m in cfg.scale.features) and all(t > 0 for t in cfg.scale.seq_lens)
-    assert cfg.scale.rounds >= 1
 
 
 def test_default_is_the_papers_whole_grid():

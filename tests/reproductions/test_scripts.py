@@ -1,0 +1,99 @@
+"""Every reproduction script: each config composes, and the smoke scale runs end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pandas as pd
+import pytest
+
+from .helpers import REPRO, compose_config, load_script, scales
+
+# script -> (extra config groups to combine, columns its CSV must have)
+SCRIPTS = {
+    "table1": ({}, {"features", "seq_len", "batch", "method", "protocol", "seconds", "status"}),
+    "table2": ({"variant": ["paper", "authors_code"]},
+               {"architecture", "recurrence", "pass", "seq_len", "batch", "seconds",
+                "steps_per_s"}),
+    "throughput_heatmap": ({}, {"model", "seq_len", "batch", "seconds", "kilo_steps_per_s"}),
+}
+
+
+def _combinations(script):
+    groups = {"scale": scales(script), "device": ["auto", "cpu", "cuda"], **SCRIPTS[script][0]}
+    keys = list(groups)
+    for values in itertools.product(*groups.values()):
+        yield script, [f"{k}={v}" for k, v in zip(keys, values)]
+
+
+@pytest.mark.parametrize(("script", "overrides"),
+                         [c for s in SCRIPTS for c in _combinations(s)],
+                         ids=lambda v: v if isinstance(v, str) else ",".join(v))
+def test_config_composes(script, overrides):
+    cfg = compose_config(script, overrides)
+    assert cfg.device.name == overrides[1].split("=")[1]
+    assert cfg.scale.rounds >= 1 and cfg.scale.min_run_time > 0
+
+
+def test_every_script_has_smoke_small_and_paper_scales():
+    for script in SCRIPTS:
+        assert {"smoke", "small", "paper"} <= set(scales(script)), script
+
+
+def test_paper_csvs_are_the_published_ones():
+    shared = REPRO.parents[1] / "shared" / "paper"
+    if not shared.is_dir():
+        pytest.skip("../shared/paper is not beside this checkout")
+    for path in sorted(shared.glob("*.csv")):
+        assert (REPRO / "paper" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "table1"])  # table1: own file
+def test_smoke_run_writes_every_file(script, tmp_path):
+    cfg = compose_config(script, ["scale=smoke", "device=cpu", "progress=false",
+                                  f"results_dir={tmp_path}"])
+    md = load_script(script).run(cfg)
+    out = md.parent
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{script}.{ext}" for ext in ("csv", "json", "md", "png"))
+    raw = pd.read_csv(out / f"{script}.csv")
+    assert SCRIPTS[script][1] <= set(raw.columns)
+    assert (raw["seconds"] > 0).all() and len(raw) > 0
+    text = md.read_text()
+    assert "(CPU results)" in text and "- commit:" in text and "- config:" in text
+    assert "paper" in text.lower()
+    meta = json.loads((out / f"{script}.json").read_text())
+    assert meta["config"]["scale"] == dict(cfg.scale)
+    assert (out / f"{script}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table2_compares_every_architecture_serial_and_parallel(tmp_path):
+    cfg = compose_config("table2", ["scale=smoke", "device=cpu", "progress=false",
+                                    f"results_dir={tmp_path}", "scale.seq_lens=[16]"])
+    raw = pd.read_csv(load_script("table2").run(cfg).with_suffix(".csv"))
+    for arch in ["SRU", "QRNN(2)", "QRNN(10)", "GILR-LSTM"]:
+        for pass_ in ["train", "forward"]:
+            got = raw[(raw["architecture"] == arch) & (raw["pass"] == pass_)]
+            assert set(got["recurrence"]) == {"cpu_serial", "cpu_parallel"}, (arch, pass_)
+    assert set(raw[raw["architecture"] == "cuDNN LSTM"]["recurrence"]) == {"-"}
+    assert (raw["batch"] * raw["seq_len"] == 64).all()
+
+
+def test_table2_authors_variant_times_the_forward_pass_only(tmp_path):
+    cfg = compose_config("table2", ["scale=smoke", "device=cpu", "progress=false",
+                                    "variant=authors_code", f"results_dir={tmp_path}",
+                                    "scale.seq_lens=[16]", "scale.architectures=['QRNN(2)']"])
+    assert cfg.variant.input_size == 24 and cfg.variant.qrnn_taps == "authors"
+    raw = pd.read_csv(load_script("table2").run(cfg).with_suffix(".csv"))
+    assert set(raw["pass"]) == {"forward"}
+
+
+def test_heatmap_respects_the_step_cap(tmp_path):
+    cfg = compose_config("throughput_heatmap", ["scale=smoke", "device=cpu", "progress=false",
+                                                f"results_dir={tmp_path}"])
+    raw = pd.read_csv(load_script("throughput_heatmap").run(cfg).with_suffix(".csv"))
+    gilr = raw[raw["model"] == "GILR-LSTM"]
+    assert (gilr["batch"] * gilr["seq_len"] <= cfg.scale.max_steps).all()
+    assert set(zip(gilr["batch"], gilr["seq_len"])) == {(1, 8), (1, 16), (2, 8), (2, 16)}
+    assert set(raw[raw["model"] == "cuDNN LSTM"]["batch"]) == {1, 2}
