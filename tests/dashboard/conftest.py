@@ -50,6 +50,9 @@ BENCH_MD = """\
 | method | ms |
 |:--|--:|
 | cpu_serial | 0.0386 |
+
+Goal PASS: serial at copy bandwidth
+Goal FAIL: parallel 2x faster
 """
 BENCH_TABLES = [[["method", "ms"], ["cpu_serial", "0.0386"]]]
 
@@ -120,7 +123,7 @@ def fake_tree(tmp_path, png_bytes) -> FakeTree:
     cpu-fake-epyc-2c: table1 (md, csv, json, png), recurrence_bench (md, csv, json, no png),
       zz_custom (csv only), extra_figure (png only), notes.txt (other)
     cuda-fake-h100: table2 (md, csv, json, png)
-    asv/: asv's own results (not a machine); reproductions/paper/table1.csv
+    asv/: asv's results (not a machine: 2 runs on "fakebox"); reproductions/paper/table1.csv
     """
     root = tmp_path / "repo"
     results = root / "results"
@@ -144,7 +147,9 @@ def fake_tree(tmp_path, png_bytes) -> FakeTree:
     (gpu / "table2.csv").write_text("arch,ours\nSRU,3.1\n")
     (gpu / "table2.json").write_text(gpu_meta)
     (gpu / "table2.png").write_bytes(png_bytes)
-    (results / "asv" / "machine.json").write_text("{}")
-    (results / "asv" / "fakebox" / "abc-py.json").write_text("{}")
+    (results / "asv" / "benchmarks.json").write_text("{}")
+    (results / "asv" / "fakebox" / "machine.json").write_text("{}")
+    (results / "asv" / "fakebox" / "abc123-virtualenv-py3.11.json").write_text("{}")
+    (results / "asv" / "fakebox" / "def456-virtualenv-py3.11.json").write_text("{}")
     (root / "reproductions" / "paper" / "table1.csv").write_text(PAPER_CSV)
     return FakeTree(root, results, cpu, gpu)

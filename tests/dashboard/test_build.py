@@ -132,6 +132,12 @@ def test_one_h1_and_markdown_headings_nested_below_the_artifact(fake_tree):
     assert ("h5", "ours vs the paper") in inside
 
 
+def test_one_fact_per_line_stays_one_per_line(fake_tree):
+    result, _ = build(fake_tree)
+    text = result.path.read_text(encoding="utf-8")
+    assert "<p>Goal PASS: serial at copy bandwidth<br />\nGoal FAIL: parallel 2x faster</p>" in text
+
+
 def test_raw_html_in_markdown_is_text_and_nothing_loads_from_outside(fake_tree):
     result, page = build(fake_tree)
     text = result.path.read_text(encoding="utf-8")
@@ -154,17 +160,29 @@ def test_metadata_is_a_definition_list_with_the_run_facts(fake_tree):
 
 
 def test_asv_link_when_published_else_how_to_build_it(fake_tree):
+    (fake_tree.root / "asv.conf.json").write_text(
+        '// comment lines, as asv allows\n{"version": 1,\n "html_dir": ".asv/html"}\n')
     result, page = build(fake_tree)
     text = result.path.read_text(encoding="utf-8")
     assert "asv publish" in text
     assert not [a for a in page.links if a["href"].endswith("index.html")]
+    assert "2 runs on 1 machine (fakebox)" in text
     asv_index = fake_tree.root / ".asv" / "html" / "index.html"
     asv_index.parent.mkdir(parents=True)
     asv_index.write_text("<html></html>")
     result, page = build(fake_tree)
     hits = [a for a in page.links if a["href"].endswith("index.html")]
     assert [resolve(result.path, a["href"]) for a in hits] == [asv_index.resolve()]
-    assert "2 asv result files" in result.path.read_text(encoding="utf-8")
+    assert "asv publish" in result.path.read_text(encoding="utf-8")  # says what built it
+
+
+def test_asv_site_defaults_to_asvs_own_default_without_a_config(fake_tree):
+    asv_index = fake_tree.root / "html" / "index.html"
+    asv_index.parent.mkdir(parents=True)
+    asv_index.write_text("<html></html>")
+    result, page = build(fake_tree)
+    hits = [a for a in page.links if a["href"].endswith("index.html")]
+    assert [resolve(result.path, a["href"]) for a in hits] == [asv_index.resolve()]
 
 
 def test_paper_csv_comment_becomes_the_caption(fake_tree):

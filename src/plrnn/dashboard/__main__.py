@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, metavar="FILE",
                         help="HTML file to write (default: DIR/index.html)")
     parser.add_argument("--asv-html", default=None, metavar="DIR",
-                        help="where `asv publish` wrote its site (default: DIR/../.asv/html)")
+                        help="where `asv publish` wrote its site (default: html_dir of "
+                             "DIR/../asv.conf.json)")
     parser.add_argument("--paper", default=None, metavar="DIR",
                         help="published numbers as CSV (default: DIR/../reproductions/paper)")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -41,13 +42,26 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def asv_html_dir(root: Path) -> Path:
+    """Where `asv publish` writes: asv.conf.json's html_dir, else asv's default "html"."""
+    conf = root / "asv.conf.json"
+    try:
+        # asv.conf.json allows // comment lines, which json does not.
+        lines = conf.read_text(encoding="utf-8").splitlines()
+        data = json.loads("\n".join(ln for ln in lines if not ln.lstrip().startswith("//")))
+        html_dir = data["html_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return root / "html"
+    return root / html_dir
+
+
 def build_dashboard(results_dir: str | os.PathLike = "results",
                     out: str | os.PathLike | None = None, *,
                     asv_html: str | os.PathLike | None = None,
                     paper_dir: str | os.PathLike | None = None) -> BuildResult:
     """Render `results_dir` into `out` (default <results_dir>/index.html).
 
-    asv_html: folder `asv publish` wrote (default <results_dir>/../.asv/html);
+    asv_html: folder `asv publish` wrote (default: html_dir of <results_dir>/../asv.conf.json);
     paper_dir: the published numbers (default <results_dir>/../reproductions/paper).
     """
     results_dir = Path(results_dir)
@@ -59,7 +73,7 @@ def build_dashboard(results_dir: str | os.PathLike = "results",
     if out.is_dir():
         raise IsADirectoryError(f"out {str(out)!r} is a directory: give the HTML file to write")
     root = results_dir.resolve().parent
-    asv_html = Path(asv_html) if asv_html is not None else root / ".asv" / "html"
+    asv_html = Path(asv_html) if asv_html is not None else asv_html_dir(root)
     paper_dir = Path(paper_dir) if paper_dir is not None else root / "reproductions" / "paper"
     machines = find_machines(results_dir)
     text, warnings = render_page(

@@ -1,7 +1,7 @@
 """Markdown and CSV files -> HTML fragments for the dashboard.
 
-Markdown goes through markdown-it-py (CommonMark + GitHub pipe tables), the same dialect GitHub
-shows the .md files in, so the page and the repository agree on what a table looks like.
+Markdown goes through markdown-it-py (CommonMark + GitHub pipe tables), the dialect GitHub shows
+the .md files in, so the page and the repository agree on what a table looks like.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def _shift_headings_and_links(state) -> None:
 
 def _markdown_parser() -> MarkdownIt:
     # html=False: a stray tag in a generated .md is shown as text, never executed or half-parsed.
-    md = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
+    # breaks=True: the generated reports write one fact per line ("Goal PASS: ..."); joining
+    # those lines into one paragraph, as plain CommonMark would, hides where each starts.
+    md = (MarkdownIt("commonmark", {"html": False, "breaks": True})
+          .enable("table").enable("strikethrough"))
     md.core.ruler.push("plrnn_rebase", _shift_headings_and_links)
     # Wide benchmark tables scroll inside their own box instead of widening the whole page.
     md.add_render_rule("table_open", lambda *a: '<div class="table-wrap"><table>\n')

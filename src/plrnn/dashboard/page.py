@@ -233,14 +233,18 @@ def render_asv(page: Page, asv_results: Path, asv_html: Path) -> str:
         out.append(f'<p><a href="{page.url(index)}">Open the asv dashboard</a> '
                    f"({_e(asv_html.name)}/index.html, built by <code>asv publish</code>).</p>")
     else:
-        out.append("<p>The asv dashboard is not built here. From the repository root run "
-                   "<code>asv publish</code> (it writes <code>.asv/html</code>), then rebuild this "
-                   "page with <code>python -m plrnn.dashboard</code>; or browse it with "
+        out.append(f"<p>The asv dashboard is not built here (no {_e(asv_html.name)}/index.html). "
+                   "From the repository root run <code>asv publish</code>, then rebuild this page "
+                   "with <code>python -m plrnn.dashboard</code>; or browse it with "
                    "<code>asv preview</code>.</p>")
     if asv_results.is_dir():
-        n = sum(1 for p in asv_results.rglob("*.json") if p.is_file())
-        out.append(f'<p class="note">{n} asv result files under <a href="{page.url(asv_results)}/">'
-                   f"{_e(asv_results.name)}/</a>.</p>")
+        # asv's layout: <results>/<machine>/machine.json beside one <commit>-<env>.json per run.
+        machines = sorted(p.parent.name for p in asv_results.glob("*/machine.json"))
+        runs = sum(1 for p in asv_results.glob("*/*.json") if p.name != "machine.json")
+        out.append(f'<p class="note">asv results in <a href="{page.url(asv_results)}/">'
+                   f"{_e(asv_results.name)}/</a>: {runs} run{'' if runs == 1 else 's'} on "
+                   f"{len(machines)} machine{'' if len(machines) == 1 else 's'}"
+                   f"{' (' + ', '.join(map(_e, machines)) + ')' if machines else ''}.</p>")
     out.append("</section>")
     return "\n".join(out)
 
@@ -299,7 +303,9 @@ def render_page(*, page_dir: Path, results_dir: Path, machines: list[Machine], a
 Sequence Length</em> (ICLR 2018), and the kernel benchmarks: {_e(summary)}. Each machine has its
 own section; CPU and GPU numbers are never put in one table. Built from
 <a href="{page.url(results_dir)}/">{_e(results_dir.name)}/</a> by
-<code>python -m plrnn.dashboard</code>.</p>
+<code>python -m plrnn.dashboard</code>. Open it as a file, or serve the repository root
+(<code>python -m http.server</code>, then <code>/results/index.html</code>) so the links to the asv
+site and the paper's numbers resolve.</p>
 </header>
 {chr(10).join(s for s in sections if s)}
 </main>
