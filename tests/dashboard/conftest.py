@@ -121,7 +121,8 @@ def fake_tree(tmp_path, png_bytes) -> FakeTree:
     """results/ with a CPU and a GPU machine:
 
     cpu-fake-epyc-2c: table1 (md, csv, json, png), recurrence_bench (md, csv, json, no png),
-      zz_custom (csv only), extra_figure (png only), notes.txt (other)
+      zz_custom (csv only), extra_figure (png only),
+      "notes #2 (v%).txt" (other; its name needs URL quoting)
     cuda-fake-h100: table2 (md, csv, json, png)
     asv/: asv's results (not a machine: 2 runs on "fakebox"); reproductions/paper/table1.csv
     """
@@ -140,7 +141,7 @@ def fake_tree(tmp_path, png_bytes) -> FakeTree:
     (cpu / "recurrence_bench.json").write_text(cpu_meta)
     (cpu / "zz_custom.csv").write_text("a,b\n1,2\n")
     (cpu / "extra_figure.png").write_bytes(png_bytes)
-    (cpu / "notes.txt").write_text("free text\n")
+    (cpu / "notes #2 (v%).txt").write_text("free text\n")
     gpu_meta = machine_json(gpu={"name": "NVIDIA H100", "count": 1, "driver": "550.1",
                                  "cuda_runtime": "12.4"}, device="cuda", commit="fedcba9876543210")
     (gpu / "table2.md").write_text(TABLE2_MD)

@@ -121,7 +121,7 @@ def test_artifacts_in_the_known_order_then_alphabetical(fake_tree):
     _, page = build(fake_tree)
     ids = [i for i in page.ids if i.startswith(CPU)]
     assert ids == [f"{CPU}-table1", f"{CPU}-recurrence_bench", f"{CPU}-extra_figure",
-                   f"{CPU}-notes", f"{CPU}-zz_custom"]
+                   f"{CPU}-notes-2-v", f"{CPU}-zz_custom"]
 
 
 def test_one_h1_and_markdown_headings_nested_below_the_artifact(fake_tree):
