@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 
 from . import cpu, reference, torch_scan
+from . import triton as triton_backend
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,12 @@ REGISTRY: dict[str, Backend] = {
             "C++ Algorithm 1: time chunks across threads and in registers",
             cpu.parallel,
             _cpu_kernels,
+        ),
+        Backend(
+            "triton",
+            "Triton kernel: tl.associative_scan over time tiles, Algorithm 1 for few channels",
+            triton_backend.scan,
+            triton_backend.unavailable,
         ),
     )
 }
