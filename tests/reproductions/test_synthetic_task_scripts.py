@@ -1,0 +1,118 @@
+"""table3.py and figure2.py: logs, the speedup logic, and curves from synthetic logs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .helpers import compose_config, load_script
+
+SMOKE = ["scale=smoke", "device=cpu", "progress=false"]
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    cfg = compose_config("table3", [*SMOKE, f"results_dir={out}"])
+    md = load_script("table3").run(cfg)
+    return cfg, md
+
+
+def test_table3_writes_one_log_per_run(smoke_results):
+    cfg, md = smoke_results
+    raw = pd.read_csv(md.with_suffix(".csv"))
+    assert len(raw) == len(cfg.scale.seq_lens) * len(cfg.scale.models) * cfg.scale.seeds
+    logs = md.parent / "table3_logs"
+    assert sorted(p.name for p in logs.iterdir()) == sorted(raw["log"].str.split("/").str[1])
+    for path in logs.iterdir():
+        log = pd.read_csv(path)
+        assert {"step", "wall_time_s", "accuracy", "loss", "model", "T", "seed"} <= set(log.columns)
+        assert log["step"].is_monotonic_increasing and log["step"].iloc[-1] <= cfg.scale.max_steps
+    # The smoke caps end every run before convergence, reported like the paper's "-".
+    assert set(raw["stop_reason"]) <= {"max_steps", "max_wall_time", "converged"}
+    assert not (md.parent / ".table3_logs.partial").exists()
+
+
+def test_figure2_draws_the_table3_logs(smoke_results):
+    cfg, md = smoke_results
+    f2 = compose_config("figure2", [*SMOKE, f"results_dir={md.parents[1]}"])
+    out = load_script("figure2").run(f2)
+    curve = pd.read_csv(out.with_suffix(".csv"))
+    assert set(curve["model"]) == {"GILR-LSTM", "LSTM"}
+    assert (curve["runs"] == cfg.scale.seeds).all()
+    assert curve["accuracy_mean"].between(0, 1).all()
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figure2_without_logs_says_what_to_run(tmp_path):
+    cfg = compose_config("figure2", [*SMOKE, f"results_dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="table3.py"):
+        load_script("figure2").run(cfg)
+
+
+def test_curves_hold_a_stopped_runs_last_value():
+    logs = pd.DataFrame({
+        "T": 16, "model": "GILR-LSTM",
+        "run": ["a"] * 3 + ["b"] * 5,
+        "wall_time_s": [1, 2, 3] + [1, 2, 3, 4, 5],
+        "accuracy": [0.5, 1.0, 1.0] + [0.5, 0.5, 0.5, 0.5, 1.0],
+    })
+    curve = load_script("figure2").curves(logs, smoothing=[1], grid_points=5)
+    assert curve["wall_time_min"].tolist() == pytest.approx(np.linspace(0, 5, 5) / 60)
+    # At t = 5 s: run a holds 1.0 (stopped at 3 s), run b reached 1.0.
+    assert curve["accuracy_mean"].iloc[-1] == pytest.approx(1.0)
+    # At t = 2.5 s: a is at 1.0, b at 0.5.
+    assert curve["accuracy_mean"].iloc[2] == pytest.approx(0.75)
+    assert curve["accuracy_sd"].iloc[2] == pytest.approx(0.25)
+
+
+def test_curves_smooth_within_each_run():
+    logs = pd.DataFrame({"T": 8, "model": "LSTM", "run": "a", "wall_time_s": [0.0, 1.0, 2.0],
+                         "accuracy": [0.0, 1.0, 1.0]})
+    curve = load_script("figure2").curves(logs, smoothing=[2], grid_points=3)
+    assert curve["accuracy_mean"].tolist() == pytest.approx([0.0, 0.5, 1.0])
+
+
+def _summary(lstm_converged: bool):
+    raw = pd.DataFrame([
+        *({"seq_len": 1024, "model": "GILR-LSTM", "seed": s, "converged": True,
+           "iterations": 100 + s, "wall_time_s": 10.0 + s} for s in range(3)),
+        *({"seq_len": 1024, "model": "LSTM", "seed": s, "converged": lstm_converged,
+           "iterations": 900, "wall_time_s": 100.0} for s in range(3)),
+    ])
+    return load_script("table3").summarize(raw)
+
+
+def test_speedup_when_both_converge():
+    summary = _summary(lstm_converged=True)
+    gilr = summary.set_index("model").loc["GILR-LSTM"]
+    assert gilr["iterations"] == pytest.approx(101) and gilr["wall s"] == pytest.approx(11)
+    assert gilr["wall s sd"] == pytest.approx(1.0)
+    assert gilr["paper wall (h)"] == pytest.approx(0.031)
+    ratio = load_script("table3").speedups(summary).iloc[0]
+    assert ratio["ours"] == pytest.approx(100 / 11) and not ratio["ours is a lower bound"]
+    assert ratio["paper"] == pytest.approx(0.28 / 0.031)
+    assert ratio["goal (>= 5x at T >= 1024)"] == "PASS"
+
+
+def test_a_capped_lstm_gives_a_lower_bound():
+    summary = _summary(lstm_converged=False)
+    lstm = summary.set_index("model").loc["LSTM"]
+    assert lstm["converged"] == "0/3" and math.isnan(lstm["wall s"])
+    ratio = load_script("table3").speedups(summary).iloc[0]
+    assert ratio["ours is a lower bound"] and ratio["ours"] == pytest.approx(100 / 11)
+
+
+def test_an_interrupted_run_keeps_the_previous_logs(tmp_path):
+    final = tmp_path / "table3_logs"
+    final.mkdir()
+    (final / "old.csv").write_text("x\n1\n")
+    staged = tmp_path / ".table3_logs.partial"
+    staged.mkdir()
+    (staged / "new.csv").write_text("x\n2\n")
+    load_script("table3")._swap_dirs(staged, final)
+    assert [p.name for p in final.iterdir()] == ["new.csv"]
+    assert not staged.exists() and not (tmp_path / "table3_logs.old").exists()
