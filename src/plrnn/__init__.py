@@ -1,6 +1,16 @@
 """plrnn: parallel linear recurrences for PyTorch (Martin & Cundy, ICLR 2018)."""
 
+from .layers import GILR, GILRLSTM, QRNN, SRU, set_backend
 from .recurrence import BackendStatus, backends, linear_recurrence
 
-__all__ = ["linear_recurrence", "backends", "BackendStatus"]
+__all__ = [
+    "linear_recurrence",
+    "backends",
+    "BackendStatus",
+    "GILR",
+    "GILRLSTM",
+    "QRNN",
+    "SRU",
+    "set_backend",
+]
 __version__ = "0.1.0"
