@@ -370,6 +370,7 @@ FORWARD = dict(DESCENDING=False, GRAD=False, TOTALS=False, HAS_INIT=True, HAS_H0
 TOTALS = dict(DESCENDING=True, GRAD=False, TOTALS=True, HAS_INIT=False, HAS_H0=False)
 BACKWARD = dict(DESCENDING=True, GRAD=True, TOTALS=False, HAS_INIT=True, HAS_H0=True)
 BACKWARD_TOTALS = dict(DESCENDING=False, GRAD=True, TOTALS=True, HAS_INIT=False, HAS_H0=False)
+BACKWARD_OF_REVERSE = dict(DESCENDING=False, GRAD=True, TOTALS=False, HAS_INIT=False, HAS_H0=True)
 
 
 @pytest.mark.parametrize(
@@ -381,9 +382,10 @@ BACKWARD_TOTALS = dict(DESCENDING=False, GRAD=True, TOTALS=True, HAS_INIT=False,
         (BACKWARD_TOTALS, "*fp16", False, ("T", "C")),
         (TOTALS, "*fp64", True, ("C",)),
         (BACKWARD, "*fp64", True, ("T",)),
+        (BACKWARD_OF_REVERSE, "*fp32", False, ("T",)),
     ],
     ids=["forward", "backward", "forward-bf16-T1-C1", "backward_totals-fp16-T1-C1",
-         "totals-fp64-C1", "backward-fp64-T1"],
+         "totals-fp64-C1", "backward-fp64-T1", "backward_of_reverse-T1"],
 )  # fmt: skip
 def test_kernel_compiles_for_nvidia_gpus(mode, pointer_type, fp64, ones):
     """Triton lowers to PTX and cubin without a GPU (it ships ptxas), which catches what the

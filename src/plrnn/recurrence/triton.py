@@ -163,6 +163,8 @@ def _scan_kernel(
     else:
         carry = tl.full([BLOCK_C], 0, dtype=acc_dtype)
     product = tl.full([BLOCK_C], 1, dtype=acc_dtype)
+    if GRAD and HAS_H0:
+        h0 = tl.load(h0_ptr + cols, mask=col_ok, other=0).to(acc_dtype)
     rows = tl.arange(0, BLOCK_T)
     is_last_row = (rows == BLOCK_T - 1)[:, None]
 
@@ -200,7 +202,6 @@ def _scan_kernel(
                 h_prev = tl.load(h_ptr + offsets + step * C, mask=mask & has_prev, other=0)
                 h_prev = h_prev.to(acc_dtype)
                 if HAS_H0:
-                    h0 = tl.load(h0_ptr + cols, mask=col_ok, other=0).to(acc_dtype)
                     h_prev = tl.where(has_prev, h_prev, h0[None, :])
                 tl.store(out2_ptr + offsets, (h_prev * h).to(out2_ptr.dtype.element_ty), mask=mask)
 
@@ -212,10 +213,10 @@ def _scan_kernel(
         # dL/dh0 = a[t_end] * g[t_end] at the last step walked (t = 0 when descending); only the
         # chunk that holds it writes.
         if DESCENDING:
-            t_end = 0
+            t_end = lo  # 0 in that chunk
             end_chunk = 0
         else:
-            t_end = T - 1
+            t_end = lo + n - 1  # T - 1 in that chunk
             end_chunk = tl.num_programs(1) - 1
         if chunk == end_chunk:
             a_end = tl.load(a_ptr + t_end.to(tl.int64) * C + cols, mask=col_ok, other=0)
