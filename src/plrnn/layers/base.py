@@ -67,7 +67,7 @@ class StackedRecurrence(nn.Module):
         dropout: float,
         batch_first: bool,
         backend: str,
-        compile_gates: bool,
+        compile_gates: bool | str,
     ) -> None:
         super().__init__()
         self.input_size = _check_positive_int("input_size", input_size)
@@ -80,7 +80,7 @@ class StackedRecurrence(nn.Module):
         self.dropout = float(dropout)
         self.batch_first = bool(batch_first)
         self.backend = backend
-        self.compile_gates = bool(compile_gates)
+        self.compile_gates = compile_gates
 
     @property
     def backend(self) -> str:
@@ -90,6 +90,21 @@ class StackedRecurrence(nn.Module):
     @backend.setter
     def backend(self, name: str) -> None:
         self._backend = check_backend(name)
+
+    @property
+    def compile_gates(self) -> bool | str:
+        """Whether the gate math runs through torch.compile: False, True (inductor: fused), or
+        the name of a torch.compile backend."""
+        return self._compile_gates
+
+    @compile_gates.setter
+    def compile_gates(self, value: bool | str) -> None:
+        if not isinstance(value, (bool, str)):
+            raise TypeError(
+                "compile_gates must be a bool or a torch.compile backend name, "
+                f"got {type(value).__name__}"
+            )
+        self._compile_gates = value
 
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.hidden_size
@@ -102,8 +117,8 @@ class StackedRecurrence(nn.Module):
         if self.batch_first:
             parts.append("batch_first=True")
         parts.append(f"backend={self.backend!r}")
-        if self.compile_gates:
-            parts.append("compile_gates=True")
+        if self.compile_gates is not False:
+            parts.append(f"compile_gates={self.compile_gates!r}")
         return ", ".join(parts)
 
     def options(self) -> dict[str, object]:

@@ -73,18 +73,21 @@ def sru_output(pre: torch.Tensor, c: torch.Tensor, highway: torch.Tensor | None)
     return r * c + (1 - r) * skip
 
 
-_compiled: dict[Callable, Callable] = {}
+_compiled: dict[tuple[Callable, str], Callable] = {}
 
 
-def fused(fn: Callable, enabled: bool) -> Callable:
-    """fn itself, or (enabled) fn under torch.compile, compiled once per process and cached.
+def fused(fn: Callable, compile_gates: bool | str) -> Callable:
+    """fn itself (compile_gates False), or fn under torch.compile, compiled once per process
+    and cached: True uses inductor (the fusing compiler), a string names another torch.compile
+    backend (e.g. "aot_eager", which traces the same graphs without generating code).
 
     dynamic=True: one graph serves every sequence length and batch size, so a test suite or a
     sweep over shapes does not recompile per shape.
     """
-    if not enabled:
+    if compile_gates is False:
         return fn
-    compiled = _compiled.get(fn)
+    backend = "inductor" if compile_gates is True else compile_gates
+    compiled = _compiled.get((fn, backend))
     if compiled is None:
-        compiled = _compiled[fn] = torch.compile(fn, dynamic=True)
+        compiled = _compiled[fn, backend] = torch.compile(fn, dynamic=True, backend=backend)
     return compiled

@@ -55,8 +55,9 @@ class GILR(StackedRecurrence):
         backend: the plrnn.linear_recurrence backend ("auto", "cpu_serial", "cpu_parallel",
             "torch", "reference", ...). An attribute: assign ``model.backend = "cpu_serial"``, or
             call ``plrnn.layers.set_backend(model, name)`` for every layer inside a model.
-        compile_gates: run the gate math through torch.compile (fused, compiled once per
-            process). Off by default: not needed for correctness, see the package docs.
+        compile_gates: False (default), True: run the gate math through torch.compile with
+            inductor (fused; compiled once per process), or a torch.compile backend name.
+            Not needed for correctness; see the package docs for what it buys.
 
     Initialisation: weights U(-0.05, 0.05), b_j = 0, b_g = forget_bias.
     Parameters: ``layers[l].linear`` maps the layer's input to [g, j] pre-activations (2H rows).
@@ -80,7 +81,7 @@ class GILR(StackedRecurrence):
         dropout: float = 0.0,
         batch_first: bool = False,
         backend: str = "auto",
-        compile_gates: bool = False,
+        compile_gates: bool | str = False,
     ) -> None:
         super().__init__(
             input_size, hidden_size, num_layers, dropout, batch_first, backend, compile_gates

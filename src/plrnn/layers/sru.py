@@ -75,7 +75,7 @@ class SRU(StackedRecurrence):
         dropout: float = 0.0,
         batch_first: bool = False,
         backend: str = "auto",
-        compile_gates: bool = False,
+        compile_gates: bool | str = False,
     ) -> None:
         super().__init__(
             input_size, hidden_size, num_layers, dropout, batch_first, backend, compile_gates

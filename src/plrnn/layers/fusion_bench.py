@@ -1,0 +1,117 @@
+"""Does compile_gates pay? Forward+backward time of each layer type with the gate math eager
+and fused by torch.compile (inductor), at the paper's Table 2 sizes.
+
+    python -m plrnn.layers.fusion_bench [--shapes 4096x16 256x256] [--layers GILRLSTM QRNN]
+
+Two stacked layers, 256 hidden, input size 4, T x B = 65,536 by default. Each cell: the compiled
+model is checked against the eager one first, then both are timed in interleaved rounds (a slow
+spell on a shared machine hits both alike), each round the median of torch.utils.benchmark
+blocks; the table shows the median over rounds. Time on a quiet machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from ..bench.machine import machine_info
+from ..bench.timing import median_time, reuse_freed_pages
+from . import GILR, GILRLSTM, QRNN, SRU
+
+LAYERS = {
+    "GILR": (GILR, {}),
+    "GILRLSTM": (GILRLSTM, {}),
+    "QRNN2": (QRNN, {"window": 2}),
+    "QRNN10": (QRNN, {"window": 10}),
+    "SRU": (SRU, {}),
+}
+
+
+def _step(model, x, upstream):
+    def fwd_bwd():
+        model.zero_grad(set_to_none=True)
+        out, _ = model(x)
+        out.backward(upstream)
+
+    return fwd_bwd
+
+
+def _check(model, x, upstream) -> float:
+    """Largest difference of output and parameter gradients, compiled against eager."""
+    results = []
+    for flag in (False, True):
+        model.compile_gates = flag
+        model.zero_grad(set_to_none=True)
+        out, _ = model(x)
+        out.backward(upstream)
+        results.append([out.detach()] + [p.grad.clone() for p in model.parameters()])
+    return max(
+        ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(*results)
+    )
+
+
+def run(layer: str, T: int, B: int, args) -> dict:
+    cls, kwargs = LAYERS[layer]
+    torch.manual_seed(0)
+    model = cls(args.input_size, args.hidden_size, args.num_layers, backend=args.backend, **kwargs)
+    x = torch.randn(T, B, args.input_size)
+    upstream = torch.randn(T, B, args.hidden_size)
+    rel_err = _check(model, x, upstream)  # also compiles, outside the timed region
+    step = _step(model, x, upstream)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.rounds):
+        for flag in (False, True):
+            model.compile_gates = flag
+            times[flag].append(median_time(step, args.min_run_time, inputs=[x, upstream]))
+    eager, fused = (statistics.median(times[f]) for f in (False, True))
+    return {
+        "layer": layer,
+        "T": T,
+        "B": B,
+        "eager_ms": 1e3 * eager,
+        "compiled_ms": 1e3 * fused,
+        "speedup": eager / fused,
+        "rounds_eager_ms": [round(1e3 * t, 2) for t in times[False]],
+        "rounds_compiled_ms": [round(1e3 * t, 2) for t in times[True]],
+        "max_rel_diff": rel_err,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
+    parser.add_argument("--shapes", nargs="+", default=["4096x16", "256x256"], help="TxB")
+    parser.add_argument("--input-size", type=int, default=4)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-run-time", type=float, default=2.0)
+    parser.add_argument("--json", help="also write the records here")
+    args = parser.parse_args(argv)
+    allocator = reuse_freed_pages()
+    info = {**machine_info(), "threads": torch.get_num_threads(), "allocator": allocator}
+    print(json.dumps(info))
+    print("| layer | T | B | eager ms | compiled ms | speedup | max rel diff |")
+    print("|---|---|---|---|---|---|---|")
+    records = []
+    for layer in args.layers:
+        for shape in args.shapes:
+            T, B = map(int, shape.split("x"))
+            rec = run(layer, T, B, args)
+            records.append(rec)
+            print(
+                f"| {layer} | {T} | {B} | {rec['eager_ms']:.1f} | {rec['compiled_ms']:.1f} "
+                f"| {rec['speedup']:.2f}x | {rec['max_rel_diff']:.1e} |",
+                flush=True,
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "config": vars(args), "records": records}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
