@@ -78,9 +78,11 @@ def _import_error() -> str | None:
     try:
         importlib.import_module("triton.language")
     except ImportError as err:
-        if getattr(err, "name", None) in ("triton", "triton.language"):
+        if err.name in ("triton", "triton.language"):
             return "triton is not installed (pip install triton; Linux x86_64 wheels)"
         return f"importing triton failed: {err}"
+    except Exception as err:  # noqa: BLE001 - a broken install: unavailable, and why
+        return f"importing triton failed: {type(err).__name__}: {err}"
     return None
 
 
