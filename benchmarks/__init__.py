@@ -1,0 +1,1 @@
+"""asv benchmark suite of plrnn (asv.conf.json: benchmark_dir). See _support.py and README.md."""

@@ -1,0 +1,428 @@
+"""What the asv suite (benchmarks/*.py) and the pytest-benchmark suite (benchmarks/pytest_suite/)
+share: the grid, and the cases (the work one benchmark times, built from fixed seeds).
+
+A case builder raises NotImplementedError with the reason when a combination does not apply
+(the grid leaves it out, no GPU, a backend unavailable here, a module missing in an older
+commit): asv records it as skipped, the pytest suite calls pytest.skip.
+
+Nothing heavy at import: torch and plrnn are imported by the builders, so that asv's discovery
+and the combinations the grid rules out cost no torch import. The grid comes from the checkout
+these files sit in (src/plrnn/bench/grid.py, loaded by path), not from the installed plrnn: asv
+installs older commits that may predate it, and every commit must be measured on one grid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_BENCH_SRC = REPO / "src" / "plrnn" / "bench"
+
+
+def _checkout_module(name: str):
+    """src/plrnn/bench/<name>.py of this checkout, imported by path under a private name."""
+    qualname = f"_plrnn_checkout_{name}"
+    if qualname in sys.modules:
+        return sys.modules[qualname]
+    spec = importlib.util.spec_from_file_location(qualname, _BENCH_SRC / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualname] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+grid = _checkout_module("grid")
+GRID = grid.selected()
+
+# Outputs are checked against a float64 run of the reference loop on these many channels (the
+# recurrence is independent per channel, so a subset over the whole length is an exact check).
+CHECK_CHANNELS = 64
+CHECK_RTOL = CHECK_ATOL = 1e-4  # fp32 kernels land ~1e-6 from the truth; a wrong one lands O(1)
+REFERENCE_MAX_STEPS = 65536  # longer checks use the float64 `torch` scan instead of the loop
+
+
+def sync_timer() -> float:
+    """perf_counter() after waiting for queued CUDA work; a plain clock when CUDA is not in use.
+
+    asv calls it at both ends of a timed block (the class attribute `timer`), so asynchronous
+    kernel launches are timed to their completion.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+@dataclass
+class Case:
+    """One benchmark's timed work: call run(); what it needs was built beforehand."""
+
+    run: Callable[[], object]
+    device: str
+    label: str
+    inputs: tuple = ()
+    info: dict = field(default_factory=dict)  # sizes, backend, ... for the report
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def run_synced(self) -> None:
+        self.run()
+        self.sync()
+
+    def seconds_per_call(self, min_time: float = 0.05) -> float:
+        """A rough host-clock estimate (at least one call), used to size pedantic rounds."""
+        calls, start = 0, time.perf_counter()
+        while True:
+            self.run_synced()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time or calls >= 1000:
+                return elapsed / calls
+
+    def cuda_event_seconds(self, min_time: float = 0.1, repeats: int = 5) -> float:
+        """Median device time per call between CUDA events, over `repeats` blocks of calls."""
+        import torch
+
+        self._require_cuda()
+        per_call = self.seconds_per_call()
+        calls = max(1, min(1000, int(min_time / max(per_call, 1e-7))))
+        times = []
+        for _ in range(repeats):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(calls):
+                self.run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3 / calls)
+        return statistics.median(times)
+
+    def cuda_peak_bytes(self) -> int:
+        """Peak CUDA memory one call allocates above what was allocated before it (its outputs
+        and workspace, autograd's saved tensors included)."""
+        import torch
+
+        self._require_cuda()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        self.run()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+
+    def _require_cuda(self) -> None:
+        if self.device != "cuda":
+            raise NotImplementedError(f"{self.label}: CUDA metrics need a CUDA case")
+
+
+# ------------------------------------------------------------------------------ environment
+def _torch_on(device: str):
+    """torch, after checking that `device` can run here."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device here (the grid selects device 'cuda')")
+    _steady_allocator()
+    return torch
+
+
+_allocator_done = False
+
+
+def _steady_allocator() -> None:
+    # Same rule as `python -m plrnn.bench.recurrence`: freed pages are reused, so a call is not
+    # timed with or without page faults depending on the allocation history. Loaded from the
+    # checkout, so every commit of an asv history runs with it.
+    global _allocator_done
+    if not _allocator_done:
+        _checkout_module("timing").reuse_freed_pages()
+        _allocator_done = True
+
+
+def _backend_status(device: str, name: str) -> None:
+    """NotImplementedError unless plrnn backend `name` runs on `device` at this commit."""
+    import plrnn
+
+    if name == "auto":
+        return
+    statuses = {s.name: s for s in plrnn.backends(device)}
+    if name not in statuses:
+        raise NotImplementedError(f"backend {name!r} does not exist in this version of plrnn "
+                                  f"(it has {sorted(statuses)})")
+    if not statuses[name].available:
+        raise NotImplementedError(f"backend {name!r} is unavailable: {statuses[name].reason}")
+
+
+def _generator(*parts):
+    import torch
+
+    return torch.Generator().manual_seed(grid.seed_for(GRID.seed, *parts))
+
+
+def check_recurrence(h, decays, impulses, label: str) -> None:
+    """AssertionError unless h (T, *) is the recurrence of (decays, impulses) on a channel subset,
+    against float64 on the CPU: a wrong kernel must not be timed."""
+    import torch
+
+    import plrnn
+
+    T = decays.shape[0]
+    if T == 0:
+        return
+
+    def cols(t):
+        return t.detach().reshape(T, -1)[:, :CHECK_CHANNELS].to("cpu", torch.float64)
+
+    a, x, got = cols(decays), cols(impulses), cols(h)
+    backend = "reference" if T <= REFERENCE_MAX_STEPS else "torch"
+    with torch.no_grad():
+        want = plrnn.linear_recurrence(a, x, backend=backend)
+    if not torch.allclose(got, want, rtol=CHECK_RTOL, atol=CHECK_ATOL):
+        err = (got - want).abs().max().item()
+        raise AssertionError(f"{label}: output differs from the float64 reference "
+                             f"(max abs error {err:.3g}); not timing a wrong result")
+
+
+# ------------------------------------------------------------------------------------ kernels
+def _combine(left, right):
+    # (a1, x1) then (a2, x2): h = a2 * (a1 * h0 + x1) + x2
+    return left[0] * right[0], right[0] * left[1] + right[1]
+
+
+def _time_major_op(backend: str, device: str, seq_len: int) -> Callable:
+    """(decays, impulses) [T, B, H] -> h [T, B, H] for a plrnn backend or a baseline."""
+    import plrnn
+
+    if backend == "associative_scan":
+        try:
+            from torch._higher_order_ops.associative_scan import associative_scan
+        except ImportError as err:
+            raise NotImplementedError(f"torch has no associative_scan here: {err}") from None
+        return lambda a, x: associative_scan(_combine, (a, x), dim=0, combine_mode="generic")[1]
+    if backend.startswith("accelerated_scan."):
+        if device != "cuda":
+            raise NotImplementedError(f"{backend} runs on CUDA only")
+        if seq_len < 32 or seq_len & (seq_len - 1):
+            raise NotImplementedError(f"{backend} needs seq_len a power of two >= 32, "
+                                      f"got {seq_len}")
+        try:
+            module = importlib.import_module(backend)
+        except Exception as err:  # noqa: BLE001 - not installed, or its CUDA build failed
+            raise NotImplementedError(f"cannot import {backend}: {err}") from None
+        # Layout (B, H, T): the transposes are part of the baseline's cost in a time-major
+        # model, so they are timed with it.
+        return lambda a, x: module.scan(a.permute(1, 2, 0).contiguous(),
+                                        x.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
+    _backend_status(device, backend)
+    return lambda a, x: plrnn.linear_recurrence(a, x, backend=backend)
+
+
+def kernel_case(seq_len: int, batch: int, hidden: int, backend: str, pass_: str,
+                kernel_grid=None, device: str | None = None) -> Case:
+    """linear_recurrence (or a baseline) on [seq_len, batch, hidden] fp32 inputs:
+    decays ~ U(0, 1), impulses ~ N(0, 1), the same for every backend at one size."""
+    kernel_grid = GRID.kernels if kernel_grid is None else kernel_grid
+    device = GRID.device if device is None else device
+    reason = kernel_grid.skip_reason(seq_len, batch, hidden, backend, pass_)
+    if reason:
+        raise NotImplementedError(reason)
+    if pass_ not in grid.PASSES:
+        raise ValueError(f"pass_ must be one of {grid.PASSES}, got {pass_!r}")
+    torch = _torch_on(device)
+    op = _time_major_op(backend, device, seq_len)
+    gen = _generator("kernels", seq_len, batch, hidden)
+    shape = (seq_len, batch, hidden)
+    a = torch.rand(shape, generator=gen).to(device)
+    x = torch.randn(shape, generator=gen).to(device)
+    label = f"{backend} {pass_} T={seq_len} B={batch} H={hidden} on {device}"
+    check_recurrence(op(a, x), a, x, label)  # also the warm-up call
+    info = {"suite": "kernels", "op": "linear_recurrence", "backend": backend, "pass": pass_,
+            "seq_len": seq_len, "batch": batch, "hidden": hidden, "device": device}
+    if pass_ == grid.FORWARD:
+        return Case(lambda: op(a, x), device, label, (a, x), info)
+    a.requires_grad_()
+    x.requires_grad_()
+    g = torch.randn(shape, generator=gen).to(device)
+
+    def forward_backward():
+        return torch.autograd.grad(op(a, x), (a, x), g)
+
+    forward_backward()
+    return Case(forward_backward, device, label, (a, x, g), info)
+
+
+def copy_case(numel: int, device: str | None = None) -> Case:
+    """dst.copy_(src) on preallocated fp32 buffers: the bandwidth yardstick (8 bytes/element)."""
+    device = GRID.device if device is None else device
+    torch = _torch_on(device)
+    src = torch.rand(numel, generator=_generator("copy", numel)).to(device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # fault the pages in: the timed copy then only moves data
+    info = {"suite": "copy", "op": "copy_", "numel": numel, "device": device}
+    return Case(lambda: dst.copy_(src), device, f"copy_ {numel} on {device}", (src,), info)
+
+
+# ------------------------------------------------------------------------------------- layers
+_QRNN = re.compile(r"QRNN\((\d+)\)")
+
+
+def _make_layer(name: str, input_size: int, hidden: int, num_layers: int):
+    try:
+        from plrnn.layers import GILR, GILRLSTM, QRNN, SRU
+    except ImportError as err:
+        raise NotImplementedError(f"plrnn.layers is not in this version of plrnn: {err}") from None
+    if name == "GILR":
+        return GILR(input_size, hidden, num_layers)
+    if name == "GILR-LSTM":
+        return GILRLSTM(input_size, hidden, num_layers)
+    if name == "SRU":
+        return SRU(input_size, hidden, num_layers)
+    m = _QRNN.fullmatch(name)
+    if m:
+        return QRNN(input_size, hidden, num_layers, window=int(m.group(1)))
+    raise ValueError(f"layer must be one of {grid.LAYERS}, got {name!r}")
+
+
+def _model_case(make_model: Callable, suite: str, name: str, seq_len: int, batch: int,
+                pass_: str, layer_grid, device: str, info: dict) -> Case:
+    torch = _torch_on(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(grid.seed_for(GRID.seed, suite, name))
+        model = make_model().to(device)
+    gen = _generator(suite, seq_len, batch)
+    x = torch.randn(seq_len, batch, layer_grid.input_size, generator=gen).to(device)
+    label = f"{name} {pass_} T={seq_len} B={batch} on {device}"
+    info = {"suite": suite, "pass": pass_, "seq_len": seq_len, "batch": batch,
+            "hidden": layer_grid.hidden, "input_size": layer_grid.input_size,
+            "num_layers": layer_grid.num_layers, "device": device, **info}
+    if pass_ == grid.FORWARD:
+        model.eval()
+
+        def forward():  # inference: no autograd graph, like the kernels' forward pass
+            with torch.no_grad():
+                return model(x)[0]
+
+        out = forward()
+        if not bool(torch.isfinite(out).all()):
+            raise AssertionError(f"{label}: non-finite output")
+        return Case(forward, device, label, (x,), info)
+    params = [p for p in model.parameters() if p.requires_grad]
+    g = torch.randn(seq_len, batch, layer_grid.hidden, generator=gen).to(device)
+
+    def forward_backward():
+        return torch.autograd.grad(model(x)[0], params, g)
+
+    forward_backward()
+    return Case(forward_backward, device, label, (x, g), info)
+
+
+def layer_case(layer: str, recurrence: str, seq_len: int, batch: int, pass_: str,
+               layer_grid=None, device: str | None = None) -> Case:
+    """A stack of the paper's layers with its serial or its parallel recurrence backend."""
+    layer_grid = GRID.layers if layer_grid is None else layer_grid
+    device = GRID.device if device is None else device
+    reason = layer_grid.skip_reason(seq_len, batch)
+    if reason:
+        raise NotImplementedError(reason)
+    backend = grid.RECURRENCE_BACKEND[device][recurrence]
+    _torch_on(device)
+    _backend_status(device, backend)
+
+    def make():
+        from plrnn.layers import set_backend
+
+        model = _make_layer(layer, layer_grid.input_size, layer_grid.hidden,
+                            layer_grid.num_layers)
+        return set_backend(model, backend)
+
+    _make_layer(layer, 1, 1, 1)  # NotImplementedError early when plrnn.layers is missing
+    return _model_case(make, "layers", layer, seq_len, batch, pass_, layer_grid, device,
+                       {"op": "layer", "layer": layer, "recurrence": recurrence,
+                        "backend": backend})
+
+
+def lstm_case(seq_len: int, batch: int, pass_: str, layer_grid=None,
+              device: str | None = None) -> Case:
+    """torch.nn.LSTM at the layers' size: the paper's cuDNN baseline."""
+    layer_grid = GRID.layers if layer_grid is None else layer_grid
+    device = GRID.device if device is None else device
+    reason = layer_grid.skip_reason(seq_len, batch)
+    if reason:
+        raise NotImplementedError(reason)
+    torch = _torch_on(device)
+
+    def make():
+        return torch.nn.LSTM(layer_grid.input_size, layer_grid.hidden, layer_grid.num_layers)
+
+    return _model_case(make, "layers", grid.CUDNN_BASELINE, seq_len, batch, pass_, layer_grid,
+                       device, {"op": "layer", "layer": grid.CUDNN_BASELINE,
+                                "recurrence": "cudnn" if device == "cuda" else "torch"})
+
+
+# -------------------------------------------------------------------------------------- train
+_TASK_KINDS = {"GILR-LSTM": "gilr_lstm", "LSTM": "lstm"}
+_CLIP = {"GILR-LSTM": 20.0, "LSTM": 100.0}  # the paper's clipping norms at n = 1024
+
+
+def train_case(model: str, seq_len: int, batch: int, train_grid=None,
+               device: str | None = None) -> Case:
+    """One optimiser step of the synthetic task (plrnn.tasks.train_step: forward, backward,
+    global-norm clipping, Adam) on one pre-drawn minibatch."""
+    train_grid = GRID.train if train_grid is None else train_grid
+    device = GRID.device if device is None else device
+    if model not in _TASK_KINDS:
+        raise ValueError(f"model must be one of {sorted(_TASK_KINDS)}, got {model!r}")
+    torch = _torch_on(device)
+    try:
+        from plrnn.tasks import SyntheticBatches, make_model, train_step
+    except ImportError as err:
+        raise NotImplementedError(f"plrnn.tasks is not in this version of plrnn: {err}") from None
+    seed = grid.seed_for(GRID.seed, "train", model)
+    net = make_model(_TASK_KINDS[model], train_grid.hidden, train_grid.num_layers,
+                     device=device, seed=seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    data = next(SyntheticBatches(seq_len, batch, device=device, seed=seed))
+    clip = _CLIP[model]
+
+    def step():
+        return train_step(net, data, optimizer, clip)
+
+    out = step()
+    if not bool(torch.isfinite(out.loss)):
+        raise AssertionError(f"{model} train step: non-finite loss")
+    info = {"suite": "train", "op": "train_step", "model": model, "seq_len": seq_len,
+            "batch": batch, "hidden": train_grid.hidden, "num_layers": train_grid.num_layers,
+            "device": device}
+    return Case(step, device, f"{model} train step T={seq_len} B={batch} on {device}", (), info)
+
+
+# ------------------------------------------------------------------------- placeholders
+def cuda_only_params(params: list[list]) -> list[list]:
+    """The parameter lists of a CUDA-only benchmark: the grid's own on a CUDA grid; on a CPU grid
+    its first combination alone (skipped in setup), so no process is started per combination."""
+    if GRID.device == "cuda":
+        return params
+    return [values[:1] for values in params]
+
+
+def require_cuda_grid() -> None:
+    if GRID.device != "cuda":
+        raise NotImplementedError(f"CUDA metrics; grid {GRID.name!r} runs on {GRID.device} "
+                                  f"(set {grid.ENV_VAR}=gpu on a GPU machine)")
+
+
+def isfinite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,196 @@
+"""Benchmark results as one table: pytest-benchmark JSON files and asv result directories.
+
+Every row is one measured value:
+
+    source    "pytest-benchmark" or "asv"
+    machine   results/<machine>/ name (plrnn.bench.machine.machine_name style)
+    device    "cpu" or "cuda"
+    commit    git commit of the measured code (None if unknown)
+    suite     "kernels", "copy", "layers" or "train"
+    metric    "time" (s/call), "peakmem" (bytes, host, whole process), "cuda_event_time"
+              (s/call between CUDA events), "cuda_peak_memory" (bytes a call allocates on the GPU)
+    value     the number, in seconds or bytes
+    + the case's parameters: backend, pass, seq_len, batch, hidden, numel, layer, recurrence,
+      model (absent ones are NaN/None)
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import math
+import os
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from .machine import _slug, machine_name
+
+PARAM_COLUMNS = ("backend", "pass", "seq_len", "batch", "hidden", "numel", "layer",
+                 "recurrence", "model")
+COLUMNS = ("source", "machine", "device", "commit", "date", "suite", "metric", "value",
+           *PARAM_COLUMNS)
+INT_COLUMNS = ("seq_len", "batch", "hidden", "numel")
+
+# asv benchmark method -> metric (the method name after its class, without arguments)
+_ASV_METRICS = {
+    "time_linear_recurrence": "time",
+    "peakmem_linear_recurrence": "peakmem",
+    "time_copy": "time",
+    "time_layer": "time",
+    "time_lstm": "time",
+    "time_train_step": "time",
+    "track_cuda_event_time": "cuda_event_time",
+    "track_cuda_peak_memory": "cuda_peak_memory",
+}
+_ASV_SUITES = {"Copy": "copy"}  # class -> suite where it differs from the module name
+
+
+class ReportInputError(ValueError):
+    """An input file or directory that is not what the report reads."""
+
+
+def _cpu_machine_name(cpu: str, cores) -> str:
+    return f"cpu-{_slug(cpu or 'unknown')}-{cores}c"
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+    for col in INT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df
+
+
+# ---------------------------------------------------------------------------- pytest-benchmark
+def pytest_machine(machine_info: dict, device: str) -> str:
+    """The results/<machine> name of a pytest-benchmark JSON's machine_info."""
+    name = machine_info.get("plrnn_machine_name")
+    if name:
+        return name
+    gpu = machine_info.get("gpu") or {}
+    if device == "cuda" and gpu.get("name"):
+        return "cuda-" + _slug(gpu["name"])
+    cpu = machine_info.get("cpu") or {}
+    return _cpu_machine_name(cpu.get("brand_raw") or machine_info.get("processor") or "",
+                             cpu.get("count", "?"))
+
+
+def load_pytest_json(path: str | os.PathLike) -> pd.DataFrame:
+    """Rows from one `pytest --benchmark-json` file of benchmarks/pytest_suite."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReportInputError(f"cannot read pytest-benchmark JSON {path}: {err}") from None
+    if not isinstance(data, dict) or "benchmarks" not in data or "machine_info" not in data:
+        raise ReportInputError(f"{path} is not a pytest-benchmark JSON file "
+                               "(no 'benchmarks' and 'machine_info')")
+    info = data["machine_info"]
+    commit = (data.get("commit_info") or {}).get("id") or (info.get("plrnn") or {}).get(
+        "git_commit")
+    rows = []
+    for bench in data["benchmarks"]:
+        extra = bench.get("extra_info") or {}
+        stats = bench.get("stats") or {}
+        if "suite" not in extra or stats.get("median") is None:
+            continue  # not one of ours, or --benchmark-disable (nothing was timed)
+        device = extra.get("device", info.get("plrnn_device", "cpu"))
+        row = {"source": "pytest-benchmark", "machine": pytest_machine(info, device),
+               "device": device, "commit": commit, "date": data.get("datetime"),
+               "suite": extra["suite"], "metric": "time", "value": stats["median"]}
+        row.update({k: extra.get(k) for k in PARAM_COLUMNS})
+        rows.append(row)
+    return _frame(rows)
+
+
+# ------------------------------------------------------------------------------------------ asv
+def _literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def asv_machine(machine_json: dict, device: str) -> str:
+    """The results/<machine> name of an asv machine.json (asv records no GPU: a CUDA run is named
+    after this machine's GPU when the asv machine is this host, else after the asv machine)."""
+    if device == "cuda":
+        if machine_json.get("machine") == platform.node():
+            return machine_name("cuda")
+        return "cuda-on-" + _slug(str(machine_json.get("machine", "unknown")))
+    return _cpu_machine_name(machine_json.get("cpu", ""), machine_json.get("num_cpu", "?"))
+
+
+def _asv_rows(result, benchmarks: dict) -> Iterable[dict]:
+    for key in result.get_all_result_keys():
+        module, _, rest = key.partition(".")
+        cls, _, method = rest.rpartition(".")
+        metric = _ASV_METRICS.get(method)
+        if metric is None:
+            continue
+        params = result.get_result_params(key)
+        values = result.get_result_value(key, params)
+        names = (benchmarks.get(key) or {}).get("param_names") or []
+        if not params:
+            params, values = [[]], [values]
+        if len(names) != len(params):
+            raise ReportInputError(f"asv benchmark {key}: {len(params)} parameter lists but "
+                                   f"param_names {names} in benchmarks.json")
+        for combo, value in zip(itertools.product(*params), values):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue  # skipped (NotImplementedError in setup) or failed
+            row = {"suite": _ASV_SUITES.get(cls, module), "metric": metric, "value": value}
+            row.update({name: _literal(v) for name, v in zip(names, combo)})
+            if method == "time_lstm":
+                row["layer"] = "LSTM"
+            yield row
+
+
+def _asv_device(rows: list[dict]) -> str:
+    for row in rows:
+        if row["metric"].startswith("cuda_") or str(row.get("backend", "")).startswith("cuda_"):
+            return "cuda"
+    return "cpu"
+
+
+def load_asv_results(results_dir: str | os.PathLike, commit: str | None = None,
+                     machines: Iterable[str] | None = None) -> pd.DataFrame:
+    """Rows from an asv results directory (results/asv): per asv machine, the newest commit's
+    results (by commit date), or the commit starting with `commit`."""
+    try:
+        from asv.results import Results
+    except ImportError:
+        raise ReportInputError("reading asv results needs asv (pip install asv)") from None
+    root = Path(results_dir)
+    bench_file = root / "benchmarks.json"
+    if not bench_file.is_file():
+        raise ReportInputError(f"{root} is not an asv results directory (no benchmarks.json)")
+    benchmarks = json.loads(bench_file.read_text())
+    wanted = set(machines) if machines else None
+    rows = []
+    for machine_dir in sorted(p for p in root.iterdir() if (p / "machine.json").is_file()):
+        if wanted is not None and machine_dir.name not in wanted:
+            continue
+        machine_json = json.loads((machine_dir / "machine.json").read_text())
+        loaded = [Results.load(str(p)) for p in sorted(machine_dir.glob("*.json"))
+                  if p.name != "machine.json"]
+        if commit:
+            loaded = [r for r in loaded if r.commit_hash.startswith(commit)]
+        if not loaded:
+            continue
+        newest = max(loaded, key=lambda r: r.date or 0)
+        for result in (r for r in loaded if r.commit_hash == newest.commit_hash):
+            found = list(_asv_rows(result, benchmarks))
+            device = _asv_device(found)
+            date = pd.Timestamp(result.date, unit="ms").isoformat() if result.date else None
+            for row in found:
+                row.update(source="asv", machine=asv_machine(machine_json, device),
+                           device=device, commit=result.commit_hash, date=date)
+                rows.append(row)
+    if commit and not rows:
+        raise ReportInputError(f"no asv results for a commit starting with {commit!r} in {root}")
+    return _frame(rows)
