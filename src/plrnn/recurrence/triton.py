@@ -59,6 +59,8 @@ INTERPRET_HINT = "set TRITON_INTERPRET=1 to run the Triton kernel on CPU under t
 # small tiles keep padding cheap there (and let small test shapes span several tiles).
 _INTERPRETER_BLOCK_T = 16
 _INTERPRETER_MAX_BLOCK_C = 8
+# The GPU values are first guesses, untuned: the session that wrote this kernel had no GPU (it
+# was checked under the interpreter and compiled for sm_90 without running). Measure first.
 _GPU_MAX_BLOCK_C = 32  # 128 contiguous bytes of float32 per time step
 _GPU_TILE_ELEMENTS = 2048
 _GPU_MAX_BLOCK_T = 512
@@ -264,10 +266,11 @@ def _multiprocessors(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _chunk_len(T: int, C: int, chunks: int, block_t: int, block_c: int, device) -> int:
-    """Steps per time chunk: `chunks` > 0 asks for that many; 0 chooses (1 chunk on CPU)."""
+def _chunk_len(T: int, C: int, chunks: int, block_t: int, block_c: int, device, interpret) -> int:
+    """Steps per time chunk: `chunks` > 0 asks for that many (rounded to whole tiles); 0 chooses:
+    one chunk under the interpreter, which runs programs one after the other anyway."""
     if chunks == 0:
-        if device.type != "cuda":
+        if interpret or device.type != "cuda":
             chunks = 1
         else:
             target = _PROGRAMS_PER_SM * _multiprocessors(device.index or 0)
@@ -372,7 +375,7 @@ def _forward(decays, impulses, initial_state, reverse, chunks):
     if T == 0 or C == 0:
         return h
     block_t, block_c = _tiles(C, interpret)
-    chunk_len = _chunk_len(T, C, chunks, block_t, block_c, x.device)
+    chunk_len = _chunk_len(T, C, chunks, block_t, block_c, x.device, interpret)
     with _device_guard(x.device):
         init = h0
         if chunk_len < T:
@@ -397,7 +400,7 @@ def _backward(decays, h, grad_h, initial_state, reverse, chunks):
     if T == 0 or C == 0:
         return grad_x, grad_a, grad_h0
     block_t, block_c = _tiles(C, interpret)
-    chunk_len = _chunk_len(T, C, chunks, block_t, block_c, g_in.device)
+    chunk_len = _chunk_len(T, C, chunks, block_t, block_c, g_in.device, interpret)
     descending = not reverse  # g runs against the forward's direction
     with _device_guard(g_in.device):
         init = None
