@@ -14,11 +14,12 @@ import torch
 
 import plrnn
 from plrnn.recurrence import reference
-from plrnn.recurrence.registry import REGISTRY
 
-# Every backend except the oracle: the ones the correctness tests loop over.
-BACKENDS = tuple(name for name in REGISTRY if name != "reference")
-ALL_BACKENDS = tuple(REGISTRY)
+# The backends these CPU tests loop over: every registered one that runs on CPU tensors here
+# (the CUDA backends do not; tests/recurrence/test_cuda.py runs them on a GPU), and the same
+# without the oracle.
+ALL_BACKENDS = tuple(s.name for s in plrnn.backends("cpu") if s.available)
+BACKENDS = tuple(name for name in ALL_BACKENDS if name != "reference")
 
 F64_RTOL = 1e-10  # float64 against float64: only the summation order differs
 FLOOR_ULPS = 4  # the few-ulps floor of the low-precision rule, in units of eps * output scale

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import cpu, reference, torch_scan
+from . import cpu, cuda, reference, torch_scan
 from . import triton as triton_backend
 
 
@@ -67,6 +67,24 @@ REGISTRY: dict[str, Backend] = {
             _cpu_kernels,
         ),
         Backend(
+            "cuda_serial",
+            "CUDA, the paper's serial baseline: one thread per channel loops over time (fp32)",
+            cuda.serial,
+            cuda.unavailable,
+        ),
+        Backend(
+            "cuda_paper",
+            "CUDA, the paper's Algorithm 1 kernel as published: 3 launches, 30 blocks (fp32)",
+            cuda.paper,
+            cuda.unavailable,
+        ),
+        Backend(
+            "cuda_parallel",
+            "CUDA, tuned single-pass Algorithm 1: tiles chained in one launch, fused backward",
+            cuda.parallel,
+            cuda.unavailable,
+        ),
+        Backend(
             "triton",
             "Triton kernel: tl.associative_scan over time tiles, Algorithm 1 for few channels",
             triton_backend.scan,
@@ -121,6 +139,20 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
             _warned_fallback = True
             warnings.warn(
                 f"plrnn: the C++ CPU kernels are unavailable ({reason}); backend='auto' falls "
+                "back to the 'torch' backend, which is slower.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    elif device.type == "cuda":
+        # cuda_parallel reads and writes memory once at any shape and fills the GPU from the
+        # SM count (few channels: time split across blocks; many: channels too).
+        reason = cuda.load()
+        if reason is None:
+            return "cuda_parallel"
+        if not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(
+                f"plrnn: the CUDA kernels are unavailable ({reason}); backend='auto' falls "
                 "back to the 'torch' backend, which is slower.",
                 RuntimeWarning,
                 stacklevel=3,

@@ -1,0 +1,201 @@
+// The torch side of the CUDA kernels (scan_serial.cu, scan_paper.cu, scan_parallel.cu, called
+// through the plain C interface in cuda_scan.h): argument checks, outputs and workspace from
+// torch's caching allocator, the current stream, and the ops' registration.
+//
+//   plrnn::cuda_scan(decays, impulses, initial_state?, reverse, kernel) -> h
+//   plrnn::cuda_scan_backward(decays, h, grad_h, initial_state?, reverse, kernel)
+//       -> (grad_impulses, grad_decays, grad_initial_state)
+// kernel: 0 = cuda_serial, 1 = cuda_paper (both fp32 only, as in the paper), 2 = cuda_parallel.
+// Autograd and the fake kernels are registered from Python (cuda.py).
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "cuda_scan.h"
+
+namespace plrnn {
+namespace {
+
+enum Kernel : int64_t { kSerial = 0, kPaper = 1, kParallel = 2 };
+
+const char* kernel_name(int64_t kernel) {
+  return kernel == kSerial ? "cuda_serial" : kernel == kPaper ? "cuda_paper" : "cuda_parallel";
+}
+
+int dtype_code(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return PLRNN_F32;
+    case at::kDouble: return PLRNN_F64;
+    case at::kHalf: return PLRNN_F16;
+    case at::kBFloat16: return PLRNN_BF16;
+    default: TORCH_CHECK_TYPE(false, "plrnn CUDA kernels: unsupported dtype ", t);
+  }
+  return -1;
+}
+
+void check_cuda(int err, int64_t kernel) {
+  TORCH_CHECK(err == 0, "plrnn ", kernel_name(kernel), " failed: ",
+              cudaGetErrorString(static_cast<cudaError_t>(err)));
+}
+
+void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(t.is_cuda() && t.device() == like.device(), "plrnn CUDA kernels: ", name,
+              " must be on ", like.device(), ", got ", t.device());
+  TORCH_CHECK(t.dim() == 2 && t.sizes() == like.sizes(), "plrnn CUDA kernels: ", name,
+              " must have the (T, C) shape ", like.sizes(), ", got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), "plrnn CUDA kernels: ", name,
+                   " must have dtype ", like.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), "plrnn CUDA kernels: ", name, " must be contiguous");
+}
+
+void check_state(const c10::optional<at::Tensor>& h0, const at::Tensor& like) {
+  if (!h0) return;
+  TORCH_CHECK(h0->is_cuda() && h0->device() == like.device(),
+              "plrnn CUDA kernels: initial_state must be on ", like.device());
+  TORCH_CHECK(h0->dim() == 1 && h0->size(0) == like.size(1),
+              "plrnn CUDA kernels: initial_state must have shape (C,) = (", like.size(1),
+              ",), got ", h0->sizes());
+  TORCH_CHECK_TYPE(h0->scalar_type() == like.scalar_type(),
+                   "plrnn CUDA kernels: initial_state must have dtype ", like.scalar_type());
+  TORCH_CHECK(h0->is_contiguous(), "plrnn CUDA kernels: initial_state must be contiguous");
+}
+
+void check_kernel(int64_t kernel, at::ScalarType dtype) {
+  TORCH_CHECK(kernel == kSerial || kernel == kPaper || kernel == kParallel,
+              "plrnn CUDA kernels: kernel must be 0 (serial), 1 (paper) or 2 (parallel), got ",
+              kernel);
+  TORCH_CHECK_TYPE(kernel == kParallel || dtype == at::kFloat, kernel_name(kernel),
+                   " is the paper's float32-only kernel; got ", dtype,
+                   " (cuda_parallel takes float16, bfloat16, float32 and float64)");
+}
+
+int num_sms(const at::Tensor& t) {
+  int n = 0;
+  const cudaError_t err =
+      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, t.device().index());
+  TORCH_CHECK(err == cudaSuccess, "plrnn: cannot read the SM count: ", cudaGetErrorString(err));
+  return n;
+}
+
+const void* ptr_or_null(const c10::optional<at::Tensor>& t) {
+  return t ? t->data_ptr() : nullptr;
+}
+
+void forward_into(const at::Tensor& decays, const at::Tensor& impulses,
+                  const c10::optional<at::Tensor>& h0, bool reverse, int64_t kernel,
+                  at::Tensor& out) {
+  const int64_t T = impulses.size(0), C = impulses.size(1);
+  if (T == 0 || C == 0) return;
+  void* stream = c10::cuda::getCurrentCUDAStream(impulses.device().index()).stream();
+  if (kernel == kParallel) {
+    const int code = dtype_code(impulses.scalar_type());
+    const void* ptrs[] = {decays.data_ptr(), impulses.data_ptr(), out.data_ptr()};
+    const int vec = plrnn_parallel_can_vectorize(ptrs, 3, C, code);
+    const int sms = num_sms(impulses);
+    const size_t bytes = plrnn_parallel_workspace_bytes(T, C, code, vec, 0, sms);
+    at::Tensor work = at::empty({int64_t(std::max<size_t>(bytes, 1))},
+                                impulses.options().dtype(at::kByte));
+    check_cuda(plrnn_parallel_forward(decays.data_ptr(), impulses.data_ptr(), ptr_or_null(h0),
+                                      out.data_ptr(), T, C, reverse, code, vec, sms,
+                                      work.data_ptr(), stream),
+               kernel);
+    return;
+  }
+  const auto f = kernel == kSerial ? plrnn_serial_forward : plrnn_paper_forward;
+  check_cuda(f(decays.data_ptr<float>(), impulses.data_ptr<float>(),
+               h0 ? h0->data_ptr<float>() : nullptr, out.data_ptr<float>(), T, C, reverse,
+               stream),
+             kernel);
+}
+
+at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
+                        const c10::optional<at::Tensor>& initial_state, bool reverse,
+                        int64_t kernel) {
+  TORCH_CHECK(impulses.is_cuda(), "plrnn CUDA kernels need CUDA tensors, got ",
+              impulses.device());
+  check_buffer(impulses, impulses, "impulses");
+  check_buffer(decays, impulses, "decays");
+  check_state(initial_state, impulses);
+  check_kernel(kernel, impulses.scalar_type());
+  const c10::cuda::CUDAGuard guard(impulses.device());
+  at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
+  forward_into(decays, impulses, initial_state, reverse, kernel, out);
+  return out;
+}
+
+// Gradients of h = scan(decays, impulses, h0) given dL/dh, from the saved h (paper section 3.3).
+// cuda_parallel has a fused kernel; the paper's kernels run their forward kernel in the other
+// direction on the decays shifted by one step, then one elementwise product, as the paper did.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
+    const at::Tensor& decays, const at::Tensor& h, const at::Tensor& grad_h,
+    const c10::optional<at::Tensor>& initial_state, bool reverse, int64_t kernel) {
+  TORCH_CHECK(grad_h.is_cuda(), "plrnn CUDA kernels need CUDA tensors, got ", grad_h.device());
+  check_buffer(grad_h, grad_h, "grad_h");
+  check_buffer(decays, grad_h, "decays");
+  check_buffer(h, grad_h, "h");
+  check_state(initial_state, grad_h);
+  check_kernel(kernel, grad_h.scalar_type());
+  const c10::cuda::CUDAGuard guard(grad_h.device());
+  const int64_t T = grad_h.size(0), C = grad_h.size(1);
+  if (T == 0 || C == 0) {
+    return {at::zeros_like(grad_h), at::zeros_like(grad_h), at::zeros({C}, grad_h.options())};
+  }
+  if (kernel == kParallel) {
+    at::Tensor gx = at::empty_like(grad_h), ga = at::empty_like(grad_h);
+    at::Tensor gh0 = at::empty({C}, grad_h.options());
+    const int code = dtype_code(grad_h.scalar_type());
+    const void* ptrs[] = {decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(), gx.data_ptr(),
+                          ga.data_ptr()};
+    const int vec = plrnn_parallel_can_vectorize(ptrs, 5, C, code);
+    const int sms = num_sms(grad_h);
+    const size_t bytes = plrnn_parallel_workspace_bytes(T, C, code, vec, 1, sms);
+    at::Tensor work = at::empty({int64_t(std::max<size_t>(bytes, 1))},
+                                grad_h.options().dtype(at::kByte));
+    void* stream = c10::cuda::getCurrentCUDAStream(grad_h.device().index()).stream();
+    check_cuda(plrnn_parallel_backward(decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(),
+                                       ptr_or_null(initial_state), gx.data_ptr(), ga.data_ptr(),
+                                       gh0.data_ptr(), T, C, reverse, code, vec, sms,
+                                       work.data_ptr(), stream),
+               kernel);
+    return {gx, ga, gh0};
+  }
+  // g[t] = a[t + dir] * g[t + dir] + dL/dh[t]: the forward kernel against `dir`, its decay row
+  // t being a[t + dir] (zero past the edge, where g starts).
+  at::Tensor next_decays = at::zeros_like(decays);
+  at::Tensor h_prev = at::empty_like(h);  // h[t - dir], h0 (or zero) at the first step
+  const at::Tensor edge = initial_state ? initial_state->view({1, C}) : at::zeros({1, C}, h.options());
+  if (!reverse) {
+    next_decays.narrow(0, 0, T - 1).copy_(decays.narrow(0, 1, T - 1));
+    h_prev.narrow(0, 1, T - 1).copy_(h.narrow(0, 0, T - 1));
+    h_prev.narrow(0, 0, 1).copy_(edge);
+  } else {
+    next_decays.narrow(0, 1, T - 1).copy_(decays.narrow(0, 0, T - 1));
+    h_prev.narrow(0, 0, T - 1).copy_(h.narrow(0, 1, T - 1));
+    h_prev.narrow(0, T - 1, 1).copy_(edge);
+  }
+  at::Tensor g = at::empty_like(grad_h);
+  forward_into(next_decays, grad_h, c10::nullopt, !reverse, kernel, g);
+  at::Tensor ga = h_prev * g;
+  const int64_t first = reverse ? T - 1 : 0;  // the forward's first step
+  at::Tensor gh0 = decays.select(0, first) * g.select(0, first);
+  return {g, ga, gh0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(plrnn, m) {
+  m.def("cuda_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, int kernel) -> Tensor");
+  m.def("cuda_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, int kernel) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(plrnn, CUDA, m) {
+  m.impl("cuda_scan", &scan_forward);
+  m.impl("cuda_scan_backward", &scan_backward);
+}
+
+}  // namespace plrnn

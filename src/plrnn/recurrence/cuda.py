@@ -1,0 +1,152 @@
+"""The CUDA backends `cuda_serial`, `cuda_paper` and `cuda_parallel` (csrc/scan_*.cu).
+
+The kernels are plain CUDA (no torch headers) behind a thin torch binding (csrc/cuda_binding.cpp)
+and are built at first use for the GPUs of this machine with torch.utils.cpp_extension, then
+cached (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions). `load()` says why they are
+unavailable (no CUDA device, no nvcc, ...) without building anything it cannot use.
+
+    cuda_serial    the paper's serial baseline: one thread per channel loops over time (fp32)
+    cuda_paper     the authors' Algorithm 1 kernel as described: three launches, 30 blocks of
+                   1024 threads, scratch cudaMalloc'd per call (fp32); for Table 1 as published
+    cuda_parallel  the tuned single-pass kernel: fp16/bf16/fp32/fp64 storage, fp32 (fp64 for
+                   fp64) accumulation, tiles sized from the SM count, a fused backward pass
+
+cuda_serial and cuda_paper take float32 only, like the paper's kernels; other dtypes raise a
+TypeError that names cuda_parallel. Their backward pass runs their own forward kernel in the
+other direction plus one elementwise product, as the paper describes; cuda_parallel's backward
+writes dL/dimpulses and dL/ddecays in one pass from the saved h.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .autograd import register_scan_autograd
+
+log = logging.getLogger(__name__)
+
+_CSRC = Path(__file__).parent / "csrc"
+SOURCES = [
+    _CSRC / "cuda_binding.cpp",
+    _CSRC / "scan_serial.cu",
+    _CSRC / "scan_paper.cu",
+    _CSRC / "scan_parallel.cu",
+]
+# No --use_fast_math: it flushes denormals and approximates division, and the scan's error is
+# judged against a float64 reference.
+CUDA_FLAGS = ["-O3", "-lineinfo"]
+
+SERIAL, PAPER, PARALLEL = 0, 1, 2  # the binding's `kernel` argument
+
+
+def missing_prerequisite() -> str | None:
+    """Why the CUDA kernels cannot be built or run here, or None. Builds nothing."""
+    if getattr(torch.version, "hip", None):
+        return "this is a ROCm build of torch; the plrnn CUDA kernels are CUDA-only"
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    from torch.utils.cpp_extension import CUDA_HOME, is_ninja_available
+
+    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else shutil.which("nvcc")
+    if not nvcc or not os.path.isfile(nvcc):
+        return "nvcc not found (install the CUDA toolkit, or set CUDA_HOME to it)"
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        return f"no C++ compiler found (looked for {cxx!r} on PATH; set CXX to choose one)"
+    if not is_ninja_available():
+        return "the ninja build tool is missing (pip install ninja)"
+    return None
+
+
+_UNSET = object()
+_status: object = _UNSET
+
+
+@torch._dynamo.assume_constant_result  # run once at trace time; torch.compile sees the answer
+def load() -> str | None:
+    """Builds (once) and loads the CUDA kernels; returns why they are unavailable, or None."""
+    global _status
+    if _status is _UNSET:
+        _status = _build_and_register()
+    return _status
+
+
+def _build_and_register() -> str | None:
+    reason = missing_prerequisite()
+    if reason:
+        return reason
+    from torch.utils.cpp_extension import load as build
+
+    major, minor = torch.cuda.get_device_capability()
+    log.info("plrnn: building the CUDA kernels for sm_%d%d (first use only; cached)", major, minor)
+    try:
+        build(
+            name=f"plrnn_cuda_sm{major}{minor}",
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=CUDA_FLAGS,
+            is_python_module=False,
+            verbose=os.environ.get("PLRNN_VERBOSE_BUILD") == "1",
+        )
+    except Exception as err:  # noqa: BLE001 - any build failure means "unavailable, here is why"
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        return f"building the CUDA kernels failed: {lines[-1]}"
+    _register_python_side()
+    return None
+
+
+def _register_python_side() -> None:
+    ops = torch.ops.plrnn
+
+    @torch.library.register_fake("plrnn::cuda_scan")
+    def _(decays, impulses, initial_state, reverse, kernel):
+        return torch.empty_like(impulses)
+
+    @torch.library.register_fake("plrnn::cuda_scan_backward")
+    def _(decays, h, grad_h, initial_state, reverse, kernel):
+        return (
+            torch.empty_like(grad_h),
+            torch.empty_like(grad_h),
+            grad_h.new_empty(grad_h.shape[1:]),
+        )
+
+    register_scan_autograd(ops.cuda_scan.default, ops.cuda_scan_backward.default)
+    global _scan
+    _scan = ops.cuda_scan.default
+
+
+_scan = None  # torch.ops.plrnn.cuda_scan.default once loaded
+
+
+def _fp32_only(name: str, impulses: torch.Tensor) -> None:
+    if impulses.dtype != torch.float32:
+        raise TypeError(
+            f"backend {name!r} is the paper's float32-only kernel; got {impulses.dtype} "
+            "(backend='cuda_parallel' takes float16, bfloat16, float32 and float64)"
+        )
+
+
+def serial(decays, impulses, initial_state, reverse):
+    _fp32_only("cuda_serial", impulses)
+    return _scan(decays, impulses, initial_state, reverse, SERIAL)
+
+
+def paper(decays, impulses, initial_state, reverse):
+    _fp32_only("cuda_paper", impulses)
+    return _scan(decays, impulses, initial_state, reverse, PAPER)
+
+
+def parallel(decays, impulses, initial_state, reverse):
+    return _scan(decays, impulses, initial_state, reverse, PARALLEL)
+
+
+def unavailable(device: torch.device) -> str | None:
+    """The registry's availability check for the CUDA backends."""
+    if device.type != "cuda":
+        return f"CUDA kernel; inputs are on {device}"
+    return load()
