@@ -12,7 +12,7 @@
 //   launch 3  re-scan: each warp runs its chunk again from its carry-in and writes h.
 // Inputs are read twice. Scratch (2 x 960 x C floats) is cudaMalloc'd and cudaFree'd inside
 // every call; cudaFree waits for the device, so the call is synchronous, as the original was.
-#include "cuda_compat.cuh"
+#include "cuda_compat.h"
 #include "cuda_scan.h"
 
 namespace {

@@ -30,7 +30,7 @@
 // the same pass (h0, or zero, past the last step), and dL/dh0 = a[last row] * g at the end.
 #include <algorithm>
 
-#include "cuda_compat.cuh"
+#include "cuda_compat.h"
 #include "cuda_scan.h"
 
 namespace {

@@ -6,7 +6,7 @@
 // channels, so every step's loads and stores are coalesced over channels. With few channels
 // almost every thread idles, and each step waits for the previous one's memory round trip: this
 // is the kernel that the parallel kernels are measured against in Table 1.
-#include "cuda_compat.cuh"
+#include "cuda_compat.h"
 #include "cuda_scan.h"
 
 namespace {
