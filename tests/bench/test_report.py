@@ -1,0 +1,258 @@
+"""plrnn.bench.report: numbers derived from raw times (GB/s, fraction of copy, speedups),
+machine naming, both input formats, atomic writes and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from plrnn.bench import report, report_sources
+
+MACHINE = "cpu-test-box-4c"
+
+
+def bench(suite, median, **extra):
+    return {"name": f"test_{suite}", "group": suite, "stats": {"median": median},
+            "extra_info": {"suite": suite, "device": "cpu", **extra}}
+
+
+def pytest_json(path: Path, benchmarks, machine_info=None, commit="abc123") -> Path:
+    info = {"plrnn_machine_name": MACHINE, "plrnn_device": "cpu"} if machine_info is None \
+        else machine_info
+    path.write_text(json.dumps({"machine_info": info, "commit_info": {"id": commit},
+                                "benchmarks": benchmarks, "datetime": "2026-01-01T00:00:00",
+                                "version": "5.2.3"}))
+    return path
+
+
+def kernel(backend, pass_, median, T=1000, B=2, H=5):
+    return bench("kernels", median, op="linear_recurrence", backend=backend, seq_len=T,
+                 batch=B, hidden=H, **{"pass": pass_})
+
+
+SAMPLE = [
+    bench("copy", 1e-3, op="copy_", numel=1_000_000),          # 8e6 B / 1e-3 s = 8 GB/s
+    kernel("cpu_serial", "forward", 1e-4),                     # 12e4 B / 1e-4 s = 1.2 GB/s
+    kernel("cpu_parallel", "forward", 5e-5),                   # 2.4 GB/s, 2x serial
+    kernel("cpu_serial", "forward+backward", 4e-4),            # 32e4 B / 4e-4 s = 0.8 GB/s
+    kernel("torch", "forward+backward", 1.6e-3),               # 0.2 GB/s, 0.25x serial
+    bench("layers", 2e-3, layer="GILR", recurrence="serial", seq_len=64, batch=4,
+          hidden=256, **{"pass": "forward"}),
+    bench("layers", 1e-3, layer="GILR", recurrence="parallel", seq_len=64, batch=4,
+          hidden=256, **{"pass": "forward"}),
+    bench("layers", 4e-3, layer="LSTM", recurrence="torch", seq_len=64, batch=4, hidden=256,
+          **{"pass": "forward"}),
+    bench("train", 0.1, model="GILR-LSTM", seq_len=64, batch=4),
+    bench("train", 0.5, model="LSTM", seq_len=64, batch=4),
+]
+
+
+@pytest.fixture
+def sample(tmp_path):
+    return pytest_json(tmp_path / "run.json", SAMPLE)
+
+
+def row(table, **where):
+    sel = table
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, (where, sel)
+    return sel.iloc[0]
+
+
+def test_kernels_table_bandwidth_fraction_and_speedup(sample):
+    df = report_sources.load_pytest_json(sample)
+    t = report.kernels_table(df)
+    s = row(t, backend="cpu_serial", **{"pass": "forward"})
+    assert s["gb_per_s"] == pytest.approx(1.2)
+    assert s["fraction_of_copy"] == pytest.approx(1.2 / 8)
+    assert s["speedup_over_serial"] == pytest.approx(1.0)
+    p = row(t, backend="cpu_parallel", **{"pass": "forward"})
+    assert p["gb_per_s"] == pytest.approx(2.4)
+    assert p["speedup_over_serial"] == pytest.approx(2.0)
+    fb = row(t, backend="cpu_serial", **{"pass": "forward+backward"})
+    assert fb["gb_per_s"] == pytest.approx(0.8)
+    tb = row(t, backend="torch", **{"pass": "forward+backward"})
+    assert tb["speedup_over_serial"] == pytest.approx(0.25)
+    assert tb["fraction_of_copy"] == pytest.approx(0.2 / 8)
+
+
+def test_no_copy_probe_means_no_fraction(tmp_path):
+    df = report_sources.load_pytest_json(pytest_json(tmp_path / "r.json", SAMPLE[1:3]))
+    t = report.kernels_table(df)
+    assert t["fraction_of_copy"].isna().all() and t["gb_per_s"].notna().all()
+
+
+def test_layers_and_train_speedups(sample):
+    df = report_sources.load_pytest_json(sample)
+    lay = report.layers_table(df)
+    g = row(lay, layer="GILR")
+    assert g["parallel_speedup"] == pytest.approx(2.0)
+    assert g["parallel_over_lstm"] == pytest.approx(4.0)
+    assert g["serial_over_lstm"] == pytest.approx(2.0)
+    assert row(lay, layer="LSTM")["lstm_time"] == pytest.approx(4e-3)
+    tr = report.train_table(df)
+    assert row(tr, model="GILR-LSTM")["speedup_over_lstm"] == pytest.approx(5.0)
+    assert row(tr, model="GILR-LSTM")["steps_per_s"] == pytest.approx(10.0)
+
+
+def test_machine_names_from_pytest_machine_info():
+    named = {"plrnn_machine_name": "cuda-nvidia-h200"}
+    assert report_sources.pytest_machine(named, "cuda") == "cuda-nvidia-h200"
+    gpu = {"gpu": {"name": "NVIDIA H200"}, "cpu": {"brand_raw": "AMD EPYC", "count": 16}}
+    assert report_sources.pytest_machine(gpu, "cuda") == "cuda-nvidia-h200"
+    assert report_sources.pytest_machine(gpu, "cpu") == "cpu-amd-epyc-16c"
+    intel = {"cpu": {"brand_raw": "Intel(R) Xeon(R) CPU @ 2.20GHz", "count": 8}}
+    assert report_sources.pytest_machine(intel, "cpu") == "cpu-intel-xeon-8c"
+
+
+def test_disabled_runs_and_foreign_benchmarks_are_ignored(tmp_path):
+    rows = [{"name": "x", "stats": {"median": 1.0}, "extra_info": {}},
+            {"name": "y", "stats": None, "extra_info": {"suite": "kernels"}}]
+    assert report_sources.load_pytest_json(pytest_json(tmp_path / "d.json", rows)).empty
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(report_sources.ReportInputError, match="bad.json"):
+        report_sources.load_pytest_json(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"results": {}}))
+    with pytest.raises(report_sources.ReportInputError, match="not a pytest-benchmark"):
+        report_sources.load_pytest_json(other)
+    with pytest.raises(report_sources.ReportInputError, match="benchmarks.json"):
+        report_sources.load_asv_results(tmp_path)
+
+
+# ------------------------------------------------------------------------------------- asv
+COLUMNS = ["result", "params", "version", "started_at", "duration"]
+
+
+def asv_dir(root: Path, files: dict[str, dict], machine_json=None) -> Path:
+    """An asv results tree in asv's on-disk format (version 2), as `asv run` writes it."""
+    benchmarks = {
+        "kernels.LinearRecurrence.time_linear_recurrence": {
+            "param_names": ["seq_len", "batch", "hidden", "backend", "pass"], "unit": "seconds"},
+        "kernels.LinearRecurrenceCUDA.track_cuda_peak_memory": {
+            "param_names": ["seq_len", "batch", "hidden", "backend", "pass"], "unit": "bytes"},
+        "kernels.Copy.time_copy": {"param_names": ["numel"], "unit": "seconds"},
+        "layers.LSTM.time_lstm": {"param_names": ["seq_len", "batch", "pass"],
+                                  "unit": "seconds"},
+        "version": 2,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "benchmarks.json").write_text(json.dumps(benchmarks))
+    machine = root / "box"
+    machine.mkdir()
+    mj = machine_json or {"arch": "x86_64", "cpu": "Test Box", "machine": "box", "num_cpu": "4",
+                          "os": "Linux", "ram": "1", "version": 1}
+    (machine / "machine.json").write_text(json.dumps(mj))
+    for name, results in files.items():
+        (machine / name).write_text(json.dumps(results))
+    return root
+
+
+def asv_result(commit: str, date: int, serial: float, cuda_bytes=None) -> dict:
+    kp = [["1000"], ["2"], ["5"], ["'cpu_serial'", "'cpu_parallel'"],
+          ["'forward'"]]
+    return {
+        "commit_hash": commit, "env_name": "virtualenv-py3.11-torch", "date": date,
+        "params": {"machine": "box", "python": "3.11"}, "python": "3.11",
+        "requirements": {"torch": ""}, "env_vars": {}, "result_columns": COLUMNS,
+        "results": {
+            "kernels.LinearRecurrence.time_linear_recurrence":
+                [[serial, None], kp, "v", date, 1.0],
+            "kernels.LinearRecurrenceCUDA.track_cuda_peak_memory":
+                [[cuda_bytes if cuda_bytes is not None else float("nan"), float("nan")], kp,
+                 "v", date, 1.0],
+            "kernels.Copy.time_copy": [[1e-3], [["1000000"]], "v", date, 1.0],
+            "layers.LSTM.time_lstm": [[4e-3], [["64"], ["4"], ["'forward'"]], "v", date, 1.0],
+        },
+        "durations": {}, "version": 2,
+    }
+
+
+def test_asv_results_newest_commit_and_skips(tmp_path):
+    root = asv_dir(tmp_path / "asv", {
+        "aaaa1111-env.json": asv_result("aaaa1111" + "0" * 32, 1_000, 2e-4),
+        "bbbb2222-env.json": asv_result("bbbb2222" + "0" * 32, 2_000, 1e-4),
+    })
+    df = report_sources.load_asv_results(root)
+    assert set(df["commit"]) == {"bbbb2222" + "0" * 32}
+    assert set(df["machine"]) == {"cpu-test-box-4c"} and set(df["device"]) == {"cpu"}
+    k = df[df["suite"] == "kernels"]
+    assert list(k["backend"]) == ["cpu_serial"]  # None (skipped) and NaN rows dropped
+    assert k["value"].iloc[0] == pytest.approx(1e-4) and k["seq_len"].iloc[0] == 1000
+    assert row(df, suite="layers")["layer"] == "LSTM"
+    assert row(df, suite="copy")["numel"] == 1_000_000
+    older = report_sources.load_asv_results(root, commit="aaaa")
+    assert row(older, suite="kernels")["value"] == pytest.approx(2e-4)
+    with pytest.raises(report_sources.ReportInputError, match="cccc"):
+        report_sources.load_asv_results(root, commit="cccc")
+
+
+def test_asv_cuda_results_are_named_apart_from_cpu(tmp_path):
+    root = asv_dir(tmp_path / "asv", {
+        "cccc-env.json": asv_result("cccc" + "0" * 36, 1_000, 1e-4, cuda_bytes=1e6)})
+    df = report_sources.load_asv_results(root)
+    assert set(df["device"]) == {"cuda"}
+    assert set(df["machine"]) == {"cuda-on-box"}
+    assert row(df, metric="cuda_peak_memory")["value"] == pytest.approx(1e6)
+
+
+# ------------------------------------------------------------------------------ writing, CLI
+def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "sub" / "f.md"
+    report.atomic_write(target, "one")
+    report.atomic_write(target, b"two")
+    assert target.read_text() == "two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.md"]
+
+
+def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.md"
+    target.write_text("old")
+
+    def broken(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        report.atomic_write(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.md"]
+
+
+def test_command_writes_the_report_and_regenerates_it_from_the_copy(tmp_path, sample):
+    results = tmp_path / "results"
+    assert report.main(["--pytest", str(sample), "--results", str(results)]) == 0
+    out = results / MACHINE
+    names = {p.name for p in out.iterdir()}
+    assert {"bench_report.md", "bench_report.json", "bench_kernels.csv", "bench_kernels.png",
+            "bench_layers.csv", "bench_layers.png", "bench_train.csv", "bench_copy.csv",
+            report.PYTEST_COPY_NAME} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    md = (out / "bench_report.md").read_text()
+    assert "| 1000 | 2   | 5   | forward          | cpu_parallel | 0.05" in md
+    assert "8.00 GB/s" in md and "abc123" in md
+    assert (out / "bench_kernels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = pd.read_csv(out / "bench_kernels.csv")
+    # No inputs named: the committed copy under results/<machine>/ is read again.
+    assert report.main(["--results", str(results), "--no-asv"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "bench_kernels.csv"), first)
+    meta = json.loads((out / "bench_report.json").read_text())
+    assert meta["machine"] == MACHINE and meta["commits"] == ["abc123"]
+
+
+def test_command_without_inputs_or_with_bad_ones(tmp_path, capsys):
+    assert report.main(["--results", str(tmp_path), "--no-asv"]) == 1
+    assert "nothing to report" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert report.main(["--pytest", str(bad), "--results", str(tmp_path)]) == 2
+    assert "bad.json" in capsys.readouterr().err
