@@ -61,6 +61,21 @@ def sync_timer() -> float:
     return time.perf_counter()
 
 
+class AsvDefaults:
+    """asv attributes shared by the suite's classes (asv reads them from the class).
+
+    One round: every parameter combination is a fresh process (launch_method "spawn"), and
+    importing torch and plrnn costs several seconds each on a small machine. A few samples per
+    combination, warm-up short since setup already made one checked call."""
+
+    timer = staticmethod(sync_timer)
+    timeout = 600  # the first process of a commit also compiles plrnn's C++ kernels
+    rounds = 1
+    repeat = (3, 10, 5.0)  # at least 3 samples, at most 10, stop adding after 5 s
+    sample_time = 0.05
+    warmup_time = 0.1
+
+
 @dataclass
 class Case:
     """One benchmark's timed work: call run(); what it needs was built beforehand."""

@@ -8,15 +8,20 @@ call allocates and its device time between CUDA events (track_*). Effective band
 speedups are computed by `python -m plrnn.bench.report`, since asv reads smaller as better.
 """
 
-from ._support import GRID, copy_case, cuda_only_params, grid, kernel_case, require_cuda_grid
-from ._support import sync_timer as _sync_timer
+from ._support import (
+    GRID,
+    AsvDefaults,
+    copy_case,
+    cuda_only_params,
+    grid,
+    kernel_case,
+    require_cuda_grid,
+)
 
 
-class LinearRecurrence:
+class LinearRecurrence(AsvDefaults):
     params = GRID.kernels.params()
     param_names = list(grid.KERNEL_PARAM_NAMES)
-    timer = staticmethod(_sync_timer)
-    timeout = 300
 
     def setup(self, seq_len, batch, hidden, backend, pass_):
         self.case = kernel_case(seq_len, batch, hidden, backend, pass_)
@@ -25,10 +30,9 @@ class LinearRecurrence:
         self.case.run()
 
 
-class LinearRecurrenceMemory:
+class LinearRecurrenceMemory(AsvDefaults):
     params = GRID.memory.params()
     param_names = list(grid.KERNEL_PARAM_NAMES)
-    timeout = 300
 
     def setup(self, seq_len, batch, hidden, backend, pass_):
         self.case = kernel_case(seq_len, batch, hidden, backend, pass_, kernel_grid=GRID.memory)
@@ -37,10 +41,9 @@ class LinearRecurrenceMemory:
         self.case.run()
 
 
-class LinearRecurrenceCUDA:
+class LinearRecurrenceCUDA(AsvDefaults):
     params = cuda_only_params(GRID.kernels.params())
     param_names = list(grid.KERNEL_PARAM_NAMES)
-    timeout = 300
 
     def setup(self, seq_len, batch, hidden, backend, pass_):
         require_cuda_grid()
@@ -57,12 +60,11 @@ class LinearRecurrenceCUDA:
     track_cuda_peak_memory.unit = "bytes"
 
 
-class Copy:
+class Copy(AsvDefaults):
     """dst.copy_(src) of numel fp32 elements (8 bytes each moved): the bandwidth yardstick."""
 
     params = [[GRID.copy_numel]]
     param_names = list(grid.COPY_PARAM_NAMES)
-    timer = staticmethod(_sync_timer)
 
     def setup(self, numel):
         self.case = copy_case(numel)

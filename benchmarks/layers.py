@@ -4,15 +4,20 @@ parallel recurrence, and torch.nn.LSTM (cuDNN on a GPU) at the same size, from t
 forward+backward takes the gradients of every parameter.
 """
 
-from ._support import GRID, cuda_only_params, grid, layer_case, lstm_case, require_cuda_grid
-from ._support import sync_timer as _sync_timer
+from ._support import (
+    GRID,
+    AsvDefaults,
+    cuda_only_params,
+    grid,
+    layer_case,
+    lstm_case,
+    require_cuda_grid,
+)
 
 
-class Layers:
+class Layers(AsvDefaults):
     params = GRID.layers.params()
     param_names = list(grid.LAYER_PARAM_NAMES)
-    timer = staticmethod(_sync_timer)
-    timeout = 300
 
     def setup(self, layer, recurrence, seq_len, batch, pass_):
         self.case = layer_case(layer, recurrence, seq_len, batch, pass_)
@@ -21,11 +26,9 @@ class Layers:
         self.case.run()
 
 
-class LSTM:
+class LSTM(AsvDefaults):
     params = GRID.layers.lstm_params()
     param_names = list(grid.LSTM_PARAM_NAMES)
-    timer = staticmethod(_sync_timer)
-    timeout = 300
 
     def setup(self, seq_len, batch, pass_):
         self.case = lstm_case(seq_len, batch, pass_)
@@ -34,10 +37,9 @@ class LSTM:
         self.case.run()
 
 
-class LayersCUDA:
+class LayersCUDA(AsvDefaults):
     params = cuda_only_params(GRID.layers.params())
     param_names = list(grid.LAYER_PARAM_NAMES)
-    timeout = 300
 
     def setup(self, layer, recurrence, seq_len, batch, pass_):
         require_cuda_grid()

@@ -1,15 +1,12 @@
 """asv: one optimiser step of the synthetic long-dependency task (plrnn.tasks.train_step), for
 the two-layer GILR-LSTM and torch.nn.LSTM (the paper's Table 3 models), from the grid."""
 
-from ._support import GRID, grid, train_case
-from ._support import sync_timer as _sync_timer
+from ._support import GRID, AsvDefaults, grid, train_case
 
 
-class TrainStep:
+class TrainStep(AsvDefaults):
     params = GRID.train.params()
     param_names = list(grid.TRAIN_PARAM_NAMES)
-    timer = staticmethod(_sync_timer)
-    timeout = 300
 
     def setup(self, model, seq_len, batch):
         self.case = train_case(model, seq_len, batch)
