@@ -1,0 +1,368 @@
+"""The CUDA kernels on a machine without a GPU.
+
+* scripts/nvcc_check.sh: every .cu file compiles with nvcc for sm_80 and sm_90, cuda_parallel's
+  kernels do not spill, and the torch binding passes the host compiler against torch's headers.
+* The host emulator (csrc/cuda_compat.h, PLRNN_EMULATE): the same kernel sources built with
+  g++ and run block by block, one OS thread per CUDA thread, through the C interface the torch
+  binding calls (cuda_scan.h). Outputs start as NaN and the workspace as garbage, so every
+  element must be written and every flag cleared; results are compared with the float64
+  reference. What this cannot check (the memory model, real warp scheduling, speed) is left to
+  tests/recurrence/test_cuda.py on a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from plrnn.recurrence import reference
+from plrnn.recurrence.cuda import SOURCES
+
+from .helpers import F64_RTOL, FLOOR_ULPS, max_err, ref64, scale_of, seed_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRC = SOURCES[0].parent
+KERNEL_SOURCES = [s for s in SOURCES if s.suffix == ".cu"]
+
+DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+# ------------------------------------------------------------------------------------ nvcc
+
+
+def test_nvcc_check_script_compiles_every_kernel_for_sm80_and_sm90():
+    if shutil.which(os.environ.get("NVCC", "nvcc")) is None:
+        pytest.skip("nvcc is not installed: the CUDA compile check needs the CUDA toolkit")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "nvcc_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PLRNN_CUDA_ARCHS="80 90"),
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    for arch in ("sm_80", "sm_90"):
+        for src in KERNEL_SOURCES:
+            assert f"ok      {arch}  {src.name}" in out, out[-3000:]
+        # the summary really parsed ptxas' report: one line per kernel and target
+        for kernel in ("serial_scan", "paper_reduce", "paper_carry_scan", "paper_rescan"):
+            assert any(line.startswith(arch) and line.endswith(kernel) for line in out.splitlines())
+        for dtype in ("float", "double", "__half", "__nv_bfloat16"):
+            for backward in ("false", "true"):
+                assert f"parallel_scan<{dtype}, 1, {backward}>" in out
+    if "skipped host" not in out:
+        assert "ok      host    cuda_binding.cpp" in out
+
+
+def test_nvcc_check_script_fails_on_a_compile_error(tmp_path):
+    """The check must be able to fail: a copy of the sources with a syntax error."""
+    if shutil.which(os.environ.get("NVCC", "nvcc")) is None:
+        pytest.skip("nvcc is not installed: the CUDA compile check needs the CUDA toolkit")
+    tree = tmp_path / "repo"
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "nvcc_check.sh", tree / "scripts")
+    csrc = tree / "src" / "plrnn" / "recurrence" / "csrc"
+    csrc.mkdir(parents=True)
+    (csrc / "broken.cu").write_text("__global__ void k(float* p) { p[0] = ; }\n")
+    (csrc / "cuda_binding.cpp").write_text("int main() { return 0; }\n")
+    proc = subprocess.run(
+        ["bash", str(tree / "scripts" / "nvcc_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PLRNN_CUDA_ARCHS="90"),
+    )
+    assert proc.returncode == 1
+    assert "FAILED  sm_90  broken.cu" in proc.stdout
+
+
+# ------------------------------------------------------------------------------ emulator
+
+
+def _cuda_include_dirs() -> list[str]:
+    """Where cuda_fp16.h lives: the CUDA toolkit that nvcc or CUDA_HOME points to."""
+    candidates = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(Path(os.environ[var]) / "include")
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        out = subprocess.run(
+            [nvcc, "--dryrun", "-c", "-x", "cu", "/dev/null", "-o", "/dev/null"],
+            capture_output=True,
+            text=True,
+        )
+        for line in (out.stdout + out.stderr).splitlines():
+            if "INCLUDES=" in line:
+                candidates += [Path(p) for p in line.split('"')[1].replace("-I", " ").split()]
+    candidates.append(Path("/usr/local/cuda/include"))
+    return [str(p) for p in candidates if (p / "cuda_fp16.h").is_file()][:1]
+
+
+class Emulated:
+    """ctypes access to the emulator build of the kernels' C interface (cuda_scan.h)."""
+
+    def __init__(self, path: Path):
+        lib = ctypes.CDLL(str(path))
+        vp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        for name in ("plrnn_serial_forward", "plrnn_paper_forward"):
+            getattr(lib, name).argtypes = [vp, vp, vp, vp, i64, i64, i32, vp]
+        lib.plrnn_parallel_can_vectorize.argtypes = [ctypes.POINTER(vp), i32, i64, i32]
+        lib.plrnn_parallel_workspace_bytes.argtypes = [i64, i64, i32, i32, i32, i32]
+        lib.plrnn_parallel_workspace_bytes.restype = ctypes.c_size_t
+        lib.plrnn_parallel_forward.argtypes = [vp, vp, vp, vp, i64, i64, i32, i32, i32, i32]
+        lib.plrnn_parallel_forward.argtypes += [vp, vp]
+        lib.plrnn_parallel_backward.argtypes = [vp] * 7 + [i64, i64, i32, i32, i32, i32, vp, vp]
+        self.lib = lib
+
+    @staticmethod
+    def _ptr(t):
+        return None if t is None else t.data_ptr()
+
+    def paper_style(self, name, a, x, h0=None, reverse=False):
+        """cuda_serial (name='serial') or cuda_paper (name='paper'); float32 only."""
+        out = torch.full_like(x, float("nan"))
+        T, C = x.shape
+        fn = getattr(self.lib, f"plrnn_{name}_forward")
+        rc = fn(self._ptr(a), self._ptr(x), self._ptr(h0), self._ptr(out), T, C, reverse, None)
+        assert rc == 0, f"plrnn_{name}_forward returned {rc}"
+        return out
+
+    def can_vectorize(self, tensors, C, dtype):
+        arr = (ctypes.c_void_p * len(tensors))(*[self._ptr(t) for t in tensors])
+        return self.lib.plrnn_parallel_can_vectorize(arr, len(tensors), C, DTYPE_CODE[dtype])
+
+    def _workspace(self, T, C, dtype, vec, backward, sms):
+        n = self.lib.plrnn_parallel_workspace_bytes(T, C, DTYPE_CODE[dtype], vec, backward, sms)
+        # garbage everywhere: the kernel must clear its flags itself
+        return torch.full((max(n, 1) + 256,), 0xA5, dtype=torch.uint8), n
+
+    @staticmethod
+    def _aligned(buf):
+        """A view of `buf` that starts on a 256-byte boundary, as the caching allocator gives."""
+        skip = (-buf.data_ptr()) % 256
+        return buf[skip:]
+
+    def forward(self, a, x, h0=None, reverse=False, sms=4, out=None):
+        T, C = x.shape
+        out = torch.full_like(x, float("nan")) if out is None else out
+        vec = self.can_vectorize((a, x, out), C, x.dtype)
+        buf, _ = self._workspace(T, C, x.dtype, vec, 0, sms)
+        work = self._aligned(buf)
+        rc = self.lib.plrnn_parallel_forward(
+            self._ptr(a), self._ptr(x), self._ptr(h0), self._ptr(out), T, C, reverse,
+            DTYPE_CODE[x.dtype], vec, sms, self._ptr(work), None,
+        )  # fmt: skip
+        assert rc == 0, f"plrnn_parallel_forward returned {rc}"
+        return out
+
+    def backward(self, a, h, grad_h, h0=None, reverse=False, sms=4):
+        T, C = grad_h.shape
+        gx = torch.full_like(grad_h, float("nan"))
+        ga = torch.full_like(grad_h, float("nan"))
+        gh0 = torch.full((C,), float("nan"), dtype=grad_h.dtype)
+        vec = self.can_vectorize((a, h, grad_h, gx, ga), C, grad_h.dtype)
+        buf, _ = self._workspace(T, C, grad_h.dtype, vec, 1, sms)
+        work = self._aligned(buf)
+        rc = self.lib.plrnn_parallel_backward(
+            self._ptr(a), self._ptr(h), self._ptr(grad_h), self._ptr(h0), self._ptr(gx),
+            self._ptr(ga), self._ptr(gh0), T, C, reverse, DTYPE_CODE[grad_h.dtype], vec, sms,
+            self._ptr(work), None,
+        )  # fmt: skip
+        assert rc == 0, f"plrnn_parallel_backward returned {rc}"
+        return gx, ga, gh0
+
+
+@pytest.fixture(scope="session")
+def emulated(tmp_path_factory) -> Emulated:
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        pytest.skip(f"no C++ compiler ({cxx!r}) to build the kernel emulator")
+    includes = _cuda_include_dirs()
+    if not includes:
+        pytest.skip("the CUDA toolkit's headers (cuda_fp16.h) are not installed")
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()))).hexdigest()
+    lib = tmp_path_factory.mktemp("emulator") / f"plrnn_emulated_{digest[:10]}.so"
+    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-DPLRNN_EMULATE"]
+    cmd += ["-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas", f"-I{includes[0]}"]
+    cmd += ["-x", "c++", *map(str, KERNEL_SOURCES), "-o", str(lib)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, "the kernel emulator did not build:\n" + proc.stderr[-4000:]
+    return Emulated(lib)
+
+
+def _inputs(T, C, seed, dtype=torch.float64, decay_kind="uniform"):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(T, C, generator=g, dtype=torch.float64)
+    if decay_kind == "near_one":
+        a = 0.999 + 0.001 * a
+    x = torch.randn(T, C, generator=g, dtype=torch.float64)
+    h0 = torch.randn(C, generator=g, dtype=torch.float64)
+    return a.to(dtype), x.to(dtype), h0.to(dtype)
+
+
+def _assert_f64(got, want, what):
+    assert got.shape == want.shape, what
+    tol = F64_RTOL * max(1.0, scale_of(want))
+    err = max_err(got, want)
+    assert err <= tol, f"{what}: max error {err:.3e} > {tol:.3e}"
+
+
+# (T, C): one tile and many, every lane width CL (1..32 lanes of a slice, one or more channel
+# groups), vector (C % 2 == 0 for float64) and scalar columns, partial last tiles and groups.
+FORWARD_CASES = [(1, 1), (2, 3), (33, 4), (257, 12), (1000, 5), (300, 33), (130, 70), (64, 128)]
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES, ids=lambda c: f"T={c[0]}-C={c[1]}")
+def test_emulated_parallel_forward_float64(emulated, case):
+    T, C = case
+    a, x, h0 = _inputs(T, C, seed_for("emu_fwd", T, C))
+    for reverse in (False, True):
+        for init in (None, h0):
+            got = emulated.forward(a, x, init, reverse)
+            _assert_f64(got, ref64(a, x, init, reverse), f"reverse={reverse} h0={init is not None}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", [(300, 8), (129, 24), (200, 3)], ids=lambda c: f"T={c[0]}-C={c[1]}")
+def test_emulated_parallel_forward_low_precision(emulated, case, dtype):
+    """Vector (C a multiple of 16 bytes) and scalar columns; the 2x rule of helpers.py."""
+    T, C = case
+    a, x, h0 = _inputs(T, C, seed_for("emu_lp", T, C, str(dtype)), dtype, "near_one")
+    for reverse, init in ((False, h0), (True, None)):
+        truth = ref64(a, x, init, reverse)
+        baseline = reference.serial(a, x, init, reverse)
+        allowed = 2 * max_err(baseline, truth) + FLOOR_ULPS * torch.finfo(dtype).eps * scale_of(truth)
+        got = emulated.forward(a, x, init, reverse)
+        assert got.dtype == dtype
+        err = max_err(got, truth)
+        assert err <= allowed, f"{dtype} reverse={reverse}: {err:.3e} > {allowed:.3e}"
+
+
+def test_emulated_vector_and_scalar_columns(emulated):
+    """A (T, C) buffer that starts off a 16-byte boundary cannot use 16-byte accesses: the
+    kernel then takes the scalar path and must give the same result."""
+    T, C = 150, 8
+    a, x, h0 = _inputs(T, C, seed_for("emu_align"), torch.float32)
+    base = torch.full((3, T * C + 1), float("nan"))
+    a_off, x_off = base[0, 1:].view(T, C), base[1, 1:].view(T, C)
+    a_off.copy_(a)
+    x_off.copy_(x)
+    assert emulated.can_vectorize((a, x), C, torch.float32) == 1
+    assert emulated.can_vectorize((a_off, x_off), C, torch.float32) == 0
+    assert emulated.can_vectorize((a, x), 6, torch.float32) == 0  # rows not 16-byte multiples
+    want = emulated.forward(a, x, h0)
+    got = emulated.forward(a_off, x_off, h0, out=base[2, 1:].view(T, C))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_emulated_parallel_two_levels_of_published_maps(emulated):
+    """Shortest tiles (a huge SM count asks for the most tiles): 8 steps x 128 channels per tile,
+    so T = 300 gives 38 tiles per channel group, folded through maps of groups of 32 tiles."""
+    T, C = 300, 128
+    a, x, h0 = _inputs(T, C, seed_for("emu_levels"))
+    for reverse in (False, True):
+        got = emulated.forward(a, x, h0, reverse, sms=10**6)
+        _assert_f64(got, ref64(a, x, h0, reverse), f"forward reverse={reverse}")
+    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    _check_backward(emulated, a, x, h0, upstream, reverse=False, sms=10**6)
+
+
+def _check_backward(emulated, a, x, h0, upstream, reverse, sms=4):
+    leaves = [t.clone().requires_grad_(True) for t in (a, x, h0)]
+    h = reference.serial(*leaves, reverse)
+    want_ga, want_gx, want_gh0 = torch.autograd.grad(h, leaves, upstream)
+    gx, ga, gh0 = emulated.backward(a, h.detach(), upstream, h0, reverse, sms)
+    what = f"reverse={reverse}"
+    _assert_f64(gx, want_gx, f"d impulses {what}")
+    _assert_f64(ga, want_ga, f"d decays {what}")
+    _assert_f64(gh0, want_gh0, f"d initial_state {what}")
+    # without an initial state, the edge of dL/da sees zeros
+    h = reference.serial(*leaves[:2], None, reverse)
+    want_ga, want_gx = torch.autograd.grad(h, leaves[:2], upstream)
+    gx, ga, _ = emulated.backward(a, h.detach(), upstream, None, reverse, sms)
+    _assert_f64(gx, want_gx, f"d impulses {what}, no h0")
+    _assert_f64(ga, want_ga, f"d decays {what}, no h0")
+
+
+@pytest.mark.parametrize(
+    "case", [(1, 1), (2, 3), (300, 4), (77, 8), (1000, 12), (65, 70)], ids=lambda c: f"T={c[0]}-C={c[1]}"
+)
+def test_emulated_parallel_backward_float64(emulated, case):
+    T, C = case
+    a, x, h0 = _inputs(T, C, seed_for("emu_bwd", T, C))
+    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(T * C), dtype=torch.float64)
+    for reverse in (False, True):
+        _check_backward(emulated, a, x, h0, upstream, reverse)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_emulated_parallel_backward_low_precision(emulated, dtype):
+    T, C = 200, 16
+    a, x, h0 = _inputs(T, C, seed_for("emu_bwd_lp", str(dtype)), dtype)
+    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(5)).to(dtype)
+    eps = torch.finfo(dtype).eps
+    for reverse in (False, True):
+        inputs64 = [t.double().requires_grad_(True) for t in (a, x, h0)]
+        h64 = reference.serial(*inputs64, reverse)
+        truth = torch.autograd.grad(h64, inputs64, upstream.double())
+        low = [t.clone().requires_grad_(True) for t in (a, x, h0)]
+        h = reference.serial(*low, reverse)
+        baseline = torch.autograd.grad(h, low, upstream)
+        gx, ga, gh0 = emulated.backward(a, h.detach(), upstream, h0, reverse)
+        for name, got, b, w in zip(("decays", "impulses", "h0"), (ga, gx, gh0), baseline, truth):
+            assert got.dtype == dtype
+            allowed = 2 * max_err(b, w) + 8 * eps * scale_of(w)
+            err = max_err(got, w)
+            assert err <= allowed, f"d{name} reverse={reverse}: {err:.3e} > {allowed:.3e}"
+
+
+def test_emulated_parallel_propagates_nan_like_the_reference(emulated):
+    T, C = 700, 3
+    a, x, h0 = _inputs(T, C, seed_for("emu_nan"))
+    a[350, 1] = float("nan")
+    x[10, 2] = float("nan")
+    for reverse in (False, True):
+        want = ref64(a, x, h0, reverse)
+        got = emulated.forward(a, x, h0, reverse)
+        assert torch.equal(torch.isnan(got), torch.isnan(want))
+        finite = ~torch.isnan(want)
+        _assert_f64(got[finite], want[finite], f"finite part, reverse={reverse}")
+
+
+@pytest.mark.parametrize("name", ["serial", "paper"])
+@pytest.mark.parametrize("case", [(1, 1), (1000, 5), (2000, 33)], ids=lambda c: f"T={c[0]}-C={c[1]}")
+def test_emulated_paper_kernels_float32(emulated, name, case):
+    """cuda_serial and cuda_paper (960 chunks of time: T = 1000 leaves some empty, T = 1 all but
+    one), float32 against the float64 reference with the 2x rule."""
+    T, C = case
+    a, x, h0 = _inputs(T, C, seed_for("emu_paper", name, T, C), torch.float32)
+    for reverse, init in ((False, h0), (True, None)):
+        truth = ref64(a, x, init, reverse)
+        baseline = reference.serial(a, x, init, reverse)
+        allowed = 2 * max_err(baseline, truth) + FLOOR_ULPS * torch.finfo(torch.float32).eps * scale_of(truth)
+        got = emulated.paper_style(name, a, x, init, reverse)
+        err = max_err(got, truth)
+        assert err <= allowed, f"{name} reverse={reverse}: {err:.3e} > {allowed:.3e}"
+
+
+def test_emulated_parallel_refuses_a_missing_workspace(emulated):
+    """A plan with several tiles along time needs the workspace; without one the launcher
+    returns an error instead of launching."""
+    T, C = 600, 4  # one 4-channel column: 256 steps per tile at the shortest, so 3 tiles
+    a, x, _ = _inputs(T, C, seed_for("emu_workspace"), torch.float32)
+    out = torch.empty_like(x)
+    lib = emulated.lib
+    assert lib.plrnn_parallel_workspace_bytes(T, C, 0, 1, 0, 10**6) > 0
+    rc = lib.plrnn_parallel_forward(
+        a.data_ptr(), x.data_ptr(), None, out.data_ptr(), T, C, 0, 0, 1, 10**6, None, None
+    )
+    assert rc != 0
