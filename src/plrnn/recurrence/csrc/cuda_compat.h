@@ -43,10 +43,13 @@ PLRNN_DEVICE void st_release(unsigned* p, unsigned v) {
 
 PLRNN_DEVICE void fence() { __threadfence(); }
 
-// Spins until *p != 0. Callers only wait on blocks that took an earlier ticket (they are running
-// or done), so this always ends.
+// Spins until *p != 0, then fences: with the publisher's release this is an acquire, so what
+// was written before the flag is visible to this thread (and, through a later barrier, to the
+// threads it synchronises with). Callers only wait on blocks that took an earlier ticket (they
+// are running or done), so this always ends.
 PLRNN_DEVICE void wait_nonzero(const unsigned* p) {
   while (ld_relaxed(p) == 0u) __nanosleep(64);
+  fence();
 }
 
 // Values published by other blocks are read at L2 (ld.global.cg): L1 is not coherent.
