@@ -42,12 +42,14 @@ class LinearRecurrenceMemory(AsvDefaults):
 
 
 class LinearRecurrenceCUDA(AsvDefaults):
-    params = cuda_only_params(GRID.kernels.params())
+    """Device metrics on the grid's memory sizes (time_* above already waits for the GPU)."""
+
+    params = cuda_only_params(GRID.memory.params())
     param_names = list(grid.KERNEL_PARAM_NAMES)
 
     def setup(self, seq_len, batch, hidden, backend, pass_):
         require_cuda_grid()
-        self.case = kernel_case(seq_len, batch, hidden, backend, pass_)
+        self.case = kernel_case(seq_len, batch, hidden, backend, pass_, kernel_grid=GRID.memory)
 
     def track_cuda_event_time(self, seq_len, batch, hidden, backend, pass_):
         return self.case.cuda_event_seconds()

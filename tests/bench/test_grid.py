@@ -95,7 +95,7 @@ def asv_processes(g: grid.Grid) -> int:
     kernels = sum(1 for _ in g.kernels.cases())
     memory = sum(1 for _ in g.memory.cases())
     layers = sum(1 for _ in g.layers.cases()) + sum(1 for _ in g.layers.lstm_cases())
-    cuda = 0 if g.device == "cpu" else 2 * (kernels + layers)
+    cuda = 0 if g.device == "cpu" else 2 * (memory + layers)
     train = sum(1 for _ in g.train.cases())
     return kernels + memory + layers + cuda + train + 1  # + the copy probe
 

@@ -164,7 +164,10 @@ class Grid:
     device: str  # "cpu" or "cuda"
     description: str
     kernels: KernelGrid
-    memory: KernelGrid  # peak host memory (asv peakmem_), usually a subset of `kernels`
+    # Sizes for memory and device metrics: peak host memory (asv peakmem_) and, on CUDA grids,
+    # peak GPU memory and CUDA-event time (track_); a few large sizes, since every combination
+    # and metric is a process of its own in asv.
+    memory: KernelGrid
     layers: LayerGrid
     train: TrainGrid
     copy_numel: int  # elements per buffer of the copy_ probe; large enough to miss the caches
@@ -244,17 +247,18 @@ GRIDS: dict[str, Grid] = {
         Grid(
             name="gpu",
             device="cuda",
-            description="CUDA: Table 1 up to T = 2**20, batch 8 x 256 hidden, the paper's layer "
-                        "and training shapes",
+            description="CUDA: few and many channels up to T = 2**20 (Table 1's regime and "
+                        "batch 8 x 256 hidden), Table 2's layers at b*T <= 65536, Table 3's "
+                        "training shapes",
             kernels=KernelGrid(
-                seq_len=(256, 4096, 65536, 2**20), batch=(1, 8), hidden=(4, 128, 256),
+                seq_len=(4096, 65536, 2**20), batch=(1, 8), hidden=(4, 256),
                 backends=CUDA_BACKENDS + CUDA_BASELINES, max_elements=2**28,
             ),
             memory=KernelGrid(
-                seq_len=(65536,), batch=(8,), hidden=(256,),
+                seq_len=(65536, 2**20), batch=(1,), hidden=(256,),
                 backends=CUDA_BACKENDS + CUDA_BASELINES, max_elements=2**28,
             ),
-            layers=LayerGrid(seq_len=(256, 4096, 65536), batch=(1, 16, 256)),
+            layers=LayerGrid(seq_len=(4096, 65536), batch=(1, 16)),
             train=TrainGrid(seq_len=(1024, 8192), batch=(8, 4), hidden=512),
             copy_numel=2**28,
         ),
