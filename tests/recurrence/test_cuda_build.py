@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from plrnn.recurrence import reference
+import plrnn
+from plrnn.recurrence import cuda, reference, registry
 from plrnn.recurrence.cuda import SOURCES
 
 from .helpers import F64_RTOL, FLOOR_ULPS, max_err, ref64, scale_of, seed_for
@@ -32,6 +37,104 @@ CSRC = SOURCES[0].parent
 KERNEL_SOURCES = [s for s in SOURCES if s.suffix == ".cu"]
 
 DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+CUDA_BACKENDS = ("cuda_serial", "cuda_paper", "cuda_parallel")
+NO_DEVICE = "no CUDA device (torch.cuda.is_available() is False)"
+without_gpu = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the machine-without-a-GPU path"
+)
+
+
+# ------------------------------------------------------------------ availability and errors
+
+
+@without_gpu
+def test_backends_cuda_says_why_not():
+    status = {s.name: s for s in plrnn.backends("cuda")}
+    for name in CUDA_BACKENDS:
+        assert status[name] == plrnn.BackendStatus(name, False, NO_DEVICE)
+    assert status["reference"].available and status["torch"].available
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_cuda_backends_refuse_other_devices(device):
+    status = {s.name: s for s in plrnn.backends(device)}
+    for name in CUDA_BACKENDS:
+        assert status[name] == plrnn.BackendStatus(
+            name, False, f"CUDA kernel; inputs are on {device}"
+        )
+
+
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
+def test_cpu_tensors_with_a_cuda_backend_raise_a_clear_error(name):
+    a, x = torch.rand(5, 3), torch.randn(5, 3)
+    want = f"backend '{name}' is not available for inputs on cpu: CUDA kernel; inputs are on cpu"
+    with pytest.raises(RuntimeError, match=want):
+        plrnn.linear_recurrence(a, x, backend=name)
+
+
+@pytest.mark.parametrize("name", ["serial", "paper"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_paper_kernels_refuse_other_dtypes_before_any_kernel(name, dtype):
+    a, x = torch.rand(5, 3, dtype=dtype), torch.randn(5, 3, dtype=dtype)
+    with pytest.raises(TypeError, match=rf"'cuda_{name}' is .*float32-only.*cuda_parallel"):
+        getattr(cuda, name)(a, x, None, False)
+
+
+def test_missing_toolchain_reasons(monkeypatch, tmp_path):
+    """What backends() says on a GPU machine without nvcc, or without ninja."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda cmd, *a, **k: None if cmd == "nvcc" else real_which(cmd, *a, **k)
+    )
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    assert cuda.missing_prerequisite().startswith("nvcc not found")
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: False)
+    assert "ninja" in cuda.missing_prerequisite()
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
+    assert cuda.missing_prerequisite() is None
+
+
+@without_gpu
+def test_auto_on_a_cuda_device_without_the_kernels_warns_once(monkeypatch):
+    monkeypatch.setattr(registry, "_warned_fallback", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert registry.choose_auto(torch.device("cuda"), 100, 4) == "torch"
+        assert registry.choose_auto(torch.device("cuda"), 100, 4) == "torch"
+    assert len(caught) == 1 and issubclass(caught[0].category, RuntimeWarning)
+    assert "CUDA kernels are unavailable" in str(caught[0].message)
+    assert NO_DEVICE in str(caught[0].message)
+
+
+@without_gpu
+def test_asking_builds_nothing_without_a_gpu(tmp_path):
+    """backends('cuda') in a fresh interpreter with an empty extension cache: the reason comes
+    back and nothing is compiled."""
+    ext_dir = tmp_path / "torch_extensions"
+    ext_dir.mkdir()
+    script = textwrap.dedent(
+        """
+        import json, plrnn
+        print("RESULT " + json.dumps({s.name: s.reason for s in plrnn.backends("cuda")}))
+        """
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(ext_dir))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
+    reasons = json.loads(line.removeprefix("RESULT "))
+    assert all(reasons[name] == NO_DEVICE for name in CUDA_BACKENDS)
+    assert list(ext_dir.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------ nvcc
@@ -232,7 +335,9 @@ def test_emulated_parallel_forward_float64(emulated, case):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("case", [(300, 8), (129, 24), (200, 3)], ids=lambda c: f"T={c[0]}-C={c[1]}")
+@pytest.mark.parametrize(
+    "case", [(300, 8), (129, 24), (200, 3)], ids=lambda c: f"T={c[0]}-C={c[1]}"
+)
 def test_emulated_parallel_forward_low_precision(emulated, case, dtype):
     """Vector (C a multiple of 16 bytes) and scalar columns; the 2x rule of helpers.py."""
     T, C = case
@@ -240,7 +345,9 @@ def test_emulated_parallel_forward_low_precision(emulated, case, dtype):
     for reverse, init in ((False, h0), (True, None)):
         truth = ref64(a, x, init, reverse)
         baseline = reference.serial(a, x, init, reverse)
-        allowed = 2 * max_err(baseline, truth) + FLOOR_ULPS * torch.finfo(dtype).eps * scale_of(truth)
+        allowed = 2 * max_err(baseline, truth) + FLOOR_ULPS * torch.finfo(dtype).eps * scale_of(
+            truth
+        )
         got = emulated.forward(a, x, init, reverse)
         assert got.dtype == dtype
         err = max_err(got, truth)
@@ -294,12 +401,16 @@ def _check_backward(emulated, a, x, h0, upstream, reverse, sms=4):
 
 
 @pytest.mark.parametrize(
-    "case", [(1, 1), (2, 3), (300, 4), (77, 8), (1000, 12), (65, 70)], ids=lambda c: f"T={c[0]}-C={c[1]}"
+    "case",
+    [(1, 1), (2, 3), (300, 4), (77, 8), (1000, 12), (65, 70)],
+    ids=lambda c: f"T={c[0]}-C={c[1]}",
 )
 def test_emulated_parallel_backward_float64(emulated, case):
     T, C = case
     a, x, h0 = _inputs(T, C, seed_for("emu_bwd", T, C))
-    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(T * C), dtype=torch.float64)
+    upstream = torch.randn(
+        T, C, generator=torch.Generator().manual_seed(T * C), dtype=torch.float64
+    )
     for reverse in (False, True):
         _check_backward(emulated, a, x, h0, upstream, reverse)
 
@@ -339,7 +450,9 @@ def test_emulated_parallel_propagates_nan_like_the_reference(emulated):
 
 
 @pytest.mark.parametrize("name", ["serial", "paper"])
-@pytest.mark.parametrize("case", [(1, 1), (1000, 5), (2000, 33)], ids=lambda c: f"T={c[0]}-C={c[1]}")
+@pytest.mark.parametrize(
+    "case", [(1, 1), (1000, 5), (2000, 33)], ids=lambda c: f"T={c[0]}-C={c[1]}"
+)
 def test_emulated_paper_kernels_float32(emulated, name, case):
     """cuda_serial and cuda_paper (960 chunks of time: T = 1000 leaves some empty, T = 1 all but
     one), float32 against the float64 reference with the 2x rule."""
@@ -348,7 +461,9 @@ def test_emulated_paper_kernels_float32(emulated, name, case):
     for reverse, init in ((False, h0), (True, None)):
         truth = ref64(a, x, init, reverse)
         baseline = reference.serial(a, x, init, reverse)
-        allowed = 2 * max_err(baseline, truth) + FLOOR_ULPS * torch.finfo(torch.float32).eps * scale_of(truth)
+        allowed = 2 * max_err(baseline, truth) + FLOOR_ULPS * torch.finfo(
+            torch.float32
+        ).eps * scale_of(truth)
         got = emulated.paper_style(name, a, x, init, reverse)
         err = max_err(got, truth)
         assert err <= allowed, f"{name} reverse={reverse}: {err:.3e} > {allowed:.3e}"
