@@ -251,8 +251,10 @@ def _relplot(data: pd.DataFrame, hue: str, style: str | None, row: str | None, t
 def kernels_figure(t: pd.DataFrame, title: str):
     data = t[t["time"].notna()].assign(
         time_ms=lambda d: d["time"] * 1e3,
-        size=lambda d: "B=" + d["batch"].astype(str) + " H=" + d["hidden"].astype(str))
-    return _relplot(data, "backend", "backend", "size", title) if not data.empty else None
+        size=lambda d: d["batch"].astype(str) + " x " + d["hidden"].astype(str))
+    data = data.rename(columns={"size": "batch x hidden"})
+    return _relplot(data, "backend", "backend", "batch x hidden", title) if not data.empty \
+        else None
 
 
 def layers_figure(t: pd.DataFrame, title: str):
@@ -265,8 +267,7 @@ def layers_figure(t: pd.DataFrame, title: str):
     data = pd.concat([long[long["layer"] != CUDNN_BASELINE], lstm], ignore_index=True)
     data = data[data["time"].notna()].assign(
         time_ms=lambda d: d["time"] * 1e3,
-        recurrence=lambda d: d["recurrence"].str.replace("_time", "", regex=False),
-        batch=lambda d: "B=" + d["batch"].astype(str))
+        recurrence=lambda d: d["recurrence"].str.replace("_time", "", regex=False))
     return _relplot(data, "layer", "recurrence", "batch", title) if not data.empty else None
 
 
