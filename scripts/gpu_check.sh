@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine should do for plrnn's CUDA kernels, in one command, in under
+# 8 minutes: install the carried wheels, compile-check the kernels, build the extension for this
+# GPU, run every CUDA test, and benchmark every backend (plrnn.bench.gpu).
+#
+# Run from the repository root, on the device machine (the device tool: carry [".whl"]):
+#     bash scripts/gpu_check.sh
+# .whl comes from ../shared/tools/gpu-wheels.sh (Hydra, asv, accelerated-scan, ...). Results go
+# to $OUT (the device tool's return folder; ./gpu_out elsewhere):
+#     gpu_check.log   everything printed below (the benchmark's progress too)
+#     nvcc_check.txt  registers/spills per kernel (scripts/nvcc_check.sh)
+#     pytest.log      the CUDA tests (pytest -m cuda), with a junit summary in pytest.xml
+#     gpu_bench.csv, gpu_bench.md, gpu_bench.json   the benchmark (plrnn.bench.gpu)
+# (7 files: the device tool brings back at most 8.)
+# Time limits per step (seconds) can be changed through the environment: GPU_CHECK_BUILD_S,
+# GPU_CHECK_TEST_S, GPU_CHECK_BENCH_S. Exit status: 0 when the build, tests and benchmark all
+# succeeded; 2 without a GPU; otherwise the first failing step's status.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+t0=$(date +%s)
+step() { echo; echo "=== [$(( $(date +%s) - t0 )) s] $*"; }
+status=0
+fail() { [ "$status" -eq 0 ] && status=$1; echo "gpu_check: $2 (status $1)"; }
+
+step "GPU"
+if ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: no CUDA GPU here (torch.cuda.is_available() is False); this script is for a"
+  echo "machine with one (the lent GPU machine). Nothing was run."
+  exit 2
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv || true
+python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0))"
+
+step "wheels"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || fail 3 "installing the carried wheels failed"
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+else
+  echo "no .whl/ here: tests that need Hydra/asv may not import, accelerated-scan is skipped"
+fi
+export PYTHONPATH=$PWD/src:${PYTHONPATH:-}  # plrnn from this checkout, no install needed
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-/tmp/torch_extensions}
+export PYTHONUNBUFFERED=1
+python3 -c "import plrnn; print('plrnn from', plrnn.__file__)" || fail 3 "plrnn does not import"
+
+step "nvcc compile check (sm_90, registers and spills)"
+PLRNN_CUDA_ARCHS=90 bash scripts/nvcc_check.sh --allow-spills 2>&1 | tee "$OUT/nvcc_check.txt" ||
+  fail 4 "nvcc_check failed"
+
+step "build the extensions (CUDA for this GPU; the C++ CPU kernels the test suite also loads)"
+python3 -c "from plrnn.recurrence import cpu; print('cpu kernels:', cpu.load() or 'built')" \
+  >/tmp/plrnn_cpu_build.txt 2>&1 &
+cpu_build=$!
+PLRNN_VERBOSE_BUILD=1 timeout "${GPU_CHECK_BUILD_S:-200}" python3 - <<'EOF' || fail 5 "the CUDA build failed"
+import sys, time
+import torch
+from plrnn.recurrence import cuda
+t = time.time()
+reason = cuda.load()
+print(f"cuda kernels: {reason or 'built'} ({time.time() - t:.0f} s)")
+if reason:
+    sys.exit(1)
+# a first call of each kernel, so a launch failure shows here in one line
+x = torch.randn(1000, 48, device="cuda")
+a = torch.rand(1000, 48, device="cuda")
+for name in ("cuda_serial", "cuda_paper", "cuda_parallel"):
+    import plrnn
+    h = plrnn.linear_recurrence(a, x, backend=name)
+    torch.cuda.synchronize()
+    ref = plrnn.linear_recurrence(a.cpu().double(), x.cpu().double(), backend="reference")
+    print(f"  {name}: max |h - reference| = {(h.cpu().double() - ref).abs().max().item():.2e}")
+EOF
+wait "$cpu_build"; cat /tmp/plrnn_cpu_build.txt
+
+step "CUDA tests (pytest -m cuda)"
+# faulthandler prints every thread's stack if one test runs past 120 s (a hung kernel, say)
+timeout "${GPU_CHECK_TEST_S:-180}" python3 -m pytest -m cuda -q -ra -p no:cacheprovider \
+  -o faulthandler_timeout=120 --junitxml="$OUT/pytest.xml" 2>&1 | tee "$OUT/pytest.log" |
+  tail -n 60
+test_status=${PIPESTATUS[0]}
+[ "$test_status" -eq 0 ] || fail 6 "CUDA tests failed or timed out (pytest status $test_status)"
+
+step "benchmark (plrnn.bench.gpu)"
+budget=${GPU_CHECK_BENCH_S:-150}
+timeout $(( budget + 45 )) python3 -m plrnn.bench.gpu --out "$OUT" --budget-s "$budget" |
+  grep -v "^|"  # the tables come once, in the summary
+bench_status=${PIPESTATUS[0]}
+[ "$bench_status" -eq 0 ] || fail 7 "the benchmark failed (status $bench_status)"
+
+step "summary"
+grep -E "passed|failed|error" "$OUT/pytest.log" | tail -n 3
+[ -f "$OUT/gpu_bench.md" ] && cat "$OUT/gpu_bench.md"
+echo
+echo "gpu_check: done in $(( $(date +%s) - t0 )) s, status $status"
+exit "$status"

@@ -1,0 +1,397 @@
+"""GPU benchmark of the recurrence: every CUDA-capable backend and accelerated-scan, in one run.
+
+    python -m plrnn.bench.gpu --out DIR             # the run scripts/gpu_check.sh makes (~2 min)
+    python -m plrnn.bench.gpu --dry-run             # print the plan; needs no GPU
+
+Sections, in this order (each case validated against the float64 truth before it is timed):
+1. copy:     dst.copy_(src) on 1 GiB of fp32, the bandwidth yardstick of this run.
+2. headline: T = 65536 steps x batch 8 x 1536 features, fp32 and bf16, forward and
+             forward+backward, every backend (cuda_serial and cuda_paper are fp32 only).
+3. accelerated_scan: accelerated_scan.warp.scan and .scalar.scan (if installed) in their (B, C, T)
+             layout at (8, 1536, 65536), and with B*C <= 128 at T = 65536 (warp: T <= 65536)
+             and 2^20 (scalar), next to cuda_parallel at the same sizes in its (T, B, C) layout.
+4. table1:   the paper's Table 1 grid (batch 1, m in {4, 32, 128}, T in {16 ... 65536}), fp32,
+             forward and forward+backward, every backend and auto.
+
+Timing: CUDA events around `reps` back-to-back calls after a warm-up, `rounds` times; the
+median per call is reported (calls whose host overhead exceeds the kernel time measure the
+host). Bytes moved per element: 3 tensors forward, 8 forward+backward (bench/bandwidth.py), at
+the storage dtype's size; GB/s and the fraction of the copy bandwidth measured here.
+
+Writes DIR/gpu_bench.csv (every case), gpu_bench.md (the tables under a header naming the GPU,
+driver, torch and commit) and gpu_bench.json (machine_info and config), and prints the tables.
+Without a GPU (and without --dry-run) it says so and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT
+from .machine import machine_info
+
+FWD, FWD_BWD = "forward", "forward+backward"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PLRNN_BACKENDS = ("torch", "cuda_serial", "cuda_paper", "cuda_parallel", "triton")
+FP32_ONLY = ("cuda_serial", "cuda_paper")
+ACCELERATED_SCAN = ("accelerated_scan.warp", "accelerated_scan.scalar")
+WARP_MAX_T = 65536  # accelerated_scan.warp: T a power of two in [32, 65536]
+# Relative error (max |out - truth| / max |truth|) above which a case is flagged, not timed.
+VALIDATION_LIMIT = {"fp32": 1e-4, "bf16": 5e-2}
+VALIDATION_CHANNELS = 64  # channels checked against the float64 CPU loop (all T steps)
+
+
+@dataclass(frozen=True)
+class Case:
+    section: str
+    backend: str
+    dtype: str
+    pass_: str
+    T: int
+    batch: int
+    hidden: int
+
+    @property
+    def channels(self) -> int:
+        return self.batch * self.hidden
+
+    @property
+    def layout(self) -> str:
+        return "(B, C, T)" if self.backend.startswith("accelerated_scan") else "(T, B, C)"
+
+    def bytes_moved(self) -> int:
+        per_element = BYTES_PER_ELEMENT[self.pass_] // 4 * DTYPES[self.dtype].itemsize
+        return per_element * self.T * self.channels
+
+
+def plan(quick: bool = False) -> list[Case]:
+    """Every case of a run, in order. --quick: smaller headline and grid, for a smoke run."""
+    T_head, B_head, D_head = (4096, 8, 1536) if quick else (65536, 8, 1536)
+    cases = []
+    for dtype in DTYPES:
+        for pass_ in (FWD, FWD_BWD):
+            for backend in PLRNN_BACKENDS:
+                if dtype != "fp32" and backend in FP32_ONLY:
+                    continue
+                cases.append(Case("headline", backend, dtype, pass_, T_head, B_head, D_head))
+    for dtype in DTYPES:
+        for pass_ in (FWD, FWD_BWD):
+            for backend in ACCELERATED_SCAN:
+                cases.append(
+                    Case("accelerated_scan", backend, dtype, pass_, T_head, B_head, D_head)
+                )
+    long_T = (T_head, 2**20) if not quick else (T_head,)
+    for T in long_T:
+        for m in (4, 32, 128):
+            for backend in (*ACCELERATED_SCAN, "cuda_parallel"):
+                if backend == "accelerated_scan.warp" and T > WARP_MAX_T:
+                    continue
+                cases.append(Case("accelerated_scan", backend, "fp32", FWD, T, 1, m))
+    grid_T = (16, 256, 4096) if quick else (16, 256, 4096, 65536)
+    for m in (4, 32, 128):
+        for T in grid_T:
+            for pass_ in (FWD, FWD_BWD):
+                for backend in (*PLRNN_BACKENDS, "auto"):
+                    cases.append(Case("table1", backend, "fp32", pass_, T, 1, m))
+    return cases
+
+
+# ------------------------------------------------------------------------------- running
+
+
+class Skip(Exception):
+    """A case that cannot run here (backend unavailable, package missing); the text says why."""
+
+
+def _accelerated_scan(backend: str) -> Callable:
+    try:
+        module = importlib.import_module(backend)  # .warp compiles its CUDA code on import
+    except Exception as err:  # noqa: BLE001 - missing or broken package: report and go on
+        raise Skip(f"{backend} unavailable: {type(err).__name__}: {err}") from None
+    return module.scan
+
+
+def _inputs(case: Case, generator: torch.Generator, requires_grad: bool):
+    """Decays in [0.999, 1) and normal impulses (never all-zero inputs), on the GPU."""
+    shape = (case.T, case.batch, case.hidden)
+    if case.layout == "(B, C, T)":
+        shape = (case.batch, case.hidden, case.T)
+    dtype = DTYPES[case.dtype]
+    a = (0.999 + 0.001 * torch.rand(shape, generator=generator, device="cuda")).to(dtype)
+    x = torch.randn(shape, generator=generator, device="cuda").to(dtype)
+    return a.requires_grad_(requires_grad), x.requires_grad_(requires_grad)
+
+
+def make_call(case: Case, generator: torch.Generator):
+    """(call, output_of_first_call, time-major view function) for one case."""
+    import plrnn
+
+    needs_grad = case.pass_ == FWD_BWD
+    if case.backend.startswith("accelerated_scan"):
+        scan = _accelerated_scan(case.backend)
+        if case.backend.endswith("warp") and (case.T > WARP_MAX_T or case.T & (case.T - 1)):
+            raise Skip("accelerated_scan.warp takes T a power of two <= 65536")
+
+        def forward(a, x):
+            return scan(a, x)
+
+        def time_major(out):  # (B, C, T) -> (T, B, C)
+            return out.permute(2, 0, 1)
+    else:
+        if case.backend != "auto":
+            status = {s.name: s for s in plrnn.backends("cuda")}
+            if not status[case.backend].available:
+                raise Skip(f"{case.backend} unavailable: {status[case.backend].reason}")
+
+        def forward(a, x):
+            return plrnn.linear_recurrence(a, x, backend=case.backend)
+
+        def time_major(out):
+            return out
+
+    a, x = _inputs(case, generator, needs_grad)
+    if not needs_grad:
+        return (lambda: forward(a, x)), (a, x), time_major
+    upstream = torch.randn(x.shape, generator=generator, device="cuda").to(x.dtype)
+
+    def forward_backward():
+        out = forward(a, x)
+        torch.autograd.grad(out, (a, x), upstream)
+        return out
+
+    return forward_backward, (a, x), time_major
+
+
+def validate(call, inputs, time_major, case: Case) -> float:
+    """max |out - truth| / max |truth| over the first VALIDATION_CHANNELS channels, all steps;
+    the truth is cpu_serial in float64 (checked against the reference by the CPU suite)."""
+    import plrnn
+
+    with torch.no_grad() if case.pass_ == FWD else torch.enable_grad():
+        out = time_major(call()).detach()
+    a, x = (time_major(t.detach()) for t in inputs)
+    T = case.T
+    out, a, x = (t.reshape(T, -1)[:, :VALIDATION_CHANNELS] for t in (out, a, x))
+    truth = plrnn.linear_recurrence(
+        a.double().cpu().contiguous(), x.double().cpu().contiguous(), backend="cpu_serial"
+    )
+    got = out.double().cpu()
+    scale = truth.abs().max().item() or 1.0
+    return (got - truth).abs().max().item() / scale
+
+
+def time_calls(call, round_ms: float = 25.0, rounds: int = 5, warmup: int = 2) -> list[float]:
+    """Per-call seconds of `rounds` rounds of back-to-back calls, CUDA events around each round."""
+    for _ in range(warmup):
+        call()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    call()
+    end.record()
+    end.synchronize()
+    one = max(start.elapsed_time(end), 1e-3)
+    reps = max(1, min(1000, math.ceil(round_ms / one)))
+    if one > 200:
+        rounds = 3
+    times = []
+    for _ in range(rounds):
+        start.record()
+        for _ in range(reps):
+            call()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps / 1e3)
+    return times
+
+
+def copy_bandwidth(numel: int = 2**28) -> dict:
+    src = torch.rand(numel, device="cuda")
+    dst = torch.empty_like(src)
+    times = time_calls(lambda: dst.copy_(src))
+    median = sorted(times)[len(times) // 2]
+    return {
+        "numel": numel,
+        "median_s": median,
+        "bytes_per_s": COPY_BYTES_PER_ELEMENT * numel / median,
+    }
+
+
+def run_case(case: Case, copy_bps: float, seed: int) -> dict:
+    row = {**asdict(case), "pass": case.pass_, "channels": case.channels, "layout": case.layout}
+    row.pop("pass_")
+    row.update(status="ok", median_ms=None, min_ms=None, gb_per_s=None, frac_copy=None)
+    row.update(rel_err=None, rounds=None)
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    try:
+        call, inputs, time_major = make_call(case, generator)
+        err = validate(call, inputs, time_major, case)
+        row["rel_err"] = err
+        if not err <= VALIDATION_LIMIT[case.dtype]:
+            row["status"] = f"wrong: relative error {err:.2e}"
+            return row
+        times = time_calls(call)
+    except Skip as err:
+        row["status"] = f"skipped: {err}"
+        return row
+    except torch.cuda.OutOfMemoryError:
+        row["status"] = "out of memory"
+        return row
+    except Exception as err:  # noqa: BLE001 - one failing case must not end the run
+        lines = str(err).strip().splitlines() or [""]
+        row["status"] = f"error: {type(err).__name__}: {lines[0][:200]}"
+        return row
+    finally:
+        torch.cuda.empty_cache()
+    median = sorted(times)[len(times) // 2]
+    row.update(median_ms=median * 1e3, min_ms=min(times) * 1e3, rounds=len(times))
+    row["gb_per_s"] = case.bytes_moved() / median / 1e9
+    row["frac_copy"] = case.bytes_moved() / median / copy_bps
+    return row
+
+
+# ------------------------------------------------------------------------------ reporting
+
+
+def _fmt(value, digits=3):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+def markdown(rows: list[dict], info: dict, copy: dict, config: dict) -> str:
+    gpu = info.get("gpu") or {}
+    lines = [
+        "# GPU benchmark of plrnn.linear_recurrence",
+        "",
+        f"- GPU: {gpu.get('name')} (driver {gpu.get('driver')}, CUDA runtime "
+        f"{gpu.get('cuda_runtime')}); torch {info.get('torch_version')}; "
+        f"commit {info.get('git_commit')}{' (dirty)' if info.get('git_dirty') else ''}",
+        f"- copy bandwidth (dst.copy_(src), 1 GiB fp32, read + write): "
+        f"{copy['bytes_per_s'] / 1e9:.0f} GB/s",
+        f"- config: {json.dumps(config)}",
+        "- ms: median per call (CUDA events, back-to-back calls after warm-up); GB/s at 3 "
+        "(forward) or 8 (forward+backward) tensors per element; % copy: of the bandwidth above; "
+        "rel err: against float64 cpu_serial on the first 64 channels",
+        "",
+    ]
+    sections = []
+    for row in rows:
+        if row["section"] not in sections:
+            sections.append(row["section"])
+    for section in sections:
+        lines += [f"## {section}", ""]
+        lines.append(
+            "| backend | dtype | pass | T | batch x hidden | layout | ms | GB/s | % copy | rel err | status |"
+        )
+        lines.append("|---|---|---|---:|---:|---|---:|---:|---:|---:|---|")
+        for r in (r for r in rows if r["section"] == section):
+            pct = None if r["frac_copy"] is None else 100 * r["frac_copy"]
+            lines.append(
+                f"| {r['backend']} | {r['dtype']} | {r['pass']} | {r['T']} | "
+                f"{r['batch']} x {r['hidden']} | {r['layout']} | {_fmt(r['median_ms'])} | "
+                f"{_fmt(r['gb_per_s'])} | {_fmt(pct)} | {_fmt(r['rel_err'], 2)} | {r['status']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m plrnn.bench.gpu", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--out", type=Path, default=Path("gpu_bench_out"), help="output directory")
+    p.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit (no GPU needed)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=float("inf"),
+        help="stop starting new cases after this many seconds (partial results kept)",
+    )
+    p.add_argument(
+        "--sections",
+        default="headline,accelerated_scan,table1",
+        help="comma-separated subset of: headline, table1, accelerated_scan",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    wanted = {s.strip() for s in args.sections.split(",") if s.strip()}
+    cases = [c for c in plan(args.quick) if c.section in wanted]
+    if args.dry_run:
+        print(f"plrnn.bench.gpu plan: {len(cases)} cases")
+        for c in cases:
+            print(
+                f"  {c.section:17} {c.backend:24} {c.dtype} {c.pass_:16} T={c.T:<8} "
+                f"{c.batch}x{c.hidden} {c.layout}  {c.bytes_moved() / 1e9:.3g} GB"
+            )
+        return 0
+    if not torch.cuda.is_available():
+        print(
+            "plrnn.bench.gpu: no CUDA GPU (torch.cuda.is_available() is False); nothing to "
+            "measure here. Use --dry-run to see the plan.",
+            file=sys.stderr,
+        )
+        return 2
+
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    copy = copy_bandwidth()
+    print(f"copy bandwidth: {copy['bytes_per_s'] / 1e9:.0f} GB/s", flush=True)
+    config = {
+        "quick": args.quick,
+        "sections": sorted(wanted),
+        "seed": args.seed,
+        "budget_s": args.budget_s,
+    }
+    rows = []
+    for i, case in enumerate(cases):
+        if time.monotonic() - started > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: {len(cases) - i} cases not run")
+            config["cases_not_run"] = len(cases) - i
+            break
+        row = run_case(case, copy["bytes_per_s"], args.seed + i)
+        rows.append(row)
+        print(
+            f"[{time.monotonic() - started:6.1f}s] {case.section:16} {case.backend:24} "
+            f"{case.dtype} {case.pass_:16} T={case.T:<8} {case.batch}x{case.hidden}: "
+            f"{_fmt(row['median_ms'])} ms  {row['status']}",
+            flush=True,
+        )
+    if rows:
+        write_csv(rows, args.out / "gpu_bench.csv")
+    text = markdown(rows, info, copy, config)
+    (args.out / "gpu_bench.md").write_text(text + "\n")
+    (args.out / "gpu_bench.json").write_text(
+        json.dumps({"machine": info, "copy": copy, "config": config}, indent=2, default=str)
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
