@@ -14,6 +14,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <tuple>
 
 #include "cuda_scan.h"
@@ -74,11 +76,17 @@ void check_kernel(int64_t kernel, at::ScalarType dtype) {
                    " (cuda_parallel takes float16, bfloat16, float32 and float64)");
 }
 
+// The SM count of the tensor's device (read once per device; the plan of cuda_parallel's tiles
+// depends on it).
 int num_sms(const at::Tensor& t) {
-  int n = 0;
-  const cudaError_t err =
-      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, t.device().index());
+  static std::array<std::atomic<int>, 256> cached{};
+  const int device = t.device().index();
+  TORCH_CHECK(device >= 0 && device < int(cached.size()), "plrnn: device index ", device);
+  int n = cached[device].load(std::memory_order_relaxed);
+  if (n > 0) return n;
+  const cudaError_t err = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
   TORCH_CHECK(err == cudaSuccess, "plrnn: cannot read the SM count: ", cudaGetErrorString(err));
+  cached[device].store(n, std::memory_order_relaxed);
   return n;
 }
 
