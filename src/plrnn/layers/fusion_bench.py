@@ -20,6 +20,7 @@ import torch
 from ..bench.machine import machine_info
 from ..bench.timing import median_time, reuse_freed_pages
 from . import GILR, GILRLSTM, QRNN, SRU
+from . import gates as G
 
 LAYERS = {
     "GILR": (GILR, {}),
@@ -53,6 +54,49 @@ def _check(model, x, upstream) -> float:
     )
 
 
+# The gate math alone: (function, blocks of H in its input, extra arguments).
+GATE_FUNCTIONS = {
+    "gilr_gates": (G.gilr_gates, 2, ("tanh",)),
+    "lstm_gates": (G.lstm_gates, 4, ()),
+    "lstm_output": (G.lstm_output, 4, ("c",)),
+    "fo_gates": (G.fo_gates, 3, ()),
+    "fo_output": (G.fo_output, 3, ("c",)),
+    "sru_gates": (G.sru_gates, 3, (False,)),
+    "sru_output": (G.sru_output, 3, ("c", "x")),
+}
+
+
+def run_gates(name: str, T: int, B: int, args) -> dict:
+    """One gate function's forward+backward on [T, B, blocks*H] pre-activations, eager and
+    compiled: the part of a layer's time that fusion can change."""
+    fn, blocks, extra = GATE_FUNCTIONS[name]
+    H = args.hidden_size
+    pre = torch.randn(T, B, blocks * H, requires_grad=True)
+    tensors = {"c": torch.randn(T, B, H, requires_grad=True), "x": torch.randn(T, B, H)}
+    call_args = [pre] + [tensors.get(a, a) if isinstance(a, str) else a for a in extra]
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for flag in (False, True):  # compile outside the timed region
+        out = G.fused(fn, flag)(*call_args)
+        torch.autograd.backward(out, [torch.ones_like(o) for o in _as_tuple(out)])
+
+    def step(flag):
+        def fwd_bwd():
+            out = _as_tuple(G.fused(fn, flag)(*call_args))
+            torch.autograd.backward(out, [torch.ones_like(o) for o in out])
+
+        return fwd_bwd
+
+    for _ in range(args.rounds):
+        for flag in (False, True):
+            times[flag].append(median_time(step(flag), args.min_run_time, inputs=[pre]))
+    eager, fused = (statistics.median(times[f]) for f in (False, True))
+    return {"function": name, "T": T, "B": B, "eager_ms": 1e3 * eager, "compiled_ms": 1e3 * fused}
+
+
+def _as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
 def run(layer: str, T: int, B: int, args) -> dict:
     cls, kwargs = LAYERS[layer]
     torch.manual_seed(0)
@@ -82,22 +126,39 @@ def run(layer: str, T: int, B: int, args) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
+    parser.add_argument("--layers", nargs="*", default=list(LAYERS), choices=list(LAYERS))
     parser.add_argument("--shapes", nargs="+", default=["4096x16", "256x256"], help="TxB")
+    parser.add_argument("--gates", action="store_true", help="time the gate functions alone")
     parser.add_argument("--input-size", type=int, default=4)
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-run-time", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--json", help="also write the records here")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     allocator = reuse_freed_pages()
     info = {**machine_info(), "threads": torch.get_num_threads(), "allocator": allocator}
     print(json.dumps(info))
+    records = []
+    if args.gates:
+        print("| gate function | T | B | eager ms | compiled ms | speedup |")
+        print("|---|---|---|---|---|---|")
+        for name in GATE_FUNCTIONS:
+            for shape in args.shapes:
+                T, B = map(int, shape.split("x"))
+                rec = run_gates(name, T, B, args)
+                records.append(rec)
+                print(
+                    f"| {name} | {T} | {B} | {rec['eager_ms']:.1f} | {rec['compiled_ms']:.1f} "
+                    f"| {rec['eager_ms'] / rec['compiled_ms']:.2f}x |",
+                    flush=True,
+                )
     print("| layer | T | B | eager ms | compiled ms | speedup | max rel diff |")
     print("|---|---|---|---|---|---|---|")
-    records = []
     for layer in args.layers:
         for shape in args.shapes:
             T, B = map(int, shape.split("x"))
