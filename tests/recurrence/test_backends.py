@@ -17,19 +17,29 @@ from .helpers import F64_RTOL, make_inputs, max_err, ref64, scale_of, seed_for
 
 
 def test_registry_names():
-    assert list(REGISTRY) == ["reference", "torch", "cpu_serial", "cpu_parallel"]
+    assert list(REGISTRY) == ["reference", "torch", "cpu_serial", "cpu_parallel", "cuda_serial",
+                              "cuda_paper", "cuda_parallel", "triton"]
     for name, backend in REGISTRY.items():
         assert backend.name == name and backend.description and callable(backend.run)
 
 
 @pytest.mark.parametrize("device", ["cpu", torch.device("cpu")], ids=["str", "device"])
-def test_backends_on_cpu_all_available(device):
+def test_backends_on_cpu(device, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     statuses = plrnn.backends(device)
     assert [s.name for s in statuses] == list(REGISTRY)
     for s in statuses:
         assert isinstance(s, plrnn.BackendStatus)
-        assert s.available is True
-        assert s.reason == REGISTRY[s.name].description  # available: the reason describes it
+        if s.name in ("reference", "torch", "cpu_serial", "cpu_parallel"):
+            assert s.available is True
+            assert s.reason == REGISTRY[s.name].description  # available: the reason describes it
+        else:
+            assert s.available is False
+            assert s.reason and s.reason != REGISTRY[s.name].description  # says why not
+    by_name = {s.name: s for s in statuses}
+    assert "TRITON_INTERPRET=1" in by_name["triton"].reason or "not installed" in \
+        by_name["triton"].reason
+    assert "cpu" in by_name["cuda_parallel"].reason
     assert plrnn.backends() == statuses  # the default device is the CPU
 
 
