@@ -55,6 +55,11 @@ def test_kernel_skip_rules():
     assert "elements" in kg.skip_reason(4096, 1, 8, "cpu_serial", grid.FORWARD)
     assert "capped" in kg.skip_reason(32, 1, 1, "reference", grid.FORWARD)
     assert kg.skip_reason(32, 1, 1, "cpu_serial", grid.FORWARD) is None
+    capped = grid.KernelGrid(seq_len=(16,), batch=(1,), hidden=(8,), backends=("torch",),
+                             backend_max_elements={"torch": 64})
+    assert "64 elements" in capped.skip_reason(16, 1, 8, "torch", grid.FORWARD)
+    assert capped.skip_reason(8, 1, 8, "torch", grid.FORWARD) is None
+    assert capped.skip_reason(16, 1, 8, "cpu_serial", grid.FORWARD) is None
     kept = set(kg.cases())
     # Written out by hand: T=4096 exceeds 512 elements at every batch, so only T=16 remains.
     assert kept == {(16, b, 8, be, p) for b in (1, 4) for be in ("reference", "cpu_serial")

@@ -67,8 +67,9 @@ class GridError(ValueError):
 class KernelGrid:
     """plrnn.linear_recurrence on (seq_len, batch, hidden) fp32 inputs, over backends and passes.
 
-    Combinations with more than max_elements elements per tensor, or longer than a backend's
-    max_seq_len, are skipped (the Python reference loop takes about 15 us per step).
+    Combinations with more than max_elements elements per tensor, more than a backend's
+    backend_max_elements, or longer than a backend's max_seq_len, are skipped (the Python
+    reference loop takes about 15 us per step; the pure-torch scans seconds on large inputs).
     """
 
     seq_len: tuple[int, ...]
@@ -78,6 +79,7 @@ class KernelGrid:
     passes: tuple[str, ...] = PASSES
     max_elements: int = 2**24
     max_seq_len: Mapping[str, int] = field(default_factory=dict)
+    backend_max_elements: Mapping[str, int] = field(default_factory=dict)
 
     param_names = KERNEL_PARAM_NAMES
 
@@ -94,6 +96,9 @@ class KernelGrid:
         cap = self.max_seq_len.get(backend)
         if cap is not None and seq_len > cap:
             return f"backend {backend!r} is capped at seq_len {cap} in this grid"
+        cap = self.backend_max_elements.get(backend)
+        if cap is not None and numel > cap:
+            return f"backend {backend!r} is capped at {cap} elements in this grid"
         return None
 
     def cases(self) -> Iterator[tuple]:
@@ -217,6 +222,7 @@ GRIDS: dict[str, Grid] = {
             kernels=KernelGrid(
                 seq_len=(1024, 65536), batch=(1,), hidden=(4, 256),
                 backends=("torch", "cpu_serial", "cpu_parallel", "auto", "associative_scan"),
+                backend_max_elements={"torch": 2**18, "associative_scan": 2**18},
             ),
             memory=KernelGrid(
                 seq_len=(65536,), batch=(1,), hidden=(256,),
