@@ -32,8 +32,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "nvcc_check: $("$nvcc" --version | tail -n 2 | head -n 1)"
-status=0
-for arch in $archs; do
+# One job per target, in parallel (each nvcc runs its front end and ptxas per file).
+compile_arch() {
+  local arch=$1 src name log failed=0
   for src in "$csrc"/*.cu; do
     name=$(basename "$src" .cu)
     log="$tmp/$name.sm_$arch.log"
@@ -43,17 +44,49 @@ for arch in $archs; do
         -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \
         -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ \
         --expt-relaxed-constexpr -Xptxas -v -c "$src" -o "$tmp/$name.sm_$arch.o" >"$log" 2>&1; then
-      echo "ok      sm_$arch  $name.cu"
+      echo "ok      sm_$arch  $name.cu" >>"$tmp/status.sm_$arch"
     else
-      echo "FAILED  sm_$arch  $name.cu"
-      cat "$log"
-      status=1
+      echo "FAILED  sm_$arch  $name.cu" >>"$tmp/status.sm_$arch"
+      cat "$log" >>"$tmp/status.sm_$arch"
+      failed=1
     fi
   done
+  return $failed
+}
+# The binding: host compiler, torch and CUDA headers, syntax only (no GPU, no CUDA torch needed).
+check_binding() {
+  # CUDA's headers where nvcc itself finds them (nvcc may be a wrapper script)
+  local cuda_includes torch_includes cxx inc flags=()
+  cuda_includes=$("$nvcc" --dryrun -c -x cu /dev/null -o /dev/null 2>&1 |
+    sed -n 's/.*INCLUDES="\([^"]*\)".*/\1/p' | head -n 1 | sed 's/-I//g')
+  if ! torch_includes=$(python3 -c "from torch.utils.cpp_extension import include_paths; print(' '.join(include_paths()))" 2>/dev/null); then
+    echo "skipped host    cuda_binding.cpp (python3 cannot import torch)" >"$tmp/binding.status"
+    return 0
+  fi
+  cxx=${CXX:-c++}
+  for inc in $torch_includes $cuda_includes; do flags+=(-isystem "$inc"); done
+  if "$cxx" -std=c++17 -fsyntax-only -Wall -Wextra -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE \
+      "${flags[@]}" "$csrc/cuda_binding.cpp" >"$tmp/binding.log" 2>&1; then
+    echo "ok      host    cuda_binding.cpp (syntax, torch and CUDA headers)" >"$tmp/binding.status"
+  else
+    { echo "FAILED  host    cuda_binding.cpp"; cat "$tmp/binding.log"; } >"$tmp/binding.status"
+    return 1
+  fi
+}
+
+status=0
+check_binding &
+binding_pid=$!
+pids=()
+for arch in $archs; do
+  compile_arch "$arch" &
+  pids+=($!)
 done
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for arch in $archs; do cat "$tmp/status.sm_$arch"; done
 
 # One line per kernel and target from the ptxas reports.
-python3 - "$allow_spills" "$tmp"/*.log <<'EOF' || status=1
+python3 - "$allow_spills" "$tmp"/*.sm_*.log <<'EOF' || status=1
 import re, shutil, subprocess, sys
 
 allow_spills = sys.argv[1] == "1"
@@ -96,24 +129,7 @@ if spilling and not allow_spills:
     sys.exit(1)
 EOF
 
-# The binding: host compiler, torch and CUDA headers, syntax only (no GPU, no CUDA torch needed).
-# CUDA's headers where nvcc itself finds them (nvcc may be a wrapper script)
-cuda_includes=$("$nvcc" --dryrun -c -x cu /dev/null -o /dev/null 2>&1 |
-  sed -n 's/.*INCLUDES="\([^"]*\)".*/\1/p' | head -n 1 | sed 's/-I//g')
-if torch_includes=$(python3 -c "from torch.utils.cpp_extension import include_paths; print(' '.join(include_paths()))" 2>/dev/null); then
-  cxx=${CXX:-c++}
-  flags=()
-  for inc in $torch_includes $cuda_includes; do flags+=(-isystem "$inc"); done
-  if "$cxx" -std=c++17 -fsyntax-only -Wall -Wextra -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE \
-      "${flags[@]}" "$csrc/cuda_binding.cpp" >"$tmp/binding.log" 2>&1; then
-    echo "ok      host    cuda_binding.cpp (syntax, torch and CUDA headers)"
-  else
-    echo "FAILED  host    cuda_binding.cpp"
-    cat "$tmp/binding.log"
-    status=1
-  fi
-else
-  echo "skipped host    cuda_binding.cpp (python3 cannot import torch)"
-fi
+wait "$binding_pid" || status=1
+cat "$tmp/binding.status"
 
 exit $status

@@ -101,13 +101,20 @@ def _build_and_register() -> str | None:
 
 
 def _register_python_side() -> None:
-    ops = torch.ops.plrnn
+    global _scan
+    _scan = register_ops("plrnn")
 
-    @torch.library.register_fake("plrnn::cuda_scan")
+
+def register_ops(namespace: str):
+    """Fake kernels and autograd for `namespace`::cuda_scan{,_backward} (the binding defines the
+    ops; the tests also load an emulated build under another namespace). Returns the forward."""
+    ops = getattr(torch.ops, namespace)
+
+    @torch.library.register_fake(f"{namespace}::cuda_scan")
     def _(decays, impulses, initial_state, reverse, kernel):
         return torch.empty_like(impulses)
 
-    @torch.library.register_fake("plrnn::cuda_scan_backward")
+    @torch.library.register_fake(f"{namespace}::cuda_scan_backward")
     def _(decays, h, grad_h, initial_state, reverse, kernel):
         return (
             torch.empty_like(grad_h),
@@ -116,8 +123,7 @@ def _register_python_side() -> None:
         )
 
     register_scan_autograd(ops.cuda_scan.default, ops.cuda_scan_backward.default)
-    global _scan
-    _scan = ops.cuda_scan.default
+    return ops.cuda_scan.default
 
 
 _scan = None  # torch.ops.plrnn.cuda_scan.default once loaded

@@ -7,11 +7,25 @@
 //       -> (grad_impulses, grad_decays, grad_initial_state)
 // kernel: 0 = cuda_serial, 1 = cuda_paper (both fp32 only, as in the paper), 2 = cuda_parallel.
 // Autograd and the fake kernels are registered from Python (cuda.py).
+//
+// Built with -DPLRNN_EMULATE (tests only, tests/recurrence/test_cuda_build.py), the same binding
+// registers plrnn_emulated::cuda_scan{,_backward} for CPU tensors on top of the host emulator of
+// the kernels, so that everything here but the stream and the device guard runs in CI.
 #include <ATen/ATen.h>
+#include <torch/library.h>
+
+#ifndef PLRNN_EMULATE
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
-#include <torch/library.h>
+#define PLRNN_OPS plrnn
+#define PLRNN_DEVICE_KEY CUDA
+#define PLRNN_DEVICE_GUARD(t) const c10::cuda::CUDAGuard device_guard((t).device())
+#else
+#define PLRNN_OPS plrnn_emulated
+#define PLRNN_DEVICE_KEY CPU
+#define PLRNN_DEVICE_GUARD(t)
+#endif
 
 #include <algorithm>
 #include <array>
@@ -41,12 +55,33 @@ int dtype_code(at::ScalarType t) {
 }
 
 void check_cuda(int err, int64_t kernel) {
+#ifndef PLRNN_EMULATE
   TORCH_CHECK(err == 0, "plrnn ", kernel_name(kernel), " failed: ",
               cudaGetErrorString(static_cast<cudaError_t>(err)));
+#else
+  TORCH_CHECK(err == 0, "plrnn ", kernel_name(kernel), " (emulated) failed: error ", err);
+#endif
+}
+
+bool on_kernel_device(const at::Tensor& t) {
+#ifndef PLRNN_EMULATE
+  return t.is_cuda();
+#else
+  return t.is_cpu();
+#endif
+}
+
+void* current_stream(const at::Tensor& t) {
+#ifndef PLRNN_EMULATE
+  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+#else
+  (void)t;
+  return nullptr;
+#endif
 }
 
 void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(t.is_cuda() && t.device() == like.device(), "plrnn CUDA kernels: ", name,
+  TORCH_CHECK(on_kernel_device(t) && t.device() == like.device(), "plrnn CUDA kernels: ", name,
               " must be on ", like.device(), ", got ", t.device());
   TORCH_CHECK(t.dim() == 2 && t.sizes() == like.sizes(), "plrnn CUDA kernels: ", name,
               " must have the (T, C) shape ", like.sizes(), ", got ", t.sizes());
@@ -57,7 +92,7 @@ void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name)
 
 void check_state(const c10::optional<at::Tensor>& h0, const at::Tensor& like) {
   if (!h0) return;
-  TORCH_CHECK(h0->is_cuda() && h0->device() == like.device(),
+  TORCH_CHECK(on_kernel_device(*h0) && h0->device() == like.device(),
               "plrnn CUDA kernels: initial_state must be on ", like.device());
   TORCH_CHECK(h0->dim() == 1 && h0->size(0) == like.size(1),
               "plrnn CUDA kernels: initial_state must have shape (C,) = (", like.size(1),
@@ -79,13 +114,19 @@ void check_kernel(int64_t kernel, at::ScalarType dtype) {
 // The SM count of the tensor's device (read once per device; the plan of cuda_parallel's tiles
 // depends on it).
 int num_sms(const at::Tensor& t) {
+#ifdef PLRNN_EMULATE
+  (void)t;
+  return 4;  // a small GPU: tiles as short as a few SMs ask for
+#endif
   static std::array<std::atomic<int>, 256> cached{};
   const int device = t.device().index();
   TORCH_CHECK(device >= 0 && device < int(cached.size()), "plrnn: device index ", device);
   int n = cached[device].load(std::memory_order_relaxed);
   if (n > 0) return n;
+#ifndef PLRNN_EMULATE
   const cudaError_t err = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
   TORCH_CHECK(err == cudaSuccess, "plrnn: cannot read the SM count: ", cudaGetErrorString(err));
+#endif
   cached[device].store(n, std::memory_order_relaxed);
   return n;
 }
@@ -99,7 +140,7 @@ void forward_into(const at::Tensor& decays, const at::Tensor& impulses,
                   at::Tensor& out) {
   const int64_t T = impulses.size(0), C = impulses.size(1);
   if (T == 0 || C == 0) return;
-  void* stream = c10::cuda::getCurrentCUDAStream(impulses.device().index()).stream();
+  void* stream = current_stream(impulses);
   if (kernel == kParallel) {
     const int code = dtype_code(impulses.scalar_type());
     const void* ptrs[] = {decays.data_ptr(), impulses.data_ptr(), out.data_ptr()};
@@ -124,13 +165,13 @@ void forward_into(const at::Tensor& decays, const at::Tensor& impulses,
 at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
                         const c10::optional<at::Tensor>& initial_state, bool reverse,
                         int64_t kernel) {
-  TORCH_CHECK(impulses.is_cuda(), "plrnn CUDA kernels need CUDA tensors, got ",
+  TORCH_CHECK(on_kernel_device(impulses), "plrnn CUDA kernels need CUDA tensors, got ",
               impulses.device());
   check_buffer(impulses, impulses, "impulses");
   check_buffer(decays, impulses, "decays");
   check_state(initial_state, impulses);
   check_kernel(kernel, impulses.scalar_type());
-  const c10::cuda::CUDAGuard guard(impulses.device());
+  PLRNN_DEVICE_GUARD(impulses);
   at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
   forward_into(decays, impulses, initial_state, reverse, kernel, out);
   return out;
@@ -142,13 +183,14 @@ at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     const at::Tensor& decays, const at::Tensor& h, const at::Tensor& grad_h,
     const c10::optional<at::Tensor>& initial_state, bool reverse, int64_t kernel) {
-  TORCH_CHECK(grad_h.is_cuda(), "plrnn CUDA kernels need CUDA tensors, got ", grad_h.device());
+  TORCH_CHECK(on_kernel_device(grad_h), "plrnn CUDA kernels need CUDA tensors, got ",
+              grad_h.device());
   check_buffer(grad_h, grad_h, "grad_h");
   check_buffer(decays, grad_h, "decays");
   check_buffer(h, grad_h, "h");
   check_state(initial_state, grad_h);
   check_kernel(kernel, grad_h.scalar_type());
-  const c10::cuda::CUDAGuard guard(grad_h.device());
+  PLRNN_DEVICE_GUARD(grad_h);
   const int64_t T = grad_h.size(0), C = grad_h.size(1);
   if (T == 0 || C == 0) {
     return {at::zeros_like(grad_h), at::zeros_like(grad_h), at::zeros({C}, grad_h.options())};
@@ -164,7 +206,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     const size_t bytes = plrnn_parallel_workspace_bytes(T, C, code, vec, 1, sms);
     at::Tensor work = at::empty({int64_t(std::max<size_t>(bytes, 1))},
                                 grad_h.options().dtype(at::kByte));
-    void* stream = c10::cuda::getCurrentCUDAStream(grad_h.device().index()).stream();
+    void* stream = current_stream(grad_h);
     check_cuda(plrnn_parallel_backward(decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(),
                                        ptr_or_null(initial_state), gx.data_ptr(), ga.data_ptr(),
                                        gh0.data_ptr(), T, C, reverse, code, vec, sms,
@@ -196,12 +238,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(plrnn, m) {
+TORCH_LIBRARY_FRAGMENT(PLRNN_OPS, m) {
   m.def("cuda_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, int kernel) -> Tensor");
   m.def("cuda_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, int kernel) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(plrnn, CUDA, m) {
+TORCH_LIBRARY_IMPL(PLRNN_OPS, PLRNN_DEVICE_KEY, m) {
   m.impl("cuda_scan", &scan_forward);
   m.impl("cuda_scan_backward", &scan_backward);
 }
