@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from .machine import _slug, machine_name
 
@@ -117,9 +118,12 @@ def _literal(text):
 
 def asv_machine(machine_json: dict, device: str) -> str:
     """The results/<machine> name of an asv machine.json (asv records no GPU: a CUDA run is named
-    after this machine's GPU when the asv machine is this host, else after the asv machine)."""
+    after this host's GPU when the asv machine is named after this host, e.g. "<host>-gpu", else
+    after the asv machine)."""
     if device == "cuda":
-        if machine_json.get("machine") == platform.node():
+        host = platform.node()
+        here = host and str(machine_json.get("machine", "")).startswith(host)
+        if here and torch.cuda.is_available():
             return machine_name("cuda")
         return "cuda-on-" + _slug(str(machine_json.get("machine", "unknown")))
     return _cpu_machine_name(machine_json.get("cpu", ""), machine_json.get("num_cpu", "?"))
