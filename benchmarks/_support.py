@@ -14,7 +14,6 @@ installs older commits that may predate it, and every commit must be measured on
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
 import statistics
 import sys
@@ -303,20 +302,24 @@ def copy_case(numel: int, device: str | None = None) -> Case:
 _QRNN = re.compile(r"QRNN\((\d+)\)")
 
 
-def _make_layer(name: str, input_size: int, hidden: int, num_layers: int):
+def _layers_module():
     try:
-        from plrnn.layers import GILR, GILRLSTM, QRNN, SRU
+        return importlib.import_module("plrnn.layers")
     except ImportError as err:
         raise NotImplementedError(f"plrnn.layers is not in this version of plrnn: {err}") from None
+
+
+def _make_layer(name: str, input_size: int, hidden: int, num_layers: int):
+    layers = _layers_module()
     if name == "GILR":
-        return GILR(input_size, hidden, num_layers)
+        return layers.GILR(input_size, hidden, num_layers)
     if name == "GILR-LSTM":
-        return GILRLSTM(input_size, hidden, num_layers)
+        return layers.GILRLSTM(input_size, hidden, num_layers)
     if name == "SRU":
-        return SRU(input_size, hidden, num_layers)
+        return layers.SRU(input_size, hidden, num_layers)
     m = _QRNN.fullmatch(name)
     if m:
-        return QRNN(input_size, hidden, num_layers, window=int(m.group(1)))
+        return layers.QRNN(input_size, hidden, num_layers, window=int(m.group(1)))
     raise ValueError(f"layer must be one of {grid.LAYERS}, got {name!r}")
 
 
@@ -361,18 +364,18 @@ def layer_case(layer: str, recurrence: str, seq_len: int, batch: int, pass_: str
     reason = layer_grid.skip_reason(seq_len, batch)
     if reason:
         raise NotImplementedError(reason)
+    if layer not in grid.LAYERS:
+        raise ValueError(f"layer must be one of {grid.LAYERS}, got {layer!r}")
     backend = grid.RECURRENCE_BACKEND[device][recurrence]
     _torch_on(device)
+    set_backend = _layers_module().set_backend
     _backend_status(device, backend)
 
     def make():
-        from plrnn.layers import set_backend
-
         model = _make_layer(layer, layer_grid.input_size, layer_grid.hidden,
                             layer_grid.num_layers)
         return set_backend(model, backend)
 
-    _make_layer(layer, 1, 1, 1)  # NotImplementedError early when plrnn.layers is missing
     return _model_case(make, "layers", layer, seq_len, batch, pass_, layer_grid, device,
                        {"op": "layer", "layer": layer, "recurrence": recurrence,
                         "backend": backend})
@@ -446,7 +449,3 @@ def require_cuda_grid() -> None:
     if GRID.device != "cuda":
         raise NotImplementedError(f"CUDA metrics; grid {GRID.name!r} runs on {GRID.device} "
                                   f"(set {grid.ENV_VAR}=gpu on a GPU machine)")
-
-
-def isfinite_number(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

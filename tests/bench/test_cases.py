@@ -188,3 +188,13 @@ def test_asv_classes_are_consistent(module):
         for m in methods:
             if m.startswith("track_"):
                 assert getattr(cls, m).unit in ("seconds", "bytes")
+
+
+def test_older_commits_without_layers_or_tasks_skip(monkeypatch):
+    # An asv history installs commits that predate plrnn.layers / plrnn.tasks.
+    monkeypatch.setitem(sys.modules, "plrnn.layers", None)
+    monkeypatch.setitem(sys.modules, "plrnn.tasks", None)
+    with pytest.raises(NotImplementedError, match=r"plrnn\.layers is not in this version"):
+        S.layer_case("SRU", "serial", 16, 2, grid.FORWARD, layer_grid=TINY.layers, device="cpu")
+    with pytest.raises(NotImplementedError, match=r"plrnn\.tasks is not in this version"):
+        S.train_case("LSTM", 16, 2, train_grid=TINY.train, device="cpu")
