@@ -6,7 +6,9 @@ and fused by torch.compile (inductor), at the paper's Table 2 sizes.
 Two stacked layers, 256 hidden, input size 4, T x B = 65,536 by default. Each cell: the compiled
 model is checked against the eager one first, then both are timed in interleaved rounds (a slow
 spell on a shared machine hits both alike), each round the median of torch.utils.benchmark
-blocks; the table shows the median over rounds. Time on a quiet machine only.
+blocks; the table shows the median over rounds. Time on a quiet machine only; on a busy one,
+`--threads 1 --clock cpu` times the process's CPU seconds instead of wall seconds, which other
+processes taking the core do not inflate (sharing memory bandwidth and caches still does).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 
 import torch
+from torch.utils.benchmark import Timer
 
 from ..bench.machine import machine_info
-from ..bench.timing import median_time, reuse_freed_pages
+from ..bench.timing import check_not_all_zero, median_time, reuse_freed_pages
 from . import GILR, GILRLSTM, QRNN, SRU
 from . import gates as G
 
@@ -66,6 +70,18 @@ GATE_FUNCTIONS = {
 }
 
 
+def _timer(clock: str):
+    if clock == "wall":
+        return median_time
+
+    def cpu_median(fn, min_run_time, *, inputs=()):
+        check_not_all_zero(inputs)
+        timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=1, timer=time.process_time)
+        return timer.blocked_autorange(min_run_time=min_run_time).median
+
+    return cpu_median
+
+
 def run_gates(name: str, T: int, B: int, args) -> dict:
     """One gate function's forward+backward on [T, B, blocks*H] pre-activations, eager and
     compiled: the part of a layer's time that fusion can change."""
@@ -88,7 +104,7 @@ def run_gates(name: str, T: int, B: int, args) -> dict:
 
     for _ in range(args.rounds):
         for flag in (False, True):
-            times[flag].append(median_time(step(flag), args.min_run_time, inputs=[pre]))
+            times[flag].append(_timer(args.clock)(step(flag), args.min_run_time, inputs=[pre]))
     eager, fused = (statistics.median(times[f]) for f in (False, True))
     return {"function": name, "T": T, "B": B, "eager_ms": 1e3 * eager, "compiled_ms": 1e3 * fused}
 
@@ -109,7 +125,7 @@ def run(layer: str, T: int, B: int, args) -> dict:
     for _ in range(args.rounds):
         for flag in (False, True):
             model.compile_gates = flag
-            times[flag].append(median_time(step, args.min_run_time, inputs=[x, upstream]))
+            times[flag].append(_timer(args.clock)(step, args.min_run_time, inputs=[x, upstream]))
     eager, fused = (statistics.median(times[f]) for f in (False, True))
     return {
         "layer": layer,
@@ -124,6 +140,14 @@ def run(layer: str, T: int, B: int, args) -> dict:
     }
 
 
+def _load() -> str | None:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", nargs="*", default=list(LAYERS), choices=list(LAYERS))
@@ -136,12 +160,21 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-run-time", type=float, default=2.0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--json", help="also write the records here")
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (CPU seconds of all threads are summed)")
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator = reuse_freed_pages()
-    info = {**machine_info(), "threads": torch.get_num_threads(), "allocator": allocator}
+    info = {
+        **machine_info(),
+        "threads": torch.get_num_threads(),
+        "clock": args.clock,
+        "allocator": allocator,
+        "load_average": _load(),
+    }
     print(json.dumps(info))
     records = []
     if args.gates:
@@ -169,6 +202,7 @@ def main(argv=None) -> None:
                 f"| {rec['speedup']:.2f}x | {rec['max_rel_diff']:.1e} |",
                 flush=True,
             )
+    print(f"load average before/after: {info['load_average']} / {_load()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "config": vars(args), "records": records}, f, indent=1)
