@@ -38,12 +38,13 @@ compile_arch() {
   for src in "$csrc"/*.cu; do
     name=$(basename "$src" .cu)
     log="$tmp/$name.sm_$arch.log"
-    # the flags of the runtime build: cuda.py's, torch.utils.cpp_extension's own (no implicit
-    # half/bfloat16 conversions or operators), plus the resource report
+    # the flags of the runtime build: cuda.py's and torch.utils.cpp_extension's own (no implicit
+    # half/bfloat16 conversions or operators; not its --expt-relaxed-constexpr, so that the
+    # kernels build without it too), plus the resource report
     if "$nvcc" -std=c++17 -O3 -lineinfo -gencode "arch=compute_$arch,code=sm_$arch" \
         -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \
         -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ \
-        --expt-relaxed-constexpr -Xptxas -v -c "$src" -o "$tmp/$name.sm_$arch.o" >"$log" 2>&1; then
+        -Xptxas -v -c "$src" -o "$tmp/$name.sm_$arch.o" >"$log" 2>&1; then
       echo "ok      sm_$arch  $name.cu" >>"$tmp/status.sm_$arch"
     else
       echo "FAILED  sm_$arch  $name.cu" >>"$tmp/status.sm_$arch"

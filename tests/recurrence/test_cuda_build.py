@@ -373,7 +373,7 @@ def test_emulated_vector_and_scalar_columns(emulated):
 
 def test_emulated_parallel_two_levels_of_published_maps(emulated):
     """Shortest tiles (a huge SM count asks for the most tiles): 8 steps x 128 channels per tile,
-    so T = 300 gives 38 tiles per channel group, folded through maps of groups of 32 tiles."""
+    so T = 300 gives 38 tiles per channel group, folded through maps of groups of 16 tiles."""
     T, C = 300, 128
     a, x, h0 = _inputs(T, C, seed_for("emu_levels"))
     for reverse in (False, True):

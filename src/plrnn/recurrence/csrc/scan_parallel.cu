@@ -18,9 +18,9 @@
 //   helper warp publishes the tile's map to global memory (flag per map, release/acquire), then
 //               computes the carry-in: h0 (or zero) folded through the maps of all earlier tiles.
 //               To keep that fold short and its result bitwise deterministic, the last tile of
-//               every aligned group of 32 tiles (32^2, ...) also publishes the group's map, built
-//               from its 31 siblings' maps and its own. Tile k then folds, in time order, at most
-//               31 maps per base-32 digit of k. Publishing never waits for a carry (only for
+//               every aligned group of 16 tiles (16^2, ...) also publishes the group's map, built
+//               from its 15 siblings' maps and its own. Tile k then folds, in time order, at most
+//               15 maps per base-16 digit of k. Publishing never waits for a carry (only for
 //               siblings' maps), so there is no chain of carries from tile to tile; the longest
 //               wait is the depth of that tree.
 // S (steps per thread) shrinks when the tiles would not give every SM two blocks.
@@ -38,9 +38,11 @@ namespace {
 constexpr int kDataWarps = 8;
 constexpr int kDataThreads = kDataWarps * 32;
 constexpr int kThreads = kDataThreads + 32;  // + the helper warp
-constexpr int kFanBits = 5;                  // 32 maps per published group, at every level
+// 16 maps per published group, at every level: a tile folds ~7.5 maps per level on average
+// (32 halved the levels but doubled that; the fold is on every tile's critical path).
+constexpr int kFanBits = 4;
 constexpr unsigned kFan = 1u << kFanBits;
-constexpr int kMaxLevels = 7;                // 32^7 > 2^31 tiles
+constexpr int kMaxLevels = 8;                // 16^8 > 2^31 tiles
 constexpr unsigned kBarTotals = 1;           // data warps -> helper: warp totals are in smem
 constexpr unsigned kBarCarry = 2;            // helper -> data warps: the carry is in smem
 
@@ -94,8 +96,20 @@ template <typename T, int V> PLRNN_DEVICE void store_pack(T* p, const Pack<T, V>
 #ifdef PLRNN_EMULATE
   if (reinterpret_cast<uintptr_t>(p) % sizeof(Pack<T, V>) != 0)
     plrnn_emu::fail("emulator: misaligned vector store");
-#endif
   *reinterpret_cast<Pack<T, V>*>(p) = x;
+#else
+  if constexpr (sizeof(Pack<T, V>) == 16) {
+    // one 16-byte store (st.global.v4): as a struct copy, or through a uint4 built with
+    // memcpy, the compiler split it into four 4-byte stores
+    unsigned w[4];
+    memcpy(w, &x, 16);
+    asm("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(w[0]), "r"(w[1]), "r"(w[2]),
+        "r"(w[3])
+        : "memory");
+  } else {
+    *reinterpret_cast<Pack<T, V>*>(p) = x;
+  }
+#endif
 }
 
 template <typename T, int V> PLRNN_DEVICE Pack<T, V> filled(typename AccOf<T>::type value) {
@@ -129,7 +143,7 @@ struct Plan {
   int64_t rows;   // steps per tile: (kDataThreads / CL) * S
   unsigned K;     // tiles along time
   unsigned G;     // channel groups: ceil(cols / CL); K * G < 2^31 (one block per tile)
-  int L;          // levels of published maps: smallest L with 32^L >= K (0 when K == 1)
+  int L;          // levels of published maps: smallest L with 16^L >= K (0 when K == 1)
   unsigned n_flags;     // flags of all levels (the ticket counter follows them)
   size_t flag_bytes;    // flags + counter: what every call clears
   size_t values_at;     // byte offset of the published maps in the workspace
@@ -137,7 +151,7 @@ struct Plan {
   bool ok;
 };
 
-// Level l holds ceil(K / 32^l) maps per channel group: flags [count][G] and values
+// Level l holds ceil(K / 16^l) maps per channel group: flags [count][G] and values
 // [count][2 (p, q)][C], one level after the other.
 PLRNN_HOST_DEVICE unsigned level_count(const Plan& p, int l) {
   return ((p.K - 1u) >> (kFanBits * l)) + 1u;
@@ -152,7 +166,7 @@ PLRNN_HOST_DEVICE int64_t value_offset(const Plan& p, int l) {
   for (int j = 0; j < l; ++j) off += int64_t(level_count(p, j)) * 2 * p.C;
   return off;
 }
-// Digit l of tile k in base 32: how many level-l maps tile k folds at level l.
+// Digit l of tile k in base 16: how many level-l maps tile k folds at level l.
 PLRNN_HOST_DEVICE unsigned digit(unsigned k, int l) {
   return (k >> (kFanBits * l)) & (kFan - 1u);
 }
@@ -258,6 +272,10 @@ template <typename A> struct Maps {
 
 // The helper warp: publish this tile's map (and its groups'), then the carry into the tile.
 // Lanes < CL own the V channels of channel lane `lane`; the whole warp polls flags and syncs.
+// Maps the helper loads before applying them: 8 in flight (4 for 8-wide vectors) keeps a fold of
+// ~15 maps to two round trips to L2 within the data warps' register budget.
+template <int V> PLRNN_HOST_DEVICE constexpr int fold_unroll() { return V == 8 ? 4 : 8; }
+
 template <typename T, int V>
 PLRNN_DEVICE void helper_warp(const Args<T>& args, const Plan& p,
                               Shared<typename AccOf<T>::type, V>& sh, unsigned k, unsigned grp,
@@ -293,8 +311,8 @@ PLRNN_DEVICE void helper_warp(const Args<T>& args, const Plan& p,
         }
       }
     }
-    // -- publish it; then, while this tile ends an aligned group of 32^l tiles, the group's
-    //    map: its 31 earlier sibling groups' maps (level l-1, published by earlier tiles) and
+    // -- publish it; then, while this tile ends an aligned group of 16^l tiles, the group's
+    //    map: its 15 earlier sibling groups' maps (level l-1, published by earlier tiles) and
     //    then the map just published
     for (int l = 0; l < p.L; ++l) {
       const unsigned index = l == 0 ? k : ((k + 1u) >> (kFanBits * l)) - 1u;
@@ -308,7 +326,7 @@ PLRNN_DEVICE void helper_warp(const Args<T>& args, const Plan& p,
           acc gp[V], gq[V];
 #pragma unroll
           for (int v = 0; v < V; ++v) gp[v] = acc(1), gq[v] = acc(0);
-#pragma unroll 4
+#pragma unroll(fold_unroll<V>())
           for (unsigned j = 0; j + 1 < kFan; ++j) {
             const acc* e = maps.value(l - 1, first + j, c0);
             acc sp[V], sq[V];
@@ -363,7 +381,7 @@ PLRNN_DEVICE void helper_warp(const Args<T>& args, const Plan& p,
     if (io) {
       for (int l = p.L - 1; l >= 0; --l) {
         const unsigned d = digit(k, l), first = group_start(k, l);
-#pragma unroll 4
+#pragma unroll(fold_unroll<V>())
         for (unsigned j = 0; j < d; ++j) {
           const acc* e = maps.value(l, first + j, c0);
           acc sp[V], sq[V];
