@@ -79,6 +79,10 @@ for name in ("cuda_serial", "cuda_paper", "cuda_parallel"):
 EOF
 wait "$cpu_build"; cat /tmp/plrnn_cpu_build.txt
 
+# accelerated_scan.warp compiles its CUDA code when first imported: do that while the tests run
+python3 -c "import accelerated_scan.warp" >/tmp/plrnn_accelerated_scan_build.txt 2>&1 &
+accelerated_scan_build=$!
+
 step "CUDA tests (pytest -m cuda)"
 # faulthandler prints every thread's stack if one test runs past 120 s (a hung kernel, say)
 timeout "${GPU_CHECK_TEST_S:-180}" python3 -m pytest -m cuda -q -ra -p no:cacheprovider \
@@ -86,6 +90,9 @@ timeout "${GPU_CHECK_TEST_S:-180}" python3 -m pytest -m cuda -q -ra -p no:cachep
   tail -n 60
 test_status=${PIPESTATUS[0]}
 [ "$test_status" -eq 0 ] || fail 6 "CUDA tests failed or timed out (pytest status $test_status)"
+
+wait "$accelerated_scan_build" && echo "accelerated_scan.warp: built" ||
+  { echo "accelerated_scan.warp: not available:"; tail -n 3 /tmp/plrnn_accelerated_scan_build.txt; }
 
 step "benchmark (plrnn.bench.gpu)"
 budget=${GPU_CHECK_BENCH_S:-150}
