@@ -82,11 +82,20 @@ def header(title: str, info: dict, cfg: DictConfig, device, elapsed_s: float) ->
         f"- torch {info['torch_version']}, Python {info['python_version']}, {info['platform']}",
         f"- commit: {commit}",
         f"- date (UTC): {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}; run time "
-        f"{elapsed_s:.0f} s",
+        f"{elapsed_s:.0f} s; load average at the end (1/5/15 min): "
+        + "/".join(f"{v:.1f}" for v in _loadavg())
+        + f" on {info['logical_cores']} cores (other processes on the cores make timings noisy)",
         f"- command: `{command_line()}`",
         f"- config: `{json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True)}`",
     ]
     return "\n".join(lines)
+
+
+def _loadavg() -> tuple[float, ...]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
 
 
 def _atomic_texts(files: dict[Path, bytes]) -> None:
@@ -128,6 +137,7 @@ def write_artifact(artifact: Artifact, cfg: DictConfig, device, elapsed_s: float
         "command": command_line(),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "elapsed_s": elapsed_s,
+        "loadavg_at_end": _loadavg(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "figure": f"{stem}.png" if artifact.figure is not None else None,
         **artifact.meta,
