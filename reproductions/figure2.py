@@ -148,7 +148,6 @@ def run(cfg: DictConfig) -> Path:
         meta={"logs": folder.name, "runs": sorted(logs["run"].unique())},
     )
     path = write_artifact(artifact, cfg, device, time.perf_counter() - started)
-    print(f"wrote {path.with_suffix('')}.{{csv,md,png,json}}")
     return path
 
 

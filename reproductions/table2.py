@@ -224,7 +224,6 @@ def run(cfg: DictConfig) -> Path:
     )
     path = write_artifact(artifact, cfg, device, time.perf_counter() - started)
     print(markdown_table(render(summary)))
-    print(f"wrote {path.with_suffix('')}.{{csv,md,png,json}}")
     return path
 
 

@@ -239,7 +239,7 @@ def run(cfg: DictConfig) -> Path:
     _swap_dirs(staged, logs)
     path = write_artifact(artifact, cfg, device, time.perf_counter() - started)
     print(markdown_table(render(summary)))
-    print(f"wrote {path.with_suffix('')}.{{csv,md,png,json}} and {logs}/")
+    print(f"and the run logs in {logs}/")
     return path
 
 

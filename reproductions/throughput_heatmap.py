@@ -181,7 +181,6 @@ def run(cfg: DictConfig) -> Path:
     )
     path = write_artifact(artifact, cfg, device, time.perf_counter() - started)
     print(_as_table(g["ours"]))
-    print(f"wrote {path.with_suffix('')}.{{csv,md,png,json}}")
     return path
 
 

@@ -37,7 +37,8 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
-def _missing_toolchain() -> str | None:
+def missing_toolchain() -> str | None:
+    """Why torch.utils.cpp_extension cannot build here (no C++ compiler, no ninja), or None."""
     from torch.utils.cpp_extension import is_ninja_available
 
     cxx = os.environ.get("CXX", "c++")
@@ -62,7 +63,7 @@ def load() -> str | None:
 
 
 def _build_and_register() -> str | None:
-    reason = _missing_toolchain()
+    reason = missing_toolchain()
     if reason:
         return reason
     from torch.utils.cpp_extension import load as build

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .autograd import register_scan_autograd
+from .cpu import missing_toolchain
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,12 @@ def missing_prerequisite() -> str | None:
         return "this is a ROCm build of torch; the plrnn CUDA kernels are CUDA-only"
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
-    from torch.utils.cpp_extension import CUDA_HOME, is_ninja_available
+    from torch.utils.cpp_extension import CUDA_HOME
 
     nvcc = os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else shutil.which("nvcc")
     if not nvcc or not os.path.isfile(nvcc):
         return "nvcc not found (install the CUDA toolkit, or set CUDA_HOME to it)"
-    cxx = os.environ.get("CXX", "c++")
-    if shutil.which(cxx) is None:
-        return f"no C++ compiler found (looked for {cxx!r} on PATH; set CXX to choose one)"
-    if not is_ninja_available():
-        return "the ninja build tool is missing (pip install ninja)"
-    return None
+    return missing_toolchain()
 
 
 _UNSET = object()

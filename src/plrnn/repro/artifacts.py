@@ -151,4 +151,5 @@ def write_artifact(artifact: Artifact, cfg: DictConfig, device, elapsed_s: float
     if artifact.figure is not None:
         files[out / f"{stem}.png"] = _png_bytes(artifact.figure)
     _atomic_texts(files)
+    print(f"wrote {out / stem}.{{{','.join(p.suffix[1:] for p in files)}}}")
     return out / f"{stem}.md"
