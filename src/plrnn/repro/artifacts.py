@@ -91,6 +91,10 @@ def header(title: str, info: dict, cfg: DictConfig, device, elapsed_s: float) ->
     return "\n".join(lines)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _loadavg() -> tuple[float, ...]:
     try:
         return os.getloadavg()
@@ -103,6 +107,7 @@ def _atomic_texts(files: dict[Path, bytes]) -> None:
     try:
         for path, data in files.items():
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             staged.append((tmp, path))
