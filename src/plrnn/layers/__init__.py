@@ -17,7 +17,7 @@ compiled once per process per function and dtype). It is off by default: not nee
 correctness, the first call pays 10-60 s of compiling on a 2-core CPU, and on that CPU it bought
 little (`python -m plrnn.layers.fusion_bench`; 2 layers, 256 hidden, input 4, T x B = 65,536,
 forward+backward, one thread, CPU seconds on a shared 2-core AMD EPYC VM): the gate functions
-alone ran 1.1-1.9x faster fused, but the matmuls dominate a layer, which ran 0.94-1.12x
+alone ran 0.96-1.7x faster fused, but the matmuls dominate a layer, which ran 0.94-1.12x
 (GILR 1.01-1.12x, GILR-LSTM 1.02-1.06x, QRNN(2) 1.04-1.05x, QRNN(10) 0.94-0.99x, SRU
 1.01-1.07x). Measure again where the balance differs (a GPU, small hidden sizes).
 """
