@@ -20,6 +20,7 @@ from pathlib import Path
 import hydra
 import pandas as pd
 from hydra.core.config_store import ConfigStore
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -68,6 +69,9 @@ class Table3Config(Common):
     scale: Table3Scale = field(default_factory=Table3Scale)
     backend: str = "auto"  # the GILR-LSTM's linear_recurrence backend
     dtype: str = "float32"
+    # A table3.csv of earlier runs: summarize it again (e.g. after a change to the summary)
+    # instead of training; its logs folder is left as it is.
+    from_csv: str | None = None
 
 
 def register() -> None:
@@ -145,10 +149,17 @@ def speedups(summary: pd.DataFrame) -> pd.DataFrame:
         ours = lstm_wall / g["wall s"] if g["all converged"] else math.nan
         paper = lstm["paper wall (h)"] / g["paper wall (h)"]
         rows.append({"T": T, "ours": ours, "ours is a lower bound": bound, "paper": paper,
-                     "goal (>= 5x at T >= 1024)": (
-                         "n/a" if T < 1024 or math.isnan(ours)
-                         else ("PASS" if ours >= GOAL_SPEEDUP else "FAIL"))})
+                     "goal (>= 5x at T >= 1024)": _goal(T, ours, bound)})
     return pd.DataFrame(rows)
+
+
+def _goal(T: int, speedup: float, lower_bound: bool) -> str:
+    if T < 1024 or math.isnan(speedup):
+        return "n/a"
+    if speedup >= GOAL_SPEEDUP:
+        return "PASS"
+    # A capped LSTM only bounds the speedup from below: longer caps would decide it.
+    return "undecided (lower bound; raise the cap)" if lower_bound else "FAIL"
 
 
 def render(summary: pd.DataFrame) -> pd.DataFrame:
@@ -191,15 +202,10 @@ def figure(raw: pd.DataFrame):
     return fig
 
 
-def run(cfg: DictConfig) -> Path:
-    device = resolve_device(cfg.device)
-    out = results_dir(cfg, device)
-    out.mkdir(parents=True, exist_ok=True)
-    logs = out / f"table3_logs{cfg.tag}"
-    staged = out / f".table3_logs{cfg.tag}.partial"
+def train_all(cfg: DictConfig, device, staged: Path, logs_name: str) -> pd.DataFrame:
+    """Every (length, model, seed) run, its log written under `staged`."""
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
-    started = time.perf_counter()
     s = cfg.scale
     plan = [(T, kind, seed) for T in s.seq_lens for kind in s.models for seed in range(s.seeds)]
     rows = []
@@ -213,8 +219,22 @@ def run(cfg: DictConfig) -> Path:
                      "final_accuracy": result.final_accuracy, "final_loss": result.final_loss,
                      "hidden": result.config.model.hidden, "batch_size": result.config.batch_size,
                      "lr": result.config.train.lr, "clip": result.config.train.clip,
-                     "log": f"{logs.name}/{name}"})
-    raw = pd.DataFrame(rows)
+                     "log": f"{logs_name}/{name}"})
+    return pd.DataFrame(rows)
+
+
+def run(cfg: DictConfig) -> Path:
+    device = resolve_device(cfg.device)
+    out = results_dir(cfg, device)
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / f"table3_logs{cfg.tag}"
+    started = time.perf_counter()
+    s = cfg.scale
+    if cfg.from_csv:
+        raw, staged = pd.read_csv(to_absolute_path(cfg.from_csv)), None
+    else:
+        staged = out / f".table3_logs{cfg.tag}.partial"
+        raw = train_all(cfg, device, staged, logs.name)
     summary = summarize(raw)
     ratio = speedups(summary)
     body = [
@@ -236,7 +256,8 @@ def run(cfg: DictConfig) -> Path:
         meta={"logs": logs.name, "summary": summary.to_dict(orient="records"),
               "speedups": ratio.to_dict(orient="records")},
     )
-    _swap_dirs(staged, logs)
+    if staged is not None:
+        _swap_dirs(staged, logs)
     path = write_artifact(artifact, cfg, device, time.perf_counter() - started)
     print(markdown_table(render(summary)))
     print(f"and the run logs in {logs}/")

@@ -104,6 +104,23 @@ def test_a_capped_lstm_gives_a_lower_bound():
     assert lstm["converged"] == "0/3" and math.isnan(lstm["wall s"])
     ratio = load_script("table3").speedups(summary).iloc[0]
     assert ratio["ours is a lower bound"] and ratio["ours"] == pytest.approx(100 / 11)
+    assert ratio["goal (>= 5x at T >= 1024)"] == "PASS"  # the bound alone clears 5x
+
+
+def test_a_low_lower_bound_leaves_the_goal_undecided():
+    summary = _summary(lstm_converged=False)
+    summary.loc[summary["model"] == "LSTM", "wall s lower bound"] = 30.0
+    ratio = load_script("table3").speedups(summary).iloc[0]
+    assert ratio["goal (>= 5x at T >= 1024)"].startswith("undecided")
+
+
+def test_from_csv_summarizes_again_without_training(smoke_results, tmp_path):
+    cfg, md = smoke_results
+    again = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}",
+                                      f"from_csv={md.with_suffix('.csv')}"])
+    out = load_script("table3").run(again)
+    assert pd.read_csv(out.with_suffix(".csv")).equals(pd.read_csv(md.with_suffix(".csv")))
+    assert not (out.parent / "table3_logs").exists()
 
 
 def test_an_interrupted_run_keeps_the_previous_logs(tmp_path):
