@@ -9,6 +9,7 @@ Not collected by a plain `python -m pytest` (testpaths = ["tests"] in pyproject.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,18 @@ from benchmarks import _support  # noqa: E402
 PEDANTIC_WARMUP_ROUNDS = 3
 PEDANTIC_TARGET_SECONDS = 1.0
 PEDANTIC_ROUNDS = (5, 200)
+
+
+def _loadavg():
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):
+        return None
+
+
+def pytest_sessionstart(session):
+    # On a shared machine other processes skew the timings: record how busy it was.
+    session.config._plrnn_load_at_start = _loadavg()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -50,6 +63,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "plrnn_machine_name": machine_name(grid.device),
         "plrnn_grid": grid.name,
         "plrnn_device": grid.device,
+        "load_average": {"start": getattr(config, "_plrnn_load_at_start", None),
+                         "end": _loadavg()},
     })
 
 

@@ -256,3 +256,12 @@ def test_command_without_inputs_or_with_bad_ones(tmp_path, capsys):
     bad.write_text("[]")
     assert report.main(["--pytest", str(bad), "--results", str(tmp_path)]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+def test_report_states_the_machine_load(tmp_path):
+    info = {"plrnn_machine_name": MACHINE, "plrnn_device": "cpu",
+            "load_average": {"start": [0.5, 1.0, 1.5], "end": [3.25, 2.0, 1.0]}}
+    path = pytest_json(tmp_path / "run.json", SAMPLE, machine_info=info)
+    assert report.main(["--pytest", str(path), "--results", str(tmp_path / "r"), "--no-asv"]) == 0
+    md = (tmp_path / "r" / MACHINE / "bench_report.md").read_text()
+    assert "0.50, 1.00, 1.50 at the start, 3.25, 2.00, 1.00 at the end" in md

@@ -310,6 +310,8 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
         "Speedups: baseline time / this time (> 1 is faster than the baseline).",
         "",
     ]
+    for note in _load_notes(inputs):
+        lines.insert(-1, note)
     report = Report(machine, device, "")
     sources = [s for s in SOURCE_ORDER if s in set(df["source"])]
     kern, lay, tr = kernels_table(df), layers_table(df), train_table(df)
@@ -361,6 +363,23 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
                    "commits": sorted({c for c in df["commit"].dropna().astype(str)}),
                    "plots_from": plot_source}
     return report
+
+
+def _load_notes(inputs: list[str]) -> list[str]:
+    """How busy the machine was during each pytest-benchmark run (its conftest records it)."""
+    notes = []
+    for path in inputs:
+        try:
+            load = json.loads(Path(path).read_text())["machine_info"]["load_average"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        start, end = load.get("start"), load.get("end")
+        if start and end:
+            notes.append(f"- load average (1, 5, 15 min) during `{path}`: "
+                         f"{', '.join(f'{v:.2f}' for v in start)} at the start, "
+                         f"{', '.join(f'{v:.2f}' for v in end)} at the end "
+                         "(above the core count, other processes were competing for the cores)")
+    return notes
 
 
 def _first(df: pd.DataFrame, col: str):
