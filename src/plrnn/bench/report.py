@@ -318,6 +318,10 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
     copies = copy_bandwidth(_keyed(df, ["commit"]))
     for source in sources:
         lines += [f"## {source}", ""]
+        if source == "asv":
+            lines += ["- asv records no machine load: samples from a busy machine show as "
+                      "outliers across commits; compare commits on the dashboard "
+                      "(`asv publish && asv preview`)", ""]
         c = copies[copies["source"] == source]
         for _, r in c.iterrows():
             lines.append(f"- copy_ probe: {int(r['numel'])} fp32 elements in "
@@ -332,8 +336,11 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
         la = lay[lay["source"] == source] if not lay.empty else lay
         if not la.empty:
             r0 = df[(df["suite"] == "layers") & (df["source"] == source)]
+            size = "; ".join(f"{col} {_first(r0, col)}" for col in ("num_layers", "hidden",
+                                                                   "input_size")
+                             if col in r0 and r0[col].notna().any())
             lines += ["### Layers (serial vs parallel recurrence; torch.nn.LSTM baseline)", "",
-                      f"hidden {_first(r0, 'hidden')}; forward runs without autograd, "
+                      (size + "; " if size else "") + "forward runs without autograd, "
                       "forward+backward takes every parameter's gradient", "",
                       layers_markdown(la), ""]
         t = tr[tr["source"] == source] if not tr.empty else tr
@@ -441,9 +448,11 @@ def main(argv: list[str] | None = None) -> int:
                       "--benchmark-disable?)", file=sys.stderr)
                 continue
             frames.append(df)
-            inputs.append(str(path))
-            for machine in sorted(set(df["machine"])):
-                copies.append((path, machine))
+            machines = sorted(set(df["machine"]))
+            copies += [(path, machine) for machine in machines]
+            # The report names the copy that is committed beside it.
+            inputs.append(str(root / machines[0] / PYTEST_COPY_NAME) if len(machines) == 1
+                          else str(path))
         asv_dir = args.asv if args.asv is not None else root / "asv"
         if not args.no_asv and (args.asv is not None or (asv_dir / "benchmarks.json").is_file()):
             df = load_asv_results(asv_dir, args.asv_commit, args.asv_machine)
