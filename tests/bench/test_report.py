@@ -265,3 +265,18 @@ def test_report_states_the_machine_load(tmp_path):
     assert report.main(["--pytest", str(path), "--results", str(tmp_path / "r"), "--no-asv"]) == 0
     md = (tmp_path / "r" / MACHINE / "bench_report.md").read_text()
     assert "0.50, 1.00, 1.50 at the start, 3.25, 2.00, 1.00 at the end" in md
+
+
+def test_written_files_are_readable_by_others_and_the_copy_is_compact(tmp_path, sample):
+    data = json.loads(sample.read_text())
+    data["benchmarks"][1]["stats"]["data"] = [1e-4] * 1000
+    sample.write_text(json.dumps(data))
+    results = tmp_path / "results"
+    assert report.main(["--pytest", str(sample), "--results", str(results), "--no-asv"]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (results / MACHINE).iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+    copy = json.loads((results / MACHINE / report.PYTEST_COPY_NAME).read_text())
+    assert "data" not in copy["benchmarks"][1]["stats"]
+    assert copy["benchmarks"][1]["stats"]["median"] == pytest.approx(1e-4)

@@ -6,7 +6,8 @@
 
 Without inputs it reads results/asv (the newest commit per asv machine) and every
 results/*/pytest_benchmark.json. A --pytest file is also copied to
-results/<machine>/pytest_benchmark.json, so the report can be regenerated from what is committed.
+results/<machine>/pytest_benchmark.json (without the per-round timings, every summary statistic
+kept), so the report can be regenerated from what is committed.
 
 Writes into results/<machine>/ (the machine from the JSON's machine info; for asv from
 machine.json): bench_report.md (every table), bench_report.json (inputs, commits), and
@@ -60,11 +61,30 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make results private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def compact_pytest_json(raw: bytes) -> bytes:
+    """A pytest-benchmark JSON without the per-round timings (stats.data), which make up almost
+    all of its size; every summary statistic stays."""
+    data = json.loads(raw)
+    for bench in data.get("benchmarks", []):
+        stats = bench.get("stats") or {}
+        if "data" in stats:
+            del stats["data"]
+    data["plrnn_note"] = "per-round timings (stats.data) removed by python -m plrnn.bench.report"
+    return (json.dumps(data, indent=1) + "\n").encode()
 
 
 def _png(figure) -> bytes:
@@ -471,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, machine in copies:
         target = root / machine / PYTEST_COPY_NAME
         if not _same_file(path, target):
-            atomic_write(target, Path(path).read_bytes())
+            atomic_write(target, compact_pytest_json(Path(path).read_bytes()))
             print(f"plrnn report: copied {path} -> {target}")
     for machine in sorted(set(df["machine"])):
         rows = df[df["machine"] == machine]
