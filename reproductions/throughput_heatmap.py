@@ -163,7 +163,8 @@ def run(cfg: DictConfig) -> Path:
         "## The poster's (thousand steps/s, read off the published image)", "",
         _as_table(g["paper"]), "",
         "## Ours / poster", "", _as_table(g["ratio"], 2), "",
-        f"## {LSTM} per batch (thousand steps/s, T = {cfg.scale.lstm_seq_len})", "",
+        f"## {LSTM if device.type == 'cuda' else 'LSTM (torch.nn.LSTM, CPU kernel)'} per batch "
+        f"(thousand steps/s, T = {cfg.scale.lstm_seq_len})", "",
         _lstm_table(g["lstm"]),
         "",
         f"- {cfg.scale.num_layers} layers x {cfg.scale.hidden} units, input "

@@ -626,54 +626,6 @@ def test_emulated_binding_under_torch_compile(emulated_ops):
 # ------------------------------------------------------------- the lent-GPU session's tools
 
 
-def test_gpu_bench_plan():
-    from plrnn.bench import gpu
-
-    cases = gpu.plan()
-    assert [c.section for c in cases[:1]] == ["headline"]
-    assert {c.section for c in cases} == {"headline", "accelerated_scan", "table1"}
-    head = [c for c in cases if c.section == "headline"]
-    assert {(c.T, c.batch, c.hidden) for c in head} == {(65536, 8, 1536)}
-    assert {(c.dtype, c.pass_) for c in head} == {
-        (d, p) for d in ("fp32", "bf16") for p in (gpu.FWD, gpu.FWD_BWD)
-    }
-    assert {c.backend for c in head if c.dtype == "fp32"} == set(gpu.PLRNN_BACKENDS)
-    assert not any(c.backend in gpu.FP32_ONLY for c in cases if c.dtype != "fp32")
-    table1 = {(c.hidden, c.T) for c in cases if c.section == "table1"}
-    assert table1 == {(m, T) for m in (4, 32, 128) for T in (16, 256, 4096, 65536)}
-    acc = [c for c in cases if c.section == "accelerated_scan"]
-    assert not any(c.backend == "accelerated_scan.warp" and c.T > 65536 for c in acc)
-    assert any(c.backend == "accelerated_scan.scalar" and c.T == 2**20 for c in acc)
-    assert all(c.layout == "(B, C, T)" for c in acc if c.backend.startswith("accelerated"))
-    # bytes per element: 3 (forward) or 8 (forward+backward) tensors at the storage size
-    fp32_fwd = next(c for c in head if c.dtype == "fp32" and c.pass_ == gpu.FWD)
-    bf16_fb = next(c for c in head if c.dtype == "bf16" and c.pass_ == gpu.FWD_BWD)
-    assert fp32_fwd.bytes_moved() == 12 * 65536 * 8 * 1536
-    assert bf16_fb.bytes_moved() == 16 * 65536 * 8 * 1536
-    assert len(gpu.plan(quick=True)) < len(cases)
-
-
-def test_gpu_bench_dry_run_prints_the_plan():
-    proc = subprocess.run(
-        [sys.executable, "-m", "plrnn.bench.gpu", "--dry-run", "--sections", "table1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0] == "plrnn.bench.gpu plan: 144 cases"
-    assert len(lines) == 145 and all(line.split()[0] == "table1" for line in lines[1:])
-
-
-@without_gpu
-def test_gpu_bench_without_a_gpu_says_so(capsys):
-    from plrnn.bench import gpu
-
-    assert gpu.main(["--out", "unused"]) == 2
-    assert "no CUDA GPU" in capsys.readouterr().err
-
-
 @without_gpu
 def test_gpu_check_script_without_a_gpu_stops_with_a_clear_message(tmp_path):
     proc = subprocess.run(

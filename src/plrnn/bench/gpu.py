@@ -49,6 +49,11 @@ WARP_MAX_T = 65536  # accelerated_scan.warp: T a power of two in [32, 65536]
 # Relative error (max |out - truth| / max |truth|) above which a case is flagged, not timed.
 VALIDATION_LIMIT = {"fp32": 1e-4, "bf16": 5e-2}
 VALIDATION_CHANNELS = 64  # channels checked against the float64 CPU loop (all T steps)
+# Where the cases run. Only "cuda" is meaningful for the numbers; the test suite sets "cpu" (and
+# a small COPY_NUMEL) to run the whole harness on a machine without a GPU, so a slip in it shows
+# in CI rather than on a lent GPU machine's clock.
+DEVICE = "cuda"
+COPY_NUMEL = 2**28  # 1 GiB of fp32
 
 
 @dataclass(frozen=True)
@@ -127,8 +132,8 @@ def _inputs(case: Case, generator: torch.Generator, requires_grad: bool):
     if case.layout == "(B, C, T)":
         shape = (case.batch, case.hidden, case.T)
     dtype = DTYPES[case.dtype]
-    a = (0.999 + 0.001 * torch.rand(shape, generator=generator, device="cuda")).to(dtype)
-    x = torch.randn(shape, generator=generator, device="cuda").to(dtype)
+    a = (0.999 + 0.001 * torch.rand(shape, generator=generator, device=DEVICE)).to(dtype)
+    x = torch.randn(shape, generator=generator, device=DEVICE).to(dtype)
     return a.requires_grad_(requires_grad), x.requires_grad_(requires_grad)
 
 
@@ -149,7 +154,7 @@ def make_call(case: Case, generator: torch.Generator):
             return out.permute(2, 0, 1)
     else:
         if case.backend != "auto":
-            status = {s.name: s for s in plrnn.backends("cuda")}
+            status = {s.name: s for s in plrnn.backends(DEVICE)}
             if not status[case.backend].available:
                 raise Skip(f"{case.backend} unavailable: {status[case.backend].reason}")
 
@@ -162,7 +167,7 @@ def make_call(case: Case, generator: torch.Generator):
     a, x = _inputs(case, generator, needs_grad)
     if not needs_grad:
         return (lambda: forward(a, x)), (a, x), time_major
-    upstream = torch.randn(x.shape, generator=generator, device="cuda").to(x.dtype)
+    upstream = torch.randn(x.shape, generator=generator, device=DEVICE).to(x.dtype)
 
     def forward_backward():
         out = forward(a, x)
@@ -190,33 +195,39 @@ def validate(call, inputs, time_major, case: Case) -> float:
     return (got - truth).abs().max().item() / scale
 
 
-def time_calls(call, round_ms: float = 25.0, rounds: int = 5, warmup: int = 2) -> list[float]:
-    """Per-call seconds of `rounds` rounds of back-to-back calls, CUDA events around each round."""
-    for _ in range(warmup):
-        call()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    call()
-    end.record()
-    end.synchronize()
-    one = max(start.elapsed_time(end), 1e-3)
-    reps = max(1, min(1000, math.ceil(round_ms / one)))
-    if one > 200:
-        rounds = 3
-    times = []
-    for _ in range(rounds):
-        start.record()
+def _seconds(call, reps: int) -> float:
+    """Seconds for `reps` back-to-back calls: CUDA events on the GPU (no host sync inside the
+    round), the host clock elsewhere."""
+    if DEVICE != "cuda":
+        start = time.perf_counter()
         for _ in range(reps):
             call()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / reps / 1e3)
-    return times
+        return time.perf_counter() - start
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        call()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
-def copy_bandwidth(numel: int = 2**28) -> dict:
-    src = torch.rand(numel, device="cuda")
+def time_calls(call, round_ms: float = 25.0, rounds: int = 5, warmup: int = 2) -> list[float]:
+    """Per-call seconds of `rounds` rounds of back-to-back calls, each round about round_ms."""
+    for _ in range(warmup):
+        call()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    one = max(_seconds(call, 1), 1e-6)
+    reps = max(1, min(1000, math.ceil(round_ms / 1e3 / one)))
+    if one > 0.2:
+        rounds = 3
+    return [_seconds(call, reps) / reps for _ in range(rounds)]
+
+
+def copy_bandwidth(numel: int | None = None) -> dict:
+    numel = numel or COPY_NUMEL
+    src = torch.rand(numel, device=DEVICE)
     dst = torch.empty_like(src)
     times = time_calls(lambda: dst.copy_(src))
     median = sorted(times)[len(times) // 2]
@@ -232,7 +243,7 @@ def run_case(case: Case, copy_bps: float, seed: int) -> dict:
     row.pop("pass_")
     row.update(status="ok", median_ms=None, min_ms=None, gb_per_s=None, frac_copy=None)
     row.update(rel_err=None, rounds=None)
-    generator = torch.Generator(device="cuda").manual_seed(seed)
+    generator = torch.Generator(device=DEVICE).manual_seed(seed)
     try:
         call, inputs, time_major = make_call(case, generator)
         err = validate(call, inputs, time_major, case)
@@ -252,7 +263,8 @@ def run_case(case: Case, copy_bps: float, seed: int) -> dict:
         row["status"] = f"error: {type(err).__name__}: {lines[0][:200]}"
         return row
     finally:
-        torch.cuda.empty_cache()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
     median = sorted(times)[len(times) // 2]
     row.update(median_ms=median * 1e3, min_ms=min(times) * 1e3, rounds=len(times))
     row["gb_per_s"] = case.bytes_moved() / median / 1e9
@@ -349,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{c.batch}x{c.hidden} {c.layout}  {c.bytes_moved() / 1e9:.3g} GB"
             )
         return 0
-    if not torch.cuda.is_available():
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         print(
             "plrnn.bench.gpu: no CUDA GPU (torch.cuda.is_available() is False); nothing to "
             "measure here. Use --dry-run to see the plan.",

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
-import shutil
 from pathlib import Path
 
 import torch
 
 from .autograd import refuse_double_backward
+from .jit import build_extension, build_once, missing_toolchain
 
 log = logging.getLogger(__name__)
 
@@ -37,51 +36,25 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
-def missing_toolchain() -> str | None:
-    """Why torch.utils.cpp_extension cannot build here (no C++ compiler, no ninja), or None."""
-    from torch.utils.cpp_extension import is_ninja_available
-
-    cxx = os.environ.get("CXX", "c++")
-    if shutil.which(cxx) is None:
-        return f"no C++ compiler found (looked for {cxx!r} on PATH; set CXX to choose one)"
-    if not is_ninja_available():
-        return "the ninja build tool is missing (pip install ninja)"
-    return None
-
-
-_UNSET = object()
-_status: object = _UNSET
-
-
-@torch._dynamo.assume_constant_result  # run once at trace time; torch.compile sees the answer
-def load() -> str | None:
-    """Builds (once) and loads the kernels; returns why they are unavailable, or None."""
-    global _status
-    if _status is _UNSET:
-        _status = _build_and_register()
-    return _status
-
-
 def _build_and_register() -> str | None:
+    """Builds (once) and loads the kernels; returns why they are unavailable, or None."""
     reason = missing_toolchain()
     if reason:
         return reason
-    from torch.utils.cpp_extension import load as build
-
     log.info("plrnn: building the C++ kernels (first use only; cached afterwards)")
-    try:
-        build(
-            name=f"plrnn_cpu_{_cpu_fingerprint()}",
-            sources=[str(_SOURCE)],
-            extra_cflags=_FLAGS,
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-            verbose=os.environ.get("PLRNN_VERBOSE_BUILD") == "1",
-        )
-    except Exception as err:  # noqa: BLE001 - any build failure means "unavailable, here is why"
-        return f"building the C++ kernels failed: {str(err).strip().splitlines()[-1]}"
-    _register_python_side()
-    return None
+    reason = build_extension(
+        "C++ kernels",
+        name=f"plrnn_cpu_{_cpu_fingerprint()}",
+        sources=[str(_SOURCE)],
+        extra_cflags=_FLAGS,
+        extra_ldflags=["-fopenmp"],
+    )
+    if reason is None:
+        _register_python_side()
+    return reason
+
+
+load = build_once(_build_and_register)
 
 
 def _register_python_side() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .autograd import register_scan_autograd
-from .cpu import missing_toolchain
+from .jit import build_extension, build_once, missing_toolchain
 
 log = logging.getLogger(__name__)
 
@@ -59,41 +59,26 @@ def missing_prerequisite() -> str | None:
     return missing_toolchain()
 
 
-_UNSET = object()
-_status: object = _UNSET
-
-
-@torch._dynamo.assume_constant_result  # run once at trace time; torch.compile sees the answer
-def load() -> str | None:
-    """Builds (once) and loads the CUDA kernels; returns why they are unavailable, or None."""
-    global _status
-    if _status is _UNSET:
-        _status = _build_and_register()
-    return _status
-
-
 def _build_and_register() -> str | None:
+    """Builds (once) and loads the CUDA kernels; returns why they are unavailable, or None."""
     reason = missing_prerequisite()
     if reason:
         return reason
-    from torch.utils.cpp_extension import load as build
-
     major, minor = torch.cuda.get_device_capability()
     log.info("plrnn: building the CUDA kernels for sm_%d%d (first use only; cached)", major, minor)
-    try:
-        build(
-            name=f"plrnn_cuda_sm{major}{minor}",
-            sources=[str(s) for s in SOURCES],
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=CUDA_FLAGS,
-            is_python_module=False,
-            verbose=os.environ.get("PLRNN_VERBOSE_BUILD") == "1",
-        )
-    except Exception as err:  # noqa: BLE001 - any build failure means "unavailable, here is why"
-        lines = str(err).strip().splitlines() or [type(err).__name__]
-        return f"building the CUDA kernels failed: {lines[-1]}"
-    _register_python_side()
-    return None
+    reason = build_extension(
+        "CUDA kernels",
+        name=f"plrnn_cuda_sm{major}{minor}",
+        sources=[str(s) for s in SOURCES],
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=CUDA_FLAGS,
+    )
+    if reason is None:
+        _register_python_side()
+    return reason
+
+
+load = build_once(_build_and_register)
 
 
 def _register_python_side() -> None:
