@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,7 +27,7 @@ from plrnn.recurrence import reference
 
 from .helpers import FLOOR_ULPS, cast, grads_of, make_inputs, max_err, scale_of, seed_for
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
 # T across accelerated_scan.scalar's 2048-step block: one step, a partial block, just past one
 # block and just past two.
 SHAPES = [(1, 1, 1), (2, 3, 5), (1, 3, 2049), (2, 1, 4099)]
