@@ -2,7 +2,8 @@
 that reason, and backend='auto' falls back to the torch backend with exactly one warning.
 
 Runs in a fresh interpreter (the kernels' load() result is cached per process) with an empty
-TORCH_EXTENSIONS_DIR, so a previously built kernel cannot mask the missing compiler."""
+TORCH_EXTENSIONS_DIR and PLRNN_PREBUILT=0, so neither a previously built kernel nor the
+install-time build can mask the missing compiler."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ SCRIPT = textwrap.dedent(
 def test_missing_compiler_reports_refuses_and_falls_back(tmp_path):
     ext_dir = tmp_path / "torch_extensions"
     ext_dir.mkdir()
-    env = dict(os.environ, CXX="/nonexistent/c++", TORCH_EXTENSIONS_DIR=str(ext_dir))
+    env = dict(
+        os.environ, CXX="/nonexistent/c++", TORCH_EXTENSIONS_DIR=str(ext_dir), PLRNN_PREBUILT="0"
+    )
     env.pop("PLRNN_VERBOSE_BUILD", None)
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT],

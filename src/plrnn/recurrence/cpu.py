@@ -1,9 +1,11 @@
-"""The C++ backends `cpu_serial` and `cpu_parallel` (csrc/cpu_scan.cpp).
+"""The C++ backends `cpu_serial` and `cpu_parallel` (csrc/cpu_scan.cpp, csrc/cpu_kernels_*.cpp).
 
-Built with torch.utils.cpp_extension at first use and cached (TORCH_EXTENSIONS_DIR, by default
-~/.cache/torch_extensions), so `pip install` needs no compiler and no second torch. The build
-targets this CPU (-march=native); the cache key includes the CPU's feature flags so a shared home
-directory across different machines never loads a foreign binary.
+Normally compiled at install time (setup.py) for several x86 ISA levels; the best level this CPU
+runs is loaded. Without usable prebuilt kernels (a checkout that was never built, another torch,
+PLRNN_PREBUILT=0) they are compiled at first use for this CPU (-march=native) and cached
+(TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions) under a lock that cannot outlive
+its holder (jit.py). The cache key includes the CPU's feature flags, so a home directory shared
+by different machines never loads a foreign binary. `origin()` says which of the two happened.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from pathlib import Path
 
 import torch
 
+from . import prebuilt, sources
 from .autograd import refuse_double_backward
-from .jit import build_extension, build_once, missing_toolchain
+from .jit import build_extension, build_once, extensions_root, missing_toolchain
 
 log = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).parent / "csrc" / "cpu_scan.cpp"
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+SOURCES = [sources.CSRC / name for name in sources.CPU_COMPILED]
+_FLAGS = sources.CPU_FLAGS + ["-march=native"]  # built on the machine that runs it
+_origin = ""
 
 
 def _cpu_fingerprint() -> str:
@@ -36,22 +40,60 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
-def _build_and_register() -> str | None:
-    """Builds (once) and loads the kernels; returns why they are unavailable, or None."""
-    reason = missing_toolchain()
+def origin() -> str:
+    """How this process got the kernels: "prebuilt (<ISA level>)", "built at first use (<dir>)",
+    or "" if they are not loaded (yet)."""
+    return _origin
+
+
+def _load_prebuilt() -> str | None:
+    """Loads the best prebuilt library this CPU runs; returns why none was loaded, or None."""
+    global _origin
+    reason = prebuilt.unusable("cpu")
     if reason:
         return reason
-    log.info("plrnn: building the C++ kernels (first use only; cached afterwards)")
-    reason = build_extension(
-        "C++ kernels",
-        name=f"plrnn_cpu_{_cpu_fingerprint()}",
-        sources=[str(_SOURCE)],
-        extra_cflags=_FLAGS,
-        extra_ldflags=["-fopenmp"],
-    )
-    if reason is None:
-        _register_python_side()
-    return reason
+    why = []
+    built = prebuilt.build_info().get("cpu_isas", [])
+    for level in prebuilt.cpu_levels():
+        path = prebuilt.library(f"_cpu_{level}")
+        if level not in built or path is None:  # a library left from an earlier build is not ours
+            why.append(f"{level}: not built")
+            continue
+        try:
+            torch.ops.load_library(str(path))
+        except OSError as err:  # dlopen refused it; no static initialiser ran
+            why.append(f"{level}: {err}")
+            continue
+        _origin = f"prebuilt ({level})"
+        return None
+    return "no prebuilt CPU library loads here (" + "; ".join(why) + ")"
+
+
+def _build_and_register() -> str | None:
+    """Loads the kernels (prebuilt, else built once); returns why they are unavailable, or None."""
+    global _origin
+    reason = _load_prebuilt()
+    if reason is not None:
+        missing = missing_toolchain()
+        if missing:
+            return f"{missing}; and {reason}"
+        name = f"plrnn_cpu_{_cpu_fingerprint()}"
+        log.warning(
+            "plrnn: %s, so the C++ kernels are compiled for this CPU now (first use only, "
+            "about a minute; cached in %s)", reason, extensions_root() / name,
+        )
+        reason = build_extension(
+            "C++ kernels",
+            name=name,
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=_FLAGS,
+            extra_ldflags=["-fopenmp"],
+        )
+        if reason is not None:
+            return reason
+        _origin = f"built at first use ({extensions_root() / name})"
+    _register_python_side()
+    return None
 
 
 load = build_once(_build_and_register)

@@ -1,9 +1,12 @@
 """The CUDA backends `cuda_serial`, `cuda_paper` and `cuda_parallel` (csrc/scan_*.cu).
 
-The kernels are plain CUDA (no torch headers) behind a thin torch binding (csrc/cuda_binding.cpp)
-and are built at first use for the GPUs of this machine with torch.utils.cpp_extension, then
-cached (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions). `load()` says why they are
-unavailable (no CUDA device, no nvcc, ...) without building anything it cannot use.
+The kernels are plain CUDA (no torch headers) behind a thin torch binding (csrc/cuda_binding.cpp).
+With a CUDA torch and nvcc at install time, setup.py compiles them (TORCH_CUDA_ARCH_LIST, by
+default sm_80 and sm_90 plus PTX); otherwise, or for a GPU those architectures do not cover, they
+are built at first use for the GPUs of this machine and cached (TORCH_EXTENSIONS_DIR, by default
+~/.cache/torch_extensions) under the build lock of jit.py. `load()` says why they are unavailable
+(no CUDA device, no nvcc, ...) without building anything it cannot use; `origin()` says how they
+were obtained.
 
     cuda_serial    the paper's serial baseline: one thread per channel loops over time (fp32)
     cuda_paper     the authors' Algorithm 1 kernel as described: three launches, 30 blocks of
@@ -22,35 +25,42 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from pathlib import Path
 
 import torch
 
+from . import prebuilt, sources
 from .autograd import register_scan_autograd
-from .jit import build_extension, build_once, missing_toolchain
+from .jit import build_extension, build_once, extensions_root, missing_toolchain
 
 log = logging.getLogger(__name__)
 
-_CSRC = Path(__file__).parent / "csrc"
-SOURCES = [
-    _CSRC / "cuda_binding.cpp",
-    _CSRC / "scan_serial.cu",
-    _CSRC / "scan_paper.cu",
-    _CSRC / "scan_parallel.cu",
-]
-# No --use_fast_math: it flushes denormals and approximates division, and the scan's error is
-# judged against a float64 reference.
-CUDA_FLAGS = ["-O3", "-lineinfo"]
+SOURCES = [sources.CSRC / name for name in sources.CUDA_COMPILED]
 
 SERIAL, PAPER, PARALLEL = 0, 1, 2  # the binding's `kernel` argument
 
 
-def missing_prerequisite() -> str | None:
-    """Why the CUDA kernels cannot be built or run here, or None. Builds nothing."""
+_origin = ""
+
+
+def origin() -> str:
+    """How this process got the kernels: "prebuilt (<archs>)", "built at first use (<dir>)",
+    or "" if they are not loaded (yet)."""
+    return _origin
+
+
+def missing_device() -> str | None:
     if getattr(torch.version, "hip", None):
         return "this is a ROCm build of torch; the plrnn CUDA kernels are CUDA-only"
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+def missing_prerequisite() -> str | None:
+    """Why the CUDA kernels cannot be built or run here, or None. Builds nothing."""
+    reason = missing_device()
+    if reason:
+        return reason
     from torch.utils.cpp_extension import CUDA_HOME
 
     nvcc = os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else shutil.which("nvcc")
@@ -59,23 +69,72 @@ def missing_prerequisite() -> str | None:
     return missing_toolchain()
 
 
+def covers(arch_list: str, major: int, minor: int) -> bool:
+    """Whether code built for TORCH_CUDA_ARCH_LIST `arch_list` runs on sm_<major><minor>: SASS of
+    the same major version and a minor version no newer, or PTX of an older architecture."""
+    for entry in arch_list.replace(",", ";").replace(" ", ";").split(";"):
+        if not entry:
+            continue
+        ptx = entry.endswith("+PTX")
+        a_major, _, a_minor = entry.removesuffix("+PTX").partition(".")
+        try:
+            built = (int(a_major), int(a_minor or 0))
+        except ValueError:
+            continue
+        if (built[0] == major and built[1] <= minor) or (ptx and built <= (major, minor)):
+            return True
+    return False
+
+
+def _load_prebuilt(major: int, minor: int) -> str | None:
+    global _origin
+    reason = prebuilt.unusable("cuda")
+    if reason:
+        return reason
+    archs = (prebuilt.build_info() or {}).get("cuda_archs")
+    path = prebuilt.library("_cuda")
+    if not archs or path is None:
+        return "this installation has no prebuilt CUDA kernels"
+    if not covers(archs, major, minor):
+        return f"the prebuilt CUDA kernels ({archs}) do not cover this GPU (sm_{major}{minor})"
+    try:
+        torch.ops.load_library(str(path))
+    except OSError as err:
+        return f"the prebuilt CUDA kernels do not load: {err}"
+    _origin = f"prebuilt ({archs})"
+    return None
+
+
 def _build_and_register() -> str | None:
-    """Builds (once) and loads the CUDA kernels; returns why they are unavailable, or None."""
-    reason = missing_prerequisite()
+    """Loads the CUDA kernels (prebuilt, else built once); returns why they are unavailable, or
+    None."""
+    global _origin
+    reason = missing_device()
     if reason:
         return reason
     major, minor = torch.cuda.get_device_capability()
-    log.info("plrnn: building the CUDA kernels for sm_%d%d (first use only; cached)", major, minor)
-    reason = build_extension(
-        "CUDA kernels",
-        name=f"plrnn_cuda_sm{major}{minor}",
-        sources=[str(s) for s in SOURCES],
-        extra_cflags=["-O3"],
-        extra_cuda_cflags=CUDA_FLAGS,
-    )
-    if reason is None:
-        _register_python_side()
-    return reason
+    reason = _load_prebuilt(major, minor)
+    if reason is not None:
+        missing = missing_prerequisite()
+        if missing:
+            return f"{missing}; and {reason}"
+        name = f"plrnn_cuda_sm{major}{minor}"
+        log.warning(
+            "plrnn: %s, so the CUDA kernels are compiled for sm_%d%d now (first use only, a few "
+            "minutes; cached in %s)", reason, major, minor, extensions_root() / name,
+        )
+        reason = build_extension(
+            "CUDA kernels",
+            name=name,
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=sources.CUDA_FLAGS,
+        )
+        if reason is not None:
+            return reason
+        _origin = f"built at first use ({extensions_root() / name})"
+    _register_python_side()
+    return None
 
 
 load = build_once(_build_and_register)

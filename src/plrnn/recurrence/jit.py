@@ -1,17 +1,37 @@
-"""Building the C++ and CUDA kernels at first use (torch.utils.cpp_extension), once a process.
+"""The first-use build of the C++ and CUDA kernels (torch.utils.cpp_extension.load), once a
+process, for an installation without usable prebuilt kernels (see prebuilt.py).
 
-`pip install` then needs no compiler; a machine without one gets a reason, never a crash.
+torch guards a build directory with a lock file that only its holder deletes: a builder killed
+mid-build (kill -9, a closed terminal, an out-of-memory kill, a scheduler's time limit) leaves it
+behind and every later process waits on it forever. So every build here first takes an flock on
+`<extension>.lock` beside the build directory. The kernel releases an flock when its holder dies,
+so that lock can never go stale; while we hold it no other plrnn process can be building, and
+anything left in the build directory by a build that did not finish (torch's lock, half-written
+objects) is removed before building. Waiting for another process's build is bounded
+(PLRNN_BUILD_TIMEOUT seconds, default 900) and says what it waits for and where the lock is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import logging
 import os
 import shutil
-from collections.abc import Callable
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
+
 _UNSET = object()
+DEFAULT_TIMEOUT_S = 900.0
+_COMPLETE = "plrnn-build-complete"  # written into the build directory once a build succeeded
 
 
 def missing_toolchain() -> str | None:
@@ -42,13 +62,119 @@ def build_once(build: Callable[[], str | None]) -> Callable[[], str | None]:
     return load
 
 
-def build_extension(what: str, **kwargs) -> str | None:
-    """torch.utils.cpp_extension.load(**kwargs) of an extension that registers torch ops;
-    returns why it failed ("building the <what> failed: <last line of the error>"), or None."""
+def extensions_root() -> Path:
+    """Where torch.utils.cpp_extension keeps first-use builds: TORCH_EXTENSIONS_DIR, else a
+    folder per Python and torch flavour under ~/.cache/torch_extensions (torch's own layout)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root:
+        return Path(root)
+    flavour = "cpu"
+    if torch.version.hip:
+        flavour = "rocm" + torch.version.hip.replace(".", "")
+    elif torch.version.cuda:
+        flavour = "cu" + torch.version.cuda.replace(".", "")
+    python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+    return Path(get_default_build_root()) / f"{python}_{flavour}"
+
+
+def timeout_s() -> float:
+    raw = os.environ.get("PLRNN_BUILD_TIMEOUT")
+    try:
+        return float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        log.warning("plrnn: PLRNN_BUILD_TIMEOUT=%r is not a number; using %s s", raw, DEFAULT_TIMEOUT_S)
+        return DEFAULT_TIMEOUT_S
+
+
+class LockTimeout(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def build_lock(path: Path, what: str, timeout: float) -> Iterator[None]:
+    """Holds an exclusive flock on `path` (created if missing, never deleted: a deleted lock file
+    would let a newcomer lock a fresh inode while a waiter holds the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        start = time.monotonic()
+        next_note = start
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited >= timeout:
+                    raise LockTimeout(
+                        f"timed out after {waited:.0f} s waiting for another process to finish "
+                        f"building the {what} ({_holder(fd)}; lock file {path}; "
+                        "PLRNN_BUILD_TIMEOUT sets the wait)"
+                    ) from None
+                if time.monotonic() >= next_note:
+                    log.warning(
+                        "plrnn: waiting for another process to finish building the %s (%s; lock "
+                        "file %s), %.0f s of at most %.0f s",
+                        what, _holder(fd), path, waited, timeout,
+                    )
+                    next_note += 30.0
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return f"held by {text}" if text else "holder unknown"
+
+
+def _build_key(sources: list[str], flags: list) -> str:
+    digest = hashlib.sha256(torch.__version__.encode())
+    for src in sources:
+        digest.update(Path(src).read_bytes())
+    digest.update(repr(flags).encode())
+    return digest.hexdigest()
+
+
+def build_extension(what: str, name: str, sources: list[str], **kwargs) -> str | None:
+    """torch.utils.cpp_extension.load of an extension that registers torch ops, under the build
+    lock; returns why it failed ("building the <what> failed: <last line of the error>"), or
+    None."""
     from torch.utils.cpp_extension import load
 
+    root = extensions_root()
+    build_dir = root / name
     try:
-        load(is_python_module=False, verbose=os.environ.get("PLRNN_VERBOSE_BUILD") == "1", **kwargs)
+        with build_lock(root / f"{name}.lock", what, timeout_s()):
+            stamp = build_dir / _COMPLETE
+            key = _build_key(sources, sorted(kwargs.items()))
+            if build_dir.exists() and not (stamp.exists() and stamp.read_text() == key):
+                log.warning("plrnn: removing the unfinished or outdated build in %s", build_dir)
+                shutil.rmtree(build_dir)
+            stale = build_dir / "lock"
+            if stale.exists():  # torch's lock of a load killed after the build had finished
+                log.warning("plrnn: removing the stale lock %s (its process is gone)", stale)
+                stale.unlink()
+            build_dir.mkdir(parents=True, exist_ok=True)
+            load(
+                name=name,
+                sources=sources,
+                build_directory=str(build_dir),
+                is_python_module=False,
+                verbose=os.environ.get("PLRNN_VERBOSE_BUILD") == "1",
+                **kwargs,
+            )
+            stamp.write_text(key)
+    except LockTimeout as err:
+        return f"building the {what} failed: {err}"
     except Exception as err:  # noqa: BLE001 - any build failure means "unavailable, here is why"
         lines = str(err).strip().splitlines() or [type(err).__name__]
         return f"building the {what} failed: {lines[-1]}"

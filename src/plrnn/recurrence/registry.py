@@ -21,12 +21,16 @@ class Backend:
     run: Callable
     # Returns why the backend cannot run on `device`, or None if it can.
     unavailable: Callable[[torch.device], str | None]
+    # How its compiled code was obtained ("prebuilt (avx2)", "built at first use (<dir>)"), or ""
+    # for Python backends and kernels not loaded.
+    origin: Callable[[], str] = lambda: ""
 
 
 class BackendStatus(NamedTuple):
     name: str
     available: bool
     reason: str
+    origin: str = ""  # for compiled backends: "prebuilt (<level>)" or "built at first use (<dir>)"
 
 
 def _any_device(device: torch.device) -> str | None:
@@ -59,30 +63,35 @@ REGISTRY: dict[str, Backend] = {
             "C++ loop over time, threads over channel blocks",
             cpu.serial,
             _cpu_kernels,
+            cpu.origin,
         ),
         Backend(
             "cpu_parallel",
             "C++ Algorithm 1: time chunks across threads and in registers",
             cpu.parallel,
             _cpu_kernels,
+            cpu.origin,
         ),
         Backend(
             "cuda_serial",
             "CUDA, the paper's serial baseline: one thread per channel loops over time (fp32)",
             cuda.serial,
             cuda.unavailable,
+            cuda.origin,
         ),
         Backend(
             "cuda_paper",
             "CUDA, the paper's Algorithm 1 kernel as published: 3 launches, 30 blocks (fp32)",
             cuda.paper,
             cuda.unavailable,
+            cuda.origin,
         ),
         Backend(
             "cuda_parallel",
             "CUDA, tuned single-pass Algorithm 1: tiles chained in one launch, fused backward",
             cuda.parallel,
             cuda.unavailable,
+            cuda.origin,
         ),
         Backend(
             "triton",
@@ -95,12 +104,16 @@ REGISTRY: dict[str, Backend] = {
 
 
 def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
-    """Every backend, whether it runs on `device` here, and why not if it does not."""
+    """Every backend, whether it runs on `device` here, why not if it does not, and for the
+    compiled ones how their code was obtained (prebuilt at install, or built at first use)."""
     device = torch.device(device)
     out = []
     for b in REGISTRY.values():
         reason = b.unavailable(device)
-        out.append(BackendStatus(b.name, reason is None, reason or b.description))
+        available = reason is None
+        out.append(
+            BackendStatus(b.name, available, reason or b.description, b.origin() if available else "")
+        )
     return out
 
 

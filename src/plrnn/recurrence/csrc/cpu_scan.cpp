@@ -1,409 +1,18 @@
-// CPU kernels for h[t] = a[t] * h[t-1] + x[t] over a time-major (T, C) buffer.
-//
-// Two schedules share one set of inner loops:
-//   serial   threads split the channels; each walks all of time (2nT flops, inputs read once).
-//   parallel Algorithm 1 of Martin & Cundy (2018): time is cut into K chunks; (1) every chunk is
-//            reduced to (product of decays, state reached from 0), (2) a serial scan over the K
-//            chunk totals gives each chunk its carry-in, (3) every chunk is re-scanned from its
-//            carry-in and written. Inputs are read twice, so it only pays where the serial loop is
-//            bound by the latency of its dependency chain (few channels), not by memory.
-//
-// Everything is expressed in "scan order": step r, channel c is element r * stride + c of every
-// buffer involved (their bases differ, their strides do not), so the reverse recurrence and the
-// backward pass (a reverse-time recurrence, paper section 3.3) are the same loops with a negative
-// stride. State is carried in float (double for double inputs) whatever
-// the storage type, and rounded only when stored.
-#include <ATen/ATen.h>
+// torch binding of the CPU kernels (cpu_kernels.h): the ops plrnn::cpu_scan, cpu_scan_out and
+// cpu_scan_backward, their checks, dtype dispatch and a C++ autograd rule.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cstdlib>
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
-#include <vector>
+#include <tuple>
+
+#include "cpu_kernels.h"
 
 namespace plrnn {
 namespace {
-
-template <typename T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-
-// W contiguous channels as one GCC vector (W a power of two, at most 32 bytes: wider generic
-// vectors spill to the stack) so the register tiles below compile to packed loads and FMAs for
-// every width and storage type.
-template <int W, typename acc_t> struct VecOf {
-  typedef acc_t type __attribute__((vector_size(W * sizeof(acc_t))));
-};
-template <typename acc_t> struct VecOf<1, acc_t> {  // one-lane GCC vectors go through memory
-  using type = acc_t;
-};
-
-template <int W, typename acc_t, typename in_t>
-inline typename VecOf<W, acc_t>::type load(const in_t* __restrict__ p) {
-  typename VecOf<W, acc_t>::type v;
-  if constexpr (std::is_same_v<in_t, acc_t>) {
-    std::memcpy(&v, p, sizeof(v));
-  } else {
-    if constexpr (W == 1) {
-      v = static_cast<acc_t>(p[0]);
-    } else {
-      for (int w = 0; w < W; ++w) v[w] = static_cast<acc_t>(p[w]);
-    }
-  }
-  return v;
-}
-
-template <int W, typename out_t, typename acc_t>
-inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v) {
-  if constexpr (std::is_same_v<out_t, acc_t>) {
-    std::memcpy(p, &v, sizeof(v));
-  } else {
-    if constexpr (W == 1) {
-      p[0] = static_cast<out_t>(v);
-    } else {
-      for (int w = 0; w < W; ++w) p[w] = static_cast<out_t>(v[w]);
-    }
-  }
-}
-
-// What a SCAN pass does with the state after each step, at element offset e: inlined into the
-// update loop so each row is touched once. Emitters are copied into the kernels by value so the
-// compiler keeps their pointers in registers across the stores.
-template <typename out_t, typename acc_t> struct StoreState {
-  out_t* out;
-  inline void put(int64_t e, acc_t v) const { out[e] = static_cast<out_t>(v); }
-  template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
-    store<W, out_t, acc_t>(out + e, v);
-  }
-  StoreState shifted(int64_t e) const { return {out + e}; }
-};
-
-// Backward pass: the state is g = dL/dh accumulated through time; dL/dx = g, dL/da = h_prev * g,
-// written in the same pass so the gradient costs one read of (a, dL/dh, h) and one write of each.
-template <typename out_t, typename acc_t> struct StoreGrads {
-  out_t* gx;
-  out_t* ga;
-  const out_t* hprev;
-  inline void put(int64_t e, acc_t v) const {
-    gx[e] = static_cast<out_t>(v);
-    ga[e] = static_cast<out_t>(static_cast<acc_t>(hprev[e]) * v);
-  }
-  template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
-    store<W, out_t, acc_t>(gx + e, v);
-    store<W, out_t, acc_t>(ga + e, load<W, acc_t>(hprev + e) * v);
-  }
-  StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e}; }
-};
-
-// The inputs of one scan: element (r, c) of decays/impulses is at a/x[r * stride + c].
-template <typename in_t> struct Inputs {
-  const in_t* a;
-  const in_t* x;
-  int64_t stride;
-  Inputs shifted(int64_t rows) const { return {a + rows * stride, x + rows * stride, stride}; }
-};
-
-// Registers hold KI chunks x W channels of state: KI independent dependency chains per channel
-// keep both FMA pipes busy (4-cycle latency) when the channels alone are too few to. A REDUCE
-// pass also carries the running product of decays, so it holds half as many chunks.
-// At most this many chunks side by side: 8 ran 1.3x slower than 4 at 4 channels (each chunk is
-// three more memory streams for the prefetchers to follow).
-constexpr int kMaxChains = 4;
-
-template <int W, bool REDUCE> constexpr int chunks_in_flight() {
-  constexpr int scan = W >= 64 ? 1 : (64 / W > kMaxChains ? kMaxChains : 64 / W);
-  return REDUCE ? (scan > 1 ? scan / 2 : 1) : scan;
-}
-
-// Steps rows [s0, s1) of the KI chunks starting at rows start[0..KI), channels [c, c + W).
-// st/prod: state and running product of decays of chunk k at st[k * ld].
-template <int W, int KI, bool REDUCE, typename in_t, typename acc_t, typename Emit>
-void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t s1, int64_t c,
-                acc_t* st, acc_t* prod, int64_t ld, const Emit emit) {
-  constexpr int VW = W < int(32 / sizeof(acc_t)) ? W : int(32 / sizeof(acc_t));
-  constexpr int NV = W / VW;
-  using vec = typename VecOf<VW, acc_t>::type;
-  const in_t* __restrict__ a = in.a;
-  const in_t* __restrict__ x = in.x;
-  const int64_t stride = in.stride;
-  vec h[KI][NV], p[KI][NV];
-  int64_t off[KI];
-  for (int k = 0; k < KI; ++k) {
-    for (int v = 0; v < NV; ++v) {
-      h[k][v] = load<VW, acc_t>(st + k * ld + v * VW);
-      if constexpr (REDUCE) p[k][v] = load<VW, acc_t>(prod + k * ld + v * VW);
-    }
-    off[k] = (start[k] + s0) * stride + c;
-  }
-  for (int64_t s = s0; s < s1; ++s) {
-#pragma GCC unroll 8
-    for (int k = 0; k < KI; ++k) {
-      const int64_t e = off[k];
-      off[k] += stride;
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) {
-        const vec av = load<VW, acc_t>(a + e + v * VW);
-        h[k][v] = av * h[k][v] + load<VW, acc_t>(x + e + v * VW);
-        if constexpr (REDUCE) {
-          p[k][v] *= av;
-        } else {
-          emit.template put_vec<VW>(e + v * VW, h[k][v]);
-        }
-      }
-    }
-  }
-  for (int k = 0; k < KI; ++k)
-    for (int v = 0; v < NV; ++v) {
-      store<VW, acc_t, acc_t>(st + k * ld + v * VW, h[k][v]);
-      if constexpr (REDUCE) store<VW, acc_t, acc_t>(prod + k * ld + v * VW, p[k][v]);
-    }
-}
-
-// Wide rows: state for a block of channels lives in an L1-sized buffer and every step streams
-// one contiguous run of each row; the many independent channels give the ILP.
-template <bool REDUCE, typename in_t, typename acc_t, typename Emit>
-void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, int64_t n,
-                acc_t* __restrict__ st, acc_t* __restrict__ prod, const Emit emit) {
-  const in_t* __restrict__ a = in.a;
-  const in_t* __restrict__ x = in.x;
-  for (int64_t s = 0, e0 = start * in.stride + c; s < len; ++s, e0 += in.stride) {
-    const in_t* __restrict__ ar = a + e0;
-    const in_t* __restrict__ xr = x + e0;
-    if constexpr (REDUCE) {
-      for (int64_t i = 0; i < n; ++i) {
-        const acc_t av = static_cast<acc_t>(ar[i]);
-        st[i] = av * st[i] + static_cast<acc_t>(xr[i]);
-        prod[i] *= av;
-      }
-    } else {
-      const Emit row = emit.shifted(e0);
-      for (int64_t i = 0; i < n; ++i) {
-        const acc_t v = static_cast<acc_t>(ar[i]) * st[i] + static_cast<acc_t>(xr[i]);
-        st[i] = v;
-        row.put(i, v);
-      }
-    }
-  }
-}
-
-// Channels per wide block: 32 KiB of float state, long contiguous runs per row (measured 1.1-1.3x
-// faster than 2048 on 16K-64K channels).
-constexpr int64_t kWideBlock = 8192;
-constexpr int64_t kNarrowMax = 64;    // up to this many channels a group keeps its state in registers
-constexpr int64_t kMinChunk = 16;     // shortest time chunk worth a chunk of its own
-
-struct Chunks {
-  std::vector<int64_t> start, len;
-  int64_t count() const { return static_cast<int64_t>(start.size()); }
-};
-
-template <typename in_t, typename acc_t, typename Emit> struct Pass {
-  Inputs<in_t> in;
-  const Chunks& chunks;
-  int64_t C;
-  acc_t* st;    // K x C
-  acc_t* prod;  // K x C (REDUCE only)
-  const Emit& emit;
-
-  // Steps [s0, s1) of chunks [ka, kb), KI at a time, then the remainder by halves.
-  template <int W, int KI, bool REDUCE>
-  void run_set(int64_t ka, int64_t kb, int64_t s0, int64_t s1, int64_t c) const {
-    int64_t k = ka;
-    for (; k + KI <= kb; k += KI)
-      tile_steps<W, KI, REDUCE>(in, &chunks.start[k], s0, s1, c, st + k * C + c,
-                                REDUCE ? prod + k * C + c : nullptr, C, emit);
-    if constexpr (KI > 1) run_set<W, KI / 2, REDUCE>(k, kb, s0, s1, c);
-  }
-
-  // Chunks share one length except a shorter final chunk: run the common steps on all of
-  // them, then the rest of the longer ones.
-  template <int W, bool REDUCE> void tiles(int64_t k0, int64_t k1, int64_t c) const {
-    constexpr int KI = chunks_in_flight<W, REDUCE>();
-    const int64_t common = chunks.len[k1 - 1], full = chunks.len[k0];
-    run_set<W, KI, REDUCE>(k0, k1, 0, common, c);
-    if (full > common) run_set<W, KI, REDUCE>(k0, k1 - 1, common, full, c);
-  }
-
-  // Chunks [k0, k1) x channels [c0, c1), all on the calling thread.
-  template <bool REDUCE> void group(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
-    if (c1 - c0 > kNarrowMax) {
-      for (int64_t k = k0; k < k1; ++k)
-        for (int64_t c = c0; c < c1; c += kWideBlock)
-          wide_steps<REDUCE>(in, chunks.start[k], chunks.len[k], c,
-                             std::min(kWideBlock, c1 - c), st + k * C + c,
-                             REDUCE ? prod + k * C + c : nullptr, emit);
-      return;
-    }
-    int64_t c = c0;
-    for (; c + 32 <= c1; c += 32) tiles<32, REDUCE>(k0, k1, c);
-    if (c + 16 <= c1) { tiles<16, REDUCE>(k0, k1, c); c += 16; }
-    if (c + 8 <= c1) { tiles<8, REDUCE>(k0, k1, c); c += 8; }
-    if (c + 4 <= c1) { tiles<4, REDUCE>(k0, k1, c); c += 4; }
-    if (c + 2 <= c1) { tiles<2, REDUCE>(k0, k1, c); c += 2; }
-    if (c + 1 <= c1) { tiles<1, REDUCE>(k0, k1, c); c += 1; }
-  }
-};
-
-// Smallest distance, modulo 4 KiB, between the starts of the first chunks run side by side.
-int64_t start_spread(int64_t L, int64_t row_bytes, int64_t count) {
-  int64_t offs[8];
-  for (int64_t k = 0; k < count; ++k) offs[k] = k * L * row_bytes % 4096;
-  std::sort(offs, offs + count);
-  int64_t spread = 4096 - offs[count - 1] + offs[0];
-  for (int64_t k = 1; k < count; ++k) spread = std::min(spread, offs[k] - offs[k - 1]);
-  return spread;
-}
-
-// Cuts rows [s0, s0 + n) into `want` chunks (fewer if they would be shorter than kMinChunk):
-// equal lengths L but a shorter last one. The chunks run side by side as separate streams, so
-// L is chosen to spread their starts over the 4 KiB that pick L1 sets and store-to-load
-// aliasing; equal page offsets thrash one set (measured: 7x slower at 4 channels, T = 65536).
-Chunks plan_chunks(int64_t s0, int64_t n, int64_t want, int64_t row_bytes) {
-  want = std::max<int64_t>(1, std::min(want, n / kMinChunk));
-  int64_t L = (n + want - 1) / want;
-  if (want > 1 && row_bytes > 0) {
-    const int64_t side_by_side = std::min<int64_t>(want, 8);
-    const int64_t good = 4096 / side_by_side / 2;
-    const int64_t last = std::min((n - 1) / (want - 1), L + 1024);
-    int64_t best = L, best_spread = start_spread(L, row_bytes, side_by_side);
-    for (int64_t cand = L + 1; cand <= last && best_spread < good; ++cand) {
-      const int64_t spread = start_spread(cand, row_bytes, side_by_side);
-      if (spread > best_spread) best = cand, best_spread = spread;
-    }
-    L = best;
-  }
-  Chunks ch;
-  for (int64_t s = 0; s < n; s += L) {
-    ch.start.push_back(s0 + s);
-    ch.len.push_back(std::min(L, n - s));
-  }
-  return ch;
-}
-
-// Folds chunk totals in time order: st[k] (state reached from 0) becomes the carry into chunk
-// k, `carry` (C values) goes in as the state before chunk 0 and comes out as the state after
-// the last chunk.
-template <typename acc_t>
-void carry_scan(int64_t K, int64_t C, acc_t* st, const acc_t* prod, acc_t* carry) {
-  for (int64_t k = 0; k < K; ++k) {
-    acc_t* s = st + k * C;
-    const acc_t* p = prod + k * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const acc_t reached = s[c];
-      s[c] = carry[c];
-      carry[c] = p[c] * carry[c] + reached;
-    }
-  }
-}
-
-template <typename in_t, typename acc_t, typename Emit> struct Scanner {
-  Inputs<in_t> in;
-  int64_t C;
-  Emit emit;
-
-  // Chunks that keep every FMA pipe busy: chunks_in_flight<W, false>() of the widest tile of C
-  // channels; one when the channels are wide enough by themselves.
-  int64_t row_bytes() const { return C * int64_t(sizeof(in_t)); }
-
-  int64_t ilp_chunks() const {
-    return C < 32 ? kMaxChains : C <= kNarrowMax ? 2 : 1;
-  }
-
-  // Rows per block for the in-thread Algorithm 1: decays and impulses of a block fill about
-  // half of L2, so its second read (the re-scan) hits cache.
-  int64_t block_rows() const {
-    return std::max<int64_t>(256, (int64_t(1) << 18) / (2 * C * int64_t(sizeof(in_t))));
-  }
-
-  // Product of decays P and state reached from zero R over rows [s0, s0 + n), channels all.
-  void reduce(int64_t s0, int64_t n, acc_t* R, acc_t* P) const {
-    const Chunks chunks = plan_chunks(s0, n, ilp_chunks(), row_bytes());
-    const int64_t K = chunks.count();
-    std::vector<acc_t> st(K * C, acc_t(0)), prod(K * C, acc_t(1));
-    Pass<in_t, acc_t, Emit> pass{in, chunks, C, st.data(), prod.data(), emit};
-    pass.template group<true>(0, K, 0, C);
-    std::fill(R, R + C, acc_t(0));
-    std::fill(P, P + C, acc_t(1));
-    carry_scan(K, C, st.data(), prod.data(), R);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t c = 0; c < C; ++c) P[c] *= prod[k * C + c];
-  }
-
-  // Scans rows [s0, s0 + n) over channels [c0, c1) from `state` (C values, updated in place),
-  // emitting every step. With `ilp`, Algorithm 1 runs inside each cache-sized block of rows, so
-  // a few channels still give the core independent work while memory is read once.
-  void scan(int64_t s0, int64_t n, int64_t c0, int64_t c1, acc_t* state, bool ilp) const {
-    const int64_t K = ilp ? ilp_chunks() : 1;
-    if (K == 1) {
-      const Chunks one{{s0}, {n}};
-      Pass<in_t, acc_t, Emit> pass{in, one, C, state, nullptr, emit};
-      pass.template group<false>(0, 1, c0, c1);
-      return;
-    }
-    const int64_t B = block_rows();
-    std::vector<acc_t> st, prod;
-    for (int64_t b = s0; b < s0 + n; b += B) {
-      const Chunks chunks = plan_chunks(b, std::min(B, s0 + n - b), K, row_bytes());
-      const int64_t k = chunks.count();
-      st.assign(k * C, acc_t(0));
-      prod.assign(k * C, acc_t(1));
-      Pass<in_t, acc_t, Emit> pass{in, chunks, C, st.data(), prod.data(), emit};
-      pass.template group<true>(0, k, c0, c1);
-      carry_scan(k, C, st.data(), prod.data(), state);
-      pass.template group<false>(0, k, c0, c1);
-    }
-  }
-};
-
-// Runs steps [0, n) in scan order from `init` (C values, or null for zeros), emitting every
-// state, and leaves the final state in `final_state` (C values) if it is not null.
-//   serial:   threads split the channels in whole cache lines, each walks all of time.
-//   parallel: threads split time (Algorithm 1: reduce, carry scan, re-scan); inside a thread
-//             blocks of rows run Algorithm 1 again with the chunks in registers.
-template <typename in_t, typename acc_t, typename Emit>
-void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool parallel,
-          const Emit& emit, acc_t* final_state) {
-  if (n <= 0) return;
-  const Scanner<in_t, acc_t, Emit> scanner{in, C, emit};
-  std::vector<acc_t> state(C, acc_t(0));
-  if (init) std::copy(init, init + C, state.begin());
-  const int64_t work = n * C;
-  if (!parallel) {
-    const int64_t tiles = (C + 15) / 16;
-    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, n * 16));
-    at::parallel_for(0, tiles, grain, [&](int64_t b, int64_t e) {
-      scanner.scan(0, n, b * 16, std::min(e * 16, C), state.data(), false);
-    });
-  } else {
-    // In-thread chunks only pay with at most 32 channels (measured: 0.5-0.8x at 64).
-    const bool ilp = C <= 32;
-    // Threads pay a second read of their inputs; only worth it for enough work per thread.
-    const int64_t threads = work >= (int64_t(1) << 16) ? at::get_num_threads() : 1;
-    const Chunks macro = plan_chunks(0, n, threads, 0);
-    const int64_t M = macro.count();
-    if (M == 1) {
-      scanner.scan(0, n, 0, C, state.data(), ilp);
-    } else {
-      std::vector<acc_t> st(M * C), prod(M * C);
-      at::parallel_for(0, M - 1, 1, [&](int64_t b, int64_t e) {
-        for (int64_t m = b; m < e; ++m)
-          scanner.reduce(macro.start[m], macro.len[m], st.data() + m * C, prod.data() + m * C);
-      });
-      carry_scan(M - 1, C, st.data(), prod.data(), state.data());
-      std::copy(state.begin(), state.end(), st.begin() + (M - 1) * C);
-      at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
-        for (int64_t m = b; m < e; ++m)
-          scanner.scan(macro.start[m], macro.len[m], 0, C, st.data() + m * C, ilp);
-      });
-      std::copy(st.begin() + (M - 1) * C, st.begin() + M * C, state.begin());
-    }
-  }
-  if (final_state) std::copy(state.begin(), state.end(), final_state);
-}
 
 void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<at::Tensor>& h0) {
   TORCH_CHECK(a.device().is_cpu() && x.device().is_cpu(), "plrnn cpu kernels need CPU tensors");
@@ -411,17 +20,15 @@ void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<
   TORCH_CHECK(a.scalar_type() == x.scalar_type(), "decays and impulses must share a dtype");
   TORCH_CHECK(a.is_contiguous() && x.is_contiguous(), "plrnn cpu kernels need contiguous inputs");
   if (h0) {
-    TORCH_CHECK(h0->is_contiguous() && h0->scalar_type() == x.scalar_type(),
-                "initial_state must be contiguous with the impulses' dtype");
+    TORCH_CHECK(h0->is_contiguous() && h0->scalar_type() == x.scalar_type() && h0->device().is_cpu(),
+                "initial_state must be a contiguous CPU tensor with the impulses' dtype");
     TORCH_CHECK(h0->dim() == 1 && h0->size(0) == x.size(1), "initial_state must have shape (C,)");
   }
 }
 
-template <typename acc_t, typename in_t>
-std::vector<acc_t> to_acc(const in_t* p, int64_t n) {
-  std::vector<acc_t> v(n);
-  for (int64_t i = 0; i < n; ++i) v[i] = static_cast<acc_t>(p[i]);
-  return v;
+template <typename scalar_t>
+const scalar_t* data_or_null(const c10::optional<at::Tensor>& t) {
+  return t ? t->const_data_ptr<scalar_t>() : nullptr;
 }
 
 void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
@@ -431,18 +38,12 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
   TORCH_CHECK(out.sizes() == impulses.sizes() && out.is_contiguous() &&
                   out.scalar_type() == impulses.scalar_type() && out.device().is_cpu(),
               "out must be a contiguous CPU tensor with the impulses' shape and dtype");
-  const int64_t T = impulses.size(0);
-  if (T == 0 || impulses.numel() == 0) return;
-  const int64_t C = impulses.numel() / T;
-  const int64_t first = reverse ? T - 1 : 0, step = reverse ? -C : C;
+  const int64_t T = impulses.size(0), C = impulses.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan", [&] {
-    using acc_t = typename AccOf<scalar_t>::type;
-    const Inputs<scalar_t> in{decays.const_data_ptr<scalar_t>() + first * C,
-                              impulses.const_data_ptr<scalar_t>() + first * C, step};
-    const StoreState<scalar_t, acc_t> emit{out.mutable_data_ptr<scalar_t>() + first * C};
-    std::vector<acc_t> init;
-    if (initial_state) init = to_acc<acc_t>(initial_state->const_data_ptr<scalar_t>(), C);
-    scan(in, T, C, initial_state ? init.data() : nullptr, parallel, emit, (acc_t*)nullptr);
+    scan_forward_kernel<scalar_t>(decays.const_data_ptr<scalar_t>(),
+                                  impulses.const_data_ptr<scalar_t>(),
+                                  data_or_null<scalar_t>(initial_state),
+                                  out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel);
   });
 }
 
@@ -454,10 +55,6 @@ at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
   return out;
 }
 
-// Gradients of h = scan(a, x, h0) given dL/dh, from the saved h (no recompute).
-// Scan order runs against the forward direction: step r is data row d(r) = d0 + r * dir, and
-//   g(r) = a[d(r) - dir] * g(r-1) + dL/dh[d(r)],  g(0) = dL/dh[d(0)]
-//   dL/dx[d] = g,  dL/da[d] = h[d + dir] * g  (h0 past the last step),  dL/dh0 = a[d(T-1)] * g(T-1)
 std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     const at::Tensor& decays, const at::Tensor& h, const at::Tensor& grad_h,
     const c10::optional<at::Tensor>& initial_state, bool reverse, bool parallel) {
@@ -465,48 +62,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   TORCH_CHECK(h.sizes() == grad_h.sizes() && h.is_contiguous() && h.scalar_type() == grad_h.scalar_type(),
               "saved h must match grad_h");
   at::Tensor gx = at::empty_like(grad_h), ga = at::empty_like(grad_h);
-  const int64_t T = grad_h.size(0);
-  const int64_t C = grad_h.size(1);
+  const int64_t T = grad_h.size(0), C = grad_h.size(1);
   at::Tensor gh0 = at::zeros({C}, grad_h.options());
-  if (T == 0 || C == 0) return {gx, ga, gh0};
-  const int64_t dir = reverse ? 1 : -1, d0 = reverse ? 0 : T - 1, step = dir * C;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
-    using acc_t = typename AccOf<scalar_t>::type;
-    const scalar_t* a = decays.const_data_ptr<scalar_t>();
-    const scalar_t* dh = grad_h.const_data_ptr<scalar_t>();
-    const scalar_t* hs = h.const_data_ptr<scalar_t>();
-    scalar_t* dx = gx.mutable_data_ptr<scalar_t>();
-    scalar_t* da = ga.mutable_data_ptr<scalar_t>();
-    std::vector<acc_t> h0(C, acc_t(0));
-    if (initial_state) h0 = to_acc<acc_t>(initial_state->const_data_ptr<scalar_t>(), C);
-
-    // Element (r, c) of every buffer below is at base[r * step + c].
-    const Inputs<scalar_t> in{a + (d0 - dir) * C, dh + d0 * C, step};  // decay row 0 never read
-    const StoreGrads<scalar_t, acc_t> grads{dx + d0 * C, da + d0 * C,
-                                            hs + (d0 + dir) * C};  // h row T-1 never read
-
-    // Edge rows by hand: the first has no decay to apply, the last multiplies h0.
-    std::vector<acc_t> g(C);
-    auto edge_row = [&](int64_t r, const acc_t* prev, const acc_t* hprev) {
-      const int64_t e = r * step;
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t decayed = prev ? static_cast<acc_t>(in.a[e + c]) * prev[c] : acc_t(0);
-        g[c] = decayed + static_cast<acc_t>(in.x[e + c]);
-        grads.gx[e + c] = static_cast<scalar_t>(g[c]);
-        grads.ga[e + c] = static_cast<scalar_t>(hprev[c] * g[c]);
-      }
-    };
-    std::vector<acc_t> hp_row = h0;
-    if (T > 1) hp_row = to_acc<acc_t>(grads.hprev, C);
-    edge_row(0, nullptr, hp_row.data());
-    if (T > 1) {
-      std::vector<acc_t> mid = g;
-      if (T > 2) scan(in.shifted(1), T - 2, C, g.data(), parallel, grads.shifted(step), mid.data());
-      edge_row(T - 1, mid.data(), h0.data());
-    }
-    const scalar_t* a_last = a + (d0 + (T - 1) * dir) * C;
-    scalar_t* out = gh0.mutable_data_ptr<scalar_t>();
-    for (int64_t c = 0; c < C; ++c) out[c] = static_cast<scalar_t>(static_cast<acc_t>(a_last[c]) * g[c]);
+    scan_backward_kernel<scalar_t>(
+        decays.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(),
+        grad_h.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(initial_state),
+        gx.mutable_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(),
+        gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel);
   });
   return {gx, ga, gh0};
 }

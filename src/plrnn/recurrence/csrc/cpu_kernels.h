@@ -1,0 +1,20 @@
+// Entry points of the CPU kernels on raw (T, C) row-major buffers, one instantiation per storage
+// type (cpu_kernels_{f32,f64,f16}.cpp); the torch binding (cpu_scan.cpp) calls them.
+#pragma once
+
+#include <cstdint>
+
+namespace plrnn {
+
+// h = scan(a, x, h0) in time order (reverse: from row T-1 down); h0 may be null (zeros).
+template <typename scalar_t>
+void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out,
+                         int64_t T, int64_t C, bool reverse, bool parallel);
+
+// dL/dx, dL/da and dL/dh0 (C values) from the saved h and dL/dh; h0 may be null (zeros).
+template <typename scalar_t>
+void scan_backward_kernel(const scalar_t* a, const scalar_t* h, const scalar_t* grad_h,
+                          const scalar_t* h0, scalar_t* grad_x, scalar_t* grad_a,
+                          scalar_t* grad_h0, int64_t T, int64_t C, bool reverse, bool parallel);
+
+}  // namespace plrnn

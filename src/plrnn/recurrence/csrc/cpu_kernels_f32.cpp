@@ -1,0 +1,6 @@
+// float32 instantiation of the CPU kernels (compiled in parallel with the other dtypes).
+#include "cpu_kernels_impl.h"
+
+namespace plrnn {
+PLRNN_INSTANTIATE_CPU_KERNELS(float)
+}  // namespace plrnn

@@ -1,0 +1,162 @@
+"""The first-use build cannot hang: a builder killed mid-build leaves nothing that blocks the next
+process, and waiting for a live builder is bounded and says what it waits for.
+
+Each test runs plrnn in fresh interpreters with PLRNN_PREBUILT=0 (the path of a checkout that
+was never built) and its own TORCH_EXTENSIONS_DIR. Every subprocess has a timeout, so a hang
+fails the test instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import plrnn
+from plrnn.recurrence import cpu, jit, prebuilt
+
+pytestmark = pytest.mark.skipif(
+    jit.missing_toolchain() is not None, reason="needs a C++ compiler and ninja"
+)
+
+LOAD_AND_CHECK = textwrap.dedent(
+    """
+    import json, time
+    import torch, plrnn
+    from plrnn.recurrence import cpu, reference
+    start = time.monotonic()
+    reason = cpu.load()
+    out = {"reason": reason, "origin": cpu.origin(), "seconds": time.monotonic() - start}
+    if reason is None:
+        a = torch.rand(300, 5, dtype=torch.float64)
+        x = torch.randn(300, 5, dtype=torch.float64)
+        h = plrnn.linear_recurrence(a, x, backend="cpu_serial")
+        out["err"] = (h - reference.serial(a, x)).abs().max().item()
+        out["status"] = [list(s) for s in plrnn.backends("cpu") if s.name == "cpu_serial"][0]
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def _env(ext_dir: Path, **extra: str) -> dict:
+    env = dict(os.environ, PLRNN_PREBUILT="0", TORCH_EXTENSIONS_DIR=str(ext_dir), **extra)
+    env.pop("PLRNN_VERBOSE_BUILD", None)
+    return env
+
+
+def _result(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def _build_dir(ext_dir: Path) -> Path:
+    return ext_dir / f"plrnn_cpu_{cpu._cpu_fingerprint()}"
+
+
+def test_build_killed_midway_then_next_process_builds(tmp_path):
+    """kill -9 of a first-use build (its whole process group, as a closed terminal would), then
+    a new process: it must clean up and build, or fail with a message, within a bounded time."""
+    ext_dir = tmp_path / "ext"
+    build_dir = _build_dir(ext_dir)
+    first = subprocess.Popen(
+        [sys.executable, "-c", LOAD_AND_CHECK],
+        env=_env(ext_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
+    try:
+        # The compiler is running once torch has written its ninja file; give it a few seconds
+        # so objects are half-written, then kill everything.
+        deadline = time.monotonic() + 120
+        while not (build_dir / "build.ninja").exists():
+            assert first.poll() is None, "the first build ended before it could be killed"
+            assert time.monotonic() < deadline, "the first build never started"
+            time.sleep(0.2)
+        time.sleep(5)
+        assert first.poll() is None, "the first build finished too fast to be interrupted"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    # What used to hang every later process forever: torch's lock file of the dead build.
+    assert (build_dir / "lock").exists()
+    assert not (build_dir / jit._COMPLETE).exists()
+
+    second = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_CHECK],
+        env=_env(ext_dir, PLRNN_BUILD_TIMEOUT="60"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    out = _result(second)
+    assert out["reason"] is None, out
+    assert out["err"] <= 1e-12
+    assert out["origin"] == f"built at first use ({build_dir})"
+    assert out["status"][3] == out["origin"]  # backends() reports it
+    assert "removing the unfinished or outdated build" in second.stderr
+    assert (build_dir / jit._COMPLETE).exists() and not (build_dir / "lock").exists()
+
+    # A third process finds the finished build and loads it without building.
+    third = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_CHECK],
+        env=_env(ext_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    out = _result(third)
+    assert out["reason"] is None and out["err"] <= 1e-12
+    assert "removing" not in third.stderr
+
+
+def test_wait_for_a_live_builder_is_bounded_and_says_where(tmp_path):
+    """While another process holds the build lock, a newcomer waits at most PLRNN_BUILD_TIMEOUT
+    seconds, naming the lock file and its holder, then reports the kernels unavailable."""
+    ext_dir = tmp_path / "ext"
+    lock = ext_dir / f"{_build_dir(ext_dir).name}.lock"
+    with jit.build_lock(lock, "test", timeout=1):
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-c", LOAD_AND_CHECK],
+            env=_env(ext_dir, PLRNN_BUILD_TIMEOUT="3"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        elapsed = time.monotonic() - start
+    out = _result(proc)
+    assert out["reason"] is not None
+    assert "timed out after 3 s waiting for another process" in out["reason"]
+    assert str(lock) in out["reason"] and f"pid {os.getpid()}" in out["reason"]
+    assert "waiting for another process to finish building" in proc.stderr
+    assert str(lock) in proc.stderr
+    assert 3 <= out["seconds"] < 60 and elapsed < 120
+    assert not _build_dir(ext_dir).exists()  # nothing was built or touched
+
+
+@pytest.mark.skipif(
+    prebuilt.build_info() is None or os.environ.get("PLRNN_PREBUILT") == "0",
+    reason="an installation without install-time kernels",
+)
+def test_installed_kernels_are_the_prebuilt_ones():
+    """Where setup.py built the kernels, they are what this process runs, for its own torch."""
+    assert prebuilt.unusable() is None
+    assert cpu.load() is None
+    status = {s.name: s for s in plrnn.backends("cpu")}
+    built = prebuilt.build_info()["cpu_isas"]
+    best = next(level for level in prebuilt.cpu_levels() if level in built)
+    assert status["cpu_serial"].origin == status["cpu_parallel"].origin == f"prebuilt ({best})"
+    assert status["torch"].origin == ""
