@@ -101,10 +101,60 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:40].rstrip("-") or "unknown"
 
 
+def _cpuid() -> tuple[str, int, int, int] | None:
+    """(vendor, family, model, stepping) from /proc/cpuinfo (x86 Linux), or None."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+        return (fields["vendor_id"], int(fields["cpu family"]), int(fields["model"]),
+                int(fields.get("stepping", "0")))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def microarchitecture() -> str | None:
+    """The core's generation ('skylake-sp', 'sapphirerapids', 'zen3', ...), from CPUID family
+    and model: cloud VMs report model names like 'Intel Xeon Processor' or 'AMD EPYC' that are
+    the same across generations whose kernels' speed differs by 2x. 'f<family>m<model>' when
+    the pair is not in the table; None off x86 Linux."""
+    ident = _cpuid()
+    if ident is None:
+        return None
+    vendor, family, model, stepping = ident
+    if vendor == "GenuineIntel" and family == 6:
+        if model == 85:
+            return "skylake-sp" if stepping <= 4 else "cascadelake" if stepping <= 7 else "cooperlake"
+        intel = {63: "haswell", 79: "broadwell", 106: "icelake-sp", 108: "icelake-sp",
+                 143: "sapphirerapids", 207: "emeraldrapids", 173: "graniterapids"}
+        if model in intel:
+            return intel[model]
+    if vendor == "AuthenticAMD":
+        if family == 23:
+            return "zen2" if model >= 0x30 else "zen1"
+        if family == 25:
+            return "zen4" if 0x10 <= model < 0x20 or model >= 0x60 else "zen3"
+        if family == 26:
+            return "zen5"
+    return f"f{family}m{model}"
+
+
 def machine_name(device: str | torch.device = "cpu") -> str:
-    """Slug for results/<name>/: 'cpu-<model>-<n>c' (e.g. 'cpu-amd-epyc-2c'), or 'cuda-<gpu>'
-    (e.g. 'cuda-nvidia-h200') when `device` is a CUDA device."""
+    """Slug for results/<name>/ and asv's machine name: 'cpu-<model>-<microarchitecture>-<n>c'
+    (e.g. 'cpu-intel-xeon-skylake-sp-2c'), or 'cuda-<gpu>' (e.g. 'cuda-nvidia-h200') when
+    `device` is a CUDA device. (results/cpu-amd-epyc-2c/ predates the microarchitecture part.)"""
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return "cuda-" + _slug(torch.cuda.get_device_name(device))
-    return f"cpu-{_slug(cpu_model())}-{os.cpu_count()}c"
+    uarch = microarchitecture()
+    model = _slug(cpu_model())
+    if uarch and uarch not in model:
+        model = f"{model}-{uarch}"
+    return f"cpu-{model}-{os.cpu_count()}c"
+
+
+if __name__ == "__main__":  # `asv machine --machine "$(python -m plrnn.bench.machine)"`
+    print(machine_name())

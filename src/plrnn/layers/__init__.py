@@ -15,7 +15,7 @@ LSTM (h = o * tanh(c) there; the paper writes h = o * c).
 compile_gates=True fuses each layer's elementwise gate math with torch.compile (inductor;
 compiled once per process per function and dtype). It is off by default: not needed for
 correctness, the first call pays 10-60 s of compiling on a 2-core CPU, and on that CPU it bought
-little (`python -m plrnn.layers.fusion_bench`; 2 layers, 256 hidden, input 4, T x B = 65,536,
+little (`python -m plrnn.bench.layer_fusion`; 2 layers, 256 hidden, input 4, T x B = 65,536,
 forward+backward, one thread, CPU seconds on a shared 2-core AMD EPYC VM): the gate functions
 alone ran 0.96-1.7x faster fused, but the matmuls dominate a layer, which ran 0.94-1.12x
 (GILR 1.01-1.12x, GILR-LSTM 1.02-1.06x, QRNN(2) 1.04-1.05x, QRNN(10) 0.94-0.99x, SRU

@@ -7,7 +7,7 @@ import math
 import torch
 
 from .registry import REGISTRY, BackendStatus, backends, resolve
-from .validation import check_inputs
+from .validation import check_inputs, check_out
 
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY"]
 
@@ -19,6 +19,7 @@ def linear_recurrence(
     *,
     reverse: bool = False,
     backend: str = "auto",
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Linear recurrence over the leading (time) axis.
 
@@ -31,26 +32,72 @@ def linear_recurrence(
         initial_state: [*] or None.
         reverse: run from t = T-1 down to 0.
         backend: "auto" or a name from `plrnn.backends(device)`.
+        out: None, or a tensor with exactly the impulses' shape, dtype and device, sharing no
+            memory with the inputs, to receive h; it is returned. The C++ CPU backends write
+            into a contiguous `out` directly; the others compute h and copy it in. As with
+            torch's own out= arguments there is no autograd: with grad mode on, no argument may
+            require grad (run it under torch.no_grad()).
 
     Returns:
         h: [T, *], the impulses' dtype. float16/bfloat16 accumulate in float32.
-    Gradients flow to decays, impulses and initial_state.
+    Gradients flow to decays, impulses and initial_state (not with out=).
     """
     check_inputs(decays, impulses, initial_state, reverse)
+    if out is not None:
+        check_out(out, decays, impulses, initial_state)
     shape = impulses.shape
     T, channels = shape[0], math.prod(shape[1:])
     chosen = resolve(backend, impulses.device, T, channels)
     if T == 0 or channels == 0:
+        if out is not None:
+            return out
         return impulses + 0 * decays  # empty, but still part of the autograd graph
+    if out is not None:
+        return _into(out, chosen, decays, impulses, initial_state, reverse)
+    return _compute(chosen, decays, impulses, initial_state, reverse)
+
+
+def _compute(chosen, decays, impulses, initial_state, reverse):
     if chosen.name == "reference":
         return chosen.run(decays, impulses, initial_state, reverse)
-    # The kernels take (T, C) contiguous buffers; reshapes are skipped where they are no-ops
-    # because each costs microseconds of dispatch on short sequences.
-    flat = impulses.dim() != 2
-    a = (decays.reshape(T, channels) if flat else decays).contiguous()
-    x = (impulses.reshape(T, channels) if flat else impulses).contiguous()
-    h0 = initial_state
-    if h0 is not None:
-        h0 = (h0.reshape(channels) if flat else h0).contiguous()
-    h = chosen.run(a, x, h0, reverse)
-    return h.reshape(shape) if flat else h
+    h = chosen.run(*_kernel_buffers(decays, impulses, initial_state), reverse)
+    return h if impulses.dim() == 2 else h.reshape(impulses.shape)
+
+
+def _kernel_buffers(decays, impulses, initial_state):
+    """The inputs as the kernels take them: (T, C), (T, C) and (C,) or None, contiguous."""
+    # Reshapes are skipped where they are no-ops because each costs microseconds of dispatch on
+    # short sequences.
+    if impulses.dim() != 2:
+        T, channels = impulses.shape[0], math.prod(impulses.shape[1:])
+        decays, impulses = decays.reshape(T, channels), impulses.reshape(T, channels)
+        if initial_state is not None:
+            initial_state = initial_state.reshape(channels)
+    h0 = None if initial_state is None else initial_state.contiguous()
+    return decays.contiguous(), impulses.contiguous(), h0
+
+
+# The backends whose C++ op writes into a given tensor, and its `parallel` flag for each.
+_CPU_OUT_PARALLEL = {"cpu_serial": False, "cpu_parallel": True}
+
+
+def _into(out, chosen, decays, impulses, initial_state, reverse):
+    parallel = _CPU_OUT_PARALLEL.get(chosen.name)
+    if parallel is None:
+        out.copy_(_compute(chosen, decays, impulses, initial_state, reverse))
+        return out
+    a, x, h0 = _kernel_buffers(decays, impulses, initial_state)
+    # The op writes only into contiguous (T, C) memory; a view of a contiguous out is that memory.
+    if out.is_contiguous():
+        target = out
+    else:
+        target = torch.empty_like(out, memory_format=torch.contiguous_format)
+    flat = target if target.dim() == 2 else target.view(x.shape)
+    torch.ops.plrnn.cpu_scan_out(a, x, h0, reverse, parallel, out=flat)
+    if target is out:
+        # The op has no ADInplaceOrView kernel, so it leaves out's version counter alone; bumped
+        # here so that autograd still refuses a backward through an earlier use of out.
+        torch.autograd.graph.increment_version(out)
+    else:
+        out.copy_(target)
+    return out

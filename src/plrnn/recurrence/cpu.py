@@ -106,6 +106,10 @@ def _register_python_side() -> None:
     def _(decays, impulses, initial_state, reverse, parallel):
         return torch.empty_like(impulses)
 
+    @torch.library.register_fake("plrnn::cpu_scan_out")
+    def _(decays, impulses, initial_state, reverse, parallel, *, out):
+        return None
+
     @torch.library.register_fake("plrnn::cpu_scan_backward")
     def _(decays, h, grad_h, initial_state, reverse, parallel):
         return (

@@ -63,3 +63,48 @@ def check_inputs(decays, impulses, initial_state, reverse) -> None:
             )
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+
+
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    """[first, last + 1) byte addresses that t's elements can touch (strides are never < 0)."""
+    last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # Compared by address span rather than by storage, so two storages over one buffer (from_blob,
+    # numpy) count too, and disjoint slices of one buffer do not; interleaved views are refused.
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device or a.device.type == "meta":
+        return False
+    a_start, a_end = _byte_span(a)
+    b_start, b_end = _byte_span(b)
+    return a_start < b_end and b_start < a_end
+
+
+def check_out(out, decays, impulses, initial_state) -> None:
+    """The rules torch's own out= arguments follow, made strict: exactly the impulses' shape,
+    dtype and device (no resize, no casting), no memory shared with an input, no autograd."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
+    if out.dtype != impulses.dtype:
+        raise TypeError(f"out must have the impulses' dtype {impulses.dtype}; got {out.dtype}")
+    if out.shape != impulses.shape:
+        raise ValueError(f"out must have the impulses' shape {_shape(impulses)}; got {_shape(out)}")
+    if out.device != impulses.device:
+        raise ValueError(f"out must be on the impulses' device {impulses.device}; got {out.device}")
+    inputs = {"decays": decays, "impulses": impulses, "initial_state": initial_state}
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (out, *inputs.values())
+    ):
+        raise RuntimeError(
+            "linear_recurrence(): out= does not support automatic differentiation, but one of "
+            "the arguments requires grad; call it under torch.no_grad() or without out="
+        )
+    if torch._debug_has_internal_overlap(out) == 1:  # 1: certainly overlapping (2: unknown)
+        raise ValueError(
+            "out must not have elements that share memory (as expand() makes); "
+            "pass a contiguous tensor"
+        )
+    for name, t in inputs.items():
+        if t is not None and _shares_memory(out, t):
+            raise ValueError(f"out must not share memory with {name}; pass a separate tensor")

@@ -1,6 +1,7 @@
 // torch binding of the CPU kernels (cpu_kernels.h): the ops plrnn::cpu_scan, cpu_scan_out and
 // cpu_scan_backward, their checks, dtype dispatch and a C++ autograd rule.
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -24,6 +25,24 @@ void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<
                 "initial_state must be a contiguous CPU tensor with the impulses' dtype");
     TORCH_CHECK(h0->dim() == 1 && h0->size(0) == x.size(1), "initial_state must have shape (C,)");
   }
+}
+
+// Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
+// it. A large fresh tensor is freshly mmap'd memory (glibc), so its first write costs a page fault
+// per 4 KiB, several times the kernel's own time. The serial schedule has every thread write a
+// slice of every row, so both threads fault on the same pages and wait on each other; torch's
+// elementwise ops split memory into contiguous ranges and fault in parallel. Measured on a 2-core
+// Xeon (Skylake-SP), T = 65536 x 128 fp32 forward with a fresh output: 2.1 -> 3.2 GB/s, against
+// torch.mul's 3.6-4.4 GB/s under the same conditions. One byte per page: the kernel zeroes the
+// page anyway, and pages already mapped (a reused allocation) cost a store each.
+void first_touch(const at::Tensor& t) {
+  const int64_t bytes = t.numel() * t.element_size();
+  if (bytes < (int64_t(1) << 20) || at::get_num_threads() < 2) return;
+  char* p = static_cast<char*>(t.data_ptr());
+  const int64_t pages = bytes / 4096;
+  at::parallel_for(0, pages, 256, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) p[i * 4096] = 0;
+  });
 }
 
 template <typename scalar_t>
@@ -51,6 +70,7 @@ at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
                         const c10::optional<at::Tensor>& initial_state, bool reverse,
                         bool parallel) {
   at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
+  first_touch(out);
   scan_forward_out(decays, impulses, initial_state, reverse, parallel, out);
   return out;
 }
@@ -62,6 +82,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   TORCH_CHECK(h.sizes() == grad_h.sizes() && h.is_contiguous() && h.scalar_type() == grad_h.scalar_type(),
               "saved h must match grad_h");
   at::Tensor gx = at::empty_like(grad_h), ga = at::empty_like(grad_h);
+  first_touch(gx);
+  first_touch(ga);
   const int64_t T = grad_h.size(0), C = grad_h.size(1);
   at::Tensor gh0 = at::zeros({C}, grad_h.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {

@@ -1,7 +1,7 @@
 """Does compile_gates pay? Forward+backward time of each layer type with the gate math eager
 and fused by torch.compile (inductor), at the paper's Table 2 sizes.
 
-    python -m plrnn.layers.fusion_bench [--shapes 4096x16 256x256] [--layers GILRLSTM QRNN]
+    python -m plrnn.bench.layer_fusion [--shapes 4096x16 256x256] [--layers GILRLSTM QRNN]
 
 Two stacked layers, 256 hidden, input size 4, T x B = 65,536 by default. Each cell: the compiled
 model is checked against the eager one first, then both are timed in interleaved rounds (a slow
@@ -21,10 +21,10 @@ import time
 import torch
 from torch.utils.benchmark import Timer
 
-from ..bench.machine import machine_info
-from ..bench.timing import check_not_all_zero, median_time, reuse_freed_pages
-from . import GILR, GILRLSTM, QRNN, SRU
-from . import gates as G
+from ..layers import GILR, GILRLSTM, QRNN, SRU
+from ..layers import gates as G
+from .machine import machine_info
+from .timing import check_not_all_zero, median_time, reuse_freed_pages
 
 LAYERS = {
     "GILR": (GILR, {}),
