@@ -1,8 +1,9 @@
 """Suite-wide fixtures.
 
-The C++ kernels are JIT-built at first use (about a minute, then cached in TORCH_EXTENSIONS_DIR);
-building them once up front keeps that cost out of any single test and makes a broken build fail
-loudly instead of surfacing as hundreds of confusing failures.
+The C++ kernels come from the install (setup.py), or are built at first use where the install did
+not build them (about a minute, then cached in TORCH_EXTENSIONS_DIR); loading them once up front
+keeps that cost out of any single test and makes a broken build fail loudly instead of surfacing
+as hundreds of confusing failures.
 
 Thread counts: the large correctness grids run with torch's intra-op pool pinned to one thread
 (`single_thread`). On a small, shared machine every OpenMP region of the pure-torch backend (a
