@@ -1,25 +1,52 @@
-"""Benchmark of plrnn.linear_recurrence: every backend side by side, in one run.
+"""Benchmark of plrnn.linear_recurrence: what users pay, every CPU backend side by side, one run.
 
-    python -m plrnn.bench.recurrence                # default run (~2-4 min on 2 cores)
-    python -m plrnn.bench.recurrence --quick        # smaller shapes, shorter timing (~1 min)
-    python -m plrnn.bench.recurrence --sweep-auto   # only the channels x T sweep behind `auto`
+    python -m plrnn.bench.recurrence                     # default run (about 5 min on 2 cores)
+    python -m plrnn.bench.recurrence --quick             # smaller shapes, shorter timing (~1.5 min)
+    python -m plrnn.bench.recurrence --smoke             # tiny shapes: the whole pipeline, seconds
+    python -m plrnn.bench.recurrence --all-distributions # the Table-1 grid under all five decays
+    python -m plrnn.bench.recurrence --sweep-auto        # only the channels x T sweep behind `auto`
+
+What users pay: every method is called in a plain loop with a fresh output per call (rows marked
+`out=` write into a preallocated buffer instead), and every measurement is taken twice:
+* allocator `default`: this process as it starts, glibc malloc untouched. A large fresh output is
+  then mmap'd from the OS and page-faulted on every call, which can cost several times the
+  kernel itself: that is what a user's loop pays.
+* allocator `steady`: a child process (`python -m plrnn.bench.recurrence ... --allocator steady`)
+  that first calls timing.reuse_freed_pages() (glibc mallopt), so freed pages are reused and a
+  fresh output costs no page faults: the kernels' own speed. mallopt cannot be undone in-process,
+  hence the child. `--allocator default` or `--allocator steady` runs one of the two alone.
+Tables show the two side by side; the CSV's `allocator` column says which one each row used.
+
+Decays (the gates) come from one of DISTRIBUTIONS: U[0,1) (many decays near 0), U[0.9,1), and
+sigmoid(N(mu, 1)) for mu = 0, 2, 5 (forget gates; means 0.50, 0.84, 0.99); impulses and grad_h are
+N(0, 1). Each input comes from a generator seeded by (--seed, shape, distribution), and every
+backend's output is checked against a float64 loop once before it is timed (a wrong kernel is an
+`error` row, never a time).
 
 Sections (CPU, fp32):
-1. Bandwidth: the copy_ probe, torch.mul(out=), and the C++ kernels writing into a preallocated
-   buffer (torch.ops.plrnn.cpu_scan_out), as GB/s at 12 bytes/element and as a fraction of copy.
+1. Bandwidth, forward at (T, C) = (65536, 128), (65536, 1024), (4096, 16384) on 1 and 2 torch
+   threads: cpu_serial with a fresh output and with out=, against the practical limit torch.mul
+   (the same 12 bytes/element, fresh and out=) and the physical limit dst.copy_(src).
 2. Latency-bound regime: 4 channels, long T, forward and forward+backward.
-3. The paper's Table-1 grid (batch 1, m channels, T steps), forward; auto against the best kernel.
-4. Forward+backward at T=65536, 128 channels against torch's associative_scan and Python loops.
+3. The paper's Table-1 grid (batch 1, m channels, T steps), forward, under U[0,1) and
+   sigmoid(N(2,1)) (all five with --all-distributions); auto against the best backend.
+4. Decay distributions: every backend, forward at (262144, 4) and (65536, 128) under each
+   distribution, relative to the same backend and shape under U[0,1).
+5. Forward+backward at T=65536, 128 channels against the practical limit y = a * x with its
+   backward (32 bytes/element), torch's associative_scan and the Python loop.
+Each section ends with goal lines computed from this run's medians, per allocator; a goal that
+is not met says so. The Goals section at the end repeats them all.
 
-Writes into --out (default results/<machine_name()>/): recurrence_bench.csv (every measurement,
-with the raw blocked_autorange block times), recurrence_bench.md (the printed tables under a header
-naming machine, torch, commit and config) and recurrence_bench.json (machine_info + config).
-With --sweep-auto: auto_sweep.csv, auto_sweep.md and auto_sweep.json instead.
+Writes into --out (default results/<machine_name()>/): recurrence_bench.csv (every measurement of
+both allocators, with the raw blocked_autorange block times), recurrence_bench.md (the tables
+under a header naming machine, torch, commit, allocators, distributions and config) and
+recurrence_bench.json (machine_info, config, goals). With --sweep-auto: auto_sweep.{csv,md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -27,9 +54,12 @@ import importlib
 import json
 import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +71,7 @@ from tqdm.auto import tqdm
 
 import plrnn
 
-from .bandwidth import COPY_BYTES_PER_ELEMENT, bytes_moved, copy_measurement
+from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
 from .machine import machine_info, machine_name
 from .tables import fmt_ms, fmt_x, markdown_table
 from .timing import measure, reuse_freed_pages, single_time
@@ -52,60 +82,232 @@ backend_registry = importlib.import_module("plrnn.recurrence.registry")
 KERNELS = ("cpu_serial", "cpu_parallel")
 COMPARED = ("cpu_serial", "cpu_parallel", "torch", "auto")
 FWD, FWD_BWD = "forward", "forward+backward"
+MUL = "torch.mul"  # the practical limit: the same bytes as the scan, no dependency chain
 
-GOAL_BANDWIDTH_FRACTION = 0.80
+ALLOCATORS = ("default", "steady")
+UNIFORM = "U[0,1)"
+SIGMOID_MEANS = {"sigmoid(N(0,1))": 0.0, "sigmoid(N(2,1))": 2.0, "sigmoid(N(5,1))": 5.0}
+DISTRIBUTIONS = (UNIFORM, "U[0.9,1)", *SIGMOID_MEANS)
+GRID_DISTRIBUTIONS = (UNIFORM, "sigmoid(N(2,1))")
+
+SEC_BANDWIDTH = "1 bandwidth"
+SEC_LATENCY = "2 latency"
+SEC_GRID = "3 table-1 grid"
+SEC_DIST = "4 decay distributions"
+SEC_FWD_BWD = "5 forward+backward"
+SEC_SWEEP = "auto sweep"
+
+GOAL_BANDWIDTH_VS_MUL = 0.80
 GOAL_LATENCY_SPEEDUP = 2.0
 GOAL_AUTO_RATIO = 1.10
-GOAL_AUTO_VS_ASSOC = 8.0
+GOAL_DIST_SLOWDOWN = 1.20
+GOAL_FWD_BWD_VS_MUL = 0.80
+GOAL_VS_ASSOC = 8.0
 SWEEP_TIE = 0.05  # sweep cells where the kernels are within 5% of each other are ties
+
+# Outputs are checked on this many channels over the whole length (the recurrence is independent
+# per channel, so a subset is an exact check). fp32 kernels land ~1e-6 of the state's scale from
+# the float64 loop; a wrong one lands O(1).
+CHECK_CHANNELS = 16
+CHECK_TOL = 1e-4
 
 
 # --------------------------------------------------------------------------------------- config
+SIZES = {
+    "full": {
+        "min_run_time": 0.5,
+        "bandwidth_shapes": ((65536, 128), (65536, 1024), (4096, 16384)),
+        "latency_T": (65536, 262144),
+        "grid_m": (4, 32, 128),
+        "grid_T": (16, 256, 4096, 65536),
+        "dist_shapes": ((262144, 4), (65536, 128)),
+        "fb_T": 65536,
+        "sweep_channels": (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+        "sweep_T": (16, 64, 256, 1024, 4096, 16384, 65536),
+    },
+    "quick": {
+        "min_run_time": 0.1,
+        "bandwidth_shapes": ((16384, 128), (16384, 1024), (1024, 16384)),
+        "latency_T": (16384, 65536),
+        "grid_m": (4, 32, 128),
+        "grid_T": (16, 256, 4096),
+        "dist_shapes": ((65536, 4), (16384, 128)),
+        "fb_T": 16384,
+        "sweep_channels": (1, 4, 16, 64, 256, 1024),
+        "sweep_T": (16, 256, 4096, 65536),
+    },
+    # Tiny shapes and timing: runs every code path in seconds (the tests use it); no numbers.
+    "smoke": {
+        "min_run_time": 0.002,
+        "bandwidth_shapes": ((256, 16), (256, 64), (16, 512)),
+        "latency_T": (256, 1024),
+        "grid_m": (4, 32),
+        "grid_T": (16, 256),
+        "dist_shapes": ((1024, 4), (256, 32)),
+        "fb_T": 256,
+        "sweep_channels": (1, 32),
+        "sweep_T": (16, 256),
+    },
+}
+
 @dataclass
 class Config:
-    quick: bool
+    mode: str  # "full" | "quick" | "smoke"
     min_run_time: float
     slow_min_run_time: float  # for methods that take about a second per call
     threads: int
     seed: int
-    bandwidth_shape: tuple[int, int]
+    bandwidth_shapes: tuple[tuple[int, int], ...]
+    bandwidth_threads: tuple[int, ...]
     latency_channels: int
     latency_T: tuple[int, ...]
     grid_m: tuple[int, ...]
     grid_T: tuple[int, ...]
+    grid_distributions: tuple[str, ...]
+    dist_shapes: tuple[tuple[int, int], ...]
+    distributions: tuple[str, ...]
     fb_T: int
     fb_channels: int
     sweep_channels: tuple[int, ...]
     sweep_T: tuple[int, ...]
     sweep_min_run_time: float
-    allocator: str
+    allocator: str  # "default" | "steady": how this process allocates (its rows' `allocator`)
+    allocator_detail: str
+    allocators: tuple[str, ...]  # the allocator columns of the tables
+    sections: tuple[str, ...]
     device: str = "cpu"
     dtype: str = "float32"
-    inputs: str = "decays ~ U(0,1), impulses ~ N(0,1), grad_h ~ N(0,1); fp32, contiguous"
+    inputs: str = ("decays ~ the row's distribution, impulses ~ N(0,1), grad_h ~ N(0,1); fp32, "
+                   "contiguous, time-major")
 
 
 def make_config(args: argparse.Namespace) -> Config:
-    quick = args.quick
-    mrt = args.min_run_time if args.min_run_time is not None else (0.1 if quick else 0.5)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    size = SIZES[mode]
+    mrt = args.min_run_time if args.min_run_time is not None else size["min_run_time"]
+    # mallopt first, before anything large is allocated; the default state is left untouched.
+    steady = args.allocator == "steady"
+    detail = reuse_freed_pages() if steady else "default: glibc malloc as the process starts"
     return Config(
-        quick=quick,
+        mode=mode,
         min_run_time=mrt,
         slow_min_run_time=min(mrt, 0.2),
         threads=torch.get_num_threads(),
         seed=args.seed,
-        bandwidth_shape=(1024, 16384) if quick else (4096, 16384),
+        bandwidth_shapes=size["bandwidth_shapes"],
+        bandwidth_threads=(1, 2),
         latency_channels=4,
-        latency_T=(16384, 65536) if quick else (65536, 262144),
-        grid_m=(4, 32, 128),
-        grid_T=(16, 256, 4096) if quick else (16, 256, 4096, 65536),
-        fb_T=16384 if quick else 65536,
+        latency_T=size["latency_T"],
+        grid_m=size["grid_m"],
+        grid_T=size["grid_T"],
+        grid_distributions=DISTRIBUTIONS if args.all_distributions else GRID_DISTRIBUTIONS,
+        dist_shapes=size["dist_shapes"],
+        distributions=DISTRIBUTIONS,
+        fb_T=size["fb_T"],
         fb_channels=128,
-        sweep_channels=(1, 4, 16, 64, 256, 1024) if quick
-        else (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
-        sweep_T=(16, 256, 4096, 65536) if quick else (16, 64, 256, 1024, 4096, 16384, 65536),
+        sweep_channels=size["sweep_channels"],
+        sweep_T=size["sweep_T"],
         sweep_min_run_time=min(mrt, 0.2),
-        allocator=reuse_freed_pages(),
+        allocator="steady" if steady else "default",
+        allocator_detail=detail,
+        allocators=ALLOCATORS if args.allocator == "both" else (args.allocator,),
+        sections=tuple(args.sections),
     )
+
+
+# --------------------------------------------------------------------------------------- inputs
+def make_decays(dist: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Decays from one of DISTRIBUTIONS."""
+    if dist == UNIFORM:
+        return torch.rand(shape, generator=gen)
+    if dist == "U[0.9,1)":
+        # 0.9 + 0.1 * u rounds to 1.0 for u near 1 in fp32; clamp to keep the interval half-open.
+        return (0.9 + 0.1 * torch.rand(shape, generator=gen)).clamp_(max=1 - 2**-24)
+    if dist in SIGMOID_MEANS:
+        return torch.randn(shape, generator=gen).add_(SIGMOID_MEANS[dist]).sigmoid_()
+    raise ValueError(f"decays distribution must be one of {DISTRIBUTIONS}, got {dist!r}")
+
+
+def truth64(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """h[t] = a[t] * h[t-1] + x[t] from h[-1] = 0 on (T, k) float64 arrays, one step at a time:
+    independent of every backend, so it can judge them all."""
+    h = np.empty_like(x)
+    prev = np.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        prev = a[t] * prev + x[t]
+        h[t] = prev
+    return h
+
+
+def _columns(t: torch.Tensor) -> np.ndarray:
+    return t.detach().reshape(t.shape[0], -1)[:, :CHECK_CHANNELS].to(torch.float64).numpy()
+
+
+class WrongResult(Exception):
+    """A backend's output differs from the float64 loop: it is not timed."""
+
+
+class Inputs:
+    """Random inputs per (shape, distribution), created on first use, dropped between sections."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._cache: dict = {}
+
+    def clear(self) -> None:
+        self._cache.clear()
+        gc.collect()
+
+    def _generator(self, shape: tuple[int, ...], dist: str) -> torch.Generator:
+        # crc32, not hash(): str hashes change per process, and the steady-allocator child must
+        # time the same numbers as its parent.
+        salt = zlib.crc32(repr((tuple(shape), dist)).encode())
+        return torch.Generator().manual_seed(self.seed * 2**32 + salt)
+
+    def get(self, shape: tuple[int, ...], grad: bool = False, dist: str = UNIFORM):
+        """(a, x) or, with grad=True, (a, x, g) with a and x leaves that require grad."""
+        key = (shape, grad, dist)
+        if key not in self._cache:
+            gen = self._generator(shape, dist)
+            a = make_decays(dist, shape, gen)
+            x = torch.randn(shape, generator=gen)
+            if grad:
+                g = torch.randn(shape, generator=gen)
+                self._cache[key] = (a.requires_grad_(), x.requires_grad_(), g)
+            else:
+                self._cache[key] = (a, x)
+        return self._cache[key]
+
+    def out_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A preallocated output whose pages are already faulted in: out= rows only write."""
+        key = ("out", shape)
+        if key not in self._cache:
+            out = torch.empty(shape)
+            out.copy_(self.get(shape)[1])  # touch every page (not zeros: see timing.py)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def truth(self, shape, dist: str, a: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+        """The float64 recurrence of (a, x) on the first CHECK_CHANNELS channels, cached."""
+        key = ("truth", shape, dist)
+        if key not in self._cache:
+            self._cache[key] = truth64(_columns(a), _columns(x))
+        return self._cache[key]
+
+
+def check_output(h: torch.Tensor, truth: np.ndarray, label: str) -> None:
+    """WrongResult unless h's first channels match the float64 truth (tolerance scaled by the
+    state's size: decays near 1 let the state grow)."""
+    got = _columns(h)
+    if got.shape != truth.shape:
+        raise WrongResult(f"{label}: output shape {tuple(h.shape)} does not match the inputs")
+    if not got.size:
+        return
+    err = float(np.abs(got - truth).max())
+    scale = 1.0 + float(np.abs(truth).max())
+    if not err <= CHECK_TOL * scale:
+        raise WrongResult(f"{label}: differs from the float64 loop by {err:.3g} (state scale "
+                          f"{scale:.3g}); not timed")
 
 
 # ---------------------------------------------------------------------------------------- tasks
@@ -120,10 +322,12 @@ class Task:
     pass_: str
     shape: tuple[int, ...]
     build: Callable[[], tuple[Callable[[], object], tuple[torch.Tensor, ...]]] | None
-    how: str = "autorange"  # "autorange" | "single"
+    how: str = "autorange"  # "autorange" | "single" | "copy"
     min_run_time: float | None = None
     note: str = ""
-    extra: dict = field(default_factory=dict)
+    decays: str = UNIFORM
+    output: str = "fresh"  # "fresh" (allocated by each call) | "out=" | "preallocated"
+    threads: int | None = None  # None: the process's torch thread count
 
     @property
     def T(self) -> int:
@@ -134,38 +338,11 @@ class Task:
         return math.prod(self.shape[1:])
 
 
-class Inputs:
-    """Random inputs per shape, created on first use, dropped between sections."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-        self._cache: dict = {}
-
-    def clear(self) -> None:
-        self._cache.clear()
-        gc.collect()
-
-    def get(self, shape: tuple[int, ...], grad: bool = False):
-        """(a, x) or, with grad=True, (a, x, g) with a and x leaves that require grad."""
-        key = (shape, grad)
-        if key not in self._cache:
-            gen = torch.Generator().manual_seed(self.seed + hash(shape) % 1000)
-            a = torch.rand(shape, generator=gen)
-            x = torch.randn(shape, generator=gen)
-            if grad:
-                g = torch.randn(shape, generator=gen)
-                self._cache[key] = (a.requires_grad_(), x.requires_grad_(), g)
-            else:
-                self._cache[key] = (a, x)
-        return self._cache[key]
-
-
 @dataclass
 class Env:
     cfg: Config
     inputs: Inputs
     status: dict  # backend name -> BackendStatus
-    out_op_reason: str | None  # why torch.ops.plrnn.cpu_scan_out is unavailable, or None
 
     def require(self, backend: str) -> None:
         if backend == "auto" or backend not in self.status:
@@ -174,14 +351,24 @@ class Env:
         if not st.available:
             raise Unavailable(st.reason)
 
+    def check(self, h, shape, dist: str, a, x, label: str) -> None:
+        check_output(h, self.inputs.truth(shape, dist, a, x), f"{label} {shape} {dist}")
 
-def _op(env: Env, backend: str, shape, pass_: str):
+
+def _op(env: Env, backend: str, shape, pass_: str, dist: str = UNIFORM):
     def build():
         env.require(backend)
         if pass_ == FWD:
-            a, x = env.inputs.get(shape)
-            return (lambda: plrnn.linear_recurrence(a, x, backend=backend)), (a, x)
-        a, x, g = env.inputs.get(shape, grad=True)
+            a, x = env.inputs.get(shape, dist=dist)
+
+            def fwd():
+                return plrnn.linear_recurrence(a, x, backend=backend)
+
+            env.check(fwd(), shape, dist, a, x, backend)  # also the first, cold call
+            return fwd, (a, x)
+        a, x, g = env.inputs.get(shape, grad=True, dist=dist)
+        with torch.no_grad():
+            env.check(plrnn.linear_recurrence(a, x, backend=backend), shape, dist, a, x, backend)
 
         def fwd_bwd():
             h = plrnn.linear_recurrence(a, x, backend=backend)
@@ -192,52 +379,62 @@ def _op(env: Env, backend: str, shape, pass_: str):
     return build
 
 
+def _serial_bw(env: Env, shape, preallocated: bool):
+    """cpu_serial as users call it: a fresh h per call, or into a preallocated out=."""
+
+    def build():
+        env.require("cpu_serial")
+        a, x = env.inputs.get(shape)
+        out = env.inputs.out_buffer(shape) if preallocated else None
+
+        def fn():
+            return plrnn.linear_recurrence(a, x, backend="cpu_serial", out=out)
+
+        env.check(fn(), shape, UNIFORM, a, x, "cpu_serial")
+        return fn, (a, x)
+
+    return build
+
+
+def _mul_bw(env: Env, shape, preallocated: bool):
+    """torch.mul(a, x): reads a and x and writes one output, 12 B/element like the scan."""
+
+    def build():
+        a, x = env.inputs.get(shape)
+        out = env.inputs.out_buffer(shape) if preallocated else None
+
+        def fn():
+            return torch.mul(a, x) if out is None else torch.mul(a, x, out=out)
+
+        return fn, (a, x)
+
+    return build
+
+
 # ------------------------------------------------------------------------------------- sections
 def bandwidth_tasks(env: Env) -> list[Task]:
-    shape = env.cfg.bandwidth_shape
-    numel = math.prod(shape)
-    sec = "1 bandwidth"
-    bufs: dict = {}
-
-    def scan_inputs():
-        if "a" not in bufs:
-            a, x = env.inputs.get(shape)
-            bufs.update(a=a, x=x, out=torch.empty_like(x))
-            bufs["out"].copy_(x)  # fault the pages in: the timed kernel only writes
-        return bufs["a"], bufs["x"], bufs["out"]
-
-    def copy_probe():
-        raise AssertionError("measured by bandwidth.copy_measurement")
-
-    def mul():
-        a, x, out = scan_inputs()
-        return (lambda: torch.mul(a, x, out=out)), (a, x)
-
-    def scan_out(parallel: bool):
-        def build():
-            env.require("cpu_parallel" if parallel else "cpu_serial")
-            if env.out_op_reason:
-                raise Unavailable(env.out_op_reason)
-            a, x, out = scan_inputs()
-            op = torch.ops.plrnn.cpu_scan_out
-            return (lambda: op(a, x, None, False, parallel, out=out)), (a, x)
-
-        return build
-
-    return [
-        Task(sec, "copy_ probe", "copy", (numel,), copy_probe, note="dst.copy_(src), preallocated"),
-        Task(sec, "torch.mul(out=)", FWD, shape, mul, note="torch.mul(a, x, out=h)"),
-        Task(sec, "cpu_serial", FWD, shape, scan_out(False), note="cpu_scan_out(out=buf)"),
-        Task(sec, "cpu_parallel", FWD, shape, scan_out(True), note="cpu_scan_out(out=buf)"),
-        Task(sec, "cpu_serial", FWD, shape, _op(env, "cpu_serial", shape, FWD),
-             note="linear_recurrence (allocates h)"),
-    ]
+    sec, tasks = SEC_BANDWIDTH, []
+    for shape in env.cfg.bandwidth_shapes:
+        for n in env.cfg.bandwidth_threads:
+            tasks += [
+                Task(sec, "copy_", "copy", shape, None, how="copy", output="preallocated",
+                     threads=n, note="dst.copy_(src), preallocated: the physical limit"),
+                Task(sec, MUL, FWD, shape, _mul_bw(env, shape, False), threads=n,
+                     note="torch.mul(a, x)"),
+                Task(sec, "cpu_serial", FWD, shape, _serial_bw(env, shape, False), threads=n,
+                     note="linear_recurrence(a, x, backend='cpu_serial')"),
+                Task(sec, MUL, FWD, shape, _mul_bw(env, shape, True), output="out=", threads=n,
+                     note="torch.mul(a, x, out=o)"),
+                Task(sec, "cpu_serial", FWD, shape, _serial_bw(env, shape, True), output="out=",
+                     threads=n, note="linear_recurrence(a, x, backend='cpu_serial', out=o)"),
+            ]
+    return tasks
 
 
 def latency_tasks(env: Env) -> list[Task]:
     c = env.cfg
     return [
-        Task("2 latency", b, p, (T, c.latency_channels), _op(env, b, (T, c.latency_channels), p))
+        Task(SEC_LATENCY, b, p, (T, c.latency_channels), _op(env, b, (T, c.latency_channels), p))
         for T in c.latency_T for p in (FWD, FWD_BWD) for b in COMPARED
     ]
 
@@ -245,8 +442,19 @@ def latency_tasks(env: Env) -> list[Task]:
 def grid_tasks(env: Env) -> list[Task]:
     c = env.cfg
     return [
-        Task("3 table-1 grid", b, FWD, (T, 1, m), _op(env, b, (T, 1, m), FWD))
-        for m in c.grid_m for T in c.grid_T for b in COMPARED
+        Task(SEC_GRID, b, FWD, (T, 1, m), _op(env, b, (T, 1, m), FWD, dist), decays=dist)
+        for m in c.grid_m for T in c.grid_T for dist in c.grid_distributions for b in COMPARED
+    ]
+
+
+def distribution_tasks(env: Env) -> list[Task]:
+    # One cell per shape: every distribution and backend timed in interleaved rounds, so a slow
+    # spell of a shared machine does not read as a distribution's cost.
+    c = env.cfg
+    return [
+        Task(SEC_DIST, b, FWD, shape, _op(env, b, shape, FWD, dist), decays=dist,
+             min_run_time=c.slow_min_run_time if b == "torch" else None)
+        for shape in c.dist_shapes for dist in c.distributions for b in COMPARED
     ]
 
 
@@ -254,35 +462,47 @@ def _combine(left, right):
     return left[0] * right[0], right[0] * left[1] + right[1]
 
 
-def fwd_bwd_tasks(env: Env) -> list[Task]:
-    c = env.cfg
-    shape = (c.fb_T, c.fb_channels)
-    sec = "4 forward+backward"
-
-    def assoc_build():
+def _assoc_build(env: Env, shape):
+    def build():
         try:
             from torch._higher_order_ops.associative_scan import associative_scan
         except ImportError as err:
             raise Unavailable(f"torch._higher_order_ops.associative_scan: {err}") from None
-        # Check it computes the recurrence before timing it (eager, combine_mode="generic").
-        a, x = torch.rand(64, 3), torch.randn(64, 3)
-        got = associative_scan(_combine, (a, x), dim=0, combine_mode="generic")[1]
-        want = plrnn.linear_recurrence(a, x, backend="reference")
-        if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
-            raise Unavailable("associative_scan does not reproduce the recurrence here")
         a, x, g = env.inputs.get(shape, grad=True)
 
+        def scan(a, x):
+            return associative_scan(_combine, (a, x), dim=0, combine_mode="generic")[1]
+
+        with torch.no_grad():
+            env.check(scan(a, x), shape, UNIFORM, a, x, "associative_scan")
+
         def fn():
-            h = associative_scan(_combine, (a, x), dim=0, combine_mode="generic")[1]
-            torch.autograd.grad(h, (a, x), g)
+            torch.autograd.grad(scan(a, x), (a, x), g)
 
         return fn, (a, x, g)
 
-    def reference_fwd():
-        a, x = env.inputs.get(shape)
-        return (lambda: plrnn.linear_recurrence(a, x, backend="reference")), (a, x)
+    return build
 
-    def reference_fwd_bwd():
+
+def _mul_fwd_bwd(env: Env, shape):
+    # autograd.grad like the scan rows: y.backward(g) would accumulate into .grad from the second
+    # call on, reading and writing two more tensors than the 32 B/element of one pass.
+    def build():
+        a, x, g = env.inputs.get(shape, grad=True)
+
+        def fn():
+            torch.autograd.grad(a * x, (a, x), g)
+
+        return fn, (a, x, g)
+
+    return build
+
+
+def _reference(env: Env, shape, pass_: str):
+    def build():
+        if pass_ == FWD:
+            a, x = env.inputs.get(shape)
+            return (lambda: plrnn.linear_recurrence(a, x, backend="reference")), (a, x)
         a, x, g = env.inputs.get(shape, grad=True)
 
         def fn():
@@ -290,24 +510,32 @@ def fwd_bwd_tasks(env: Env) -> list[Task]:
 
         return fn, (a, x, g)
 
-    slow = c.slow_min_run_time
-    tasks = [Task(sec, b, FWD_BWD, shape, _op(env, b, shape, FWD_BWD)) for b in COMPARED]
-    tasks[2].min_run_time = slow  # torch backend: ~seconds per call at T=65536
-    tasks += [
-        Task(sec, "associative_scan", FWD_BWD, shape, assoc_build, min_run_time=slow,
+    return build
+
+
+def fwd_bwd_tasks(env: Env) -> list[Task]:
+    c = env.cfg
+    shape = (c.fb_T, c.fb_channels)
+    sec, slow = SEC_FWD_BWD, c.slow_min_run_time
+    tasks = [Task(sec, b, FWD_BWD, shape, _op(env, b, shape, FWD_BWD),
+                  min_run_time=slow if b == "torch" else None)  # torch: ~1/3 s per call
+             for b in COMPARED]
+    return tasks + [
+        Task(sec, MUL, FWD_BWD, shape, _mul_fwd_bwd(env, shape),
+             note="practical limit: y = a * x, then autograd.grad(y, (a, x), g); 32 B/elem"),
+        Task(sec, "associative_scan", FWD_BWD, shape, _assoc_build(env, shape), min_run_time=slow,
              note='torch._higher_order_ops associative_scan, combine_mode="generic", eager'),
-        Task(sec, "reference (Python loop)", FWD, shape, reference_fwd, how="single",
-             note="forward only; one cold run"),
-        Task(sec, "reference (Python loop)", FWD_BWD, shape, reference_fwd_bwd, how="single",
-             note="autograd through the loop; one cold run"),
+        Task(sec, "reference (Python loop)", FWD, shape, _reference(env, shape, FWD),
+             how="single", note="forward only; one cold run"),
+        Task(sec, "reference (Python loop)", FWD_BWD, shape, _reference(env, shape, FWD_BWD),
+             how="single", note="autograd through the loop; one cold run"),
     ]
-    return tasks
 
 
 def sweep_tasks(env: Env) -> list[Task]:
     c = env.cfg
     return [
-        Task("auto sweep", b, FWD, (T, C), _op(env, b, (T, C), FWD),
+        Task(SEC_SWEEP, b, FWD, (T, C), _op(env, b, (T, C), FWD),
              min_run_time=c.sweep_min_run_time)
         for C in c.sweep_channels for T in c.sweep_T for b in KERNELS
     ]
@@ -322,31 +550,48 @@ def _first_line(err: BaseException) -> str:
 ROUNDS = 5  # the methods of one cell are timed in turn, this many times each
 
 
+def _cell_key(task: Task) -> tuple | None:
+    """Tasks with equal keys, consecutive, form a cell; None: the task stands alone."""
+    if task.how != "autorange":
+        return None
+    return (task.section, task.shape, task.pass_, task.threads)
+
+
 def _cells(tasks: list[Task]) -> list[list[Task]]:
-    """Consecutive tasks timing the same shape and pass: they are measured interleaved, so a
-    slow spell of a shared machine hits every method of a cell alike."""
+    """Consecutive tasks timing the same shape, pass and thread count: they are measured
+    interleaved, so a slow spell of a shared machine hits every method of a cell alike."""
     cells: list[list[Task]] = []
     for task in tasks:
-        key = (task.section, task.shape, task.pass_, task.how)
-        if cells and task.how == "autorange" and task.method != "copy_ probe" and key == (
-            cells[-1][0].section, cells[-1][0].shape, cells[-1][0].pass_, cells[-1][0].how
-        ) and cells[-1][0].method != "copy_ probe":
+        key = _cell_key(task)
+        if cells and key is not None and key == _cell_key(cells[-1][0]):
             cells[-1].append(task)
         else:
             cells.append([task])
     return cells
 
 
-def _new_record(env: Env, task: Task) -> dict:
+@contextlib.contextmanager
+def _num_threads(n: int):
+    """torch's intra-op thread count set to n for a block, and restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def _new_record(env: Env, task: Task, threads: int) -> dict:
     rec = {
         "section": task.section, "method": task.method, "pass": task.pass_,
-        "T": task.T, "channels": task.channels, "shape": "x".join(map(str, task.shape)),
-        "numel": math.prod(task.shape), "note": task.note,
-        "auto_choice": None, "status": "ok", "reason": "", "timing": task.how,
-        "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
+        "allocator": env.cfg.allocator, "decays": task.decays, "output": task.output,
+        "threads": threads, "T": task.T, "channels": task.channels,
+        "shape": "x".join(map(str, task.shape)), "numel": math.prod(task.shape),
+        "note": task.note, "auto_choice": None, "status": "ok", "reason": "",
+        "timing": task.how, "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
         "blocks": 0, "number_per_run": 0, "block_times_s": "",
     }
-    if task.method == "auto":
+    if task.method == "auto":  # under the cell's thread count: auto reads it
         rec["auto_choice"] = backend_registry.choose_auto(
             torch.device(env.cfg.device), task.T, task.channels)
     return rec
@@ -359,48 +604,64 @@ def _failed(rec: dict, err: BaseException) -> None:
         rec.update(status="error", reason=_first_line(err))
 
 
+def _min_run_time(env: Env, task: Task) -> float:
+    return task.min_run_time if task.min_run_time is not None else env.cfg.min_run_time
+
+
+def _prepare(env: Env, task: Task, rec: dict, threads: int):
+    """Times the one-off rows (copy probe, single cold runs) now; returns (fn, inputs) for an
+    autorange row, or None."""
+    if task.how == "copy":
+        m = copy_measurement(math.prod(task.shape), env.cfg.device, _min_run_time(env, task),
+                             num_threads=threads)
+        rec.update(_from_measurements([m]))
+        return None
+    fn, inputs = task.build()
+    if task.how == "single":
+        t = single_time(fn, inputs=inputs)
+        rec.update(median_s=t, mean_s=t, blocks=1, number_per_run=1, block_times_s=repr(t))
+        return None
+    return fn, inputs
+
+
+def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
+    recs = [_new_record(env, task, threads) for task in cell]
+    built = {}
+    for i, (task, rec) in enumerate(zip(cell, recs, strict=True)):
+        try:
+            prepared = _prepare(env, task, rec, threads)
+            if prepared is not None:
+                built[i] = prepared
+        except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
+            _failed(rec, err)
+    runs: dict[int, list] = {i: [] for i in built}
+    for _ in range(ROUNDS if built else 0):
+        for i, (fn, inputs) in built.items():
+            if recs[i]["status"] != "ok":
+                continue
+            try:
+                runs[i].append(measure(fn, _min_run_time(env, cell[i]) / ROUNDS,
+                                       num_threads=threads, inputs=inputs))
+            except Exception as err:  # noqa: BLE001
+                _failed(recs[i], err)
+    for i, ms in runs.items():
+        if ms and recs[i]["status"] == "ok":
+            recs[i].update(_from_measurements(ms))
+    return recs
+
+
 def run_tasks(env: Env, tasks: list[Task]) -> list[dict]:
     records, section = [], None
-    bar = tqdm(total=len(tasks), desc="measurements", unit="meas", dynamic_ncols=True,
-               file=sys.stderr, mininterval=0.5)
+    bar = tqdm(total=len(tasks), desc=f"{env.cfg.allocator} allocator", unit="meas",
+               dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
     for cell in _cells(tasks):
         first = cell[0]
         if first.section != section:
             env.inputs.clear()
             section = first.section
         bar.set_postfix_str(f"{first.section}: {first.pass_} {first.shape}")
-        recs = [_new_record(env, task) for task in cell]
-        built = {}
-        for task, rec in zip(cell, recs, strict=True):
-            mrt = task.min_run_time if task.min_run_time is not None else env.cfg.min_run_time
-            try:
-                if task.method == "copy_ probe":
-                    m = copy_measurement(task.T, env.cfg.device, mrt, num_threads=env.cfg.threads)
-                    rec.update(_from_measurements([m]))
-                elif task.how == "single":
-                    fn, inputs = task.build()
-                    t = single_time(fn, inputs=inputs)
-                    rec.update(median_s=t, mean_s=t, blocks=1, number_per_run=1,
-                               block_times_s=repr(t))
-                else:
-                    built[id(task)] = (task.build(), mrt)
-            except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
-                _failed(rec, err)
-        runs: dict[int, list] = {key: [] for key in built}
-        for _ in range(ROUNDS if built else 0):
-            for task, rec in zip(cell, recs, strict=True):
-                if id(task) not in built or rec["status"] != "ok":
-                    continue
-                (fn, inputs), mrt = built[id(task)]
-                try:
-                    runs[id(task)].append(
-                        measure(fn, mrt / ROUNDS, num_threads=env.cfg.threads, inputs=inputs))
-                except Exception as err:  # noqa: BLE001
-                    _failed(rec, err)
-        for task, rec in zip(cell, recs, strict=True):
-            if runs.get(id(task)) and rec["status"] == "ok":
-                rec.update(_from_measurements(runs[id(task)]))
-        records.extend(recs)
+        with _num_threads(first.threads or env.cfg.threads) as threads:
+            records.extend(_run_cell(env, cell, threads))
         bar.update(len(cell))
     bar.close()
     env.inputs.clear()
@@ -418,6 +679,49 @@ def _from_measurements(ms: list) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------- goals
+@dataclass
+class Goal:
+    """One goal, judged on one allocator's medians: `value` is the worst case over the rows the
+    goal covers (`where` names that row); `missing` rows had no time, and then it is not met."""
+
+    name: str
+    allocator: str
+    text: str
+    value: float
+    threshold: float
+    at_least: bool  # met when value >= threshold (else when value <= threshold)
+    where: str = ""
+    missing: int = 0
+
+    @property
+    def met(self) -> bool:
+        if self.missing or not math.isfinite(self.value):
+            return False
+        return self.value >= self.threshold if self.at_least else self.value <= self.threshold
+
+    def line(self, machine: str) -> str:
+        worst = (f"worst {fmt_x(self.value)}" + (f" at {self.where}" if self.where else "")
+                 if math.isfinite(self.value) else "not measured")
+        if self.missing:
+            worst += f"; {self.missing} row(s) not measured"
+        state = "met" if self.met else "NOT met"
+        return f"Goal {state} [{machine}, {self.allocator} allocator]: {self.text}: {worst}"
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "met": self.met}
+
+
+def make_goal(name: str, allocator: str, text: str, values: list[tuple[float, str]],
+              threshold: float, at_least: bool = True) -> Goal:
+    """The goal over (value, where) pairs, judged by the worst finite value."""
+    finite = [(v, w) for v, w in values if math.isfinite(v)]
+    pick = min if at_least else max
+    value, where = pick(finite, key=lambda p: p[0]) if finite else (math.nan, "")
+    return Goal(name, allocator, text, value, threshold, at_least, where,
+                len(values) - len(finite))
+
+
 # -------------------------------------------------------------------------------------- tables
 def _time(df: pd.DataFrame, **where) -> float:
     sel = df
@@ -428,139 +732,220 @@ def _time(df: pd.DataFrame, **where) -> float:
 
 
 def _reasons(df: pd.DataFrame) -> list[str]:
-    bad = df[df["status"] != "ok"].drop_duplicates(["method", "status", "reason"])
-    return [f"n/a  {r.method}: {r.status}: {r.reason}" for _, r in bad.iterrows()]
+    bad = df[df["status"] != "ok"].drop_duplicates(["method", "allocator", "status", "reason"])
+    return [f"n/a  {r.method} ({r.allocator} allocator): {r.status}: {r.reason}"
+            for _, r in bad.iterrows()]
+
+
+def _auto_choice(g: pd.DataFrame) -> str:
+    choices = [c for c in g.loc[g["method"] == "auto", "auto_choice"] if isinstance(c, str) and c]
+    return choices[0] if choices else ""
 
 
 @dataclass
 class Section:
     title: str
-    table: pd.DataFrame
-    lines: list[str]  # goal lines and footnotes
+    tables: list[pd.DataFrame]
+    lines: list[str]  # footnotes
+    goals: list[Goal] = field(default_factory=list)
 
 
-def bandwidth_section(df: pd.DataFrame) -> tuple[Section, dict]:
-    d = df[df["section"] == "1 bandwidth"]
-    copy_t = _time(d, method="copy_ probe")
-    numel_copy = int(d[d["method"] == "copy_ probe"]["numel"].iloc[0])
-    copy_bw = COPY_BYTES_PER_ELEMENT * numel_copy / copy_t
-    rows, fractions = [], {}
-    for _, r in d.iterrows():
-        moved = (COPY_BYTES_PER_ELEMENT * r["numel"] if r["pass"] == "copy"
-                 else bytes_moved(r["numel"], FWD))
-        per = moved // r["numel"]
-        bw = moved / r["median_s"] if r["status"] == "ok" else math.nan
-        frac = bw / copy_bw
-        if r["method"] in KERNELS and "out=" in r["note"]:
-            fractions[r["method"]] = frac
-        rows.append({
-            "measurement": r["method"], "call": r["note"], "shape": r["shape"],
-            "B/elem": str(per), "time ms": fmt_ms(r["median_s"]),
-            "GB/s effective": fmt_x(bw / 1e9), "fraction of copy": fmt_x(frac),
-        })
-    f = fractions.get("cpu_serial", math.nan)
-    goal = _goal(f >= GOAL_BANDWIDTH_FRACTION if math.isfinite(f) else None,
-                 f"cpu_serial forward (cpu_scan_out into a preallocated buffer) >= "
-                 f"{GOAL_BANDWIDTH_FRACTION:.2f} of copy bandwidth: {fmt_x(f)}")
-    lines = [f"copy bandwidth: {copy_bw / 1e9:.2f} GB/s (8 B/elem); scan rows count 12 B/elem "
-             "(read a, x; write h)", goal, *_reasons(d)]
-    return (Section("1. Bandwidth (forward, fp32)", pd.DataFrame(rows), lines),
-            {"bandwidth_fraction_cpu_serial": f,
-             "bandwidth_fraction_cpu_parallel": fractions.get("cpu_parallel", math.nan),
-             "copy_GBps": copy_bw / 1e9})
+def _section_rows(df: pd.DataFrame, section: str) -> pd.DataFrame:
+    return df[df["section"] == section]
 
 
-def _compare_rows(d: pd.DataFrame, keys: list[str]) -> list[dict]:
+BANDWIDTH_ROWS = (("copy_", "preallocated"), (MUL, "fresh"), ("cpu_serial", "fresh"),
+                  (MUL, "out="), ("cpu_serial", "out="))
+
+
+def _bytes_per_element(method: str) -> int:
+    return COPY_BYTES_PER_ELEMENT if method == "copy_" else BYTES_PER_ELEMENT[FWD]
+
+
+def bandwidth_section(df: pd.DataFrame, allocators) -> Section:
+    d = _section_rows(df, SEC_BANDWIDTH)
+    rows, ratio_rows = [], []
+    ratios: dict[str, list] = {al: [] for al in allocators}
+    for (shape, threads), g in d.groupby(["shape", "threads"], sort=False):
+        numel = int(g["numel"].iloc[0])
+        for method, output in BANDWIDTH_ROWS:
+            per = _bytes_per_element(method)
+            row = {"T x C": shape, "threads": str(threads), "measurement": method,
+                   "output": output, "B/elem": str(per)}
+            for al in allocators:
+                t = _time(g, method=method, output=output, allocator=al)
+                row[f"{al} ms"] = fmt_ms(t)
+                row[f"{al} GB/s"] = fmt_x(per * numel / t / 1e9)
+            rows.append(row)
+        for output in ("fresh", "out="):
+            row = {"T x C": shape, "threads": str(threads), "output": output}
+            for al in allocators:
+                serial = _time(g, method="cpu_serial", output=output, allocator=al)
+                mul = _time(g, method=MUL, output=output, allocator=al)
+                row[f"{al} cpu_serial/torch.mul"] = fmt_x(mul / serial)
+                ratios[al].append((mul / serial, f"{shape}, {threads} thread(s), {output}"))
+            ratio_rows.append(row)
+    goals = [make_goal("bandwidth_cpu_serial_vs_torch_mul", al,
+                       f"cpu_serial forward >= {GOAL_BANDWIDTH_VS_MUL:.2f} of torch.mul's "
+                       "bandwidth (fresh vs fresh, out= vs out=), every shape and thread count",
+                       ratios[al], GOAL_BANDWIDTH_VS_MUL) for al in allocators]
+    lines = ["GB/s: the scan and torch.mul move 12 B/elem (read a, x; write h), copy_ 8 B/elem; "
+             "fresh: a new output allocated by every call (what a plain loop pays), out=: into a "
+             "preallocated, already faulted-in buffer",
+             "cpu_serial/torch.mul: torch.mul's time / cpu_serial's time, same output kind and "
+             "allocator (1.00 = cpu_serial moves memory as fast as the practical limit)",
+             *_reasons(d)]
+    return Section("1. Bandwidth (forward, fp32)", [pd.DataFrame(rows), pd.DataFrame(ratio_rows)],
+                   lines, goals)
+
+
+def _per_allocator_times(g: pd.DataFrame, allocators, **where) -> dict:
+    return {al: {b: _time(g, method=b, allocator=al, **where) for b in COMPARED}
+            for al in allocators}
+
+
+def latency_section(df: pd.DataFrame, allocators) -> Section:
+    d = _section_rows(df, SEC_LATENCY)
+    rows, speedups = [], {al: [] for al in allocators}
+    for (T, C, pass_), g in d.groupby(["T", "channels", "pass"], sort=False):
+        row = {"T": str(T), "C": str(C), "pass": pass_, "auto ->": _auto_choice(g)}
+        for al, t in _per_allocator_times(g, allocators).items():
+            row.update({f"{al} {b} ms": fmt_ms(t[b]) for b in COMPARED})
+            speedup = t["cpu_serial"] / t["cpu_parallel"]
+            row[f"{al} parallel speedup"] = fmt_x(speedup)
+            speedups[al].append((speedup, f"T={T}, {pass_}"))
+        rows.append(row)
+    goals = [make_goal("latency_parallel_speedup", al,
+                       f"cpu_parallel >= {GOAL_LATENCY_SPEEDUP:.0f}x cpu_serial in every row "
+                       "(speedup = cpu_serial time / cpu_parallel time)",
+                       speedups[al], GOAL_LATENCY_SPEEDUP) for al in allocators]
+    return Section("2. Latency-bound regime (4 channels)", [pd.DataFrame(rows)],
+                   ["decays U[0,1)", *_reasons(d)], goals)
+
+
+def _auto_over_best(t: dict) -> float:
+    best = min(t[b] for b in ("cpu_serial", "cpu_parallel", "torch"))  # nan-safe: nan loses
+    return t["auto"] / best if math.isfinite(best) else math.nan
+
+
+def grid_section(df: pd.DataFrame, allocators) -> Section:
+    d = _section_rows(df, SEC_GRID)
+    rows, ratios = [], {al: [] for al in allocators}
+    for (m, T, dist), g in d.groupby(["channels", "T", "decays"], sort=False):
+        row = {"m": str(m), "T": str(T), "decays": dist, "auto ->": _auto_choice(g)}
+        for al, t in _per_allocator_times(g, allocators).items():
+            row.update({f"{al} {b} ms": fmt_ms(t[b]) for b in COMPARED})
+            ratio = _auto_over_best(t)
+            row[f"{al} auto/best"] = fmt_x(ratio)
+            ratios[al].append((ratio, f"(m={m}, T={T}, {dist})"))
+        rows.append(row)
+    goals = []
+    for al in allocators:
+        over = [f"{w}: {v:.2f}" for v, w in ratios[al] if v > GOAL_AUTO_RATIO]
+        goals.append(make_goal(
+            "grid_auto_over_best", al,
+            f"auto within {GOAL_AUTO_RATIO - 1:.0%} of the best backend (min of cpu_serial, "
+            "cpu_parallel, torch) in every cell and distribution"
+            + (f" (over: {', '.join(over)})" if over else ""),
+            ratios[al], GOAL_AUTO_RATIO, at_least=False))
+    lines = ["inputs (T, 1, m), forward; auto/best = auto's time / the fastest other backend's",
+             *_reasons(d)]
+    return Section("3. Table-1 grid (batch 1, forward)", [pd.DataFrame(rows)], lines, goals)
+
+
+def distribution_section(df: pd.DataFrame, allocators) -> Section:
+    d = _section_rows(df, SEC_DIST)
+    rows, ratios = [], {al: [] for al in allocators}
+    for (shape, b), g in d.groupby(["shape", "method"], sort=False):
+        base = {al: _time(g, decays=UNIFORM, allocator=al) for al in allocators}
+        for dist in g["decays"].drop_duplicates():
+            row = {"T x C": shape, "backend": b, "decays": dist,
+                   "auto ->": _auto_choice(g) if b == "auto" else ""}
+            for al in allocators:
+                t = _time(g, decays=dist, allocator=al)
+                row[f"{al} ms"] = fmt_ms(t)
+                row[f"{al} x U[0,1)"] = fmt_x(t / base[al])
+                if dist != UNIFORM:
+                    ratios[al].append((t / base[al], f"{b} at {shape} under {dist}"))
+            rows.append(row)
+    goals = [make_goal("distribution_slowdown", al,
+                       f"no decay distribution makes a backend more than "
+                       f"{GOAL_DIST_SLOWDOWN:.2f}x slower than under U[0,1) (same backend, "
+                       "shape and allocator)", ratios[al], GOAL_DIST_SLOWDOWN, at_least=False)
+             for al in allocators]
+    lines = ["forward; x U[0,1) = the row's time / the same backend's time at the same shape "
+             "under U[0,1); impulses N(0,1)", *_reasons(d)]
+    return Section("4. Decay distributions (forward)", [pd.DataFrame(rows)], lines, goals)
+
+
+def _fwd_bwd_ratio_rows(d: pd.DataFrame, allocators, goals_in: dict) -> list[dict]:
     rows = []
-    for key, g in d.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        t = {b: _time(g, method=b) for b in COMPARED}
-        choice = g[g["method"] == "auto"]["auto_choice"].iloc[0]
-        best = min(t["cpu_serial"], t["cpu_parallel"])
-        rows.append({**dict(zip(keys, key, strict=True)), **t, "auto ->": choice,
-                     "auto/best": t["auto"] / best,
-                     "serial/parallel": t["cpu_serial"] / t["cpu_parallel"]})
+    for b in ("cpu_serial", "auto"):
+        row = {"backend": b}
+        for al in allocators:
+            t = _time(d, method=b, allocator=al, **{"pass": FWD_BWD})
+            mul = _time(d, method=MUL, allocator=al, **{"pass": FWD_BWD})
+            assoc = _time(d, method="associative_scan", allocator=al)
+            row[f"{al} of a*x"] = fmt_x(mul / t)
+            row[f"{al} x associative_scan"] = fmt_x(assoc / t, 1)
+            goals_in[(b, "mul", al)] = mul / t
+            goals_in[(b, "assoc", al)] = assoc / t
+        rows.append(row)
     return rows
 
 
-def latency_section(df: pd.DataFrame) -> tuple[Section, dict]:
-    d = df[df["section"] == "2 latency"]
-    rows = _compare_rows(d, ["T", "channels", "pass"])
-    speedups = [r["serial/parallel"] for r in rows]
-    worst = min(speedups) if speedups else math.nan
-    table = pd.DataFrame([{
-        "T": str(r["T"]), "C": str(r["channels"]), "pass": r["pass"],
-        **{f"{b} ms": fmt_ms(r[b]) for b in COMPARED}, "auto ->": r["auto ->"],
-        "parallel speedup": fmt_x(r["serial/parallel"]),
-    } for r in rows])
-    goal = _goal(worst >= GOAL_LATENCY_SPEEDUP if math.isfinite(worst) else None,
-                 f"cpu_parallel >= {GOAL_LATENCY_SPEEDUP:.0f}x cpu_serial in every row "
-                 f"(speedup = cpu_serial time / cpu_parallel time): min {fmt_x(worst)}")
-    return (Section("2. Latency-bound regime (4 channels)", table, [goal, *_reasons(d)]),
-            {"latency_min_parallel_speedup": worst})
-
-
-def grid_section(df: pd.DataFrame) -> tuple[Section, dict]:
-    d = df[df["section"] == "3 table-1 grid"].copy()
-    d["m"] = d["channels"]
-    rows = _compare_rows(d, ["m", "T"])
-    table = pd.DataFrame([{
-        "m": str(r["m"]), "T": str(r["T"]), **{f"{b} ms": fmt_ms(r[b]) for b in COMPARED},
-        "auto ->": r["auto ->"], "auto/best": fmt_x(r["auto/best"]),
-        "serial/parallel": fmt_x(r["serial/parallel"]),
-    } for r in rows])
-    ratios = [(r["auto/best"], r["m"], r["T"]) for r in rows if math.isfinite(r["auto/best"])]
-    worst = max(ratios) if ratios else (math.nan, None, None)
-    over = [f"(m={m}, T={T}): {x:.2f}" for x, m, T in ratios if x > GOAL_AUTO_RATIO]
-    goal = _goal(worst[0] <= GOAL_AUTO_RATIO if ratios else None,
-                 f"auto within {GOAL_AUTO_RATIO - 1:.0%} of min(cpu_serial, cpu_parallel) in every "
-                 f"cell: worst auto/best {fmt_x(worst[0])}"
-                 + (f" at (m={worst[1]}, T={worst[2]})" if ratios else "")
-                 + (f"; over: {', '.join(over)}" if over else ""))
-    lines = ["inputs (T, 1, m), forward; serial/parallel > 1 means cpu_parallel is faster",
-             goal, *_reasons(d)]
-    return (Section("3. Table-1 grid (batch 1, forward)", table, lines),
-            {"grid_worst_auto_ratio": worst[0]})
-
-
-def fwd_bwd_section(df: pd.DataFrame) -> tuple[Section, dict]:
-    d = df[df["section"] == "4 forward+backward"]
-    auto_t = _time(d, method="auto", **{"pass": FWD_BWD})
+def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
+    d = _section_rows(df, SEC_FWD_BWD)
     rows = []
-    for _, r in d.iterrows():
-        rows.append({
-            "method": r["method"], "pass": r["pass"],
-            "auto ->": r["auto_choice"] if isinstance(r["auto_choice"], str) else "",
-            "timing": r["timing"],
-            "time ms": fmt_ms(r["median_s"]),
-            "auto fwd+bwd speedup": fmt_x(r["median_s"] / auto_t, 1),
-        })
-    assoc = _time(d, method="associative_scan")
-    speedup = assoc / auto_t
-    T, C = int(d["T"].iloc[0]), int(d["channels"].iloc[0])
-    goal = _goal(speedup >= GOAL_AUTO_VS_ASSOC if math.isfinite(speedup) else None,
-                 f"auto fwd+bwd >= {GOAL_AUTO_VS_ASSOC:.0f}x faster than associative_scan: "
-                 f"{fmt_x(speedup, 1)}x")
-    lines = ["speedup column = that row's time / auto's forward+backward time", goal,
-             *_reasons(d)]
-    return (Section(f"4. Forward+backward, T={T}, {C} channels", pd.DataFrame(rows), lines),
-            {"auto_vs_associative_scan": speedup})
+    auto_t = {al: _time(d, method="auto", allocator=al, **{"pass": FWD_BWD}) for al in allocators}
+    for (method, pass_), g in d.groupby(["method", "pass"], sort=False):
+        row = {"method": method, "pass": pass_,
+               "auto ->": _auto_choice(g), "timing": g["timing"].iloc[0]}
+        for al in allocators:
+            t = _time(g, allocator=al)
+            row[f"{al} ms"] = fmt_ms(t)
+            row[f"{al} x auto"] = fmt_x(t / auto_t[al], 1)
+        rows.append(row)
+    values: dict = {}
+    ratio_rows = _fwd_bwd_ratio_rows(d, allocators, values)
+    goals = []
+    for al in allocators:
+        for b in ("cpu_serial", "auto"):
+            goals += [
+                make_goal(f"fwd_bwd_{b}_vs_mul", al,
+                          f"{b} forward+backward >= {GOAL_FWD_BWD_VS_MUL:.2f} of the practical "
+                          "limit y = a * x with its backward (torch.mul time / its time)",
+                          [(values[(b, "mul", al)], "")], GOAL_FWD_BWD_VS_MUL),
+                make_goal(f"fwd_bwd_{b}_vs_associative_scan", al,
+                          f"{b} forward+backward >= {GOAL_VS_ASSOC:.0f}x faster than torch's "
+                          "associative_scan", [(values[(b, "assoc", al)], "")], GOAL_VS_ASSOC),
+            ]
+    T, C = (int(d["T"].iloc[0]), int(d["channels"].iloc[0])) if len(d) else (0, 0)
+    lines = ["x auto = that row's time / auto's forward+backward time (same allocator); "
+             "torch.mul: y = a * x and autograd.grad(y, (a, x), g), 32 B/elem like the scan",
+             "second table: of a*x = torch.mul's time / the backend's (goal >= "
+             f"{GOAL_FWD_BWD_VS_MUL:.2f}); x associative_scan = associative_scan's time / the "
+             f"backend's (goal >= {GOAL_VS_ASSOC:.0f})", *_reasons(d)]
+    return Section(f"5. Forward+backward, T={T}, {C} channels, decays U[0,1)",
+                   [pd.DataFrame(rows), pd.DataFrame(ratio_rows)], lines, goals)
 
 
-def sweep_section(df: pd.DataFrame, threads: int) -> list[Section]:
-    d = df[df["section"] == "auto sweep"]
+def _sweep_winner(s: float, p: float) -> str:
+    if not (math.isfinite(s) and math.isfinite(p)):
+        return "n/a"
+    if abs(s / p - 1) <= SWEEP_TIE:
+        return "tie"
+    return "cpu_parallel" if p < s else "cpu_serial"
+
+
+def _sweep_tables(d: pd.DataFrame, threads: int, allocator: str) -> list[Section]:
     rows = []
     for (C, T), g in d.groupby(["channels", "T"], sort=False):
-        s, p = _time(g, method="cpu_serial"), _time(g, method="cpu_parallel")
-        if not (math.isfinite(s) and math.isfinite(p)):
-            winner = "n/a"
-        elif abs(s / p - 1) <= SWEEP_TIE:
-            winner = "tie"
-        else:
-            winner = "cpu_parallel" if p < s else "cpu_serial"
+        s = _time(g, method="cpu_serial", allocator=allocator)
+        p = _time(g, method="cpu_parallel", allocator=allocator)
         auto = backend_registry.choose_auto(torch.device("cpu"), int(T), int(C))
         rows.append({"C": int(C), "T": int(T), "C/thread": C / threads, "serial": s,
-                     "parallel": p, "winner": winner, "auto": auto})
+                     "parallel": p, "winner": _sweep_winner(s, p), "auto": auto})
     long = pd.DataFrame([{
         "C": str(r["C"]), "T": str(r["T"]), "C/thread": f"{r['C/thread']:g}",
         "cpu_serial ms": fmt_ms(r["serial"]), "cpu_parallel ms": fmt_ms(r["parallel"]),
@@ -580,16 +965,33 @@ def sweep_section(df: pd.DataFrame, threads: int) -> list[Section]:
     marked = marked.reset_index().rename(columns={"C": "C \\ T"}).astype(str)
     marked.columns = [str(c) for c in marked.columns]
     return [
-        Section("auto sweep: cpu_serial vs cpu_parallel, forward (T, C)", long,
-                [f"{threads} torch threads; auto picks what "
-                 "plrnn.recurrence.registry.choose_auto says (see its comment)", *_reasons(d)]),
-        Section("auto sweep: winner per cell (S serial, P parallel, = within "
-                f"{SWEEP_TIE:.0%}, * = auto picks the other)", marked, []),
+        Section(f"auto sweep ({allocator} allocator): cpu_serial vs cpu_parallel, forward (T, C)",
+                [long], [f"{threads} torch threads; auto picks what "
+                         "plrnn.recurrence.registry.choose_auto says (see its comment)"]),
+        Section(f"auto sweep ({allocator} allocator): winner per cell (S serial, P parallel, = "
+                f"within {SWEEP_TIE:.0%}, * = auto picks the other)", [marked], []),
     ]
 
 
-def _goal(ok: bool | None, text: str) -> str:
-    return f"Goal {'n/a ' if ok is None else ('PASS' if ok else 'FAIL')}: {text}"
+def sweep_section(df: pd.DataFrame, threads: int, allocators) -> list[Section]:
+    d = _section_rows(df, SEC_SWEEP)
+    sections = []
+    for al in allocators:
+        sections += _sweep_tables(d, threads, al)
+    if sections:
+        sections[-1].lines += _reasons(d)
+    return sections
+
+
+# name -> (tasks, section); in the order they run and print
+SECTIONS: dict[str, tuple[Callable, Callable]] = {
+    "bandwidth": (bandwidth_tasks, bandwidth_section),
+    "latency": (latency_tasks, latency_section),
+    "grid": (grid_tasks, grid_section),
+    "distributions": (distribution_tasks, distribution_section),
+    "fwd-bwd": (fwd_bwd_tasks, fwd_bwd_section),
+}
+SECTION_NAMES = tuple(SECTIONS)
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -601,11 +1003,13 @@ def kernel_source_sha1() -> str | None:
         return None
 
 
-def header(info: dict, cfg: Config, argv: list[str], statuses, load) -> list[str]:
+def header(info: dict, cfg: Config, argv: list[str], statuses, load,
+           allocator_details: dict) -> list[str]:
     commit = info["git_commit"] or "unknown"
     if info["git_dirty"]:
         commit += " (with uncommitted changes)"
-    lines = [
+    alloc = "; ".join(f"`{al}`: {allocator_details.get(al, 'not run')}" for al in cfg.allocators)
+    return [
         "# plrnn linear_recurrence benchmark",
         "",
         f"- machine: `{machine_name()}`: {info['cpu']}, {info['logical_cores']} logical cores, "
@@ -620,11 +1024,21 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load) -> list[str
         "- backends: " + "; ".join(
             f"{s.name}: {'available' if s.available else 'UNAVAILABLE (' + s.reason + ')'}"
             for s in statuses),
-        "- timing: torch.utils.benchmark blocked_autorange median (per call) unless marked "
-        "'single' (one cold run)",
+        "- calls: a plain loop, a fresh output per call unless the row says out= (preallocated)",
+        "- allocator columns: `default` = the process as users run it (glibc malloc untouched: "
+        "a large fresh output is mmap'd and page-faulted on every call); `steady` = a child "
+        "process that first calls plrnn.bench.timing.reuse_freed_pages(), so freed pages are "
+        "reused and outputs cost no page faults (the kernels' own speed). The CSV's `allocator` "
+        f"column says which each row used. This run: {alloc}",
+        "- decays distributions: U[0,1) = torch.rand; U[0.9,1) = 0.9 + 0.1 U[0,1); "
+        "sigmoid(N(mu,1)) for mu = 0, 2, 5 (forget gates; means 0.50, 0.84, 0.99). Impulses and "
+        "grad_h ~ N(0,1). Sections 1, 2 and 5 use U[0,1); the grid uses "
+        f"{', '.join(cfg.grid_distributions)}; section 4 all five",
+        "- timing: torch.utils.benchmark blocked_autorange median (per call; methods of a cell "
+        f"interleaved over {ROUNDS} rounds) unless marked 'single' (one cold run); every "
+        "backend's output checked against a float64 loop first",
         f"- config: `{json.dumps(dataclasses.asdict(cfg))}`",
     ]
-    return lines
 
 
 def _loadavg() -> tuple[float, float, float]:
@@ -637,14 +1051,27 @@ def _loadavg() -> tuple[float, float, float]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m plrnn.bench.recurrence",
-        description="Benchmark plrnn.linear_recurrence backends (CPU) side by side.",
+        description="Benchmark plrnn.linear_recurrence backends (CPU) side by side, as users "
+                    "call them, with the default and the steady-state allocator.",
     )
-    p.add_argument("--quick", action="store_true",
-                   help="smaller shapes and shorter timing (about a minute)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="smaller shapes and shorter timing (a couple of minutes)")
+    size.add_argument("--smoke", action="store_true",
+                      help="tiny shapes and timing: every code path in seconds, numbers "
+                           "meaningless (for tests)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/<machine_name()>/)")
     p.add_argument("--min-run-time", type=float, default=None,
                    help="seconds of timing per measurement (default 0.5, --quick 0.1)")
+    p.add_argument("--allocator", choices=("both", *ALLOCATORS), default="both",
+                   help="both (default): this process as it starts, then a child process with "
+                        "the steady-state allocator; or only one of them")
+    p.add_argument("--all-distributions", action="store_true",
+                   help="time the Table-1 grid under all five decay distributions (default: "
+                        f"{' and '.join(GRID_DISTRIBUTIONS)})")
+    p.add_argument("--sections", nargs="+", choices=SECTION_NAMES, default=list(SECTION_NAMES),
+                   help="run only these sections (default: all)")
     p.add_argument("--sweep-auto", action="store_true",
                    help="run only the channels x T sweep of cpu_serial vs cpu_parallel that the "
                         "auto rule is derived from; writes auto_sweep.{csv,md,json}")
@@ -652,66 +1079,126 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    cfg = make_config(args)
-    out = args.out if args.out is not None else Path("results") / machine_name()
-    out.mkdir(parents=True, exist_ok=True)
-    info = machine_info()
-    load = _loadavg()
+def steady_child_argv(args: argparse.Namespace, out: Path) -> list[str]:
+    """The same run in a child process with the steady-state allocator, writing into `out`."""
+    argv = ["--allocator", "steady", "--out", str(out), "--seed", str(args.seed),
+            "--sections", *args.sections]
+    if args.quick:
+        argv.append("--quick")
+    if args.smoke:
+        argv.append("--smoke")
+    if args.min_run_time is not None:
+        argv += ["--min-run-time", repr(args.min_run_time)]
+    if args.all_distributions:
+        argv.append("--all-distributions")
+    if args.sweep_auto:
+        argv.append("--sweep-auto")
+    return argv
 
+
+TEXT_COLUMNS = ("note", "reason", "block_times_s", "output", "decays", "auto_choice")
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Empty text cells as "" whether the frame was built here or read back from a CSV."""
+    df = df.copy()
+    for col in TEXT_COLUMNS:
+        if col in df:
+            df[col] = df[col].astype(object).where(df[col].notna(), "")
+    return df
+
+
+def run_steady_child(args: argparse.Namespace, stem: str) -> tuple[pd.DataFrame, dict]:
+    """Runs the steady-allocator child; (its records, what happened) -- empty records if it
+    failed, so its columns read n/a and its goals not met, never silently dropped."""
+    with tempfile.TemporaryDirectory(prefix="plrnn-bench-steady-") as tmp:
+        cmd = [sys.executable, "-m", "plrnn.bench.recurrence", *steady_child_argv(args, Path(tmp))]
+        print("plrnn bench: steady-state allocator run in a child process ...", file=sys.stderr,
+              flush=True)
+        # stdout (its own steady-only tables) is kept out of ours; its progress goes to stderr.
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+        info = {"command": cmd[2:], "returncode": proc.returncode}
+        csv_path, meta_path = Path(tmp) / f"{stem}.csv", Path(tmp) / f"{stem}.json"
+        if proc.returncode != 0 or not csv_path.exists():
+            info["stdout_tail"] = proc.stdout[-2000:]
+            return pd.DataFrame(), info
+        info["allocator_detail"] = json.loads(meta_path.read_text())["config"]["allocator_detail"]
+        return normalize(pd.read_csv(csv_path, dtype={"shape": str})), info
+
+
+def _load_backends(cfg: Config) -> tuple[list, dict]:
     print("plrnn bench: loading the C++ kernels (the first build takes about a minute) ...",
           file=sys.stderr, flush=True)
     t0 = time.perf_counter()
+    statuses = plrnn.backends(cfg.device)
+    print(f"plrnn bench: backends ready in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr, flush=True)
+    return statuses, {s.name: s for s in statuses}
+
+
+def build_sections(df: pd.DataFrame, cfg: Config, sweep: bool) -> list[Section]:
+    if sweep:
+        return sweep_section(df, cfg.threads, cfg.allocators)
+    return [SECTIONS[name][1](df, cfg.allocators) for name in cfg.sections]
+
+
+def render(sections: list[Section], machine: str) -> str:
+    body = []
+    for s in sections:
+        body += [f"## {s.title}", ""]
+        for table in s.tables:
+            body += [markdown_table(table), ""]
+        body += [*s.lines, *(g.line(machine) for g in s.goals), ""]
+    goals = [g for s in sections for g in s.goals]
+    if goals:
+        met = sum(g.met for g in goals)
+        body += ["## Goals", "",
+                 f"On `{machine}`, from the medians of this run: {met} of {len(goals)} met.", "",
+                 *(f"- {g.line(machine)}" for g in goals), ""]
+    return "\n".join(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    cfg = make_config(args)  # first: the steady child's mallopt precedes every allocation
+    out = args.out if args.out is not None else Path("results") / machine_name()
+    out.mkdir(parents=True, exist_ok=True)
+    info, load = machine_info(), _loadavg()
+    stem = "auto_sweep" if args.sweep_auto else "recurrence_bench"
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # auto's fallback note; shown in tables
-        statuses = plrnn.backends(cfg.device)
-        status = {s.name: s for s in statuses}
-        out_reason = None
-        if not status["cpu_serial"].available:
-            out_reason = status["cpu_serial"].reason
-        else:
-            try:
-                torch.ops.plrnn.cpu_scan_out  # noqa: B018 - raises if the op is not registered
-            except (AttributeError, RuntimeError) as err:
-                out_reason = f"torch.ops.plrnn.cpu_scan_out missing: {_first_line(err)}"
-        print(f"plrnn bench: backends ready in {time.perf_counter() - t0:.1f} s",
-              file=sys.stderr, flush=True)
-
-        env = Env(cfg, Inputs(cfg.seed), status, out_reason)
+        statuses, status = _load_backends(cfg)
+        env = Env(cfg, Inputs(cfg.seed), status)
         if args.sweep_auto:
             tasks = sweep_tasks(env)
         else:
-            tasks = bandwidth_tasks(env) + latency_tasks(env) + grid_tasks(env) \
-                + fwd_bwd_tasks(env)
+            tasks = [t for name in cfg.sections for t in SECTIONS[name][0](env)]
         start = time.perf_counter()
         records = run_tasks(env, tasks)
         elapsed = time.perf_counter() - start
 
-    df = pd.DataFrame.from_records(records)
-    head = header(info, cfg, argv, statuses, load)
+    df = normalize(pd.DataFrame.from_records(records))
+    details = {cfg.allocator: cfg.allocator_detail}
     meta = {"machine_name": machine_name(), "machine": info, "config": dataclasses.asdict(cfg),
             "kernel_source_sha1": kernel_source_sha1(), "argv": argv,
             "backends": {s.name: {"available": s.available, "reason": s.reason}
                          for s in statuses},
-            "measurement_seconds": elapsed, "loadavg_before": load, "loadavg_after": _loadavg()}
-    if args.sweep_auto:
-        sections, stem, goals = sweep_section(df, cfg.threads), "auto_sweep", {}
-    else:
-        sections, goals = [], {}
-        for make in (bandwidth_section, latency_section, grid_section, fwd_bwd_section):
-            section, g = make(df)
-            sections.append(section)
-            goals.update(g)
-        stem = "recurrence_bench"
-        meta["goals"] = goals
+            "measurement_seconds": elapsed, "loadavg_before": load}
+    if args.allocator == "both":
+        steady, meta["steady_child"] = run_steady_child(args, stem)
+        details["steady"] = meta["steady_child"].get(
+            "allocator_detail", f"child FAILED (exit {meta['steady_child']['returncode']})")
+        df = pd.concat([df, steady], ignore_index=True)
+    meta["loadavg_after"] = _loadavg()
+    meta["allocators"] = details
 
-    body = []
-    for s in sections:
-        body += [f"## {s.title}", "", markdown_table(s.table), "", *s.lines, ""]
-    body.append(f"({len(records)} measurements in {elapsed:.0f} s)")
-    text = "\n".join(body)
+    sections = build_sections(df, cfg, args.sweep_auto)
+    meta["goals"] = [g.as_dict() for s in sections for g in s.goals]
+    head = header(info, cfg, argv, statuses, load, details)
+    text = render(sections, machine_name())
+    text += f"\n({len(df)} measurements; {elapsed:.0f} s in this process)"
     busy = ""
     if load[0] > 0.5:
         busy = (f"\nWARNING: load average {load[0]:.2f} before the run: other processes share "

@@ -11,7 +11,6 @@ by different machines never loads a foreign binary. `origin()` says which of the
 from __future__ import annotations
 
 import hashlib
-import logging
 import platform
 from pathlib import Path
 
@@ -19,9 +18,7 @@ import torch
 
 from . import prebuilt, sources
 from .autograd import refuse_double_backward
-from .jit import build_extension, build_once, extensions_root, missing_toolchain
-
-log = logging.getLogger(__name__)
+from .jit import build_at_first_use, build_once, missing_toolchain
 
 SOURCES = [sources.CSRC / name for name in sources.CPU_COMPILED]
 _FLAGS = sources.CPU_FLAGS + ["-march=native"]  # built on the machine that runs it
@@ -74,24 +71,18 @@ def _build_and_register() -> str | None:
     global _origin
     reason = _load_prebuilt()
     if reason is not None:
-        missing = missing_toolchain()
-        if missing:
-            return f"{missing}; and {reason}"
-        name = f"plrnn_cpu_{_cpu_fingerprint()}"
-        log.warning(
-            "plrnn: %s, so the C++ kernels are compiled for this CPU now (first use only, "
-            "about a minute; cached in %s)", reason, extensions_root() / name,
-        )
-        reason = build_extension(
+        reason, _origin = build_at_first_use(
             "C++ kernels",
-            name=name,
+            f"plrnn_cpu_{_cpu_fingerprint()}",
+            reason,
+            missing_toolchain(),
+            "about a minute",
             sources=[str(s) for s in SOURCES],
             extra_cflags=_FLAGS,
             extra_ldflags=["-fopenmp"],
         )
         if reason is not None:
             return reason
-        _origin = f"built at first use ({extensions_root() / name})"
     _register_python_side()
     return None
 

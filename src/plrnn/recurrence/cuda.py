@@ -22,7 +22,6 @@ writes dL/dimpulses and dL/ddecays in one pass from the saved h.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 
@@ -30,9 +29,7 @@ import torch
 
 from . import prebuilt, sources
 from .autograd import register_scan_autograd
-from .jit import build_extension, build_once, extensions_root, missing_toolchain
-
-log = logging.getLogger(__name__)
+from .jit import build_at_first_use, build_once, missing_toolchain
 
 SOURCES = [sources.CSRC / name for name in sources.CUDA_COMPILED]
 
@@ -115,24 +112,18 @@ def _build_and_register() -> str | None:
     major, minor = torch.cuda.get_device_capability()
     reason = _load_prebuilt(major, minor)
     if reason is not None:
-        missing = missing_prerequisite()
-        if missing:
-            return f"{missing}; and {reason}"
-        name = f"plrnn_cuda_sm{major}{minor}"
-        log.warning(
-            "plrnn: %s, so the CUDA kernels are compiled for sm_%d%d now (first use only, a few "
-            "minutes; cached in %s)", reason, major, minor, extensions_root() / name,
-        )
-        reason = build_extension(
+        reason, _origin = build_at_first_use(
             "CUDA kernels",
-            name=name,
+            f"plrnn_cuda_sm{major}{minor}",
+            reason,
+            missing_prerequisite(),
+            "a few minutes",
             sources=[str(s) for s in SOURCES],
             extra_cflags=["-O3"],
             extra_cuda_cflags=sources.CUDA_FLAGS,
         )
         if reason is not None:
             return reason
-        _origin = f"built at first use ({extensions_root() / name})"
     _register_python_side()
     return None
 

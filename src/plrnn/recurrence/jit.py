@@ -179,3 +179,20 @@ def build_extension(what: str, name: str, sources: list[str], **kwargs) -> str |
         lines = str(err).strip().splitlines() or [type(err).__name__]
         return f"building the {what} failed: {lines[-1]}"
     return None
+
+
+def build_at_first_use(
+    what: str, name: str, why: str, missing: str | None, duration: str, **kwargs
+) -> tuple[str | None, str]:
+    """The fallback when no prebuilt library can be used (`why`): builds extension `name` here
+    unless a prerequisite is `missing`, saying so first. Returns (why the kernels are
+    unavailable or None, their origin for backends())."""
+    if missing:
+        return f"{missing}; and {why}", ""
+    where = extensions_root() / name
+    log.warning(
+        "plrnn: %s, so the %s are compiled now (first use only, %s; cached in %s)",
+        why, what, duration, where,
+    )
+    reason = build_extension(what, name, **kwargs)
+    return reason, "" if reason else f"built at first use ({where})"

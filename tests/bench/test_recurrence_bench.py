@@ -1,0 +1,354 @@
+"""plrnn.bench.recurrence: the command end to end at tiny sizes (--smoke, both allocators), and
+its tables' ratios and goal lines on hand-made measurements. Nothing here asserts on speed."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import plrnn
+from plrnn.bench import recurrence as rb
+from plrnn.bench.recurrence import FWD, FWD_BWD, MUL, UNIFORM
+
+# ------------------------------------------------------------------------ the command, --smoke
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recurrence_bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "plrnn.bench.recurrence", "--smoke", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_csv(out / "recurrence_bench.csv", dtype={"shape": str})
+    meta = json.loads((out / "recurrence_bench.json").read_text())
+    return {"out": out, "stdout": proc.stdout, "df": df, "meta": meta,
+            "md": (out / "recurrence_bench.md").read_text()}
+
+
+def test_writes_the_three_files_with_both_allocators(smoke):
+    df, meta, md = smoke["df"], smoke["meta"], smoke["md"]
+    assert {"allocator", "decays", "output", "threads", "median_s", "status"} <= set(df.columns)
+    assert set(df["allocator"]) == {"default", "steady"}
+    # Same measurements in both runs: the steady child repeats the parent's plan.
+    key = ["section", "method", "pass", "decays", "output", "threads", "shape"]
+    by = df.groupby("allocator")
+    assert by.size()["default"] == by.size()["steady"]
+    assert (df[df["allocator"] == "default"][key].reset_index(drop=True)
+            .equals(df[df["allocator"] == "steady"][key].reset_index(drop=True)))
+    assert "error" not in set(df["status"]), df[df["status"] == "error"][["method", "reason"]]
+    assert meta["config"]["allocators"] == ["default", "steady"]
+    assert meta["steady_child"]["returncode"] == 0
+    assert "mallopt" in meta["allocators"]["steady"]
+    assert "glibc malloc as the process starts" in meta["allocators"]["default"]
+    # The header explains the allocator columns and the distributions.
+    head = md.split("## 1.")[0]
+    assert "allocator columns: `default`" in head and "`steady`" in head
+    assert all(dist in head for dist in ("U[0,1)", "U[0.9,1)", "sigmoid(N(mu,1))"))
+    assert "machine: `" in head
+    # Every comparison table has both allocator columns.
+    for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+        table = md.split(title)[1].split("\n## ")[0]
+        assert "default" in table.splitlines()[2] and "steady" in table.splitlines()[2], title
+
+
+def test_bandwidth_rows_cover_shapes_threads_outputs_and_limits(smoke):
+    d = smoke["df"][smoke["df"]["section"] == rb.SEC_BANDWIDTH]
+    shapes = {"x".join(map(str, s)) for s in rb.SIZES["smoke"]["bandwidth_shapes"]}
+    want = set(rb.BANDWIDTH_ROWS)
+    for key, g in d.groupby(["shape", "threads", "allocator"]):
+        assert set(zip(g["method"], g["output"], strict=True)) == want, key
+    assert set(d["shape"]) == shapes
+    assert set(d["threads"]) == {1, 2}
+
+
+def test_every_distribution_is_timed_for_every_backend(smoke):
+    df = smoke["df"]
+    d = df[df["section"] == rb.SEC_DIST]
+    for (shape, method, allocator), g in d.groupby(["shape", "method", "allocator"]):
+        assert sorted(g["decays"]) == sorted(rb.DISTRIBUTIONS), (shape, method, allocator)
+    assert set(d["method"]) == set(rb.COMPARED)
+    assert len(set(d["shape"])) == 2
+    grid = df[df["section"] == rb.SEC_GRID]
+    assert set(grid["decays"]) == set(rb.GRID_DISTRIBUTIONS)
+    assert "sigmoid(N(5,1))" in smoke["md"].split("## 4.")[1].split("\n## ")[0]
+
+
+def test_forward_backward_has_the_practical_limit_and_baselines(smoke):
+    d = smoke["df"][smoke["df"]["section"] == rb.SEC_FWD_BWD]
+    for allocator in ("default", "steady"):
+        g = d[d["allocator"] == allocator]
+        assert {MUL, "associative_scan", *rb.COMPARED} <= set(g[g["pass"] == FWD_BWD]["method"])
+
+
+def _goal_value_from_csv(df, allocator):
+    """cpu_serial/torch.mul bandwidth goal recomputed here, independently of the module."""
+    d = df[(df["section"] == rb.SEC_BANDWIDTH) & (df["allocator"] == allocator)]
+    ratios = []
+    for _, g in d.groupby(["shape", "threads", "output"]):
+        t = dict(zip(g["method"], g["median_s"], strict=True))
+        if "cpu_serial" in t:
+            ratios.append(t[MUL] / t["cpu_serial"])
+    return min(ratios)
+
+
+def test_goals_agree_with_the_numbers_and_the_markdown(smoke):
+    df, meta, md = smoke["df"], smoke["meta"], smoke["md"]
+    goals = meta["goals"]
+    names = {g["name"] for g in goals}
+    assert {"bandwidth_cpu_serial_vs_torch_mul", "latency_parallel_speedup",
+            "grid_auto_over_best", "distribution_slowdown", "fwd_bwd_cpu_serial_vs_mul",
+            "fwd_bwd_auto_vs_mul", "fwd_bwd_cpu_serial_vs_associative_scan",
+            "fwd_bwd_auto_vs_associative_scan"} <= names
+    machine = meta["machine_name"]
+    for g in goals:
+        ok = g["value"] >= g["threshold"] if g["at_least"] else g["value"] <= g["threshold"]
+        assert g["met"] == (ok and not g["missing"]), g
+        state = "met" if g["met"] else "NOT met"
+        assert f"Goal {state} [{machine}, {g['allocator']} allocator]: {g['text']}" in md
+    for allocator in ("default", "steady"):
+        bw = next(g for g in goals if g["name"] == "bandwidth_cpu_serial_vs_torch_mul"
+                  and g["allocator"] == allocator)
+        assert bw["value"] == pytest.approx(_goal_value_from_csv(df, allocator))
+    met = sum(g["met"] for g in goals)
+    assert f"{met} of {len(goals)} met" in md
+    assert md.count("Goal NOT met") == 2 * (len(goals) - met)  # section lines + summary
+
+
+# -------------------------------------------------------------- sections on hand-made numbers
+
+
+def _row(section, method, median_s, allocator="default", **kw):
+    T, C = kw.pop("T", 64), kw.pop("C", 8)
+    rec = {"section": section, "method": method, "pass": FWD, "allocator": allocator,
+           "decays": UNIFORM, "output": "fresh", "threads": 2, "T": T, "channels": C,
+           "shape": f"{T}x{C}", "numel": T * C, "note": "", "auto_choice": "",
+           "status": "ok", "reason": "", "timing": "autorange", "median_s": median_s}
+    rec.update(kw)
+    return rec
+
+
+def _goal(section: rb.Section, name: str, allocator: str) -> rb.Goal:
+    return next(g for g in section.goals if g.name == name and g.allocator == allocator)
+
+
+def test_bandwidth_ratio_compares_like_with_like():
+    rows = []
+    for al, serial_out in (("default", 2.0), ("steady", 1.0)):
+        rows += [
+            _row(rb.SEC_BANDWIDTH, "copy_", 0.5, al, output="preallocated"),
+            _row(rb.SEC_BANDWIDTH, MUL, 1.0, al, output="fresh"),
+            _row(rb.SEC_BANDWIDTH, "cpu_serial", 1.25, al, output="fresh"),
+            _row(rb.SEC_BANDWIDTH, MUL, 0.8, al, output="out="),
+            _row(rb.SEC_BANDWIDTH, "cpu_serial", serial_out, al, output="out="),
+        ]
+    section = rb.bandwidth_section(pd.DataFrame(rows), ("default", "steady"))
+    ratios = section.tables[1].set_index("output")
+    assert ratios.loc["fresh", "default cpu_serial/torch.mul"] == "0.80"  # 1.0 / 1.25
+    assert ratios.loc["out=", "default cpu_serial/torch.mul"] == "0.40"  # 0.8 / 2.0
+    assert ratios.loc["out=", "steady cpu_serial/torch.mul"] == "0.80"  # 0.8 / 1.0
+    default = _goal(section, "bandwidth_cpu_serial_vs_torch_mul", "default")
+    steady = _goal(section, "bandwidth_cpu_serial_vs_torch_mul", "steady")
+    assert default.value == pytest.approx(0.4) and "out=" in default.where and not default.met
+    assert steady.value == pytest.approx(0.8) and steady.met  # the goal is >= 0.8
+    # GB/s at 12 B/element (8 for the copy), per allocator.
+    table = section.tables[0]
+    serial = table[(table["measurement"] == "cpu_serial") & (table["output"] == "fresh")]
+    assert serial["default GB/s"].iloc[0] == f"{12 * 64 * 8 / 1.25 / 1e9:.2f}"
+    copy = table[table["measurement"] == "copy_"]
+    assert copy["steady GB/s"].iloc[0] == f"{8 * 64 * 8 / 0.5 / 1e9:.2f}"
+
+
+def test_distribution_ratios_are_per_backend_shape_and_allocator():
+    rows = []
+    for b, base in (("cpu_serial", 1.0), ("torch", 10.0)):
+        for dist in rb.DISTRIBUTIONS:
+            slow = 1.3 if (b == "torch" and dist == "sigmoid(N(5,1))") else 1.1
+            rows.append(_row(rb.SEC_DIST, b, base * (1.0 if dist == UNIFORM else slow),
+                             decays=dist))
+            rows.append(_row(rb.SEC_DIST, b, base, "steady", decays=dist))
+    section = rb.distribution_section(pd.DataFrame(rows), ("default", "steady"))
+    table = section.tables[0]
+    torch5 = table[(table["backend"] == "torch") & (table["decays"] == "sigmoid(N(5,1))")]
+    assert torch5["default x U[0,1)"].iloc[0] == "1.30"
+    assert torch5["steady x U[0,1)"].iloc[0] == "1.00"
+    default = _goal(section, "distribution_slowdown", "default")
+    assert default.value == pytest.approx(1.3) and not default.met
+    assert default.where == "torch at 64x8 under sigmoid(N(5,1))"
+    assert _goal(section, "distribution_slowdown", "steady").met
+    assert "Goal NOT met" in default.line("m") and "1.30" in default.line("m")
+
+
+def test_grid_auto_is_judged_against_the_fastest_other_backend():
+    rows = []
+    for dist, auto in ((UNIFORM, 1.05), ("sigmoid(N(2,1))", 1.5)):
+        for b, t in (("cpu_serial", 1.0), ("cpu_parallel", 2.0), ("torch", 9.0), ("auto", auto)):
+            rows.append(_row(rb.SEC_GRID, b, t, decays=dist, T=256, C=4, shape="256x1x4",
+                             auto_choice="cpu_serial" if b == "auto" else ""))
+    section = rb.grid_section(pd.DataFrame(rows), ("default",))
+    table = section.tables[0]
+    assert list(table["default auto/best"]) == ["1.05", "1.50"]
+    assert set(table["auto ->"]) == {"cpu_serial"}
+    goal = _goal(section, "grid_auto_over_best", "default")
+    assert goal.value == pytest.approx(1.5) and not goal.met and "sigmoid(N(2,1))" in goal.where
+
+
+def test_forward_backward_ratios_to_the_practical_limit_and_associative_scan():
+    rows = [_row(rb.SEC_FWD_BWD, b, t, **{"pass": FWD_BWD}) for b, t in (
+        ("cpu_serial", 1.0), ("cpu_parallel", 1.2), ("torch", 20.0), ("auto", 1.25),
+        (MUL, 0.9), ("associative_scan", 9.0))]
+    rows.append(_row(rb.SEC_FWD_BWD, "reference (Python loop)", 50.0, timing="single"))
+    section = rb.fwd_bwd_section(pd.DataFrame(rows), ("default",))
+    ratios = section.tables[1].set_index("backend")
+    assert ratios.loc["cpu_serial", "default of a*x"] == "0.90"
+    assert ratios.loc["auto", "default of a*x"] == "0.72"
+    assert ratios.loc["cpu_serial", "default x associative_scan"] == "9.0"
+    assert ratios.loc["auto", "default x associative_scan"] == "7.2"
+    met = {g.name: g.met for g in section.goals}
+    assert met == {"fwd_bwd_cpu_serial_vs_mul": True, "fwd_bwd_auto_vs_mul": False,
+                   "fwd_bwd_cpu_serial_vs_associative_scan": True,
+                   "fwd_bwd_auto_vs_associative_scan": False}
+    speed = section.tables[0].set_index("method")["default x auto"]
+    assert speed["associative_scan"] == "7.2" and speed["auto"] == "1.0"
+
+
+def test_a_goal_without_numbers_is_not_met_and_says_so():
+    rows = [_row(rb.SEC_LATENCY, b, 1.0) for b in rb.COMPARED]
+    rows[1].update(status="unavailable", reason="no compiler", median_s=math.nan)
+    section = rb.latency_section(pd.DataFrame(rows), ("default", "steady"))
+    for al in ("default", "steady"):
+        goal = _goal(section, "latency_parallel_speedup", al)
+        assert not goal.met
+        assert goal.line("m").startswith(f"Goal NOT met [m, {al} allocator]")
+        assert "not measured" in goal.line("m")
+    assert any("no compiler" in line for line in section.lines)
+    partial = rb.make_goal("g", "default", "text", [(3.0, "a"), (math.nan, "b")], 2.0)
+    assert partial.value == 3.0 and partial.missing == 1 and not partial.met
+
+
+
+def test_a_failed_steady_child_leaves_its_columns_and_goals_visible(tmp_path, monkeypatch):
+    real_run = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        if "plrnn.bench.recurrence" in cmd:  # the child: fails without writing anything
+            return subprocess.CompletedProcess(cmd, 3, stdout="child went wrong\n")
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert rb.main(["--smoke", "--sections", "latency", "--out", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "recurrence_bench.json").read_text())
+    assert meta["steady_child"]["returncode"] == 3
+    assert "child went wrong" in meta["steady_child"]["stdout_tail"]
+    assert "FAILED" in meta["allocators"]["steady"]
+    md = (tmp_path / "recurrence_bench.md").read_text()
+    assert "steady cpu_serial ms" in md and "child FAILED (exit 3)" in md
+    steady = [g for g in meta["goals"] if g["allocator"] == "steady"]
+    assert steady and not any(g["met"] for g in steady)
+    assert "Goal NOT met [" in md and "steady allocator]" in md
+    df = pd.read_csv(tmp_path / "recurrence_bench.csv")
+    assert set(df["allocator"]) == {"default"}
+
+
+# ------------------------------------------------------------------------- inputs and checks
+
+
+def test_decay_distributions():
+    gen = torch.Generator().manual_seed(0)
+    shape = (20000,)
+    for dist in rb.DISTRIBUTIONS:
+        a = rb.make_decays(dist, shape, gen)
+        assert a.dtype == torch.float32 and bool(((a >= 0) & (a < 1)).all()), dist
+    assert float(rb.make_decays("U[0.9,1)", shape, gen).min()) >= 0.9
+    means = {d: float(rb.make_decays(d, shape, gen).mean()) for d in rb.SIGMOID_MEANS}
+    assert means["sigmoid(N(0,1))"] == pytest.approx(0.5, abs=0.02)
+    assert means["sigmoid(N(2,1))"] == pytest.approx(0.84, abs=0.02)
+    assert means["sigmoid(N(5,1))"] == pytest.approx(0.99, abs=0.01)
+    with pytest.raises(ValueError, match="distribution"):
+        rb.make_decays("N(0,1)", shape, gen)
+
+
+def test_inputs_are_reproducible_across_instances():
+    # The steady-allocator child draws its inputs in another process: same seed, same numbers.
+    one, two = rb.Inputs(3), rb.Inputs(3)
+    a1, x1 = one.get((32, 4), dist="sigmoid(N(2,1))")
+    a2, x2 = two.get((32, 4), dist="sigmoid(N(2,1))")
+    assert torch.equal(a1, a2) and torch.equal(x1, x2)
+    assert not torch.equal(a1, one.get((32, 4))[0])  # another distribution, other numbers
+    code = ("from plrnn.bench.recurrence import Inputs; "
+            "print(float(Inputs(3).get((32, 4), dist='sigmoid(N(2,1))')[0].sum()))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120, check=True)
+    assert float(other.stdout) == float(a1.sum())
+
+
+def test_check_output_accepts_the_recurrence_and_rejects_a_wrong_one():
+    inputs = rb.Inputs(0)
+    a, x = inputs.get((300, 20), dist="sigmoid(N(5,1))")
+    truth = inputs.truth((300, 20), "sigmoid(N(5,1))", a, x)
+    assert truth.shape == (300, rb.CHECK_CHANNELS)
+    rb.check_output(plrnn.linear_recurrence(a, x, backend="cpu_serial"), truth, "ok")
+    wrong = plrnn.linear_recurrence(a.flip(0), x, backend="cpu_serial")
+    with pytest.raises(rb.WrongResult, match="float64"):
+        rb.check_output(wrong, truth, "wrong")
+    # The benchmark's float64 loop is the reference backend's recurrence, ~10x faster at long T.
+    a64, x64 = a.double()[:, :4], x.double()[:, :4]
+    want = plrnn.linear_recurrence(a64, x64, backend="reference").numpy()
+    np.testing.assert_allclose(rb.truth64(a64.numpy(), x64.numpy()), want, rtol=1e-12)
+
+
+def test_a_wrong_backend_is_an_error_row_not_a_time(monkeypatch):
+    args = rb.parse_args(["--smoke", "--allocator", "default"])
+    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    real = plrnn.linear_recurrence
+
+    def broken(a, x, *rest, backend="auto", **kw):
+        h = real(a, x, *rest, backend=backend, **kw)
+        return h + 1 if backend == "cpu_parallel" else h
+
+    monkeypatch.setattr(rb.plrnn, "linear_recurrence", broken)
+    tasks = [t for t in rb.latency_tasks(env) if t.pass_ == FWD][:4]
+    recs = {r["method"]: r for r in rb.run_tasks(env, tasks)}
+    assert recs["cpu_parallel"]["status"] == "error"
+    assert "WrongResult" in recs["cpu_parallel"]["reason"]
+    assert math.isnan(recs["cpu_parallel"]["median_s"])
+    assert recs["cpu_serial"]["status"] == "ok" and recs["cpu_serial"]["median_s"] > 0
+
+
+def test_thread_count_is_set_per_cell_and_restored():
+    before = torch.get_num_threads()
+    with rb._num_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_the_steady_child_repeats_the_run():
+    args = rb.parse_args(["--quick", "--all-distributions", "--seed", "7", "--sections", "grid",
+                          "--min-run-time", "0.3"])
+    assert args.allocator == "both"
+    child = rb.steady_child_argv(args, Path("/tmp/x"))
+    again = rb.parse_args(child)
+    assert again.allocator == "steady" and str(again.out) == "/tmp/x"
+    for name in ("quick", "smoke", "all_distributions", "seed", "sections", "min_run_time",
+                 "sweep_auto"):
+        assert getattr(again, name) == getattr(args, name), name
+
+
+def test_help_runs_nothing(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rb.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--smoke", "--quick", "--allocator", "--sweep-auto",
+                                         "--all-distributions"))
+    assert re.search(r"steady", text)
