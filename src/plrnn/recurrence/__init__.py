@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from . import cpu
 from .registry import REGISTRY, BackendStatus, backends, resolve
 from .validation import check_inputs, check_out
 
@@ -93,7 +94,7 @@ def _into(out, chosen, decays, impulses, initial_state, reverse):
     else:
         target = torch.empty_like(out, memory_format=torch.contiguous_format)
     flat = target if target.dim() == 2 else target.view(x.shape)
-    torch.ops.plrnn.cpu_scan_out(a, x, h0, reverse, parallel, out=flat)
+    cpu.scan_into(a, x, h0, reverse, parallel, flat)
     if target is out:
         # The op has no ADInplaceOrView kernel, so it leaves out's version counter alone; bumped
         # here so that autograd still refuses a backward through an earlier use of out.

@@ -110,11 +110,18 @@ def _register_python_side() -> None:
         )
 
     refuse_double_backward(ops.cpu_scan_backward.default)  # the forward's rule is in C++
-    global _scan
+    global _scan, _scan_out
     _scan = ops.cpu_scan.default
+    _scan_out = ops.cpu_scan_out.default
 
 
 _scan = None  # torch.ops.plrnn.cpu_scan.default once loaded (attribute lookups cost microseconds)
+_scan_out = None  # torch.ops.plrnn.cpu_scan_out.default once loaded
+
+
+def scan_into(decays, impulses, initial_state, reverse, parallel, out):
+    """The kernel writing into `out` ((T, C) contiguous), allocating nothing."""
+    _scan_out(decays, impulses, initial_state, reverse, parallel, out=out)
 
 
 def serial(decays, impulses, initial_state, reverse):

@@ -67,6 +67,8 @@ def check_inputs(decays, impulses, initial_state, reverse) -> None:
 
 def _byte_span(t: torch.Tensor) -> tuple[int, int]:
     """[first, last + 1) byte addresses that t's elements can touch (strides are never < 0)."""
+    if t.is_contiguous():  # the common case, without a Python loop over dimensions
+        return t.data_ptr(), t.data_ptr() + t.nbytes
     last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
     return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
 
