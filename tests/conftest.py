@@ -14,8 +14,15 @@ explicitly at 1-4 threads (test_threads.py) and at the default count (test_long.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# backend="auto" on CPU follows the fixed rule, not this machine's calibration, so that which
+# kernel a test exercises does not depend on the machine (tests/recurrence/test_calibration.py
+# tests the calibration itself). Subprocesses inherit it.
+os.environ.setdefault("PLRNN_AUTO_CALIBRATION", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import cpu, cuda, reference, torch_scan
+from . import calibration, cpu, cuda, reference, torch_scan
 from . import triton as triton_backend
 
 
@@ -117,24 +117,23 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# `auto` on CPU, measured on a 2-core AMD EPYC VM (results/cpu-amd-epyc-2c/: auto_sweep.md,
-# recurrence_bench.md; steady-state allocator, interleaved rounds; runs repeated four times).
-# cpu_parallel won consistently in one regime only: 17-32 channels with T >= 16384, where each
-# of the two threads would own too few channels to fill its FMA pipes, and Algorithm 1 keeps
-# chunks of time in flight instead (1.1-1.8x forward, 1.1x forward+backward). Elsewhere the
-# serial loop won or the order changed from run to run (0.7-1.4x): it moves the least memory
-# (12 B/element forward), and even at 4 channels its dependency chain keeps it within 2x of
-# one streaming pass over memory, so Algorithm 1's second read does not pay. More cores with
-# few channels is where the parallel kernel should win more widely; measure there
-# (`--sweep-auto`) before widening this rule.
-PARALLEL_CHANNELS = range(17, 33)
-PARALLEL_MIN_STEPS = 16384
+# `auto` on CPU: cpu_parallel only for few channels and long sequences with more than one thread,
+# and there only where it measured faster on this CPU (calibration.py says why a fixed rule
+# could not be right on both machines we measured).
+PARALLEL_MIN_STEPS = calibration.MIN_STEPS
+PARALLEL_CHANNELS = calibration.FIXED_RULE  # with PLRNN_AUTO_CALIBRATION=0
 
 
 @torch._dynamo.assume_constant_result
 def _threads() -> int:
     # A trace-time constant under torch.compile (a recompile follows set_num_threads anyway).
     return torch.get_num_threads()
+
+
+@torch._dynamo.assume_constant_result
+def _parallel_channels() -> tuple[int, ...]:
+    # Measured (once per CPU and thread count) outside any trace.
+    return calibration.parallel_channels(_threads())
 
 
 _warned_fallback = False
@@ -145,7 +144,7 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
     if device.type == "cpu":
         reason = cpu.load()
         if reason is None:
-            if T >= PARALLEL_MIN_STEPS and channels in PARALLEL_CHANNELS and _threads() > 1:
+            if T >= PARALLEL_MIN_STEPS and channels in _parallel_channels():
                 return "cpu_parallel"
             return "cpu_serial"
         if not _warned_fallback:
