@@ -5,7 +5,7 @@
 #
 # Run from the repository root, on the device machine (the device tool: carry [".whl"]):
 #     bash scripts/gpu_check.sh
-# .whl comes from ../shared/tools/gpu-wheels.sh (Hydra, asv, accelerated-scan, ...). Results go
+# .whl holds wheels of what that machine lacks (Hydra, asv, accelerated-scan, ...). Results go
 # to $OUT (the device tool's return folder; ./gpu_out elsewhere):
 #     gpu_check.log   everything printed below (the benchmark's progress too)
 #     nvcc_check.txt  registers/spills per kernel (scripts/nvcc_check.sh)

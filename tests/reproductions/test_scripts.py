@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from .helpers import REPRO, compose_config, load_script, scales
+from .helpers import compose_config, load_script, scales
 
 # script -> (extra config groups to combine, columns its CSV must have)
 SCRIPTS = {
@@ -45,14 +45,6 @@ def test_config_composes(script, overrides):
 def test_every_script_has_smoke_small_and_paper_scales():
     for script in SCRIPTS:
         assert {"smoke", "small", "paper"} <= set(scales(script)), script
-
-
-def test_paper_csvs_are_the_published_ones():
-    shared = REPRO.parents[1] / "shared" / "paper"
-    if not shared.is_dir():
-        pytest.skip("../shared/paper is not beside this checkout")
-    for path in sorted(shared.glob("*.csv")):
-        assert (REPRO / "paper" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 @pytest.mark.parametrize("script", MEASURING)
