@@ -25,9 +25,11 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <thread>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -80,16 +82,33 @@ inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v
   }
 }
 
-// What a SCAN pass does with the state after each step, at element offset e: inlined into the
-// update loop so each row is touched once. Emitters are copied into the kernels by value so the
-// compiler keeps their pointers in registers across the stores.
+// Reads one byte of every cache line of p[0, n) so that a later pass finds them in cache; the
+// loads are independent, so the core keeps as many misses in flight as it can.
+template <typename T> inline unsigned touch_lines(const T* p, int64_t n) {
+  const unsigned char* b = reinterpret_cast<const unsigned char*>(p);
+  const int64_t bytes = n * int64_t(sizeof(T));
+  unsigned acc = 0;
+  for (int64_t i = 0; i < bytes; i += 64) acc += b[i];
+  if (bytes > 0) acc += b[bytes - 1];
+  return acc;
+}
+
+// What a SCAN pass does with the state after each step, at element offset e (put_vec: W
+// channels from registers; put_row: n channels of a row from the state buffer, a loop of its
+// own so that it vectorizes without alias checks), and what it reads besides the inputs (touch).
+// Emitters are copied into the kernels by value so the compiler keeps their pointers in
+// registers across the stores.
 template <typename out_t, typename acc_t> struct StoreState {
   out_t* out;
-  inline void put(int64_t e, acc_t v) const { out[e] = static_cast<out_t>(v); }
   template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
     store<W, out_t, acc_t>(out + e, v);
   }
   StoreState shifted(int64_t e) const { return {out + e}; }
+  inline void put_row(int64_t e, const acc_t* __restrict__ v, int64_t n) const {
+    out_t* __restrict__ o = out + e;
+    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<out_t>(v[i]);
+  }
+  inline unsigned touch(int64_t, int64_t) const { return 0; }  // reads nothing
 };
 
 // Backward pass: the state is g = dL/dh accumulated through time; dL/dx = g, dL/da = h_prev * g,
@@ -98,15 +117,21 @@ template <typename out_t, typename acc_t> struct StoreGrads {
   out_t* gx;
   out_t* ga;
   const out_t* hprev;
-  inline void put(int64_t e, acc_t v) const {
-    gx[e] = static_cast<out_t>(v);
-    ga[e] = static_cast<out_t>(static_cast<acc_t>(hprev[e]) * v);
-  }
   template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
     store<W, out_t, acc_t>(gx + e, v);
     store<W, out_t, acc_t>(ga + e, load<W, acc_t>(hprev + e) * v);
   }
   StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e}; }
+  inline void put_row(int64_t e, const acc_t* __restrict__ v, int64_t n) const {
+    out_t* __restrict__ x = gx + e;
+    out_t* __restrict__ a = ga + e;
+    const out_t* __restrict__ h = hprev + e;
+    for (int64_t i = 0; i < n; ++i) {
+      x[i] = static_cast<out_t>(v[i]);
+      a[i] = static_cast<out_t>(static_cast<acc_t>(h[i]) * v[i]);
+    }
+  }
+  inline unsigned touch(int64_t e, int64_t n) const { return touch_lines(hprev + e, n); }
 };
 
 // The inputs of one scan: element (r, c) of decays/impulses is at a/x[r * stride + c].
@@ -190,12 +215,9 @@ void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, in
         prod[i] *= av;
       }
     } else {
-      const Emit row = emit.shifted(e0);
-      for (int64_t i = 0; i < n; ++i) {
-        const acc_t v = static_cast<acc_t>(ar[i]) * st[i] + static_cast<acc_t>(xr[i]);
-        st[i] = v;
-        row.put(i, v);
-      }
+      for (int64_t i = 0; i < n; ++i)
+        st[i] = static_cast<acc_t>(ar[i]) * st[i] + static_cast<acc_t>(xr[i]);
+      emit.put_row(e0, st, n);
     }
   }
 }
@@ -343,6 +365,15 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
       for (int64_t c = 0; c < C; ++c) P[c] *= prod[k * C + c];
   }
 
+  // Pulls rows [s0, s0 + n), every channel, of the inputs (and of what the emitter reads) into
+  // this core's cache.
+  unsigned touch(int64_t s0, int64_t n) const {
+    unsigned acc = 0;
+    for (int64_t r = s0, e = s0 * in.stride; r < s0 + n; ++r, e += in.stride)
+      acc += touch_lines(in.a + e, C) + touch_lines(in.x + e, C) + emit.touch(e, C);
+    return acc;
+  }
+
   // Scans rows [s0, s0 + n) over channels [c0, c1) from `state` (C values, updated in place),
   // emitting every step. With `ilp`, Algorithm 1 runs inside each cache-sized block of rows, so
   // a few channels still give the core independent work while memory is read once.
@@ -410,19 +441,39 @@ class FlushDenormals {
 //   parallel: threads split time (Algorithm 1: reduce, carry scan, re-scan); inside a thread
 //             blocks of rows run Algorithm 1 again with the chunks in registers.
 //
-// Measured on a 2-core Xeon (Skylake-SP), fp32 forward into a preallocated output, against
-// torch.mul(a, x, out=) in the same process (12 bytes per element each):
-// * one thread: 0.8-1.2 of torch.mul at (65536, 128), (65536, 1024) and (4096, 16384), whatever
-//   the buffers' offsets within a page (0/16/32, 0/256/512 and 3/517/1031 floats apart), so no
-//   4 KiB-aliasing penalty shows on this core;
-// * two threads: the serial split does not scale where a thread's share of a row is short. At
-//   (65536, 1024) a row is one 4 KiB page and each thread streams half of it: both threads
-//   together move 7.6-9 GB/s, what one thread moves alone, where torch.mul's two contiguous
-//   halves move 17 GB/s. At (4096, 16384), 32 KiB per thread per row, it reaches 0.8. The likely
-//   cause is the L2 streamer, which prefetches ahead within a page, into the other thread's half,
-//   so every line is fetched twice; hardware counters were not available on the VM to confirm it.
-//   Splitting time instead (the parallel schedule) gives each thread contiguous memory but reads
-//   the inputs twice; neither reaches torch.mul there yet.
+// The serial schedule with several threads. Splitting the channels gives each thread a share of
+// every row; where that share is short, the threads stream parts of the same pages, and on a
+// 2-core Xeon (Skylake-SP) both together moved what one thread moves alone (7.6-9 GB/s at
+// (65536, 1024), where torch.mul's contiguous halves move 16-17 GB/s). torch.mul itself on the
+// same column halves, from two Python threads, moved 11.8 GB/s against 15.4 GB/s on row halves,
+// so the access pattern, not this kernel, costs most of it (likely the L2 streamer prefetching
+// within a page into the other thread's half; the VM exposes no counters to confirm it). Neither
+// non-temporal stores for h nor prefetchw of h's lines changed this. So where shares are short,
+// threads take whole blocks of rows in turn instead: a thread pulls its block into its own cache
+// while the block before is being scanned elsewhere, waits for that block's final state, and
+// scans its block from cache. Measured there (fp32, out=, 2 threads, against torch.mul): 0.50 ->
+// 0.64 at (65536, 128) and 0.46-0.51 -> 0.67 at (65536, 1024); at (4096, 16384), 32 KiB shares,
+// the channel split stays (0.84-0.90, against 0.79 pipelined). What remains is the pull (one load
+// per cache line, 6 GB/s per core while the other core scans) and the scan, which waits on the
+// stores of h: one core's scan and the other's pull overlap, but not fully.
+
+// Blocks of the pipelined schedule hold this many bytes of inputs: a fraction of any x86 core's
+// L2 (512 KiB and up), so a block pulled in while the previous one is scanned is still there when
+// its own scan starts (128 KiB and 512 KiB measured 0.62-0.69, the same within noise).
+constexpr int64_t kPipelineBytes = int64_t(1) << 18;
+
+// Threads take whole rows in turn when each one's share of a row would be under 16 KiB, and rows
+// are wide enough (64 floats) for one thread alone to keep its FMA pipes busy.
+inline bool pipeline_pays(int64_t row_bytes, int64_t threads) {
+  return row_bytes >= 256 && row_bytes / threads < 16384;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_pause();
+#endif
+}
+
 template <typename in_t, typename acc_t, typename Emit>
 void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool parallel,
           const Emit& emit, acc_t* final_state) {
@@ -432,7 +483,31 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
   std::vector<acc_t> state(C, acc_t(0));
   if (init) std::copy(init, init + C, state.begin());
   const int64_t work = n * C;
-  if (!parallel) {
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (!parallel && threads > 1 && pipeline_pays(C * int64_t(sizeof(in_t)), threads)) {
+    const int64_t B = std::max<int64_t>(1, kPipelineBytes / (2 * C * int64_t(sizeof(in_t))));
+    const int64_t blocks = (n + B - 1) / B;
+    std::atomic<int64_t> claimed{0}, scanned{0};
+    std::atomic<unsigned> sink{0};
+    at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+      const FlushDenormals worker_flush;
+      for (int64_t b; (b = claimed.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
+        const int64_t s0 = b * B, len = std::min(B, n - s0);
+        sink.fetch_add(scanner.touch(s0, len), std::memory_order_relaxed);
+        // Block b - 1 was claimed earlier by a running thread that waits on nothing later than
+        // itself, so this wait ends; whoever runs alone claims every block in turn.
+        for (int spins = 0; scanned.load(std::memory_order_acquire) != b; ++spins) {
+          if (spins < 4096) {
+            cpu_relax();
+          } else {
+            std::this_thread::yield();  // more threads than cores: let the predecessor run
+          }
+        }
+        scanner.scan(s0, len, 0, C, state.data(), false);
+        scanned.store(b + 1, std::memory_order_release);
+      }
+    });
+  } else if (!parallel) {
     const int64_t tiles = (C + 15) / 16;
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, n * 16));
     at::parallel_for(0, tiles, grain, [&](int64_t b, int64_t e) {
@@ -443,8 +518,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     // In-thread chunks only pay with at most 32 channels (measured: 0.5-0.8x at 64).
     const bool ilp = C <= 32;
     // Threads pay a second read of their inputs; only worth it for enough work per thread.
-    const int64_t threads = work >= (int64_t(1) << 16) ? at::get_num_threads() : 1;
-    const Chunks macro = plan_chunks(0, n, threads, 0);
+    const Chunks macro = plan_chunks(0, n, work >= (int64_t(1) << 16) ? threads : 1, 0);
     const int64_t M = macro.count();
     if (M == 1) {
       scanner.scan(0, n, 0, C, state.data(), ilp);
