@@ -94,8 +94,9 @@ template <typename T> inline unsigned touch_lines(const T* p, int64_t n) {
 }
 
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
-// channels from registers; put_row: n channels of a row from the state buffer, a loop of its
-// own so that it vectorizes without alias checks), and what it reads besides the inputs (touch).
+// channels from registers; scan_row: the whole step for n channels of a row, state in a buffer,
+// every pointer restrict so that it vectorizes without alias checks), and what it reads besides
+// the inputs (touch).
 // Emitters are copied into the kernels by value so the compiler keeps their pointers in
 // registers across the stores.
 template <typename out_t, typename acc_t> struct StoreState {
@@ -104,9 +105,15 @@ template <typename out_t, typename acc_t> struct StoreState {
     store<W, out_t, acc_t>(out + e, v);
   }
   StoreState shifted(int64_t e) const { return {out + e}; }
-  inline void put_row(int64_t e, const acc_t* __restrict__ v, int64_t n) const {
+  template <typename in_t>
+  inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
+                       acc_t* __restrict__ st, int64_t n) const {
     out_t* __restrict__ o = out + e;
-    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<out_t>(v[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t v = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+      st[i] = v;
+      o[i] = static_cast<out_t>(v);
+    }
   }
   inline unsigned touch(int64_t, int64_t) const { return 0; }  // reads nothing
 };
@@ -122,13 +129,17 @@ template <typename out_t, typename acc_t> struct StoreGrads {
     store<W, out_t, acc_t>(ga + e, load<W, acc_t>(hprev + e) * v);
   }
   StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e}; }
-  inline void put_row(int64_t e, const acc_t* __restrict__ v, int64_t n) const {
-    out_t* __restrict__ x = gx + e;
-    out_t* __restrict__ a = ga + e;
+  template <typename in_t>
+  inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
+                       acc_t* __restrict__ st, int64_t n) const {
+    out_t* __restrict__ dx = gx + e;
+    out_t* __restrict__ da = ga + e;
     const out_t* __restrict__ h = hprev + e;
     for (int64_t i = 0; i < n; ++i) {
-      x[i] = static_cast<out_t>(v[i]);
-      a[i] = static_cast<out_t>(static_cast<acc_t>(h[i]) * v[i]);
+      const acc_t v = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+      st[i] = v;
+      dx[i] = static_cast<out_t>(v);
+      da[i] = static_cast<out_t>(static_cast<acc_t>(h[i]) * v);
     }
   }
   inline unsigned touch(int64_t e, int64_t n) const { return touch_lines(hprev + e, n); }
@@ -215,9 +226,7 @@ void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, in
         prod[i] *= av;
       }
     } else {
-      for (int64_t i = 0; i < n; ++i)
-        st[i] = static_cast<acc_t>(ar[i]) * st[i] + static_cast<acc_t>(xr[i]);
-      emit.put_row(e0, st, n);
+      emit.scan_row(e0, ar, xr, st, n);
     }
   }
 }
