@@ -100,7 +100,7 @@ def test_backends_agree_float32_up_to_rounding(kind):
 
 def test_backend_is_passed_to_every_recurrence(monkeypatch):
     """Both recurrences of a GILR-LSTM layer, in every layer, use the model's backend."""
-    import plrnn.layers.gilr_lstm as module
+    import plrnn.layers.base as module
 
     seen = []
     real = module.linear_recurrence

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..recurrence import linear_recurrence
 from ..recurrence.registry import REGISTRY
 
 INIT_RANGE = 0.05  # the authors' code: every weight U(-0.05, 0.05), biases 0
@@ -51,6 +52,30 @@ def _check_positive_int(arg: str, value: object) -> int:
     return value
 
 
+class LocalTime:
+    """The whole time axis in this process: what a layer asks of the sequence it runs over.
+
+    scan(decays, impulses, h0) -> (h, state after the last step)
+    window(x, m, before) -> (the m rows before x's first step: `before`, or zeros if None;
+                             the last m rows of the sequence, `before` included)
+    plrnn.distributed.ShardedTime answers the same questions for a time axis split across
+    processes, so the layers are written once for both.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def scan(self, decays, impulses, h0):
+        h = linear_recurrence(decays, impulses, h0, backend=self.backend)
+        return h, h[-1]
+
+    def window(self, x, m: int, before):
+        if before is None:
+            before = x.new_zeros((m, *x.shape[1:]))
+        both = torch.cat([before, x]) if m else x
+        return before, both[both.shape[0] - m :]
+
+
 class StackedRecurrence(nn.Module):
     """num_layers layers of one type, each layer's output the next one's input.
 
@@ -81,6 +106,7 @@ class StackedRecurrence(nn.Module):
         self.batch_first = bool(batch_first)
         self.backend = backend
         self.compile_gates = compile_gates
+        self.process_group = None  # plrnn.distributed.shard_sequence sets it
 
     @property
     def backend(self) -> str:
@@ -142,14 +168,22 @@ class StackedRecurrence(nn.Module):
         )
         finals = []
         last = self.num_layers - 1
+        time = self.time_axis(x)
         for index, (layer, layer_state) in enumerate(zip(self.layers, per_layer)):
-            x, final = layer(x, layer_state, self.backend, self.compile_gates)
+            x, final = layer(x, layer_state, time, self.compile_gates)
             finals.append(final)
             if self.dropout and self.training and index < last:
                 x = F.dropout(x, self.dropout, training=True)
         if self.batch_first:
             x = x.transpose(0, 1)
         return x, self.merge_state(finals)
+
+    def time_axis(self, x: torch.Tensor):
+        if self.process_group is None:
+            return LocalTime(self.backend)
+        from ..distributed.layers import ShardedTime  # torch.distributed only when asked for
+
+        return ShardedTime(self.process_group, self.backend, x)
 
     def _param(self) -> torch.Tensor:
         return next(self.parameters())

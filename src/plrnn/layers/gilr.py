@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..recurrence import linear_recurrence
 from .base import StackedRecurrence, check_choice, init_linear
 from .gates import ACTIVATIONS, fused, gilr_gates
 
@@ -26,11 +25,10 @@ class GILRLayer(nn.Module):
     def reset_parameters(self) -> None:
         init_linear(self.linear, (self.forget_bias, 0.0))
 
-    def forward(self, x, h0, backend, compile_gates):
+    def forward(self, x, h0, time, compile_gates):
         pre = self.linear(x)
         decays, impulses = fused(gilr_gates, compile_gates)(pre, self.activation)
-        h = linear_recurrence(decays, impulses, h0, backend=backend)
-        return h, h[-1]
+        return time.scan(decays, impulses, h0)
 
 
 class GILR(StackedRecurrence):

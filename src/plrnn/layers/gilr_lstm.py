@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..recurrence import linear_recurrence
 from .base import StackedRecurrence, check_choice, init_linear
 from .gates import ACTIVATIONS, fused, gilr_gates, lstm_gates, lstm_output
 
@@ -39,20 +38,20 @@ class GILRLSTMLayer(nn.Module):
         init_linear(self.gilr)
         init_linear(self.gates, (self.forget_bias, 0.0, 0.0, 0.0))
 
-    def forward(self, x, state, backend, compile_gates):
+    def forward(self, x, state, time, compile_gates):
         s0, c0 = (None, None) if state is None else state
         g, impulses = fused(gilr_gates, compile_gates)(self.gilr(x), self.surrogate_activation)
-        s = linear_recurrence(g, impulses, s0, backend=backend)
+        s, s_final = time.scan(g, impulses, s0)
         if self.surrogate_mode == "previous_step":
-            first = s0 if s0 is not None else s.new_zeros(s.shape[1:])
-            s_in = torch.cat([first.unsqueeze(0), s[:-1]])
+            before, _ = time.window(s, 1, None if s0 is None else s0.unsqueeze(0))
+            s_in = torch.cat([before, s[:-1]])
         else:
             s_in = s
         pre = self.gates(torch.cat([s_in, x], dim=-1))
         f, i_z = fused(lstm_gates, compile_gates)(pre)
-        c = linear_recurrence(f, i_z, c0, backend=backend)
+        c, c_final = time.scan(f, i_z, c0)
         h = fused(lstm_output, compile_gates)(pre, c)
-        return h, (s[-1], c[-1])
+        return h, (s_final, c_final)
 
 
 class GILRLSTM(StackedRecurrence):

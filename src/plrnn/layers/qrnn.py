@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..recurrence import linear_recurrence
 from .base import INIT_RANGE, StackedRecurrence, check_choice, init_bias
 from .gates import fo_gates, fo_output, fused
 
@@ -37,11 +36,10 @@ class QRNNLayer(nn.Module):
         nn.init.uniform_(self.weight, -INIT_RANGE, INIT_RANGE)
         init_bias(self.bias, (0.0, self.forget_bias, 0.0))
 
-    def forward(self, x, state, backend, compile_gates):
-        T, B, _ = x.shape
+    def forward(self, x, state, time, compile_gates):
+        T = x.shape[0]
         c0, window = (None, None) if state is None else state
-        if window is None:
-            window = x.new_zeros(self.taps - 1, B, x.shape[2])
+        window, last_window = time.window(x, self.taps - 1, window)
         padded = torch.cat([window, x]) if self.taps > 1 else x
         # One matmul per tap over a shifted time slice: the stacked (T, B, taps * input)
         # alternative would hold taps copies of the input (GBs at width 10 and 256 inputs).
@@ -50,9 +48,9 @@ class QRNNLayer(nn.Module):
         for j in range(1, self.taps):
             pre = pre + F.linear(padded[lag0 - j : lag0 - j + T], self.weight[j])
         f, impulses = fused(fo_gates, compile_gates)(pre)
-        c = linear_recurrence(f, impulses, c0, backend=backend)
+        c, c_final = time.scan(f, impulses, c0)
         h = fused(fo_output, compile_gates)(pre, c)
-        return h, (c[-1], padded[padded.shape[0] - lag0 :])
+        return h, (c_final, last_window)
 
 
 class QRNN(StackedRecurrence):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..recurrence import linear_recurrence
 from .base import StackedRecurrence, init_linear
 from .gates import fused, sru_gates, sru_output
 
@@ -28,12 +27,12 @@ class SRULayer(nn.Module):
     def reset_parameters(self) -> None:
         init_linear(self.linear, (0.0, self.forget_bias, 0.0, 0.0)[: 4 if self.projected else 3])
 
-    def forward(self, x, c0, backend, compile_gates):
+    def forward(self, x, c0, time, compile_gates):
         pre = self.linear(x)
         f, impulses = fused(sru_gates, compile_gates)(pre, self.projected)
-        c = linear_recurrence(f, impulses, c0, backend=backend)
+        c, final = time.scan(f, impulses, c0)
         h = fused(sru_output, compile_gates)(pre, c, None if self.projected else x)
-        return h, c[-1]
+        return h, final
 
 
 class SRU(StackedRecurrence):

@@ -1,0 +1,71 @@
+"""Rank-side checks that a bad call fails on every rank, before any kernel, with no rank left
+waiting (run by test_errors.py). After each refused call a good one must still go through, which
+it could not if any rank were stuck in a collective."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import plrnn.distributed as pd
+
+
+def good_call(rank):
+    a = torch.rand(3 + rank, 4, dtype=torch.float64)
+    h = pd.linear_recurrence(a, torch.ones_like(a))
+    assert h.shape == a.shape
+
+
+def every_rank_refuses(rank, world):
+    def shard(T=5, C=4, dtype=torch.float64):
+        return torch.rand(T, C, dtype=dtype), torch.randn(T, C, dtype=dtype)
+
+    a, x = shard()
+    bad_calls = {
+        # what differs between ranks (rank 1 differs): every rank raises ShardMismatchError
+        "channels differ": (lambda: pd.linear_recurrence(*shard(C=4 + rank)), "channel shape"),
+        "dtypes differ": (
+            lambda: pd.linear_recurrence(*shard(dtype=torch.float32 if rank else torch.float64)),
+            "dtype",
+        ),
+        "reverse differs": (lambda: pd.linear_recurrence(a, x, reverse=bool(rank)), "reverse"),
+        "grad differs": (
+            lambda: pd.linear_recurrence(a.clone().requires_grad_(rank == 1), x),
+            "requires_grad",
+        ),
+        "final state asked by one rank": (
+            lambda: pd.linear_recurrence(a, x, return_final_state=rank == 0),
+            "final_state",
+        ),
+        # one rank's own argument is wrong: it raises the single-process error, the others say
+        # which rank refused and why
+        "decays and impulses differ on rank 1": (
+            lambda: pd.linear_recurrence(a, x[:, : 4 - rank]),
+            "same shape",
+        ),
+        "initial state on rank 1": (
+            lambda: pd.linear_recurrence(a, x, torch.zeros(4, dtype=torch.float64)),
+            "initial_state belongs to",
+        ),
+        "unknown backend on rank 1": (
+            lambda: pd.linear_recurrence(a, x, backend="cpu_serial" if rank == 0 else "nope"),
+            "unknown backend",
+        ),
+        "integer decays on rank 0": (
+            lambda: pd.linear_recurrence(a.long() if rank == 0 else a, x),
+            "float16, bfloat16, float32 or float64",
+        ),
+    }
+    for what, (call, needle) in bad_calls.items():
+        with pytest.raises((ValueError, TypeError, RuntimeError)) as info:
+            call()
+        assert needle in str(info.value), f"rank {rank}, {what}: {info.value}"
+        good_call(rank)
+
+    # A process outside the group it passes: only that rank can tell, and it must not wait.
+    solo = dist.new_group([0])
+    if rank == 1:
+        with pytest.raises(ValueError, match="not a member of the process group"):
+            pd.linear_recurrence(a, x, group=solo)
+    good_call(rank)

@@ -1,0 +1,21 @@
+"""Bad calls of plrnn.distributed.linear_recurrence raise on every rank, and leave no rank stuck."""
+
+from __future__ import annotations
+
+from . import error_workers
+from .launch import run_ranks
+
+
+def test_every_rank_refuses_a_bad_call(tmp_path):
+    run_ranks(2, error_workers.every_rank_refuses, tmp_path=tmp_path)
+
+
+def test_without_a_process_group():
+    import pytest
+    import torch
+
+    import plrnn.distributed as pd
+
+    a = torch.rand(3, 2)
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        pd.linear_recurrence(a, a)

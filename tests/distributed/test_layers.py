@@ -1,0 +1,21 @@
+"""Sequence-parallel GILR, GILR-LSTM, QRNN and SRU on 2 and 3 gloo ranks against one process, in
+float64: outputs, final states, input and initial-state gradients, and every parameter gradient
+summed over ranks; shards of one step (QRNN(3) then needs its halo from two ranks back)."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import layer_workers
+from .launch import run_ranks
+
+
+@pytest.mark.parametrize(
+    "lengths, with_state",
+    [([4, 7], True), ([1, 4, 2], True), ([3, 1, 1], False)],
+    ids=["2 ranks", "3 ranks, T_r=1", "3 ranks, no state"],
+)
+def test_layers_match_one_process(lengths, with_state, tmp_path):
+    run_ranks(
+        len(lengths), layer_workers.layers_match_one_process, lengths, with_state, tmp_path=tmp_path
+    )
