@@ -20,6 +20,7 @@ SCRIPTS = {
     "table3": ({}, {"seq_len", "model", "seed", "converged", "iterations", "wall_time_s",
                     "stop_reason", "log"}),
     "figure2": ({}, {"T", "model", "wall_time_min", "accuracy_mean", "accuracy_sd", "runs"}),
+    "context_parallel": ({}, {"case", "T", "ranks", "rank", "time_s", "peak_bytes", "comm_bytes"}),
 }
 MEASURING = ["table2", "throughput_heatmap", "table3"]  # table1 has its own file; figure2 reads
 
