@@ -21,6 +21,7 @@ SCRIPTS = {
                     "stop_reason", "log"}),
     "figure2": ({}, {"T", "model", "wall_time_min", "accuracy_mean", "accuracy_sd", "runs"}),
     "context_parallel": ({}, {"case", "T", "ranks", "rank", "time_s", "peak_bytes", "comm_bytes"}),
+    "figure1": ({}, {"block", "component", "kind", "name", "shape", "parameters"}),
 }
 MEASURING = ["table2", "throughput_heatmap", "table3"]  # table1 has its own file; figure2 reads
 
