@@ -14,8 +14,11 @@ from html.parser import HTMLParser
 class Table:
     machine: str | None
     artifact: str | None
+    section: str | None = None  # id of the enclosing <section>
     rows: list[list[str]] = field(default_factory=list)
     caption: str = ""
+    row_attrs: list[dict] = field(default_factory=list)  # per row: the <tr>'s attributes
+    cell_attrs: list[list[dict]] = field(default_factory=list)  # per row, per cell
 
 
 @dataclass
@@ -29,8 +32,14 @@ class Scan:
     sections: list[dict] = field(default_factory=list)
     headings: list[tuple[str, str, str | None]] = field(default_factory=list)  # tag, text, machine
     ids: list[str] = field(default_factory=list)
+    articles: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # id -> where
     text_by_machine: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def result_tables(self) -> list[Table]:
+        """The tables of the machine and paper sections: everything but the headline's."""
+        return [t for t in self.tables if t.section != "headline"]
 
 
 class _Reader(HTMLParser):
@@ -38,6 +47,7 @@ class _Reader(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.scan = Scan()
         self.machine = None
+        self.section = None
         self.artifact = None
         self.table = None
         self.cell = None
@@ -52,23 +62,29 @@ class _Reader(HTMLParser):
         if tag == "html":
             self.scan.root_attrs = a
         elif tag == "section":
+            self.section = a.get("id")
             self.machine = a.get("data-machine")
             if self.machine:
                 self.scan.sections.append(a)
         elif tag == "article":
             self.artifact = a.get("data-artifact")
+            if "id" in a:
+                self.scan.articles[a["id"]] = (self.machine, self.artifact)
         elif tag == "table":
-            self.table = Table(self.machine, self.artifact)
+            self.table = Table(self.machine, self.artifact, self.section)
         elif tag == "tr" and self.table is not None:
             self.table.rows.append([])
+            self.table.row_attrs.append(a)
+            self.table.cell_attrs.append([])
         elif tag in ("td", "th") and self.table is not None:
             self.cell = []
+            self.table.cell_attrs[-1].append(a)
         elif tag == "caption":
             self.caption = []
         elif tag == "img":
-            self.scan.images.append({**a, "_machine": self.machine, "_artifact": self.artifact})
+            self.scan.images.append({**a, **self._where()})
         elif tag == "a" and "href" in a:
-            self.scan.links.append({**a, "_machine": self.machine, "_artifact": self.artifact})
+            self.scan.links.append({**a, **self._where()})
         elif tag == "script":
             self.scan.scripts.append(a)
         elif tag == "link" and "stylesheet" in a.get("rel", ""):
@@ -78,9 +94,13 @@ class _Reader(HTMLParser):
         elif tag == "p" and "warning" in a.get("class", ""):
             self.warning = []
 
+    def _where(self) -> dict:
+        return {"_machine": self.machine, "_artifact": self.artifact, "_section": self.section}
+
     def handle_endtag(self, tag):
         if tag == "section":
             self.machine = None
+            self.section = None
         elif tag == "article":
             self.artifact = None
         elif tag == "table" and self.table is not None:
@@ -108,7 +128,8 @@ class _Reader(HTMLParser):
             self.heading[1].append(data)
         if self.machine:
             self.scan.text_by_machine[self.machine] = (
-                self.scan.text_by_machine.get(self.machine, "") + data)
+                self.scan.text_by_machine.get(self.machine, "") + data
+            )
 
 
 def scan(text: str) -> Scan:

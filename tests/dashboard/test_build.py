@@ -44,8 +44,8 @@ def test_tables_match_the_markdown_cell_by_cell(fake_tree):
     assert tables(CPU, "table1") == TABLE1_TABLES
     assert tables(CPU, "recurrence_bench") == BENCH_TABLES
     assert tables(GPU, "table2") == TABLE2_TABLES
-    assert [t.rows for t in page.tables if t.machine is None] == PAPER_TABLES
-    assert len(page.tables) == len(fake_tree.all_tables)
+    assert [t.rows for t in page.tables if t.section == "paper"] == PAPER_TABLES
+    assert len(page.result_tables) == len(fake_tree.all_tables)
 
 
 def test_every_image_in_results_is_shown_with_alt_text_and_nothing_else(fake_tree):
@@ -77,34 +77,51 @@ def test_every_link_is_relative_and_resolves(fake_tree):
 
 def test_every_data_file_is_linked(fake_tree):
     result, page = build(fake_tree)
-    linked = {resolve(result.path, a["href"]) for a in page.links
-              if not urlsplit(a["href"]).scheme and not a["href"].startswith("#")}
+    linked = {
+        resolve(result.path, a["href"])
+        for a in page.links
+        if not urlsplit(a["href"]).scheme and not a["href"].startswith("#")
+    }
     machine_files = [p.resolve() for d in (fake_tree.cpu, fake_tree.gpu) for p in d.iterdir()]
     assert len(machine_files) == 14
     assert sorted(set(machine_files) - linked) == []
     # The CSV link sits in its own artifact's section.
-    csv_links = {(a["_artifact"], Path(unquote(a["href"])).name) for a in page.links
-                 if a["href"].endswith(".csv") and a["_machine"]}
-    assert {("table1", "table1.csv"), ("recurrence_bench", "recurrence_bench.csv"),
-            ("zz_custom", "zz_custom.csv"), ("table2", "table2.csv")} <= csv_links
+    csv_links = {
+        (a["_artifact"], Path(unquote(a["href"])).name)
+        for a in page.links
+        if a["href"].endswith(".csv") and a["_machine"]
+    }
+    assert {
+        ("table1", "table1.csv"),
+        ("recurrence_bench", "recurrence_bench.csv"),
+        ("zz_custom", "zz_custom.csv"),
+        ("table2", "table2.csv"),
+    } <= csv_links
 
 
 def test_markdown_relative_links_are_rebased_onto_the_page(fake_tree, tmp_path):
     out = tmp_path / "elsewhere" / "deep" / "dash.html"
     result, page = build(fake_tree, out=out)
     assert result.path == out
-    md_link = [a for a in page.links if a["_artifact"] == "table1" and a.get("href", "")
-               .endswith("table1.csv")]
-    assert md_link and all(resolve(out, a["href"]) == (fake_tree.cpu / "table1.csv").resolve()
-                           for a in md_link)
+    md_link = [
+        a
+        for a in page.links
+        if a["_artifact"] == "table1" and a.get("href", "").endswith("table1.csv")
+    ]
+    assert md_link and all(
+        resolve(out, a["href"]) == (fake_tree.cpu / "table1.csv").resolve() for a in md_link
+    )
     assert sorted(resolve(out, i["src"]) for i in page.images) == sorted(
-        p.resolve() for p in fake_tree.results.rglob("*.png"))
+        p.resolve() for p in fake_tree.results.rglob("*.png")
+    )
 
 
 def test_cpu_and_gpu_sections_are_labelled_and_apart(fake_tree):
     _, page = build(fake_tree)
     assert [(s["data-machine"], s["data-kind"]) for s in page.sections] == [
-        (CPU, "cpu"), (GPU, "gpu")]
+        (CPU, "cpu"),
+        (GPU, "gpu"),
+    ]
     h2 = {m: text for tag, text, m in page.headings if tag == "h2" and m}
     assert h2[CPU] == f"CPU {CPU}"
     assert h2[GPU] == f"GPU (CUDA) {GPU}"
@@ -120,8 +137,13 @@ def test_cpu_and_gpu_sections_are_labelled_and_apart(fake_tree):
 def test_artifacts_in_the_known_order_then_alphabetical(fake_tree):
     _, page = build(fake_tree)
     ids = [i for i in page.ids if i.startswith(CPU)]
-    assert ids == [f"{CPU}-table1", f"{CPU}-recurrence_bench", f"{CPU}-extra_figure",
-                   f"{CPU}-notes-2-v", f"{CPU}-zz_custom"]
+    assert ids == [
+        f"{CPU}-table1",
+        f"{CPU}-recurrence_bench",
+        f"{CPU}-extra_figure",
+        f"{CPU}-notes-2-v",
+        f"{CPU}-zz_custom",
+    ]
 
 
 def test_one_h1_and_markdown_headings_nested_below_the_artifact(fake_tree):
@@ -161,7 +183,8 @@ def test_metadata_is_a_definition_list_with_the_run_facts(fake_tree):
 
 def test_asv_link_when_published_else_how_to_build_it(fake_tree):
     (fake_tree.root / "asv.conf.json").write_text(
-        '// comment lines, as asv allows\n{"version": 1,\n "html_dir": ".asv/html"}\n')
+        '// comment lines, as asv allows\n{"version": 1,\n "html_dir": ".asv/html"}\n'
+    )
     result, page = build(fake_tree)
     text = result.path.read_text(encoding="utf-8")
     assert "asv publish" in text
@@ -187,7 +210,7 @@ def test_asv_site_defaults_to_asvs_own_default_without_a_config(fake_tree):
 
 def test_paper_csv_comment_becomes_the_caption(fake_tree):
     _, page = build(fake_tree)
-    paper = [t for t in page.tables if t.machine is None]
+    paper = [t for t in page.tables if t.section == "paper"]
     assert paper[0].caption == "Published speedups, exactly as printed."
 
 
@@ -207,14 +230,14 @@ def test_unreadable_metadata_is_reported_and_the_rest_still_renders(fake_tree):
     assert len(result.warnings) == 2
     assert "table1.json is not readable JSON" in result.warnings[0]
     assert "not an object" in result.warnings[1]
-    assert len(page.tables) == len(fake_tree.all_tables)
+    assert len(page.result_tables) == len(fake_tree.all_tables)
 
 
 def test_empty_results_folder(tmp_path):
     (tmp_path / "results").mkdir()
     result = build_dashboard(tmp_path / "results")
     page = scan(result.path.read_text(encoding="utf-8"))
-    assert result.machines == [] and page.tables == [] and page.images == []
+    assert result.machines == [] and page.result_tables == [] and page.images == []
     assert any("No results yet" in w for w in page.warnings)
 
 

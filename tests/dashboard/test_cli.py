@@ -15,11 +15,22 @@ from .htmlscan import scan
 def test_module_entry_point_writes_the_page(fake_tree, tmp_path):
     out = tmp_path / "site" / "page.html"
     proc = subprocess.run(
-        [sys.executable, "-m", "plrnn.dashboard", "--results", str(fake_tree.results),
-         "--out", str(out)], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "plrnn.dashboard",
+            "--results",
+            str(fake_tree.results),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out} (2 machines, 6 artifacts)" in proc.stdout
-    assert len(scan(out.read_text(encoding="utf-8")).tables) == len(fake_tree.all_tables)
+    assert len(scan(out.read_text(encoding="utf-8")).result_tables) == len(fake_tree.all_tables)
 
 
 def test_default_out_and_warnings_on_stderr(fake_tree, capsys):
@@ -34,17 +45,28 @@ def test_asv_and_paper_folders_can_be_given(fake_tree, tmp_path, capsys):
     asv = tmp_path / "asv-site"
     asv.mkdir()
     (asv / "index.html").write_text("<html></html>")
-    main(["--results", str(fake_tree.results), "--asv-html", str(asv),
-          "--paper", str(tmp_path / "no-paper")])
+    main(
+        [
+            "--results",
+            str(fake_tree.results),
+            "--asv-html",
+            str(asv),
+            "--paper",
+            str(tmp_path / "no-paper"),
+        ]
+    )
     page = scan((fake_tree.results / "index.html").read_text(encoding="utf-8"))
     assert any(a["href"].endswith("asv-site/index.html") for a in page.links)
-    assert [t for t in page.tables if t.machine is None] == []  # no paper section
+    assert [t for t in page.tables if t.section == "paper"] == []  # no paper section
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--results", "/nonexistent/results"], "--results /nonexistent/results: not a directory"),
-    (["--out", "{results}"], "is a directory"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--results", "/nonexistent/results"], "--results /nonexistent/results: not a directory"),
+        (["--out", "{results}"], "is a directory"),
+    ],
+)
 def test_bad_arguments_exit_2_naming_the_option(fake_tree, capsys, args, message):
     args = [a.format(results=fake_tree.results) for a in args]
     if "--results" not in args:

@@ -16,6 +16,7 @@ KNOWN_ORDER = (
     "table3",
     "figure2",
     "throughput_heatmap",
+    "context_parallel",
     "recurrence_bench",
     "auto_sweep",
     "bench_report",
@@ -27,8 +28,9 @@ TITLES = {
     "table3": "Table 3: synthetic task, GILR-LSTM vs cuDNN LSTM",
     "figure2": "Figure 2: learning curves on the synthetic task",
     "throughput_heatmap": "Poster heatmap: GILR-LSTM throughput",
+    "context_parallel": "Context-parallel run (beyond the paper)",
     "recurrence_bench": "linear_recurrence benchmark",
-    "auto_sweep": "backend=\"auto\" sweep",
+    "auto_sweep": 'backend="auto" sweep',
     "bench_report": "benchmark report",
 }
 
@@ -44,6 +46,16 @@ KINDS = {
     "gpu": "GPU (CUDA)",
     "unknown": "device not stated",
 }
+
+
+def kind_of(name: str) -> str:
+    """'cpu', 'gpu' or 'unknown' from a machine name as plrnn.bench.machine_name() writes it (the
+    results/ folders and asv's machine names follow the same rule)."""
+    if name.startswith("cpu-") or name == "cpu":
+        return "cpu"
+    if name.startswith("cuda-") or name == "cuda":
+        return "gpu"
+    return "unknown"
 
 
 @dataclass
@@ -69,11 +81,7 @@ class Machine:
     @property
     def kind(self) -> str:
         """'cpu', 'gpu' or 'unknown', from the folder name that plrnn.bench.machine_name() gave."""
-        if self.name.startswith("cpu-") or self.name == "cpu":
-            return "cpu"
-        if self.name.startswith("cuda-") or self.name == "cuda":
-            return "gpu"
-        return "unknown"
+        return kind_of(self.name)
 
     @property
     def kind_label(self) -> str:

@@ -56,8 +56,11 @@ def _markdown_parser() -> MarkdownIt:
     # html=False: a stray tag in a generated .md is shown as text, never executed or half-parsed.
     # breaks=True: the generated reports write one fact per line ("Goal PASS: ..."); joining
     # those lines into one paragraph, as plain CommonMark would, hides where each starts.
-    md = (MarkdownIt("commonmark", {"html": False, "breaks": True})
-          .enable("table").enable("strikethrough"))
+    md = (
+        MarkdownIt("commonmark", {"html": False, "breaks": True})
+        .enable("table")
+        .enable("strikethrough")
+    )
     md.core.ruler.push("plrnn_rebase", _shift_headings_and_links)
     # Wide benchmark tables scroll inside their own box instead of widening the whole page.
     md.add_render_rule("table_open", lambda *a: '<div class="table-wrap"><table>\n')
@@ -69,8 +72,11 @@ _MD = _markdown_parser()
 
 
 def render_markdown(text: str, *, heading_offset: int, source_dir: Path, page_dir: Path) -> str:
-    env = {"heading_offset": heading_offset, "source_dir": str(source_dir),
-           "page_dir": str(page_dir)}
+    env = {
+        "heading_offset": heading_offset,
+        "source_dir": str(source_dir),
+        "page_dir": str(page_dir),
+    }
     return _MD.render(text, env)
 
 
@@ -88,8 +94,11 @@ def render_csv(path: Path, *, max_rows: int = 200) -> str:
     if notes:
         caption = " ".join(n.lstrip("#").strip() for n in notes)
         out.append(f"<caption>{html.escape(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-               + "</tr></thead><tbody>")
+    out.append(
+        "<thead><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr></thead><tbody>"
+    )
     for row in data[:max_rows]:
         out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     out.append("</tbody></table></div>")

@@ -114,11 +114,23 @@ def run_facts(data: dict) -> dict[str, str]:
     return facts
 
 
+def stated_device_text(data: dict) -> str | None:
+    """The device string the metadata records, e.g. 'cpu' or 'cuda:0'.
+
+    The benchmark scripts write it as config.device; the reproductions keep their device
+    *request* there ({"name": "auto", ...}) and the device actually used at the top level.
+    """
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    for device in (config.get("device"), data.get("device")):
+        if isinstance(device, str):
+            return device
+    return None
+
+
 def stated_device(data: dict) -> str | None:
     """'cpu' or 'gpu' when the metadata says which device the numbers came from."""
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
-    device = config.get("device", data.get("device"))
-    if not isinstance(device, str):
+    device = stated_device_text(data)
+    if device is None:
         return None
     if device.startswith("cuda"):
         return "gpu"

@@ -7,14 +7,14 @@ says so) and to the headless-browser test, which reads the dumped DOM.
 
 from __future__ import annotations
 
-import html
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import metadata
 from .discover import Artifact, Machine
-from .markup import page_url, render_csv, render_markdown
+from .htmlkit import Page, badge, esc
+from .markup import render_csv, render_markdown
+from .overview import render_overview
 
 CSS = """
 :root { --fg: #1d2330; --muted: #5b6475; --line: #d8dce3; --bg-alt: #f5f6f8;
@@ -60,6 +60,12 @@ figure { margin: 1rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 0.9em; }
 figure.broken::after { content: "this image failed to load"; color: #b00020; display: block; }
+table.headline td, table.headline th { vertical-align: top; }
+table.headline tbody th { text-align: left; white-space: nowrap; }
+table.headline .where { display: block; color: var(--muted); font-size: 0.85em; font-weight: 400; }
+table.headline .missing { color: var(--muted); font-style: italic; }
+.asv-chart { margin: 1rem 0 1.5rem; }
+.asv-chart h4 { margin: 0.5rem 0; }
 @media (max-width: 50rem) {
   body { display: block; }
   nav.toc { position: static; height: auto; border-right: 0; border-bottom: 1px solid var(--line); }
@@ -98,49 +104,26 @@ SCRIPT = """
 """
 
 
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
 @dataclass
-class Page:
-    """Collects the page while it is rendered: anchors for the sidebar and warnings."""
-
-    page_dir: Path
-    toc: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    _ids: set[str] = field(default_factory=set)
-
-    def anchor(self, *parts: str) -> str:
-        base = "-".join(re.sub(r"[^A-Za-z0-9_]+", "-", p).strip("-") or "x" for p in parts)
-        candidate, n = base, 1
-        while candidate in self._ids:
-            n += 1
-            candidate = f"{base}-{n}"
-        self._ids.add(candidate)
-        return candidate
-
-    def url(self, path: Path) -> str:
-        return _e(page_url(path, self.page_dir))
-
-    def warn(self, text: str) -> str:
-        self.warnings.append(text)
-        return f'<p class="warning">{_e(text)}</p>'
-
-
-def _badge(kind: str, label: str) -> str:
-    return f'<span class="badge {_e(kind)}">{_e(label)}</span>'
+class Rendered:
+    text: str
+    warnings: list[str]
+    files: dict[str, bytes]  # written beside the page: the asv charts
 
 
 def _facts(facts: dict[str, str], *, inline: bool = False) -> str:
     if not facts:
         return ""
-    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts.items())
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts.items())
     return f'<dl class="facts{" inline" if inline else ""}">{rows}</dl>'
 
 
-FILE_ROLES = {"csv": "raw measurements (CSV)", "markdown": "table (Markdown)",
-              "metadata": "metadata (JSON)", "image": "figure"}
+FILE_ROLES = {
+    "csv": "raw measurements (CSV)",
+    "markdown": "table (Markdown)",
+    "metadata": "metadata (JSON)",
+    "image": "figure",
+}
 
 
 def _file_links(page: Page, art: Artifact) -> str:
@@ -148,46 +131,61 @@ def _file_links(page: Page, art: Artifact) -> str:
     for attr in ("csv", "markdown", "metadata", "image"):
         path = getattr(art, attr)
         if path is not None:
-            links.append(f'<a href="{page.url(path)}">{_e(path.name)}</a> '
-                         f"<span>{_e(FILE_ROLES[attr])}</span>")
-    links += [f'<a href="{page.url(p)}">{_e(p.name)}</a>' for p in art.others]
+            links.append(
+                f'<a href="{page.url(path)}">{esc(path.name)}</a> '
+                f"<span>{esc(FILE_ROLES[attr])}</span>"
+            )
+    links += [f'<a href="{page.url(p)}">{esc(p.name)}</a>' for p in art.others]
     return '<p class="files">files: ' + " &middot; ".join(links) + "</p>"
 
 
 def render_artifact(page: Page, machine: Machine, art: Artifact, data: dict | None) -> str:
     anchor = page.anchor(machine.name, art.name)
-    page.toc.append(f'<li><a href="#{anchor}">{_e(art.title)}</a></li>')
-    out = [f'<article class="artifact" id="{anchor}" data-artifact="{_e(art.name)}">',
-           f"<h3>{_e(art.title)} {_badge(machine.kind, machine.kind_label)}</h3>",
-           _file_links(page, art)]
+    page.artifact_ids[(machine.name, art.name)] = anchor
+    page.toc.append(f'<li><a href="#{anchor}">{esc(art.title)}</a></li>')
+    out = [
+        f'<article class="artifact" id="{anchor}" data-artifact="{esc(art.name)}">',
+        f"<h3>{esc(art.title)} {badge(machine.kind, machine.kind_label)}</h3>",
+        _file_links(page, art),
+    ]
     if data is not None:
         out.append(_facts(metadata.run_facts(data), inline=True))
         stated = metadata.stated_device(data)
         if stated is not None and machine.kind != "unknown" and stated != machine.kind:
-            out.append(page.warn(
-                f"{machine.name}/{art.metadata.name} says device {data['config']['device']!r}, "
-                f"but the folder is labelled {machine.kind_label}: check where these numbers "
-                "came from."))
+            out.append(
+                page.warn(
+                    f"{machine.name}/{art.metadata.name} says device "
+                    f"{metadata.stated_device_text(data)!r}, "
+                    f"but the folder is labelled {machine.kind_label}: check where these numbers "
+                    "came from."
+                )
+            )
     if art.image is not None:
         alt = f"{art.title}: figure from {machine.kind_label} machine {machine.name}"
-        out.append(f'<figure><img src="{page.url(art.image)}" alt="{_e(alt)}" loading="eager">'
-                   f"<figcaption>{_e(art.image.name)} ({_e(machine.kind_label)}, "
-                   f"{_e(machine.name)})</figcaption></figure>")
+        out.append(
+            f'<figure><img src="{page.url(art.image)}" alt="{esc(alt)}" loading="eager">'
+            f"<figcaption>{esc(art.image.name)} ({esc(machine.kind_label)}, "
+            f"{esc(machine.name)})</figcaption></figure>"
+        )
     if art.markdown is not None:
         try:
             text = art.markdown.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             out.append(page.warn(f"{machine.name}/{art.markdown.name} could not be read: {exc}"))
         else:
-            body = render_markdown(text, heading_offset=3, source_dir=machine.path,
-                                   page_dir=page.page_dir)
+            body = render_markdown(
+                text, heading_offset=3, source_dir=machine.path, page_dir=page.page_dir
+            )
             out.append(f'<div class="markdown">{body}</div>')
     elif art.csv is not None:
-        out.append('<p class="note">No Markdown table for this artifact; the raw CSV is linked '
-                   "above.</p>")
+        out.append(
+            '<p class="note">No Markdown table for this artifact; the raw CSV is linked above.</p>'
+        )
     if data is not None:
-        out.append(f"<details><summary>all metadata ({_e(art.metadata.name)})</summary>"
-                   f"{metadata.definition_list(data)}</details>")
+        out.append(
+            f"<details><summary>all metadata ({esc(art.metadata.name)})</summary>"
+            f"{metadata.definition_list(data)}</details>"
+        )
     out.append("</article>")
     return "\n".join(out)
 
@@ -206,22 +204,26 @@ def render_machine(page: Page, machine: Machine) -> str:
     # Hardware facts from the first artifact that records them; they describe the machine, so
     # they are the same in every file of the folder.
     facts = next((f for d in loaded.values() if d and (f := metadata.machine_facts(d))), {})
-    page.toc.append(f'<li><a href="#{anchor}">{_badge(machine.kind, machine.kind_label)} '
-                    f"{_e(machine.name)}</a><ul>")
+    page.toc.append(
+        f'<li><a href="#{anchor}">{badge(machine.kind, machine.kind_label)} '
+        f"{esc(machine.name)}</a><ul>"
+    )
     body = [render_artifact(page, machine, art, loaded[art.name]) for art in machine.artifacts]
     page.toc.append("</ul></li>")
-    return "\n".join([
-        f'<section class="machine" id="{anchor}" data-machine="{_e(machine.name)}" '
-        f'data-kind="{_e(machine.kind)}">',
-        f"<h2>{_badge(machine.kind, machine.kind_label)} {_e(machine.name)}</h2>",
-        f'<p class="note">Every number in this section was measured on this '
-        f"{_e(machine.kind_label)} machine; compare across machines only with the hardware in "
-        "mind.</p>",
-        _facts(facts),
-        *warnings,
-        *body,
-        "</section>",
-    ])
+    return "\n".join(
+        [
+            f'<section class="machine" id="{anchor}" data-machine="{esc(machine.name)}" '
+            f'data-kind="{esc(machine.kind)}">',
+            f"<h2>{badge(machine.kind, machine.kind_label)} {esc(machine.name)}</h2>",
+            f'<p class="note">Every number in this section was measured on this '
+            f"{esc(machine.kind_label)} machine; compare across machines only with the hardware in "
+            "mind.</p>",
+            _facts(facts),
+            *warnings,
+            *body,
+            "</section>",
+        ]
+    )
 
 
 def render_asv(page: Page, asv_results: Path, asv_html: Path) -> str:
@@ -230,55 +232,93 @@ def render_asv(page: Page, asv_results: Path, asv_html: Path) -> str:
     out = [f'<section id="{anchor}" class="asv">', "<h2>asv: kernel speed across commits</h2>"]
     index = asv_html / "index.html"
     if index.is_file():
-        out.append(f'<p><a href="{page.url(index)}">Open the asv dashboard</a> '
-                   f"({_e(asv_html.name)}/index.html, built by <code>asv publish</code>).</p>")
+        out.append(
+            f'<p><a href="{page.url(index)}">Open the asv dashboard</a> '
+            f"({esc(asv_html.name)}/index.html, built by <code>asv publish</code>).</p>"
+        )
     else:
-        out.append(f"<p>The asv dashboard is not built here (no {_e(asv_html.name)}/index.html). "
-                   "From the repository root run <code>asv publish</code>, then rebuild this page "
-                   "with <code>python -m plrnn.dashboard</code>; or browse it with "
-                   "<code>asv preview</code>.</p>")
+        out.append(
+            f"<p>The asv dashboard is not built here (no {esc(asv_html.name)}/index.html). "
+            "From the repository root run <code>asv publish</code>, then rebuild this page "
+            "with <code>python -m plrnn.dashboard</code>; or browse it with "
+            "<code>asv preview</code>.</p>"
+        )
     if asv_results.is_dir():
         # asv's layout: <results>/<machine>/machine.json beside one <commit>-<env>.json per run.
         machines = sorted(p.parent.name for p in asv_results.glob("*/machine.json"))
         runs = sum(1 for p in asv_results.glob("*/*.json") if p.name != "machine.json")
-        out.append(f'<p class="note">asv results in <a href="{page.url(asv_results)}/">'
-                   f"{_e(asv_results.name)}/</a>: {runs} run{'' if runs == 1 else 's'} on "
-                   f"{len(machines)} machine{'' if len(machines) == 1 else 's'}"
-                   f"{' (' + ', '.join(map(_e, machines)) + ')' if machines else ''}.</p>")
+        out.append(
+            f'<p class="note">asv results in <a href="{page.url(asv_results)}/">'
+            f"{esc(asv_results.name)}/</a>: {runs} run{'' if runs == 1 else 's'} on "
+            f"{len(machines)} machine{'' if len(machines) == 1 else 's'}"
+            f"{' (' + ', '.join(map(esc, machines)) + ')' if machines else ''}.</p>"
+        )
     out.append("</section>")
     return "\n".join(out)
 
 
-def render_paper(page: Page, paper_dir: Path) -> str:
+def render_paper(page: Page, paper_dir: Path) -> tuple[str, str | None]:
+    """The section of published numbers and its anchor (None: no paper CSVs, no section)."""
     csvs = sorted(paper_dir.glob("*.csv")) if paper_dir.is_dir() else []
     if not csvs:
-        return ""
+        return "", None
     anchor = page.anchor("paper")
     page.toc.append(f'<li><a href="#{anchor}">published numbers (paper)</a></li>')
-    out = [f'<section id="{anchor}" class="paper">', "<h2>Published numbers (the paper)</h2>",
-           '<p class="note">As printed in Martin &amp; Cundy (ICLR 2018), on the authors\' ~2017 '
-           "GPU. The tables above already show them beside ours.</p>"]
+    out = [
+        f'<section id="{anchor}" class="paper">',
+        "<h2>Published numbers (the paper)</h2>",
+        '<p class="note">As printed in Martin &amp; Cundy (ICLR 2018), on the authors\' ~2017 '
+        "GPU. The tables above already show them beside ours.</p>",
+    ]
     for path in csvs:
-        out.append(f'<details><summary>{_e(path.stem)} (<a href="{page.url(path)}">'
-                   f"{_e(path.name)}</a>)</summary>{render_csv(path)}</details>")
+        out.append(
+            f'<details><summary>{esc(path.stem)} (<a href="{page.url(path)}">'
+            f"{esc(path.name)}</a>)</summary>{render_csv(path)}</details>"
+        )
     out.append("</section>")
-    return "\n".join(out)
+    return "\n".join(out), anchor
 
 
-def render_page(*, page_dir: Path, results_dir: Path, machines: list[Machine], asv_results: Path,
-                asv_html: Path, paper_dir: Path) -> tuple[str, list[str]]:
-    """The whole page and the warnings raised while rendering it."""
+def render_page(
+    *,
+    page_dir: Path,
+    results_dir: Path,
+    machines: list[Machine],
+    asv_results: Path,
+    asv_html: Path,
+    paper_dir: Path,
+    chart_prefix: str = "index",
+) -> Rendered:
+    """The whole page, the warnings raised while rendering it, and the chart files (named
+    <chart_prefix>-asv-<machine>.png) that go beside it."""
     page = Page(page_dir)
     if machines:
         sections = [render_machine(page, m) for m in machines]
     else:
-        sections = [f'<p class="warning">No results yet: {_e(results_dir.name)}/ holds no '
-                    "machine folders (results/&lt;machine&gt;/&lt;name&gt;.csv ...).</p>"]
+        sections = [
+            f'<p class="warning">No results yet: {esc(results_dir.name)}/ holds no '
+            "machine folders (results/&lt;machine&gt;/&lt;name&gt;.csv ...).</p>"
+        ]
     sections.append(render_asv(page, asv_results, asv_html))
-    sections.append(render_paper(page, paper_dir))
+    paper_html, paper_anchor = render_paper(page, paper_dir)
+    sections.append(paper_html)
+    # The headline comes first on the page but is rendered last: it links to the sections
+    # above, whose anchors exist only once they are rendered. Its sidebar entries move first too.
+    toc_before = len(page.toc)
+    overview = render_overview(
+        page,
+        machines,
+        paper_dir=paper_dir,
+        paper_anchor=paper_anchor,
+        asv_results=asv_results,
+        chart_prefix=chart_prefix,
+    )
+    page.toc[:] = page.toc[toc_before:] + page.toc[:toc_before]
+    sections.insert(0, overview)
     kinds = sorted({m.kind_label for m in machines})
-    summary = (f"{len(machines)} machine folder{'s' if len(machines) != 1 else ''}"
-               + (f" ({', '.join(kinds)})" if kinds else ""))
+    summary = f"{len(machines)} machine folder{'s' if len(machines) != 1 else ''}" + (
+        f" ({', '.join(kinds)})" if kinds else ""
+    )
     doc = f"""<!DOCTYPE html>
 <html lang="en" data-errors="" data-ready="no">
 <head>
@@ -300,9 +340,10 @@ def render_page(*, page_dir: Path, results_dir: Path, machines: list[Machine], a
 <header>
 <h1>plrnn results</h1>
 <p>Reproductions of Martin &amp; Cundy, <em>Parallelizing Linear Recurrent Neural Nets Over
-Sequence Length</em> (ICLR 2018), and the kernel benchmarks: {_e(summary)}. Each machine has its
-own section; CPU and GPU numbers are never put in one table. Built from
-<a href="{page.url(results_dir)}/">{_e(results_dir.name)}/</a> by
+Sequence Length</em> (ICLR 2018), and the kernel benchmarks: {esc(summary)}. The headline sets
+each machine's best number beside the paper's, one labelled column per machine; below it each
+machine has its own section, and CPU and GPU numbers are never put in one of its tables. Built from
+<a href="{page.url(results_dir)}/">{esc(results_dir.name)}/</a> by
 <code>python -m plrnn.dashboard</code>. Open it as a file, or serve the repository root
 (<code>python -m http.server</code>, then <code>/results/index.html</code>) so the links to the asv
 site and the paper's numbers resolve.</p>
@@ -312,4 +353,4 @@ site and the paper's numbers resolve.</p>
 </body>
 </html>
 """
-    return doc, page.warnings
+    return Rendered(doc, page.warnings, page.files)
