@@ -1,5 +1,5 @@
-"""Per-time-step loops written straight from the paper's equations (section 3 of
-shared/paper/README.md), reading a module's parameters but none of its code: the ground truth
+"""Per-time-step loops written straight from the paper's equations (section 3 of the paper;
+docs/paper.md and docs/layers.md), reading a module's parameters but none of its code: the ground truth
 of the layer tests when run in float64.
 
 Each loop takes (model, x [T, B, in] time-major, state in the model's public structure or None)

@@ -1,5 +1,5 @@
 // cuda_serial: the serial baseline of Martin & Cundy (2018), written from the paper's description
-// (paper README section 2), fp32 only.
+// (docs/paper.md), fp32 only.
 //
 // Schedule: a fixed grid of 30 blocks x 1024 threads. Thread i takes channels i, i + 30720, ...
 // and for each walks all T steps: h = a[t] * h + x[t]. Consecutive threads take consecutive
