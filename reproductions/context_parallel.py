@@ -4,6 +4,8 @@
     python reproductions/context_parallel.py scale=paper      # T = 2^24, the 1M-step GILR-LSTM
     python reproductions/context_parallel.py scale=smoke      # seconds, for tests
     python reproductions/context_parallel.py ranks=[1,2]      # other rank counts
+    python reproductions/context_parallel.py launcher=env hydra/launcher=submitit_slurm \
+        hydra.launcher.tasks_per_node=4 hydra.launcher.nodes=1 --multirun   # on SLURM
 
 Beyond the paper: Algorithm 1 across processes (plrnn.distributed, torch.distributed with gloo on
 CPU, nccl on CUDA). The script launches `torchrun --standalone --nproc-per-node=N` once per rank
@@ -60,6 +62,10 @@ class ContextParallelConfig(Common):
     scale: ContextParallelScale = field(default_factory=ContextParallelScale)
     ranks: list[int] = field(default_factory=lambda: [1, 2, 4])
     backend: str = "auto"  # the local kernel
+    # torchrun: launch `torchrun --standalone` per entry of `ranks` on this machine. env: this
+    # process is one rank of a job someone else launched (srun, hydra/launcher=submitit_slurm
+    # with hydra.launcher.tasks_per_node=N, an outer torchrun); `ranks` is then ignored.
+    launcher: str = "torchrun"
     timeout_s: int = 1800  # per torchrun launch
     worker_out: str | None = None  # set by the driver: this process is a rank
 
@@ -219,7 +225,23 @@ def model_case(cfg, device, rank: int, world: int) -> dict:
     return row
 
 
-def worker(cfg: DictConfig) -> None:
+def rank_environment() -> None:
+    """Sets the variables init_process_group reads where the launcher did not: under SLURM (srun,
+    or Hydra's submitit launcher with tasks_per_node) through submitit, which finds the master
+    node; a process started alone is a world of one."""
+    if "RANK" in os.environ:  # torchrun, or a launcher that already set them
+        return
+    if "SLURM_PROCID" in os.environ:
+        import submitit  # the `launchers` extra
+
+        submitit.helpers.TorchDistributedEnvironment().export()
+        return
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29511")
+
+
+def measure(cfg: DictConfig) -> list[dict]:
+    """Every case on this rank of the process group the environment describes."""
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -231,12 +253,32 @@ def worker(cfg: DictConfig) -> None:
     rows = [op_case(cfg, T, device, rank, world) for T in cfg.scale.op_lengths]
     if cfg.scale.model_T:
         rows.append(model_case(cfg, device, rank, world))
+    return [dict(r, rank=rank, ranks=world, threads=torch.get_num_threads()) for r in rows]
+
+
+def worker(cfg: DictConfig) -> None:
+    """One rank under the driver's torchrun: its rows go to a file the driver reads."""
+    rows = measure(cfg)
     out = Path(cfg.worker_out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(
-        json.dumps([dict(r, rank=rank, ranks=world, threads=torch.get_num_threads()) for r in rows])
-    )
+    (out / f"rank{dist.get_rank()}.json").write_text(json.dumps(rows))
     dist.destroy_process_group()
+
+
+def run_in_place(cfg: DictConfig) -> Path | None:
+    """launcher=env: this process is already one rank of a job (srun, Hydra's submitit launcher,
+    an outer torchrun); rank 0 gathers every rank's rows and writes the artifact for this one
+    rank count."""
+    started = time.perf_counter()
+    rank_environment()
+    rows = measure(cfg)
+    everyone = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(rows, everyone, dst=0)
+    written = None
+    if dist.get_rank() == 0:
+        written = write_results(cfg, [r for part in everyone for r in part], started)
+    dist.destroy_process_group()
+    return written
 
 
 # -- the driver: one torchrun per rank count, then the artifact --------------------------------
@@ -338,12 +380,16 @@ def figure(summary: pd.DataFrame):
 
 
 def run(cfg: DictConfig) -> Path:
-    device = resolve_device(cfg.device)
     started = time.perf_counter()
     scratch = Path(HydraConfig.get().runtime.output_dir) / "ranks"
     rows = []
     for n in cfg.ranks:
         rows += launch(cfg, n, scratch / f"n{n}")
+    return write_results(cfg, rows, started)
+
+
+def write_results(cfg: DictConfig, rows: list[dict], started: float) -> Path:
+    device = resolve_device(cfg.device)
     raw = pd.DataFrame(rows)
     raw["case_T"] = raw["case"] + " " + raw["T"].astype(str)
     summary = summarize(raw)
@@ -380,8 +426,14 @@ register()
 def main(cfg: DictConfig) -> None:
     if cfg.worker_out:
         worker(cfg)
-    else:
+    elif cfg.launcher == "env":
+        written = run_in_place(cfg)
+        if written is not None:
+            print(written)
+    elif cfg.launcher == "torchrun":
         print(run(cfg))
+    else:
+        raise ValueError(f"launcher must be torchrun or env, got {cfg.launcher!r}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@ launches torchrun per rank count and writes the artifact from every rank's rows.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pandas as pd
 
-from .helpers import REPRO
+from .helpers import REPRO, load_script
 
 
 def test_smoke_run_over_one_and_two_ranks(tmp_path):
@@ -30,3 +31,24 @@ def test_smoke_run_over_one_and_two_ranks(tmp_path):
     assert model["err_grad"].dropna().lt(1e-4).all() and model["err_grad"].notna().any()
     text = (out / "context_parallel.md").read_text()
     assert "(CPU results)" in text and "context_parallel.py scale=smoke" in text
+
+
+def test_launcher_env_runs_inside_a_job_someone_else_launched(tmp_path):
+    """launcher=env under an outer torchrun (as under srun or Hydra's submitit launcher): rank 0
+    gathers both ranks' rows and writes the artifact."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(REPRO / "context_parallel.py"), "launcher=env", "scale=smoke", "device=cpu",
+           f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    subprocess.run(cmd, check=True, timeout=300, cwd=tmp_path)
+    [out] = [p for p in tmp_path.iterdir() if p.name.startswith("cpu-")]
+    raw = pd.read_csv(out / "context_parallel.csv")
+    assert set(raw["ranks"]) == {2} and sorted(raw["rank"].unique()) == [0, 1]
+
+
+def test_a_process_started_alone_is_a_world_of_one(monkeypatch):
+    script = load_script("context_parallel")
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(var, "")  # so that teardown restores what rank_environment sets
+        monkeypatch.delenv(var)
+    script.rank_environment()
+    assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "1"
