@@ -102,9 +102,15 @@ def test_cpu_scan_op_rejects_bad_buffers():
     a, x = torch.rand(8, 4), torch.randn(8, 4)
     with pytest.raises(RuntimeError, match="need contiguous inputs"):
         torch.ops.plrnn.cpu_scan(a.t().contiguous().t(), x, None, False, False)
-    with pytest.raises(RuntimeError, match=r"must share a \(T, C\) shape"):
-        torch.ops.plrnn.cpu_scan(a.reshape(8, 2, 2), x.reshape(8, 2, 2), None, False, False)
-    with pytest.raises(RuntimeError, match=r"initial_state must have shape \(C,\)"):
+    with pytest.raises(RuntimeError, match=r"must share a \(T, \*\) shape"):
+        torch.ops.plrnn.cpu_scan(a.reshape(8, 2, 2), x, None, False, False)
+    with pytest.raises(RuntimeError, match=r"initial_state must have shape impulses.shape\[1:\]"):
         torch.ops.plrnn.cpu_scan(a, x, torch.zeros(5), False, True)
+    with pytest.raises(RuntimeError, match=r"initial_state must have shape impulses.shape\[1:\]"):
+        torch.ops.plrnn.cpu_scan(a.reshape(8, 2, 2), x.reshape(8, 2, 2), torch.zeros(4), False, True)
+    # Any trailing shape is one (T, C) buffer: the same numbers as the flat call, in its shape.
+    h = torch.ops.plrnn.cpu_scan(a.reshape(8, 2, 2), x.reshape(8, 2, 2), torch.ones(2, 2), False, False)
+    flat = torch.ops.plrnn.cpu_scan(a, x, torch.ones(4), False, False)
+    assert h.shape == (8, 2, 2) and torch.equal(h.reshape(8, 4), flat)
     with pytest.raises(RuntimeError, match="out must be a contiguous CPU tensor"):
         torch.ops.plrnn.cpu_scan_out(a, x, None, False, True, out=torch.empty(8, 5))

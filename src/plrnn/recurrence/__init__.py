@@ -61,6 +61,9 @@ def linear_recurrence(
 def _compute(chosen, decays, impulses, initial_state, reverse):
     if chosen.name == "reference":
         return chosen.run(decays, impulses, initial_state, reverse)
+    if chosen.any_shape:
+        h0 = None if initial_state is None else initial_state.contiguous()
+        return chosen.run(decays.contiguous(), impulses.contiguous(), h0, reverse)
     h = chosen.run(*_kernel_buffers(decays, impulses, initial_state), reverse)
     return h if impulses.dim() == 2 else h.reshape(impulses.shape)
 

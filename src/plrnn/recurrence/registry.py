@@ -24,6 +24,8 @@ class Backend:
     # How its compiled code was obtained ("prebuilt (avx2)", "built at first use (<dir>)"), or ""
     # for Python backends and kernels not loaded.
     origin: Callable[[], str] = lambda: ""
+    # Takes contiguous (T, *) inputs as they are, (*) initial state, and returns h of that shape.
+    any_shape: bool = False
 
 
 class BackendStatus(NamedTuple):
@@ -64,6 +66,7 @@ REGISTRY: dict[str, Backend] = {
             cpu.serial,
             _cpu_kernels,
             cpu.origin,
+            any_shape=True,
         ),
         Backend(
             "cpu_parallel",
@@ -71,6 +74,7 @@ REGISTRY: dict[str, Backend] = {
             cpu.parallel,
             _cpu_kernels,
             cpu.origin,
+            any_shape=True,
         ),
         Backend(
             "cuda_serial",

@@ -15,17 +15,21 @@
 namespace plrnn {
 namespace {
 
+// Inputs are (T, *) and contiguous, so they are (T, C) buffers with C = numel / T whatever their
+// trailing shape: no reshape on the way in or out (each costs microseconds of dispatch).
 void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<at::Tensor>& h0) {
   TORCH_CHECK(a.device().is_cpu() && x.device().is_cpu(), "plrnn cpu kernels need CPU tensors");
-  TORCH_CHECK(a.sizes() == x.sizes() && a.dim() == 2, "decays and impulses must share a (T, C) shape");
+  TORCH_CHECK(a.sizes() == x.sizes() && a.dim() >= 1, "decays and impulses must share a (T, *) shape");
   TORCH_CHECK(a.scalar_type() == x.scalar_type(), "decays and impulses must share a dtype");
   TORCH_CHECK(a.is_contiguous() && x.is_contiguous(), "plrnn cpu kernels need contiguous inputs");
   if (h0) {
     TORCH_CHECK(h0->is_contiguous() && h0->scalar_type() == x.scalar_type() && h0->device().is_cpu(),
                 "initial_state must be a contiguous CPU tensor with the impulses' dtype");
-    TORCH_CHECK(h0->dim() == 1 && h0->size(0) == x.size(1), "initial_state must have shape (C,)");
+    TORCH_CHECK(h0->sizes() == x.sizes().slice(1), "initial_state must have shape impulses.shape[1:]");
   }
 }
+
+int64_t channels_of(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
 // it. A large fresh tensor is freshly mmap'd memory (glibc), so its first write costs a page fault
@@ -57,7 +61,7 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
   TORCH_CHECK(out.sizes() == impulses.sizes() && out.is_contiguous() &&
                   out.scalar_type() == impulses.scalar_type() && out.device().is_cpu(),
               "out must be a contiguous CPU tensor with the impulses' shape and dtype");
-  const int64_t T = impulses.size(0), C = impulses.size(1);
+  const int64_t T = impulses.size(0), C = channels_of(impulses);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan", [&] {
     scan_forward_kernel<scalar_t>(decays.const_data_ptr<scalar_t>(),
                                   impulses.const_data_ptr<scalar_t>(),
@@ -84,8 +88,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   at::Tensor gx = at::empty_like(grad_h), ga = at::empty_like(grad_h);
   first_touch(gx);
   first_touch(ga);
-  const int64_t T = grad_h.size(0), C = grad_h.size(1);
-  at::Tensor gh0 = at::zeros({C}, grad_h.options());
+  const int64_t T = grad_h.size(0), C = channels_of(grad_h);
+  at::Tensor gh0 = at::zeros(grad_h.sizes().slice(1), grad_h.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
     scan_backward_kernel<scalar_t>(
         decays.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(),
