@@ -179,11 +179,12 @@ class StackedRecurrence(nn.Module):
         return x, self.merge_state(finals)
 
     def time_axis(self, x: torch.Tensor):
-        if self.process_group is None:
+        group = getattr(self, "process_group", None)  # modules pickled before it existed
+        if group is None:
             return LocalTime(self.backend)
         from ..distributed.layers import ShardedTime  # torch.distributed only when asked for
 
-        return ShardedTime(self.process_group, self.backend, x)
+        return ShardedTime(group, self.backend, x)
 
     def _param(self) -> torch.Tensor:
         return next(self.parameters())
