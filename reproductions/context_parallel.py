@@ -107,22 +107,23 @@ def reset_peak(device) -> str:
         return "peak resident set size of the process so far (VmHWM could not be reset)"
 
 
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def peak_bytes(device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return _proc_status_bytes("VmHWM")
 
 
 def resident_bytes(device) -> int:
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return _proc_status_bytes("VmRSS")
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -306,27 +307,23 @@ def summarize(raw: pd.DataFrame) -> pd.DataFrame:
         if col not in raw:
             raw[col] = float("nan")
     one = raw[raw.ranks == 1].set_index("case_T")["peak_bytes"]
+    columns = [
+        "shard_T",
+        "time_s",
+        "peak_bytes",
+        "case_bytes",
+        "comm_bytes",
+        "sequence_bytes",
+        "err_h",
+        "err_grad",
+    ]
     agg = (
-        raw.groupby(["case", "T", "ranks"], sort=False)
-        .agg(
-            shard_T=("shard_T", "max"),
-            time_s=("time_s", "max"),
-            peak_bytes=("peak_bytes", "max"),
-            base_bytes=("base_bytes", "max"),
-            comm_bytes=("comm_bytes", "max"),
-            sequence_bytes=("sequence_bytes", "max"),
-            err_h=("err_h", "max"),
-            err_grad=("err_grad", "max"),
-        )
+        raw.assign(case_bytes=raw.peak_bytes - raw.base_bytes)
+        .groupby(["case", "T", "ranks"], sort=False)[columns]
+        .max()
         .reset_index()
     )
     agg["case_T"] = agg["case"] + " " + agg["T"].astype(str)
-    agg["case_bytes"] = (
-        raw.assign(d=raw.peak_bytes - raw.base_bytes)
-        .groupby(["case", "T", "ranks"], sort=False)["d"]
-        .max()
-        .to_numpy()
-    )
     agg["peak vs 1 rank"] = agg["peak_bytes"] / agg["case_T"].map(one)
     agg["comm / sequence"] = agg["comm_bytes"] / agg["sequence_bytes"]
     return agg
