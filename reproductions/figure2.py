@@ -1,15 +1,17 @@
 """Figure 2 of the paper: learning curves of the synthetic task over wall time.
 
-    python reproductions/table3.py && python reproductions/figure2.py
+    python reproductions/table3.py     # draws this figure at its end
+    python reproductions/figure2.py    # again, from the runs table3.py kept
 
 One panel per sequence length; per model, the moving average of minibatch accuracy of each run,
 then the mean and a +-1 sd band across runs, against wall time in minutes. Reads the per-run
-logs that table3.py writes (results/<machine>/table3_logs/); measures nothing itself.
+logs that table3.py's comparison writes (results/<machine>/table3_runs/compare/); measures nothing itself.
 Writes results/<machine>/figure2.{csv,md,png,json}.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ class Figure2Scale:
 @dataclass
 class Figure2Config(Common):
     scale: Figure2Scale = field(default_factory=Figure2Scale)
-    logs: str = "table3_logs"  # under results/<machine>/
+    runs: str = "table3_runs"  # table3.py's runs folder under results/<machine>/
 
 
 def register() -> None:
@@ -58,6 +60,22 @@ def load_logs(folder: Path) -> pd.DataFrame:
     logs = pd.concat(frames, ignore_index=True)
     logs["model"] = logs["model"].map(lambda k: NAMES.get(k, k))
     return logs
+
+
+def settings_lines(folder: Path) -> list[str]:
+    """Each model's setting in these runs, from table3.py's run records beside the logs."""
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    seen = {}
+    for r in records:
+        seen.setdefault(r["model"], set()).add((r["hidden"], r["lr"], r["forget_bias"]))
+    lines = []
+    for model, settings in sorted(seen.items()):
+        shown = "; ".join(f"{h} units, lr {lr:g}, forget bias "
+                          f"{'default' if fb is None else format(fb, 'g')}"
+                          for h, lr, fb in sorted(settings, key=str))
+        lines.append(f"- {model}: {shown} (the setting table3.py's sweep kept; see "
+                     "[the sweep](table3_sweep.md))")
+    return lines
 
 
 def curves(logs: pd.DataFrame, smoothing: list[int], grid_points: int) -> pd.DataFrame:
@@ -129,12 +147,14 @@ def summary_table(logs: pd.DataFrame) -> pd.DataFrame:
 def run(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device)
     started = time.perf_counter()
-    folder = results_dir(cfg, device) / f"{cfg.logs}{cfg.tag}"
+    folder = results_dir(cfg, device) / f"{cfg.runs}{cfg.tag}" / "compare"
     logs = load_logs(folder)
     curve = curves(logs, list(cfg.scale.smoothing), cfg.scale.grid_points)
     body = [
         "## The runs behind the curves", "", markdown_table(summary_table(logs)), "",
-        f"- From `{folder.name}/` ({logs['run'].nunique()} runs, written by table3.py). Each "
+        *settings_lines(folder),
+        f"- From `{folder.parent.name}/{folder.name}/` ({logs['run'].nunique()} runs, written by "
+        "table3.py's comparison). Each "
         "run's accuracy (logged every few steps) is smoothed with a moving average of "
         f"{list(cfg.scale.smoothing)} logged points, resampled onto a common wall-time grid "
         "(a stopped run holds its last value), then averaged; the band is ± 1 sd across runs.",
@@ -145,7 +165,8 @@ def run(cfg: DictConfig) -> Path:
     artifact = Artifact(
         name="figure2", title="Figure 2: learning curves of the synthetic task",
         raw=curve, body="\n".join(body), figure=figure(curve, device),
-        meta={"logs": folder.name, "runs": sorted(logs["run"].unique())},
+        meta={"logs": f"{folder.parent.name}/{folder.name}",
+              "runs": sorted(logs["run"].unique())},
     )
     path = write_artifact(artifact, cfg, device, time.perf_counter() - started)
     return path

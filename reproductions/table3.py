@@ -1,18 +1,33 @@
-"""Table 3 of the paper: the synthetic long-dependency task, GILR-LSTM vs LSTM.
+"""Table 3 of the paper: the synthetic long-dependency task, GILR-LSTM vs LSTM, as a fair race.
 
-    python reproductions/table3.py                          # scale=small: minutes on a CPU
-    python reproductions/table3.py device=cuda scale=paper  # the paper's setting (days)
+    python reproductions/table3.py                          # scale=small: ~1.5 h on a 2-core CPU
+    python reproductions/table3.py stage=summary            # the tables again from the runs kept
+    python reproductions/table3.py device=cuda scale=paper  # the paper's lengths (days)
 
-Each (length, model, seed) trains until the convergence window (consecutive perfect minibatches)
-or a cap, which counts as "did not converge" like the paper's "-". Every run logs accuracy and
-wall time every few steps to results/<machine>/table3_logs/, which figure2.py draws.
-Writes results/<machine>/table3.{csv,md,png,json}.
+Three steps, one command (stage=all):
+1. sweep: both models get the same tuning budget, a Hydra multirun over learning rate x forget
+   bias x width at one length (scale.sweep), each run capped alike. Jobs run scale.n_jobs at a
+   time with the joblib launcher, the cores split evenly between them.
+2. compare: each model keeps its best sweep setting (the rule in plrnn.repro.tuning) and trains
+   with fresh seeds at every length of scale.compare, again a multirun.
+3. summary: reads the runs' records back from results/<machine>/table3_runs/ and writes
+   table3_sweep.{csv,md,png,json}, table3.{csv,md,png,json} and figure2.{csv,md,png,json}.
+
+Every run writes its record (JSON) and its accuracy log (CSV) under table3_runs/<phase>/, so the
+steps can also run apart: the multiruns on a cluster (`stage=run job.phase=sweep ...` with another
+Hydra launcher), then `stage=summary` here.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,25 +35,28 @@ from pathlib import Path
 import hydra
 import pandas as pd
 from hydra.core.config_store import ConfigStore
-from hydra.utils import to_absolute_path
-from omegaconf import DictConfig
-from tqdm import tqdm
+from omegaconf import DictConfig, OmegaConf
 
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.artifacts import results_dir
 from plrnn.repro.config import Common
+from plrnn.repro.tuning import SETTINGS, choose, sweep_figure, sweep_table
 from plrnn.tasks import ModelConfig, RunConfig, TrainConfig, paper_config
 from plrnn.tasks import run as train_run
 
-PAPER = Path(__file__).parent / "paper" / "table3.csv"
+HERE = Path(__file__).resolve().parent
+PAPER = HERE / "paper" / "table3.csv"
 NAMES = {"gilr_lstm": "GILR-LSTM", "lstm": "LSTM"}  # the paper's "CuDNN LSTM" is torch.nn.LSTM
 PAPER_NAMES = {"GILR-LSTM": "GILR-LSTM", "LSTM": "CuDNN LSTM"}
 GOAL_SPEEDUP = 5.0  # GILR-LSTM converges >= 5x faster in wall time than the LSTM at T >= 1024
+LATE_POINTS = 10  # "late accuracy": mean over a run's last logged points
 
 
 @dataclass
 class ModelSettings:
+    """A model's fixed settings; the sweep replaces hidden, lr and forget_bias."""
+
     hidden: int = 64
     lr: float = 1e-3
     clip: float | None = 20.0
@@ -47,21 +65,59 @@ class ModelSettings:
 
 
 @dataclass
-class Table3Scale:
+class SweepGrid:
+    seq_len: int = 256
+    lr: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])
+    forget_bias: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0])
+    hidden: list[int] = field(default_factory=lambda: [64, 128])
+    seeds: int = 1
+    # Sweep seeds start here, apart from the comparison's, so that no compared run is a run
+    # its setting was picked on.
+    first_seed: int = 1000
+    max_steps: int | None = 20000
+    max_wall_time_s: float | None = 240.0
+
+
+@dataclass
+class Comparison:
     seq_lens: list[int] = field(default_factory=lambda: [256, 1024])
     seeds: int = 3
+    max_steps: int | None = 20000
+    max_wall_time_s: float | None = 600.0
+
+
+@dataclass
+class Table3Scale:
     models: list[str] = field(default_factory=lambda: ["gilr_lstm", "lstm"])
     batch_size: int = 8
-    # True: every run takes plrnn.tasks.paper_config (the paper's sizes, lr, clipping, batch);
-    # the two ModelSettings below and batch_size are then unused.
+    # True: the comparison takes plrnn.tasks.paper_config (the paper's sizes, lr, clipping,
+    # batch) and there is no sweep; batch_size and the two ModelSettings are then unused.
     paper_settings: bool = False
+    # False: no sweep, the comparison runs the two ModelSettings as they are.
+    tune: bool = True
     gilr_lstm: ModelSettings = field(default_factory=ModelSettings)
     lstm: ModelSettings = field(default_factory=ModelSettings)
+    sweep: SweepGrid = field(default_factory=SweepGrid)
+    compare: Comparison = field(default_factory=Comparison)
     window: int = 5  # consecutive perfect checks; the paper's text: 5 minibatches
     check_every: int = 1
-    max_steps: int | None = 5000
-    max_wall_time_s: float | None = 150.0  # per run
     log_every: int = 10
+    n_jobs: int = 2  # runs at a time (joblib launcher); >1 needs hydra-joblib-launcher
+    figure2_scale: str = "small"  # reproductions/conf/figure2/scale/<name>.yaml
+
+
+@dataclass
+class Job:
+    """One training run of a multirun (stage=run)."""
+
+    phase: str = "compare"  # "sweep" | "compare"
+    model: str = "gilr_lstm"
+    seq_len: int | None = None  # compare only; the sweep runs at scale.sweep.seq_len
+    seed: int = 0
+    # Sweep only; a comparison run takes its model's kept setting.
+    hidden: int | None = None
+    lr: float | None = None
+    forget_bias: float | None = None
 
 
 @dataclass
@@ -69,9 +125,8 @@ class Table3Config(Common):
     scale: Table3Scale = field(default_factory=Table3Scale)
     backend: str = "auto"  # the GILR-LSTM's linear_recurrence backend
     dtype: str = "float32"
-    # A table3.csv of earlier runs: summarize it again (e.g. after a change to the summary)
-    # instead of training; its logs folder is left as it is.
-    from_csv: str | None = None
+    stage: str = "all"  # "all" | "summary" | "run" (one job, launched by stage=all)
+    job: Job = field(default_factory=Job)
 
 
 def register() -> None:
@@ -79,36 +134,157 @@ def register() -> None:
     ConfigStore.instance().store(name="table3_schema", node=Table3Config)
 
 
-def run_config(cfg: DictConfig, device, kind: str, T: int, seed: int, log: Path) -> RunConfig:
+def runs_dir(cfg: DictConfig, device) -> Path:
+    return results_dir(cfg, device) / f"table3_runs{cfg.tag}"
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+def run_config(cfg: DictConfig, device, kind: str, T: int, seed: int, setting: dict | None,
+               caps, log: Path) -> RunConfig:
+    """setting: hidden / lr / forget_bias over the model's fixed settings; None with the paper's."""
     s = cfg.scale
     common = dict(device=str(device), dtype=cfg.dtype, log_path=str(log))
     if s.paper_settings:
-        rc = paper_config(kind, T, seed=seed, max_steps=s.max_steps, **common)
+        rc = paper_config(kind, T, seed=seed, max_steps=caps.max_steps, **common)
         rc.train.window, rc.train.check_every = s.window, s.check_every
     else:
-        m = s[kind]
-        model = ModelConfig(kind=kind, hidden=m.hidden, forget_bias=m.forget_bias,
-                            init_scale=m.init_scale)
+        m = {**OmegaConf.to_container(s[kind]), **(setting or {})}
+        model = ModelConfig(kind=kind, hidden=int(m["hidden"]), forget_bias=m["forget_bias"],
+                            init_scale=m["init_scale"])
         rc = RunConfig(seq_len=T, batch_size=s.batch_size, seed=seed, model=model,
-                       train=TrainConfig(lr=m.lr, clip=m.clip, max_steps=s.max_steps,
-                                         window=s.window, check_every=s.check_every), **common)
+                       train=TrainConfig(lr=float(m["lr"]), clip=m["clip"],
+                                         max_steps=caps.max_steps, window=s.window,
+                                         check_every=s.check_every), **common)
     if kind == "gilr_lstm":
         rc.model.backend = cfg.backend
-    rc.train.max_wall_time_s = s.max_wall_time_s
+    rc.train.max_wall_time_s = caps.max_wall_time_s
     rc.train.log_every = s.log_every
-    rc.train.progress = cfg.progress
+    rc.train.progress = False  # jobs run side by side; their bars would interleave
     return rc
 
 
-def _swap_dirs(staged: Path, final: Path) -> None:
-    """Replaces `final` by `staged` so that a crash leaves one of the two whole."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staged.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def load_records(folder: Path) -> pd.DataFrame:
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(
+            f"no run records in {folder}: run `python reproductions/table3.py` first (same "
+            "device, results_dir and tag)")
+    return pd.DataFrame([json.loads(p.read_text()) for p in files])
 
+
+def kept_setting(cfg: DictConfig, device, kind: str) -> dict | None:
+    """The setting a comparison run of `kind` uses: the sweep's pick, or the fixed one."""
+    if cfg.scale.paper_settings:
+        return None
+    if not cfg.scale.tune:
+        return {k: cfg.scale[kind][k] for k in SETTINGS}
+    sweep = load_records(runs_dir(cfg, device) / "sweep")
+    kept = choose(sweep)
+    row = kept[kept["model"] == NAMES[kind]]
+    if row.empty:
+        raise ValueError(f"the sweep in {runs_dir(cfg, device)} has no run of {kind}")
+    return {k: row.iloc[0][k] for k in SETTINGS}
+
+
+def run_job(cfg: DictConfig, device) -> Path:
+    """Trains the one configuration cfg.job names and writes its record and log."""
+    j, s = cfg.job, cfg.scale
+    if j.model not in NAMES:
+        raise ValueError(f"job.model must be one of {sorted(NAMES)}, got {j.model!r}")
+    if j.phase == "sweep":
+        missing = [k for k in SETTINGS if j[k] is None]
+        if missing:
+            raise ValueError(f"a sweep job needs job.{', job.'.join(missing)}")
+        T, caps, setting = s.sweep.seq_len, s.sweep, {k: j[k] for k in SETTINGS}
+    elif j.phase == "compare":
+        if j.seq_len is None:
+            raise ValueError("a compare job needs job.seq_len")
+        T, caps, setting = j.seq_len, s.compare, kept_setting(cfg, device, j.model)
+    else:
+        raise ValueError(f"job.phase must be 'sweep' or 'compare', got {j.phase!r}")
+    folder = runs_dir(cfg, device) / j.phase
+    folder.mkdir(parents=True, exist_ok=True)
+    rc = run_config(cfg, device, j.model, T, j.seed, setting, caps, folder / "pending.csv")
+    name = (f"{j.model}_T{T}_h{rc.model.hidden}_lr{rc.train.lr:g}"
+            f"_fb{rc.model.forget_bias}_seed{j.seed}")
+    rc.log_path = str(folder / f"{name}.csv")
+    result = train_run(rc)
+    log = pd.read_csv(rc.log_path)
+    record = {
+        "phase": j.phase, "seq_len": T, "model": NAMES[j.model], "seed": j.seed,
+        "hidden": rc.model.hidden, "lr": rc.train.lr, "forget_bias": rc.model.forget_bias,
+        "converged": result.converged, "iterations": result.iterations,
+        "wall_time_s": result.wall_time_s, "stop_reason": result.stop_reason,
+        "final_accuracy": result.final_accuracy, "final_loss": result.final_loss,
+        "late_accuracy": float(log["accuracy"].tail(LATE_POINTS).mean()),
+        "batch_size": rc.batch_size, "clip": rc.train.clip,
+        "max_steps": caps.max_steps, "max_wall_time_s": caps.max_wall_time_s,
+        "threads": __import__("torch").get_num_threads(), "log": f"{j.phase}/{name}.csv",
+    }
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+# --- the multiruns --------------------------------------------------------------------------
+
+def _joined(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def multirun(cfg: DictConfig, device, phase: str, grid: dict[str, list]) -> None:
+    """Runs every combination of `grid` (job keys) as one Hydra multirun of this script.
+
+    The jobs get this run's whole config (written to the runs folder, so it stays on record)
+    and their own job.* values; jobs run scale.n_jobs at a time, each on its share of the cores.
+    """
+    runs = runs_dir(cfg, device)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    threads = cfg.device.threads or max(1, (os.cpu_count() or 1) // cfg.scale.n_jobs)
+    config["device"]["threads"] = threads
+    (runs / "config.yaml").write_text(
+        OmegaConf.to_yaml({"defaults": ["table3_schema", "_self_"], **config}))
+    launcher = ["hydra/launcher=basic"]
+    if cfg.scale.n_jobs > 1:
+        if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+            raise RuntimeError("scale.n_jobs > 1 runs jobs with Hydra's joblib launcher: "
+                               "pip install hydra-joblib-launcher, or set scale.n_jobs=1")
+        launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={cfg.scale.n_jobs}"]
+    scratch = Path(tempfile.mkdtemp(prefix=f"table3-{phase}-"))
+    command = [sys.executable, str(Path(__file__).resolve()), "--multirun",
+               "--config-dir", str(runs), "--config-name", "config", "stage=run",
+               f"job.phase={phase}", *(f"job.{k}={_joined(v)}" for k, v in grid.items()),
+               *launcher, f"hydra.sweep.dir={scratch}"]
+    expected = math.prod(len(v) for v in grid.values())
+    before = len(list((runs / phase).glob("*.json")))
+    print(f"table3: {phase}, {expected} runs, {cfg.scale.n_jobs} at a time, {threads} "
+          f"thread(s) each", flush=True)
+    done = subprocess.run(command, check=False)
+    written = len(list((runs / phase).glob("*.json"))) - before
+    if done.returncode != 0 or written != expected:
+        raise RuntimeError(f"table3 {phase}: {written} of {expected} runs wrote a record "
+                           f"(exit status {done.returncode}); the jobs' Hydra logs are in "
+                           f"{scratch}")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def train_all(cfg: DictConfig, device) -> None:
+    s = cfg.scale
+    runs = runs_dir(cfg, device)
+    shutil.rmtree(runs, ignore_errors=True)
+    runs.mkdir(parents=True)
+    if s.tune and not s.paper_settings:
+        multirun(cfg, device, "sweep", {
+            "model": s.models, "hidden": s.sweep.hidden, "lr": s.sweep.lr,
+            "forget_bias": s.sweep.forget_bias,
+            "seed": [s.sweep.first_seed + i for i in range(s.sweep.seeds)]})
+    multirun(cfg, device, "compare", {
+        "model": s.models, "seq_len": s.compare.seq_lens,
+        "seed": [cfg.seed + i for i in range(s.compare.seeds)]})
+
+
+# --- the tables -----------------------------------------------------------------------------
 
 def _mean_std(values: pd.Series) -> tuple[float, float]:
     if len(values) == 0:
@@ -202,66 +378,124 @@ def figure(raw: pd.DataFrame):
     return fig
 
 
-def train_all(cfg: DictConfig, device, staged: Path, logs_name: str) -> pd.DataFrame:
-    """Every (length, model, seed) run, its log written under `staged`."""
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir()
-    s = cfg.scale
-    plan = [(T, kind, seed) for T in s.seq_lens for kind in s.models for seed in range(s.seeds)]
-    rows = []
-    for T, kind, seed in tqdm(plan, desc="table3 runs", unit="run", disable=not cfg.progress):
-        seed = cfg.seed + seed
-        name = f"{kind}_T{T}_seed{seed}.csv"
-        result = train_run(run_config(cfg, device, kind, T, seed, staged / name))
-        rows.append({"seq_len": T, "model": NAMES[kind], "seed": seed,
-                     "converged": result.converged, "iterations": result.iterations,
-                     "wall_time_s": result.wall_time_s, "stop_reason": result.stop_reason,
-                     "final_accuracy": result.final_accuracy, "final_loss": result.final_loss,
-                     "hidden": result.config.model.hidden, "batch_size": result.config.batch_size,
-                     "lr": result.config.train.lr, "clip": result.config.train.clip,
-                     "log": f"{logs_name}/{name}"})
-    return pd.DataFrame(rows)
+
+def _setting_text(row) -> str:
+    fb = "default" if row["forget_bias"] is None or (isinstance(row["forget_bias"], float)
+                                                     and math.isnan(row["forget_bias"])) \
+        else f"{row['forget_bias']:g}"
+    return f"{row['hidden']:.0f} units, lr {row['lr']:g}, forget bias {fb}"
 
 
-def run(cfg: DictConfig) -> Path:
-    device = resolve_device(cfg.device)
-    out = results_dir(cfg, device)
-    out.mkdir(parents=True, exist_ok=True)
-    logs = out / f"table3_logs{cfg.tag}"
-    started = time.perf_counter()
-    s = cfg.scale
-    if cfg.from_csv:
-        raw, staged = pd.read_csv(to_absolute_path(cfg.from_csv)), None
-    else:
-        staged = out / f".table3_logs{cfg.tag}.partial"
-        raw = train_all(cfg, device, staged, logs.name)
+def write_sweep(cfg: DictConfig, device, sweep: pd.DataFrame, elapsed_s: float) -> pd.DataFrame:
+    kept = choose(sweep)
+    g = cfg.scale.sweep
+    lines = [f"- {m}: {_setting_text(r)} ({'converged ' + str(r['converged runs']) + '/' + str(r['runs']) if r['converged runs'] else 'no setting converged within the cap: the best late accuracy'})"
+             for m, r in kept.set_index("model").iterrows()]
+    body = [
+        "## Every configuration's outcome", "",
+        "Cells: runs converged / runs, then the median wall time and iterations to convergence; "
+        "or, when no run converged, the late accuracy (mean minibatch accuracy over the last "
+        f"{LATE_POINTS} logged points; 0.5 is chance).", "",
+        markdown_table(sweep_table(sweep)), "",
+        "## Settings kept for the comparison ([Table 3](table3.md))", "", *lines, "",
+        f"- The same grid and caps for both models: T = {g.seq_len}, batch "
+        f"{cfg.scale.batch_size}, {g.seeds} seed(s) per configuration (seeds from "
+        f"{g.first_seed}, apart from the comparison's), caps per run {g.max_steps} steps and "
+        f"{g.max_wall_time_s} s; clipping {cfg.scale.gilr_lstm.clip} (GILR-LSTM) and "
+        f"{cfg.scale.lstm.clip} (LSTM). {cfg.scale.n_jobs} runs at a time.",
+        "- The rule (plrnn.repro.tuning): most runs converged, then the least median wall "
+        "time to convergence, then the highest late accuracy, then the smaller lr and width.",
+    ]
+    write_artifact(Artifact(
+        name="table3_sweep", title="Table 3, tuning sweep: the same budget for both models",
+        raw=sweep, body="\n".join(body), figure=sweep_figure(sweep),
+        meta={"kept": kept.to_dict(orient="records")}), cfg, device, elapsed_s)
+    return kept
+
+
+def write_table(cfg: DictConfig, device, raw: pd.DataFrame, kept: pd.DataFrame | None,
+                elapsed_s: float) -> Path:
+    s, c = cfg.scale, cfg.scale.compare
     summary = summarize(raw)
     ratio = speedups(summary)
+    if kept is not None:
+        settings = ["## Settings", "",
+                    "Each model trains with the setting it did best with in [the tuning sweep]"
+                    "(table3_sweep.md), where both got the same grid and caps:", "",
+                    *[f"- {m}: {_setting_text(r)}" for m, r in kept.set_index("model").iterrows()],
+                    ""]
+    else:
+        settings = ["## Settings", "", "- " + ("the paper's (plrnn.tasks.paper_config)"
+                                                if s.paper_settings else
+                                                "fixed by the scale (no sweep); per run in the CSV"),
+                    ""]
     body = [
         "## Time to convergence beside the paper's", "", markdown_table(render(summary)), "",
         "## Wall-time speedup of the GILR-LSTM (LSTM wall time / GILR-LSTM wall time)", "",
-        markdown_table(ratio.assign(**{c: ratio[c].map(fmt_x) for c in ("ours", "paper")})
+        markdown_table(ratio.assign(**{k: ratio[k].map(fmt_x) for k in ("ours", "paper")})
                        .astype(str)) if len(ratio) else "(needs both models)", "",
+        *settings,
         f"- Convergence: {s.window} consecutive checks at 100% minibatch accuracy, a check every "
-        f"{s.check_every} step(s). Caps per run: {s.max_steps} steps, {s.max_wall_time_s} s; a "
+        f"{s.check_every} step(s). Caps per run: {c.max_steps} steps, {c.max_wall_time_s} s; a "
         "capped run did not converge ('-', with its wall time as a lower bound).",
-        "- Mean ± sd over the runs that converged. The paper reports thousands of iterations and "
-        "hours on a ~2017 GPU (the LSTM is cuDNN there, torch.nn.LSTM here).",
-        f"- Settings: {'the paper (plrnn.tasks.paper_config)' if s.paper_settings else 'scale'}"
-        f"; GILR-LSTM recurrence backend '{cfg.backend}'; per-run settings are in the CSV.",
+        f"- {c.seeds} seeds per (T, model), {s.n_jobs} runs at a time with "
+        f"{int(raw['threads'].iloc[0])} thread(s) each. Mean ± sd over the runs that converged. "
+        "The paper reports thousands of iterations and hours on a ~2017 GPU (the LSTM is cuDNN "
+        "there, torch.nn.LSTM here).",
+        f"- GILR-LSTM recurrence backend '{cfg.backend}'. Learning curves: "
+        "[Figure 2](figure2.md).",
     ]
-    artifact = Artifact(
+    return write_artifact(Artifact(
         name="table3", title="Table 3: synthetic task, time to convergence",
         raw=raw, body="\n".join(body), figure=figure(raw),
-        meta={"logs": logs.name, "summary": summary.to_dict(orient="records"),
-              "speedups": ratio.to_dict(orient="records")},
-    )
-    if staged is not None:
-        _swap_dirs(staged, logs)
-    path = write_artifact(artifact, cfg, device, time.perf_counter() - started)
-    print(markdown_table(render(summary)))
-    print(f"and the run logs in {logs}/")
+        meta={"runs": runs_dir(cfg, device).name, "summary": summary.to_dict(orient="records"),
+              "speedups": ratio.to_dict(orient="records"),
+              "kept": None if kept is None else kept.to_dict(orient="records")},
+    ), cfg, device, elapsed_s)
+
+
+def draw_figure2(cfg: DictConfig) -> Path:
+    """figure2.py on the comparison's logs, under this command's header."""
+    name = "reproductions_figure2"  # the key tests/reproductions/helpers.py loads it under
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / "figure2.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    figure2 = sys.modules[name]
+    f2 = OmegaConf.merge(
+        OmegaConf.structured(figure2.Figure2Config),
+        {"scale": OmegaConf.load(HERE / "conf" / "figure2" / "scale" /
+                                 f"{cfg.scale.figure2_scale}.yaml"),
+         "device": cfg.device, "results_dir": cfg.results_dir, "tag": cfg.tag,
+         "progress": cfg.progress})
+    return figure2.run(f2)
+
+
+def summarize_runs(cfg: DictConfig, device, started: float) -> Path:
+    runs = runs_dir(cfg, device)
+    sweep_dir = runs / "sweep"
+    kept = None
+    if sweep_dir.is_dir() and not cfg.scale.paper_settings and cfg.scale.tune:
+        kept = write_sweep(cfg, device, load_records(sweep_dir), time.perf_counter() - started)
+    raw = load_records(runs / "compare")
+    path = write_table(cfg, device, raw, kept, time.perf_counter() - started)
+    draw_figure2(cfg)
+    print(markdown_table(render(summarize(raw))))
+    print(f"and the runs' records and logs in {runs}/")
     return path
+
+
+def run(cfg: DictConfig) -> Path:
+    """stage=all: sweep, compare, summary; stage=summary: the last; stage=run: one job."""
+    device = resolve_device(cfg.device)
+    started = time.perf_counter()
+    if cfg.stage == "run":
+        return run_job(cfg, device)
+    if cfg.stage not in ("all", "summary"):
+        raise ValueError(f"stage must be 'all', 'summary' or 'run', got {cfg.stage!r}")
+    if cfg.stage == "all":
+        train_all(cfg, device)
+    return summarize_runs(cfg, device, started)
 
 
 register()
