@@ -127,6 +127,8 @@ class Table3Config(Common):
     dtype: str = "float32"
     stage: str = "all"  # "all" | "summary" | "run" (one job, launched by stage=all)
     job: Job = field(default_factory=Job)
+    # The runs' records and logs: results/<machine>/<runs><tag>/{sweep,compare}/.
+    runs: str = "table3_runs"
 
 
 def register() -> None:
@@ -135,7 +137,7 @@ def register() -> None:
 
 
 def runs_dir(cfg: DictConfig, device) -> Path:
-    return results_dir(cfg, device) / f"table3_runs{cfg.tag}"
+    return results_dir(cfg, device) / f"{cfg.runs}{cfg.tag}"
 
 
 # --- one run ------------------------------------------------------------------------------------
@@ -233,16 +235,17 @@ def _joined(values) -> str:
     return ",".join(str(v) for v in values)
 
 
-def multirun(cfg: DictConfig, device, phase: str, grid: dict[str, list]) -> None:
+def multirun(cfg: DictConfig, device, phase: str, grid: dict[str, list], runs: Path) -> None:
     """Runs every combination of `grid` (job keys) as one Hydra multirun of this script.
 
-    The jobs get this run's whole config (written to the runs folder, so it stays on record)
-    and their own job.* values; jobs run scale.n_jobs at a time, each on its share of the cores.
+    The jobs get this run's whole config (written to `runs`, so it stays on record), their
+    records go to `runs`, and they take their own job.* values; jobs run scale.n_jobs at a time,
+    each on its share of the cores.
     """
-    runs = runs_dir(cfg, device)
     config = OmegaConf.to_container(cfg, resolve=True)
     threads = cfg.device.threads or max(1, (os.cpu_count() or 1) // cfg.scale.n_jobs)
     config["device"]["threads"] = threads
+    config["runs"], config["tag"] = runs.name, ""
     (runs / "config.yaml").write_text(
         OmegaConf.to_yaml({"defaults": ["table3_schema", "_self_"], **config}))
     launcher = ["hydra/launcher=basic"]
@@ -270,18 +273,35 @@ def multirun(cfg: DictConfig, device, phase: str, grid: dict[str, list]) -> None
 
 
 def train_all(cfg: DictConfig, device) -> None:
+    """The sweep and the comparison into a staging folder that replaces the runs folder once
+    both finished, so that an interrupted command leaves the previous runs whole."""
     s = cfg.scale
-    runs = runs_dir(cfg, device)
-    shutil.rmtree(runs, ignore_errors=True)
-    runs.mkdir(parents=True)
+    final = runs_dir(cfg, device)
+    staged = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
     if s.tune and not s.paper_settings:
         multirun(cfg, device, "sweep", {
             "model": s.models, "hidden": s.sweep.hidden, "lr": s.sweep.lr,
             "forget_bias": s.sweep.forget_bias,
-            "seed": [s.sweep.first_seed + i for i in range(s.sweep.seeds)]})
+            "seed": [s.sweep.first_seed + i for i in range(s.sweep.seeds)]}, staged)
     multirun(cfg, device, "compare", {
         "model": s.models, "seq_len": s.compare.seq_lens,
-        "seed": [cfg.seed + i for i in range(s.compare.seeds)]})
+        "seed": [cfg.seed + i for i in range(s.compare.seeds)]}, staged)
+    config = OmegaConf.load(staged / "config.yaml")
+    config.runs, config.tag = cfg.runs, cfg.tag  # as they will read after the swap
+    (staged / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    _swap_dirs(staged, final)
+
+
+def _swap_dirs(staged: Path, final: Path) -> None:
+    """Replaces `final` by `staged` so that a crash leaves one of the two whole."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staged.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- the tables -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""table3.py and figure2.py: logs, the speedup logic, and curves from synthetic logs."""
+"""table3.py and figure2.py: the sweep, the comparison, the speedup logic, and the curves."""
 
 from __future__ import annotations
 
@@ -21,19 +21,45 @@ def smoke_results(tmp_path_factory):
     return cfg, md
 
 
-def test_table3_writes_one_log_per_run(smoke_results):
+def test_table3_keeps_a_record_and_a_log_per_run(smoke_results):
     cfg, md = smoke_results
+    s = cfg.scale
     raw = pd.read_csv(md.with_suffix(".csv"))
-    assert len(raw) == len(cfg.scale.seq_lens) * len(cfg.scale.models) * cfg.scale.seeds
-    logs = md.parent / "table3_logs"
-    assert sorted(p.name for p in logs.iterdir()) == sorted(raw["log"].str.split("/").str[1])
-    for path in logs.iterdir():
+    assert len(raw) == len(s.compare.seq_lens) * len(s.models) * s.compare.seeds
+    runs = md.parent / "table3_runs"
+    sweep = len(s.models) * len(s.sweep.hidden) * len(s.sweep.lr) * len(s.sweep.forget_bias)
+    for phase, count in (("sweep", sweep * s.sweep.seeds), ("compare", len(raw))):
+        records = sorted(p.stem for p in (runs / phase).glob("*.json"))
+        assert len(records) == count
+        assert records == sorted(p.stem for p in (runs / phase).glob("*.csv"))
+    assert sorted(raw["log"]) == sorted(f"compare/{p.name}" for p in (runs / "compare").glob("*.csv"))
+    for path in runs.glob("*/*.csv"):
         log = pd.read_csv(path)
         assert {"step", "wall_time_s", "accuracy", "loss", "model", "T", "seed"} <= set(log.columns)
-        assert log["step"].is_monotonic_increasing and log["step"].iloc[-1] <= cfg.scale.max_steps
-    # The smoke caps end every run before convergence, reported like the paper's "-".
+        assert log["step"].is_monotonic_increasing
     assert set(raw["stop_reason"]) <= {"max_steps", "max_wall_time", "converged"}
-    assert not (md.parent / ".table3_logs.partial").exists()
+    assert not any(p.name.startswith(".") for p in md.parent.iterdir())  # no staging left
+
+
+def test_the_comparison_runs_the_setting_the_sweep_kept(smoke_results):
+    cfg, md = smoke_results
+    raw = pd.read_csv(md.with_suffix(".csv"))
+    sweep = pd.read_csv(md.with_name("table3_sweep.csv"))
+    kept = load_script("table3").choose(sweep).set_index("model")
+    for model, runs in raw.groupby("model"):
+        for key in ("hidden", "lr", "forget_bias"):
+            assert (runs[key] == kept.loc[model, key]).all(), (model, key)
+    # Sweep seeds are apart from the comparison's.
+    assert not set(sweep["seed"]) & set(raw["seed"])
+    text = md.read_text()
+    assert "[the tuning sweep](table3_sweep.md)" in text
+    assert "**kept**" in md.with_name("table3_sweep.md").read_text()
+
+
+def test_the_recorded_config_reruns_the_jobs(smoke_results):
+    cfg, md = smoke_results
+    config = (md.parent / "table3_runs" / "config.yaml").read_text()
+    assert "table3_schema" in config and "runs: table3_runs" in config
 
 
 def test_figure2_draws_the_table3_logs(smoke_results):
@@ -114,22 +140,42 @@ def test_a_low_lower_bound_leaves_the_goal_undecided():
     assert ratio["goal (>= 5x at T >= 1024)"].startswith("undecided")
 
 
-def test_from_csv_summarizes_again_without_training(smoke_results, tmp_path):
+def test_stage_summary_summarizes_again_without_training(smoke_results):
     cfg, md = smoke_results
-    again = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}",
-                                      f"from_csv={md.with_suffix('.csv')}"])
+    before = pd.read_csv(md.with_suffix(".csv"))
+    logs = sorted((md.parent / "table3_runs").rglob("*"))
+    again = compose_config("table3", [*SMOKE, f"results_dir={md.parents[1]}", "stage=summary"])
     out = load_script("table3").run(again)
-    assert pd.read_csv(out.with_suffix(".csv")).equals(pd.read_csv(md.with_suffix(".csv")))
-    assert not (out.parent / "table3_logs").exists()
+    assert pd.read_csv(out.with_suffix(".csv")).equals(before)
+    assert sorted((md.parent / "table3_runs").rglob("*")) == logs
+
+
+def test_stage_summary_without_runs_says_what_to_run(tmp_path):
+    cfg = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}", "stage=summary"])
+    with pytest.raises(FileNotFoundError, match="reproductions/table3.py"):
+        load_script("table3").run(cfg)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["stage=run", "job.phase=sweep"], "job.hidden, job.lr, job.forget_bias"),
+    (["stage=run", "job.phase=compare"], "job.seq_len"),
+    (["stage=run", "job.phase=other", "job.seq_len=8"], "job.phase"),
+    (["stage=run", "job.model=gru"], "job.model"),
+    (["stage=everything"], "stage must be"),
+])
+def test_bad_stage_or_job_is_a_clear_error(tmp_path, overrides, message):
+    cfg = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}", *overrides])
+    with pytest.raises(ValueError, match=message):
+        load_script("table3").run(cfg)
 
 
 def test_an_interrupted_run_keeps_the_previous_logs(tmp_path):
-    final = tmp_path / "table3_logs"
+    final = tmp_path / "table3_runs"
     final.mkdir()
     (final / "old.csv").write_text("x\n1\n")
-    staged = tmp_path / ".table3_logs.partial"
+    staged = tmp_path / ".table3_runs.partial"
     staged.mkdir()
     (staged / "new.csv").write_text("x\n2\n")
     load_script("table3")._swap_dirs(staged, final)
     assert [p.name for p in final.iterdir()] == ["new.csv"]
-    assert not staged.exists() and not (tmp_path / "table3_logs.old").exists()
+    assert not staged.exists() and not (tmp_path / "table3_runs.old").exists()
