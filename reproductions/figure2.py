@@ -62,20 +62,16 @@ def load_logs(folder: Path) -> pd.DataFrame:
     return logs
 
 
-def settings_lines(folder: Path) -> list[str]:
+def settings(folder: Path) -> dict[str, str]:
     """Each model's setting in these runs, from table3.py's run records beside the logs."""
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     seen = {}
     for r in records:
         seen.setdefault(r["model"], set()).add((r["hidden"], r["lr"], r["forget_bias"]))
-    lines = []
-    for model, settings in sorted(seen.items()):
-        shown = "; ".join(f"{h} units, lr {lr:g}, forget bias "
-                          f"{'default' if fb is None else format(fb, 'g')}"
-                          for h, lr, fb in sorted(settings, key=str))
-        lines.append(f"- {model}: {shown} (the setting table3.py's sweep kept; see "
-                     "[the sweep](table3_sweep.md))")
-    return lines
+    return {model: "; ".join(f"{h} units, lr {lr:g}, forget bias "
+                             f"{'default' if fb is None else format(fb, 'g')}"
+                             for h, lr, fb in sorted(found, key=str))
+            for model, found in sorted(seen.items())}
 
 
 def curves(logs: pd.DataFrame, smoothing: list[int], grid_points: int) -> pd.DataFrame:
@@ -105,7 +101,7 @@ def curves(logs: pd.DataFrame, smoothing: list[int], grid_points: int) -> pd.Dat
     return pd.concat(out, ignore_index=True)
 
 
-def figure(curve: pd.DataFrame, device):
+def figure(curve: pd.DataFrame, device, caption: str = ""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +122,9 @@ def figure(curve: pd.DataFrame, device):
         ax.axhline(1.0, color="grey", lw=0.6, ls=":")
     axes[0][0].set_ylabel("minibatch accuracy (moving average)")
     axes[0][-1].legend(loc="lower right")
-    fig.suptitle(f"Figure 2 on {device.type.upper()}: mean ± sd across runs", y=1.02)
+    title = f"Figure 2 on {device.type.upper()}: mean ± sd across runs"
+    fig.suptitle(title + (f"\n{caption}" if caption else ""), y=1.02 + 0.05 * bool(caption),
+                 fontsize=10 if caption else None)
     fig.tight_layout()
     return fig
 
@@ -150,9 +148,11 @@ def run(cfg: DictConfig) -> Path:
     folder = results_dir(cfg, device) / f"{cfg.runs}{cfg.tag}" / "compare"
     logs = load_logs(folder)
     curve = curves(logs, list(cfg.scale.smoothing), cfg.scale.grid_points)
+    kept = settings(folder)
     body = [
         "## The runs behind the curves", "", markdown_table(summary_table(logs)), "",
-        *settings_lines(folder),
+        *(f"- {model}: {text} (the setting table3.py's sweep kept; see "
+          "[the sweep](table3_sweep.md))" for model, text in kept.items()),
         f"- From `{folder.parent.name}/{folder.name}/` ({logs['run'].nunique()} runs, written by "
         "table3.py's comparison). Each "
         "run's accuracy (logged every few steps) is smoothed with a moving average of "
@@ -164,7 +164,8 @@ def run(cfg: DictConfig) -> Path:
     ]
     artifact = Artifact(
         name="figure2", title="Figure 2: learning curves of the synthetic task",
-        raw=curve, body="\n".join(body), figure=figure(curve, device),
+        raw=curve, body="\n".join(body),
+        figure=figure(curve, device, "; ".join(f"{m}: {t}" for m, t in kept.items())),
         meta={"logs": f"{folder.parent.name}/{folder.name}",
               "runs": sorted(logs["run"].unique())},
     )

@@ -41,3 +41,26 @@ def test_machine_name_tells_generations_apart(monkeypatch):
 def test_this_machine_has_a_name():
     name = machine.machine_name("cpu")
     assert name.startswith("cpu-") and name.endswith("c") and " " not in name
+
+
+def test_dirty_means_a_change_anywhere_in_the_checkout_but_results(monkeypatch, tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    package = tmp_path / "src" / "plrnn" / "bench"
+    package.mkdir(parents=True)
+    for path in (package / "machine.py", tmp_path / "reproductions.py",
+                 tmp_path / "results" / "table.md"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("0\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(machine, "_REPO_DIR", package)
+    assert machine.git_commit()["dirty"] is False
+    (tmp_path / "results" / "table.md").write_text("1\n")  # outputs do not count
+    assert machine.git_commit()["dirty"] is False
+    (tmp_path / "reproductions.py").write_text("1\n")  # code outside the package does
+    assert machine.git_commit()["dirty"] is True

@@ -68,7 +68,7 @@ def test_figure2_draws_the_table3_logs(smoke_results):
     out = load_script("figure2").run(f2)
     curve = pd.read_csv(out.with_suffix(".csv"))
     assert set(curve["model"]) == {"GILR-LSTM", "LSTM"}
-    assert (curve["runs"] == cfg.scale.seeds).all()
+    assert (curve["runs"] == cfg.scale.compare.seeds).all()
     assert curve["accuracy_mean"].between(0, 1).all()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
@@ -120,6 +120,9 @@ def test_speedup_when_both_converge():
     assert gilr["paper wall (h)"] == pytest.approx(0.031)
     ratio = load_script("table3").speedups(summary).iloc[0]
     assert ratio["ours"] == pytest.approx(100 / 11) and not ratio["ours is a lower bound"]
+    # Medians over the three runs: GILR-LSTM 11 s, LSTM 100 s.
+    assert ratio["ours, medians"] == pytest.approx(100 / 11)
+    assert not ratio["medians: lower bound"]
     assert ratio["paper"] == pytest.approx(0.28 / 0.031)
     assert ratio["goal (>= 5x at T >= 1024)"] == "PASS"
 
@@ -131,6 +134,39 @@ def test_a_capped_lstm_gives_a_lower_bound():
     ratio = load_script("table3").speedups(summary).iloc[0]
     assert ratio["ours is a lower bound"] and ratio["ours"] == pytest.approx(100 / 11)
     assert ratio["goal (>= 5x at T >= 1024)"] == "PASS"  # the bound alone clears 5x
+
+
+def test_one_slow_run_moves_the_mean_not_the_median():
+    raw = pd.DataFrame([
+        *({"seq_len": 256, "model": "GILR-LSTM", "seed": s, "converged": True,
+           "iterations": 100, "wall_time_s": 6.0 + s} for s in range(3)),
+        *({"seq_len": 256, "model": "LSTM", "seed": s, "converged": True,
+           "iterations": it, "wall_time_s": w} for s, (it, w) in enumerate(
+               [(30, 1.0), (60, 2.0), (9000, 500.0)])),
+        {"seq_len": 256, "model": "LSTM", "seed": 3, "converged": False, "iterations": 9999,
+         "wall_time_s": 600.0},
+    ])
+    summary = load_script("table3").summarize(raw).set_index("model")
+    # Four LSTM runs, one capped: the median of (1, 2, 500, capped) is (2 + 500) / 2.
+    assert summary.loc["LSTM", "wall s median"] == pytest.approx(251.0)
+    assert summary.loc["GILR-LSTM", "wall s median"] == pytest.approx(7.0)
+    ratio = load_script("table3").speedups(summary.reset_index()).iloc[0]
+    assert ratio["ours, medians"] == pytest.approx(251.0 / 7.0)
+    assert ratio["ours is a lower bound"] and not ratio["medians: lower bound"]
+
+
+def test_half_the_runs_capped_makes_the_median_a_bound():
+    raw = pd.DataFrame([
+        {"seq_len": 1024, "model": "GILR-LSTM", "seed": 0, "converged": True, "iterations": 9,
+         "wall_time_s": 10.0},
+        *({"seq_len": 1024, "model": "LSTM", "seed": s, "converged": s == 0, "iterations": 99,
+           "wall_time_s": 600.0 if s else 50.0} for s in range(2)),
+    ])
+    summary = load_script("table3").summarize(raw)
+    assert math.isinf(summary.set_index("model").loc["LSTM", "wall s median"])
+    ratio = load_script("table3").speedups(summary).iloc[0]
+    assert ratio["medians: lower bound"]
+    assert ratio["ours, medians"] == pytest.approx(325.0 / 10.0)  # the median of 50 and 600
 
 
 def test_a_low_lower_bound_leaves_the_goal_undecided():

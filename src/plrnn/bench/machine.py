@@ -49,8 +49,10 @@ def git_commit() -> dict:
     sha = _run(["git", "rev-parse", "HEAD"])
     if sha is None:
         return {"commit": None, "dirty": None}
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                   ":(exclude)results"])
+    # Pathspecs from the top of the work tree: git runs in this package's folder, where "."
+    # would cover src/plrnn/bench alone.
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                   ":(top,exclude)results"])
     return {"commit": sha, "dirty": bool(status)}
 
 

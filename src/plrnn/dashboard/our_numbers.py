@@ -55,14 +55,18 @@ def table2(art: Artifact, data: dict | None) -> Headline:
 
 def table3(art: Artifact, data: dict | None) -> Headline:
     rows = _summary(data, "speedups", art.name)
+    # The ratio of medians where the table has it: of three runs, one slow run sets a mean.
+    key, bound_key, note = ("ours, medians", "medians: lower bound", "medians, ") if any(
+        "ours, medians" in r for r in rows) else ("ours", "ours is a lower bound", "")
     value, row = best(
-        [(finite(r.get("ours")), r) for r in rows],
+        [(finite(r.get(key)), r) for r in rows],
         "table3.json has no length where the GILR-LSTM converged in every run",
     )
-    if row.get("ours is a lower bound"):
+    if row.get(bound_key):
         # The LSTM hit its cap: its time, and so the speedup, is only known to be at least this.
-        return Number(f"≥ {times(value)}", f"T={row.get('T')}; the LSTM hit its time cap", value)
-    return Number(times(value), f"T={row.get('T')}", value)
+        return Number(f"≥ {times(value)}", f"T={row.get('T')}; {note}the LSTM hit its time cap",
+                      value)
+    return Number(times(value), f"T={row.get('T')}" + (f"; {note[:-2]}" if note else ""), value)
 
 
 def figure2(art: Artifact, data: dict | None) -> Headline:

@@ -70,27 +70,30 @@ def sweep_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_figure(rows: pd.DataFrame):
-    """One heatmap per (model, width): lr x forget bias, colour = late accuracy, text = outcome."""
+    """One heatmap per (model, width): lr x forget bias, colour and text = median time to
+    convergence; a configuration that never converged shows "x" in the colour of the cap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     import seaborn as sns
 
     table = per_setting(rows)
+    cap = float(rows["max_wall_time_s"].max()) if "max_wall_time_s" in rows else float(
+        rows["wall_time_s"].max())
     panels = list(table.groupby(["model", "hidden"], sort=True))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
     for ax, ((model, hidden), t) in zip(axes[0], panels):
-        acc = t.pivot(index="forget_bias", columns="lr", values="late accuracy")
-        label = t.assign(text=[(f"{r['median wall s (converged)']:.0f}s"
-                                if r["converged runs"] else "x") for _, r in t.iterrows()])
-        text = label.pivot(index="forget_bias", columns="lr", values="text")
-        sns.heatmap(acc, vmin=0.5, vmax=1.0, cmap="viridis", annot=text, fmt="", cbar=False,
-                    ax=ax, annot_kws={"fontsize": 8})
+        seconds = t.pivot(index="forget_bias", columns="lr", values="median wall s (converged)")
+        text = seconds.map(lambda v: "x" if math.isnan(v) else f"{v:.0f}s")
+        sns.heatmap(np.log10(seconds.fillna(cap)), vmin=0.0, vmax=math.log10(cap),
+                    cmap="viridis_r", annot=text, fmt="", cbar=False, ax=ax,
+                    annot_kws={"fontsize": 8})
         ax.set(title=f"{model}, {hidden} units", xlabel="learning rate", ylabel="forget bias")
-        ax.set_xticklabels([f"{v:g}" for v in acc.columns])
+        ax.set_xticklabels([f"{v:g}" for v in seconds.columns])
         ax.invert_yaxis()
-    fig.suptitle("Tuning sweep: late accuracy (colour); time to convergence, x = hit the cap",
-                 y=1.03, fontsize=10)
+    fig.suptitle(f"Tuning sweep: median time to convergence (colour, log scale); x = no run "
+                 f"converged within the {cap:.0f} s cap", y=1.03, fontsize=10)
     fig.tight_layout()
     return fig
