@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .varlen import check_cu_seqlens, check_initial_states
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -12,7 +14,8 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def check_inputs(decays, impulses, initial_state, reverse) -> None:
+def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> list[int] | None:
+    """Raises on the first bad argument; returns cu_seqlens's offsets as ints (None without)."""
     for name, value in (("decays", decays), ("impulses", impulses)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -41,12 +44,17 @@ def check_inputs(decays, impulses, initial_state, reverse) -> None:
             f"decays and impulses must be on the same device; got decays on {decays.device} "
             f"and impulses on {impulses.device}"
         )
+    bounds = None
+    if cu_seqlens is not None:
+        bounds = check_cu_seqlens(cu_seqlens, impulses.shape[0])
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise TypeError(
                 f"initial_state must be a torch.Tensor or None, got {type(initial_state).__name__}"
             )
-        if initial_state.shape != impulses.shape[1:]:
+        if bounds is not None:
+            check_initial_states(initial_state, impulses, len(bounds) - 1)
+        elif initial_state.shape != impulses.shape[1:]:
             raise ValueError(
                 f"initial_state must have shape {_shape(impulses)[1:]} (impulses.shape[1:]); "
                 f"got {_shape(initial_state)}"
@@ -63,6 +71,7 @@ def check_inputs(decays, impulses, initial_state, reverse) -> None:
             )
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+    return bounds
 
 
 def _byte_span(t: torch.Tensor) -> tuple[int, int]:
