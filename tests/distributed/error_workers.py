@@ -54,7 +54,7 @@ def every_rank_refuses(rank, world):
         ),
         "integer decays on rank 0": (
             lambda: pd.linear_recurrence(a.long() if rank == 0 else a, x),
-            "float16, bfloat16, float32 or float64",
+            "float16, bfloat16, float32, float64",
         ),
     }
     for what, (call, needle) in bad_calls.items():

@@ -32,7 +32,8 @@ def linear_recurrence(
     with reverse=True, h[t] = decays[t] * h[t+1] + impulses[t] from the end.
 
     Args:
-        decays: [T, *] float tensor (a, the gates).
+        decays: [T, *] float or complex tensor (a, the gates; |a| < 1 for a stable complex
+            recurrence, as in the LRU).
         impulses: [T, *] tensor of the same shape, dtype and device (x).
         initial_state: [*] or None; with cu_seqlens, [N, *] (one state per sequence) or None.
         cu_seqlens: None, or a packed batch of N sequences: an int32/int64 tensor of N+1
@@ -55,7 +56,9 @@ def linear_recurrence(
     Returns:
         h: [T, *], the impulses' dtype. float16/bfloat16 accumulate in float32.
         With return_final_state, (h, final_state).
-    Gradients flow to decays, impulses and initial_state (not with out=).
+    Gradients flow to decays, impulses and initial_state (not with out=); for complex inputs in
+    torch's convention (the conjugate Wirtinger derivative, as torch.autograd gives for a * b).
+    Complex inputs run on the backends that list complex=True in `plrnn.backends()`.
     """
     bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
     if out is not None:
@@ -66,7 +69,7 @@ def linear_recurrence(
         )
     shape = impulses.shape
     T, channels = shape[0], math.prod(shape[1:])
-    chosen = resolve(backend, impulses.device, T, channels)
+    chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex())
     if T == 0 or channels == 0:
         h = out if out is not None else impulses + 0 * decays  # empty, still in the graph
     elif bounds is not None:
@@ -85,7 +88,15 @@ def linear_recurrence(
 
 
 def _packed(chosen, decays, impulses, initial_state, bounds, reverse, out):
-    h = per_sequence(partial(_compute, chosen), decays, impulses, initial_state, bounds, reverse)
+    parallel = _CPU_OUT_PARALLEL.get(chosen.name)
+    if parallel is not None:  # the C++ ops take the offsets: one call for the whole batch
+        h0 = None if initial_state is None else initial_state.contiguous()
+        offsets = torch.tensor(bounds, dtype=torch.int64)
+        h = cpu.scan_packed(decays.contiguous(), impulses.contiguous(), h0, reverse, offsets,
+                            parallel)
+    else:
+        h = per_sequence(partial(_compute, chosen), decays, impulses, initial_state, bounds,
+                         reverse)
     if out is None:
         return h
     out.copy_(h)

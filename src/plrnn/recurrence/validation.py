@@ -8,6 +8,8 @@ import torch
 from .varlen import check_cu_seqlens, check_initial_states
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
@@ -25,14 +27,21 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
             raise ValueError(
                 f"{name} must have a leading time axis, shape (T, *); got a 0-d tensor"
             )
-        if value.dtype not in FLOAT_DTYPES:
+        if value.dtype not in DTYPES:
             raise TypeError(
-                f"{name} must be float16, bfloat16, float32 or float64; got {value.dtype}"
+                f"{name} must be float16, bfloat16, float32, float64, complex64 or complex128; "
+                f"got {value.dtype}"
             )
     if decays.shape != impulses.shape:
         raise ValueError(
             "decays and impulses must have the same shape (T, *); "
             f"got decays {_shape(decays)} and impulses {_shape(impulses)}"
+        )
+    if decays.is_complex() != impulses.is_complex():
+        raise TypeError(
+            "decays and impulses must be both real or both complex (the state takes the "
+            f"impulses' dtype); got decays {decays.dtype} and impulses {impulses.dtype}: cast the "
+            "real one, e.g. impulses.to(decays.dtype)"
         )
     if decays.dtype != impulses.dtype:
         raise TypeError(
