@@ -42,7 +42,7 @@ def every_rank_refuses(rank, world):
         # which rank refused and why
         "decays and impulses differ on rank 1": (
             lambda: pd.linear_recurrence(a, x[:, : 4 - rank]),
-            "same shape",
+            "broadcast to it",
         ),
         "initial state on rank 1": (
             lambda: pd.linear_recurrence(a, x, torch.zeros(4, dtype=torch.float64)),

@@ -206,6 +206,10 @@ def linear_recurrence(
     error = None
     try:
         check_inputs(decays, impulses, initial_state, reverse)
+        if decays.shape != impulses.shape:
+            raise ValueError("plrnn.distributed.linear_recurrence needs decays of the impulses' "
+                             f"shape {tuple(impulses.shape)}; got {tuple(decays.shape)} (expand "
+                             "them first)")
         if impulses.is_complex():
             raise TypeError("plrnn.distributed.linear_recurrence takes real inputs; complex "
                             f"ones ({impulses.dtype}) run in plrnn.linear_recurrence only")

@@ -33,8 +33,10 @@ def linear_recurrence(
 
     Args:
         decays: [T, *] float or complex tensor (a, the gates; |a| < 1 for a stable complex
-            recurrence, as in the LRU).
-        impulses: [T, *] tensor of the same shape, dtype and device (x).
+            recurrence, as in the LRU), or any shape that broadcasts to the impulses' as torch
+            broadcasts: time-invariant (*) or (1, *) (S4D / LRU), (T, 1, C) shared over a batch
+            of (T, B, C) impulses. Its gradient is reduced over the broadcast dimensions.
+        impulses: [T, *] tensor, the decays' dtype and device (x).
         initial_state: [*] or None; with cu_seqlens, [N, *] (one state per sequence) or None.
         cu_seqlens: None, or a packed batch of N sequences: an int32/int64 tensor of N+1
             offsets, 0 = cu_seqlens[0] <= ... <= cu_seqlens[N] = T; sequence n is rows
@@ -68,6 +70,9 @@ def linear_recurrence(
             f"return_final_state must be a bool, got {type(return_final_state).__name__}"
         )
     shape = impulses.shape
+    if decays.shape != shape:
+        # A view; kernels that take (T, *) buffers copy it when they make it contiguous.
+        decays = decays.expand(shape)
     T, channels = shape[0], math.prod(shape[1:])
     chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex())
     if T == 0 or channels == 0:

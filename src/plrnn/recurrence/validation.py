@@ -23,7 +23,7 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
             raise TypeError(
                 f"{name} must be a torch.Tensor of shape (T, *), got {type(value).__name__}"
             )
-        if value.dim() == 0:
+        if value.dim() == 0 and name == "impulses":
             raise ValueError(
                 f"{name} must have a leading time axis, shape (T, *); got a 0-d tensor"
             )
@@ -32,10 +32,11 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
                 f"{name} must be float16, bfloat16, float32, float64, complex64 or complex128; "
                 f"got {value.dtype}"
             )
-    if decays.shape != impulses.shape:
+    if not broadcasts_to(decays.shape, impulses.shape):
         raise ValueError(
-            "decays and impulses must have the same shape (T, *); "
-            f"got decays {_shape(decays)} and impulses {_shape(impulses)}"
+            "decays must have the impulses' shape (T, *) or broadcast to it (time-invariant "
+            "(*) or (1, *), shared over a dimension with size 1 there); got decays "
+            f"{_shape(decays)} and impulses {_shape(impulses)}"
         )
     if decays.is_complex() != impulses.is_complex():
         raise TypeError(
@@ -81,6 +82,13 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
     return bounds
+
+
+def broadcasts_to(shape, target) -> bool:
+    """Whether torch broadcasting takes `shape` to `target` without growing `target`."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
 def _byte_span(t: torch.Tensor) -> tuple[int, int]:
