@@ -70,11 +70,14 @@ def linear_recurrence(
             f"return_final_state must be a bool, got {type(return_final_state).__name__}"
         )
     shape = impulses.shape
-    if decays.shape != shape:
-        # A view; kernels that take (T, *) buffers copy it when they make it contiguous.
-        decays = decays.expand(shape)
     T, channels = shape[0], math.prod(shape[1:])
     chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex())
+    if decays.shape != shape:
+        if chosen.name in _CPU_OUT_PARALLEL and _time_invariant(decays.shape, shape):
+            decays = decays.reshape(shape[1:])  # the C++ kernels read one row for every step
+        else:
+            # A view; kernels that take (T, *) buffers copy it when they make it contiguous.
+            decays = decays.expand(shape)
     if T == 0 or channels == 0:
         h = out if out is not None else impulses + 0 * decays  # empty, still in the graph
     elif bounds is not None:
@@ -90,6 +93,12 @@ def linear_recurrence(
     if T == 0:
         return h, impulses.new_zeros(shape[1:]) if initial_state is None else initial_state
     return h, h[0] if reverse else h[-1]
+
+
+def _time_invariant(decay_shape, shape) -> bool:
+    """Decays of shape (*) or (1, *) for (T, *) impulses: the same decays at every step."""
+    padded = (1,) * (len(shape) - len(decay_shape)) + tuple(decay_shape)
+    return padded[0] == 1 and padded[1:] == tuple(shape[1:])
 
 
 def _packed(chosen, decays, impulses, initial_state, bounds, reverse, out):
@@ -122,9 +131,10 @@ def _kernel_buffers(decays, impulses, initial_state):
     """The inputs as the kernels take them: (T, C), (T, C) and (C,) or None, contiguous."""
     # Reshapes are skipped where they are no-ops because each costs microseconds of dispatch on
     # short sequences.
-    if impulses.dim() != 2:
+    if impulses.dim() != 2 or decays.shape != impulses.shape:
         T, channels = impulses.shape[0], math.prod(impulses.shape[1:])
-        decays, impulses = decays.reshape(T, channels), impulses.reshape(T, channels)
+        # (1, C) for time-invariant decays
+        decays, impulses = decays.reshape(-1, channels), impulses.reshape(T, channels)
         if initial_state is not None:
             initial_state = initial_state.reshape(channels)
     h0 = None if initial_state is None else initial_state.contiguous()

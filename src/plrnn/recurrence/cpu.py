@@ -105,7 +105,7 @@ def _register_python_side() -> None:
     def _(decays, h, grad_h, initial_state, reverse, parallel):
         return (
             torch.empty_like(grad_h),
-            torch.empty_like(grad_h),
+            torch.empty_like(decays),  # time-invariant decays get their own shape back
             grad_h.new_empty(grad_h.shape[1:]),
         )
 
@@ -116,7 +116,7 @@ def _register_python_side() -> None:
     @torch.library.register_fake("plrnn::cpu_scan_varlen_backward")
     def _(decays, h, grad_h, initial_state, reverse, cu_seqlens, parallel):
         states = (cu_seqlens.shape[0] - 1, *grad_h.shape[1:])
-        return torch.empty_like(grad_h), torch.empty_like(grad_h), grad_h.new_empty(states)
+        return torch.empty_like(grad_h), torch.empty_like(decays), grad_h.new_empty(states)
 
     refuse_double_backward(ops.cpu_scan_backward.default)  # the forward's rule is in C++
     # Packed batches take the Python-registered rule: a few microseconds more per call, once for

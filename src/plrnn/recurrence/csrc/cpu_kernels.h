@@ -7,14 +7,17 @@
 namespace plrnn {
 
 // h = scan(a, x, h0) in time order (reverse: from row T-1 down); h0 may be null (zeros).
+// a_shared: a is one row of C decays used at every step (time-invariant), not T rows.
 template <typename scalar_t>
 void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out,
-                         int64_t T, int64_t C, bool reverse, bool parallel);
+                         int64_t T, int64_t C, bool reverse, bool parallel, bool a_shared);
 
 // dL/dx, dL/da and dL/dh0 (C values) from the saved h and dL/dh; h0 may be null (zeros).
+// grad_a has T rows even with a_shared (the caller sums them).
 template <typename scalar_t>
 void scan_backward_kernel(const scalar_t* a, const scalar_t* h, const scalar_t* grad_h,
                           const scalar_t* h0, scalar_t* grad_x, scalar_t* grad_a,
-                          scalar_t* grad_h0, int64_t T, int64_t C, bool reverse, bool parallel);
+                          scalar_t* grad_h0, int64_t T, int64_t C, bool reverse, bool parallel,
+                          bool a_shared);
 
 }  // namespace plrnn

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -18,11 +19,15 @@
 namespace plrnn {
 namespace {
 
+int64_t channels_of(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }
+
 // Inputs are (T, *) and contiguous, so they are (T, C) buffers with C = numel / T whatever their
-// trailing shape: no reshape on the way in or out (each costs microseconds of dispatch).
+// trailing shape: no reshape on the way in or out (each costs microseconds of dispatch). Decays
+// may instead be a single row of C (time-invariant; any shape with C elements): "shared".
 void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<at::Tensor>& h0) {
   TORCH_CHECK(a.device().is_cpu() && x.device().is_cpu(), "plrnn cpu kernels need CPU tensors");
-  TORCH_CHECK(a.sizes() == x.sizes() && a.dim() >= 1, "decays and impulses must share a (T, *) shape");
+  TORCH_CHECK(x.dim() >= 1 && (a.sizes() == x.sizes() || a.numel() == channels_of(x)),
+              "decays must have the impulses' (T, *) shape or hold one row of their channels");
   TORCH_CHECK(a.scalar_type() == x.scalar_type(), "decays and impulses must share a dtype");
   TORCH_CHECK(a.is_contiguous() && x.is_contiguous(), "plrnn cpu kernels need contiguous inputs");
   if (h0) {
@@ -32,7 +37,12 @@ void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<
   }
 }
 
-int64_t channels_of(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }
+bool shared_decays(const at::Tensor& a, const at::Tensor& x) { return a.sizes() != x.sizes(); }
+
+// dL/da of shared decays: the per-step terms the kernel wrote, summed over time.
+at::Tensor reduce_shared(const at::Tensor& ga, const at::Tensor& a) {
+  return at::sum(ga, {0}).view(a.sizes());
+}
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
 // it. A large fresh tensor is freshly mmap'd memory (glibc), so its first write costs a page fault
@@ -69,7 +79,8 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
     scan_forward_kernel<scalar_t>(decays.const_data_ptr<scalar_t>(),
                                   impulses.const_data_ptr<scalar_t>(),
                                   data_or_null<scalar_t>(initial_state),
-                                  out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel);
+                                  out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel,
+                                  shared_decays(decays, impulses));
   });
 }
 
@@ -98,8 +109,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
         decays.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(),
         grad_h.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(initial_state),
         gx.mutable_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(),
-        gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel);
+        gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel, shared_decays(decays, grad_h));
   });
+  if (shared_decays(decays, grad_h)) return {gx, reduce_shared(ga, decays), gh0};
   return {gx, ga, gh0};
 }
 
@@ -164,9 +176,11 @@ at::Tensor scan_varlen(const at::Tensor& decays, const at::Tensor& impulses,
     const scalar_t* x = impulses.const_data_ptr<scalar_t>();
     const scalar_t* h0 = data_or_null<scalar_t>(initial_states);
     scalar_t* h = out.mutable_data_ptr<scalar_t>();
+    const bool shared = shared_decays(decays, impulses);
     for_each_sequence(cu, N, C, [&](int64_t n, int64_t row, int64_t len) {
-      scan_forward_kernel<scalar_t>(a + row * C, x + row * C, h0 ? h0 + n * C : nullptr,
-                                    h + row * C, len, C, reverse, parallel);
+      scan_forward_kernel<scalar_t>(a + (shared ? 0 : row * C), x + row * C,
+                                    h0 ? h0 + n * C : nullptr, h + row * C, len, C, reverse,
+                                    parallel, shared);
     });
   });
   return out;
@@ -200,12 +214,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
     scalar_t* dx = gx.mutable_data_ptr<scalar_t>();
     scalar_t* da = ga.mutable_data_ptr<scalar_t>();
     scalar_t* dh0 = gh0.mutable_data_ptr<scalar_t>();
+    const bool shared = shared_decays(decays, grad_h);
     for_each_sequence(cu, N, C, [&](int64_t n, int64_t row, int64_t len) {
       const int64_t e = row * C;
-      scan_backward_kernel<scalar_t>(a + e, hs + e, dh + e, h0 ? h0 + n * C : nullptr, dx + e,
-                                     da + e, dh0 + n * C, len, C, reverse, parallel);
+      scan_backward_kernel<scalar_t>(a + (shared ? 0 : e), hs + e, dh + e,
+                                     h0 ? h0 + n * C : nullptr, dx + e, da + e, dh0 + n * C, len,
+                                     C, reverse, parallel, shared);
     });
   });
+  if (shared_decays(decays, grad_h)) return {gx, reduce_shared(ga, decays), gh0};
   return {gx, ga, gh0};
 }
 
