@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._support import GRID, CHECK_CHANNELS, Case, _backend_status, _generator, _torch_on
+from ._support import CHECK_CHANNELS, GRID, Case, _backend_status, _generator, _torch_on
 
 # The `tiny` grid (CI's check that the benchmark code runs) takes a sixteenth of the lengths.
 _SHORT = 16 if GRID.name == "tiny" else 1
