@@ -72,6 +72,7 @@ REGISTRY: dict[str, Backend] = {
             _cpu_kernels,
             cpu.origin,
             any_shape=True,
+            complex=True,
         ),
         Backend(
             "cpu_parallel",
@@ -80,6 +81,7 @@ REGISTRY: dict[str, Backend] = {
             _cpu_kernels,
             cpu.origin,
             any_shape=True,
+            complex=True,
         ),
         Backend(
             "cuda_serial",
@@ -185,10 +187,9 @@ def resolve(name: str, device: torch.device, T: int, channels: int,
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     if name == "auto":
-        if is_complex:
-            # The kernels are real-only so far; the torch scan runs complex on any device.
-            return REGISTRY["torch"]
-        return REGISTRY[choose_auto(device, T, channels)]
+        chosen = REGISTRY[choose_auto(device, T, channels)]
+        # The torch scan takes complex inputs on any device.
+        return REGISTRY["torch"] if is_complex and not chosen.complex else chosen
     if name not in REGISTRY:
         known = ", ".join(repr(n) for n in ("auto", *REGISTRY))
         raise ValueError(f"unknown backend {name!r}; choose one of {known}")

@@ -2,6 +2,8 @@
 // type (cpu_kernels_{f32,f64,f16}.cpp); the torch binding (cpu_scan.cpp) calls them.
 #pragma once
 
+#include <c10/util/complex.h>
+
 #include <cstdint>
 
 namespace plrnn {
@@ -19,5 +21,19 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* h, const scalar_t* 
                           const scalar_t* h0, scalar_t* grad_x, scalar_t* grad_a,
                           scalar_t* grad_h0, int64_t T, int64_t C, bool reverse, bool parallel,
                           bool a_shared);
+
+// complex64 / complex128: plain-loop kernels (cpu_kernels_complex.cpp), gradients conjugated as
+// torch's complex autograd expects.
+#define PLRNN_DECLARE_COMPLEX_KERNELS(scalar_t)                                                   \
+  template <>                                                                                     \
+  void scan_forward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*, scalar_t*, \
+                                     int64_t, int64_t, bool, bool, bool);                         \
+  template <>                                                                                     \
+  void scan_backward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*,          \
+                                      const scalar_t*, scalar_t*, scalar_t*, scalar_t*, int64_t,  \
+                                      int64_t, bool, bool, bool);
+PLRNN_DECLARE_COMPLEX_KERNELS(c10::complex<float>)
+PLRNN_DECLARE_COMPLEX_KERNELS(c10::complex<double>)
+#undef PLRNN_DECLARE_COMPLEX_KERNELS
 
 }  // namespace plrnn

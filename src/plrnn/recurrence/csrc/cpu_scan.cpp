@@ -75,7 +75,7 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
                   out.scalar_type() == impulses.scalar_type() && out.device().is_cpu(),
               "out must be a contiguous CPU tensor with the impulses' shape and dtype");
   const int64_t T = impulses.size(0), C = channels_of(impulses);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan", [&] {
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan", [&] {
     scan_forward_kernel<scalar_t>(decays.const_data_ptr<scalar_t>(),
                                   impulses.const_data_ptr<scalar_t>(),
                                   data_or_null<scalar_t>(initial_state),
@@ -104,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   first_touch(ga);
   const int64_t T = grad_h.size(0), C = channels_of(grad_h);
   at::Tensor gh0 = at::zeros(grad_h.sizes().slice(1), grad_h.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
     scan_backward_kernel<scalar_t>(
         decays.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(),
         grad_h.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(initial_state),
@@ -171,7 +171,7 @@ at::Tensor scan_varlen(const at::Tensor& decays, const at::Tensor& impulses,
   }
   at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
   first_touch(out);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan_varlen", [&] {
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan_varlen", [&] {
     const scalar_t* a = decays.const_data_ptr<scalar_t>();
     const scalar_t* x = impulses.const_data_ptr<scalar_t>();
     const scalar_t* h0 = data_or_null<scalar_t>(initial_states);
@@ -206,7 +206,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
   std::vector<int64_t> state_shape{N};
   for (int64_t d = 1; d < grad_h.dim(); ++d) state_shape.push_back(grad_h.size(d));
   at::Tensor gh0 = at::zeros(state_shape, grad_h.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_varlen_backward", [&] {
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_varlen_backward", [&] {
     const scalar_t* a = decays.const_data_ptr<scalar_t>();
     const scalar_t* hs = h.const_data_ptr<scalar_t>();
     const scalar_t* dh = grad_h.const_data_ptr<scalar_t>();
