@@ -115,10 +115,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   return {gx, ga, gh0};
 }
 
-// Packed batches: sequence n is rows [cu[n], cu[n+1]) and runs as its own (T_n, C) scan on those
-// rows, so no state crosses a boundary and nothing is copied. A sequence with at least a thread's
-// share of the work runs alone on all threads (the kernels' own schedules); the others are spread
-// over the threads a sequence at a time, each kernel single-threaded inside the parallel region.
 // The offsets of a packed batch of T rows, checked: N + 1 non-decreasing int64 from 0 to T.
 const int64_t* checked_offsets(const at::Tensor& cu_seqlens, int64_t T) {
   TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 2 && cu_seqlens.is_contiguous() &&
@@ -131,6 +127,10 @@ const int64_t* checked_offsets(const at::Tensor& cu_seqlens, int64_t T) {
   return cu;
 }
 
+// Packed batches: sequence n is rows [cu[n], cu[n+1]) and runs as its own (T_n, C) scan on those
+// rows, so no state crosses a boundary and nothing is copied. A sequence with at least a thread's
+// share of the work runs alone on all threads (the kernels' own schedules); the others are spread
+// over the threads a sequence at a time, each kernel single-threaded inside the parallel region.
 template <typename Body>
 void for_each_sequence(const int64_t* cu, int64_t N, int64_t C, const Body& body) {
   const int64_t total = cu[N] * C, threads = at::get_num_threads();
