@@ -166,6 +166,25 @@ def test_a_spent_budget_stops_starting_cases_and_says_how_many_were_left(
     assert (tmp_path / "gpu_bench.md").read_text().startswith("# GPU benchmark")
 
 
+def test_a_killed_run_keeps_the_rows_it_finished(on_cpu, monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu, "plan", lambda quick=False: list(CASES[:3]))
+    real_run_case, calls = gpu.run_case, []
+
+    def killed_at_the_third(case, copy_bps, seed):
+        calls.append(case)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what the script's deadline sends
+        return real_run_case(case, copy_bps, seed)
+
+    monkeypatch.setattr(gpu, "run_case", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        gpu.main(["--out", str(tmp_path)])
+    with (tmp_path / "gpu_bench.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["backend"] for r in rows] == ["torch", "torch"]
+    assert json.loads((tmp_path / "gpu_bench.json").read_text())["copy"]["bytes_per_s"] > 0
+
+
 def test_a_failing_case_is_reported_and_the_run_goes_on(on_cpu, monkeypatch):
     monkeypatch.setitem(
         sys.modules, "accelerated_scan.scalar", types.SimpleNamespace(scan=_broken_scan)

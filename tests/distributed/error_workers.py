@@ -42,7 +42,7 @@ def every_rank_refuses(rank, world):
         # which rank refused and why
         "decays and impulses differ on rank 1": (
             lambda: pd.linear_recurrence(a, x[:, : 4 - rank]),
-            "same shape",
+            "broadcast to it",
         ),
         "initial state on rank 1": (
             lambda: pd.linear_recurrence(a, x, torch.zeros(4, dtype=torch.float64)),
@@ -54,7 +54,7 @@ def every_rank_refuses(rank, world):
         ),
         "integer decays on rank 0": (
             lambda: pd.linear_recurrence(a.long() if rank == 0 else a, x),
-            "float16, bfloat16, float32 or float64",
+            "float16, bfloat16, float32, float64",
         ),
     }
     for what, (call, needle) in bad_calls.items():

@@ -318,13 +318,26 @@ def markdown(rows: list[dict], info: dict, copy: dict, config: dict) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    import csv
+class RowLog:
+    """gpu_bench.csv written a row at a time, flushed, so a benchmark killed by its deadline
+    still leaves every case it finished."""
 
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer, self.file = path, None, None
+
+    def add(self, row: dict) -> None:
+        import csv
+
+        if self.writer is None:
+            self.file = self.path.open("w", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def parse_args(argv):
@@ -380,27 +393,35 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "budget_s": args.budget_s,
     }
-    rows = []
-    for i, case in enumerate(cases):
-        if time.monotonic() - started > args.budget_s:
-            print(f"budget of {args.budget_s:.0f} s spent: {len(cases) - i} cases not run")
-            config["cases_not_run"] = len(cases) - i
-            break
-        row = run_case(case, copy["bytes_per_s"], args.seed + i)
-        rows.append(row)
-        print(
-            f"[{time.monotonic() - started:6.1f}s] {case.section:16} {case.backend:24} "
-            f"{case.dtype} {case.pass_:16} T={case.T:<8} {case.batch}x{case.hidden}: "
-            f"{_fmt(row['median_ms'])} ms  {row['status']}",
-            flush=True,
+    meta = args.out / "gpu_bench.json"
+
+    def write_meta() -> None:
+        meta.write_text(
+            json.dumps({"machine": info, "copy": copy, "config": config}, indent=2, default=str)
         )
-    if rows:
-        write_csv(rows, args.out / "gpu_bench.csv")
+
+    write_meta()  # first, so that a killed run still says what machine its rows come from
+    rows, log = [], RowLog(args.out / "gpu_bench.csv")
+    try:
+        for i, case in enumerate(cases):
+            if time.monotonic() - started > args.budget_s:
+                print(f"budget of {args.budget_s:.0f} s spent: {len(cases) - i} cases not run")
+                config["cases_not_run"] = len(cases) - i
+                break
+            row = run_case(case, copy["bytes_per_s"], args.seed + i)
+            rows.append(row)
+            log.add(row)
+            print(
+                f"[{time.monotonic() - started:6.1f}s] {case.section:16} {case.backend:24} "
+                f"{case.dtype} {case.pass_:16} T={case.T:<8} {case.batch}x{case.hidden}: "
+                f"{_fmt(row['median_ms'])} ms  {row['status']}",
+                flush=True,
+            )
+    finally:
+        log.close()
     text = markdown(rows, info, copy, config)
     (args.out / "gpu_bench.md").write_text(text + "\n")
-    (args.out / "gpu_bench.json").write_text(
-        json.dumps({"machine": info, "copy": copy, "config": config}, indent=2, default=str)
-    )
+    write_meta()
     print(text)
     return 0
 

@@ -206,6 +206,13 @@ def linear_recurrence(
     error = None
     try:
         check_inputs(decays, impulses, initial_state, reverse)
+        if decays.shape != impulses.shape:
+            raise ValueError("plrnn.distributed.linear_recurrence needs decays of the impulses' "
+                             f"shape {tuple(impulses.shape)}; got {tuple(decays.shape)} (expand "
+                             "them first)")
+        if impulses.is_complex():
+            raise TypeError("plrnn.distributed.linear_recurrence takes real inputs; complex "
+                            f"ones ({impulses.dtype}) run in plrnn.linear_recurrence only")
         T, channels = decays.shape[0], math.prod(decays.shape[1:])
         resolve(backend, impulses.device, max(T, 1), channels)  # an unknown backend fails here
         if initial_state is not None and not place.first:

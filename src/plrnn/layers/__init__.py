@@ -5,6 +5,11 @@ input (batch_first=True for (B, T, input_size)), forward(x, state=None) -> (outp
 num_layers stacking with optional dropout between layers. Each class's docstring gives its
 equations, initialisation, parameter layout and the structure of its state.
 
+A torch.nn.utils.rnn.PackedSequence input gives a PackedSequence output with the same layout and
+the state after each sequence's own last step, as torch.nn.LSTM does. It runs padded to the
+longest sequence (every step of a sequence is exact: no step reads a later one), so a batch of
+very uneven lengths pays for its padding.
+
 The recurrence runs through `plrnn.linear_recurrence(..., backend=model.backend)`: assign
 ``model.backend`` (or call ``set_backend(model, name)`` for every layer inside a bigger model)
 to switch between the serial and parallel kernels; the results agree up to float rounding.

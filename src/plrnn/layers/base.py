@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..recurrence import linear_recurrence
 from ..recurrence.registry import REGISTRY
@@ -74,6 +75,32 @@ class LocalTime:
             before = x.new_zeros((m, *x.shape[1:]))
         both = torch.cat([before, x]) if m else x
         return before, both[both.shape[0] - m :]
+
+
+class PaddedTime(LocalTime):
+    """Sequences of different lengths in one (T, B, ...) batch, each padded after its end: what
+    a PackedSequence input becomes. The recurrence runs over the padding too, but a step never
+    reads a later one, so every valid step is exact; the states a layer hands on (after the last
+    step, the last m rows) are read at each sequence's own end."""
+
+    def __init__(self, backend: str, lengths: torch.Tensor) -> None:
+        super().__init__(backend)
+        self.lengths = lengths
+        self.batch = torch.arange(lengths.shape[0], device=lengths.device)
+
+    def scan(self, decays, impulses, h0):
+        h = linear_recurrence(decays, impulses, h0, backend=self.backend)
+        return h, h[self.lengths - 1, self.batch]
+
+    def window(self, x, m: int, before):
+        if before is None:
+            before = x.new_zeros((m, *x.shape[1:]))
+        if not m:
+            return before, before
+        # With `before` in front, sequence b's last m rows are rows [length_b, length_b + m).
+        both = torch.cat([before, x])
+        rows = self.lengths + torch.arange(m, device=x.device)[:, None]
+        return before, both[rows, self.batch]
 
 
 class StackedRecurrence(nn.Module):
@@ -159,24 +186,55 @@ class StackedRecurrence(nn.Module):
         raise NotImplementedError
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: object = None) -> tuple[torch.Tensor, object]:
+    def forward(self, x: torch.Tensor | PackedSequence,
+                state: object = None) -> tuple[torch.Tensor | PackedSequence, object]:
+        if isinstance(x, PackedSequence):
+            return self._forward_packed(x, state)
         self.check_input(x)
         if self.batch_first:
             x = x.transpose(0, 1).contiguous()
+        x, final = self._run(x, state, self.time_axis(x))
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        return x, final
+
+    def _run(self, x: torch.Tensor, state: object, time) -> tuple[torch.Tensor, object]:
+        """The stack over time-major x [T, B, input_size]."""
         per_layer = (
             [None] * self.num_layers if state is None else self.split_state(state, x.shape[1])
         )
         finals = []
         last = self.num_layers - 1
-        time = self.time_axis(x)
         for index, (layer, layer_state) in enumerate(zip(self.layers, per_layer)):
             x, final = layer(x, layer_state, time, self.compile_gates)
             finals.append(final)
             if self.dropout and self.training and index < last:
                 x = F.dropout(x, self.dropout, training=True)
-        if self.batch_first:
-            x = x.transpose(0, 1)
         return x, self.merge_state(finals)
+
+    def _forward_packed(self, packed: PackedSequence, state: object):
+        """As torch.nn.LSTM: a PackedSequence in, one with the same layout out, and the state
+        after each sequence's own last step, in the batch's original order."""
+        if getattr(self, "process_group", None) is not None:
+            raise ValueError("a PackedSequence input needs the whole time axis in this process; "
+                             "the layers sharded with plrnn.distributed take padded tensors")
+        data = packed.data
+        if not isinstance(data, torch.Tensor) or data.dim() != 2 or (
+                data.shape[-1] != self.input_size):
+            raise ValueError(
+                f"a PackedSequence input must hold (sum of lengths, input_size={self.input_size})"
+                f" data; got {tuple(getattr(data, 'shape', ()))}")
+        check_like("x", data, self._param())
+        padded, lengths = pad_packed_sequence(packed)  # [T, B, in], the original batch order
+        lengths = lengths.to(padded.device)
+        y, final = self._run(padded, state, PaddedTime(self.backend, lengths))
+        # Back to the packed layout: time-major, within a step the sequences in sorted order.
+        order = packed.sorted_indices
+        y_sorted = y if order is None else y.index_select(1, order)
+        sorted_lengths = lengths if order is None else lengths.index_select(0, order)
+        valid = torch.arange(y.shape[0], device=y.device)[:, None] < sorted_lengths
+        return PackedSequence(y_sorted[valid], packed.batch_sizes, packed.sorted_indices,
+                              packed.unsorted_indices), final
 
     def time_axis(self, x: torch.Tensor):
         group = getattr(self, "process_group", None)  # modules pickled before it existed

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
 from . import cpu
 from .registry import REGISTRY, BackendStatus, backends, resolve
 from .validation import check_inputs, check_out
+from .varlen import final_states, per_sequence
 
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY"]
 
@@ -18,19 +20,29 @@ def linear_recurrence(
     impulses: torch.Tensor,
     initial_state: torch.Tensor | None = None,
     *,
+    cu_seqlens: torch.Tensor | None = None,
     reverse: bool = False,
     backend: str = "auto",
     out: torch.Tensor | None = None,
-) -> torch.Tensor:
+    return_final_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Linear recurrence over the leading (time) axis.
 
     h[t] = decays[t] * h[t-1] + impulses[t], with h[-1] = initial_state (zeros if None);
     with reverse=True, h[t] = decays[t] * h[t+1] + impulses[t] from the end.
 
     Args:
-        decays: [T, *] float tensor (a, the gates).
-        impulses: [T, *] tensor of the same shape, dtype and device (x).
-        initial_state: [*] or None.
+        decays: [T, *] float or complex tensor (a, the gates; |a| < 1 for a stable complex
+            recurrence, as in the LRU), or any shape that broadcasts to the impulses' as torch
+            broadcasts: time-invariant (*) or (1, *) (S4D / LRU), (T, 1, C) shared over a batch
+            of (T, B, C) impulses. Its gradient is reduced over the broadcast dimensions.
+        impulses: [T, *] tensor, the decays' dtype and device (x).
+        initial_state: [*] or None; with cu_seqlens, [N, *] (one state per sequence) or None.
+        cu_seqlens: None, or a packed batch of N sequences: an int32/int64 tensor of N+1
+            offsets, 0 = cu_seqlens[0] <= ... <= cu_seqlens[N] = T; sequence n is rows
+            [cu_seqlens[n], cu_seqlens[n+1]) and the recurrence restarts at its first step (its
+            last with reverse=True) from initial_state[n]. Sequences may be empty. The offsets
+            are read on the host (a GPU tensor synchronizes).
         reverse: run from t = T-1 down to 0.
         backend: "auto" or a name from `plrnn.backends(device)`.
         out: None, or a tensor with exactly the impulses' shape, dtype and device, sharing no
@@ -39,23 +51,70 @@ def linear_recurrence(
             torch's own out= arguments there is no autograd: with grad mode on, no argument may
             require grad (run it under torch.no_grad()).
 
+        return_final_state: also return the state after the last step, [*] (h[-1], or h[0]
+            with reverse=True; initial_state or zeros when T = 0); with cu_seqlens, [N, *], each
+            sequence's own (an empty sequence keeps its initial state).
+
     Returns:
         h: [T, *], the impulses' dtype. float16/bfloat16 accumulate in float32.
-    Gradients flow to decays, impulses and initial_state (not with out=).
+        With return_final_state, (h, final_state).
+    Gradients flow to decays, impulses and initial_state (not with out=); for complex inputs in
+    torch's convention (the conjugate Wirtinger derivative, as torch.autograd gives for a * b).
+    Complex inputs run on the backends that list complex=True in `plrnn.backends()`.
     """
-    check_inputs(decays, impulses, initial_state, reverse)
+    bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
     if out is not None:
         check_out(out, decays, impulses, initial_state)
+    if not isinstance(return_final_state, bool):
+        raise TypeError(
+            f"return_final_state must be a bool, got {type(return_final_state).__name__}"
+        )
     shape = impulses.shape
     T, channels = shape[0], math.prod(shape[1:])
-    chosen = resolve(backend, impulses.device, T, channels)
+    chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex())
+    if decays.shape != shape:
+        if chosen.name in _CPU_OUT_PARALLEL and _time_invariant(decays.shape, shape):
+            decays = decays.reshape(shape[1:])  # the C++ kernels read one row for every step
+        else:
+            # A view; kernels that take (T, *) buffers copy it when they make it contiguous.
+            decays = decays.expand(shape)
     if T == 0 or channels == 0:
-        if out is not None:
-            return out
-        return impulses + 0 * decays  # empty, but still part of the autograd graph
-    if out is not None:
-        return _into(out, chosen, decays, impulses, initial_state, reverse)
-    return _compute(chosen, decays, impulses, initial_state, reverse)
+        h = out if out is not None else impulses + 0 * decays  # empty, still in the graph
+    elif bounds is not None:
+        h = _packed(chosen, decays, impulses, initial_state, bounds, reverse, out)
+    elif out is not None:
+        h = _into(out, chosen, decays, impulses, initial_state, reverse)
+    else:
+        h = _compute(chosen, decays, impulses, initial_state, reverse)
+    if not return_final_state:
+        return h
+    if bounds is not None:
+        return h, final_states(h, bounds, initial_state, reverse)
+    if T == 0:
+        return h, impulses.new_zeros(shape[1:]) if initial_state is None else initial_state
+    return h, h[0] if reverse else h[-1]
+
+
+def _time_invariant(decay_shape, shape) -> bool:
+    """Decays of shape (*) or (1, *) for (T, *) impulses: the same decays at every step."""
+    padded = (1,) * (len(shape) - len(decay_shape)) + tuple(decay_shape)
+    return padded[0] == 1 and padded[1:] == tuple(shape[1:])
+
+
+def _packed(chosen, decays, impulses, initial_state, bounds, reverse, out):
+    parallel = _CPU_OUT_PARALLEL.get(chosen.name)
+    if parallel is not None:  # the C++ ops take the offsets: one call for the whole batch
+        h0 = None if initial_state is None else initial_state.contiguous()
+        offsets = torch.tensor(bounds, dtype=torch.int64)
+        h = cpu.scan_packed(decays.contiguous(), impulses.contiguous(), h0, reverse, offsets,
+                            parallel)
+    else:
+        h = per_sequence(partial(_compute, chosen), decays, impulses, initial_state, bounds,
+                         reverse)
+    if out is None:
+        return h
+    out.copy_(h)
+    return out
 
 
 def _compute(chosen, decays, impulses, initial_state, reverse):
@@ -72,9 +131,10 @@ def _kernel_buffers(decays, impulses, initial_state):
     """The inputs as the kernels take them: (T, C), (T, C) and (C,) or None, contiguous."""
     # Reshapes are skipped where they are no-ops because each costs microseconds of dispatch on
     # short sequences.
-    if impulses.dim() != 2:
+    if impulses.dim() != 2 or decays.shape != impulses.shape:
         T, channels = impulses.shape[0], math.prod(impulses.shape[1:])
-        decays, impulses = decays.reshape(T, channels), impulses.reshape(T, channels)
+        # (1, C) for time-invariant decays
+        decays, impulses = decays.reshape(-1, channels), impulses.reshape(T, channels)
         if initial_state is not None:
             initial_state = initial_state.reshape(channels)
     h0 = None if initial_state is None else initial_state.contiguous()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import prebuilt, sources
-from .autograd import refuse_double_backward
+from .autograd import refuse_double_backward, register_scan_autograd
 from .jit import build_at_first_use, build_once, missing_toolchain
 
 SOURCES = [sources.CSRC / name for name in sources.CPU_COMPILED]
@@ -105,18 +105,39 @@ def _register_python_side() -> None:
     def _(decays, h, grad_h, initial_state, reverse, parallel):
         return (
             torch.empty_like(grad_h),
-            torch.empty_like(grad_h),
+            torch.empty_like(decays),  # time-invariant decays get their own shape back
             grad_h.new_empty(grad_h.shape[1:]),
         )
 
+    @torch.library.register_fake("plrnn::cpu_scan_varlen")
+    def _(decays, impulses, initial_state, reverse, cu_seqlens, parallel):
+        return torch.empty_like(impulses)
+
+    @torch.library.register_fake("plrnn::cpu_scan_varlen_backward")
+    def _(decays, h, grad_h, initial_state, reverse, cu_seqlens, parallel):
+        states = (cu_seqlens.shape[0] - 1, *grad_h.shape[1:])
+        return torch.empty_like(grad_h), torch.empty_like(decays), grad_h.new_empty(states)
+
     refuse_double_backward(ops.cpu_scan_backward.default)  # the forward's rule is in C++
-    global _scan, _scan_out
+    # Packed batches take the Python-registered rule: a few microseconds more per call, once for
+    # all the sequences of the batch.
+    register_scan_autograd(ops.cpu_scan_varlen.default, ops.cpu_scan_varlen_backward.default)
+    global _scan, _scan_out, _scan_varlen
     _scan = ops.cpu_scan.default
     _scan_out = ops.cpu_scan_out.default
+    _scan_varlen = ops.cpu_scan_varlen.default
 
 
 _scan = None  # torch.ops.plrnn.cpu_scan.default once loaded (attribute lookups cost microseconds)
 _scan_out = None  # torch.ops.plrnn.cpu_scan_out.default once loaded
+
+
+_scan_varlen = None  # torch.ops.plrnn.cpu_scan_varlen.default once loaded
+
+
+def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel):
+    """A packed batch in one call: contiguous (T, *) inputs, (N, *) states, int64 CPU offsets."""
+    return _scan_varlen(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
 
 
 def scan_into(decays, impulses, initial_state, reverse, parallel, out):

@@ -26,6 +26,8 @@ class Backend:
     origin: Callable[[], str] = lambda: ""
     # Takes contiguous (T, *) inputs as they are, (*) initial state, and returns h of that shape.
     any_shape: bool = False
+    # Takes complex64 / complex128 inputs (gradients in torch's conjugate convention).
+    complex: bool = False
 
 
 class BackendStatus(NamedTuple):
@@ -33,6 +35,7 @@ class BackendStatus(NamedTuple):
     available: bool
     reason: str
     origin: str = ""  # for compiled backends: "prebuilt (<level>)" or "built at first use (<dir>)"
+    complex: bool = False  # takes complex64 / complex128 inputs
 
 
 def _any_device(device: torch.device) -> str | None:
@@ -53,12 +56,14 @@ REGISTRY: dict[str, Backend] = {
             "serial Python loop, autograd through the loop (ground truth)",
             reference.serial,
             _any_device,
+            complex=True,
         ),
         Backend(
             "torch",
             "parallel scan from plain torch ops (log2 T doubling passes)",
             torch_scan.torch_scan,
             _any_device,
+            complex=True,
         ),
         Backend(
             "cpu_serial",
@@ -67,6 +72,7 @@ REGISTRY: dict[str, Backend] = {
             _cpu_kernels,
             cpu.origin,
             any_shape=True,
+            complex=True,
         ),
         Backend(
             "cpu_parallel",
@@ -75,6 +81,7 @@ REGISTRY: dict[str, Backend] = {
             _cpu_kernels,
             cpu.origin,
             any_shape=True,
+            complex=True,
         ),
         Backend(
             "cuda_serial",
@@ -115,9 +122,8 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     for b in REGISTRY.values():
         reason = b.unavailable(device)
         available = reason is None
-        out.append(
-            BackendStatus(b.name, available, reason or b.description, b.origin() if available else "")
-        )
+        out.append(BackendStatus(b.name, available, reason or b.description,
+                                 b.origin() if available else "", b.complex))
     return out
 
 
@@ -176,11 +182,14 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
     return "torch"
 
 
-def resolve(name: str, device: torch.device, T: int, channels: int) -> Backend:
+def resolve(name: str, device: torch.device, T: int, channels: int,
+            is_complex: bool = False) -> Backend:
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     if name == "auto":
-        return REGISTRY[choose_auto(device, T, channels)]
+        chosen = REGISTRY[choose_auto(device, T, channels)]
+        # The torch scan takes complex inputs on any device.
+        return REGISTRY["torch"] if is_complex and not chosen.complex else chosen
     if name not in REGISTRY:
         known = ", ".join(repr(n) for n in ("auto", *REGISTRY))
         raise ValueError(f"unknown backend {name!r}; choose one of {known}")
@@ -188,4 +197,8 @@ def resolve(name: str, device: torch.device, T: int, channels: int) -> Backend:
     reason = backend.unavailable(device)
     if reason is not None:
         raise RuntimeError(f"backend {name!r} is not available for inputs on {device}: {reason}")
+    if is_complex and not backend.complex:
+        takes = ", ".join(repr(b.name) for b in REGISTRY.values() if b.complex)
+        raise TypeError(f"backend {name!r} takes real inputs only; for complex ones use 'auto' "
+                        f"or one of {takes}")
     return backend

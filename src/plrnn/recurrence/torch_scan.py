@@ -40,11 +40,12 @@ def _backward(a, h, grad, h0, reverse):
         gx, ga, gh0 = _backward(a.flip(0), h.flip(0), grad.flip(0), h0, False)
         return gx.flip(0), ga.flip(0), gh0
     # g[t] = a[t+1] g[t+1] + dL/dh[t], a reverse-time recurrence; dL/da[t] = h[t-1] g[t].
-    a_next = torch.cat([a[1:], torch.zeros_like(a[:1])])
+    # Complex inputs take conjugates as torch's own mul does (a no-op on real tensors).
+    a_next = torch.cat([a[1:], torch.zeros_like(a[:1])]).conj_physical_()
     g = _forward(a_next, grad, None, True)
     first = torch.zeros_like(h[:1]) if h0 is None else h0.unsqueeze(0)
-    ga = torch.cat([first, h[:-1]]) * g
-    return g, ga, a[0] * g[0]
+    ga = torch.cat([first, h[:-1]]).conj_physical_() * g
+    return g, ga, a[0].conj() * g[0]
 
 
 def _in_compute_dtype(fn):

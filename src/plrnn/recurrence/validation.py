@@ -5,31 +5,44 @@ from __future__ import annotations
 
 import torch
 
+from .varlen import check_cu_seqlens, check_initial_states
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def check_inputs(decays, impulses, initial_state, reverse) -> None:
+def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> list[int] | None:
+    """Raises on the first bad argument; returns cu_seqlens's offsets as ints (None without)."""
     for name, value in (("decays", decays), ("impulses", impulses)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(
                 f"{name} must be a torch.Tensor of shape (T, *), got {type(value).__name__}"
             )
-        if value.dim() == 0:
+        if value.dim() == 0 and name == "impulses":
             raise ValueError(
                 f"{name} must have a leading time axis, shape (T, *); got a 0-d tensor"
             )
-        if value.dtype not in FLOAT_DTYPES:
+        if value.dtype not in DTYPES:
             raise TypeError(
-                f"{name} must be float16, bfloat16, float32 or float64; got {value.dtype}"
+                f"{name} must be float16, bfloat16, float32, float64, complex64 or complex128; "
+                f"got {value.dtype}"
             )
-    if decays.shape != impulses.shape:
+    if not broadcasts_to(decays.shape, impulses.shape):
         raise ValueError(
-            "decays and impulses must have the same shape (T, *); "
-            f"got decays {_shape(decays)} and impulses {_shape(impulses)}"
+            "decays must have the impulses' shape (T, *) or broadcast to it (time-invariant "
+            "(*) or (1, *), shared over a dimension with size 1 there); got decays "
+            f"{_shape(decays)} and impulses {_shape(impulses)}"
+        )
+    if decays.is_complex() != impulses.is_complex():
+        raise TypeError(
+            "decays and impulses must be both real or both complex (the state takes the "
+            f"impulses' dtype); got decays {decays.dtype} and impulses {impulses.dtype}: cast the "
+            "real one, e.g. impulses.to(decays.dtype)"
         )
     if decays.dtype != impulses.dtype:
         raise TypeError(
@@ -41,12 +54,17 @@ def check_inputs(decays, impulses, initial_state, reverse) -> None:
             f"decays and impulses must be on the same device; got decays on {decays.device} "
             f"and impulses on {impulses.device}"
         )
+    bounds = None
+    if cu_seqlens is not None:
+        bounds = check_cu_seqlens(cu_seqlens, impulses.shape[0])
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise TypeError(
                 f"initial_state must be a torch.Tensor or None, got {type(initial_state).__name__}"
             )
-        if initial_state.shape != impulses.shape[1:]:
+        if bounds is not None:
+            check_initial_states(initial_state, impulses, len(bounds) - 1)
+        elif initial_state.shape != impulses.shape[1:]:
             raise ValueError(
                 f"initial_state must have shape {_shape(impulses)[1:]} (impulses.shape[1:]); "
                 f"got {_shape(initial_state)}"
@@ -63,6 +81,14 @@ def check_inputs(decays, impulses, initial_state, reverse) -> None:
             )
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+    return bounds
+
+
+def broadcasts_to(shape, target) -> bool:
+    """Whether torch broadcasting takes `shape` to `target` without growing `target`."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
 def _byte_span(t: torch.Tensor) -> tuple[int, int]:

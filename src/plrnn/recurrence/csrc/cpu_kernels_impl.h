@@ -145,12 +145,17 @@ template <typename out_t, typename acc_t> struct StoreGrads {
   inline unsigned touch(int64_t e, int64_t n) const { return touch_lines(hprev + e, n); }
 };
 
-// The inputs of one scan: element (r, c) of decays/impulses is at a/x[r * stride + c].
+// The inputs of one scan: element (r, c) of the impulses is at x[r * stride + c], of the decays at
+// a[r * a_stride + c]; a_stride is 0 for time-invariant decays (one row for every step), which
+// are then read once per block of channels instead of once per step.
 template <typename in_t> struct Inputs {
   const in_t* a;
   const in_t* x;
   int64_t stride;
-  Inputs shifted(int64_t rows) const { return {a + rows * stride, x + rows * stride, stride}; }
+  int64_t a_stride;
+  Inputs shifted(int64_t rows) const {
+    return {a + rows * a_stride, x + rows * stride, stride, a_stride};
+  }
 };
 
 // Registers hold KI chunks x W channels of state: KI independent dependency chains per channel
@@ -175,24 +180,26 @@ void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t
   using vec = typename VecOf<VW, acc_t>::type;
   const in_t* __restrict__ a = in.a;
   const in_t* __restrict__ x = in.x;
-  const int64_t stride = in.stride;
+  const int64_t stride = in.stride, a_stride = in.a_stride;
   vec h[KI][NV], p[KI][NV];
-  int64_t off[KI];
+  int64_t off[KI], a_off[KI];
   for (int k = 0; k < KI; ++k) {
     for (int v = 0; v < NV; ++v) {
       h[k][v] = load<VW, acc_t>(st + k * ld + v * VW);
       if constexpr (REDUCE) p[k][v] = load<VW, acc_t>(prod + k * ld + v * VW);
     }
     off[k] = (start[k] + s0) * stride + c;
+    a_off[k] = (start[k] + s0) * a_stride + c;
   }
   for (int64_t s = s0; s < s1; ++s) {
 #pragma GCC unroll 8
     for (int k = 0; k < KI; ++k) {
-      const int64_t e = off[k];
+      const int64_t e = off[k], ea = a_off[k];
       off[k] += stride;
+      a_off[k] += a_stride;
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        const vec av = load<VW, acc_t>(a + e + v * VW);
+        const vec av = load<VW, acc_t>(a + ea + v * VW);
         h[k][v] = av * h[k][v] + load<VW, acc_t>(x + e + v * VW);
         if constexpr (REDUCE) {
           p[k][v] *= av;
@@ -216,8 +223,9 @@ void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, in
                 acc_t* __restrict__ st, acc_t* __restrict__ prod, const Emit emit) {
   const in_t* __restrict__ a = in.a;
   const in_t* __restrict__ x = in.x;
-  for (int64_t s = 0, e0 = start * in.stride + c; s < len; ++s, e0 += in.stride) {
-    const in_t* __restrict__ ar = a + e0;
+  for (int64_t s = 0, e0 = start * in.stride + c, ea = start * in.a_stride + c; s < len;
+       ++s, e0 += in.stride, ea += in.a_stride) {
+    const in_t* __restrict__ ar = a + ea;
     const in_t* __restrict__ xr = x + e0;
     if constexpr (REDUCE) {
       for (int64_t i = 0; i < n; ++i) {
@@ -379,7 +387,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   unsigned touch(int64_t s0, int64_t n) const {
     unsigned acc = 0;
     for (int64_t r = s0, e = s0 * in.stride; r < s0 + n; ++r, e += in.stride)
-      acc += touch_lines(in.a + e, C) + touch_lines(in.x + e, C) + emit.touch(e, C);
+      acc += touch_lines(in.a + r * in.a_stride, C) + touch_lines(in.x + e, C) + emit.touch(e, C);
     return acc;
   }
 
@@ -562,11 +570,12 @@ std::vector<acc_t> to_acc(const in_t* p, int64_t n) {
 
 template <typename scalar_t>
 void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out,
-                         int64_t T, int64_t C, bool reverse, bool parallel) {
+                         int64_t T, int64_t C, bool reverse, bool parallel, bool a_shared) {
   if (T == 0 || C == 0) return;
   using acc_t = typename AccOf<scalar_t>::type;
   const int64_t first = reverse ? T - 1 : 0, step = reverse ? -C : C;
-  const Inputs<scalar_t> in{a + first * C, x + first * C, step};
+  const Inputs<scalar_t> in{a + (a_shared ? 0 : first * C), x + first * C, step,
+                            a_shared ? 0 : step};
   const StoreState<scalar_t, acc_t> emit{out + first * C};
   std::vector<acc_t> init;
   if (h0) init = to_acc<acc_t>(h0, C);
@@ -580,7 +589,7 @@ void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h
 template <typename scalar_t>
 void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t* dh,
                           const scalar_t* h0_in, scalar_t* dx, scalar_t* da, scalar_t* dh0,
-                          int64_t T, int64_t C, bool reverse, bool parallel) {
+                          int64_t T, int64_t C, bool reverse, bool parallel, bool a_shared) {
   if (T == 0 || C == 0) return;
   using acc_t = typename AccOf<scalar_t>::type;
   const FlushDenormals flush;  // the edge rows below run outside scan()
@@ -589,7 +598,9 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
   if (h0_in) h0 = to_acc<acc_t>(h0_in, C);
 
   // Element (r, c) of every buffer below is at base[r * step + c].
-  const Inputs<scalar_t> in{a + (d0 - dir) * C, dh + d0 * C, step};  // decay row 0 never read
+  // Decay row 0 is never read; time-invariant decays are the same row at every step.
+  const Inputs<scalar_t> in{a + (a_shared ? 0 : (d0 - dir) * C), dh + d0 * C, step,
+                            a_shared ? 0 : step};
   const StoreGrads<scalar_t, acc_t> grads{dx + d0 * C, da + d0 * C,
                                           hs + (d0 + dir) * C};  // h row T-1 never read
 
@@ -598,7 +609,8 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
   auto edge_row = [&](int64_t r, const acc_t* prev, const acc_t* hprev) {
     const int64_t e = r * step;
     for (int64_t c = 0; c < C; ++c) {
-      const acc_t decayed = prev ? static_cast<acc_t>(in.a[e + c]) * prev[c] : acc_t(0);
+      const acc_t decayed =
+          prev ? static_cast<acc_t>(in.a[r * in.a_stride + c]) * prev[c] : acc_t(0);
       g[c] = decayed + static_cast<acc_t>(in.x[e + c]);
       grads.gx[e + c] = static_cast<scalar_t>(g[c]);
       grads.ga[e + c] = static_cast<scalar_t>(hprev[c] * g[c]);
@@ -612,16 +624,16 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
     if (T > 2) scan(in.shifted(1), T - 2, C, g.data(), parallel, grads.shifted(step), mid.data());
     edge_row(T - 1, mid.data(), h0.data());
   }
-  const scalar_t* a_last = a + (d0 + (T - 1) * dir) * C;
+  const scalar_t* a_last = a_shared ? a : a + (d0 + (T - 1) * dir) * C;
   for (int64_t c = 0; c < C; ++c)
     dh0[c] = static_cast<scalar_t>(static_cast<acc_t>(a_last[c]) * g[c]);
 }
 
 #define PLRNN_INSTANTIATE_CPU_KERNELS(scalar_t)                                                  \
   template void scan_forward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*, \
-                                              scalar_t*, int64_t, int64_t, bool, bool);          \
+                                              scalar_t*, int64_t, int64_t, bool, bool, bool);    \
   template void scan_backward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*, \
                                                const scalar_t*, scalar_t*, scalar_t*, scalar_t*,  \
-                                               int64_t, int64_t, bool, bool);
+                                               int64_t, int64_t, bool, bool, bool);
 
 }  // namespace plrnn

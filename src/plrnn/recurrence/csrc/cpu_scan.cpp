@@ -1,25 +1,33 @@
-// torch binding of the CPU kernels (cpu_kernels.h): the ops plrnn::cpu_scan, cpu_scan_out and
-// cpu_scan_backward, their checks, dtype dispatch and a C++ autograd rule.
+// torch binding of the CPU kernels (cpu_kernels.h): the ops plrnn::cpu_scan, cpu_scan_out,
+// cpu_scan_backward and their packed-batch forms cpu_scan_varlen(_backward), their checks, dtype
+// dispatch and a C++ autograd rule.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
+#include <vector>
 
 #include "cpu_kernels.h"
 
 namespace plrnn {
 namespace {
 
+int64_t channels_of(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }
+
 // Inputs are (T, *) and contiguous, so they are (T, C) buffers with C = numel / T whatever their
-// trailing shape: no reshape on the way in or out (each costs microseconds of dispatch).
+// trailing shape: no reshape on the way in or out (each costs microseconds of dispatch). Decays
+// may instead be a single row of C (time-invariant; any shape with C elements): "shared".
 void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<at::Tensor>& h0) {
   TORCH_CHECK(a.device().is_cpu() && x.device().is_cpu(), "plrnn cpu kernels need CPU tensors");
-  TORCH_CHECK(a.sizes() == x.sizes() && a.dim() >= 1, "decays and impulses must share a (T, *) shape");
+  TORCH_CHECK(x.dim() >= 1 && (a.sizes() == x.sizes() || a.numel() == channels_of(x)),
+              "decays must have the impulses' (T, *) shape or hold one row of their channels");
   TORCH_CHECK(a.scalar_type() == x.scalar_type(), "decays and impulses must share a dtype");
   TORCH_CHECK(a.is_contiguous() && x.is_contiguous(), "plrnn cpu kernels need contiguous inputs");
   if (h0) {
@@ -29,7 +37,12 @@ void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<
   }
 }
 
-int64_t channels_of(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size(0) : 0; }
+bool shared_decays(const at::Tensor& a, const at::Tensor& x) { return a.sizes() != x.sizes(); }
+
+// dL/da of shared decays: the per-step terms the kernel wrote, summed over time.
+at::Tensor reduce_shared(const at::Tensor& ga, const at::Tensor& a) {
+  return at::sum(ga, {0}).view(a.sizes());
+}
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
 // it. A large fresh tensor is freshly mmap'd memory (glibc), so its first write costs a page fault
@@ -62,11 +75,12 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
                   out.scalar_type() == impulses.scalar_type() && out.device().is_cpu(),
               "out must be a contiguous CPU tensor with the impulses' shape and dtype");
   const int64_t T = impulses.size(0), C = channels_of(impulses);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan", [&] {
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan", [&] {
     scan_forward_kernel<scalar_t>(decays.const_data_ptr<scalar_t>(),
                                   impulses.const_data_ptr<scalar_t>(),
                                   data_or_null<scalar_t>(initial_state),
-                                  out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel);
+                                  out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel,
+                                  shared_decays(decays, impulses));
   });
 }
 
@@ -90,13 +104,125 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   first_touch(ga);
   const int64_t T = grad_h.size(0), C = channels_of(grad_h);
   at::Tensor gh0 = at::zeros(grad_h.sizes().slice(1), grad_h.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
     scan_backward_kernel<scalar_t>(
         decays.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(),
         grad_h.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(initial_state),
         gx.mutable_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(),
-        gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel);
+        gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel, shared_decays(decays, grad_h));
   });
+  if (shared_decays(decays, grad_h)) return {gx, reduce_shared(ga, decays), gh0};
+  return {gx, ga, gh0};
+}
+
+// The offsets of a packed batch of T rows, checked: N + 1 non-decreasing int64 from 0 to T.
+const int64_t* checked_offsets(const at::Tensor& cu_seqlens, int64_t T) {
+  TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 2 && cu_seqlens.is_contiguous() &&
+                  cu_seqlens.scalar_type() == at::kLong && cu_seqlens.device().is_cpu(),
+              "cu_seqlens must be a contiguous 1-D int64 CPU tensor of N + 1 >= 2 offsets");
+  const int64_t* cu = cu_seqlens.const_data_ptr<int64_t>();
+  const int64_t N = cu_seqlens.numel() - 1;
+  TORCH_CHECK(cu[0] == 0 && cu[N] == T, "cu_seqlens must run from 0 to impulses.size(0)");
+  for (int64_t n = 0; n < N; ++n) TORCH_CHECK(cu[n + 1] >= cu[n], "cu_seqlens must be non-decreasing");
+  return cu;
+}
+
+// Packed batches: sequence n is rows [cu[n], cu[n+1]) and runs as its own (T_n, C) scan on those
+// rows, so no state crosses a boundary and nothing is copied. A sequence with at least a thread's
+// share of the work runs alone on all threads (the kernels' own schedules); the others are spread
+// over the threads a sequence at a time, each kernel single-threaded inside the parallel region.
+template <typename Body>
+void for_each_sequence(const int64_t* cu, int64_t N, int64_t C, const Body& body) {
+  const int64_t total = cu[N] * C, threads = at::get_num_threads();
+  std::vector<int64_t> shared;
+  int64_t shared_work = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t work = (cu[n + 1] - cu[n]) * C;
+    if (work == 0) continue;
+    if (threads > 1 && work * threads >= total) {
+      body(n, cu[n], cu[n + 1] - cu[n]);
+    } else {
+      shared.push_back(n);
+      shared_work += work;
+    }
+  }
+  if (shared.empty()) return;
+  // Tasks of at least ~32k elements each, so that short sequences do not pay a thread handoff.
+  const int64_t count = int64_t(shared.size());
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) * count / shared_work);
+  at::parallel_for(0, count, grain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t n = shared[i];
+      body(n, cu[n], cu[n + 1] - cu[n]);
+    }
+  });
+}
+
+at::Tensor scan_varlen(const at::Tensor& decays, const at::Tensor& impulses,
+                       const c10::optional<at::Tensor>& initial_states, bool reverse,
+                       const at::Tensor& cu_seqlens, bool parallel) {
+  check_inputs(decays, impulses, c10::nullopt);
+  const int64_t* cu = checked_offsets(cu_seqlens, impulses.size(0));
+  const int64_t C = channels_of(impulses), N = cu_seqlens.numel() - 1;
+  if (initial_states) {
+    TORCH_CHECK(initial_states->is_contiguous() && initial_states->scalar_type() == impulses.scalar_type() &&
+                    initial_states->numel() == N * C,
+                "initial_state must be a contiguous (N, *) tensor with the impulses' dtype");
+  }
+  at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
+  first_touch(out);
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan_varlen", [&] {
+    const scalar_t* a = decays.const_data_ptr<scalar_t>();
+    const scalar_t* x = impulses.const_data_ptr<scalar_t>();
+    const scalar_t* h0 = data_or_null<scalar_t>(initial_states);
+    scalar_t* h = out.mutable_data_ptr<scalar_t>();
+    const bool shared = shared_decays(decays, impulses);
+    for_each_sequence(cu, N, C, [&](int64_t n, int64_t row, int64_t len) {
+      scan_forward_kernel<scalar_t>(a + (shared ? 0 : row * C), x + row * C,
+                                    h0 ? h0 + n * C : nullptr, h + row * C, len, C, reverse,
+                                    parallel, shared);
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
+    const at::Tensor& decays, const at::Tensor& h, const at::Tensor& grad_h,
+    const c10::optional<at::Tensor>& initial_states, bool reverse, const at::Tensor& cu_seqlens,
+    bool parallel) {
+  check_inputs(decays, grad_h, c10::nullopt);
+  TORCH_CHECK(h.sizes() == grad_h.sizes() && h.is_contiguous() && h.scalar_type() == grad_h.scalar_type(),
+              "saved h must match grad_h");
+  const int64_t* cu = checked_offsets(cu_seqlens, grad_h.size(0));
+  const int64_t C = channels_of(grad_h), N = cu_seqlens.numel() - 1;
+  if (initial_states) {
+    TORCH_CHECK(initial_states->is_contiguous() && initial_states->scalar_type() == grad_h.scalar_type() &&
+                    initial_states->numel() == N * C,
+                "initial_state must be a contiguous (N, *) tensor with the impulses' dtype");
+  }
+  at::Tensor gx = at::empty_like(grad_h), ga = at::empty_like(grad_h);
+  first_touch(gx);
+  first_touch(ga);
+  std::vector<int64_t> state_shape{N};
+  for (int64_t d = 1; d < grad_h.dim(); ++d) state_shape.push_back(grad_h.size(d));
+  at::Tensor gh0 = at::zeros(state_shape, grad_h.options());
+  AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_varlen_backward", [&] {
+    const scalar_t* a = decays.const_data_ptr<scalar_t>();
+    const scalar_t* hs = h.const_data_ptr<scalar_t>();
+    const scalar_t* dh = grad_h.const_data_ptr<scalar_t>();
+    const scalar_t* h0 = data_or_null<scalar_t>(initial_states);
+    scalar_t* dx = gx.mutable_data_ptr<scalar_t>();
+    scalar_t* da = ga.mutable_data_ptr<scalar_t>();
+    scalar_t* dh0 = gh0.mutable_data_ptr<scalar_t>();
+    const bool shared = shared_decays(decays, grad_h);
+    for_each_sequence(cu, N, C, [&](int64_t n, int64_t row, int64_t len) {
+      const int64_t e = row * C;
+      scan_backward_kernel<scalar_t>(a + (shared ? 0 : e), hs + e, dh + e,
+                                     h0 ? h0 + n * C : nullptr, dx + e, da + e, dh0 + n * C, len,
+                                     C, reverse, parallel, shared);
+    });
+  });
+  if (shared_decays(decays, grad_h)) return {gx, reduce_shared(ga, decays), gh0};
   return {gx, ga, gh0};
 }
 
@@ -152,12 +278,16 @@ TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
   m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> ()");
   m.def("cpu_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, bool parallel) -> (Tensor, Tensor, Tensor)");
+  m.def("cpu_scan_varlen(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, Tensor cu_seqlens, bool parallel) -> Tensor");
+  m.def("cpu_scan_varlen_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, Tensor cu_seqlens, bool parallel) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(plrnn, CPU, m) {
   m.impl("cpu_scan", &scan_forward);
   m.impl("cpu_scan_out", &scan_forward_out);
   m.impl("cpu_scan_backward", &scan_backward);
+  m.impl("cpu_scan_varlen", &scan_varlen);
+  m.impl("cpu_scan_varlen_backward", &scan_varlen_backward);
 }
 
 TORCH_LIBRARY_IMPL(plrnn, Autograd, m) { m.impl("cpu_scan", &scan_autograd); }

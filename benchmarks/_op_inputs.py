@@ -1,0 +1,190 @@
+"""Cases for the op's newer inputs: packed variable-length batches, time-invariant (broadcast)
+decays and complex recurrences, each beside what a user would otherwise run.
+
+Inputs are drawn as models produce them: decays are forget gates, sigmoid(N(3, 1)) (most in
+(0.9, 1)), complex decays have that modulus and a uniform phase (the LRU's diagonal), and the
+lengths of a packed batch are log-normal (many short sequences, a few long ones). Every case is
+checked against a float64 (complex128) loop on a few channels before it is timed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+
+from ._support import CHECK_CHANNELS, GRID, Case, _backend_status, _generator, _torch_on
+
+# The `tiny` grid (CI's check that the benchmark code runs) takes a sixteenth of the lengths.
+_SHORT = 16 if GRID.name == "tiny" else 1
+PACKED = {"sequences": 64, "median_length": 512 // _SHORT, "max_length": 4096 // _SHORT,
+          "channels": 64}
+BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
+COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
+PACKED_LAYOUTS = ("packed", "padded", "padded_associative_scan")
+DECAY_LAYOUTS = ("time_invariant", "materialized")
+COMPLEX_METHODS = ("plrnn", "associative_scan")
+PASSES = ("forward", "forward_backward")
+
+
+def _needs(feature: str) -> None:
+    """NotImplementedError where the plrnn of the commit under test predates `feature`."""
+    import plrnn
+
+    params = inspect.signature(plrnn.linear_recurrence).parameters
+    if feature == "cu_seqlens" and "cu_seqlens" not in params:
+        raise NotImplementedError("this plrnn has no cu_seqlens")
+    if feature == "complex" and not any(getattr(s, "complex", False) for s in plrnn.backends()):
+        raise NotImplementedError("this plrnn takes no complex inputs")
+    if feature == "broadcast":
+        try:
+            plrnn.linear_recurrence(_torch_on("cpu").ones(2), _torch_on("cpu").ones(3, 2))
+        except ValueError:
+            raise NotImplementedError("this plrnn takes no broadcast decays") from None
+
+
+def _gates(torch, shape, gen):
+    return torch.sigmoid(3.0 + torch.randn(shape, generator=gen))
+
+
+def _associative_scan(torch):
+    try:
+        from torch._higher_order_ops.associative_scan import associative_scan
+    except ImportError as err:
+        raise NotImplementedError(f"torch has no associative_scan here: {err}") from None
+
+    def combine(left, right):
+        return left[0] * right[0], right[0] * left[1] + right[1]
+
+    return lambda a, x: associative_scan(combine, (a, x), dim=0, combine_mode="generic")[1]
+
+
+def _loop(a, x):
+    h, prev = np.empty_like(x), np.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        prev = a[t] * prev + x[t]
+        h[t] = prev
+    return h
+
+
+def _check(got, want, label):
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+        err = float(np.abs(got - want).max())
+        raise AssertionError(f"{label}: differs from the float64 loop (max abs error {err:.3g})")
+
+
+def _timed(torch, fn, inputs, pass_, gen, label, info):
+    if pass_ not in PASSES:
+        raise ValueError(f"pass_ must be one of {PASSES}, got {pass_!r}")
+    if pass_ == "forward":
+        return Case(lambda: fn(*inputs), "cpu", label, inputs, info)
+    leaves = [t.requires_grad_() for t in inputs if t.is_floating_point() or t.is_complex()]
+    up = torch.randn(fn(*inputs).shape, generator=gen, dtype=inputs[-1].dtype)
+
+    def forward_backward():
+        return torch.autograd.grad(fn(*inputs), leaves, up)
+
+    forward_backward()
+    return Case(forward_backward, "cpu", label, inputs, info)
+
+
+def packed_lengths() -> list[int]:
+    rng = np.random.default_rng(7)  # the same batch in every process and commit
+    p = PACKED
+    raw = rng.lognormal(math.log(p["median_length"]), 1.0, p["sequences"])
+    return [int(v) for v in np.clip(np.round(raw), 1, p["max_length"])]
+
+
+def packed_case(layout: str, backend: str, pass_: str) -> Case:
+    """N sequences of log-normal lengths: one packed call (cu_seqlens), or padded to the longest
+    as (T_max, N, C) through plrnn or torch's associative_scan (the padding built beforehand)."""
+    if layout not in PACKED_LAYOUTS:
+        raise ValueError(f"layout must be one of {PACKED_LAYOUTS}, got {layout!r}")
+    torch = _torch_on("cpu")
+    _needs("cu_seqlens")
+    import plrnn
+
+    C, lengths = PACKED["channels"], packed_lengths()
+    gen = _generator("packed", C, sum(lengths))
+    a, x = _gates(torch, (sum(lengths), C), gen), torch.randn(sum(lengths), C, generator=gen)
+    cu = torch.tensor([0, *np.cumsum(lengths)])
+    info = {"suite": "op_inputs", "op": "packed", "layout": layout, "backend": backend,
+            "pass": pass_, "sequences": len(lengths), "rows": sum(lengths),
+            "max_length": max(lengths), "channels": C}
+    label = f"packed {layout} {backend} {pass_}"
+    if layout == "packed":
+        _backend_status("cpu", backend)
+        fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, cu_seqlens=cu, backend=backend)  # noqa: E731
+        got = fn(a, x)[:, :CHECK_CHANNELS].double().numpy()
+        want = np.concatenate([_loop(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
+                                     x[lo:hi, :CHECK_CHANNELS].double().numpy())
+                               for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist())])
+        _check(got, want, label)
+        return _timed(torch, fn, (a, x), pass_, gen, label, info)
+    pad = torch.nn.utils.rnn.pad_sequence
+    pieces = list(zip(cu[:-1].tolist(), cu[1:].tolist()))
+    # Padding decays of 1 and impulses of 0 carry each sequence's last state to the end.
+    a_pad = pad([a[lo:hi] for lo, hi in pieces], padding_value=1.0)
+    x_pad = pad([x[lo:hi] for lo, hi in pieces])
+    if layout == "padded":
+        _backend_status("cpu", backend)
+        fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
+    else:
+        fn = _associative_scan(torch)
+    lo, hi = pieces[0]
+    _check(fn(a_pad, x_pad)[: hi - lo, 0, :CHECK_CHANNELS].double().numpy(),
+           _loop(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
+                 x[lo:hi, :CHECK_CHANNELS].double().numpy()), label)
+    info["padded_rows"] = max(lengths) * len(lengths)
+    return _timed(torch, fn, (a_pad, x_pad), pass_, gen, label, info)
+
+
+def broadcast_case(decays: str, backend: str, pass_: str) -> Case:
+    """(T, B, C) impulses with time-invariant (B, C) decays, or the same decays materialized."""
+    if decays not in DECAY_LAYOUTS:
+        raise ValueError(f"decays must be one of {DECAY_LAYOUTS}, got {decays!r}")
+    torch = _torch_on("cpu")
+    _needs("broadcast")
+    _backend_status("cpu", backend)
+    import plrnn
+
+    T, B, C = BROADCAST["seq_len"], BROADCAST["batch"], BROADCAST["channels"]
+    gen = _generator("broadcast", T, B, C)
+    a = _gates(torch, (B, C), gen)
+    x = torch.randn(T, B, C, generator=gen)
+    if decays == "materialized":
+        a = a.expand(T, B, C).contiguous()
+    fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
+    label = f"decays {decays} {backend} {pass_}"
+    _check(fn(a, x)[:, 0, :CHECK_CHANNELS].double().numpy(),
+           _loop(a.expand(T, B, C)[:, 0, :CHECK_CHANNELS].double().numpy(),
+                 x[:, 0, :CHECK_CHANNELS].double().numpy()), label)
+    info = {"suite": "op_inputs", "op": "broadcast", "decays": decays, "backend": backend,
+            "pass": pass_, "seq_len": T, "batch": B, "channels": C}
+    return _timed(torch, fn, (a, x), pass_, gen, label, info)
+
+
+def complex_case(method: str, pass_: str) -> Case:
+    """A complex64 diagonal recurrence (T, C): plrnn's auto choice, or torch's associative_scan."""
+    if method not in COMPLEX_METHODS:
+        raise ValueError(f"method must be one of {COMPLEX_METHODS}, got {method!r}")
+    torch = _torch_on("cpu")
+    _needs("complex")
+    import plrnn
+
+    T, C = COMPLEX["seq_len"], COMPLEX["channels"]
+    gen = _generator("complex", T, C)
+    a = torch.polar(_gates(torch, (T, C), gen), 2 * math.pi * torch.rand(T, C, generator=gen))
+    x = torch.randn(T, C, generator=gen, dtype=torch.complex64)
+    if method == "plrnn":
+        fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_)  # noqa: E731
+    else:
+        fn = _associative_scan(torch)
+    label = f"complex {method} {pass_}"
+    _check(fn(a, x)[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
+           _loop(a[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
+                 x[:, :CHECK_CHANNELS].to(torch.complex128).numpy()), label)
+    info = {"suite": "op_inputs", "op": "complex", "method": method, "pass": pass_,
+            "seq_len": T, "channels": C}
+    return _timed(torch, fn, (a, x), pass_, gen, label, info)

@@ -1,0 +1,52 @@
+"""asv: the op's newer inputs beside what a user would otherwise run (benchmarks/_op_inputs.py):
+a packed batch (cu_seqlens) against padding it to the longest sequence (plrnn, or torch's
+associative_scan), time-invariant decays against the same decays materialized over time, and a
+complex diagonal recurrence against associative_scan."""
+
+from ._op_inputs import (
+    COMPLEX_METHODS,
+    DECAY_LAYOUTS,
+    PACKED_LAYOUTS,
+    PASSES,
+    broadcast_case,
+    complex_case,
+    packed_case,
+)
+from ._support import AsvDefaults
+
+CPU_KERNELS = ["cpu_serial", "cpu_parallel"]
+
+
+class PackedBatch(AsvDefaults):
+    params = [list(PACKED_LAYOUTS), CPU_KERNELS, list(PASSES)]
+    param_names = ["layout", "backend", "pass_"]
+
+    def setup(self, layout, backend, pass_):
+        if layout == "padded_associative_scan" and backend != CPU_KERNELS[0]:
+            raise NotImplementedError("associative_scan has no backend; timed once")
+        self.case = packed_case(layout, backend, pass_)
+
+    def time_packed_batch(self, layout, backend, pass_):
+        self.case.run()
+
+
+class TimeInvariantDecays(AsvDefaults):
+    params = [list(DECAY_LAYOUTS), CPU_KERNELS, list(PASSES)]
+    param_names = ["decays", "backend", "pass_"]
+
+    def setup(self, decays, backend, pass_):
+        self.case = broadcast_case(decays, backend, pass_)
+
+    def time_time_invariant_decays(self, decays, backend, pass_):
+        self.case.run()
+
+
+class ComplexRecurrence(AsvDefaults):
+    params = [list(COMPLEX_METHODS), list(PASSES)]
+    param_names = ["method", "pass_"]
+
+    def setup(self, method, pass_):
+        self.case = complex_case(method, pass_)
+
+    def time_complex_recurrence(self, method, pass_):
+        self.case.run()

@@ -1,0 +1,36 @@
+"""The op's newer inputs (benchmarks/_op_inputs.py) beside the alternatives, as in op_inputs.py."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from benchmarks._op_inputs import (
+    COMPLEX_METHODS,
+    DECAY_LAYOUTS,
+    PACKED_LAYOUTS,
+    PASSES,
+    broadcast_case,
+    complex_case,
+    packed_case,
+)
+
+BACKENDS = ("cpu_serial", "cpu_parallel")
+
+
+@pytest.mark.parametrize(("layout", "backend", "pass_"), [
+    c for c in itertools.product(PACKED_LAYOUTS, BACKENDS, PASSES)
+    if c[0] != "padded_associative_scan" or c[1] == BACKENDS[0]])
+def test_packed_batch(measure, layout, backend, pass_):
+    measure(packed_case, layout, backend, pass_, group=f"packed batch {pass_}")
+
+
+@pytest.mark.parametrize(("decays", "backend", "pass_"),
+                         list(itertools.product(DECAY_LAYOUTS, BACKENDS, PASSES)))
+def test_time_invariant_decays(measure, decays, backend, pass_):
+    measure(broadcast_case, decays, backend, pass_, group=f"time-invariant decays {pass_}")
+
+
+@pytest.mark.parametrize(("method", "pass_"), list(itertools.product(COMPLEX_METHODS, PASSES)))
+def test_complex_recurrence(measure, method, pass_):
+    measure(complex_case, method, pass_, group=f"complex recurrence {pass_}")

@@ -1,0 +1,161 @@
+"""Packed variable-length batches (cu_seqlens): every backend against a float64 loop that restarts
+at each sequence start, forward, final states and every gradient; and the argument checks."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import plrnn
+
+from .helpers import ALL_BACKENDS, F64_RTOL, make_inputs, seed_for
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
+# Sequence lengths per case: single steps, empty sequences anywhere, one long sequence, and
+# boundaries that fall inside the parallel kernels' chunks and on their edges (chunks of 2^k
+# rows; 4096 + 1 puts one boundary right after a power of two).
+LENGTHS = [
+    [1],
+    [7],
+    [1, 1, 1],
+    [0, 3, 0, 0, 5, 0],
+    [5, 0],
+    [2, 1, 3, 1, 2],
+    [1000, 1, 2047, 1049],
+    [4096, 1, 4095],
+    [1] * 33,
+]
+
+
+def oracle(a, x, h0, lengths, reverse):
+    """h and the final states, one step at a time, restarting at every sequence's first step."""
+    h, finals, t = [None] * x.shape[0], [], 0
+    for n, length in enumerate(lengths):
+        state = torch.zeros_like(x[0]) if h0 is None else h0[n]
+        steps = range(t, t + length)
+        for s in reversed(steps) if reverse else steps:
+            state = a[s] * state + x[s]
+            h[s] = state
+        finals.append(state)
+        t += length
+    empty = x.new_empty((0, *x.shape[1:]))
+    return (torch.stack(h) if h else empty), torch.stack(finals)
+
+
+def _case(lengths, shape, with_h0, decay_kind, seed):
+    T = sum(lengths)
+    a, x, _ = make_inputs(T, shape, decay_kind, False, seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    h0 = torch.randn((len(lengths), *shape), generator=g, dtype=torch.float64) if with_h0 else None
+    cu = torch.tensor([0, *itertools.accumulate(lengths)])
+    return a, x, h0, cu
+
+
+def _close(got, want):
+    return (got - want).abs().max().item() <= F64_RTOL * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("with_h0", [False, True], ids=["no_h0", "h0"])
+@pytest.mark.parametrize("decay_kind", ["uniform", "near_one", "near_zero"])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=lambda v: "L=" + "-".join(map(str, v[:6])))
+def test_forward_and_final_states(lengths, decay_kind, with_h0, reverse):
+    a, x, h0, cu = _case(lengths, (3,), with_h0, decay_kind, seed_for(lengths, decay_kind))
+    want_h, want_final = oracle(a, x, h0, lengths, reverse)
+    for backend in ALL_BACKENDS:
+        h, final = plrnn.linear_recurrence(a, x, h0, cu_seqlens=cu, reverse=reverse,
+                                           backend=backend, return_final_state=True)
+        assert h.shape == x.shape and final.shape == (len(lengths), 3), backend
+        assert _close(h, want_h), backend
+        assert _close(final, want_final), backend
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("lengths", [[1], [0, 3, 0, 5], [2, 1, 3, 1, 2], [300, 1, 211, 0]],
+                         ids=lambda v: "L=" + "-".join(map(str, v)))
+@pytest.mark.parametrize("shape", [(1,), (2, 5)], ids=lambda s: "x".join(map(str, s)))
+def test_every_gradient(lengths, shape, reverse):
+    seed = seed_for("grad", lengths, shape, reverse)
+    a, x, h0, cu = _case(lengths, shape, True, "uniform", seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    up_h = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    up_final = torch.randn(h0.shape, generator=g, dtype=torch.float64)
+
+    def grads(fn):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (a, x, h0)]
+        h, final = fn(*leaves)
+        loss = (h * up_h).sum() + (final * up_final).sum()
+        return torch.autograd.grad(loss, leaves)
+
+    want = grads(lambda a_, x_, h0_: oracle(a_, x_, h0_, lengths, reverse))
+    for backend in ALL_BACKENDS:
+        got = grads(lambda a_, x_, h0_: plrnn.linear_recurrence(
+            a_, x_, h0_, cu_seqlens=cu, reverse=reverse, backend=backend,
+            return_final_state=True))
+        for name, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
+            assert gv.shape == wv.shape and _close(gv, wv), (backend, name)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_one_sequence_is_the_unpacked_call(backend):
+    a, x, h0 = make_inputs(37, (4,), "uniform", True, seed=3)
+    h = plrnn.linear_recurrence(a, x, h0[None], cu_seqlens=torch.tensor([0, 37]), backend=backend)
+    assert torch.equal(h, plrnn.linear_recurrence(a, x, h0, backend=backend))
+
+
+def test_float32_and_int32_offsets():
+    lengths = [5, 0, 9, 1]
+    a, x, h0, cu = _case(lengths, (6,), True, "near_one", 11)
+    want, _ = oracle(a, x, h0, lengths, False)
+    for backend in ALL_BACKENDS:
+        h = plrnn.linear_recurrence(a.float(), x.float(), h0.float(),
+                                    cu_seqlens=cu.to(torch.int32), backend=backend)
+        assert (h.double() - want).abs().max().item() < 1e-5, backend
+
+
+def test_out_receives_the_packed_result():
+    lengths = [3, 0, 4]
+    a, x, h0, cu = _case(lengths, (2,), True, "uniform", 5)
+    out = torch.empty_like(x)
+    for backend in ALL_BACKENDS:
+        got = plrnn.linear_recurrence(a, x, h0, cu_seqlens=cu, backend=backend, out=out)
+        assert got is out and _close(out, oracle(a, x, h0, lengths, False)[0]), backend
+
+
+def test_all_sequences_empty():
+    a, x = torch.rand(0, 3), torch.randn(0, 3)
+    h0 = torch.randn(2, 3)
+    h, final = plrnn.linear_recurrence(a, x, h0, cu_seqlens=torch.tensor([0, 0, 0]),
+                                       return_final_state=True)
+    assert h.shape == (0, 3) and torch.equal(final, h0)
+
+
+@pytest.mark.parametrize(("cu", "error", "message"), [
+    ([0, 3, 2, 6], ValueError, "non-decreasing; cu_seqlens\\[2\\] = 2 < cu_seqlens\\[1\\] = 3"),
+    ([1, 3, 6], ValueError, "start at 0 and end at T = impulses.shape\\[0\\] = 6"),
+    ([0, 3, 7], ValueError, "end at T"),
+    ([0, 3], ValueError, "end at T"),
+    ([0], ValueError, "N\\+1 >= 2 offsets"),
+    ([[0, 6]], ValueError, "1-D"),
+])
+def test_bad_offsets_are_named(cu, error, message):
+    a, x = torch.rand(6, 2), torch.randn(6, 2)
+    with pytest.raises(error, match=message):
+        plrnn.linear_recurrence(a, x, cu_seqlens=torch.tensor(cu))
+
+
+def test_offsets_must_be_integer_tensors():
+    a, x = torch.rand(6, 2), torch.randn(6, 2)
+    with pytest.raises(TypeError, match="int32 or int64"):
+        plrnn.linear_recurrence(a, x, cu_seqlens=torch.tensor([0.0, 6.0]))
+    with pytest.raises(TypeError, match="1-D int32 or int64 tensor"):
+        plrnn.linear_recurrence(a, x, cu_seqlens=[0, 6])
+
+
+def test_initial_state_needs_one_row_per_sequence():
+    a, x = torch.rand(6, 2), torch.randn(6, 2)
+    with pytest.raises(ValueError, match=r"\(N, \*impulses.shape\[1:\]\) = \(2, 2\)"):
+        plrnn.linear_recurrence(a, x, torch.zeros(2), cu_seqlens=torch.tensor([0, 2, 6]))
