@@ -141,7 +141,9 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
 
 
 def broadcast_case(decays: str, backend: str, pass_: str) -> Case:
-    """(T, B, C) impulses with time-invariant (B, C) decays, or the same decays materialized."""
+    """(T, B, C) impulses with time-invariant (B, C) decays, passed as they are or materialized
+    over time inside the timed call (expand + contiguous, what a scan without broadcasting needs;
+    its backward then sums the decays' gradient over time)."""
     if decays not in DECAY_LAYOUTS:
         raise ValueError(f"decays must be one of {DECAY_LAYOUTS}, got {decays!r}")
     torch = _torch_on("cpu")
@@ -154,8 +156,10 @@ def broadcast_case(decays: str, backend: str, pass_: str) -> Case:
     a = _gates(torch, (B, C), gen)
     x = torch.randn(T, B, C, generator=gen)
     if decays == "materialized":
-        a = a.expand(T, B, C).contiguous()
-    fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
+        fn = lambda a_, x_: plrnn.linear_recurrence(  # noqa: E731
+            a_.expand(T, B, C).contiguous(), x_, backend=backend)
+    else:
+        fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
     label = f"decays {decays} {backend} {pass_}"
     _check(fn(a, x)[:, 0, :CHECK_CHANNELS].double().numpy(),
            _loop(a.expand(T, B, C)[:, 0, :CHECK_CHANNELS].double().numpy(),

@@ -83,3 +83,57 @@ def test_concurrent_calls_from_python_threads(num_threads):
         together = list(pool.map(call, jobs))
     for (name, _, _), got, want in zip(jobs, together, alone):
         assert torch.equal(got, want), name
+
+
+# The newer inputs on several threads: a packed batch (big sequences run alone on every thread,
+# short ones are spread over the threads), complex numbers (cpu_parallel splits time into one
+# chunk per thread from 64 steps each) and time-invariant decays (read as one row).
+NEW_INPUTS = {
+    "packed": dict(lengths=[3000, 1, 0, 17, 2500, *([40] * 30)], dtype=torch.float64),
+    "complex": dict(lengths=None, dtype=torch.complex128),
+    "time_invariant": dict(lengths=None, dtype=torch.float64),
+}
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("kind", list(NEW_INPUTS))
+def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
+    import plrnn
+    from plrnn.recurrence import reference
+
+    spec = NEW_INPUTS[kind]
+    g = torch.Generator().manual_seed(seed_for("threads-new", kind, reverse))
+    lengths = spec["lengths"] or [5000]
+    T, C = sum(lengths), 6
+    a = 0.9 + 0.1 * torch.rand(T, C, generator=g, dtype=torch.float64)
+    x = torch.randn(T, C, generator=g, dtype=torch.float64)
+    if kind == "complex":
+        a = torch.polar(a, torch.rand(T, C, generator=g, dtype=torch.float64))
+        x = torch.complex(x, torch.randn(T, C, generator=g, dtype=torch.float64))
+    if kind == "time_invariant":
+        a = a[:1]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    h0 = torch.randn(len(lengths), C, generator=g, dtype=x.dtype)
+    up = torch.randn(T, C, generator=g, dtype=x.dtype)
+
+    def grads(fn):
+        leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
+        h = fn(*leaves)
+        return h.detach(), torch.autograd.grad((h * up.conj()).sum().real, leaves)
+
+    def ours(name):
+        return lambda a_, x_, h0_: plrnn.linear_recurrence(a_, x_, h0_, cu_seqlens=cu,
+                                                           reverse=reverse, backend=name)
+
+    want_h, want = grads(lambda a_, x_, h0_: torch.cat([
+        reference.serial(a_.expand(T, C)[lo:hi], x_[lo:hi], h0_[n], reverse)
+        for n, (lo, hi) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())) if hi > lo]))
+    for n in THREADS:
+        num_threads(n)
+        for name in ("cpu_serial", "cpu_parallel"):
+            h, got = grads(ours(name))
+            scale = max(1.0, want_h.abs().max().item())
+            assert (h - want_h).abs().max().item() <= F64_RTOL * scale, (n, name)
+            for which, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
+                tol = F64_RTOL * max(1.0, wv.abs().max().item())
+                assert (gv - wv).abs().max().item() <= tol, (n, name, which)

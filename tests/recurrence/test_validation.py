@@ -184,7 +184,7 @@ def test_unavailable_kernel_names_its_reason(monkeypatch):
         call(backend="cpu_parallel")
     statuses = {s.name: s for s in plrnn.backends("cpu")}
     assert statuses["cpu_serial"] == plrnn.BackendStatus(
-        "cpu_serial", False, "pretend the build failed"
+        "cpu_serial", False, "pretend the build failed", origin="", complex=True
     )
 
 
