@@ -48,7 +48,7 @@ def test_backends_on_meta():
     assert statuses["reference"].available and statuses["torch"].available
     for name in ("cpu_serial", "cpu_parallel"):
         assert statuses[name] == plrnn.BackendStatus(
-            name, False, "C++ CPU kernel; inputs are on meta"
+            name, False, "C++ CPU kernel; inputs are on meta", origin="", complex=True
         )
 
 
@@ -102,8 +102,16 @@ def test_cpu_scan_op_rejects_bad_buffers():
     a, x = torch.rand(8, 4), torch.randn(8, 4)
     with pytest.raises(RuntimeError, match="need contiguous inputs"):
         torch.ops.plrnn.cpu_scan(a.t().contiguous().t(), x, None, False, False)
-    with pytest.raises(RuntimeError, match=r"must share a \(T, \*\) shape"):
+    with pytest.raises(RuntimeError, match=r"decays must have the impulses' \(T, \*\) shape or"):
         torch.ops.plrnn.cpu_scan(a.reshape(8, 2, 2), x, None, False, False)
+    with pytest.raises(RuntimeError, match=r"or hold one row of their channels"):
+        torch.ops.plrnn.cpu_scan(a[:1, :3].contiguous(), x, None, False, False)
+    # One row of decays is time-invariant: the same as the row repeated at every step.
+    for parallel in (False, True):
+        one_row = torch.ops.plrnn.cpu_scan(a[:1], x, None, False, parallel)
+        repeated = torch.ops.plrnn.cpu_scan(a[:1].expand(8, 4).contiguous(), x, None, False,
+                                            parallel)
+        assert torch.equal(one_row, repeated)
     with pytest.raises(RuntimeError, match=r"initial_state must have shape impulses.shape\[1:\]"):
         torch.ops.plrnn.cpu_scan(a, x, torch.zeros(5), False, True)
     with pytest.raises(RuntimeError, match=r"initial_state must have shape impulses.shape\[1:\]"):

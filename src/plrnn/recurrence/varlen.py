@@ -67,14 +67,18 @@ def per_sequence(compute, decays, impulses, initial_state, bounds, reverse):
 
 
 def final_states(h, bounds, initial_state, reverse):
-    """(N, *): each sequence's state after its last step; an empty one keeps its initial state."""
-    starts, ends = torch.tensor(bounds[:-1]), torch.tensor(bounds[1:])
-    last = starts if reverse else ends - 1
-    empty = (ends == starts).to(h.device)
-    picked = h[last.clamp(0, max(h.shape[0] - 1, 0)).to(h.device)] if h.shape[0] else (
-        h.new_zeros((len(starts), *h.shape[1:])))
-    start = torch.zeros_like(picked) if initial_state is None else initial_state
-    if not bool(empty.any()):
+    """(N, *): each sequence's state after its last step; an empty one keeps its initial state.
+    The offsets are host ints, so nothing here waits on a GPU."""
+    pairs = list(zip(bounds[:-1], bounds[1:]))
+    empty = [lo == hi for lo, hi in pairs]
+    start = (h.new_zeros((len(pairs), *h.shape[1:])) if initial_state is None
+             else initial_state)
+    if all(empty):
+        return start
+    last = h.shape[0] - 1
+    rows = [min(max(lo if reverse else hi - 1, 0), last) for lo, hi in pairs]
+    picked = h[torch.tensor(rows, device=h.device)]
+    if not any(empty):
         return picked
-    mask = empty.reshape(-1, *([1] * (h.dim() - 1)))
+    mask = torch.tensor(empty, device=h.device).reshape(-1, *([1] * (h.dim() - 1)))
     return torch.where(mask, start, picked)
