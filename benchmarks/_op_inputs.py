@@ -14,7 +14,16 @@ import math
 
 import numpy as np
 
-from ._support import CHECK_CHANNELS, GRID, Case, _backend_status, _generator, _torch_on
+from ._support import (
+    CHECK_CHANNELS,
+    GRID,
+    Case,
+    _backend_status,
+    _combine,
+    _generator,
+    _torch_on,
+    _truth64,
+)
 
 # The `tiny` grid (CI's check that the benchmark code runs) takes a sixteenth of the lengths.
 _SHORT = 16 if GRID.name == "tiny" else 1
@@ -30,6 +39,8 @@ PASSES = ("forward", "forward_backward")
 
 def _needs(feature: str) -> None:
     """NotImplementedError where the plrnn of the commit under test predates `feature`."""
+    import torch
+
     import plrnn
 
     params = inspect.signature(plrnn.linear_recurrence).parameters
@@ -39,7 +50,7 @@ def _needs(feature: str) -> None:
         raise NotImplementedError("this plrnn takes no complex inputs")
     if feature == "broadcast":
         try:
-            plrnn.linear_recurrence(_torch_on("cpu").ones(2), _torch_on("cpu").ones(3, 2))
+            plrnn.linear_recurrence(torch.ones(2), torch.ones(3, 2))
         except ValueError:
             raise NotImplementedError("this plrnn takes no broadcast decays") from None
 
@@ -53,19 +64,7 @@ def _associative_scan(torch):
         from torch._higher_order_ops.associative_scan import associative_scan
     except ImportError as err:
         raise NotImplementedError(f"torch has no associative_scan here: {err}") from None
-
-    def combine(left, right):
-        return left[0] * right[0], right[0] * left[1] + right[1]
-
-    return lambda a, x: associative_scan(combine, (a, x), dim=0, combine_mode="generic")[1]
-
-
-def _loop(a, x):
-    h, prev = np.empty_like(x), np.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        prev = a[t] * prev + x[t]
-        h[t] = prev
-    return h
+    return lambda a, x: associative_scan(_combine, (a, x), dim=0, combine_mode="generic")[1]
 
 
 def _check(got, want, label):
@@ -117,7 +116,7 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
         _backend_status("cpu", backend)
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, cu_seqlens=cu, backend=backend)  # noqa: E731
         got = fn(a, x)[:, :CHECK_CHANNELS].double().numpy()
-        want = np.concatenate([_loop(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
+        want = np.concatenate([_truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
                                      x[lo:hi, :CHECK_CHANNELS].double().numpy())
                                for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist())])
         _check(got, want, label)
@@ -134,7 +133,7 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
         fn = _associative_scan(torch)
     lo, hi = pieces[0]
     _check(fn(a_pad, x_pad)[: hi - lo, 0, :CHECK_CHANNELS].double().numpy(),
-           _loop(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
+           _truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
                  x[lo:hi, :CHECK_CHANNELS].double().numpy()), label)
     info["padded_rows"] = max(lengths) * len(lengths)
     return _timed(torch, fn, (a_pad, x_pad), pass_, gen, label, info)
@@ -162,7 +161,7 @@ def broadcast_case(decays: str, backend: str, pass_: str) -> Case:
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
     label = f"decays {decays} {backend} {pass_}"
     _check(fn(a, x)[:, 0, :CHECK_CHANNELS].double().numpy(),
-           _loop(a.expand(T, B, C)[:, 0, :CHECK_CHANNELS].double().numpy(),
+           _truth64(a.expand(T, B, C)[:, 0, :CHECK_CHANNELS].double().numpy(),
                  x[:, 0, :CHECK_CHANNELS].double().numpy()), label)
     info = {"suite": "op_inputs", "op": "broadcast", "decays": decays, "backend": backend,
             "pass": pass_, "seq_len": T, "batch": B, "channels": C}
@@ -187,7 +186,7 @@ def complex_case(method: str, pass_: str) -> Case:
         fn = _associative_scan(torch)
     label = f"complex {method} {pass_}"
     _check(fn(a, x)[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
-           _loop(a[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
+           _truth64(a[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
                  x[:, :CHECK_CHANNELS].to(torch.complex128).numpy()), label)
     info = {"suite": "op_inputs", "op": "complex", "method": method, "pass": pass_,
             "seq_len": T, "channels": C}

@@ -26,6 +26,7 @@ from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.artifacts import results_dir
 from plrnn.repro.config import Common
+from plrnn.repro.tuning import setting_text
 
 NAMES = {"gilr_lstm": "GILR-LSTM", "lstm": "LSTM"}
 
@@ -68,9 +69,7 @@ def settings(folder: Path) -> dict[str, str]:
     seen = {}
     for r in records:
         seen.setdefault(r["model"], set()).add((r["hidden"], r["lr"], r["forget_bias"]))
-    return {model: "; ".join(f"{h} units, lr {lr:g}, forget bias "
-                             f"{'default' if fb is None else format(fb, 'g')}"
-                             for h, lr, fb in sorted(found, key=str))
+    return {model: "; ".join(setting_text(*s) for s in sorted(found, key=str))
             for model, found in sorted(seen.items())}
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import hydra
 import pandas as pd
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,7 +42,7 @@ from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.artifacts import results_dir
 from plrnn.repro.config import Common
-from plrnn.repro.tuning import SETTINGS, choose, sweep_figure, sweep_table
+from plrnn.repro.tuning import SETTINGS, choose, setting_text, sweep_figure, sweep_table
 from plrnn.tasks import ModelConfig, RunConfig, TrainConfig, paper_config
 from plrnn.tasks import run as train_run
 
@@ -222,7 +223,7 @@ def run_job(cfg: DictConfig, device) -> Path:
         "late_accuracy": float(log["accuracy"].tail(LATE_POINTS).mean()),
         "batch_size": rc.batch_size, "clip": rc.train.clip,
         "max_steps": caps.max_steps, "max_wall_time_s": caps.max_wall_time_s,
-        "threads": __import__("torch").get_num_threads(), "log": f"{j.phase}/{name}.csv",
+        "threads": torch.get_num_threads(), "log": f"{j.phase}/{name}.csv",
     }
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
@@ -415,10 +416,7 @@ def figure(raw: pd.DataFrame):
 
 
 def _setting_text(row) -> str:
-    fb = "default" if row["forget_bias"] is None or (isinstance(row["forget_bias"], float)
-                                                     and math.isnan(row["forget_bias"])) \
-        else f"{row['forget_bias']:g}"
-    return f"{row['hidden']:.0f} units, lr {row['lr']:g}, forget bias {fb}"
+    return setting_text(row["hidden"], row["lr"], row["forget_bias"])
 
 
 def write_sweep(cfg: DictConfig, device, sweep: pd.DataFrame, elapsed_s: float) -> pd.DataFrame:

@@ -21,6 +21,13 @@ import pandas as pd
 SETTINGS = ("hidden", "lr", "forget_bias")
 
 
+def setting_text(hidden, lr, forget_bias) -> str:
+    """"64 units, lr 0.003, forget bias 10"; a missing forget bias is the layer's default."""
+    missing = forget_bias is None or (isinstance(forget_bias, float) and math.isnan(forget_bias))
+    fb = "default" if missing else f"{forget_bias:g}"
+    return f"{hidden:.0f} units, lr {lr:g}, forget bias {fb}"
+
+
 def per_setting(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, setting): runs, converged runs, median time and late accuracy."""
     out = []
