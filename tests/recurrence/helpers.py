@@ -60,16 +60,22 @@ def ref64(a, x, h0=None, reverse=False):
     return reference.serial(a, x, h0, reverse)
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """float64, or complex128 for complex tensors (a cast to float64 would drop the imaginary
+    part)."""
+    return t.to(torch.complex128) if t.is_complex() else t.double()
+
+
 def max_err(out: torch.Tensor, truth: torch.Tensor) -> float:
     if out.numel() == 0:
         return 0.0
-    return (out.double() - truth.double()).abs().max().item()
+    return (_wide(out) - _wide(truth)).abs().max().item()
 
 
 def scale_of(truth: torch.Tensor) -> float:
     if truth.numel() == 0:
         return 1.0
-    return max(truth.double().abs().max().item(), 1e-300)
+    return max(_wide(truth).abs().max().item(), 1e-300)
 
 
 def run(name, a, x, h0=None, reverse=False):

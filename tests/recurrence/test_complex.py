@@ -46,7 +46,7 @@ def loop(a, x, h0, reverse=False):
 def test_backends_say_which_take_complex_inputs():
     flags = {s.name: s.complex for s in plrnn.backends("cpu")}
     assert {name for name, takes in flags.items() if takes} == {
-        "reference", "torch", "cpu_serial", "cpu_parallel"}
+        "reference", "torch", "cpu_serial", "cpu_parallel", "cuda_parallel"}
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])

@@ -7,7 +7,7 @@ loop would take minutes and `cpu_serial` in float64 stands in for it (the CPU su
 against the reference). Lower precisions follow helpers.py's 2x rule.
 
 cuda_serial and cuda_paper are float32-only (the paper's kernels); cuda_parallel is checked in
-float64, float32, float16 and bfloat16.
+float64, float32, float16, bfloat16, complex64 and complex128.
 """
 
 from __future__ import annotations
@@ -227,6 +227,61 @@ def test_gradcheck_cuda_parallel(T, reverse):
         atol=1e-8,
         rtol=1e-6,
     )
+
+
+def complex_inputs(T, C, seed, dtype):
+    """LRU-style decays: moduli in (0, 1), a third of the channels near the unit circle."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(T, C, generator=g, dtype=torch.float64)
+    r[:, ::3] = 0.999 + 0.001 * r[:, ::3]
+    a = torch.polar(r, 2 * torch.pi * torch.rand(T, C, generator=g, dtype=torch.float64))
+    x = torch.randn(T, C, generator=g, dtype=torch.complex128)
+    h0 = torch.randn(C, generator=g, dtype=torch.complex128)
+    return a.to(dtype), x.to(dtype), h0.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["c64", "c128"])
+@pytest.mark.parametrize(
+    ("T", "C"), [(1, 1), (33, 3), (1000, 8), (4099, 130), (65539, 2)], ids=lambda v: str(v)
+)
+def test_complex_forward_and_gradients(T, C, dtype):
+    """cuda_parallel on complex inputs against the complex128 loop's values and autograd
+    (torch's conjugate convention); complex64 by the 2x rule against the complex64 loop."""
+    a, x, h0 = complex_inputs(T, C, seed_for("cuda_cplx", T, C, str(dtype)), dtype)
+    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(T), dtype=dtype)
+    for reverse in (False, True):
+        wide = [t.to(torch.complex128).requires_grad_(True) for t in (a, x, h0)]
+        h = reference.serial(*wide, reverse)
+        want = (h.detach(), *torch.autograd.grad(h, wide, upstream.to(torch.complex128)))
+        low = [t.clone().requires_grad_(True) for t in (a, x, h0)]
+        hl = reference.serial(*low, reverse)
+        base = (hl.detach(), *torch.autograd.grad(hl, low, upstream))
+        dev = [t.cuda().requires_grad_(True) for t in (a, x, h0)]
+        poison()
+        hd = plrnn.linear_recurrence(*dev, reverse=reverse, backend="cuda_parallel")
+        got = (hd.detach(), *torch.autograd.grad(hd, dev, upstream.cuda()))
+        for name, g, b, w in zip(("h", "da", "dx", "dh0"), got, base, want, strict=True):
+            g = g.cpu()
+            assert g.dtype == dtype, name
+            if dtype == torch.complex128:
+                allowed = F64_RTOL * max(1.0, scale_of(w))
+            else:
+                allowed = 2 * max_err(b, w) + FLOOR_ULPS * torch.finfo(torch.float32).eps * (
+                    scale_of(w))
+            err = max_err(g, w)
+            assert err <= allowed, f"{name} reverse={reverse}: {err:.3e} > {allowed:.3e}"
+
+
+def test_complex_gradcheck_cuda_parallel():
+    a, x, h0 = complex_inputs(6, 3, seed_for("cuda_cplx_gradcheck"), torch.complex128)
+    inputs = tuple(t.cuda().requires_grad_(True) for t in (a, x, h0))
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda a, x, h0: plrnn.linear_recurrence(
+                a, x, h0, reverse=reverse, backend="cuda_parallel"
+            ),
+            inputs,
+        )
 
 
 @pytest.mark.parametrize("name", CUDA_BACKENDS)

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CSRC = SOURCES[0].parent
 KERNEL_SOURCES = [s for s in SOURCES if s.suffix == ".cu"]
 
-DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+DTYPE_CODE = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3,
+              torch.complex64: 4, torch.complex128: 5}
 CUDA_BACKENDS = ("cuda_serial", "cuda_paper", "cuda_parallel")
 NO_DEVICE = "no CUDA device (torch.cuda.is_available() is False)"
 without_gpu = pytest.mark.skipif(
@@ -449,6 +450,78 @@ def test_emulated_parallel_propagates_nan_like_the_reference(emulated):
         _assert_f64(got[finite], want[finite], f"finite part, reverse={reverse}")
 
 
+def _complex_inputs(T, C, seed, dtype):
+    """LRU-style decays: moduli spread over (0, 1) with a third of the channels near the unit
+    circle (long memory), uniform phases."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(T, C, generator=g, dtype=torch.float64)
+    r[:, ::3] = 0.999 + 0.001 * r[:, ::3]
+    a = torch.polar(r, 2 * torch.pi * torch.rand(T, C, generator=g, dtype=torch.float64))
+    x = torch.randn(T, C, generator=g, dtype=torch.complex128)
+    h0 = torch.randn(C, generator=g, dtype=torch.complex128)
+    return a.to(dtype), x.to(dtype), h0.to(dtype)
+
+
+def _complex_allowed(got_dtype, baseline, truth):
+    """complex128: the float64 tolerance; complex64: the 2x rule against the complex64 loop."""
+    if got_dtype == torch.complex128:
+        return F64_RTOL * max(1.0, scale_of(truth))
+    eps = torch.finfo(torch.float32).eps
+    return 2 * max_err(baseline, truth) + FLOOR_ULPS * eps * scale_of(truth)
+
+
+# Vector (C even: two complex64 per 16 bytes) and scalar columns, one tile and many, two levels of
+# published maps (sms = 10**6 asks for the shortest tiles).
+COMPLEX_CASES = [(1, 1, 4), (33, 4, 4), (300, 3, 4), (130, 70, 4), (300, 128, 10**6)]
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=str)
+@pytest.mark.parametrize("case", COMPLEX_CASES, ids=lambda c: f"T={c[0]}-C={c[1]}-sms={c[2]}")
+def test_emulated_parallel_complex(emulated, case, dtype):
+    T, C, sms = case
+    a, x, h0 = _complex_inputs(T, C, seed_for("emu_cplx", T, C, str(dtype)), dtype)
+    wide = [t.to(torch.complex128) for t in (a, x, h0)]
+    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(T + C), dtype=dtype)
+    for reverse in (False, True):
+        for init, init128 in ((None, None), (h0, wide[2])):
+            what = f"reverse={reverse} h0={init is not None}"
+            truth = reference.serial(wide[0], wide[1], init128, reverse)
+            got = emulated.forward(a, x, init, reverse, sms=sms)
+            baseline = reference.serial(a, x, init, reverse)
+            assert got.dtype == dtype
+            assert max_err(got, truth) <= _complex_allowed(dtype, baseline, truth), what
+            # gradients in torch's convention: the complex128 loop's autograd
+            leaves = [t.clone().requires_grad_(True) for t in (wide[0], wide[1], init128)
+                      if t is not None]
+            h = reference.serial(*leaves[:2], leaves[2] if init is not None else None, reverse)
+            want = torch.autograd.grad(h, leaves, upstream.to(torch.complex128))
+            low = [t.clone().requires_grad_(True) for t in (a, x, init) if t is not None]
+            base = torch.autograd.grad(
+                reference.serial(*low[:2], low[2] if init is not None else None, reverse),
+                low, upstream)
+            gx, ga, gh0 = emulated.backward(a, h.detach().to(dtype), upstream, init, reverse, sms)
+            got_grads = (ga, gx, gh0)[: len(want)]
+            for name, g_, b_, w_ in zip(("decays", "impulses", "h0"), got_grads, base, want):
+                assert g_.dtype == dtype
+                err, allowed = max_err(g_, w_), _complex_allowed(dtype, b_, w_)
+                assert err <= allowed, f"d{name} {what}: {err:.3e} > {allowed:.3e}"
+
+
+def test_emulated_complex64_scalar_columns(emulated):
+    """complex64 rows that start off a 16-byte boundary take the one-value-per-access path."""
+    T, C = 150, 4
+    a, x, h0 = _complex_inputs(T, C, seed_for("emu_cplx_align"), torch.complex64)
+    base = torch.full((3, T * C + 1), complex("nan+nanj"), dtype=torch.complex64)
+    a_off, x_off = base[0, 1:].view(T, C), base[1, 1:].view(T, C)
+    a_off.copy_(a)
+    x_off.copy_(x)
+    assert emulated.can_vectorize((a, x), C, torch.complex64) == 1
+    assert emulated.can_vectorize((a_off, x_off), C, torch.complex64) == 0
+    want = emulated.forward(a, x, h0)
+    got = emulated.forward(a_off, x_off, h0, out=base[2, 1:].view(T, C))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["serial", "paper"])
 @pytest.mark.parametrize("case", [(1, 1), (1000, 5), (100, 40)], ids=lambda c: f"T={c[0]}-C={c[1]}")
 def test_emulated_paper_kernels_float32(emulated, name, case):
@@ -575,6 +648,18 @@ def test_emulated_binding_parallel_low_precision(emulated_ops, dtype):
         assert got.dtype == dtype and max_err(got, truth) <= allowed
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_emulated_binding_complex_gradcheck(emulated_ops, reverse):
+    """cuda_parallel through the binding and cuda.py's autograd: torch's gradcheck on complex128
+    (conjugate Wirtinger convention), with and without an initial state."""
+    a, x, h0 = _complex_inputs(7, 3, seed_for("emu_op_cplx", reverse), torch.complex128)
+    leaves = tuple(t.requires_grad_() for t in (a, x, h0))
+    assert torch.autograd.gradcheck(
+        lambda a_, x_, h0_: emulated_ops.cuda_scan(a_, x_, h0_, reverse, 2), leaves)
+    assert torch.autograd.gradcheck(
+        lambda a_, x_: emulated_ops.cuda_scan(a_, x_, None, reverse, 2), leaves[:2])
+
+
 def test_emulated_binding_refuses_double_backward(emulated_ops):
     a = torch.rand(6, 2, requires_grad=True)
     x = torch.randn(6, 2, requires_grad=True)
@@ -597,6 +682,8 @@ def test_emulated_binding_checks_arguments(emulated_ops):
         op(a[:4], x, None, False, 2)
     with pytest.raises(TypeError, match="cuda_paper is the paper's float32-only kernel"):
         op(a.double(), x.double(), None, False, 1)
+    with pytest.raises(TypeError, match="cuda_serial is the paper's float32-only kernel"):
+        op(a.to(torch.complex64), x.to(torch.complex64), None, False, 0)
     with pytest.raises(TypeError, match="decays must have dtype"):
         op(a.double(), x, None, False, 2)
     assert op(a[:0], x[:0], None, False, 2).shape == (0, 3)

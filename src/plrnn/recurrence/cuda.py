@@ -11,8 +11,9 @@ were obtained.
     cuda_serial    the paper's serial baseline: one thread per channel loops over time (fp32)
     cuda_paper     the authors' Algorithm 1 kernel as described: three launches, 30 blocks of
                    1024 threads, scratch cudaMalloc'd per call (fp32); for Table 1 as published
-    cuda_parallel  the tuned single-pass kernel: fp16/bf16/fp32/fp64 storage, fp32 (fp64 for
-                   fp64) accumulation, tiles sized from the SM count, a fused backward pass
+    cuda_parallel  the tuned single-pass kernel: fp16/bf16/fp32/fp64 and complex64/complex128
+                   storage, fp32 (fp64 for fp64, complex in its own precision) accumulation,
+                   tiles sized from the SM count, a fused backward pass
 
 cuda_serial and cuda_paper take float32 only, like the paper's kernels; other dtypes raise a
 TypeError that names cuda_parallel. Their backward pass runs their own forward kernel in the
@@ -164,7 +165,8 @@ def _fp32_only(name: str, impulses: torch.Tensor) -> None:
     if impulses.dtype != torch.float32:
         raise TypeError(
             f"backend {name!r} is the paper's float32-only kernel; got {impulses.dtype} "
-            "(backend='cuda_parallel' takes float16, bfloat16, float32 and float64)"
+            "(backend='cuda_parallel' takes float16, bfloat16, float32, float64, complex64 and "
+            "complex128)"
         )
 
 

@@ -103,6 +103,7 @@ REGISTRY: dict[str, Backend] = {
             cuda.parallel,
             cuda.unavailable,
             cuda.origin,
+            complex=True,
         ),
         Backend(
             "triton",

@@ -49,6 +49,8 @@ int dtype_code(at::ScalarType t) {
     case at::kDouble: return PLRNN_F64;
     case at::kHalf: return PLRNN_F16;
     case at::kBFloat16: return PLRNN_BF16;
+    case at::kComplexFloat: return PLRNN_C64;
+    case at::kComplexDouble: return PLRNN_C128;
     default: TORCH_CHECK_TYPE(false, "plrnn CUDA kernels: unsupported dtype ", t);
   }
   return -1;
@@ -88,6 +90,10 @@ void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name)
   TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), "plrnn CUDA kernels: ", name,
                    " must have dtype ", like.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK(t.is_contiguous(), "plrnn CUDA kernels: ", name, " must be contiguous");
+  // a complex128 value is one 16-byte access in the kernel
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % t.element_size() == 0,
+              "plrnn CUDA kernels: ", name, " must be aligned to its element size (",
+              t.element_size(), " bytes)");
 }
 
 void check_state(const c10::optional<at::Tensor>& h0, const at::Tensor& like) {
@@ -100,6 +106,8 @@ void check_state(const c10::optional<at::Tensor>& h0, const at::Tensor& like) {
   TORCH_CHECK_TYPE(h0->scalar_type() == like.scalar_type(),
                    "plrnn CUDA kernels: initial_state must have dtype ", like.scalar_type());
   TORCH_CHECK(h0->is_contiguous(), "plrnn CUDA kernels: initial_state must be contiguous");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(h0->data_ptr()) % h0->element_size() == 0,
+              "plrnn CUDA kernels: initial_state must be aligned to its element size");
 }
 
 void check_kernel(int64_t kernel, at::ScalarType dtype) {
@@ -108,7 +116,8 @@ void check_kernel(int64_t kernel, at::ScalarType dtype) {
               kernel);
   TORCH_CHECK_TYPE(kernel == kParallel || dtype == at::kFloat, kernel_name(kernel),
                    " is the paper's float32-only kernel; got ", dtype,
-                   " (cuda_parallel takes float16, bfloat16, float32 and float64)");
+                   " (cuda_parallel takes float16, bfloat16, float32, float64, complex64 and "
+                   "complex128)");
 }
 
 // The SM count of the tensor's device (read once per device; the plan of cuda_parallel's tiles

@@ -18,8 +18,11 @@
 extern "C" {
 #endif
 
-// Storage types. Accumulation is in float (double for PLRNN_F64).
-enum plrnn_dtype { PLRNN_F32 = 0, PLRNN_F64 = 1, PLRNN_F16 = 2, PLRNN_BF16 = 3 };
+// Storage types. Accumulation is in float (double for PLRNN_F64); complex numbers (interleaved
+// real and imaginary parts, as torch stores them; cuda_parallel only) in their own precision.
+enum plrnn_dtype {
+  PLRNN_F32 = 0, PLRNN_F64 = 1, PLRNN_F16 = 2, PLRNN_BF16 = 3, PLRNN_C64 = 4, PLRNN_C128 = 5
+};
 
 // ---- cuda_serial: the paper's serial baseline (fp32 only) -----------------------------------
 // 30 blocks x 1024 threads; one thread per channel loops over all of time.

@@ -25,6 +25,11 @@
 //               wait is the depth of that tree.
 // S (steps per thread) shrinks when the tiles would not give every SM two blocks.
 //
+// Complex storage (complex64 / complex128, accumulated in its own precision) runs the same
+// schedule on Cplx values: a 16-byte access holds 2 complex64 or 1 complex128, and the backward
+// pass conjugates the decays and the saved h as it loads them (torch's convention for complex
+// gradients: dL/da = conj(h[t-1]) * g, g carried back through conj(a)).
+//
 // The backward pass is the same schedule against the forward direction (paper section 3.3):
 // g(r) = a[row(r-1)] * g(r-1) + dL/dh[row(r)], storing dL/dx = g and dL/da = h[row(r+1)] * g in
 // the same pass (h0, or zero, past the last step), and dL/dh0 = a[last row] * g at the end.
@@ -50,14 +55,45 @@ constexpr unsigned kBarCarry = 2;            // helper -> data warps: the carry 
 // Steps of (a, x) each data thread holds in registers: as many as fit two blocks per SM without
 // spilling (96 registers a thread; scripts/nvcc_check.sh prints the counts). Wider vectors
 // carry more fp32 state per thread (V values of several maps), the backward pass a third input.
-PLRNN_HOST_DEVICE constexpr int max_steps(int V, bool backward) {
-  return V == 1 ? 8 : V == 8 ? (backward ? 3 : 4) : V == 2 ? (backward ? 3 : 4) : (backward ? 4 : 6);
+// By register footprint: a 16-byte vector of fp32 (V = 4) is the lightest; fp64 and complex64
+// pairs, complex128 and 8-wide fp16/bf16 (8 fp32 values of state) the heaviest.
+PLRNN_HOST_DEVICE constexpr int max_steps(int elem_bytes, int V, bool backward) {
+  return V == 1 && elem_bytes <= 8 ? 8 : V == 4 ? (backward ? 4 : 6) : (backward ? 3 : 4);
 }
 
 // ---------------------------------------------------------------------------- element types
 
+// A complex number with torch's layout (c10::complex: real then imaginary part, aligned to its
+// size). The default constructor stays trivial so that arrays of it can live in shared memory.
+template <typename R> struct alignas(2 * sizeof(R)) Cplx {
+  R re, im;
+  Cplx() = default;
+  PLRNN_HOST_DEVICE constexpr Cplx(R r, R i = R(0)) : re(r), im(i) {}
+};
+template <typename R> PLRNN_HOST_DEVICE Cplx<R> operator*(Cplx<R> a, Cplx<R> b) {
+  return {a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re};
+}
+template <typename R> PLRNN_HOST_DEVICE Cplx<R> operator+(Cplx<R> a, Cplx<R> b) {
+  return {a.re + b.re, a.im + b.im};
+}
+template <typename R> PLRNN_HOST_DEVICE Cplx<R>& operator*=(Cplx<R>& a, Cplx<R> b) {
+  return a = a * b;
+}
+
+template <typename T> PLRNN_HOST_DEVICE T conj(T v) { return v; }
+template <typename R> PLRNN_HOST_DEVICE Cplx<R> conj(Cplx<R> v) { return {v.re, -v.im}; }
+
+// shuffles move 4- or 8-byte registers: a complex value is two of them
+template <typename A> PLRNN_DEVICE A shfl_up(A v, unsigned delta) {
+  return __shfl_up_sync(0xffffffffu, v, delta);
+}
+template <typename R> PLRNN_DEVICE Cplx<R> shfl_up(Cplx<R> v, unsigned delta) {
+  return {shfl_up(v.re, delta), shfl_up(v.im, delta)};
+}
+
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
+template <typename R> struct AccOf<Cplx<R>> { using type = Cplx<R>; };
 
 template <typename T> PLRNN_DEVICE typename AccOf<T>::type to_acc(T v) { return v; }
 template <> PLRNN_DEVICE float to_acc<__half>(__half v) { return __half2float(v); }
@@ -184,8 +220,15 @@ int elem_size(int dtype) {
     case PLRNN_F64: return 8;
     case PLRNN_F16: return 2;
     case PLRNN_BF16: return 2;
+    case PLRNN_C64: return 8;
+    case PLRNN_C128: return 16;
     default: return 0;
   }
+}
+
+// Bytes of one accumulator value (the published maps).
+int acc_size(int dtype) {
+  return dtype == PLRNN_F64 || dtype == PLRNN_C64 ? 8 : dtype == PLRNN_C128 ? 16 : 4;
 }
 
 Plan make_plan(int64_t T, int64_t C, int dtype, bool vectorized, bool backward, int num_sms) {
@@ -212,7 +255,7 @@ Plan make_plan(int64_t T, int64_t C, int dtype, bool vectorized, bool backward, 
   const int64_t groups = (p.cols + p.CL - 1) / p.CL;
   const int64_t slices = kDataThreads / p.CL;
   const int64_t want_tiles = 2 * int64_t(std::max(num_sms, 1));
-  p.S = max_steps(V, backward);
+  p.S = max_steps(elem_size(dtype), V, backward);
   while (p.S > 1 && (T + slices * p.S - 1) / (slices * p.S) * groups < want_tiles) p.S /= 2;
   p.rows = slices * p.S;
   const int64_t tiles = (T + p.rows - 1) / p.rows;
@@ -228,8 +271,7 @@ Plan make_plan(int64_t T, int64_t C, int dtype, bool vectorized, bool backward, 
     p.n_flags = flag_offset(p, p.L);
     p.flag_bytes = sizeof(unsigned) * (size_t(p.n_flags) + 1);
     p.values_at = align256(p.flag_bytes);
-    const size_t acc_bytes = dtype == PLRNN_F64 ? 8 : 4;
-    p.workspace_bytes = p.values_at + acc_bytes * size_t(value_offset(p, p.L));
+    p.workspace_bytes = p.values_at + size_t(acc_size(dtype)) * size_t(value_offset(p, p.L));
   }
   p.ok = true;
   return p;
@@ -406,7 +448,7 @@ template <typename T, int V, bool BWD>
 PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
                             Shared<typename AccOf<T>::type, V>& sh, unsigned k, unsigned grp) {
   using acc = typename AccOf<T>::type;
-  constexpr int kSteps = max_steps(V, BWD);
+  constexpr int kSteps = max_steps(int(sizeof(T)), V, BWD);
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
   const int cl = tid & (p.CL - 1);      // channel lane
@@ -431,6 +473,10 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
       ra[s] = filled<T, V>(ok ? acc(0) : acc(1));  // backward step 0 has no decay: g(-1) = 0
     }
     rx[s] = ok ? load_pack<T, V>(args.x + r * stride + c0) : filled<T, V>(acc(0));
+    if constexpr (BWD) {
+#pragma unroll
+      for (int v = 0; v < V; ++v) ra[s].v[v] = conj(ra[s].v[v]);
+    }
   }
 
   // -- this thread's map h -> p * h + q over its steps
@@ -454,8 +500,8 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
   for (int d = 1; d < wslices; d *= 2) {
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      const acc pp = __shfl_up_sync(0xffffffffu, mp[v], unsigned(d * p.CL));
-      const acc qq = __shfl_up_sync(0xffffffffu, mq[v], unsigned(d * p.CL));
+      const acc pp = shfl_up(mp[v], unsigned(d * p.CL));
+      const acc qq = shfl_up(mq[v], unsigned(d * p.CL));
       if (wslice >= d) {
         mq[v] = mp[v] * qq + mq[v];
         mp[v] = mp[v] * pp;
@@ -466,8 +512,8 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
   acc ep[V], eq[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) {
-    ep[v] = __shfl_up_sync(0xffffffffu, mp[v], unsigned(p.CL));
-    eq[v] = __shfl_up_sync(0xffffffffu, mq[v], unsigned(p.CL));
+    ep[v] = shfl_up(mp[v], unsigned(p.CL));
+    eq[v] = shfl_up(mq[v], unsigned(p.CL));
     if (wslice == 0) ep[v] = acc(1), eq[v] = acc(0);
   }
   if (wslice == wslices - 1) {
@@ -519,6 +565,8 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
           for (int v = 0; v < V; ++v) rh[s].v[v] = args.h0[c0 + v];
         }
       }
+#pragma unroll
+      for (int v = 0; v < V; ++v) rh[s].v[v] = conj(rh[s].v[v]);
     }
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
@@ -538,7 +586,7 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
             const Pack<T, V> a_last = load_pack<T, V>(args.a + r * stride + c0);
 #pragma unroll
             for (int v = 0; v < V; ++v)
-              args.out_h0[c0 + v] = from_acc<T>(to_acc(a_last.v[v]) * h[v]);
+              args.out_h0[c0 + v] = from_acc<T>(to_acc(conj(a_last.v[v])) * h[v]);
           }
         }
       }
@@ -653,6 +701,8 @@ extern "C" int plrnn_parallel_forward(const void* decays, const void* impulses,
     case PLRNN_F64: return PLRNN_FORWARD(double);
     case PLRNN_F16: return PLRNN_FORWARD(__half);
     case PLRNN_BF16: return PLRNN_FORWARD(__nv_bfloat16);
+    case PLRNN_C64: return PLRNN_FORWARD(Cplx<float>);
+    case PLRNN_C128: return PLRNN_FORWARD(Cplx<double>);
     default: return cudaErrorInvalidValue;
   }
 #undef PLRNN_FORWARD
@@ -675,6 +725,8 @@ extern "C" int plrnn_parallel_backward(const void* decays, const void* h, const 
     case PLRNN_F64: return PLRNN_BACKWARD(double);
     case PLRNN_F16: return PLRNN_BACKWARD(__half);
     case PLRNN_BF16: return PLRNN_BACKWARD(__nv_bfloat16);
+    case PLRNN_C64: return PLRNN_BACKWARD(Cplx<float>);
+    case PLRNN_C128: return PLRNN_BACKWARD(Cplx<double>);
     default: return cudaErrorInvalidValue;
   }
 #undef PLRNN_BACKWARD
