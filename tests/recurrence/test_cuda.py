@@ -284,6 +284,31 @@ def test_complex_gradcheck_cuda_parallel():
         )
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["batch", "packed"])
+def test_time_invariant_decays_read_as_one_row(packed):
+    """(C,) decays for (T, B, C) impulses: cuda_parallel gets one row, never an expanded copy,
+    and the gradient of the decays comes back in their shape, summed over steps and batch."""
+    T, B, C = 5000, 3, 40
+    g = torch.Generator().manual_seed(seed_for("cuda_shared", packed))
+    row = (0.9 + 0.1 * torch.rand(C, generator=g, dtype=torch.float64))
+    x = torch.randn(T, B, C, generator=g, dtype=torch.float64)
+    h0 = torch.randn(B, C, generator=g, dtype=torch.float64)
+    upstream = torch.randn(T, B, C, generator=g, dtype=torch.float64)
+    cu = torch.tensor([0, 1, 1, 2000, T]) if packed else None
+    if packed:
+        h0 = torch.randn(4, B, C, generator=g, dtype=torch.float64)
+    want_leaves = [t.clone().requires_grad_() for t in (row, x, h0)]
+    want_h = plrnn.linear_recurrence(*want_leaves, cu_seqlens=cu, backend="reference")
+    want = (want_h.detach(), *torch.autograd.grad(want_h, want_leaves, upstream))
+    leaves = [t.cuda().requires_grad_() for t in (row, x, h0)]
+    h = plrnn.linear_recurrence(*leaves, cu_seqlens=None if cu is None else cu.cuda(),
+                                backend="cuda_parallel")
+    got = (h.detach(), *torch.autograd.grad(h, leaves, upstream.cuda()))
+    for name, g_, w_ in zip(("h", "da", "dx", "dh0"), got, want, strict=True):
+        assert g_.shape == w_.shape, name
+        assert max_err(g_.cpu(), w_) <= F64_RTOL * max(1.0, scale_of(w_)), name
+
+
 @pytest.mark.parametrize("name", CUDA_BACKENDS)
 def test_double_backward_is_refused(name):
     a = torch.rand(6, 2, device="cuda", requires_grad=True)

@@ -222,9 +222,9 @@ class Emulated:
         lib.plrnn_parallel_can_vectorize.argtypes = [ctypes.POINTER(vp), i32, i64, i32]
         lib.plrnn_parallel_workspace_bytes.argtypes = [i64, i64, i32, i32, i32, i32]
         lib.plrnn_parallel_workspace_bytes.restype = ctypes.c_size_t
-        lib.plrnn_parallel_forward.argtypes = [vp, vp, vp, vp, i64, i64, i32, i32, i32, i32]
+        lib.plrnn_parallel_forward.argtypes = [vp, vp, vp, vp, i64, i64, i32, i32, i32, i32, i32]
         lib.plrnn_parallel_forward.argtypes += [vp, vp]
-        lib.plrnn_parallel_backward.argtypes = [vp] * 7 + [i64, i64, i32, i32, i32, i32, vp, vp]
+        lib.plrnn_parallel_backward.argtypes = [vp] * 7 + [i64, i64] + [i32] * 5 + [vp, vp]
         self.lib = lib
 
     @staticmethod
@@ -256,6 +256,7 @@ class Emulated:
         return buf[skip:]
 
     def forward(self, a, x, h0=None, reverse=False, sms=4, out=None):
+        """a: (T, C), or one (C,) row for every step."""
         T, C = x.shape
         out = torch.full_like(x, float("nan")) if out is None else out
         vec = self.can_vectorize((a, x, out), C, x.dtype)
@@ -263,7 +264,7 @@ class Emulated:
         work = self._aligned(buf)
         rc = self.lib.plrnn_parallel_forward(
             self._ptr(a), self._ptr(x), self._ptr(h0), self._ptr(out), T, C, reverse,
-            DTYPE_CODE[x.dtype], vec, sms, self._ptr(work), None,
+            DTYPE_CODE[x.dtype], a.dim() == 1, vec, sms, self._ptr(work), None,
         )  # fmt: skip
         assert rc == 0, f"plrnn_parallel_forward returned {rc}"
         return out
@@ -278,8 +279,8 @@ class Emulated:
         work = self._aligned(buf)
         rc = self.lib.plrnn_parallel_backward(
             self._ptr(a), self._ptr(h), self._ptr(grad_h), self._ptr(h0), self._ptr(gx),
-            self._ptr(ga), self._ptr(gh0), T, C, reverse, DTYPE_CODE[grad_h.dtype], vec, sms,
-            self._ptr(work), None,
+            self._ptr(ga), self._ptr(gh0), T, C, reverse, DTYPE_CODE[grad_h.dtype], a.dim() == 1,
+            vec, sms, self._ptr(work), None,
         )  # fmt: skip
         assert rc == 0, f"plrnn_parallel_backward returned {rc}"
         return gx, ga, gh0
@@ -522,6 +523,31 @@ def test_emulated_complex64_scalar_columns(emulated):
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "case", [(1, 3, 4), (2, 1, 4), (300, 8, 4), (257, 5, 4), (300, 128, 10**6)],
+    ids=lambda c: f"T={c[0]}-C={c[1]}-sms={c[2]}",
+)
+def test_emulated_parallel_time_invariant_decays(emulated, case):
+    """One (C,) row of decays for every step, never expanded: forward and every gradient (dL/da
+    per step, which the binding sums over time) against the expanded inputs' float64 truth."""
+    T, C, sms = case
+    a, x, h0 = _inputs(T, C, seed_for("emu_shared", T, C), torch.float64, "near_one")
+    row = a[0].clone()
+    expanded = row.expand(T, C).contiguous()
+    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(T * 7), dtype=torch.float64)
+    for reverse in (False, True):
+        for init in (None, h0):
+            what = f"reverse={reverse} h0={init is not None}"
+            got = emulated.forward(row, x, init, reverse, sms=sms)
+            _assert_f64(got, ref64(expanded, x, init, reverse), what)
+            want = emulated.backward(expanded, got, upstream, init, reverse, sms)
+            have = emulated.backward(row, got, upstream, init, reverse, sms)
+            for name, g_, w_ in zip(("dx", "da", "dh0"), have, want):
+                if init is None and name == "dh0":
+                    continue
+                _assert_f64(g_, w_, f"{name} {what}")
+
+
 @pytest.mark.parametrize("name", ["serial", "paper"])
 @pytest.mark.parametrize("case", [(1, 1), (1000, 5), (100, 40)], ids=lambda c: f"T={c[0]}-C={c[1]}")
 def test_emulated_paper_kernels_float32(emulated, name, case):
@@ -550,7 +576,7 @@ def test_emulated_parallel_refuses_a_missing_workspace(emulated):
     lib = emulated.lib
     assert lib.plrnn_parallel_workspace_bytes(T, C, 0, 1, 0, 10**6) > 0
     rc = lib.plrnn_parallel_forward(
-        a.data_ptr(), x.data_ptr(), None, out.data_ptr(), T, C, 0, 0, 1, 10**6, None, None
+        a.data_ptr(), x.data_ptr(), None, out.data_ptr(), T, C, 0, 0, 0, 1, 10**6, None, None
     )
     assert rc != 0
 
@@ -658,6 +684,26 @@ def test_emulated_binding_complex_gradcheck(emulated_ops, reverse):
         lambda a_, x_, h0_: emulated_ops.cuda_scan(a_, x_, h0_, reverse, 2), leaves)
     assert torch.autograd.gradcheck(
         lambda a_, x_: emulated_ops.cuda_scan(a_, x_, None, reverse, 2), leaves[:2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+def test_emulated_binding_time_invariant_decays(emulated_ops, dtype):
+    """(1, C) decays through the binding: gradcheck, and the gradient comes back (1, C); the
+    paper's kernels refuse them."""
+    T, C = 9, 3
+    if dtype.is_complex:
+        a, x, h0 = _complex_inputs(T, C, seed_for("emu_op_shared_c"), dtype)
+    else:
+        a, x, h0 = _inputs(T, C, seed_for("emu_op_shared"), dtype)
+    leaves = (a[:1].clone().requires_grad_(), x.requires_grad_(), h0.requires_grad_())
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda a_, x_, h0_: emulated_ops.cuda_scan(a_, x_, h0_, reverse, 2), leaves)
+    h = emulated_ops.cuda_scan(*leaves, False, 2)
+    (ga,) = torch.autograd.grad(h.abs().sum(), leaves[0])
+    assert ga.shape == (1, C)
+    with pytest.raises(RuntimeError, match="time-invariant .* are for cuda_parallel"):
+        emulated_ops.cuda_scan(a[:1].real.float(), x.real.float(), None, False, 0)
 
 
 def test_emulated_binding_refuses_double_backward(emulated_ops):

@@ -159,3 +159,27 @@ def test_initial_state_needs_one_row_per_sequence():
     a, x = torch.rand(6, 2), torch.randn(6, 2)
     with pytest.raises(ValueError, match=r"\(N, \*impulses.shape\[1:\]\) = \(2, 2\)"):
         plrnn.linear_recurrence(a, x, torch.zeros(2), cu_seqlens=torch.tensor([0, 2, 6]))
+
+
+def test_per_sequence_passes_one_row_of_decays_whole():
+    """Backends whose kernels take time-invariant decays as one row (cuda_parallel) run a packed
+    batch once per sequence: every sequence gets the whole row, and its own rows of the rest."""
+    from plrnn.recurrence import reference
+    from plrnn.recurrence.varlen import per_sequence
+
+    g = torch.Generator().manual_seed(seed_for("per_sequence_row"))
+    row = torch.rand(3, generator=g, dtype=torch.float64)
+    x = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    h0 = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    bounds = [0, 2, 2, 7]
+    seen = []
+
+    def compute(a, x_, h0_, reverse):
+        seen.append(tuple(a.shape))
+        return reference.serial(a.expand_as(x_), x_, h0_, reverse)
+
+    got = per_sequence(compute, row, x, h0, bounds, False)
+    assert seen == [(3,), (3,)]
+    want = plrnn.linear_recurrence(row, x, h0, cu_seqlens=torch.tensor(bounds),
+                                   backend="reference")
+    torch.testing.assert_close(got, want, rtol=F64_RTOL, atol=F64_RTOL)

@@ -73,8 +73,8 @@ def linear_recurrence(
     T, channels = shape[0], math.prod(shape[1:])
     chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex())
     if decays.shape != shape:
-        if chosen.name in _CPU_OUT_PARALLEL and _time_invariant(decays.shape, shape):
-            decays = decays.reshape(shape[1:])  # the C++ kernels read one row for every step
+        if chosen.name in _ROW_DECAYS and _time_invariant(decays.shape, shape):
+            decays = decays.reshape(shape[1:])  # the kernel reads one row for every step
         else:
             # A view; kernels that take (T, *) buffers copy it when they make it contiguous.
             decays = decays.expand(shape)
@@ -143,6 +143,8 @@ def _kernel_buffers(decays, impulses, initial_state):
 
 # The backends whose C++ op writes into a given tensor, and its `parallel` flag for each.
 _CPU_OUT_PARALLEL = {"cpu_serial": False, "cpu_parallel": True}
+# The backends whose kernels take time-invariant decays as one row, never expanded over time.
+_ROW_DECAYS = {*_CPU_OUT_PARALLEL, "cuda_parallel"}
 
 
 def _into(out, chosen, decays, impulses, initial_state, reverse):

@@ -150,7 +150,7 @@ def register_ops(namespace: str):
     def _(decays, h, grad_h, initial_state, reverse, kernel):
         return (
             torch.empty_like(grad_h),
-            torch.empty_like(grad_h),
+            torch.empty_like(decays),  # time-invariant (1, C) decays get their own shape back
             grad_h.new_empty(grad_h.shape[1:]),
         )
 

@@ -57,12 +57,15 @@ def check_initial_states(initial_state, impulses, num_sequences: int) -> None:
 
 
 def per_sequence(compute, decays, impulses, initial_state, bounds, reverse):
-    """h from `compute(a, x, h0, reverse)` run on each non-empty sequence's rows (views)."""
+    """h from `compute(a, x, h0, reverse)` run on each non-empty sequence's rows (views).
+    Decays not of the impulses' shape are one row for every step, the same for each sequence."""
+    per_row = decays.shape == impulses.shape
     pieces = []
     for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         if hi > lo:
             h0 = None if initial_state is None else initial_state[n]
-            pieces.append(compute(decays[lo:hi], impulses[lo:hi], h0, reverse))
+            a = decays[lo:hi] if per_row else decays
+            pieces.append(compute(a, impulses[lo:hi], h0, reverse))
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 

@@ -6,6 +6,8 @@
 //   plrnn::cuda_scan_backward(decays, h, grad_h, initial_state?, reverse, kernel)
 //       -> (grad_impulses, grad_decays, grad_initial_state)
 // kernel: 0 = cuda_serial, 1 = cuda_paper (both fp32 only, as in the paper), 2 = cuda_parallel.
+// cuda_parallel also takes time-invariant decays as one (1, C) row ("shared"), read at every
+// step without being expanded; their gradient comes back as (1, C), summed over time.
 // Autograd and the fake kernels are registered from Python (cuda.py).
 //
 // Built with -DPLRNN_EMULATE (tests only, tests/recurrence/test_cuda_build.py), the same binding
@@ -96,6 +98,17 @@ void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name)
               t.element_size(), " bytes)");
 }
 
+// Decays of the impulses' (T, C) shape, or for cuda_parallel one (1, C) row for every step.
+bool check_decays(const at::Tensor& a, const at::Tensor& like, int64_t kernel) {
+  const bool shared = a.dim() == 2 && a.size(0) == 1 && like.size(0) != 1 &&
+                      a.size(1) == like.size(1);
+  TORCH_CHECK(!shared || kernel == kParallel, kernel_name(kernel),
+              " takes decays of the impulses' (T, C) shape only; time-invariant (1, C) decays "
+              "are for cuda_parallel");
+  check_buffer(a, shared ? like.narrow(0, 0, 1) : like, "decays");
+  return shared;
+}
+
 void check_state(const c10::optional<at::Tensor>& h0, const at::Tensor& like) {
   if (!h0) return;
   TORCH_CHECK(on_kernel_device(*h0) && h0->device() == like.device(),
@@ -146,7 +159,7 @@ const void* ptr_or_null(const c10::optional<at::Tensor>& t) {
 
 void forward_into(const at::Tensor& decays, const at::Tensor& impulses,
                   const c10::optional<at::Tensor>& h0, bool reverse, int64_t kernel,
-                  at::Tensor& out) {
+                  at::Tensor& out, bool shared = false) {
   const int64_t T = impulses.size(0), C = impulses.size(1);
   if (T == 0 || C == 0) return;
   void* stream = current_stream(impulses);
@@ -159,7 +172,7 @@ void forward_into(const at::Tensor& decays, const at::Tensor& impulses,
     at::Tensor work = at::empty({int64_t(std::max<size_t>(bytes, 1))},
                                 impulses.options().dtype(at::kByte));
     check_cuda(plrnn_parallel_forward(decays.data_ptr(), impulses.data_ptr(), ptr_or_null(h0),
-                                      out.data_ptr(), T, C, reverse, code, vec, sms,
+                                      out.data_ptr(), T, C, reverse, code, shared, vec, sms,
                                       work.data_ptr(), stream),
                kernel);
     return;
@@ -177,12 +190,12 @@ at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
   TORCH_CHECK(on_kernel_device(impulses), "plrnn CUDA kernels need CUDA tensors, got ",
               impulses.device());
   check_buffer(impulses, impulses, "impulses");
-  check_buffer(decays, impulses, "decays");
-  check_state(initial_state, impulses);
   check_kernel(kernel, impulses.scalar_type());
+  const bool shared = check_decays(decays, impulses, kernel);
+  check_state(initial_state, impulses);
   PLRNN_DEVICE_GUARD(impulses);
   at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
-  forward_into(decays, impulses, initial_state, reverse, kernel, out);
+  forward_into(decays, impulses, initial_state, reverse, kernel, out, shared);
   return out;
 }
 
@@ -195,14 +208,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   TORCH_CHECK(on_kernel_device(grad_h), "plrnn CUDA kernels need CUDA tensors, got ",
               grad_h.device());
   check_buffer(grad_h, grad_h, "grad_h");
-  check_buffer(decays, grad_h, "decays");
+  check_kernel(kernel, grad_h.scalar_type());
+  const bool shared = check_decays(decays, grad_h, kernel);
   check_buffer(h, grad_h, "h");
   check_state(initial_state, grad_h);
-  check_kernel(kernel, grad_h.scalar_type());
   PLRNN_DEVICE_GUARD(grad_h);
   const int64_t T = grad_h.size(0), C = grad_h.size(1);
   if (T == 0 || C == 0) {
-    return {at::zeros_like(grad_h), at::zeros_like(grad_h), at::zeros({C}, grad_h.options())};
+    return {at::zeros_like(grad_h), at::zeros_like(decays), at::zeros({C}, grad_h.options())};
   }
   if (kernel == kParallel) {
     at::Tensor gx = at::empty_like(grad_h), ga = at::empty_like(grad_h);
@@ -218,10 +231,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     void* stream = current_stream(grad_h);
     check_cuda(plrnn_parallel_backward(decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(),
                                        ptr_or_null(initial_state), gx.data_ptr(), ga.data_ptr(),
-                                       gh0.data_ptr(), T, C, reverse, code, vec, sms,
+                                       gh0.data_ptr(), T, C, reverse, code, shared, vec, sms,
                                        work.data_ptr(), stream),
                kernel);
-    return {gx, ga, gh0};
+    // shared decays: the per-step terms, summed over time as autograd sums a broadcast
+    return {gx, shared ? ga.sum(0, /*keepdim=*/true) : ga, gh0};
   }
   // g[t] = a[t + dir] * g[t + dir] + dL/dh[t]: the forward kernel against `dir`, its decay row
   // t being a[t + dir] (zero past the edge, where g starts).

@@ -45,19 +45,22 @@ size_t plrnn_parallel_workspace_bytes(int64_t T, int64_t C, int dtype, int vecto
                                       int backward, int num_sms);
 
 // h = scan(decays, impulses) from initial_state (may be null: zeros); all (T, C) but the state.
+// With shared_decays != 0, decays is one row of C values used at every step (time-invariant).
 int plrnn_parallel_forward(const void* decays, const void* impulses, const void* initial_state,
                            void* out, int64_t T, int64_t C, int reverse, int dtype,
-                           int vectorized, int num_sms, void* workspace, void* stream);
+                           int shared_decays, int vectorized, int num_sms, void* workspace,
+                           void* stream);
 
 // Gradients of h = scan(decays, impulses, initial_state, reverse) given grad_h, from the saved
 // h, in one pass against the forward direction (g = dL/dh accumulated through time):
 //   grad_impulses[t] = g[t],   grad_decays[t] = h[t - dir] * g[t] (h0 or zero past the edge),
 //   grad_initial_state = decays[first] * g[first]   (written only if the pointer is not null).
+// grad_decays is (T, C) even for shared decays (the caller sums it over time).
 int plrnn_parallel_backward(const void* decays, const void* h, const void* grad_h,
                             const void* initial_state, void* grad_impulses, void* grad_decays,
                             void* grad_initial_state, int64_t T, int64_t C, int reverse,
-                            int dtype, int vectorized, int num_sms, void* workspace,
-                            void* stream);
+                            int dtype, int shared_decays, int vectorized, int num_sms,
+                            void* workspace, void* stream);
 
 #ifdef __cplusplus
 }
