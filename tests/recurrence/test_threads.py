@@ -87,11 +87,13 @@ def test_concurrent_calls_from_python_threads(num_threads):
 
 # The newer inputs on several threads: a packed batch (big sequences run alone on every thread,
 # short ones are spread over the threads), complex numbers (cpu_parallel splits time into one
-# chunk per thread from 64 steps each) and time-invariant decays (read as one row).
+# chunk per thread from 64 steps each) and time-invariant decays (read as one row; with 160
+# channels, cpu_serial's threads take blocks of rows in turn).
 NEW_INPUTS = {
     "packed": dict(lengths=[3000, 1, 0, 17, 2500, *([40] * 30)], dtype=torch.float64),
     "complex": dict(lengths=None, dtype=torch.complex128),
     "time_invariant": dict(lengths=None, dtype=torch.float64),
+    "time_invariant_wide": dict(lengths=None, dtype=torch.float64, channels=160),
 }
 
 
@@ -104,13 +106,13 @@ def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
     spec = NEW_INPUTS[kind]
     g = torch.Generator().manual_seed(seed_for("threads-new", kind, reverse))
     lengths = spec["lengths"] or [5000]
-    T, C = sum(lengths), 6
+    T, C = sum(lengths), spec.get("channels", 6)
     a = 0.9 + 0.1 * torch.rand(T, C, generator=g, dtype=torch.float64)
     x = torch.randn(T, C, generator=g, dtype=torch.float64)
     if kind == "complex":
         a = torch.polar(a, torch.rand(T, C, generator=g, dtype=torch.float64))
         x = torch.complex(x, torch.randn(T, C, generator=g, dtype=torch.float64))
-    if kind == "time_invariant":
+    if kind.startswith("time_invariant"):
         a = a[:1]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     h0 = torch.randn(len(lengths), C, generator=g, dtype=x.dtype)

@@ -82,21 +82,9 @@ inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v
   }
 }
 
-// Reads one byte of every cache line of p[0, n) so that a later pass finds them in cache; the
-// loads are independent, so the core keeps as many misses in flight as it can.
-template <typename T> inline unsigned touch_lines(const T* p, int64_t n) {
-  const unsigned char* b = reinterpret_cast<const unsigned char*>(p);
-  const int64_t bytes = n * int64_t(sizeof(T));
-  unsigned acc = 0;
-  for (int64_t i = 0; i < bytes; i += 64) acc += b[i];
-  if (bytes > 0) acc += b[bytes - 1];
-  return acc;
-}
-
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
 // channels from registers; scan_row: the whole step for n channels of a row, state in a buffer,
-// every pointer restrict so that it vectorizes without alias checks), and what it reads besides
-// the inputs (touch).
+// every pointer restrict so that it vectorizes without alias checks).
 // Emitters are copied into the kernels by value so the compiler keeps their pointers in
 // registers across the stores.
 template <typename out_t, typename acc_t> struct StoreState {
@@ -115,7 +103,6 @@ template <typename out_t, typename acc_t> struct StoreState {
       o[i] = static_cast<out_t>(v);
     }
   }
-  inline unsigned touch(int64_t, int64_t) const { return 0; }  // reads nothing
 };
 
 // Backward pass: the state is g = dL/dh accumulated through time; dL/dx = g, dL/da = h_prev * g,
@@ -142,7 +129,6 @@ template <typename out_t, typename acc_t> struct StoreGrads {
       da[i] = static_cast<out_t>(static_cast<acc_t>(h[i]) * v);
     }
   }
-  inline unsigned touch(int64_t e, int64_t n) const { return touch_lines(hprev + e, n); }
 };
 
 // The inputs of one scan: element (r, c) of the impulses is at x[r * stride + c], of the decays at
@@ -384,13 +370,35 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
       for (int64_t c = 0; c < C; ++c) P[c] *= prod[k * C + c];
   }
 
-  // Pulls rows [s0, s0 + n), every channel, of the inputs (and of what the emitter reads) into
-  // this core's cache.
-  unsigned touch(int64_t s0, int64_t n) const {
-    unsigned acc = 0;
-    for (int64_t r = s0, e = s0 * in.stride; r < s0 + n; ++r, e += in.stride)
-      acc += touch_lines(in.a + r * in.a_stride, C) + touch_lines(in.x + e, C) + emit.touch(e, C);
-    return acc;
+  // Scans rows [s0, s0 + n) over every channel from `state` (updated in place), emitting every
+  // step, and at the same time reduces rows [r0, r0 + m) to the state R they reach from zero and
+  // the product P of their decays, one row of each in turn: the scan's reads hit cache (its rows
+  // were reduced earlier) while it writes, and the reduction streams the next rows in from
+  // memory, so the core keeps reads and writes in flight together.
+  void scan_and_reduce(int64_t s0, int64_t n, acc_t* state, int64_t r0, int64_t m, acc_t* R,
+                       acc_t* P) const {
+    std::fill(R, R + C, acc_t(0));
+    std::fill(P, P + C, acc_t(1));
+    const in_t* __restrict__ a = in.a;
+    const in_t* __restrict__ x = in.x;
+    for (int64_t i = 0; i < std::max(n, m); ++i) {
+      if (i < n) {
+        const int64_t r = s0 + i;
+        emit.scan_row(r * in.stride, a + r * in.a_stride, x + r * in.stride, state, C);
+      }
+      if (i < m) {
+        const int64_t r = r0 + i;
+        const in_t* __restrict__ ar = a + r * in.a_stride;
+        const in_t* __restrict__ xr = x + r * in.stride;
+        acc_t* __restrict__ st = R;
+        acc_t* __restrict__ pr = P;
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t av = static_cast<acc_t>(ar[c]);
+          st[c] = av * st[c] + static_cast<acc_t>(xr[c]);
+          pr[c] *= av;
+        }
+      }
+    }
   }
 
   // Scans rows [s0, s0 + n) over channels [c0, c1) from `state` (C values, updated in place),
@@ -468,17 +476,27 @@ class FlushDenormals {
 // so the access pattern, not this kernel, costs most of it (likely the L2 streamer prefetching
 // within a page into the other thread's half; the VM exposes no counters to confirm it). Neither
 // non-temporal stores for h nor prefetchw of h's lines changed this. So where shares are short,
-// threads take whole blocks of rows in turn instead: a thread pulls its block into its own cache
-// while the block before is being scanned elsewhere, waits for that block's final state, and
-// scans its block from cache. Measured there (fp32, out=, 2 threads, against torch.mul): 0.50 ->
-// 0.64 at (65536, 128) and 0.46-0.51 -> 0.67 at (65536, 1024); at (4096, 16384), 32 KiB shares,
-// the channel split stays (0.84-0.90, against 0.79 pipelined). What remains is the pull (one load
-// per cache line, 6 GB/s per core while the other core scans) and the scan, which waits on the
-// stores of h: one core's scan and the other's pull overlap, but not fully.
+// threads take whole blocks of rows in turn instead, each block in two steps:
+//   1. reduce: read the block from memory into this core's cache, computing its map h -> P h + R
+//      (product of decays, state reached from zero);
+//   2. once the carry into the block is known, publish the carry into the next block (P * carry
+//      + R, so the next block's owner waits only for this, never for a scan), then scan the
+//      block from cache, writing h, row by row interleaved with step 1 of this thread's next
+//      block, so that the core has reads and writes in flight together as torch.mul does.
+// The carry into a block is the true state folded through one map per earlier block, so results
+// differ from one thread's loop by rounding only (like Algorithm 1), and are the same run to run.
+// Measured on the Skylake-SP VM (fp32, out=, 2 threads, against torch.mul(out=), medians of 5
+// alternating runs): the channel split 0.50 at (65536, 128) and 0.46-0.51 at (65536, 1024);
+// pull-then-wait-then-scan (touching each line, waiting for the previous block's scan) 0.63-0.65
+// at both; this schedule 0.67-0.78 at (65536, 128) and 0.64-0.68 at (65536, 1024) on a noisy
+// host. Fusing the scan and the reduction into one loop over channels ran at 0.3-0.44 (five
+// streams at one page offset); interleaving by 2-16 rows or whole blocks measured no better than
+// by rows. At (4096, 16384), 32 KiB shares, the channel split stays (0.84-0.90, against 0.79
+// pipelined).
 
 // Blocks of the pipelined schedule hold this many bytes of inputs: a fraction of any x86 core's
-// L2 (512 KiB and up), so a block pulled in while the previous one is scanned is still there when
-// its own scan starts (128 KiB and 512 KiB measured 0.62-0.69, the same within noise).
+// L2 (512 KiB and up), so a block reduced while the previous one is scanned is still there when
+// its own scan starts (64 KiB to 512 KiB measured 0.61-0.78, the same within noise).
 constexpr int64_t kPipelineBytes = int64_t(1) << 18;
 
 // Threads take whole rows in turn when each one's share of a row would be under 16 KiB, and rows
@@ -506,24 +524,38 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
   if (!parallel && threads > 1 && pipeline_pays(C * int64_t(sizeof(in_t)), threads)) {
     const int64_t B = std::max<int64_t>(1, kPipelineBytes / (2 * C * int64_t(sizeof(in_t))));
     const int64_t blocks = (n + B - 1) / B;
-    std::atomic<int64_t> claimed{0}, scanned{0};
-    std::atomic<unsigned> sink{0};
+    std::atomic<int64_t> claimed{0}, ready{0};
+    std::vector<acc_t> carries(2 * C);  // the carry into block b at slot b % 2
+    std::copy(state.begin(), state.end(), carries.begin());
     at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
       const FlushDenormals worker_flush;
-      for (int64_t b; (b = claimed.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
-        const int64_t s0 = b * B, len = std::min(B, n - s0);
-        sink.fetch_add(scanner.touch(s0, len), std::memory_order_relaxed);
-        // Block b - 1 was claimed earlier by a running thread that waits on nothing later than
-        // itself, so this wait ends; whoever runs alone claims every block in turn.
-        for (int spins = 0; scanned.load(std::memory_order_acquire) != b; ++spins) {
+      std::vector<acc_t> reached(C), product(C), local(C);
+      auto rows = [&](int64_t b) { return std::min(B, n - b * B); };
+      int64_t b = claimed.fetch_add(1, std::memory_order_relaxed);
+      if (b < blocks) scanner.scan_and_reduce(0, 0, local.data(), b * B, rows(b), reached.data(),
+                                              product.data());
+      while (b < blocks) {
+        const int64_t next = claimed.fetch_add(1, std::memory_order_relaxed);
+        // Block b - 1 was claimed earlier by a thread that publishes its carry before anything
+        // it may wait on, so this wait ends; whoever runs alone claims every block in turn.
+        for (int spins = 0; ready.load(std::memory_order_acquire) != b; ++spins) {
           if (spins < 4096) {
             cpu_relax();
           } else {
             std::this_thread::yield();  // more threads than cores: let the predecessor run
           }
         }
-        scanner.scan(s0, len, 0, C, state.data(), false);
-        scanned.store(b + 1, std::memory_order_release);
+        const acc_t* in_carry = carries.data() + (b % 2) * C;
+        acc_t* out_carry = carries.data() + ((b + 1) % 2) * C;
+        for (int64_t c = 0; c < C; ++c) {
+          local[c] = in_carry[c];
+          out_carry[c] = product[c] * in_carry[c] + reached[c];
+        }
+        ready.store(b + 1, std::memory_order_release);
+        scanner.scan_and_reduce(b * B, rows(b), local.data(), next * B,
+                                next < blocks ? rows(next) : 0, reached.data(), product.data());
+        if (b == blocks - 1) std::copy(local.begin(), local.end(), state.begin());
+        b = next;
       }
     });
   } else if (!parallel) {
