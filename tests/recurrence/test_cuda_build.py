@@ -52,7 +52,9 @@ without_gpu = pytest.mark.skipif(
 def test_backends_cuda_says_why_not():
     status = {s.name: s for s in plrnn.backends("cuda")}
     for name in CUDA_BACKENDS:
-        assert status[name] == plrnn.BackendStatus(name, False, NO_DEVICE)
+        assert status[name] == plrnn.BackendStatus(
+            name, False, NO_DEVICE, complex=name == "cuda_parallel"
+        )
     assert status["reference"].available and status["torch"].available
 
 
@@ -61,7 +63,7 @@ def test_cuda_backends_refuse_other_devices(device):
     status = {s.name: s for s in plrnn.backends(device)}
     for name in CUDA_BACKENDS:
         assert status[name] == plrnn.BackendStatus(
-            name, False, f"CUDA kernel; inputs are on {device}"
+            name, False, f"CUDA kernel; inputs are on {device}", complex=name == "cuda_parallel"
         )
 
 
@@ -733,6 +735,9 @@ def test_emulated_binding_checks_arguments(emulated_ops):
     with pytest.raises(TypeError, match="decays must have dtype"):
         op(a.double(), x, None, False, 2)
     assert op(a[:0], x[:0], None, False, 2).shape == (0, 3)
+    assert op(a[:1], x[:0], None, False, 2).shape == (0, 3)  # one row of decays, no steps
+    with pytest.raises(RuntimeError, match=r"decays must have the shape \[8, 3\], got \[1, 5\]"):
+        op(torch.rand(1, 5), x, None, False, 2)
     gx, ga, gh0 = emulated_ops.cuda_scan_backward(a[:0], x[:0], x[:0], None, False, 0)
     assert gx.shape == ga.shape == (0, 3) and gh0.shape == (3,)
 

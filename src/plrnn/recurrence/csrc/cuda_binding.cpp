@@ -84,11 +84,14 @@ void* current_stream(const at::Tensor& t) {
 #endif
 }
 
-void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name) {
+// `t` on like's device with like's dtype, contiguous and aligned, of shape `sizes` (like's).
+void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name,
+                  at::IntArrayRef sizes = {}) {
+  if (sizes.empty()) sizes = like.sizes();
   TORCH_CHECK(on_kernel_device(t) && t.device() == like.device(), "plrnn CUDA kernels: ", name,
               " must be on ", like.device(), ", got ", t.device());
-  TORCH_CHECK(t.dim() == 2 && t.sizes() == like.sizes(), "plrnn CUDA kernels: ", name,
-              " must have the (T, C) shape ", like.sizes(), ", got ", t.sizes());
+  TORCH_CHECK(t.dim() == 2 && t.sizes() == sizes, "plrnn CUDA kernels: ", name,
+              " must have the shape ", sizes, ", got ", t.sizes());
   TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), "plrnn CUDA kernels: ", name,
                    " must have dtype ", like.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK(t.is_contiguous(), "plrnn CUDA kernels: ", name, " must be contiguous");
@@ -105,7 +108,8 @@ bool check_decays(const at::Tensor& a, const at::Tensor& like, int64_t kernel) {
   TORCH_CHECK(!shared || kernel == kParallel, kernel_name(kernel),
               " takes decays of the impulses' (T, C) shape only; time-invariant (1, C) decays "
               "are for cuda_parallel");
-  check_buffer(a, shared ? like.narrow(0, 0, 1) : like, "decays");
+  const std::array<int64_t, 2> row{1, like.size(1)};
+  check_buffer(a, like, "decays", shared ? at::IntArrayRef(row) : like.sizes());
   return shared;
 }
 
