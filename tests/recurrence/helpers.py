@@ -60,6 +60,18 @@ def ref64(a, x, h0=None, reverse=False):
     return reference.serial(a, x, h0, reverse)
 
 
+def complex_inputs(T, C, seed, dtype):
+    """LRU-style (T, C) decays: moduli spread over (0, 1) with a third of the channels near the
+    unit circle (long memory), uniform phases; normal impulses and initial state."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(T, C, generator=g, dtype=torch.float64)
+    r[:, ::3] = 0.999 + 0.001 * r[:, ::3]
+    a = torch.polar(r, 2 * torch.pi * torch.rand(T, C, generator=g, dtype=torch.float64))
+    x = torch.randn(T, C, generator=g, dtype=torch.complex128)
+    h0 = torch.randn(C, generator=g, dtype=torch.complex128)
+    return a.to(dtype), x.to(dtype), h0.to(dtype)
+
+
 def _wide(t: torch.Tensor) -> torch.Tensor:
     """float64, or complex128 for complex tensors (a cast to float64 would drop the imaginary
     part)."""

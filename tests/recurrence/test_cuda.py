@@ -26,6 +26,7 @@ from .helpers import (
     F64_RTOL,
     FLOOR_ULPS,
     cast,
+    complex_inputs,
     grads_of,
     make_inputs,
     max_err,
@@ -227,17 +228,6 @@ def test_gradcheck_cuda_parallel(T, reverse):
         atol=1e-8,
         rtol=1e-6,
     )
-
-
-def complex_inputs(T, C, seed, dtype):
-    """LRU-style decays: moduli in (0, 1), a third of the channels near the unit circle."""
-    g = torch.Generator().manual_seed(seed)
-    r = torch.rand(T, C, generator=g, dtype=torch.float64)
-    r[:, ::3] = 0.999 + 0.001 * r[:, ::3]
-    a = torch.polar(r, 2 * torch.pi * torch.rand(T, C, generator=g, dtype=torch.float64))
-    x = torch.randn(T, C, generator=g, dtype=torch.complex128)
-    h0 = torch.randn(C, generator=g, dtype=torch.complex128)
-    return a.to(dtype), x.to(dtype), h0.to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["c64", "c128"])

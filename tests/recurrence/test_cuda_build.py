@@ -30,7 +30,15 @@ import plrnn
 from plrnn.recurrence import cuda, reference, registry
 from plrnn.recurrence.cuda import SOURCES
 
-from .helpers import F64_RTOL, FLOOR_ULPS, max_err, ref64, scale_of, seed_for
+from .helpers import (
+    F64_RTOL,
+    FLOOR_ULPS,
+    complex_inputs,
+    max_err,
+    ref64,
+    scale_of,
+    seed_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = SOURCES[0].parent
@@ -453,18 +461,6 @@ def test_emulated_parallel_propagates_nan_like_the_reference(emulated):
         _assert_f64(got[finite], want[finite], f"finite part, reverse={reverse}")
 
 
-def _complex_inputs(T, C, seed, dtype):
-    """LRU-style decays: moduli spread over (0, 1) with a third of the channels near the unit
-    circle (long memory), uniform phases."""
-    g = torch.Generator().manual_seed(seed)
-    r = torch.rand(T, C, generator=g, dtype=torch.float64)
-    r[:, ::3] = 0.999 + 0.001 * r[:, ::3]
-    a = torch.polar(r, 2 * torch.pi * torch.rand(T, C, generator=g, dtype=torch.float64))
-    x = torch.randn(T, C, generator=g, dtype=torch.complex128)
-    h0 = torch.randn(C, generator=g, dtype=torch.complex128)
-    return a.to(dtype), x.to(dtype), h0.to(dtype)
-
-
 def _complex_allowed(got_dtype, baseline, truth):
     """complex128: the float64 tolerance; complex64: the 2x rule against the complex64 loop."""
     if got_dtype == torch.complex128:
@@ -482,7 +478,7 @@ COMPLEX_CASES = [(1, 1, 4), (33, 4, 4), (300, 3, 4), (130, 70, 4), (300, 128, 10
 @pytest.mark.parametrize("case", COMPLEX_CASES, ids=lambda c: f"T={c[0]}-C={c[1]}-sms={c[2]}")
 def test_emulated_parallel_complex(emulated, case, dtype):
     T, C, sms = case
-    a, x, h0 = _complex_inputs(T, C, seed_for("emu_cplx", T, C, str(dtype)), dtype)
+    a, x, h0 = complex_inputs(T, C, seed_for("emu_cplx", T, C, str(dtype)), dtype)
     wide = [t.to(torch.complex128) for t in (a, x, h0)]
     upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(T + C), dtype=dtype)
     for reverse in (False, True):
@@ -513,7 +509,7 @@ def test_emulated_parallel_complex(emulated, case, dtype):
 def test_emulated_complex64_scalar_columns(emulated):
     """complex64 rows that start off a 16-byte boundary take the one-value-per-access path."""
     T, C = 150, 4
-    a, x, h0 = _complex_inputs(T, C, seed_for("emu_cplx_align"), torch.complex64)
+    a, x, h0 = complex_inputs(T, C, seed_for("emu_cplx_align"), torch.complex64)
     base = torch.full((3, T * C + 1), complex("nan+nanj"), dtype=torch.complex64)
     a_off, x_off = base[0, 1:].view(T, C), base[1, 1:].view(T, C)
     a_off.copy_(a)
@@ -680,7 +676,7 @@ def test_emulated_binding_parallel_low_precision(emulated_ops, dtype):
 def test_emulated_binding_complex_gradcheck(emulated_ops, reverse):
     """cuda_parallel through the binding and cuda.py's autograd: torch's gradcheck on complex128
     (conjugate Wirtinger convention), with and without an initial state."""
-    a, x, h0 = _complex_inputs(7, 3, seed_for("emu_op_cplx", reverse), torch.complex128)
+    a, x, h0 = complex_inputs(7, 3, seed_for("emu_op_cplx", reverse), torch.complex128)
     leaves = tuple(t.requires_grad_() for t in (a, x, h0))
     assert torch.autograd.gradcheck(
         lambda a_, x_, h0_: emulated_ops.cuda_scan(a_, x_, h0_, reverse, 2), leaves)
@@ -694,7 +690,7 @@ def test_emulated_binding_time_invariant_decays(emulated_ops, dtype):
     paper's kernels refuse them."""
     T, C = 9, 3
     if dtype.is_complex:
-        a, x, h0 = _complex_inputs(T, C, seed_for("emu_op_shared_c"), dtype)
+        a, x, h0 = complex_inputs(T, C, seed_for("emu_op_shared_c"), dtype)
     else:
         a, x, h0 = _inputs(T, C, seed_for("emu_op_shared"), dtype)
     leaves = (a[:1].clone().requires_grad_(), x.requires_grad_(), h0.requires_grad_())
