@@ -14,8 +14,10 @@ from .helpers import (
     check_low_precision,
     grads_of,
     make_inputs,
+    max_err,
     ref64,
     run,
+    scale_of,
     seed_for,
     shape_id,
 )
@@ -139,3 +141,40 @@ def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
             for which, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
                 tol = F64_RTOL * max(1.0, wv.abs().max().item())
                 assert (gv - wv).abs().max().item() <= tol, (n, name, which)
+
+
+# cpu_serial's pipelined schedule (2+ threads, rows of 256 bytes or more) writes h, and in the
+# backward dL/dx and dL/da, with non-temporal stores once the data overflow the last-level cache.
+# PLRNN_STREAM_BYTES replaces the cache size as the threshold: 0 streams every such call, on any
+# machine. 67 channels put rows at every alignment (the plain-store head and tail of each row);
+# an out= one element into its storage misaligns the whole output.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("channels", [67, 128])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_streaming_stores_give_the_plain_stores_bits(dtype, channels, reverse, num_threads,
+                                                     monkeypatch):
+    import plrnn
+
+    num_threads(2)
+    T = 1500  # several of the schedule's blocks at these widths
+    seed = seed_for("streaming", dtype, channels, reverse)
+    a, x, h0 = make_inputs(T, (channels,), "near_one", True, seed, dtype)
+    up = torch.randn(T, channels, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    truth = ref64(*cast((a, x, h0), torch.float64), reverse)
+
+    def results(threshold):
+        monkeypatch.setenv("PLRNN_STREAM_BYTES", threshold)
+        h, grads = grads_of(lambda a_, x_, h0_: run("cpu_serial", a_, x_, h0_, reverse),
+                            (a, x, h0), up)
+        storage = torch.empty(T * channels + 1, dtype=dtype)
+        out = storage[1:].view(T, channels)
+        with torch.no_grad():
+            plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend="cpu_serial", out=out)
+        return [h, out.clone(), *grads]
+
+    streamed, plain = results("0"), results(str(1 << 62))
+    for name, s, p in zip(("h", "out=", "dL/da", "dL/dx", "dL/dh0"), streamed, plain):
+        assert torch.equal(s, p), f"{name}: streaming stores changed the result"
+    tol = (F64_RTOL if dtype == torch.float64 else 1e-4) * max(1.0, scale_of(truth))
+    assert max_err(streamed[0], truth) <= tol
+    assert max_err(streamed[1], truth) <= tol

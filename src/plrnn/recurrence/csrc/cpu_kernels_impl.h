@@ -27,13 +27,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <thread>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
-#include <xmmintrin.h>
+#include <emmintrin.h>
+#include <unistd.h>
 #endif
 
 #include "cpu_kernels.h"
@@ -82,21 +84,81 @@ inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v
   }
 }
 
+// Writes v[0, n) (times mul[0, n) if mul is given) to o with non-temporal stores: straight to
+// memory, without first reading each line of o into cache (a write-allocate read, a third more
+// traffic on a forward pass) and without evicting the inputs still to be read. SSE2 (every
+// x86-64) for float and double outputs; other types, other CPUs and the unaligned ends of a row
+// get plain stores. The caller fences (_mm_sfence) before anyone else reads o.
+template <typename out_t, typename acc_t>
+inline void stream_store(out_t* __restrict__ o, const acc_t* __restrict__ v,
+                         const out_t* __restrict__ mul, int64_t n) {
+  auto value = [&](int64_t i) {
+    return static_cast<out_t>(mul ? static_cast<acc_t>(mul[i]) * v[i] : v[i]);
+  };
+  int64_t i = 0;
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (std::is_same_v<out_t, acc_t> &&
+                (std::is_same_v<acc_t, float> || std::is_same_v<acc_t, double>)) {
+    constexpr int64_t L = 16 / sizeof(acc_t);
+    for (; i < n && reinterpret_cast<uintptr_t>(o + i) % 16 != 0; ++i) o[i] = value(i);
+    for (; i + L <= n; i += L) {
+      if constexpr (std::is_same_v<acc_t, float>) {
+        __m128 w = _mm_loadu_ps(v + i);
+        if (mul) w = _mm_mul_ps(_mm_loadu_ps(mul + i), w);
+        _mm_stream_ps(o + i, w);
+      } else {
+        __m128d w = _mm_loadu_pd(v + i);
+        if (mul) w = _mm_mul_pd(_mm_loadu_pd(mul + i), w);
+        _mm_stream_pd(o + i, w);
+      }
+    }
+  }
+#endif
+  for (; i < n; ++i) o[i] = value(i);
+}
+
+inline void stream_fence() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_sfence();
+#endif
+}
+
+// Bytes of the last-level cache (glibc reports it; a 32 MiB guess where it does not).
+inline int64_t llc_bytes() {
+  static const int64_t bytes = [] {
+    long b = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    b = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (b <= 0) b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return b > 0 ? int64_t(b) : int64_t(32) << 20;
+  }();
+  return bytes;
+}
+
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
 // channels from registers; scan_row: the whole step for n channels of a row, state in a buffer,
 // every pointer restrict so that it vectorizes without alias checks).
 // Emitters are copied into the kernels by value so the compiler keeps their pointers in
 // registers across the stores.
+// `stream`: scan_row writes with non-temporal stores (stream_store).
 template <typename out_t, typename acc_t> struct StoreState {
   out_t* out;
+  bool stream = false;
   template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
     store<W, out_t, acc_t>(out + e, v);
   }
-  StoreState shifted(int64_t e) const { return {out + e}; }
+  StoreState shifted(int64_t e) const { return {out + e, stream}; }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
     out_t* __restrict__ o = out + e;
+    if (stream) {
+      for (int64_t i = 0; i < n; ++i)
+        st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+      stream_store<out_t, acc_t>(o, st, nullptr, n);
+      return;
+    }
     for (int64_t i = 0; i < n; ++i) {
       const acc_t v = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
       st[i] = v;
@@ -111,17 +173,25 @@ template <typename out_t, typename acc_t> struct StoreGrads {
   out_t* gx;
   out_t* ga;
   const out_t* hprev;
+  bool stream = false;
   template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
     store<W, out_t, acc_t>(gx + e, v);
     store<W, out_t, acc_t>(ga + e, load<W, acc_t>(hprev + e) * v);
   }
-  StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e}; }
+  StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e, stream}; }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
     out_t* __restrict__ dx = gx + e;
     out_t* __restrict__ da = ga + e;
     const out_t* __restrict__ h = hprev + e;
+    if (stream) {
+      for (int64_t i = 0; i < n; ++i)
+        st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+      stream_store<out_t, acc_t>(dx, st, nullptr, n);
+      stream_store<out_t, acc_t>(da, st, h, n);
+      return;
+    }
     for (int64_t i = 0; i < n; ++i) {
       const acc_t v = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
       st[i] = v;
@@ -492,7 +562,8 @@ class FlushDenormals {
 // host. Fusing the scan and the reduction into one loop over channels ran at 0.3-0.44 (five
 // streams at one page offset); interleaving by 2-16 rows or whole blocks measured no better than
 // by rows. At (4096, 16384), 32 KiB shares, the channel split stays (0.84-0.90, against 0.79
-// pipelined).
+// pipelined). The scan step writes with streaming stores once the data overflow the last-level cache
+// (streams(), below).
 
 // Blocks of the pipelined schedule hold this many bytes of inputs: a fraction of any x86 core's
 // L2 (512 KiB and up), so a block reduced while the previous one is scanned is still there when
@@ -503,6 +574,20 @@ constexpr int64_t kPipelineBytes = int64_t(1) << 18;
 // are wide enough (64 floats) for one thread alone to keep its FMA pipes busy.
 inline bool pipeline_pays(int64_t row_bytes, int64_t threads) {
   return row_bytes >= 256 && row_bytes / threads < 16384;
+}
+
+// Streaming stores pay where a scan's inputs and outputs together overflow the last-level cache:
+// the output could not stay cached for whoever reads it next anyway, and skipping the write-
+// allocate read leaves more of the bandwidth to the inputs. PLRNN_STREAM_BYTES (read per call)
+// replaces the cache size as the threshold; tests set it to 0 to stream every pipelined scan.
+// Measured on the Skylake-SP VM (35.8 MiB L3), 2 threads, fp32 forward against torch.mul(out=),
+// medians of 3 x 6 alternating runs: 0.71-0.74 -> 0.80-0.81 at (65536, 128); at (65536, 1024)
+// no change (0.61-0.65 either way), nor from larger blocks or software prefetch of the reduced
+// rows (0.56-0.60 with prefetch 2-4 rows ahead).
+inline bool streams(int64_t n, int64_t C, int64_t elem_bytes) {
+  const char* env = std::getenv("PLRNN_STREAM_BYTES");
+  const int64_t threshold = env && *env ? std::strtoll(env, nullptr, 10) : llc_bytes();
+  return 3 * n * C * elem_bytes > threshold;
 }
 
 inline void cpu_relax() {
@@ -527,12 +612,15 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     std::atomic<int64_t> claimed{0}, ready{0};
     std::vector<acc_t> carries(2 * C);  // the carry into block b at slot b % 2
     std::copy(state.begin(), state.end(), carries.begin());
+    Emit streamed = emit;
+    streamed.stream = streams(n, C, sizeof(in_t));
+    const Scanner<in_t, acc_t, Emit> piped{in, C, streamed};
     at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
       const FlushDenormals worker_flush;
       std::vector<acc_t> reached(C), product(C), local(C);
       auto rows = [&](int64_t b) { return std::min(B, n - b * B); };
       int64_t b = claimed.fetch_add(1, std::memory_order_relaxed);
-      if (b < blocks) scanner.scan_and_reduce(0, 0, local.data(), b * B, rows(b), reached.data(),
+      if (b < blocks) piped.scan_and_reduce(0, 0, local.data(), b * B, rows(b), reached.data(),
                                               product.data());
       while (b < blocks) {
         const int64_t next = claimed.fetch_add(1, std::memory_order_relaxed);
@@ -552,11 +640,12 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
           out_carry[c] = product[c] * in_carry[c] + reached[c];
         }
         ready.store(b + 1, std::memory_order_release);
-        scanner.scan_and_reduce(b * B, rows(b), local.data(), next * B,
+        piped.scan_and_reduce(b * B, rows(b), local.data(), next * B,
                                 next < blocks ? rows(next) : 0, reached.data(), product.data());
         if (b == blocks - 1) std::copy(local.begin(), local.end(), state.begin());
         b = next;
       }
+      if (streamed.stream) stream_fence();
     });
   } else if (!parallel) {
     const int64_t tiles = (C + 15) / 16;
