@@ -1,5 +1,5 @@
-"""Cases for the op's newer inputs: packed variable-length batches, time-invariant (broadcast)
-decays and complex recurrences, each beside what a user would otherwise run.
+"""Cases for the op's newer inputs: packed variable-length batches, broadcast decays (time-invariant,
+or shared over the batch) and complex recurrences, each beside what a user would otherwise run.
 
 Inputs are drawn as models produce them: decays are forget gates, sigmoid(N(3, 1)) (most in
 (0.9, 1)), complex decays have that modulus and a uniform phase (the LRU's diagonal), and the
@@ -33,6 +33,7 @@ BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
 COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
 PACKED_LAYOUTS = ("packed", "padded", "padded_associative_scan")
 DECAY_LAYOUTS = ("time_invariant", "materialized")
+SHARED_LAYOUTS = ("batch_shared", "materialized")
 COMPLEX_METHODS = ("plrnn", "associative_scan")
 PASSES = ("forward", "forward_backward")
 
@@ -145,26 +146,42 @@ def broadcast_case(decays: str, backend: str, pass_: str) -> Case:
     its backward then sums the decays' gradient over time)."""
     if decays not in DECAY_LAYOUTS:
         raise ValueError(f"decays must be one of {DECAY_LAYOUTS}, got {decays!r}")
+    B, C = BROADCAST["batch"], BROADCAST["channels"]
+    return _broadcast((B, C), decays == "materialized", backend, pass_,
+                      f"decays {decays} {backend} {pass_}", {"op": "broadcast", "decays": decays})
+
+
+def batch_shared_case(decays: str, backend: str, pass_: str) -> Case:
+    """(T, B, C) impulses with (T, 1, C) decays, the same for every sequence of the batch, passed
+    as they are or materialized over the batch inside the timed call."""
+    if decays not in SHARED_LAYOUTS:
+        raise ValueError(f"decays must be one of {SHARED_LAYOUTS}, got {decays!r}")
+    T, C = BROADCAST["seq_len"], BROADCAST["channels"]
+    return _broadcast((T, 1, C), decays == "materialized", backend, pass_,
+                      f"batch-shared decays {decays} {backend} {pass_}",
+                      {"op": "batch_shared", "decays": decays})
+
+
+def _broadcast(decay_shape, materialize, backend, pass_, label, info) -> Case:
     torch = _torch_on("cpu")
     _needs("broadcast")
     _backend_status("cpu", backend)
     import plrnn
 
     T, B, C = BROADCAST["seq_len"], BROADCAST["batch"], BROADCAST["channels"]
-    gen = _generator("broadcast", T, B, C)
-    a = _gates(torch, (B, C), gen)
+    gen = _generator(info["op"], T, B, C)
+    a = _gates(torch, decay_shape, gen)
     x = torch.randn(T, B, C, generator=gen)
-    if decays == "materialized":
+    if materialize:
         fn = lambda a_, x_: plrnn.linear_recurrence(  # noqa: E731
             a_.expand(T, B, C).contiguous(), x_, backend=backend)
     else:
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
-    label = f"decays {decays} {backend} {pass_}"
     _check(fn(a, x)[:, 0, :CHECK_CHANNELS].double().numpy(),
            _truth64(a.expand(T, B, C)[:, 0, :CHECK_CHANNELS].double().numpy(),
                  x[:, 0, :CHECK_CHANNELS].double().numpy()), label)
-    info = {"suite": "op_inputs", "op": "broadcast", "decays": decays, "backend": backend,
-            "pass": pass_, "seq_len": T, "batch": B, "channels": C}
+    info = {"suite": "op_inputs", **info, "backend": backend, "pass": pass_, "seq_len": T,
+            "batch": B, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)
 
 

@@ -1,13 +1,16 @@
 """asv: the op's newer inputs beside what a user would otherwise run (benchmarks/_op_inputs.py):
 a packed batch (cu_seqlens) against padding it to the longest sequence (plrnn, or torch's
-associative_scan), time-invariant decays against the same decays materialized over time, and a
-complex diagonal recurrence against associative_scan."""
+associative_scan), time-invariant decays against the same decays materialized over time, decays
+shared over the batch against the same decays materialized over the batch, and a complex diagonal
+recurrence against associative_scan."""
 
 from ._op_inputs import (
     COMPLEX_METHODS,
     DECAY_LAYOUTS,
     PACKED_LAYOUTS,
     PASSES,
+    SHARED_LAYOUTS,
+    batch_shared_case,
     broadcast_case,
     complex_case,
     packed_case,
@@ -38,6 +41,17 @@ class TimeInvariantDecays(AsvDefaults):
         self.case = broadcast_case(decays, backend, pass_)
 
     def time_time_invariant_decays(self, decays, backend, pass_):
+        self.case.run()
+
+
+class BatchSharedDecays(AsvDefaults):
+    params = [list(SHARED_LAYOUTS), CPU_KERNELS, list(PASSES)]
+    param_names = ["decays", "backend", "pass_"]
+
+    def setup(self, decays, backend, pass_):
+        self.case = batch_shared_case(decays, backend, pass_)
+
+    def time_batch_shared_decays(self, decays, backend, pass_):
         self.case.run()
 
 

@@ -10,6 +10,8 @@ from benchmarks._op_inputs import (
     DECAY_LAYOUTS,
     PACKED_LAYOUTS,
     PASSES,
+    SHARED_LAYOUTS,
+    batch_shared_case,
     broadcast_case,
     complex_case,
     packed_case,
@@ -29,6 +31,12 @@ def test_packed_batch(measure, layout, backend, pass_):
                          list(itertools.product(DECAY_LAYOUTS, BACKENDS, PASSES)))
 def test_time_invariant_decays(measure, decays, backend, pass_):
     measure(broadcast_case, decays, backend, pass_, group=f"time-invariant decays {pass_}")
+
+
+@pytest.mark.parametrize(("decays", "backend", "pass_"),
+                         list(itertools.product(SHARED_LAYOUTS, BACKENDS, PASSES)))
+def test_batch_shared_decays(measure, decays, backend, pass_):
+    measure(batch_shared_case, decays, backend, pass_, group=f"batch-shared decays {pass_}")
 
 
 @pytest.mark.parametrize(("method", "pass_"), list(itertools.product(COMPLEX_METHODS, PASSES)))

@@ -102,16 +102,19 @@ def test_cpu_scan_op_rejects_bad_buffers():
     a, x = torch.rand(8, 4), torch.randn(8, 4)
     with pytest.raises(RuntimeError, match="need contiguous inputs"):
         torch.ops.plrnn.cpu_scan(a.t().contiguous().t(), x, None, False, False)
-    with pytest.raises(RuntimeError, match=r"decays must have the impulses' \(T, \*\) shape or"):
+    with pytest.raises(RuntimeError, match=r"decays must have the impulses' \(T, \*\) shape, or"):
         torch.ops.plrnn.cpu_scan(a.reshape(8, 2, 2), x, None, False, False)
-    with pytest.raises(RuntimeError, match=r"or hold one row of their channels"):
+    with pytest.raises(RuntimeError, match=r"P dividing the impulses' channels; got decays \[1, 3\]"):
         torch.ops.plrnn.cpu_scan(a[:1, :3].contiguous(), x, None, False, False)
-    # One row of decays is time-invariant: the same as the row repeated at every step.
-    for parallel in (False, True):
-        one_row = torch.ops.plrnn.cpu_scan(a[:1], x, None, False, parallel)
-        repeated = torch.ops.plrnn.cpu_scan(a[:1].expand(8, 4).contiguous(), x, None, False,
-                                            parallel)
-        assert torch.equal(one_row, repeated)
+    with pytest.raises(RuntimeError, match=r"be 2-D \(1 or T, P\)"):
+        torch.ops.plrnn.cpu_scan(a[:3, :2].contiguous(), x, None, False, False)
+    # One row of decays is time-invariant, (T, P) decays repeat every P channels: the same as
+    # those decays expanded.
+    for decays in (a[:1], a[:, :2].contiguous(), a[:1, :1].contiguous()):
+        expanded = decays.repeat(8 // decays.shape[0], 4 // decays.shape[1]).contiguous()
+        for parallel in (False, True):
+            got = torch.ops.plrnn.cpu_scan(decays, x, None, False, parallel)
+            assert torch.equal(got, torch.ops.plrnn.cpu_scan(expanded, x, None, False, parallel))
     with pytest.raises(RuntimeError, match=r"initial_state must have shape impulses.shape\[1:\]"):
         torch.ops.plrnn.cpu_scan(a, x, torch.zeros(5), False, True)
     with pytest.raises(RuntimeError, match=r"initial_state must have shape impulses.shape\[1:\]"):

@@ -4,6 +4,8 @@ reduced over the broadcast dimensions as torch reduces it."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -75,3 +77,94 @@ def test_out_with_broadcast_decays():
         out = torch.empty_like(x)
         assert plrnn.linear_recurrence(a, x, backend=backend, out=out) is out
         assert _close(out, want), backend
+
+
+# Decays shared over a batch of wide enough rows reach the C++ kernels as (T, P), read at channel
+# c % P, and time-invariant ones as one (1, C) row. P = 20 (a 16-wide tile and a 4-wide one per
+# period) and 70 (wider than a register tile) with B = 3; 2 threads take cpu_serial through its
+# pipelined schedule (rows of 3 * 70 * 8 bytes) and cpu_parallel through time chunks.
+KERNEL_CASES = [
+    (("T", 1, 20), (3, 20), (20,)),  # (decay shape, impulses' trailing shape, what the kernel reads)
+    (("T", 1, 70), (3, 70), (70,)),
+    (("T", 1, 2, 20), (3, 2, 20), (40,)),
+    (("T", 1, 1, 20), (3, 2, 20), (20,)),
+    ((20,), (3, 20), (60,)),
+    ((1, 2, 20), (3, 2, 20), (120,)),
+]
+
+
+def _kernel_decay_shapes(fn):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "plrnn":
+                seen.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        result = fn()
+    return result, seen
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("T", [1, 33, 700])
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
+def test_cpu_kernels_read_broadcast_decays_unexpanded(case, T, reverse, threads, num_threads):
+    spec, trailing, period = case
+    num_threads(threads)
+    g = torch.Generator().manual_seed(seed_for("bcast-kernel", spec, T, reverse))
+    a = 0.9 + 0.1 * torch.rand(_shape(spec, T), generator=g, dtype=torch.float64)
+    x = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
+    h0 = torch.randn(trailing, generator=g, dtype=torch.float64)
+    up = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
+
+    def grads(fn):
+        leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
+        h = fn(*leaves)
+        return h.detach(), torch.autograd.grad((h * up).sum(), leaves)
+
+    want_h, want = grads(lambda a_, x_, h0_: reference.serial(a_.expand(x_.shape), x_, h0_,
+                                                              reverse))
+    for backend in ("cpu_serial", "cpu_parallel"):
+        (h, got), seen = _kernel_decay_shapes(lambda: grads(
+            lambda a_, x_, h0_: plrnn.linear_recurrence(a_, x_, h0_, reverse=reverse,
+                                                        backend=backend)))
+        read = (T, *period) if spec[0] == "T" and T > 1 else (1, math.prod(trailing))
+        assert seen and all(s == read for s in seen), (backend, seen)
+        assert _close(h, want_h), backend
+        for name, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
+            assert gv.shape == wv.shape and _close(gv, wv), (backend, name)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_batch_shared_decays_in_a_packed_batch_and_out(reverse, num_threads):
+    num_threads(2)
+    g = torch.Generator().manual_seed(seed_for("bcast-packed", reverse))
+    lengths = [300, 1, 0, 45, 2]
+    T = sum(lengths)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    a = 0.9 + 0.1 * torch.rand(T, 1, 24, generator=g, dtype=torch.float64)
+    x = torch.randn(T, 5, 24, generator=g, dtype=torch.float64)
+    h0 = torch.randn(len(lengths), 5, 24, generator=g, dtype=torch.float64)
+    bounds = cu.tolist()
+    want = torch.cat([reference.serial(a[lo:hi].expand(hi - lo, 5, 24), x[lo:hi], h0[n], reverse)
+                      for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo])
+    for backend in ("cpu_serial", "cpu_parallel"):
+        leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
+        h, seen = _kernel_decay_shapes(lambda: plrnn.linear_recurrence(
+            *leaves, cu_seqlens=cu, reverse=reverse, backend=backend))
+        assert seen == [(T, 24)] and _close(h.detach(), want), backend
+        (h * x).sum().backward()
+        a_ref = a.clone().requires_grad_()
+        torch.cat([reference.serial(a_ref[lo:hi].expand(hi - lo, 5, 24), x[lo:hi], h0[n], reverse)
+                   for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo]
+                  ).mul(x).sum().backward()
+        assert _close(leaves[0].grad, a_ref.grad), backend
+        out = torch.empty_like(x)
+        with torch.no_grad():
+            plrnn.linear_recurrence(a, x, h0[0], reverse=reverse, backend=backend, out=out)
+        assert _close(out, reference.serial(a.expand(T, 5, 24), x, h0[0], reverse)), backend

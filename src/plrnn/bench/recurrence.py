@@ -1016,7 +1016,7 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         f"{info['torch_threads']} torch threads ({info['torch_parallel_backend']})"
         + (f"; GPU {info['gpu']['name']}" if info["gpu"] else ""),
         f"- torch {info['torch_version']}, Python {info['python_version']}, {info['platform']}",
-        f"- commit: {commit}; cpu_scan.cpp sha1: {kernel_source_sha1()}",
+        f"- commit: {commit}; cpu_scan.cpp sha1: {info['kernel_source_sha1']}",
         f"- date (UTC): {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}; load average "
         f"before the run: {load[0]:.2f} on {info['logical_cores']} cores (other processes "
         "competing for the cores make the numbers noisy, threaded kernels most)",
@@ -1164,7 +1164,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = make_config(args)  # first: the steady child's mallopt precedes every allocation
     out = args.out if args.out is not None else Path("results") / machine_name()
     out.mkdir(parents=True, exist_ok=True)
-    info, load = machine_info(), _loadavg()
+    # The kernel source as the run starts: what was built, whatever is edited while it runs.
+    info, load = {**machine_info(), "kernel_source_sha1": kernel_source_sha1()}, _loadavg()
     stem = "auto_sweep" if args.sweep_auto else "recurrence_bench"
 
     with warnings.catch_warnings():
@@ -1182,7 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
     df = normalize(pd.DataFrame.from_records(records))
     details = {cfg.allocator: cfg.allocator_detail}
     meta = {"machine_name": machine_name(), "machine": info, "config": dataclasses.asdict(cfg),
-            "kernel_source_sha1": kernel_source_sha1(), "argv": argv,
+            "kernel_source_sha1": info["kernel_source_sha1"], "argv": argv,
             "backends": {s.name: {"available": s.available, "reason": s.reason}
                          for s in statuses},
             "measurement_seconds": elapsed, "loadavg_before": load}

@@ -72,20 +72,12 @@ def linear_recurrence(
     shape = impulses.shape
     T, channels = shape[0], math.prod(shape[1:])
     chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex())
-    if decays.shape != shape:
-        if chosen.name in _ROW_DECAYS and _time_invariant(decays.shape, shape):
-            decays = decays.reshape(shape[1:])  # the kernel reads one row for every step
-        else:
-            # A view; kernels that take (T, *) buffers copy it when they make it contiguous.
-            decays = decays.expand(shape)
     if T == 0 or channels == 0:
         h = out if out is not None else impulses + 0 * decays  # empty, still in the graph
-    elif bounds is not None:
-        h = _packed(chosen, decays, impulses, initial_state, bounds, reverse, out)
-    elif out is not None:
-        h = _into(out, chosen, decays, impulses, initial_state, reverse)
     else:
-        h = _compute(chosen, decays, impulses, initial_state, reverse)
+        if decays.shape != shape:
+            decays = _kernel_decays(chosen.name, decays, shape)
+        h = _run(chosen, decays, impulses, initial_state, bounds, reverse, out)
     if not return_final_state:
         return h
     if bounds is not None:
@@ -95,10 +87,40 @@ def linear_recurrence(
     return h, h[0] if reverse else h[-1]
 
 
-def _time_invariant(decay_shape, shape) -> bool:
-    """Decays of shape (*) or (1, *) for (T, *) impulses: the same decays at every step."""
-    padded = (1,) * (len(shape) - len(decay_shape)) + tuple(decay_shape)
-    return padded[0] == 1 and padded[1:] == tuple(shape[1:])
+def _run(chosen, decays, impulses, initial_state, bounds, reverse, out):
+    if bounds is not None:
+        return _packed(chosen, decays, impulses, initial_state, bounds, reverse, out)
+    if out is not None:
+        return _into(out, chosen, decays, impulses, initial_state, reverse)
+    return _compute(chosen, decays, impulses, initial_state, reverse)
+
+
+def _kernel_decays(name, decays, shape):
+    """Broadcast decays as the chosen backend reads them:
+    - no time axis (time-invariant): one (1, C) row, for the backends in _ROW_DECAYS; expanding
+      it over the batch is O(C);
+    - (T, 1, ..., 1, *trailing) with the impulses' trailing dims (shared over a batch): (T, P),
+      P = prod(trailing), which the C++ CPU kernels read at channel c % P;
+    - otherwise expanded to the impulses' shape (a view, which kernels that need contiguous
+      (T, *) buffers copy)."""
+    padded = (1,) * (len(shape) - decays.dim()) + tuple(decays.shape)
+    if name in _ROW_DECAYS and padded[0] == 1:
+        return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
+    period = _period(padded, shape)
+    if name in _CPU_OUT_PARALLEL and period is not None and period >= _MIN_PERIOD:
+        return decays.reshape(shape[0], period)
+    return decays.expand(shape)
+
+
+def _period(padded, shape) -> int | None:
+    """P where decays of shape `padded` (time, then ones, then the impulses' last dims) repeat
+    every P flattened channels; None for any other broadcast."""
+    j = len(shape)
+    while j > 1 and padded[j - 1] == shape[j - 1]:
+        j -= 1
+    if any(d != 1 for d in padded[1:j]):
+        return None
+    return math.prod(shape[j:])
 
 
 def _packed(chosen, decays, impulses, initial_state, bounds, reverse, out):
@@ -133,8 +155,9 @@ def _kernel_buffers(decays, impulses, initial_state):
     # short sequences.
     if impulses.dim() != 2 or decays.shape != impulses.shape:
         T, channels = impulses.shape[0], math.prod(impulses.shape[1:])
-        # (1, C) for time-invariant decays
-        decays, impulses = decays.reshape(-1, channels), impulses.reshape(T, channels)
+        if decays.shape == impulses.shape:  # else already (1, C) or (T, P): _kernel_decays
+            decays = decays.reshape(T, channels)
+        impulses = impulses.reshape(T, channels)
         if initial_state is not None:
             initial_state = initial_state.reshape(channels)
     h0 = None if initial_state is None else initial_state.contiguous()
@@ -145,6 +168,9 @@ def _kernel_buffers(decays, impulses, initial_state):
 _CPU_OUT_PARALLEL = {"cpu_serial": False, "cpu_parallel": True}
 # The backends whose kernels take time-invariant decays as one row, never expanded over time.
 _ROW_DECAYS = {*_CPU_OUT_PARALLEL, "cuda_parallel"}
+# Decays repeating every fewer channels than this are expanded instead: the C++ kernels cut their
+# channel loops at every period, and runs that short leave the vector units idle.
+_MIN_PERIOD = 16
 
 
 def _into(out, chosen, decays, impulses, initial_state, reverse):

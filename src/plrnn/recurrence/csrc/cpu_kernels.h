@@ -8,30 +8,38 @@
 
 namespace plrnn {
 
+// Where the decay of step t, channel c lives: a[(per_step ? t : 0) * period + c % period].
+//   the impulses' own layout           {C, true}
+//   time-invariant (one row of C)      {C, false}
+//   shared over a batch: (T, 1, P) decays for (T, B, P) impulses, C = B * P     {P, true}
+struct DecayLayout {
+  int64_t period;
+  bool per_step;
+};
+
 // h = scan(a, x, h0) in time order (reverse: from row T-1 down); h0 may be null (zeros).
-// a_shared: a is one row of C decays used at every step (time-invariant), not T rows.
 template <typename scalar_t>
 void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out,
-                         int64_t T, int64_t C, bool reverse, bool parallel, bool a_shared);
+                         int64_t T, int64_t C, bool reverse, bool parallel, DecayLayout decays);
 
 // dL/dx, dL/da and dL/dh0 (C values) from the saved h and dL/dh; h0 may be null (zeros).
-// grad_a has T rows even with a_shared (the caller sums them).
+// grad_a is (T, C) whatever the decays' layout (the caller sums it to theirs).
 template <typename scalar_t>
 void scan_backward_kernel(const scalar_t* a, const scalar_t* h, const scalar_t* grad_h,
                           const scalar_t* h0, scalar_t* grad_x, scalar_t* grad_a,
                           scalar_t* grad_h0, int64_t T, int64_t C, bool reverse, bool parallel,
-                          bool a_shared);
+                          DecayLayout decays);
 
 // complex64 / complex128: plain-loop kernels (cpu_kernels_complex.cpp), gradients conjugated as
 // torch's complex autograd expects.
 #define PLRNN_DECLARE_COMPLEX_KERNELS(scalar_t)                                                   \
   template <>                                                                                     \
   void scan_forward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*, scalar_t*, \
-                                     int64_t, int64_t, bool, bool, bool);                         \
+                                     int64_t, int64_t, bool, bool, DecayLayout);                  \
   template <>                                                                                     \
   void scan_backward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*,          \
                                       const scalar_t*, scalar_t*, scalar_t*, scalar_t*, int64_t,  \
-                                      int64_t, bool, bool, bool);
+                                      int64_t, bool, bool, DecayLayout);
 PLRNN_DECLARE_COMPLEX_KERNELS(c10::complex<float>)
 PLRNN_DECLARE_COMPLEX_KERNELS(c10::complex<double>)
 #undef PLRNN_DECLARE_COMPLEX_KERNELS

@@ -72,14 +72,26 @@ void scan_steps(int64_t n, int64_t C, const acc_t* init, bool parallel, const De
   if (last) std::copy(state.begin(), state.end(), last);
 }
 
+// Index of the decay of data row t, channel c (cpu_kernels.h); no division unless the decays
+// repeat across the channels.
+struct DecayAt {
+  DecayLayout layout;
+  int64_t C;
+  int64_t operator()(int64_t t, int64_t c) const {
+    const int64_t P = layout.period;
+    return (layout.per_step ? t * P : 0) + (P == C ? c : c % P);
+  }
+};
+
 template <typename scalar_t>
 void forward(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out, int64_t T,
-             int64_t C, bool reverse, bool parallel, bool a_shared) {
+             int64_t C, bool reverse, bool parallel, DecayLayout layout) {
   if (T == 0 || C == 0) return;
-  const int64_t first = reverse ? T - 1 : 0, dir = reverse ? -1 : 1, a_rows = a_shared ? 0 : 1;
+  const int64_t first = reverse ? T - 1 : 0, dir = reverse ? -1 : 1;
   auto row = [=](int64_t r) { return first + r * dir; };
+  const DecayAt at{layout, C};
   scan_steps<scalar_t>(
-      T, C, h0, parallel, [=](int64_t r, int64_t c) { return a[row(r) * C * a_rows + c]; },
+      T, C, h0, parallel, [=](int64_t r, int64_t c) { return a[at(row(r), c)]; },
       [=](int64_t r, int64_t c) { return x[row(r) * C + c]; },
       [=](int64_t r, int64_t c, scalar_t v) { out[row(r) * C + c] = v; },
       static_cast<scalar_t*>(nullptr));
@@ -91,15 +103,16 @@ void forward(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t*
 template <typename scalar_t>
 void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const scalar_t* h0,
               scalar_t* dx, scalar_t* da, scalar_t* dh0, int64_t T, int64_t C, bool reverse,
-              bool parallel, bool a_shared) {
+              bool parallel, DecayLayout layout) {
   if (T == 0 || C == 0) return;
-  const int64_t dir = reverse ? 1 : -1, d0 = reverse ? 0 : T - 1, a_rows = a_shared ? 0 : 1;
+  const int64_t dir = reverse ? 1 : -1, d0 = reverse ? 0 : T - 1;
+  const DecayAt at{layout, C};
   auto row = [=](int64_t r) { return d0 + r * dir; };
   std::vector<scalar_t> g_last(C);
   scan_steps<scalar_t>(
       T, C, nullptr, parallel,
       [=](int64_t r, int64_t c) {
-        return r == 0 ? scalar_t(0) : std::conj(a[(row(r) - dir) * C * a_rows + c]);
+        return r == 0 ? scalar_t(0) : std::conj(a[at(row(r) - dir, c)]);
       },
       [=](int64_t r, int64_t c) { return dh[row(r) * C + c]; },
       [=](int64_t r, int64_t c, scalar_t g) {
@@ -110,7 +123,7 @@ void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const s
       },
       g_last.data());
   const int64_t d_last = row(T - 1);
-  for (int64_t c = 0; c < C; ++c) dh0[c] = std::conj(a[d_last * C * a_rows + c]) * g_last[c];
+  for (int64_t c = 0; c < C; ++c) dh0[c] = std::conj(a[at(d_last, c)]) * g_last[c];
 }
 
 }  // namespace
@@ -119,16 +132,16 @@ void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const s
   template <>                                                                                    \
   void scan_forward_kernel<scalar_t>(const scalar_t* a, const scalar_t* x, const scalar_t* h0,   \
                                      scalar_t* out, int64_t T, int64_t C, bool reverse,          \
-                                     bool parallel, bool a_shared) {                             \
-    forward(a, x, h0, out, T, C, reverse, parallel, a_shared);                                   \
+                                     bool parallel, DecayLayout decays) {                        \
+    forward(a, x, h0, out, T, C, reverse, parallel, decays);                                     \
   }                                                                                              \
   template <>                                                                                    \
   void scan_backward_kernel<scalar_t>(const scalar_t* a, const scalar_t* h,                      \
                                       const scalar_t* grad_h, const scalar_t* h0,                \
                                       scalar_t* grad_x, scalar_t* grad_a, scalar_t* grad_h0,     \
                                       int64_t T, int64_t C, bool reverse, bool parallel,         \
-                                      bool a_shared) {                                           \
-    backward(a, h, grad_h, h0, grad_x, grad_a, grad_h0, T, C, reverse, parallel, a_shared);      \
+                                      DecayLayout decays) {                                      \
+    backward(a, h, grad_h, h0, grad_x, grad_a, grad_h0, T, C, reverse, parallel, decays);        \
   }
 
 PLRNN_COMPLEX_KERNELS(c10::complex<float>)

@@ -202,19 +202,25 @@ template <typename out_t, typename acc_t> struct StoreGrads {
 };
 
 // The inputs of one scan: element (r, c) of the impulses is at x[r * stride + c], of the decays at
-// a[r * a_stride + c]. a_stride is either stride or 0: time-invariant decays, one row for every
-// step. The loops below test that once per call rather than keep a second offset per chunk,
-// which would cost an add and a register per chunk where a few channels are latency-bound; the
-// compiler unswitches the invariant test out of the loops. (Alternating A/B runs against the
-// kernels before this change, 2-core Skylake-SP, 2 threads: 0.87-1.10x over 12 cases, noise.)
+// a[r * a_stride + c % period] (cpu_kernels.h's DecayLayout in scan order: a_stride is stride for
+// the impulses' own layout, 0 for time-invariant decays, +-period for decays shared over a
+// batch). Channel ranges handed to the loops below never cross a multiple of the period
+// (Pass::group cuts them there), so a run of channels is a run of decays too. The loops test the
+// layout once per call rather than keep a second offset per chunk for every layout, which would
+// cost an add and a register per chunk where a few channels are latency-bound; the compiler
+// unswitches the invariant tests out of the loops. (Alternating A/B runs of the time-invariant
+// test against the kernels before it, 2-core Skylake-SP, 2 threads: 0.87-1.10x over 12 cases,
+// noise.)
 template <typename in_t> struct Inputs {
   const in_t* a;
   const in_t* x;
   int64_t stride;
   int64_t a_stride;
+  int64_t period;
   Inputs shifted(int64_t rows) const {
-    return {a + rows * a_stride, x + rows * stride, stride, a_stride};
+    return {a + rows * a_stride, x + rows * stride, stride, a_stride, period};
   }
+  bool a_like_x() const { return a_stride == stride && (period == stride || period == -stride); }
 };
 
 // Registers hold KI chunks x W channels of state: KI independent dependency chains per channel
@@ -239,25 +245,27 @@ void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t
   using vec = typename VecOf<VW, acc_t>::type;
   const in_t* __restrict__ a = in.a;
   const in_t* __restrict__ x = in.x;
-  const int64_t stride = in.stride;
-  const bool shared = in.a_stride == 0;
+  const int64_t stride = in.stride, a_stride = in.a_stride, ca = c % in.period;
+  const bool like_x = in.a_like_x(), shared = a_stride == 0;
   vec h[KI][NV], p[KI][NV];
-  int64_t off[KI];
+  int64_t off[KI], a_off[KI];
   for (int k = 0; k < KI; ++k) {
     for (int v = 0; v < NV; ++v) {
       h[k][v] = load<VW, acc_t>(st + k * ld + v * VW);
       if constexpr (REDUCE) p[k][v] = load<VW, acc_t>(prod + k * ld + v * VW);
     }
     off[k] = (start[k] + s0) * stride + c;
+    a_off[k] = (start[k] + s0) * a_stride + ca;
   }
   for (int64_t s = s0; s < s1; ++s) {
 #pragma GCC unroll 8
     for (int k = 0; k < KI; ++k) {
-      const int64_t e = off[k];
+      const int64_t e = off[k], ea = like_x ? e : shared ? ca : a_off[k];
       off[k] += stride;
+      if (!like_x && !shared) a_off[k] += a_stride;
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        const vec av = load<VW, acc_t>(a + (shared ? c : e) + v * VW);
+        const vec av = load<VW, acc_t>(a + ea + v * VW);
         h[k][v] = av * h[k][v] + load<VW, acc_t>(x + e + v * VW);
         if constexpr (REDUCE) {
           p[k][v] *= av;
@@ -281,9 +289,10 @@ void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, in
                 acc_t* __restrict__ st, acc_t* __restrict__ prod, const Emit emit) {
   const in_t* __restrict__ a = in.a;
   const in_t* __restrict__ x = in.x;
-  const bool shared = in.a_stride == 0;
-  for (int64_t s = 0, e0 = start * in.stride + c; s < len; ++s, e0 += in.stride) {
-    const in_t* __restrict__ ar = a + (shared ? c : e0);
+  const bool like_x = in.a_like_x();
+  for (int64_t s = 0, e0 = start * in.stride + c, ea = start * in.a_stride + c % in.period;
+       s < len; ++s, e0 += in.stride, ea += in.a_stride) {
+    const in_t* __restrict__ ar = a + (like_x ? e0 : ea);
     const in_t* __restrict__ xr = x + e0;
     if constexpr (REDUCE) {
       for (int64_t i = 0; i < n; ++i) {
@@ -335,8 +344,18 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
     if (full > common) run_set<W, KI, REDUCE>(k0, k1 - 1, common, full, c);
   }
 
-  // Chunks [k0, k1) x channels [c0, c1), all on the calling thread.
+  // Chunks [k0, k1) x channels [c0, c1), all on the calling thread, a period of the decays at a
+  // time (Inputs).
   template <bool REDUCE> void group(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
+    const int64_t P = in.period;
+    for (int64_t c = c0; c < c1;) {
+      const int64_t end = P >= C ? c1 : std::min(c1, (c / P + 1) * P);
+      in_period<REDUCE>(k0, k1, c, end);
+      c = end;
+    }
+  }
+
+  template <bool REDUCE> void in_period(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
     if (c1 - c0 > kNarrowMax) {
       for (int64_t k = k0; k < k1; ++k)
         for (int64_t c = c0; c < c1; c += kWideBlock)
@@ -451,21 +470,26 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
     std::fill(P, P + C, acc_t(1));
     const in_t* __restrict__ a = in.a;
     const in_t* __restrict__ x = in.x;
+    const int64_t L = std::min(in.period, C);  // channels per run of decays
     for (int64_t i = 0; i < std::max(n, m); ++i) {
       if (i < n) {
         const int64_t r = s0 + i;
-        emit.scan_row(r * in.stride, a + r * in.a_stride, x + r * in.stride, state, C);
+        for (int64_t c = 0; c < C; c += L)
+          emit.scan_row(r * in.stride + c, a + r * in.a_stride, x + r * in.stride + c, state + c,
+                        L);
       }
       if (i < m) {
         const int64_t r = r0 + i;
         const in_t* __restrict__ ar = a + r * in.a_stride;
-        const in_t* __restrict__ xr = x + r * in.stride;
-        acc_t* __restrict__ st = R;
-        acc_t* __restrict__ pr = P;
-        for (int64_t c = 0; c < C; ++c) {
-          const acc_t av = static_cast<acc_t>(ar[c]);
-          st[c] = av * st[c] + static_cast<acc_t>(xr[c]);
-          pr[c] *= av;
+        for (int64_t c0 = 0; c0 < C; c0 += L) {
+          const in_t* __restrict__ xr = x + r * in.stride + c0;
+          acc_t* __restrict__ st = R + c0;
+          acc_t* __restrict__ pr = P + c0;
+          for (int64_t c = 0; c < L; ++c) {
+            const acc_t av = static_cast<acc_t>(ar[c]);
+            st[c] = av * st[c] + static_cast<acc_t>(xr[c]);
+            pr[c] *= av;
+          }
         }
       }
     }
@@ -693,12 +717,13 @@ std::vector<acc_t> to_acc(const in_t* p, int64_t n) {
 
 template <typename scalar_t>
 void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out,
-                         int64_t T, int64_t C, bool reverse, bool parallel, bool a_shared) {
+                         int64_t T, int64_t C, bool reverse, bool parallel, DecayLayout decays) {
   if (T == 0 || C == 0) return;
   using acc_t = typename AccOf<scalar_t>::type;
   const int64_t first = reverse ? T - 1 : 0, step = reverse ? -C : C;
-  const Inputs<scalar_t> in{a + (a_shared ? 0 : first * C), x + first * C, step,
-                            a_shared ? 0 : step};
+  const int64_t a_row = decays.per_step ? decays.period : 0;
+  const Inputs<scalar_t> in{a + first * a_row, x + first * C, step, reverse ? -a_row : a_row,
+                            decays.period};
   const StoreState<scalar_t, acc_t> emit{out + first * C};
   std::vector<acc_t> init;
   if (h0) init = to_acc<acc_t>(h0, C);
@@ -712,18 +737,18 @@ void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h
 template <typename scalar_t>
 void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t* dh,
                           const scalar_t* h0_in, scalar_t* dx, scalar_t* da, scalar_t* dh0,
-                          int64_t T, int64_t C, bool reverse, bool parallel, bool a_shared) {
+                          int64_t T, int64_t C, bool reverse, bool parallel, DecayLayout decays) {
   if (T == 0 || C == 0) return;
   using acc_t = typename AccOf<scalar_t>::type;
   const FlushDenormals flush;  // the edge rows below run outside scan()
   const int64_t dir = reverse ? 1 : -1, d0 = reverse ? 0 : T - 1, step = dir * C;
+  const int64_t a_row = decays.per_step ? decays.period : 0, P = decays.period;
   std::vector<acc_t> h0(C, acc_t(0));
   if (h0_in) h0 = to_acc<acc_t>(h0_in, C);
 
   // Element (r, c) of every buffer below is at base[r * step + c].
   // Decay row 0 is never read; time-invariant decays are the same row at every step.
-  const Inputs<scalar_t> in{a + (a_shared ? 0 : (d0 - dir) * C), dh + d0 * C, step,
-                            a_shared ? 0 : step};
+  const Inputs<scalar_t> in{a + (d0 - dir) * a_row, dh + d0 * C, step, dir * a_row, P};
   const StoreGrads<scalar_t, acc_t> grads{dx + d0 * C, da + d0 * C,
                                           hs + (d0 + dir) * C};  // h row T-1 never read
 
@@ -733,7 +758,7 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
     const int64_t e = r * step;
     for (int64_t c = 0; c < C; ++c) {
       const acc_t decayed =
-          prev ? static_cast<acc_t>(in.a[r * in.a_stride + c]) * prev[c] : acc_t(0);
+          prev ? static_cast<acc_t>(in.a[r * in.a_stride + c % P]) * prev[c] : acc_t(0);
       g[c] = decayed + static_cast<acc_t>(in.x[e + c]);
       grads.gx[e + c] = static_cast<scalar_t>(g[c]);
       grads.ga[e + c] = static_cast<scalar_t>(hprev[c] * g[c]);
@@ -747,16 +772,17 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
     if (T > 2) scan(in.shifted(1), T - 2, C, g.data(), parallel, grads.shifted(step), mid.data());
     edge_row(T - 1, mid.data(), h0.data());
   }
-  const scalar_t* a_last = a_shared ? a : a + (d0 + (T - 1) * dir) * C;
+  const scalar_t* a_last = a + (d0 + (T - 1) * dir) * a_row;
   for (int64_t c = 0; c < C; ++c)
-    dh0[c] = static_cast<scalar_t>(static_cast<acc_t>(a_last[c]) * g[c]);
+    dh0[c] = static_cast<scalar_t>(static_cast<acc_t>(a_last[c % P]) * g[c]);
 }
 
 #define PLRNN_INSTANTIATE_CPU_KERNELS(scalar_t)                                                  \
   template void scan_forward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*, \
-                                              scalar_t*, int64_t, int64_t, bool, bool, bool);    \
+                                              scalar_t*, int64_t, int64_t, bool, bool,           \
+                                              DecayLayout);                                      \
   template void scan_backward_kernel<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*, \
                                                const scalar_t*, scalar_t*, scalar_t*, scalar_t*,  \
-                                               int64_t, int64_t, bool, bool, bool);
+                                               int64_t, int64_t, bool, bool, DecayLayout);
 
 }  // namespace plrnn

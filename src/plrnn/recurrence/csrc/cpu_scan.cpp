@@ -23,11 +23,21 @@ int64_t channels_of(const at::Tensor& x) { return x.size(0) ? x.numel() / x.size
 
 // Inputs are (T, *) and contiguous, so they are (T, C) buffers with C = numel / T whatever their
 // trailing shape: no reshape on the way in or out (each costs microseconds of dispatch). Decays
-// may instead be a single row of C (time-invariant; any shape with C elements): "shared".
+// have the impulses' shape, or are 2-D (R, P): R = 1 row for every step (time-invariant) or R = T,
+// and P dividing C, channel c reading column c % P (decays shared over a batch of C / P).
+bool decays_fit(const at::Tensor& a, const at::Tensor& x) {
+  if (a.sizes() == x.sizes()) return true;
+  if (a.dim() != 2 || x.dim() < 1 || (a.size(0) != 1 && a.size(0) != x.size(0))) return false;
+  const int64_t C = channels_of(x), P = a.size(1);
+  return P > 0 ? C % P == 0 : C == 0;
+}
+
 void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<at::Tensor>& h0) {
   TORCH_CHECK(a.device().is_cpu() && x.device().is_cpu(), "plrnn cpu kernels need CPU tensors");
-  TORCH_CHECK(x.dim() >= 1 && (a.sizes() == x.sizes() || a.numel() == channels_of(x)),
-              "decays must have the impulses' (T, *) shape or hold one row of their channels");
+  TORCH_CHECK(x.dim() >= 1 && decays_fit(a, x),
+              "decays must have the impulses' (T, *) shape, or be 2-D (1 or T, P) with P "
+              "dividing the impulses' channels; got decays ", a.sizes(), " for impulses ",
+              x.sizes());
   TORCH_CHECK(a.scalar_type() == x.scalar_type(), "decays and impulses must share a dtype");
   TORCH_CHECK(a.is_contiguous() && x.is_contiguous(), "plrnn cpu kernels need contiguous inputs");
   if (h0) {
@@ -37,11 +47,20 @@ void check_inputs(const at::Tensor& a, const at::Tensor& x, const c10::optional<
   }
 }
 
-bool shared_decays(const at::Tensor& a, const at::Tensor& x) { return a.sizes() != x.sizes(); }
+DecayLayout layout_of(const at::Tensor& a, const at::Tensor& x) {
+  const int64_t C = channels_of(x);
+  if (a.sizes() == x.sizes()) return {C, true};
+  return {a.size(1), a.size(0) == x.size(0) && a.size(0) > 1};
+}
 
-// dL/da of shared decays: the per-step terms the kernel wrote, summed over time.
-at::Tensor reduce_shared(const at::Tensor& ga, const at::Tensor& a) {
-  return at::sum(ga, {0}).view(a.sizes());
+// dL/da in the decays' own shape: the kernel writes one term per (step, channel); decays that
+// repeat over steps or channels take the sum of their terms.
+at::Tensor reduce_to_decays(const at::Tensor& ga, const at::Tensor& a) {
+  if (a.sizes() == ga.sizes()) return ga;
+  const int64_t T = ga.size(0), P = a.size(1);
+  const at::Tensor terms = ga.view({T, channels_of(ga) / P, P});
+  if (a.size(0) == T && T > 1) return at::sum(terms, {1});
+  return at::sum(terms, {0, 1}).view(a.sizes());
 }
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
@@ -80,7 +99,7 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
                                   impulses.const_data_ptr<scalar_t>(),
                                   data_or_null<scalar_t>(initial_state),
                                   out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel,
-                                  shared_decays(decays, impulses));
+                                  layout_of(decays, impulses));
   });
 }
 
@@ -109,10 +128,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
         decays.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(),
         grad_h.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(initial_state),
         gx.mutable_data_ptr<scalar_t>(), ga.mutable_data_ptr<scalar_t>(),
-        gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel, shared_decays(decays, grad_h));
+        gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel, layout_of(decays, grad_h));
   });
-  if (shared_decays(decays, grad_h)) return {gx, reduce_shared(ga, decays), gh0};
-  return {gx, ga, gh0};
+  return {gx, reduce_to_decays(ga, decays), gh0};
 }
 
 // The offsets of a packed batch of T rows, checked: N + 1 non-decreasing int64 from 0 to T.
@@ -176,11 +194,11 @@ at::Tensor scan_varlen(const at::Tensor& decays, const at::Tensor& impulses,
     const scalar_t* x = impulses.const_data_ptr<scalar_t>();
     const scalar_t* h0 = data_or_null<scalar_t>(initial_states);
     scalar_t* h = out.mutable_data_ptr<scalar_t>();
-    const bool shared = shared_decays(decays, impulses);
+    const DecayLayout layout = layout_of(decays, impulses);
+    const int64_t a_row = layout.per_step ? layout.period : 0;
     for_each_sequence(cu, N, C, [&](int64_t n, int64_t row, int64_t len) {
-      scan_forward_kernel<scalar_t>(a + (shared ? 0 : row * C), x + row * C,
-                                    h0 ? h0 + n * C : nullptr, h + row * C, len, C, reverse,
-                                    parallel, shared);
+      scan_forward_kernel<scalar_t>(a + row * a_row, x + row * C, h0 ? h0 + n * C : nullptr,
+                                    h + row * C, len, C, reverse, parallel, layout);
     });
   });
   return out;
@@ -214,16 +232,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
     scalar_t* dx = gx.mutable_data_ptr<scalar_t>();
     scalar_t* da = ga.mutable_data_ptr<scalar_t>();
     scalar_t* dh0 = gh0.mutable_data_ptr<scalar_t>();
-    const bool shared = shared_decays(decays, grad_h);
+    const DecayLayout layout = layout_of(decays, grad_h);
+    const int64_t a_row = layout.per_step ? layout.period : 0;
     for_each_sequence(cu, N, C, [&](int64_t n, int64_t row, int64_t len) {
       const int64_t e = row * C;
-      scan_backward_kernel<scalar_t>(a + (shared ? 0 : e), hs + e, dh + e,
+      scan_backward_kernel<scalar_t>(a + row * a_row, hs + e, dh + e,
                                      h0 ? h0 + n * C : nullptr, dx + e, da + e, dh0 + n * C, len,
-                                     C, reverse, parallel, shared);
+                                     C, reverse, parallel, layout);
     });
   });
-  if (shared_decays(decays, grad_h)) return {gx, reduce_shared(ga, decays), gh0};
-  return {gx, ga, gh0};
+  return {gx, reduce_to_decays(ga, decays), gh0};
 }
 
 // Autograd in C++ rather than through torch.library.register_autograd: the Python wrapper cost
