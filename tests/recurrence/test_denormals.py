@@ -114,3 +114,29 @@ def test_torch_backend_decay_products_stay_normal(dtype, monkeypatch):
     # the gates do reach the range: some products were set to zero, and others kept just above it
     assert (products == 0).any()
     assert ((products != 0) & (products.abs() < tiny**0.5 * 1e3)).any()
+
+
+def test_workers_started_inside_a_call_do_not_keep_flushing():
+    """OpenMP starts a worker thread at the first parallel region that needs it, and a new thread
+    copies the floating-point state of the thread that starts it. In a fresh process whose first
+    2-thread region is inside a kernel call (inputs under torch's own parallel grain, so that the
+    op's checks run on one thread; cpu_serial's threads take blocks of rows in turn even so),
+    torch's 2-thread arithmetic must still keep subnormals afterwards. It did not while the
+    calling thread flushed across the kernel's parallel regions."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import torch, plrnn
+        torch.set_num_threads(2)
+        a = torch.full((64, 256), 0.9, requires_grad=True)
+        x = torch.ones(64, 256, requires_grad=True)
+        plrnn.linear_recurrence(a, x, backend="cpu_serial").sum().backward()
+        tiny = torch.full((1 << 20,), 1e-39)
+        print("kept" if bool((tiny * torch.ones_like(tiny) != 0).all()) else "flushed")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=540)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "kept", "cpu_serial left a worker flushing subnormals"

@@ -24,7 +24,8 @@ namespace {
 template <typename acc_t, typename Decay, typename Input, typename Emit>
 void scan_steps(int64_t n, int64_t C, const acc_t* init, bool parallel, const Decay& decay,
                 const Input& input, const Emit& emit, acc_t* last) {
-  const FlushDenormals flush;  // every parallel region below sets it on its workers too
+  // Every parallel region sets it on its workers, the calling thread only around its own loop
+  // (FlushDenormals: a worker started inside a region copies the starting thread's state).
   std::vector<acc_t> state(C, acc_t(0));
   if (init) std::copy(init, init + C, state.begin());
   auto run = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, acc_t* st) {
@@ -61,9 +62,12 @@ void scan_steps(int64_t n, int64_t C, const acc_t* init, bool parallel, const De
     });
     std::vector<acc_t> carry(K * C);
     std::copy(state.begin(), state.end(), carry.begin());
-    for (int64_t k = 1; k < K; ++k)
-      for (int64_t c = 0; c < C; ++c)
-        carry[k * C + c] = product[(k - 1) * C + c] * carry[(k - 1) * C + c] + reached[(k - 1) * C + c];
+    {
+      const FlushDenormals flush;
+      for (int64_t k = 1; k < K; ++k)
+        for (int64_t c = 0; c < C; ++c)
+          carry[k * C + c] = product[(k - 1) * C + c] * carry[(k - 1) * C + c] + reached[(k - 1) * C + c];
+    }
     at::parallel_for(0, K, 1, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) run(start[k], start[k + 1], 0, C, carry.data() + k * C);
     });
