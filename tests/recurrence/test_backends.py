@@ -108,6 +108,11 @@ def test_cpu_scan_op_rejects_bad_buffers():
         torch.ops.plrnn.cpu_scan(a[:1, :3].contiguous(), x, None, False, False)
     with pytest.raises(RuntimeError, match=r"be 2-D \(1 or T, P\)"):
         torch.ops.plrnn.cpu_scan(a[:3, :2].contiguous(), x, None, False, False)
+    # No channels: nothing to scan, and gradients of the decays' own (empty) shape.
+    empty = torch.empty(8, 0)
+    gx, ga, _ = torch.ops.plrnn.cpu_scan_backward(torch.empty(1, 0), empty, empty, None, False,
+                                                  False)
+    assert gx.shape == (8, 0) and ga.shape == (1, 0)
     # One row of decays is time-invariant, (T, P) decays repeat every P channels: the same as
     # those decays expanded.
     for decays in (a[:1], a[:, :2].contiguous(), a[:1, :1].contiguous()):

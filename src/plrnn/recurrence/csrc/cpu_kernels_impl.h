@@ -602,8 +602,8 @@ class FlushDenormals {
 // host. Fusing the scan and the reduction into one loop over channels ran at 0.3-0.44 (five
 // streams at one page offset); interleaving by 2-16 rows or whole blocks measured no better than
 // by rows. At (4096, 16384), 32 KiB shares, the channel split stays (0.84-0.90, against 0.79
-// pipelined). The scan step writes with streaming stores once the data overflow the last-level cache
-// (streams(), below).
+// pipelined). The scan step writes with streaming stores once the data overflow the last-level
+// cache (streams(), below).
 
 // Blocks of the pipelined schedule hold this many bytes of inputs: a fraction of any x86 core's
 // L2 (512 KiB and up), so a block reduced while the previous one is scanned is still there when

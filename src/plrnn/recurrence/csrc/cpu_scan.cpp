@@ -58,6 +58,7 @@ DecayLayout layout_of(const at::Tensor& a, const at::Tensor& x) {
 at::Tensor reduce_to_decays(const at::Tensor& ga, const at::Tensor& a) {
   if (a.sizes() == ga.sizes()) return ga;
   const int64_t T = ga.size(0), P = a.size(1);
+  if (P == 0) return at::zeros(a.sizes(), a.options());  // no channels
   const at::Tensor terms = ga.view({T, channels_of(ga) / P, P});
   if (a.size(0) == T && T > 1) return at::sum(terms, {1});
   return at::sum(terms, {0, 1}).view(a.sizes());
