@@ -151,19 +151,23 @@ def test_batch_shared_decays_in_a_packed_batch_and_out(reverse, num_threads):
     x = torch.randn(T, 5, 24, generator=g, dtype=torch.float64)
     h0 = torch.randn(len(lengths), 5, 24, generator=g, dtype=torch.float64)
     bounds = cu.tolist()
-    want = torch.cat([reference.serial(a[lo:hi].expand(hi - lo, 5, 24), x[lo:hi], h0[n], reverse)
-                      for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo])
+
+    def packed_reference(a_):
+        return torch.cat([reference.serial(a_[lo:hi].expand(hi - lo, 5, 24), x[lo:hi], h0[n],
+                                           reverse)
+                          for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo])
+
+    a_ref = a.clone().requires_grad_()
+    want = packed_reference(a_ref)
+    (want_grad,) = torch.autograd.grad(want.mul(x).sum(), a_ref)
+    want = want.detach()
     for backend in ("cpu_serial", "cpu_parallel"):
         leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
         h, seen = _kernel_decay_shapes(lambda: plrnn.linear_recurrence(
             *leaves, cu_seqlens=cu, reverse=reverse, backend=backend))
         assert seen == [(T, 24)] and _close(h.detach(), want), backend
         (h * x).sum().backward()
-        a_ref = a.clone().requires_grad_()
-        torch.cat([reference.serial(a_ref[lo:hi].expand(hi - lo, 5, 24), x[lo:hi], h0[n], reverse)
-                   for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo]
-                  ).mul(x).sum().backward()
-        assert _close(leaves[0].grad, a_ref.grad), backend
+        assert _close(leaves[0].grad, want_grad), backend
         out = torch.empty_like(x)
         with torch.no_grad():
             plrnn.linear_recurrence(a, x, h0[0], reverse=reverse, backend=backend, out=out)
