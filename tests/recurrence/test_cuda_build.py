@@ -229,12 +229,12 @@ class Emulated:
         vp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
         for name in ("plrnn_serial_forward", "plrnn_paper_forward"):
             getattr(lib, name).argtypes = [vp, vp, vp, vp, i64, i64, i32, vp]
-        lib.plrnn_parallel_can_vectorize.argtypes = [ctypes.POINTER(vp), i32, i64, i32]
+        lib.plrnn_parallel_can_vectorize.argtypes = [ctypes.POINTER(vp), i32, i64, i64, i32]
         lib.plrnn_parallel_workspace_bytes.argtypes = [i64, i64, i32, i32, i32, i32]
         lib.plrnn_parallel_workspace_bytes.restype = ctypes.c_size_t
-        lib.plrnn_parallel_forward.argtypes = [vp, vp, vp, vp, i64, i64, i32, i32, i32, i32, i32]
-        lib.plrnn_parallel_forward.argtypes += [vp, vp]
-        lib.plrnn_parallel_backward.argtypes = [vp] * 7 + [i64, i64] + [i32] * 5 + [vp, vp]
+        layout = [i64, i32, i32, i32, vp, vp]  # period, per_step, vectorized, sms, work, stream
+        lib.plrnn_parallel_forward.argtypes = [vp] * 4 + [i64, i64, i32, i32] + layout
+        lib.plrnn_parallel_backward.argtypes = [vp] * 7 + [i64, i64, i32, i32] + layout
         self.lib = lib
 
     @staticmethod
@@ -250,9 +250,18 @@ class Emulated:
         assert rc == 0, f"plrnn_{name}_forward returned {rc}"
         return out
 
-    def can_vectorize(self, tensors, C, dtype):
+    def can_vectorize(self, tensors, C, dtype, period=None):
         arr = (ctypes.c_void_p * len(tensors))(*[self._ptr(t) for t in tensors])
-        return self.lib.plrnn_parallel_can_vectorize(arr, len(tensors), C, DTYPE_CODE[dtype])
+        return self.lib.plrnn_parallel_can_vectorize(
+            arr, len(tensors), C, C if period is None else period, DTYPE_CODE[dtype]
+        )
+
+    @staticmethod
+    def _layout(a, T, C):
+        """(period, per_step) of decays `a`: (T, C), one (P,) row for every step, or (T, P)."""
+        if a.dim() == 1:
+            return a.shape[0], 0
+        return a.shape[1], 1
 
     def _workspace(self, T, C, dtype, vec, backward, sms):
         n = self.lib.plrnn_parallel_workspace_bytes(T, C, DTYPE_CODE[dtype], vec, backward, sms)
@@ -266,15 +275,16 @@ class Emulated:
         return buf[skip:]
 
     def forward(self, a, x, h0=None, reverse=False, sms=4, out=None):
-        """a: (T, C), or one (C,) row for every step."""
+        """a: (T, C); one (P,) row for every step; or (T, P); P dividing C."""
         T, C = x.shape
+        period, per_step = self._layout(a, T, C)
         out = torch.full_like(x, float("nan")) if out is None else out
-        vec = self.can_vectorize((a, x, out), C, x.dtype)
+        vec = self.can_vectorize((a, x, out), C, x.dtype, period)
         buf, _ = self._workspace(T, C, x.dtype, vec, 0, sms)
         work = self._aligned(buf)
         rc = self.lib.plrnn_parallel_forward(
             self._ptr(a), self._ptr(x), self._ptr(h0), self._ptr(out), T, C, reverse,
-            DTYPE_CODE[x.dtype], a.dim() == 1, vec, sms, self._ptr(work), None,
+            DTYPE_CODE[x.dtype], period, per_step, vec, sms, self._ptr(work), None,
         )  # fmt: skip
         assert rc == 0, f"plrnn_parallel_forward returned {rc}"
         return out
@@ -284,13 +294,14 @@ class Emulated:
         gx = torch.full_like(grad_h, float("nan"))
         ga = torch.full_like(grad_h, float("nan"))
         gh0 = torch.full((C,), float("nan"), dtype=grad_h.dtype)
-        vec = self.can_vectorize((a, h, grad_h, gx, ga), C, grad_h.dtype)
+        period, per_step = self._layout(a, T, C)
+        vec = self.can_vectorize((a, h, grad_h, gx, ga), C, grad_h.dtype, period)
         buf, _ = self._workspace(T, C, grad_h.dtype, vec, 1, sms)
         work = self._aligned(buf)
         rc = self.lib.plrnn_parallel_backward(
             self._ptr(a), self._ptr(h), self._ptr(grad_h), self._ptr(h0), self._ptr(gx),
-            self._ptr(ga), self._ptr(gh0), T, C, reverse, DTYPE_CODE[grad_h.dtype], a.dim() == 1,
-            vec, sms, self._ptr(work), None,
+            self._ptr(ga), self._ptr(gh0), T, C, reverse, DTYPE_CODE[grad_h.dtype], period,
+            per_step, vec, sms, self._ptr(work), None,
         )  # fmt: skip
         assert rc == 0, f"plrnn_parallel_backward returned {rc}"
         return gx, ga, gh0
@@ -546,6 +557,39 @@ def test_emulated_parallel_time_invariant_decays(emulated, case):
                 _assert_f64(g_, w_, f"{name} {what}")
 
 
+@pytest.mark.parametrize(
+    "case",
+    [(1, 6, 3, 4), (2, 4, 1, 4), (33, 12, 4, 4), (300, 130, 10, 4), (257, 64, 16, 10**6),
+     (100, 66, 33, 4)],
+    ids=lambda c: f"T={c[0]}-C={c[1]}-P={c[2]}-sms={c[3]}",
+)  # fmt: skip
+@pytest.mark.parametrize("per_step", [True, False], ids=["per-step", "time-invariant"])
+def test_emulated_parallel_decays_shared_by_channel_blocks(emulated, case, per_step):
+    """Decays of period P (channel c reads column c % P), per step (T, P) or one (P,) row, read
+    in place: forward and every gradient against the expanded decays' float64 truth. Periods that
+    hold whole vectors (P % 2 == 0 in float64) and periods that do not, one tile and two levels
+    of published maps."""
+    T, C, P, sms = case
+    g = torch.Generator().manual_seed(seed_for("emu_period", T, C, P))
+    small = 0.9 + 0.1 * torch.rand(T if per_step else 1, P, generator=g, dtype=torch.float64)
+    a = small if per_step else small[0]
+    expanded = small.expand(T, P).repeat(1, C // P)
+    _, x, h0 = _inputs(T, C, seed_for("emu_period_x", T, C, P))
+    upstream = torch.randn(T, C, generator=g, dtype=torch.float64)
+    assert emulated.can_vectorize((a, x), C, torch.float64, P) == (P % 2 == 0)
+    for reverse in (False, True):
+        for init in (None, h0):
+            what = f"reverse={reverse} h0={init is not None}"
+            got = emulated.forward(a, x, init, reverse, sms=sms)
+            _assert_f64(got, ref64(expanded, x, init, reverse), what)
+            want = emulated.backward(expanded, got, upstream, init, reverse, sms)
+            have = emulated.backward(a, got, upstream, init, reverse, sms)
+            for name, g_, w_ in zip(("dx", "da", "dh0"), have, want):
+                if init is None and name == "dh0":
+                    continue
+                _assert_f64(g_, w_, f"{name} {what}")
+
+
 @pytest.mark.parametrize("name", ["serial", "paper"])
 @pytest.mark.parametrize("case", [(1, 1), (1000, 5), (100, 40)], ids=lambda c: f"T={c[0]}-C={c[1]}")
 def test_emulated_paper_kernels_float32(emulated, name, case):
@@ -574,8 +618,22 @@ def test_emulated_parallel_refuses_a_missing_workspace(emulated):
     lib = emulated.lib
     assert lib.plrnn_parallel_workspace_bytes(T, C, 0, 1, 0, 10**6) > 0
     rc = lib.plrnn_parallel_forward(
-        a.data_ptr(), x.data_ptr(), None, out.data_ptr(), T, C, 0, 0, 0, 1, 10**6, None, None
+        a.data_ptr(), x.data_ptr(), None, out.data_ptr(), T, C, 0, 0, C, 1, 1, 10**6, None, None
     )
+    assert rc != 0
+
+
+@pytest.mark.parametrize("period, vectorized", [(0, 0), (3, 0), (8, 0), (2, 1)])
+def test_emulated_parallel_refuses_a_bad_decay_layout(emulated, period, vectorized):
+    """A period that does not divide C (or is zero), or one that splits a vector of the
+    vectorized kernels (fp32: 4 channels), is an error before any launch."""
+    T, C = 5, 4
+    a, x, _ = _inputs(T, C, seed_for("emu_layout"), torch.float32)
+    out = torch.empty_like(x)
+    rc = emulated.lib.plrnn_parallel_forward(
+        a.data_ptr(), x.data_ptr(), None, out.data_ptr(), T, C, 0, 0, period, 1, vectorized, 4,
+        None, None,
+    )  # fmt: skip
     assert rc != 0
 
 
@@ -704,6 +762,36 @@ def test_emulated_binding_time_invariant_decays(emulated_ops, dtype):
         emulated_ops.cuda_scan(a[:1].real.float(), x.real.float(), None, False, 0)
 
 
+@pytest.mark.parametrize("rows", ["T", "1"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+def test_emulated_binding_decays_shared_by_channel_blocks(emulated_ops, dtype, rows):
+    """(T, P) and (1, P) decays with P dividing C through the binding: gradcheck, the gradient
+    in the decays' shape (summed over the blocks and steps that share them), equal to the
+    expanded decays' gradient summed the same way."""
+    T, C, P = 7, 6, 2
+    if dtype.is_complex:
+        a, x, h0 = complex_inputs(T, C, seed_for("emu_op_period_c", rows), dtype)
+    else:
+        a, x, h0 = _inputs(T, C, seed_for("emu_op_period", rows), dtype)
+    small = (a[:, :P] if rows == "T" else a[:1, :P]).clone()
+    for reverse in (False, True):
+        leaves = (small.clone().requires_grad_(), x.clone().requires_grad_(),
+                  h0.clone().requires_grad_())
+        assert torch.autograd.gradcheck(
+            lambda a_, x_, h0_: emulated_ops.cuda_scan(a_, x_, h0_, reverse, 2), leaves)
+        h = emulated_ops.cuda_scan(*leaves, reverse, 2)
+        (ga,) = torch.autograd.grad(h.abs().sum(), leaves[0])
+        full = small.expand(T, P).repeat(1, C // P).requires_grad_()
+        h_full = emulated_ops.cuda_scan(full, x, h0, reverse, 2)
+        torch.testing.assert_close(h, h_full, rtol=1e-12, atol=1e-12)
+        (ga_full,) = torch.autograd.grad(h_full.abs().sum(), full)
+        want = ga_full.view(T, C // P, P).sum(1)
+        torch.testing.assert_close(ga, want if rows == "T" else want.sum(0, keepdim=True),
+                                   rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="shared .* are for cuda_parallel"):
+        emulated_ops.cuda_scan(small.real.float(), x.real.float(), None, False, 1)
+
+
 def test_emulated_binding_refuses_double_backward(emulated_ops):
     a = torch.rand(6, 2, requires_grad=True)
     x = torch.randn(6, 2, requires_grad=True)
@@ -733,7 +821,9 @@ def test_emulated_binding_checks_arguments(emulated_ops):
     assert op(a[:0], x[:0], None, False, 2).shape == (0, 3)
     assert op(a[:1], x[:0], None, False, 2).shape == (0, 3)  # one row of decays, no steps
     with pytest.raises(RuntimeError, match=r"decays must have the shape \[8, 3\], got \[1, 5\]"):
-        op(torch.rand(1, 5), x, None, False, 2)
+        op(torch.rand(1, 5), x, None, False, 2)  # 5 does not divide 3
+    with pytest.raises(RuntimeError, match=r"decays must have the shape \[8, 3\], got \[4, 3\]"):
+        op(torch.rand(4, 3), x, None, False, 2)  # neither one row nor one per step
     gx, ga, gh0 = emulated_ops.cuda_scan_backward(a[:0], x[:0], x[:0], None, False, 0)
     assert gx.shape == ga.shape == (0, 3) and gh0.shape == (3,)
 

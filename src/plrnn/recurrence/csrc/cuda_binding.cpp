@@ -6,8 +6,10 @@
 //   plrnn::cuda_scan_backward(decays, h, grad_h, initial_state?, reverse, kernel)
 //       -> (grad_impulses, grad_decays, grad_initial_state)
 // kernel: 0 = cuda_serial, 1 = cuda_paper (both fp32 only, as in the paper), 2 = cuda_parallel.
-// cuda_parallel also takes time-invariant decays as one (1, C) row ("shared"), read at every
-// step without being expanded; their gradient comes back as (1, C), summed over time.
+// cuda_parallel also takes decays that broadcast, read in place without being expanded: (T, P) or
+// (1, P) with P dividing C, channel c reading column c % P (one (1, C) row is time-invariant;
+// (T, P) rows are shared by the C / P blocks of P channels, e.g. over a batch). Their gradient
+// comes back in their own shape, summed over the steps and blocks that share each decay.
 // Autograd and the fake kernels are registered from Python (cuda.py).
 //
 // Built with -DPLRNN_EMULATE (tests only, tests/recurrence/test_cuda_build.py), the same binding
@@ -101,16 +103,33 @@ void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name,
               t.element_size(), " bytes)");
 }
 
-// Decays of the impulses' (T, C) shape, or for cuda_parallel one (1, C) row for every step.
-bool check_decays(const at::Tensor& a, const at::Tensor& like, int64_t kernel) {
-  const bool shared = a.dim() == 2 && a.size(0) == 1 && like.size(0) != 1 &&
-                      a.size(1) == like.size(1);
-  TORCH_CHECK(!shared || kernel == kParallel, kernel_name(kernel),
-              " takes decays of the impulses' (T, C) shape only; time-invariant (1, C) decays "
-              "are for cuda_parallel");
-  const std::array<int64_t, 2> row{1, like.size(1)};
-  check_buffer(a, like, "decays", shared ? at::IntArrayRef(row) : like.sizes());
-  return shared;
+// How the kernel reads the decays (cuda_scan.h): `period` columns per row, one row per step or
+// one for all steps.
+struct DecayLayout {
+  int64_t period;
+  bool per_step;
+};
+
+// Decays of the impulses' (T, C) shape, or for cuda_parallel (T, P) or (1, P) with P dividing C.
+DecayLayout check_decays(const at::Tensor& a, const at::Tensor& like, int64_t kernel) {
+  const int64_t T = like.size(0), C = like.size(1);
+  const bool broadcast = a.dim() == 2 && a.sizes() != like.sizes() &&
+                         (a.size(0) == 1 || a.size(0) == T) &&
+                         (a.size(1) > 0 ? C % a.size(1) == 0 : C == 0);
+  TORCH_CHECK(!broadcast || kernel == kParallel, kernel_name(kernel),
+              " takes decays of the impulses' (T, C) shape only; time-invariant or shared "
+              "(1 or T, P) decays are for cuda_parallel");
+  check_buffer(a, like, "decays", broadcast ? a.sizes() : like.sizes());
+  return {a.size(1), a.size(0) == T};
+}
+
+// dL/da, written per step and channel, summed to the decays' own shape.
+at::Tensor reduce_to_decays(const at::Tensor& ga, const at::Tensor& a) {
+  if (a.sizes() == ga.sizes()) return ga;
+  const int64_t T = ga.size(0), C = ga.size(1), P = a.size(1);
+  const at::Tensor terms = ga.view({T, C / P, P});
+  if (a.size(0) == T && T > 1) return terms.sum(1);
+  return terms.sum(at::IntArrayRef{0, 1}).view(a.sizes());
 }
 
 void check_state(const c10::optional<at::Tensor>& h0, const at::Tensor& like) {
@@ -163,21 +182,21 @@ const void* ptr_or_null(const c10::optional<at::Tensor>& t) {
 
 void forward_into(const at::Tensor& decays, const at::Tensor& impulses,
                   const c10::optional<at::Tensor>& h0, bool reverse, int64_t kernel,
-                  at::Tensor& out, bool shared = false) {
+                  at::Tensor& out, DecayLayout layout) {
   const int64_t T = impulses.size(0), C = impulses.size(1);
   if (T == 0 || C == 0) return;
   void* stream = current_stream(impulses);
   if (kernel == kParallel) {
     const int code = dtype_code(impulses.scalar_type());
     const void* ptrs[] = {decays.data_ptr(), impulses.data_ptr(), out.data_ptr()};
-    const int vec = plrnn_parallel_can_vectorize(ptrs, 3, C, code);
+    const int vec = plrnn_parallel_can_vectorize(ptrs, 3, C, layout.period, code);
     const int sms = num_sms(impulses);
     const size_t bytes = plrnn_parallel_workspace_bytes(T, C, code, vec, 0, sms);
     at::Tensor work = at::empty({int64_t(std::max<size_t>(bytes, 1))},
                                 impulses.options().dtype(at::kByte));
     check_cuda(plrnn_parallel_forward(decays.data_ptr(), impulses.data_ptr(), ptr_or_null(h0),
-                                      out.data_ptr(), T, C, reverse, code, shared, vec, sms,
-                                      work.data_ptr(), stream),
+                                      out.data_ptr(), T, C, reverse, code, layout.period,
+                                      layout.per_step, vec, sms, work.data_ptr(), stream),
                kernel);
     return;
   }
@@ -195,11 +214,11 @@ at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
               impulses.device());
   check_buffer(impulses, impulses, "impulses");
   check_kernel(kernel, impulses.scalar_type());
-  const bool shared = check_decays(decays, impulses, kernel);
+  const DecayLayout layout = check_decays(decays, impulses, kernel);
   check_state(initial_state, impulses);
   PLRNN_DEVICE_GUARD(impulses);
   at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
-  forward_into(decays, impulses, initial_state, reverse, kernel, out, shared);
+  forward_into(decays, impulses, initial_state, reverse, kernel, out, layout);
   return out;
 }
 
@@ -213,7 +232,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
               grad_h.device());
   check_buffer(grad_h, grad_h, "grad_h");
   check_kernel(kernel, grad_h.scalar_type());
-  const bool shared = check_decays(decays, grad_h, kernel);
+  const DecayLayout layout = check_decays(decays, grad_h, kernel);
   check_buffer(h, grad_h, "h");
   check_state(initial_state, grad_h);
   PLRNN_DEVICE_GUARD(grad_h);
@@ -227,7 +246,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     const int code = dtype_code(grad_h.scalar_type());
     const void* ptrs[] = {decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(), gx.data_ptr(),
                           ga.data_ptr()};
-    const int vec = plrnn_parallel_can_vectorize(ptrs, 5, C, code);
+    const int vec = plrnn_parallel_can_vectorize(ptrs, 5, C, layout.period, code);
     const int sms = num_sms(grad_h);
     const size_t bytes = plrnn_parallel_workspace_bytes(T, C, code, vec, 1, sms);
     at::Tensor work = at::empty({int64_t(std::max<size_t>(bytes, 1))},
@@ -235,11 +254,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     void* stream = current_stream(grad_h);
     check_cuda(plrnn_parallel_backward(decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(),
                                        ptr_or_null(initial_state), gx.data_ptr(), ga.data_ptr(),
-                                       gh0.data_ptr(), T, C, reverse, code, shared, vec, sms,
-                                       work.data_ptr(), stream),
+                                       gh0.data_ptr(), T, C, reverse, code, layout.period,
+                                       layout.per_step, vec, sms, work.data_ptr(), stream),
                kernel);
-    // shared decays: the per-step terms, summed over time as autograd sums a broadcast
-    return {gx, shared ? ga.sum(0, /*keepdim=*/true) : ga, gh0};
+    return {gx, reduce_to_decays(ga, decays), gh0};
   }
   // g[t] = a[t + dir] * g[t + dir] + dL/dh[t]: the forward kernel against `dir`, its decay row
   // t being a[t + dir] (zero past the edge, where g starts).
@@ -256,7 +274,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     h_prev.narrow(0, T - 1, 1).copy_(edge);
   }
   at::Tensor g = at::empty_like(grad_h);
-  forward_into(next_decays, grad_h, c10::nullopt, !reverse, kernel, g);
+  forward_into(next_decays, grad_h, c10::nullopt, !reverse, kernel, g, {C, true});
   at::Tensor ga = h_prev * g;
   const int64_t first = reverse ? T - 1 : 0;  // the forward's first step
   at::Tensor gh0 = decays.select(0, first) * g.select(0, first);

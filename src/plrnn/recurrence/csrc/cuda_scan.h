@@ -37,30 +37,38 @@ int plrnn_paper_forward(const float* decays, const float* impulses, const float*
 
 // ---- cuda_parallel: the tuned single-pass kernel --------------------------------------------
 // `num_sms` sizes the tiles (more, shorter tiles when the problem alone would not fill the GPU).
-// `vectorized` must be plrnn_parallel_can_vectorize() of the very pointers passed later.
+// `vectorized` must be plrnn_parallel_can_vectorize() of the very pointers, channel count and
+// decay period passed later.
 // Workspace: plrnn_parallel_workspace_bytes() bytes, 256-byte aligned, contents irrelevant (the
 // call clears what it needs, on `stream`); it must stay allocated until the call's work is done.
-int plrnn_parallel_can_vectorize(const void* const* pointers, int count, int64_t C, int dtype);
+int plrnn_parallel_can_vectorize(const void* const* pointers, int count, int64_t C,
+                                 int64_t decay_period, int dtype);
 size_t plrnn_parallel_workspace_bytes(int64_t T, int64_t C, int dtype, int vectorized,
                                       int backward, int num_sms);
 
-// h = scan(decays, impulses) from initial_state (may be null: zeros); all (T, C) but the state.
-// With shared_decays != 0, decays is one row of C values used at every step (time-invariant).
+// Decays are read in place, never expanded: (T, P) rows with decay_per_step != 0, else one row
+// of P values for every step (time-invariant), where the period P = decay_period divides C and
+// the decay of channel c is column c % P (P = C: one decay per channel; P < C: decays shared by
+// the C / P blocks of P channels, e.g. over a batch of (T, B, P) impulses).
+//
+// h = scan(decays, impulses) from initial_state (may be null: zeros); all (T, C) but the state
+// and the decays.
 int plrnn_parallel_forward(const void* decays, const void* impulses, const void* initial_state,
                            void* out, int64_t T, int64_t C, int reverse, int dtype,
-                           int shared_decays, int vectorized, int num_sms, void* workspace,
-                           void* stream);
+                           int64_t decay_period, int decay_per_step, int vectorized,
+                           int num_sms, void* workspace, void* stream);
 
 // Gradients of h = scan(decays, impulses, initial_state, reverse) given grad_h, from the saved
 // h, in one pass against the forward direction (g = dL/dh accumulated through time):
 //   grad_impulses[t] = g[t],   grad_decays[t] = h[t - dir] * g[t] (h0 or zero past the edge),
 //   grad_initial_state = decays[first] * g[first]   (written only if the pointer is not null).
-// grad_decays is (T, C) even for shared decays (the caller sums it over time).
+// grad_decays is (T, C), per step and channel, whatever the decays' layout (the caller sums it
+// to the decays' shape).
 int plrnn_parallel_backward(const void* decays, const void* h, const void* grad_h,
                             const void* initial_state, void* grad_impulses, void* grad_decays,
                             void* grad_initial_state, int64_t T, int64_t C, int reverse,
-                            int dtype, int shared_decays, int vectorized, int num_sms,
-                            void* workspace, void* stream);
+                            int dtype, int64_t decay_period, int decay_per_step, int vectorized,
+                            int num_sms, void* workspace, void* stream);
 
 #ifdef __cplusplus
 }

@@ -25,8 +25,11 @@
 //               wait is the depth of that tree.
 // S (steps per thread) shrinks when the tiles would not give every SM two blocks.
 //
-// Time-invariant decays (one row for every step) are read with a row stride of 0: 8 bytes per
-// fp32 element of DRAM traffic in the forward instead of 12.
+// Decays are read where they lie, in any layout cuda_scan.h allows: a thread's channels c0..c0+V-1
+// read decay columns c0 % P.. (P, the period, is a multiple of V when vectorized), and the decay
+// rows advance by P per step, or by 0 for time-invariant decays (one row for every step: 8 bytes
+// per fp32 element of DRAM traffic in the forward instead of 12). Decays shared by the blocks of
+// P channels (a batch) are read once per block from L2 rather than once per element from DRAM.
 //
 // Complex storage (complex64 / complex128, accumulated in its own precision) runs the same
 // schedule on Cplx values: a 16-byte access holds 2 complex64 or 1 complex128, and the backward
@@ -291,7 +294,8 @@ template <typename T> struct Args {
   T* out2;         // backward: dL/da
   T* out_h0;       // backward: dL/dh0 (may be null)
   int64_t stride;  // elements from one step's row to the next (+-C)
-  int64_t a_stride;  // the same for the decays: stride, or 0 for one row at every step
+  int64_t a_stride;  // the same for the decays: +-period, or 0 for one row at every step
+  int64_t a_period;  // channel c reads decay column c % a_period
   unsigned* flags;
   typename AccOf<T>::type* values;
 };
@@ -462,6 +466,7 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
   const int64_t col = int64_t(grp) * p.CL + cl;
   const bool col_ok = col < p.cols;
   const int64_t c0 = col * V;
+  const int64_t ca = c0 % args.a_period;  // this thread's first decay column
   const int64_t r0 = int64_t(k) * p.rows + int64_t(slice) * p.S;
   const int64_t stride = args.stride;
 
@@ -472,7 +477,7 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
     const int64_t r = r0 + s;
     const bool ok = s < p.S && r < p.T && col_ok;
     if (ok && !(BWD && r == 0)) {
-      ra[s] = load_pack<T, V>(args.a + (BWD ? r - 1 : r) * args.a_stride + c0);
+      ra[s] = load_pack<T, V>(args.a + (BWD ? r - 1 : r) * args.a_stride + ca);
     } else {
       ra[s] = filled<T, V>(ok ? acc(0) : acc(1));  // backward step 0 has no decay: g(-1) = 0
     }
@@ -587,7 +592,7 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
           store_pack<T, V>(args.out + r * stride + c0, gx);
           store_pack<T, V>(args.out2 + r * stride + c0, ga);
           if (r == p.T - 1 && args.out_h0) {
-            const Pack<T, V> a_last = load_pack<T, V>(args.a + r * args.a_stride + c0);
+            const Pack<T, V> a_last = load_pack<T, V>(args.a + r * args.a_stride + ca);
 #pragma unroll
             for (int v = 0; v < V; ++v)
               args.out_h0[c0 + v] = from_acc<T>(to_acc(conj(a_last.v[v])) * h[v]);
@@ -642,46 +647,63 @@ int run(Args<T> args, const Plan& p, bool vectorized, void* workspace, void* str
   return vectorized ? launch<T, kVec, BWD>(args, p, stream) : launch<T, 1, BWD>(args, p, stream);
 }
 
+// The decay layout of cuda_scan.h, set on `args` walking from data row `first_row` by `dir`.
+template <typename T>
+void set_decays(Args<T>& args, const void* decays, int64_t period, bool per_step,
+                int64_t first_row, int64_t dir) {
+  args.a = static_cast<const T*>(decays) + (per_step ? first_row * period : 0);
+  args.a_stride = per_step ? dir * period : 0;
+  args.a_period = period;
+}
+
 template <typename T>
 int forward(const void* decays, const void* impulses, const void* initial_state, void* out,
-            const Plan& p, int reverse, bool shared, bool vectorized, void* workspace,
-            void* stream) {
-  const int64_t first = reverse ? (p.T - 1) * p.C : 0;
+            const Plan& p, int reverse, int64_t period, bool per_step, bool vectorized,
+            void* workspace, void* stream) {
+  const int64_t first_row = reverse ? p.T - 1 : 0, dir = reverse ? -1 : 1;
+  const int64_t first = first_row * p.C;
   Args<T> args{};
-  args.a = static_cast<const T*>(decays) + (shared ? 0 : first);
+  set_decays(args, decays, period, per_step, first_row, dir);
   args.x = static_cast<const T*>(impulses) + first;
   args.h0 = static_cast<const T*>(initial_state);
   args.out = static_cast<T*>(out) + first;
-  args.stride = reverse ? -p.C : p.C;
-  args.a_stride = shared ? 0 : args.stride;
+  args.stride = dir * p.C;
   return run<T, false>(args, p, vectorized, workspace, stream);
 }
 
 template <typename T>
 int backward(const void* decays, const void* h, const void* grad_h, const void* initial_state,
              void* grad_impulses, void* grad_decays, void* grad_initial_state, const Plan& p,
-             int reverse, bool shared, bool vectorized, void* workspace, void* stream) {
+             int reverse, int64_t period, bool per_step, bool vectorized, void* workspace,
+             void* stream) {
   // against the forward direction: from the forward's last row back to its first
-  const int64_t first = reverse ? 0 : (p.T - 1) * p.C;
+  const int64_t first_row = reverse ? 0 : p.T - 1, dir = reverse ? 1 : -1;
+  const int64_t first = first_row * p.C;
   Args<T> args{};
-  args.a = static_cast<const T*>(decays) + (shared ? 0 : first);
+  set_decays(args, decays, period, per_step, first_row, dir);
   args.x = static_cast<const T*>(grad_h) + first;
   args.h0 = static_cast<const T*>(initial_state);
   args.hnext = static_cast<const T*>(h) + first;
   args.out = static_cast<T*>(grad_impulses) + first;
   args.out2 = static_cast<T*>(grad_decays) + first;
   args.out_h0 = static_cast<T*>(grad_initial_state);
-  args.stride = reverse ? p.C : -p.C;
-  args.a_stride = shared ? 0 : args.stride;
+  args.stride = dir * p.C;
   return run<T, true>(args, p, vectorized, workspace, stream);
+}
+
+// A period that divides C and, for the vectorized kernels, holds whole vectors.
+bool decay_layout_ok(int64_t C, int64_t period, int dtype, int vectorized) {
+  const int size = elem_size(dtype);
+  if (period <= 0 || C % period != 0 || size == 0) return false;
+  return !vectorized || period % (16 / size) == 0;
 }
 
 }  // namespace
 
 extern "C" int plrnn_parallel_can_vectorize(const void* const* pointers, int count, int64_t C,
-                                            int dtype) {
+                                            int64_t decay_period, int dtype) {
   const int size = elem_size(dtype);
-  if (size == 0 || C % (16 / size) != 0) return 0;
+  if (size == 0 || C % (16 / size) != 0 || decay_period % (16 / size) != 0) return 0;
   for (int i = 0; i < count; ++i)
     if (pointers[i] && (reinterpret_cast<uintptr_t>(pointers[i]) & 15u) != 0) return 0;
   return 1;
@@ -695,15 +717,17 @@ extern "C" size_t plrnn_parallel_workspace_bytes(int64_t T, int64_t C, int dtype
 
 extern "C" int plrnn_parallel_forward(const void* decays, const void* impulses,
                                       const void* initial_state, void* out, int64_t T, int64_t C,
-                                      int reverse, int dtype, int shared_decays, int vectorized,
-                                      int num_sms, void* workspace, void* stream) {
+                                      int reverse, int dtype, int64_t decay_period,
+                                      int decay_per_step, int vectorized, int num_sms,
+                                      void* workspace, void* stream) {
   if (T <= 0 || C <= 0) return cudaSuccess;
+  if (!decay_layout_ok(C, decay_period, dtype, vectorized)) return cudaErrorInvalidValue;
   const Plan p = make_plan(T, C, dtype, vectorized != 0, false, num_sms);
   if (!p.ok) return cudaErrorInvalidValue;
   const bool vec = vectorized != 0;
 #define PLRNN_FORWARD(type) \
-  forward<type>(decays, impulses, initial_state, out, p, reverse, shared_decays != 0, vec,     \
-                workspace, stream)
+  forward<type>(decays, impulses, initial_state, out, p, reverse, decay_period,                 \
+                decay_per_step != 0, vec, workspace, stream)
   switch (dtype) {
     case PLRNN_F32: return PLRNN_FORWARD(float);
     case PLRNN_F64: return PLRNN_FORWARD(double);
@@ -719,16 +743,18 @@ extern "C" int plrnn_parallel_forward(const void* decays, const void* impulses,
 extern "C" int plrnn_parallel_backward(const void* decays, const void* h, const void* grad_h,
                                        const void* initial_state, void* grad_impulses,
                                        void* grad_decays, void* grad_initial_state, int64_t T,
-                                       int64_t C, int reverse, int dtype, int shared_decays,
-                                       int vectorized, int num_sms, void* workspace,
-                                       void* stream) {
+                                       int64_t C, int reverse, int dtype, int64_t decay_period,
+                                       int decay_per_step, int vectorized, int num_sms,
+                                       void* workspace, void* stream) {
   if (T <= 0 || C <= 0) return cudaSuccess;
+  if (!decay_layout_ok(C, decay_period, dtype, vectorized)) return cudaErrorInvalidValue;
   const Plan p = make_plan(T, C, dtype, vectorized != 0, true, num_sms);
   if (!p.ok) return cudaErrorInvalidValue;
   const bool vec = vectorized != 0;
 #define PLRNN_BACKWARD(type)                                                                   \
   backward<type>(decays, h, grad_h, initial_state, grad_impulses, grad_decays,                 \
-                 grad_initial_state, p, reverse, shared_decays != 0, vec, workspace, stream)
+                 grad_initial_state, p, reverse, decay_period, decay_per_step != 0, vec,       \
+                 workspace, stream)
   switch (dtype) {
     case PLRNN_F32: return PLRNN_BACKWARD(float);
     case PLRNN_F64: return PLRNN_BACKWARD(double);
