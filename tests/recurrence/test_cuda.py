@@ -275,22 +275,28 @@ def test_complex_gradcheck_cuda_parallel():
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["batch", "packed"])
-def test_time_invariant_decays_read_as_one_row(packed):
-    """(C,) decays for (T, B, C) impulses: cuda_parallel gets one row, never an expanded copy,
-    and the gradient of the decays comes back in their shape, summed over steps and batch."""
-    T, B, C = 5000, 3, 40
-    g = torch.Generator().manual_seed(seed_for("cuda_shared", packed))
-    row = (0.9 + 0.1 * torch.rand(C, generator=g, dtype=torch.float64))
-    x = torch.randn(T, B, C, generator=g, dtype=torch.float64)
-    h0 = torch.randn(B, C, generator=g, dtype=torch.float64)
-    upstream = torch.randn(T, B, C, generator=g, dtype=torch.float64)
+@pytest.mark.parametrize("spec", [(40,), ("T", 1, 40), ("T", 1, 1, 5), (1, 3, 1, 5)],
+                         ids=lambda s: "a=" + "x".join(map(str, s)))
+def test_broadcast_decays_read_in_place(spec, packed):
+    """Time-invariant and batch-shared decays for (T, 3, 40) or (T, 3, 8, 5) impulses:
+    cuda_parallel reads them unexpanded (periods 40, a multiple of the fp64 vector, and 5, which
+    takes the scalar path), and the decays' gradient comes back in their shape, summed over the
+    steps and batch entries that share each decay."""
+    T = 5000
+    trailing = (3, 40) if spec[-1] == 40 else (3, 8, 5)
+    g = torch.Generator().manual_seed(seed_for("cuda_bcast", spec, packed))
+    a_shape = tuple(T if d == "T" else d for d in spec)
+    a = 0.9 + 0.1 * torch.rand(a_shape, generator=g, dtype=torch.float64)
+    x = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
     cu = torch.tensor([0, 1, 1, 2000, T]) if packed else None
-    if packed:
-        h0 = torch.randn(4, B, C, generator=g, dtype=torch.float64)
-    want_leaves = [t.clone().requires_grad_() for t in (row, x, h0)]
-    want_h = plrnn.linear_recurrence(*want_leaves, cu_seqlens=cu, backend="reference")
+    h0 = torch.randn(4 if packed else 1, *trailing, generator=g, dtype=torch.float64)
+    h0 = h0 if packed else h0[0]
+    upstream = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
+    want_leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
+    want_h = plrnn.linear_recurrence(want_leaves[0].expand(x.shape), *want_leaves[1:],
+                                     cu_seqlens=cu, backend="reference")
     want = (want_h.detach(), *torch.autograd.grad(want_h, want_leaves, upstream))
-    leaves = [t.cuda().requires_grad_() for t in (row, x, h0)]
+    leaves = [t.cuda().requires_grad_() for t in (a, x, h0)]
     h = plrnn.linear_recurrence(*leaves, cu_seqlens=None if cu is None else cu.cuda(),
                                 backend="cuda_parallel")
     got = (h.detach(), *torch.autograd.grad(h, leaves, upstream.cuda()))

@@ -152,6 +152,33 @@ def test_chunked_forward_and_gradients(chunks, reverse):
 
 
 @pytest.mark.usefixtures("interpreter")
+@pytest.mark.parametrize("rows", ["T", "1"])
+@pytest.mark.parametrize("chunks", [1, 3])
+@pytest.mark.parametrize("C, P", [(12, 3), (9, 9), (10, 1)], ids=lambda v: str(v))
+def test_decays_shared_by_channel_blocks_are_read_in_place(C, P, chunks, rows):
+    """(T, P) and (1, P) decays, P dividing C (channel c reads column c % P): forward and every
+    gradient against the expanded decays' float64 truth, the decays' gradient in their own shape
+    (summed over the steps and blocks that share each decay), one pass and Algorithm 1."""
+    T = 2 * TILE_T + 5
+    seed = seed_for("triton-period", C, P, chunks, rows)
+    a, x, h0 = make_inputs(T, (C,), "near_one", True, seed)
+    small = (a[:, :P] if rows == "T" else a[:1, :P]).clone()
+    upstream = upstream_for(T, (C,), seed + 1)
+    for reverse in (False, True):
+        leaves = [t.clone().requires_grad_() for t in (small, x, h0)]
+        h = triton_backend.triton_scan(*leaves, reverse, chunks)
+        got = (h.detach(), *torch.autograd.grad(h, leaves, upstream))
+        expanded = small.expand(T, P).repeat(1, C // P)
+        truth = [t.clone().requires_grad_() for t in (expanded, x, h0)]
+        h_ref = reference.serial(*truth, reverse)
+        want = (h_ref.detach(), *torch.autograd.grad(h_ref, truth, upstream))
+        da_full = want[1].view(T, C // P, P).sum(1)
+        want = (want[0], da_full if rows == "T" else da_full.sum(0, keepdim=True), *want[2:])
+        for name, g_, w_ in zip(("h", "da", "dx", "dh0"), got, want, strict=True):
+            assert_close64(g_, w_, f"{name} reverse={reverse}")
+
+
+@pytest.mark.usefixtures("interpreter")
 def test_chunks_are_rounded_to_whole_tiles():
     """Asking for more chunks than there are tiles, or one step per chunk, stays exact."""
     T, shape = 2 * TILE_T + 1, (2,)
@@ -284,8 +311,12 @@ def test_direct_op_checks_name_the_argument():
     a, x, _ = make_inputs(4, (3,), "uniform", False, 2)
     with pytest.raises(ValueError, match=r"impulses must be a \(T, C\) buffer"):
         triton_backend.triton_scan(a.reshape(4, 3, 1), x.reshape(4, 3, 1), None, False, 0)
-    with pytest.raises(ValueError, match="decays must match impulses"):
+    with pytest.raises(ValueError, match=r"decays must have shape \(T, C\) = \(4, 3\), or"):
         triton_backend.triton_scan(a[:3], x, None, False, 0)
+    with pytest.raises(ValueError, match=r"or \(T or 1, P\) with P dividing C; got \(4, 2\)"):
+        triton_backend.triton_scan(a[:, :2], x, None, False, 0)
+    with pytest.raises(ValueError, match="decays must match impulses"):
+        triton_backend.triton_scan(a.float(), x, None, False, 0)
     with pytest.raises(ValueError, match="initial_state must have shape"):
         triton_backend.triton_scan(a, x, torch.zeros(4, dtype=x.dtype), False, 0)
 
@@ -356,7 +387,7 @@ def _compile_for_gpu(flags, pointer_type, ones=()):
 
     kernel = triton_backend._kernel(False)
     signature = {name: pointer_type for name in kernel.arg_names[:8]}
-    signature.update(T="i32", C="i32", chunk_len="i32")
+    signature.update(T="i32", C="i32", a_row="i32", a_period="i32", chunk_len="i32")
     constexprs = dict(flags, BLOCK_T=64, BLOCK_C=32)
     # Triton specialises integer arguments equal to 1 into constants; the interpreter does not,
     # so only compiling shows whether the kernel still type-checks then.
@@ -383,9 +414,10 @@ BACKWARD_OF_REVERSE = dict(DESCENDING=False, GRAD=True, TOTALS=False, HAS_INIT=F
         (TOTALS, "*fp64", True, ("C",)),
         (BACKWARD, "*fp64", True, ("T",)),
         (BACKWARD_OF_REVERSE, "*fp32", False, ("T",)),
+        (BACKWARD, "*fp32", False, ("a_row", "a_period")),  # (T, 1) decays: one per step
     ],
     ids=["forward", "backward", "forward-bf16-T1-C1", "backward_totals-fp16-T1-C1",
-         "totals-fp64-C1", "backward-fp64-T1", "backward_of_reverse-T1"],
+         "totals-fp64-C1", "backward-fp64-T1", "backward_of_reverse-T1", "backward-P1"],
 )  # fmt: skip
 def test_kernel_compiles_for_nvidia_gpus(mode, pointer_type, fp64, ones):
     """Triton lowers to PTX and cubin without a GPU (it ships ptxas), which catches what the

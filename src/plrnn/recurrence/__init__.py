@@ -96,19 +96,21 @@ def _run(chosen, decays, impulses, initial_state, bounds, reverse, out):
 
 
 def _kernel_decays(name, decays, shape):
-    """Broadcast decays as the chosen backend reads them:
-    - no time axis (time-invariant): one (1, C) row, for the backends in _ROW_DECAYS; expanding
-      it over the batch is O(C);
-    - (T, 1, ..., 1, *trailing) with the impulses' trailing dims (shared over a batch): (T, P),
-      P = prod(trailing), which the C++ CPU kernels read at channel c % P;
-    - otherwise expanded to the impulses' shape (a view, which kernels that need contiguous
-      (T, *) buffers copy)."""
+    """Broadcast decays as the chosen backend reads them. The backends in _PERIOD_DECAYS read
+    (T or 1, P) decays in place, channel c at column c % P, so decays of shape
+    (T or 1, 1, ..., 1, *trailing), with `trailing` the impulses' last dims (shared over a batch,
+    or time-invariant), reach them as that (T or 1, P) view, P = prod(trailing), once P is at
+    least the backend's minimum; other time-invariant decays become one (1, C) row, built in
+    O(C). Anything else is expanded to the impulses' shape (a view, which kernels that need
+    contiguous (T, *) buffers copy)."""
     padded = (1,) * (len(shape) - decays.dim()) + tuple(decays.shape)
-    if name in _ROW_DECAYS and padded[0] == 1:
-        return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
-    period = _period(padded, shape)
-    if name in _CPU_OUT_PARALLEL and period is not None and period >= _MIN_PERIOD:
-        return decays.reshape(shape[0], period)
+    min_period = _PERIOD_DECAYS.get(name)
+    if min_period is not None:
+        period = _period(padded, shape)
+        if period is not None and period >= min_period:
+            return decays.reshape(padded[0], period)
+        if padded[0] == 1:
+            return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
     return decays.expand(shape)
 
 
@@ -166,11 +168,11 @@ def _kernel_buffers(decays, impulses, initial_state):
 
 # The backends whose C++ op writes into a given tensor, and its `parallel` flag for each.
 _CPU_OUT_PARALLEL = {"cpu_serial": False, "cpu_parallel": True}
-# The backends whose kernels take time-invariant decays as one row, never expanded over time.
-_ROW_DECAYS = {*_CPU_OUT_PARALLEL, "cuda_parallel"}
-# Decays repeating every fewer channels than this are expanded instead: the C++ kernels cut their
-# channel loops at every period, and runs that short leave the vector units idle.
-_MIN_PERIOD = 16
+# The backends whose kernels read (T or 1, P) decays in place, and the least period P each takes.
+# The C++ CPU kernels cut their channel loops at every multiple of P, and runs shorter than 16
+# channels leave the vector units idle, so shorter periods are expanded for them; the GPU kernels
+# compute each thread's decay column once and take any period.
+_PERIOD_DECAYS = {"cpu_serial": 16, "cpu_parallel": 16, "cuda_parallel": 1, "triton": 1}
 
 
 def _into(out, chosen, decays, impulses, initial_state, reverse):

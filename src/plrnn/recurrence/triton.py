@@ -21,6 +21,11 @@ The backward pass (paper section 3.3) is the same kernel with GRAD set: it walks
 way with the decays shifted by one step, g[t] = a[t+1] g[t+1] + dL/dh[t] (forward direction),
 and writes dL/dx = g, dL/da[t] = h[t-1] g[t] from the saved h, and dL/dh0 = a[0] g[0].
 
+Decays are read where they lie: (T, C), or (T, P) / (1, P) with the period P dividing C, where
+channel c reads decay column c % P and a one-row tensor serves every step (time-invariant decays,
+or decays shared by the C / P blocks of P channels of a batch). dL/da is written per step and
+channel and summed to the decays' shape.
+
 Storage dtypes: float16/bfloat16/float32 accumulate in float32; float64 accumulates in float64.
 
 Where it runs: on CUDA tensors when triton imports and torch sees a GPU; on CPU tensors only
@@ -126,7 +131,7 @@ def _add_values(u, v):
 # interpreted) when they are defined, i.e. when triton is imported, and calling one from the
 # other mode fails. Kept to builtins, one kernel runs both ways whatever the import order.
 def _scan_kernel(
-    a_ptr,  # [T, C] decays
+    a_ptr,  # decays: [T or 1, P] rows; channel c reads column c % P
     x_ptr,  # [T, C] impulses (GRAD: dL/dh)
     h_ptr,  # GRAD only: [T, C] the forward's output h
     h0_ptr,  # GRAD and HAS_H0 only: [C] the forward's initial state
@@ -136,6 +141,8 @@ def _scan_kernel(
     dh0_ptr,  # GRAD only: [C] dL/dh0
     T,
     C,
+    a_row,  # elements from one step's decays to the next: P, or 0 for one row at every step
+    a_period,  # P
     chunk_len,  # steps per chunk, a multiple of BLOCK_T (T when not chunked)
     DESCENDING: tl.constexpr,  # walk time from T-1 down to 0
     GRAD: tl.constexpr,
@@ -171,6 +178,7 @@ def _scan_kernel(
         h0 = tl.load(h0_ptr + cols, mask=col_ok, other=0).to(acc_dtype)
     rows = tl.arange(0, BLOCK_T)
     is_last_row = (rows == BLOCK_T - 1)[:, None]
+    a_cols = cols % a_period
 
     for start in tl.range(0, n, BLOCK_T):
         i = start + rows  # position in walking order within the chunk
@@ -180,14 +188,15 @@ def _scan_kernel(
             t = lo + i
         mask = (i < n)[:, None] & col_ok[None, :]
         offsets = t.to(tl.int64)[:, None] * C + cols[None, :]
+        a_offsets = t.to(tl.int64)[:, None] * a_row + a_cols[None, :]
         if GRAD:
             # The decay that carries g into step t is the one of the step walked before it,
             # a[t - step]; the first step walked has none (g starts from zero there).
             t_before = t - step
             has_before = ((t_before >= 0) & (t_before < T))[:, None]
-            a = tl.load(a_ptr + offsets - step * C, mask=mask & has_before, other=0)
+            a = tl.load(a_ptr + a_offsets - step * a_row, mask=mask & has_before, other=0)
         else:
-            a = tl.load(a_ptr + offsets, mask=mask, other=1)
+            a = tl.load(a_ptr + a_offsets, mask=mask, other=1)
         x = tl.load(x_ptr + offsets, mask=mask, other=0).to(acc_dtype)
         a = tl.where(mask, a.to(acc_dtype), 1)  # padding must be the identity map (1, 0)
         A, X = tl.associative_scan((a, x), 0, _compose)
@@ -223,7 +232,7 @@ def _scan_kernel(
             t_end = lo + n - 1  # T - 1 in that chunk
             end_chunk = tl.num_programs(1) - 1
         if chunk == end_chunk:
-            a_end = tl.load(a_ptr + t_end.to(tl.int64) * C + cols, mask=col_ok, other=0)
+            a_end = tl.load(a_ptr + t_end.to(tl.int64) * a_row + a_cols, mask=col_ok, other=0)
             grad_h0 = a_end.to(acc_dtype) * carry
             tl.store(dh0_ptr + cols, grad_h0.to(dh0_ptr.dtype.element_ty), mask=col_ok)
 
@@ -286,8 +295,9 @@ def _launch(
     kernel, a, x, *, h=None, h0=None, init=None, out, out2=None, dh0=None,
     chunk_len, descending, grad=False, totals=False, block_t, block_c,
 ):
-    T, C = a.shape
+    T, C = x.shape
     grid = (-(-C // block_c), -(-T // chunk_len))
+    a_row = a.shape[1] if a.shape[0] == T else 0
     dummy = out
     kernel[grid](
         a, x,
@@ -297,7 +307,7 @@ def _launch(
         out,
         dummy if out2 is None else out2,
         dummy if dh0 is None else dh0,
-        T, C, chunk_len,
+        T, C, a_row, a.shape[1], chunk_len,
         DESCENDING=descending,
         GRAD=grad,
         TOTALS=totals,
@@ -313,7 +323,7 @@ def _launch(
 
 def _carries_in(kernel, a, x, *, init, chunk_len, descending, grad, block_t, block_c):
     """Algorithm 1, steps 1-2: the state carried into each time chunk, [chunks, C]."""
-    T, C = a.shape
+    T, C = x.shape
     chunks = -(-T // chunk_len)
     acc = torch.float64 if a.dtype == torch.float64 else torch.float32
     scanned = torch.empty(chunks, C, dtype=acc, device=a.device)
@@ -335,18 +345,29 @@ def _carries_in(kernel, a, x, *, init, chunk_len, descending, grad, block_t, blo
     return torch.cat([start, ends[:-1]])
 
 
-def _prepare(matrices: dict, initial_state):
-    """The kernel for this call and contiguous buffers; direct callers of the ops get checks
-    that name the argument (linear_recurrence has validated its inputs already)."""
+def _prepare(matrices: dict, decays, initial_state):
+    """The kernel for this call and contiguous buffers (the matrices', then the decays', then
+    the initial state); direct callers of the ops get checks that name the argument
+    (linear_recurrence has validated its inputs already)."""
     first_name, first = next(iter(matrices.items()))
     if first.dim() != 2:
         raise ValueError(f"{first_name} must be a (T, C) buffer; got shape {tuple(first.shape)}")
-    for name, t in matrices.items():
-        if t.shape != first.shape or t.dtype != first.dtype or t.device != first.device:
+    for name, t in {**matrices, "decays": decays}.items():
+        if t.dtype != first.dtype or t.device != first.device:
             raise ValueError(
-                f"{name} must match {first_name}: {first.dtype} {tuple(first.shape)} on "
-                f"{first.device}; got {t.dtype} {tuple(t.shape)} on {t.device}"
+                f"{name} must match {first_name}: {first.dtype} on {first.device}; got "
+                f"{t.dtype} on {t.device}"
             )
+        if name != "decays" and t.shape != first.shape:
+            raise ValueError(
+                f"{name} must have {first_name}'s shape {tuple(first.shape)}; got "
+                f"{tuple(t.shape)}"
+            )
+    if not _decays_fit(decays.shape, first.shape):
+        raise ValueError(
+            f"decays must have shape (T, C) = {tuple(first.shape)}, or (T or 1, P) with P "
+            f"dividing C; got {tuple(decays.shape)}"
+        )
     if initial_state is not None and initial_state.shape != first.shape[1:]:
         raise ValueError(
             f"initial_state must have shape {tuple(first.shape[1:])}; "
@@ -356,9 +377,30 @@ def _prepare(matrices: dict, initial_state):
     if reason is not None:
         raise RuntimeError(f"the triton backend cannot run on {first.device} tensors: {reason}")
     interpret = interpreting()
-    buffers = [t.contiguous() for t in matrices.values()]
+    buffers = [t.contiguous() for t in (*matrices.values(), decays)]
     h0 = None if initial_state is None else initial_state.contiguous()
     return _kernel(interpret), interpret, (*buffers, h0)
+
+
+def _decays_fit(shape, like) -> bool:
+    T, C = like
+    if len(shape) != 2 or shape[0] not in (1, T):
+        return False
+    return C % shape[1] == 0 if shape[1] > 0 else C == 0
+
+
+def _reduce_to_decays(grad_a, decays):
+    """dL/da per step and channel, summed over the steps and channel blocks that share a decay."""
+    if grad_a.shape == decays.shape:
+        return grad_a
+    T, C = grad_a.shape
+    P = decays.shape[1]
+    if P == 0:
+        return grad_a.new_zeros(decays.shape)
+    terms = grad_a.view(T, C // P, P)
+    if decays.shape[0] == T and T > 1:
+        return terms.sum(1)
+    return terms.sum((0, 1)).view(decays.shape)
 
 
 def _device_guard(device):
@@ -367,9 +409,7 @@ def _device_guard(device):
 
 
 def _forward(decays, impulses, initial_state, reverse, chunks):
-    kernel, interpret, (x, a, h0) = _prepare(
-        {"impulses": impulses, "decays": decays}, initial_state
-    )
+    kernel, interpret, (x, a, h0) = _prepare({"impulses": impulses}, decays, initial_state)
     T, C = x.shape
     h = torch.empty_like(x)
     if T == 0 or C == 0:
@@ -391,14 +431,13 @@ def _forward(decays, impulses, initial_state, reverse, chunks):
 
 
 def _backward(decays, h, grad_h, initial_state, reverse, chunks):
-    kernel, interpret, (g_in, a, h, h0) = _prepare(
-        {"grad_h": grad_h, "decays": decays, "h": h}, initial_state
-    )
+    kernel, interpret, (g_in, h, a, h0) = _prepare({"grad_h": grad_h, "h": h}, decays,
+                                                   initial_state)
     T, C = g_in.shape
     grad_x, grad_a = torch.empty_like(g_in), torch.empty_like(g_in)
     grad_h0 = g_in.new_zeros(C)
     if T == 0 or C == 0:
-        return grad_x, grad_a, grad_h0
+        return grad_x, g_in.new_zeros(decays.shape), grad_h0
     block_t, block_c = _tiles(C, interpret)
     chunk_len = _chunk_len(T, C, chunks, block_t, block_c, g_in.device, interpret)
     descending = not reverse  # g runs against the forward's direction
@@ -414,7 +453,7 @@ def _backward(decays, h, grad_h, initial_state, reverse, chunks):
             chunk_len=chunk_len, descending=descending, grad=True, block_t=block_t,
             block_c=block_c,
         )  # fmt: skip
-    return grad_x, grad_a, grad_h0
+    return grad_x, _reduce_to_decays(grad_a, a), grad_h0
 
 
 # ---------------------------------------------------------------------------------- custom ops
@@ -428,7 +467,8 @@ def triton_scan(
     reverse: bool,
     chunks: int,
 ) -> torch.Tensor:
-    """h over [T, C] buffers; `chunks` time chunks (Algorithm 1), 0 = chosen per device."""
+    """h over [T, C] buffers (decays: [T or 1, P], P dividing C); `chunks` time chunks
+    (Algorithm 1), 0 = chosen per device."""
     return _forward(decays, impulses, initial_state, reverse, chunks)
 
 
@@ -451,7 +491,7 @@ def _(decays, impulses, initial_state, reverse, chunks):
 
 @triton_scan_backward.register_fake
 def _(decays, h, grad_h, initial_state, reverse, chunks):
-    return torch.empty_like(grad_h), torch.empty_like(grad_h), grad_h.new_empty(grad_h.shape[1:])
+    return torch.empty_like(grad_h), torch.empty_like(decays), grad_h.new_empty(grad_h.shape[1:])
 
 
 register_scan_autograd(triton_scan, triton_scan_backward)

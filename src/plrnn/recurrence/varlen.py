@@ -58,8 +58,9 @@ def check_initial_states(initial_state, impulses, num_sequences: int) -> None:
 
 def per_sequence(compute, decays, impulses, initial_state, bounds, reverse):
     """h from `compute(a, x, h0, reverse)` run on each non-empty sequence's rows (views).
-    Decays not of the impulses' shape are one row for every step, the same for each sequence."""
-    per_row = decays.shape == impulses.shape
+    Decays with one row per step (the impulses' shape, or (T, P)) are cut the same way; one row
+    for every step serves each sequence."""
+    per_row = decays.shape[0] == impulses.shape[0]
     pieces = []
     for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         if hi > lo:

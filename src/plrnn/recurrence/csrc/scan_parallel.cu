@@ -62,9 +62,12 @@ constexpr unsigned kBarCarry = 2;            // helper -> data warps: the carry 
 // spilling (96 registers a thread; scripts/nvcc_check.sh prints the counts). Wider vectors
 // carry more fp32 state per thread (V values of several maps), the backward pass a third input.
 // By register footprint: a 16-byte vector of fp32 (V = 4) is the lightest; fp64 and complex64
-// pairs, complex128 and 8-wide fp16/bf16 (8 fp32 values of state) the heaviest.
+// pairs, complex128 and 8-wide fp16/bf16 (8 fp32 values of state) the heaviest. The scalar
+// complex64 backward pass held 8 steps in 96 registers on sm_90 until the decays' column (c % P)
+// took two more; it holds 6.
 PLRNN_HOST_DEVICE constexpr int max_steps(int elem_bytes, int V, bool backward) {
-  return V == 1 && elem_bytes <= 8 ? 8 : V == 4 ? (backward ? 4 : 6) : (backward ? 3 : 4);
+  if (V == 1 && elem_bytes <= 8) return backward && elem_bytes == 8 ? 6 : 8;
+  return V == 4 ? (backward ? 4 : 6) : (backward ? 3 : 4);
 }
 
 // ---------------------------------------------------------------------------- element types
