@@ -80,18 +80,16 @@ def test_out_with_broadcast_decays():
 
 
 # Decays shared over a batch of wide enough rows reach the C++ kernels as (T, P), read at channel
-# c % P, and time-invariant ones as (1, P). P = 20 (a 16-wide tile and a 4-wide one per period)
-# and 70 (wider than a register tile) with B = 3; 2 threads take cpu_serial through its pipelined
-# schedule (rows of 3 * 70 * 8 bytes) and cpu_parallel through time chunks. Time-invariant decays
-# of a shorter period reach them as one (1, C) row.
+# c % P, and time-invariant ones as one (1, C) row. P = 20 (a 16-wide tile and a 4-wide one per
+# period) and 70 (wider than a register tile) with B = 3; 2 threads take cpu_serial through its
+# pipelined schedule (rows of 3 * 70 * 8 bytes) and cpu_parallel through time chunks.
 KERNEL_CASES = [
-    (("T", 1, 20), (3, 20), 20),  # (decay shape, impulses' trailing shape, what the kernel reads)
-    (("T", 1, 70), (3, 70), 70),
-    (("T", 1, 2, 20), (3, 2, 20), 40),
-    (("T", 1, 1, 20), (3, 2, 20), 20),
-    ((20,), (3, 20), 20),
-    ((1, 2, 20), (3, 2, 20), 40),
-    ((1, 2, 5), (3, 2, 5), 30),
+    (("T", 1, 20), (3, 20), (20,)),  # (decay shape, impulses' trailing shape, what the kernel reads)
+    (("T", 1, 70), (3, 70), (70,)),
+    (("T", 1, 2, 20), (3, 2, 20), (40,)),
+    (("T", 1, 1, 20), (3, 2, 20), (20,)),
+    ((20,), (3, 20), (60,)),
+    ((1, 2, 20), (3, 2, 20), (120,)),
 ]
 
 
@@ -135,7 +133,7 @@ def test_cpu_kernels_read_broadcast_decays_unexpanded(case, T, reverse, threads,
         (h, got), seen = _kernel_decay_shapes(lambda: grads(
             lambda a_, x_, h0_: plrnn.linear_recurrence(a_, x_, h0_, reverse=reverse,
                                                         backend=backend)))
-        read = (T if spec[0] == "T" else 1, period)
+        read = (T, *period) if spec[0] == "T" and T > 1 else (1, math.prod(trailing))
         assert seen and all(s == read for s in seen), (backend, seen)
         assert _close(h, want_h), backend
         for name, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
@@ -176,15 +174,16 @@ def test_batch_shared_decays_in_a_packed_batch_and_out(reverse, num_threads):
         assert _close(out, reference.serial(a.expand(T, 5, 24), x, h0[0], reverse)), backend
 
 
-# The GPU kernels (cuda_parallel, triton) read any period in place, P = 1 included; per-batch
-# scalars (T, B, 1) have no period and are expanded. Triton runs here under its interpreter.
+# The GPU kernels (cuda_parallel, triton) read per-step decays of any period in place, P = 1
+# included, and time-invariant ones as one (1, C) row; per-batch scalars (T, B, 1) have no period
+# and are expanded. Triton runs here under its interpreter.
 GPU_KERNEL_CASES = [
     (("T", 1, 20), (3, 20), 20),
     (("T", 1, 2, 5), (3, 2, 5), 10),
     (("T", 1, 1, 3), (2, 2, 3), 3),
     (("T", 1, 1), (3, 1), 1),
-    ((20,), (3, 20), 20),
-    ((1, 2, 5), (3, 2, 5), 10),
+    ((20,), (3, 20), None),
+    ((1, 2, 5), (3, 2, 5), None),
     (("T", 2, 1), (2, 3), None),
 ]
 
@@ -213,7 +212,10 @@ def test_triton_reads_broadcast_decays_unexpanded(case, T, reverse, monkeypatch)
         lambda a_, x_, h0_: plrnn.linear_recurrence(a_, x_, h0_, reverse=reverse,
                                                     backend="triton")))
     C = math.prod(trailing)
-    read = (T, C) if period is None else (T if spec[0] == "T" else 1, period)
+    if spec[0] != "T" or T == 1:
+        read = (1, C)
+    else:
+        read = (T, C) if period is None else (T, period)
     assert seen and all(s == read for s in seen), seen
     assert _close(h, want_h)
     for name, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
@@ -221,7 +223,7 @@ def test_triton_reads_broadcast_decays_unexpanded(case, T, reverse, monkeypatch)
 
 
 def test_triton_batch_shared_decays_in_a_packed_batch(monkeypatch):
-    """Per-step (T, P) decays are cut at the sequence boundaries with the impulses."""
+    """Per-step (T, P) decays reach the one launch of a packed batch unexpanded."""
     pytest.importorskip("triton", reason="triton is not installed")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     g = torch.Generator().manual_seed(seed_for("bcast-triton-packed"))
@@ -235,7 +237,7 @@ def test_triton_batch_shared_decays_in_a_packed_batch(monkeypatch):
     want_leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
     h, seen = _kernel_decay_shapes(lambda: plrnn.linear_recurrence(
         *leaves, cu_seqlens=cu, backend="triton"))
-    assert seen == [(n, 4) for n in lengths if n]
+    assert seen == [(T, 4)]
     want = plrnn.linear_recurrence(want_leaves[0].expand(T, 3, 4), *want_leaves[1:],
                                    cu_seqlens=cu, backend="reference")
     assert _close(h.detach(), want.detach())

@@ -183,3 +183,91 @@ def test_per_sequence_passes_one_row_of_decays_whole():
     want = plrnn.linear_recurrence(row, x, h0, cu_seqlens=torch.tensor(bounds),
                                    backend="reference")
     torch.testing.assert_close(got, want, rtol=F64_RTOL, atol=F64_RTOL)
+
+
+# Triton runs a packed batch in one launch, a program per channel block and sequence (under its
+# interpreter here: small totals, 16-step tiles, so boundaries fall inside tiles and on their
+# edges).
+TRITON_LENGTHS = [[1], [1, 1, 1], [0, 3, 0, 0, 5, 0], [16, 16, 1], [2, 1, 19, 1, 2], [1] * 9]
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    pytest.importorskip("triton", reason="triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _triton_launches(fn):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    names = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "plrnn":
+                names.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        result = fn()
+    return result, names
+
+
+@pytest.mark.usefixtures("triton_interpreter")
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("with_h0", [False, True], ids=["no_h0", "h0"])
+@pytest.mark.parametrize("lengths", TRITON_LENGTHS, ids=lambda v: "L=" + "-".join(map(str, v)))
+def test_triton_one_launch_forward_final_states_and_gradients(lengths, with_h0, reverse):
+    seed = seed_for("triton-packed", lengths, with_h0, reverse)
+    a, x, h0, cu = _case(lengths, (2, 5), with_h0, "near_one", seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    up_h = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    up_final = torch.randn((len(lengths), 2, 5), generator=g, dtype=torch.float64)
+
+    def run(fn):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (a, x, h0) if t is not None]
+        h, final = fn(*leaves, *([None] if h0 is None else []))
+        loss = (h * up_h).sum() + (final * up_final).sum()
+        return h.detach(), final.detach(), torch.autograd.grad(loss, leaves)
+
+    want_h, want_final, want = run(lambda a_, x_, h0_: oracle(a_, x_, h0_, lengths, reverse))
+    (got_h, got_final, got), names = _triton_launches(lambda: run(
+        lambda a_, x_, h0_: plrnn.linear_recurrence(
+            a_, x_, h0_, cu_seqlens=cu, reverse=reverse, backend="triton",
+            return_final_state=True)))
+    assert names.count("triton_scan_packed") == 1 and "triton_scan" not in names, names
+    assert _close(got_h, want_h) and _close(got_final, want_final)
+    for name, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
+        assert gv.shape == wv.shape and _close(gv, wv), name
+
+
+@pytest.mark.usefixtures("triton_interpreter")
+def test_triton_one_launch_keeps_a_nan_in_its_sequence():
+    """No state crosses a boundary, not even 0 * NaN: a NaN in one sequence leaves the others
+    exact, forward and backward."""
+    lengths = [5, 20, 3]
+    a, x, h0, cu = _case(lengths, (3,), True, "uniform", seed_for("triton-packed-nan"))
+    x[2, 1] = float("nan")
+    for reverse in (False, True):
+        want, _ = oracle(a, x, h0, lengths, reverse)
+        leaves = [t.clone().requires_grad_(True) for t in (a, x, h0)]
+        h = plrnn.linear_recurrence(*leaves, cu_seqlens=cu, reverse=reverse, backend="triton")
+        assert torch.equal(h.isnan(), want.isnan())
+        assert _close(h[5:].detach(), want[5:])
+        h[5:].sum().backward()
+        assert not leaves[0].grad[5:].isnan().any() and not leaves[2].grad[1:].isnan().any()
+
+
+def test_triton_runs_long_sequences_one_call_each(monkeypatch):
+    """The rule: one launch while even the longest sequence would run as one time chunk; past
+    that, each sequence gets Algorithm 1's chunks to itself."""
+    from plrnn.recurrence import triton as triton_backend
+
+    pytest.importorskip("triton", reason="triton is not installed")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(triton_backend, "_multiprocessors", lambda index: 132)
+    gpu = torch.device("cuda", 0)
+    assert triton_backend.one_launch_for([0, 0, 0], 8, gpu)
+    assert triton_backend.one_launch_for([0, 100, 300, 1000], 8, gpu)
+    assert not triton_backend.one_launch_for([0, 100, 300, 100_000], 8, gpu)
+    assert triton_backend.one_launch_for([0, 100_000], 132 * 4 * 32, gpu)  # channels fill the GPU

@@ -387,7 +387,7 @@ def _compile_for_gpu(flags, pointer_type, ones=()):
 
     kernel = triton_backend._kernel(False)
     signature = {name: pointer_type for name in kernel.arg_names[:8]}
-    signature.update(T="i32", C="i32", a_row="i32", a_period="i32", chunk_len="i32")
+    signature.update(cu_ptr="*i64", T="i32", C="i32", a_row="i32", a_period="i32", chunk_len="i32")
     constexprs = dict(flags, BLOCK_T=64, BLOCK_C=32)
     # Triton specialises integer arguments equal to 1 into constants; the interpreter does not,
     # so only compiling shows whether the kernel still type-checks then.
@@ -397,11 +397,18 @@ def _compile_for_gpu(flags, pointer_type, ones=()):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": True})
 
 
-FORWARD = dict(DESCENDING=False, GRAD=False, TOTALS=False, HAS_INIT=True, HAS_H0=False)
-TOTALS = dict(DESCENDING=True, GRAD=False, TOTALS=True, HAS_INIT=False, HAS_H0=False)
-BACKWARD = dict(DESCENDING=True, GRAD=True, TOTALS=False, HAS_INIT=True, HAS_H0=True)
-BACKWARD_TOTALS = dict(DESCENDING=False, GRAD=True, TOTALS=True, HAS_INIT=False, HAS_H0=False)
-BACKWARD_OF_REVERSE = dict(DESCENDING=False, GRAD=True, TOTALS=False, HAS_INIT=False, HAS_H0=True)
+FORWARD = dict(DESCENDING=False, GRAD=False, TOTALS=False, HAS_INIT=True, HAS_H0=False,
+               PACKED=False)
+TOTALS = dict(DESCENDING=True, GRAD=False, TOTALS=True, HAS_INIT=False, HAS_H0=False,
+              PACKED=False)
+BACKWARD = dict(DESCENDING=True, GRAD=True, TOTALS=False, HAS_INIT=True, HAS_H0=True,
+                PACKED=False)
+BACKWARD_TOTALS = dict(DESCENDING=False, GRAD=True, TOTALS=True, HAS_INIT=False, HAS_H0=False,
+                       PACKED=False)
+BACKWARD_OF_REVERSE = dict(DESCENDING=False, GRAD=True, TOTALS=False, HAS_INIT=False, HAS_H0=True,
+                           PACKED=False)
+PACKED_FORWARD = dict(FORWARD, PACKED=True)
+PACKED_BACKWARD = dict(BACKWARD, HAS_INIT=False, PACKED=True)
 
 
 @pytest.mark.parametrize(
@@ -415,9 +422,13 @@ BACKWARD_OF_REVERSE = dict(DESCENDING=False, GRAD=True, TOTALS=False, HAS_INIT=F
         (BACKWARD, "*fp64", True, ("T",)),
         (BACKWARD_OF_REVERSE, "*fp32", False, ("T",)),
         (BACKWARD, "*fp32", False, ("a_row", "a_period")),  # (T, 1) decays: one per step
+        (PACKED_FORWARD, "*fp32", False, ()),
+        (PACKED_BACKWARD, "*bf16", False, ("C",)),
+        (PACKED_BACKWARD, "*fp64", True, ()),
     ],
     ids=["forward", "backward", "forward-bf16-T1-C1", "backward_totals-fp16-T1-C1",
-         "totals-fp64-C1", "backward-fp64-T1", "backward_of_reverse-T1", "backward-P1"],
+         "totals-fp64-C1", "backward-fp64-T1", "backward_of_reverse-T1", "backward-P1",
+         "packed_forward", "packed_backward-bf16-C1", "packed_backward-fp64"],
 )  # fmt: skip
 def test_kernel_compiles_for_nvidia_gpus(mode, pointer_type, fp64, ones):
     """Triton lowers to PTX and cubin without a GPU (it ships ptxas), which catches what the
@@ -565,3 +576,33 @@ def test_gpu_offsets_beyond_int32():
     a, x, h0 = a[:, cols], x[:, cols], h0[cols]
     truth = _serial_cpu(a, x, h0, False, torch.float64)
     _gpu_check(h[:, cols], truth, _serial_cpu(a, x, h0, False, torch.float32), "h")
+
+
+@cuda
+@needs_gpu
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_gpu_packed_batch_in_one_launch(reverse):
+    """2000 sequences of 0-300 steps, 64 channels, batch-shared decays: one launch (a program per
+    channel block and sequence), forward and every gradient against the float64 loop per
+    sequence on the CPU."""
+    g = torch.Generator().manual_seed(seed_for("triton-gpu-packed", reverse))
+    lengths = torch.randint(0, 301, (2000,), generator=g).tolist()
+    T, N = sum(lengths), len(lengths)
+    bounds = [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    assert triton_backend.one_launch_for(bounds, 64, torch.device("cuda"))
+    a = torch.sigmoid(2 + torch.randn(T, 1, 16, generator=g, dtype=torch.float64))
+    x = torch.randn(T, 4, 16, generator=g, dtype=torch.float64)
+    h0 = torch.randn(N, 4, 16, generator=g, dtype=torch.float64)
+    up = torch.randn(T, 4, 16, generator=g, dtype=torch.float64)
+    cu = torch.tensor(bounds)
+
+    def grads(device, backend):
+        leaves = [t.to(device).requires_grad_(True) for t in (a, x, h0)]
+        h = plrnn.linear_recurrence(*leaves, cu_seqlens=cu.to(device), reverse=reverse,
+                                    backend=backend)
+        return [t.cpu() for t in (h.detach(), *torch.autograd.grad(h, leaves, up.to(device)))]
+
+    got, want = grads("cuda", "triton"), grads("cpu", "cpu_serial")
+    for name, g_, w_ in zip(("h", "da", "dx", "dh0"), got, want, strict=True):
+        assert g_.shape == w_.shape, name
+        assert max_err(g_, w_) <= F64_RTOL * max(1.0, scale_of(w_)), name

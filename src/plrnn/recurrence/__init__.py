@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from . import cpu
+from . import cpu, triton
 from .registry import REGISTRY, BackendStatus, backends, resolve
 from .validation import check_inputs, check_out
 from .varlen import final_states, per_sequence
@@ -96,21 +96,21 @@ def _run(chosen, decays, impulses, initial_state, bounds, reverse, out):
 
 
 def _kernel_decays(name, decays, shape):
-    """Broadcast decays as the chosen backend reads them. The backends in _PERIOD_DECAYS read
-    (T or 1, P) decays in place, channel c at column c % P, so decays of shape
-    (T or 1, 1, ..., 1, *trailing), with `trailing` the impulses' last dims (shared over a batch,
-    or time-invariant), reach them as that (T or 1, P) view, P = prod(trailing), once P is at
-    least the backend's minimum; other time-invariant decays become one (1, C) row, built in
-    O(C). Anything else is expanded to the impulses' shape (a view, which kernels that need
-    contiguous (T, *) buffers copy)."""
+    """Broadcast decays as the chosen backend reads them. The backends in _PERIOD_DECAYS take
+    - time-invariant decays (no time axis, or one of length 1) as one (1, C) row, built in O(C);
+    - decays of shape (T, 1, ..., 1, *trailing), with `trailing` the impulses' last dims (shared
+      over a batch), as a (T, P) view, P = prod(trailing), read at channel c % P, once P is at
+      least the backend's minimum.
+    Anything else is expanded to the impulses' shape (a view, which kernels that need contiguous
+    (T, *) buffers copy)."""
     padded = (1,) * (len(shape) - decays.dim()) + tuple(decays.shape)
     min_period = _PERIOD_DECAYS.get(name)
     if min_period is not None:
-        period = _period(padded, shape)
-        if period is not None and period >= min_period:
-            return decays.reshape(padded[0], period)
         if padded[0] == 1:
             return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
+        period = _period(padded, shape)
+        if period is not None and period >= min_period:
+            return decays.reshape(shape[0], period)
     return decays.expand(shape)
 
 
@@ -127,11 +127,17 @@ def _period(padded, shape) -> int | None:
 
 def _packed(chosen, decays, impulses, initial_state, bounds, reverse, out):
     parallel = _CPU_OUT_PARALLEL.get(chosen.name)
+    channels = math.prod(impulses.shape[1:])
     if parallel is not None:  # the C++ ops take the offsets: one call for the whole batch
         h0 = None if initial_state is None else initial_state.contiguous()
         offsets = torch.tensor(bounds, dtype=torch.int64)
         h = cpu.scan_packed(decays.contiguous(), impulses.contiguous(), h0, reverse, offsets,
                             parallel)
+    elif chosen.name == "triton" and triton.one_launch_for(bounds, channels, impulses.device):
+        a, x, _ = _kernel_buffers(decays, impulses, None)
+        h0 = None if initial_state is None else initial_state.reshape(-1, channels).contiguous()
+        offsets = torch.tensor(bounds, dtype=torch.int64, device=impulses.device)
+        h = triton.triton_scan_packed(a, x, h0, reverse, offsets).reshape(impulses.shape)
     else:
         h = per_sequence(partial(_compute, chosen), decays, impulses, initial_state, bounds,
                          reverse)

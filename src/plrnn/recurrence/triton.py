@@ -134,11 +134,12 @@ def _scan_kernel(
     a_ptr,  # decays: [T or 1, P] rows; channel c reads column c % P
     x_ptr,  # [T, C] impulses (GRAD: dL/dh)
     h_ptr,  # GRAD only: [T, C] the forward's output h
-    h0_ptr,  # GRAD and HAS_H0 only: [C] the forward's initial state
-    init_ptr,  # HAS_INIT only: [chunks, C] the state carried into each chunk
+    h0_ptr,  # GRAD and HAS_H0 only: [C] the forward's initial state (PACKED: [N, C])
+    init_ptr,  # HAS_INIT only: [chunks, C] the state carried into each chunk (PACKED: [N, C])
     out_ptr,  # [T, C] h (GRAD: dL/dx = g); TOTALS: [chunks, C] each chunk's scan from zero
     out2_ptr,  # GRAD: [T, C] dL/da; TOTALS: [chunks, C] each chunk's product of decays
-    dh0_ptr,  # GRAD only: [C] dL/dh0
+    dh0_ptr,  # GRAD only: [C] dL/dh0 (PACKED: [N, C])
+    cu_ptr,  # PACKED only: [N + 1] int64 offsets; sequence n is rows cu[n] .. cu[n+1]-1
     T,
     C,
     a_row,  # elements from one step's decays to the next: P, or 0 for one row at every step
@@ -149,6 +150,7 @@ def _scan_kernel(
     TOTALS: tl.constexpr,
     HAS_INIT: tl.constexpr,
     HAS_H0: tl.constexpr,
+    PACKED: tl.constexpr,  # program_id(1) is a sequence of a packed batch, not a time chunk
     FP64: tl.constexpr,  # accumulate in float64 (else float32)
     BLOCK_T: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -160,8 +162,18 @@ def _scan_kernel(
     chunk = tl.program_id(1)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < C
-    lo = chunk * chunk_len
-    n = tl.minimum(chunk_len, T - lo)
+    # Steps lo .. lo+n-1 are this program's; the recurrence sees nothing outside seq_lo .. seq_hi
+    # (the whole input, or the program's own sequence).
+    if PACKED:
+        lo = tl.load(cu_ptr + chunk)
+        seq_hi = tl.load(cu_ptr + chunk + 1)
+        n = seq_hi - lo
+        seq_lo = lo
+    else:
+        lo = chunk * chunk_len
+        n = tl.minimum(chunk_len, T - lo)
+        seq_lo = 0
+        seq_hi = T
     # One step in walking order, in units of time.
     if DESCENDING:
         step = -1
@@ -175,7 +187,11 @@ def _scan_kernel(
         carry = tl.full([BLOCK_C], 0, dtype=acc_dtype)
     product = tl.full([BLOCK_C], 1, dtype=acc_dtype)
     if GRAD and HAS_H0:
-        h0 = tl.load(h0_ptr + cols, mask=col_ok, other=0).to(acc_dtype)
+        if PACKED:
+            h0 = tl.load(h0_ptr + chunk.to(tl.int64) * C + cols, mask=col_ok, other=0)
+        else:
+            h0 = tl.load(h0_ptr + cols, mask=col_ok, other=0)
+        h0 = h0.to(acc_dtype)
     rows = tl.arange(0, BLOCK_T)
     is_last_row = (rows == BLOCK_T - 1)[:, None]
     a_cols = cols % a_period
@@ -193,7 +209,7 @@ def _scan_kernel(
             # The decay that carries g into step t is the one of the step walked before it,
             # a[t - step]; the first step walked has none (g starts from zero there).
             t_before = t - step
-            has_before = ((t_before >= 0) & (t_before < T))[:, None]
+            has_before = ((t_before >= seq_lo) & (t_before < seq_hi))[:, None]
             a = tl.load(a_ptr + a_offsets - step * a_row, mask=mask & has_before, other=0)
         else:
             a = tl.load(a_ptr + a_offsets, mask=mask, other=1)
@@ -211,7 +227,7 @@ def _scan_kernel(
                 # dL/da[t] = h[t + step] * g[t]: the state one step back in forward time,
                 # h0 (or zero) before the first step.
                 t_prev = t + step
-                has_prev = ((t_prev >= 0) & (t_prev < T))[:, None]
+                has_prev = ((t_prev >= seq_lo) & (t_prev < seq_hi))[:, None]
                 h_prev = tl.load(h_ptr + offsets + step * C, mask=mask & has_prev, other=0)
                 h_prev = h_prev.to(acc_dtype)
                 if HAS_H0:
@@ -224,14 +240,22 @@ def _scan_kernel(
         tl.store(out2_ptr + total_offsets, product.to(out2_ptr.dtype.element_ty), mask=col_ok)
     elif GRAD:
         # dL/dh0 = a[t_end] * g[t_end] at the last step walked (t = 0 when descending); only the
-        # chunk that holds it writes.
+        # chunk that holds it writes. In a packed batch every sequence writes its own (zero for
+        # an empty one).
         if DESCENDING:
             t_end = lo  # 0 in that chunk
             end_chunk = 0
         else:
             t_end = lo + n - 1  # T - 1 in that chunk
             end_chunk = tl.num_programs(1) - 1
-        if chunk == end_chunk:
+        if PACKED:
+            has_steps = (n + cols * 0) > 0  # as a vector: the interpreter rejects a scalar mask
+            a_end = tl.load(a_ptr + t_end.to(tl.int64) * a_row + a_cols, mask=col_ok & has_steps,
+                            other=0)
+            grad_h0 = a_end.to(acc_dtype) * carry
+            tl.store(dh0_ptr + chunk.to(tl.int64) * C + cols,
+                     grad_h0.to(dh0_ptr.dtype.element_ty), mask=col_ok)
+        elif chunk == end_chunk:
             a_end = tl.load(a_ptr + t_end.to(tl.int64) * a_row + a_cols, mask=col_ok, other=0)
             grad_h0 = a_end.to(acc_dtype) * carry
             tl.store(dh0_ptr + cols, grad_h0.to(dh0_ptr.dtype.element_ty), mask=col_ok)
@@ -292,11 +316,14 @@ def _chunk_len(T: int, C: int, chunks: int, block_t: int, block_c: int, device, 
 
 
 def _launch(
-    kernel, a, x, *, h=None, h0=None, init=None, out, out2=None, dh0=None,
+    kernel, a, x, *, h=None, h0=None, init=None, out, out2=None, dh0=None, cu_seqlens=None,
     chunk_len, descending, grad=False, totals=False, block_t, block_c,
 ):
+    """One launch: time chunks of chunk_len steps, or with cu_seqlens one program row per
+    sequence of the packed batch."""
     T, C = x.shape
-    grid = (-(-C // block_c), -(-T // chunk_len))
+    rows = -(-T // chunk_len) if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    grid = (-(-C // block_c), rows)
     a_row = a.shape[1] if a.shape[0] == T else 0
     dummy = out
     kernel[grid](
@@ -307,12 +334,14 @@ def _launch(
         out,
         dummy if out2 is None else out2,
         dummy if dh0 is None else dh0,
+        dummy if cu_seqlens is None else cu_seqlens,
         T, C, a_row, a.shape[1], chunk_len,
         DESCENDING=descending,
         GRAD=grad,
         TOTALS=totals,
         HAS_INIT=init is not None,
         HAS_H0=h0 is not None,
+        PACKED=cu_seqlens is not None,
         FP64=a.dtype == torch.float64,
         BLOCK_T=block_t,
         BLOCK_C=block_c,
@@ -430,6 +459,41 @@ def _forward(decays, impulses, initial_state, reverse, chunks):
     return h
 
 
+def _forward_packed(decays, impulses, initial_state, reverse, cu_seqlens):
+    kernel, interpret, (x, a, _) = _prepare({"impulses": impulses}, decays, None)
+    T, C = x.shape
+    h = torch.empty_like(x)
+    if T == 0 or C == 0:
+        return h
+    block_t, block_c = _tiles(C, interpret)
+    init = None if initial_state is None else initial_state.contiguous()
+    with _device_guard(x.device):
+        _launch(
+            kernel, a, x, init=init, out=h, cu_seqlens=cu_seqlens.contiguous(), chunk_len=T,
+            descending=reverse, block_t=block_t, block_c=block_c,
+        )  # fmt: skip
+    return h
+
+
+def _backward_packed(decays, h, grad_h, initial_state, reverse, cu_seqlens):
+    kernel, interpret, (g_in, h, a, _) = _prepare({"grad_h": grad_h, "h": h}, decays, None)
+    T, C = g_in.shape
+    N = cu_seqlens.shape[0] - 1
+    grad_x, grad_a = torch.empty_like(g_in), torch.empty_like(g_in)
+    grad_h0 = g_in.new_zeros(N, C)
+    if T == 0 or C == 0:
+        return grad_x, g_in.new_zeros(decays.shape), grad_h0
+    block_t, block_c = _tiles(C, interpret)
+    h0 = None if initial_state is None else initial_state.contiguous()
+    with _device_guard(g_in.device):
+        _launch(
+            kernel, a, g_in, h=h, h0=h0, out=grad_x, out2=grad_a, dh0=grad_h0,
+            cu_seqlens=cu_seqlens.contiguous(), chunk_len=T, descending=not reverse, grad=True,
+            block_t=block_t, block_c=block_c,
+        )  # fmt: skip
+    return grad_x, _reduce_to_decays(grad_a, a), grad_h0
+
+
 def _backward(decays, h, grad_h, initial_state, reverse, chunks):
     kernel, interpret, (g_in, h, a, h0) = _prepare({"grad_h": grad_h, "h": h}, decays,
                                                    initial_state)
@@ -497,6 +561,58 @@ def _(decays, h, grad_h, initial_state, reverse, chunks):
 register_scan_autograd(triton_scan, triton_scan_backward)
 
 
+@torch.library.custom_op("plrnn::triton_scan_packed", mutates_args=())
+def triton_scan_packed(
+    decays: torch.Tensor,
+    impulses: torch.Tensor,
+    initial_state: torch.Tensor | None,
+    reverse: bool,
+    cu_seqlens: torch.Tensor,
+) -> torch.Tensor:
+    """h over a packed batch in one launch: [T, C] buffers (decays: [T or 1, P]), N sequences
+    delimited by the int64 offsets cu_seqlens [N + 1] on the impulses' device, initial_state
+    [N, C] or None. One program per (channel block, sequence) walks that sequence alone."""
+    return _forward_packed(decays, impulses, initial_state, reverse, cu_seqlens)
+
+
+@torch.library.custom_op("plrnn::triton_scan_packed_backward", mutates_args=())
+def triton_scan_packed_backward(
+    decays: torch.Tensor,
+    h: torch.Tensor,
+    grad_h: torch.Tensor,
+    initial_state: torch.Tensor | None,
+    reverse: bool,
+    cu_seqlens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward_packed(decays, h, grad_h, initial_state, reverse, cu_seqlens)
+
+
+@triton_scan_packed.register_fake
+def _(decays, impulses, initial_state, reverse, cu_seqlens):
+    return torch.empty_like(impulses)
+
+
+@triton_scan_packed_backward.register_fake
+def _(decays, h, grad_h, initial_state, reverse, cu_seqlens):
+    N = cu_seqlens.shape[0] - 1
+    return torch.empty_like(grad_h), torch.empty_like(decays), grad_h.new_empty(N, grad_h.shape[1])
+
+
+register_scan_autograd(triton_scan_packed, triton_scan_packed_backward)
+
+
 def scan(decays, impulses, initial_state, reverse):
     """The registry's entry point: time chunks chosen per device."""
     return triton_scan(decays, impulses, initial_state, reverse, 0)
+
+
+def one_launch_for(bounds: list[int], C: int, device: torch.device) -> bool:
+    """Whether a packed batch runs best as one launch (a program per channel block and
+    sequence, each walking its sequence's steps) rather than one call per sequence: when even
+    the longest sequence, alone, would run as one chunk, Algorithm 1 would not split it anyway."""
+    interpret = interpreting()
+    longest = max(hi - lo for lo, hi in zip(bounds[:-1], bounds[1:]))
+    if longest == 0:
+        return True
+    block_t, block_c = _tiles(C, interpret)
+    return _chunk_len(longest, C, 0, block_t, block_c, device, interpret) >= longest
