@@ -305,6 +305,50 @@ def test_broadcast_decays_read_in_place(spec, packed):
         assert max_err(g_.cpu(), w_) <= F64_RTOL * max(1.0, scale_of(w_)), name
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex64], ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_packed_batch_of_short_sequences_in_one_launch(reverse, dtype):
+    """3000 sequences of 0-200 steps with batch-shared decays: cuda_parallel's packed kernel in
+    one launch (a thread per sequence and column), forward, final states and every gradient
+    against cpu_serial (the CPU suite checks it against the loop)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    g = torch.Generator().manual_seed(seed_for("cuda_packed_short", reverse, dtype))
+    lengths = torch.randint(0, 201, (3000,), generator=g).tolist()
+    T, N = sum(lengths), len(lengths)
+    cu = torch.tensor([0, *itertools.accumulate(lengths)])
+    assert cuda.one_launch_for(cu.tolist())
+    real = torch.float32 if dtype.is_complex else dtype
+    a = torch.sigmoid(2 + torch.randn(T, 1, 24, generator=g, dtype=real))
+    x = torch.randn(T, 3, 24, generator=g, dtype=real)
+    h0 = torch.randn(N, 3, 24, generator=g, dtype=real)
+    up = torch.randn(T, 3, 24, generator=g, dtype=real)
+    if dtype.is_complex:
+        a, x, h0, up = (torch.polar(t.abs(), t) if t is a else t.to(dtype) for t in (a, x, h0, up))
+    ops = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    def grads(device, backend):
+        leaves = [t.to(device).requires_grad_(True) for t in (a, x, h0)]
+        h, final = plrnn.linear_recurrence(*leaves, cu_seqlens=cu.to(device), reverse=reverse,
+                                           backend=backend, return_final_state=True)
+        loss = (h * up.to(device)).sum().real + final.abs().sum()
+        return [t.cpu() for t in (h.detach(), final.detach(), *torch.autograd.grad(loss, leaves))]
+
+    with Record():
+        got = grads("cuda", "cuda_parallel")
+    assert ops.count("cuda_scan_packed") == 1 and "cuda_scan" not in ops, ops
+    want = grads("cpu", "cpu_serial")
+    tol = F64_RTOL if dtype == torch.float64 else 1e-4
+    for name, g_, w_ in zip(("h", "final", "da", "dx", "dh0"), got, want, strict=True):
+        assert g_.shape == w_.shape, name
+        assert max_err(g_, w_) <= tol * max(1.0, scale_of(w_)), name
+
+
 @pytest.mark.parametrize("name", CUDA_BACKENDS)
 def test_double_backward_is_refused(name):
     a = torch.rand(6, 2, device="cuda", requires_grad=True)

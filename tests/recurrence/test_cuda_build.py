@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -235,6 +236,9 @@ class Emulated:
         layout = [i64, i32, i32, i32, vp, vp]  # period, per_step, vectorized, sms, work, stream
         lib.plrnn_parallel_forward.argtypes = [vp] * 4 + [i64, i64, i32, i32] + layout
         lib.plrnn_parallel_backward.argtypes = [vp] * 7 + [i64, i64, i32, i32] + layout
+        packed = [vp, i64, i64, i32, i32, i64, i32, i32, vp]  # offsets, N, C, ..., stream
+        lib.plrnn_packed_forward.argtypes = [vp] * 4 + packed
+        lib.plrnn_packed_backward.argtypes = [vp] * 7 + packed
         self.lib = lib
 
     @staticmethod
@@ -304,6 +308,34 @@ class Emulated:
             per_step, vec, sms, self._ptr(work), None,
         )  # fmt: skip
         assert rc == 0, f"plrnn_parallel_backward returned {rc}"
+        return gx, ga, gh0
+
+    def packed_forward(self, a, x, h0, cu, reverse=False):
+        """The packed kernel: a as in forward(), h0 (N, C) or None, cu int64 offsets."""
+        T, C = x.shape
+        period, per_step = self._layout(a, T, C)
+        out = torch.full_like(x, float("nan"))
+        vec = self.can_vectorize((a, x, out, h0), C, x.dtype, period)
+        rc = self.lib.plrnn_packed_forward(
+            self._ptr(a), self._ptr(x), self._ptr(h0), self._ptr(out), self._ptr(cu),
+            cu.numel() - 1, C, reverse, DTYPE_CODE[x.dtype], period, per_step, vec, None,
+        )  # fmt: skip
+        assert rc == 0, f"plrnn_packed_forward returned {rc}"
+        return out
+
+    def packed_backward(self, a, h, grad_h, h0, cu, reverse=False):
+        T, C = grad_h.shape
+        N = cu.numel() - 1
+        period, per_step = self._layout(a, T, C)
+        gx, ga = torch.full_like(grad_h, float("nan")), torch.full_like(grad_h, float("nan"))
+        gh0 = torch.full((N, C), float("nan"), dtype=grad_h.dtype)
+        vec = self.can_vectorize((a, h, grad_h, gx, ga, gh0, h0), C, grad_h.dtype, period)
+        rc = self.lib.plrnn_packed_backward(
+            self._ptr(a), self._ptr(h), self._ptr(grad_h), self._ptr(h0), self._ptr(gx),
+            self._ptr(ga), self._ptr(gh0), self._ptr(cu), N, C, reverse,
+            DTYPE_CODE[grad_h.dtype], period, per_step, vec, None,
+        )  # fmt: skip
+        assert rc == 0, f"plrnn_packed_backward returned {rc}"
         return gx, ga, gh0
 
 
@@ -590,6 +622,47 @@ def test_emulated_parallel_decays_shared_by_channel_blocks(emulated, case, per_s
                 _assert_f64(g_, w_, f"{name} {what}")
 
 
+PACKED_LENGTHS = [[1], [0, 3, 0, 5], [2, 1, 3, 1, 2], [300, 1, 0, 45], [1] * 9, [0, 2, 0]]
+
+
+@pytest.mark.parametrize("decays", ["full", "per-step-P", "row-P"])
+@pytest.mark.parametrize("C", [1, 3, 8])
+@pytest.mark.parametrize("lengths", PACKED_LENGTHS, ids=lambda v: "L=" + "-".join(map(str, v)))
+def test_emulated_packed_kernel(emulated, lengths, C, decays):
+    """The packed kernel (a thread per sequence and column) against the loop that restarts at
+    every sequence: h, and every gradient (dL/da per step, dL/dh0 per sequence, zero for an
+    empty one) from the saved h; vector (C = 8, float64) and scalar columns, decays of the
+    impulses' shape, per step of period P, one row of period P."""
+    from .test_packed import oracle
+
+    T, N = sum(lengths), len(lengths)
+    seed = seed_for("emu_packed", lengths, C, decays)
+    g = torch.Generator().manual_seed(seed)
+    P = C if decays == "full" or C == 1 else (C // 2 if C % 2 == 0 else 1)
+    small = 0.5 + 0.5 * torch.rand(T if decays != "row-P" else 1, P, generator=g,
+                                   dtype=torch.float64)
+    a = small if decays != "row-P" else small[0]
+    expanded = small.expand(T, P).repeat(1, C // P)
+    x = torch.randn(T, C, generator=g, dtype=torch.float64)
+    h0 = torch.randn(N, C, generator=g, dtype=torch.float64)
+    up = torch.randn(T, C, generator=g, dtype=torch.float64)
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int64)
+    for reverse in (False, True):
+        for init in (None, h0):
+            what = f"reverse={reverse} h0={init is not None}"
+            got = emulated.packed_forward(a, x, init, cu, reverse)
+            leaves = [t.clone().requires_grad_() for t in (expanded, x, h0)]
+            want, _ = oracle(leaves[0], leaves[1], None if init is None else leaves[2], lengths,
+                             reverse)
+            _assert_f64(got, want.detach(), what)
+            grads = torch.autograd.grad(want, leaves, up, allow_unused=True)
+            have = emulated.packed_backward(a, got, up, init, cu, reverse)
+            for name, g_, w_ in zip(("dx", "da", "dh0"), have, (grads[1], grads[0], grads[2])):
+                if name == "dh0" and init is None:
+                    continue
+                _assert_f64(g_, w_, f"{name} {what}")
+
+
 @pytest.mark.parametrize("name", ["serial", "paper"])
 @pytest.mark.parametrize("case", [(1, 1), (1000, 5), (100, 40)], ids=lambda c: f"T={c[0]}-C={c[1]}")
 def test_emulated_paper_kernels_float32(emulated, name, case):
@@ -790,6 +863,37 @@ def test_emulated_binding_decays_shared_by_channel_blocks(emulated_ops, dtype, r
                                    rtol=1e-12, atol=1e-12)
     with pytest.raises(RuntimeError, match="shared .* are for cuda_parallel"):
         emulated_ops.cuda_scan(small.real.float(), x.real.float(), None, False, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+def test_emulated_binding_packed(emulated_ops, dtype):
+    """cuda_scan_packed through the binding and cuda.py's autograd: gradcheck with per-sequence
+    initial states (an empty sequence among them), batch-shared decays, and the offsets checked
+    on the host."""
+    lengths = [3, 0, 1, 4]
+    T, C, P = sum(lengths), 4, 2
+    cu = torch.tensor([0, *itertools.accumulate(lengths)])
+    if dtype.is_complex:
+        a, x, _ = complex_inputs(T, C, seed_for("emu_op_packed_c"), dtype)
+        h0 = complex_inputs(len(lengths), C, seed_for("emu_op_packed_c0"), dtype)[1]
+    else:
+        a, x, _ = _inputs(T, C, seed_for("emu_op_packed"), dtype)
+        h0 = torch.randn(len(lengths), C, dtype=dtype)
+    for decays in (a, a[:, :P].clone()):
+        for reverse in (False, True):
+            leaves = (decays.clone().requires_grad_(), x.clone().requires_grad_(),
+                      h0.clone().requires_grad_())
+            assert torch.autograd.gradcheck(
+                lambda a_, x_, h0_: emulated_ops.cuda_scan_packed(a_, x_, h0_, reverse, cu), leaves)
+    op = emulated_ops.cuda_scan_packed
+    with pytest.raises(RuntimeError, match="cu_seqlens must be non-decreasing"):
+        op(a, x, None, False, torch.tensor([0, 5, 3, T]))
+    with pytest.raises(RuntimeError, match="cu_seqlens must run from 0 to impulses.size"):
+        op(a, x, None, False, torch.tensor([0, T - 1]))
+    with pytest.raises(RuntimeError, match="1-D int64 CPU tensor"):
+        op(a, x, None, False, cu.int())
+    with pytest.raises(RuntimeError, match=r"initial_state must have the shape \[4, 4\]"):
+        op(a, x, h0[:3], False, cu)
 
 
 def test_emulated_binding_refuses_double_backward(emulated_ops):

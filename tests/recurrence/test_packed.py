@@ -271,3 +271,14 @@ def test_triton_runs_long_sequences_one_call_each(monkeypatch):
     assert triton_backend.one_launch_for([0, 100, 300, 1000], 8, gpu)
     assert not triton_backend.one_launch_for([0, 100, 300, 100_000], 8, gpu)
     assert triton_backend.one_launch_for([0, 100_000], 132 * 4 * 32, gpu)  # channels fill the GPU
+
+
+def test_cuda_parallel_runs_many_short_sequences_in_one_launch():
+    """The rule (a first guess, see cuda.py): one launch while the longest sequence's serial
+    walk costs less than the launches it saves; one sequence is the unpacked call."""
+    from plrnn.recurrence import cuda
+
+    assert not cuda.one_launch_for([0, 10])
+    assert cuda.one_launch_for([0, 10, 20])
+    assert cuda.one_launch_for([0, *range(100, 100 * 101, 100)])
+    assert not cuda.one_launch_for([0, 100_000, 100_001])

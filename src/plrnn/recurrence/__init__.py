@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from . import cpu, triton
+from . import cpu, cuda, triton
 from .registry import REGISTRY, BackendStatus, backends, resolve
 from .validation import check_inputs, check_out
 from .varlen import final_states, per_sequence
@@ -133,11 +133,10 @@ def _packed(chosen, decays, impulses, initial_state, bounds, reverse, out):
         offsets = torch.tensor(bounds, dtype=torch.int64)
         h = cpu.scan_packed(decays.contiguous(), impulses.contiguous(), h0, reverse, offsets,
                             parallel)
-    elif chosen.name == "triton" and triton.one_launch_for(bounds, channels, impulses.device):
+    elif (op := _one_launch(chosen.name, bounds, channels, impulses.device)) is not None:
         a, x, _ = _kernel_buffers(decays, impulses, None)
         h0 = None if initial_state is None else initial_state.reshape(-1, channels).contiguous()
-        offsets = torch.tensor(bounds, dtype=torch.int64, device=impulses.device)
-        h = triton.triton_scan_packed(a, x, h0, reverse, offsets).reshape(impulses.shape)
+        h = op(a, x, h0, reverse, torch.tensor(bounds, dtype=torch.int64)).reshape(impulses.shape)
     else:
         h = per_sequence(partial(_compute, chosen), decays, impulses, initial_state, bounds,
                          reverse)
@@ -145,6 +144,17 @@ def _packed(chosen, decays, impulses, initial_state, bounds, reverse, out):
         return h
     out.copy_(h)
     return out
+
+
+def _one_launch(name, bounds, channels, device):
+    """The GPU op that runs this packed batch in one launch, a thread or program per sequence
+    walking its rows (taking (T, C) buffers, (N, C) initial states and the offsets on the host),
+    or None where one call per sequence is the better schedule."""
+    if name == "triton" and triton.one_launch_for(bounds, channels, device):
+        return triton.triton_scan_packed
+    if name == "cuda_parallel" and cuda.one_launch_for(bounds):
+        return cuda.parallel_packed
+    return None
 
 
 def _compute(chosen, decays, impulses, initial_state, reverse):

@@ -133,14 +133,27 @@ load = build_once(_build_and_register)
 
 
 def _register_python_side() -> None:
-    global _scan
+    global _scan, _scan_packed
     _scan = register_ops("plrnn")
+    _scan_packed = torch.ops.plrnn.cuda_scan_packed.default
 
 
 def register_ops(namespace: str):
-    """Fake kernels and autograd for `namespace`::cuda_scan{,_backward} (the binding defines the
-    ops; the tests also load an emulated build under another namespace). Returns the forward."""
+    """Fake kernels and autograd for `namespace`::cuda_scan{,_backward} and
+    cuda_scan_packed{,_backward} (the binding defines the ops; the tests also load an emulated
+    build under another namespace). Returns the forward of cuda_scan."""
     ops = getattr(torch.ops, namespace)
+
+    @torch.library.register_fake(f"{namespace}::cuda_scan_packed")
+    def _(decays, impulses, initial_state, reverse, cu_seqlens):
+        return torch.empty_like(impulses)
+
+    @torch.library.register_fake(f"{namespace}::cuda_scan_packed_backward")
+    def _(decays, h, grad_h, initial_state, reverse, cu_seqlens):
+        N = cu_seqlens.shape[0] - 1
+        return torch.empty_like(grad_h), torch.empty_like(decays), grad_h.new_empty(N, grad_h.shape[1])
+
+    register_scan_autograd(ops.cuda_scan_packed.default, ops.cuda_scan_packed_backward.default)
 
     @torch.library.register_fake(f"{namespace}::cuda_scan")
     def _(decays, impulses, initial_state, reverse, kernel):
@@ -159,6 +172,7 @@ def register_ops(namespace: str):
 
 
 _scan = None  # torch.ops.plrnn.cuda_scan.default once loaded
+_scan_packed = None  # torch.ops.plrnn.cuda_scan_packed.default once loaded
 
 
 def _fp32_only(name: str, impulses: torch.Tensor) -> None:
@@ -182,6 +196,25 @@ def paper(decays, impulses, initial_state, reverse):
 
 def parallel(decays, impulses, initial_state, reverse):
     return _scan(decays, impulses, initial_state, reverse, PARALLEL)
+
+
+def parallel_packed(decays, impulses, initial_states, reverse, offsets):
+    """cuda_parallel's one launch for a packed batch: (T, C) buffers (decays (T or 1, P)),
+    initial_states (N, C) or None, offsets a CPU int64 tensor of N + 1 offsets."""
+    return _scan_packed(decays, impulses, initial_states, reverse, offsets)
+
+
+# A first guess, not measured on a GPU: a launch from Python costs about as much as this many
+# serial steps of one thread (~10 us against ~50 ns a step).
+_LAUNCH_IN_STEPS = 200
+
+
+def one_launch_for(bounds: list[int]) -> bool:
+    """Whether cuda_parallel runs a packed batch as one launch of its packed kernel, where one
+    thread walks each sequence's steps, rather than one Algorithm 1 call per sequence: while the
+    longest sequence's serial walk costs less than the launches it saves."""
+    longest = max(hi - lo for lo, hi in zip(bounds[:-1], bounds[1:]))
+    return longest < _LAUNCH_IN_STEPS * (len(bounds) - 2)
 
 
 def unavailable(device: torch.device) -> str | None:

@@ -469,7 +469,7 @@ def _forward_packed(decays, impulses, initial_state, reverse, cu_seqlens):
     init = None if initial_state is None else initial_state.contiguous()
     with _device_guard(x.device):
         _launch(
-            kernel, a, x, init=init, out=h, cu_seqlens=cu_seqlens.contiguous(), chunk_len=T,
+            kernel, a, x, init=init, out=h, cu_seqlens=cu_seqlens.to(x.device), chunk_len=T,
             descending=reverse, block_t=block_t, block_c=block_c,
         )  # fmt: skip
     return h
@@ -488,7 +488,7 @@ def _backward_packed(decays, h, grad_h, initial_state, reverse, cu_seqlens):
     with _device_guard(g_in.device):
         _launch(
             kernel, a, g_in, h=h, h0=h0, out=grad_x, out2=grad_a, dh0=grad_h0,
-            cu_seqlens=cu_seqlens.contiguous(), chunk_len=T, descending=not reverse, grad=True,
+            cu_seqlens=cu_seqlens.to(g_in.device), chunk_len=T, descending=not reverse, grad=True,
             block_t=block_t, block_c=block_c,
         )  # fmt: skip
     return grad_x, _reduce_to_decays(grad_a, a), grad_h0
@@ -570,8 +570,9 @@ def triton_scan_packed(
     cu_seqlens: torch.Tensor,
 ) -> torch.Tensor:
     """h over a packed batch in one launch: [T, C] buffers (decays: [T or 1, P]), N sequences
-    delimited by the int64 offsets cu_seqlens [N + 1] on the impulses' device, initial_state
-    [N, C] or None. One program per (channel block, sequence) walks that sequence alone."""
+    delimited by cu_seqlens, N + 1 int64 offsets on the host (checked by linear_recurrence),
+    initial_state [N, C] or None. One program per (channel block, sequence) walks that sequence
+    alone."""
     return _forward_packed(decays, impulses, initial_state, reverse, cu_seqlens)
 
 

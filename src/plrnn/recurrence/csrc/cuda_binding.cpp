@@ -5,7 +5,13 @@
 //   plrnn::cuda_scan(decays, impulses, initial_state?, reverse, kernel) -> h
 //   plrnn::cuda_scan_backward(decays, h, grad_h, initial_state?, reverse, kernel)
 //       -> (grad_impulses, grad_decays, grad_initial_state)
+//   plrnn::cuda_scan_packed(decays, impulses, initial_state?, reverse, cu_seqlens) -> h
+//   plrnn::cuda_scan_packed_backward(decays, h, grad_h, initial_state?, reverse, cu_seqlens)
+//       -> (grad_impulses, grad_decays, grad_initial_state)
 // kernel: 0 = cuda_serial, 1 = cuda_paper (both fp32 only, as in the paper), 2 = cuda_parallel.
+// The packed ops are cuda_parallel's path for a packed batch of short sequences: cu_seqlens is a
+// CPU int64 tensor of N + 1 offsets, checked here and copied to the device, and initial_state is
+// (N, C).
 // cuda_parallel also takes decays that broadcast, read in place without being expanded: (T, P) or
 // (1, P) with P dividing C, channel c reading column c % P (one (1, C) row is time-invariant;
 // (T, P) rows are shared by the C / P blocks of P channels, e.g. over a batch). Their gradient
@@ -281,16 +287,94 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   return {g, ga, gh0};
 }
 
+// The offsets of a packed batch of T rows, checked on the host (the kernel trusts them) and
+// copied to the device of `like`.
+at::Tensor device_offsets(const at::Tensor& cu_seqlens, const at::Tensor& like) {
+  TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 2 &&
+                  cu_seqlens.scalar_type() == at::kLong && cu_seqlens.device().is_cpu(),
+              "plrnn CUDA kernels: cu_seqlens must be a 1-D int64 CPU tensor of N + 1 >= 2 "
+              "offsets");
+  const at::Tensor cu = cu_seqlens.contiguous();
+  const int64_t* p = cu.const_data_ptr<int64_t>();
+  const int64_t N = cu.numel() - 1;
+  TORCH_CHECK(p[0] == 0 && p[N] == like.size(0),
+              "plrnn CUDA kernels: cu_seqlens must run from 0 to impulses.size(0)");
+  for (int64_t n = 0; n < N; ++n)
+    TORCH_CHECK(p[n + 1] >= p[n], "plrnn CUDA kernels: cu_seqlens must be non-decreasing");
+  return cu.to(like.device());
+}
+
+void check_states(const c10::optional<at::Tensor>& h0, const at::Tensor& like, int64_t N) {
+  if (!h0) return;
+  check_buffer(*h0, like, "initial_state", {N, like.size(1)});
+}
+
+at::Tensor scan_packed_forward(const at::Tensor& decays, const at::Tensor& impulses,
+                               const c10::optional<at::Tensor>& initial_state, bool reverse,
+                               const at::Tensor& cu_seqlens) {
+  TORCH_CHECK(on_kernel_device(impulses), "plrnn CUDA kernels need CUDA tensors, got ",
+              impulses.device());
+  check_buffer(impulses, impulses, "impulses");
+  const DecayLayout layout = check_decays(decays, impulses, kParallel);
+  PLRNN_DEVICE_GUARD(impulses);
+  const at::Tensor cu = device_offsets(cu_seqlens, impulses);
+  const int64_t N = cu.numel() - 1, C = impulses.size(1);
+  check_states(initial_state, impulses, N);
+  at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
+  if (impulses.numel() == 0) return out;
+  const int code = dtype_code(impulses.scalar_type());
+  const void* ptrs[] = {decays.data_ptr(), impulses.data_ptr(), out.data_ptr(),
+                        ptr_or_null(initial_state)};
+  const int vec = plrnn_parallel_can_vectorize(ptrs, 4, C, layout.period, code);
+  check_cuda(plrnn_packed_forward(decays.data_ptr(), impulses.data_ptr(), ptr_or_null(initial_state),
+                                  out.data_ptr(), cu.const_data_ptr<int64_t>(), N, C, reverse, code,
+                                  layout.period, layout.per_step, vec, current_stream(impulses)),
+             kParallel);
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_packed_backward(
+    const at::Tensor& decays, const at::Tensor& h, const at::Tensor& grad_h,
+    const c10::optional<at::Tensor>& initial_state, bool reverse, const at::Tensor& cu_seqlens) {
+  TORCH_CHECK(on_kernel_device(grad_h), "plrnn CUDA kernels need CUDA tensors, got ",
+              grad_h.device());
+  check_buffer(grad_h, grad_h, "grad_h");
+  const DecayLayout layout = check_decays(decays, grad_h, kParallel);
+  check_buffer(h, grad_h, "h");
+  PLRNN_DEVICE_GUARD(grad_h);
+  const at::Tensor cu = device_offsets(cu_seqlens, grad_h);
+  const int64_t N = cu.numel() - 1, C = grad_h.size(1);
+  check_states(initial_state, grad_h, N);
+  at::Tensor gx = at::empty_like(grad_h), ga = at::empty_like(grad_h);
+  at::Tensor gh0 = at::zeros({N, C}, grad_h.options());
+  if (grad_h.numel() == 0) return {gx, at::zeros_like(decays), gh0};
+  const int code = dtype_code(grad_h.scalar_type());
+  const void* ptrs[] = {decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(), gx.data_ptr(),
+                        ga.data_ptr(), gh0.data_ptr(), ptr_or_null(initial_state)};
+  const int vec = plrnn_parallel_can_vectorize(ptrs, 7, C, layout.period, code);
+  check_cuda(plrnn_packed_backward(decays.data_ptr(), h.data_ptr(), grad_h.data_ptr(),
+                                   ptr_or_null(initial_state), gx.data_ptr(), ga.data_ptr(),
+                                   gh0.data_ptr(), cu.const_data_ptr<int64_t>(), N, C, reverse,
+                                   code, layout.period, layout.per_step, vec,
+                                   current_stream(grad_h)),
+             kParallel);
+  return {gx, reduce_to_decays(ga, decays), gh0};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(PLRNN_OPS, m) {
   m.def("cuda_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, int kernel) -> Tensor");
   m.def("cuda_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, int kernel) -> (Tensor, Tensor, Tensor)");
+  m.def("cuda_scan_packed(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, Tensor cu_seqlens) -> Tensor");
+  m.def("cuda_scan_packed_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, Tensor cu_seqlens) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(PLRNN_OPS, PLRNN_DEVICE_KEY, m) {
   m.impl("cuda_scan", &scan_forward);
   m.impl("cuda_scan_backward", &scan_backward);
+  m.impl("cuda_scan_packed", &scan_packed_forward);
+  m.impl("cuda_scan_packed_backward", &scan_packed_backward);
 }
 
 }  // namespace plrnn

@@ -70,6 +70,27 @@ int plrnn_parallel_backward(const void* decays, const void* h, const void* grad_
                             int dtype, int64_t decay_period, int decay_per_step, int vectorized,
                             int num_sms, void* workspace, void* stream);
 
+// ---- cuda_parallel on a packed batch of short sequences --------------------------------------
+// N sequences back to back along time: sequence n is rows cu_seqlens[n] .. cu_seqlens[n+1]-1 of
+// the (T, C) buffers (N + 1 int64 offsets in device memory, trusted: 0 = cu[0] <= ... <= cu[N] =
+// T), each run from row n of initial_state (N, C; null: zeros). One thread per sequence and
+// column of V channels walks that sequence's rows, so no state crosses a boundary. For batches of
+// many short sequences, where Algorithm 1 would take one launch per sequence for little work.
+// Decays as for plrnn_parallel_forward; `vectorized` is plrnn_parallel_can_vectorize() of the
+// pointers (initial states included), C and the period.
+int plrnn_packed_forward(const void* decays, const void* impulses, const void* initial_state,
+                         void* out, const int64_t* cu_seqlens, int64_t N, int64_t C, int reverse,
+                         int dtype, int64_t decay_period, int decay_per_step, int vectorized,
+                         void* stream);
+
+// Its gradients from the saved h, as plrnn_parallel_backward; grad_initial_state is (N, C),
+// written when not null (zero for an empty sequence).
+int plrnn_packed_backward(const void* decays, const void* h, const void* grad_h,
+                          const void* initial_state, void* grad_impulses, void* grad_decays,
+                          void* grad_initial_state, const int64_t* cu_seqlens, int64_t N,
+                          int64_t C, int reverse, int dtype, int64_t decay_period,
+                          int decay_per_step, int vectorized, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -701,6 +701,110 @@ bool decay_layout_ok(int64_t C, int64_t period, int dtype, int vectorized) {
   return !vectorized || period % (16 / size) == 0;
 }
 
+// ---------------------------------------------------------------- packed batches, short ones
+
+constexpr int kPackedThreads = 128;
+
+template <typename T> struct PackedArgs {
+  const T* a;       // decays: rows of a_period columns (a_row = a_period, or 0: one row)
+  const T* x;       // impulses (backward: dL/dh)
+  const T* h0;      // (N, C) initial states, or null
+  const T* h;       // backward: the saved h
+  T* out;           // forward: h; backward: dL/dx
+  T* out2;          // backward: dL/da
+  T* out_h0;        // backward: (N, C) dL/dh0, or null
+  const int64_t* cu;
+  int64_t N, C, cols, a_row, a_period;
+  int64_t dir;      // the forward's direction: +1, or -1 for reverse
+};
+
+// Thread (n, column) runs sequence n over its V channels: consecutive threads take consecutive
+// columns of one sequence, so a warp's loads of a step are one contiguous run of its row.
+template <typename T, int V, bool BWD>
+__global__ void __launch_bounds__(kPackedThreads) packed_scan(const PackedArgs<T> args) {
+  using acc = typename AccOf<T>::type;
+  const int64_t id = int64_t(blockIdx.x) * kPackedThreads + threadIdx.x;
+  if (id >= args.N * args.cols) return;
+  const int64_t n = id / args.cols, c0 = (id % args.cols) * V, ca = c0 % args.a_period;
+  const int64_t lo = args.cu[n], len = args.cu[n + 1] - lo, C = args.C, dir = args.dir;
+  const int64_t first = dir > 0 ? lo : lo + len - 1;  // the forward's first row
+  acc st[V];
+  if constexpr (!BWD) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) st[v] = args.h0 ? to_acc(args.h0[n * C + c0 + v]) : acc(0);
+#pragma unroll 4
+    for (int64_t r = 0; r < len; ++r) {
+      const int64_t row = first + r * dir;
+      const Pack<T, V> a = load_pack<T, V>(args.a + row * args.a_row + ca);
+      const Pack<T, V> x = load_pack<T, V>(args.x + row * C + c0);
+      Pack<T, V> o;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        st[v] = to_acc(a.v[v]) * st[v] + to_acc(x.v[v]);
+        o.v[v] = from_acc<T>(st[v]);
+      }
+      store_pack<T, V>(args.out + row * C + c0, o);
+    }
+  } else {
+    // g[t] = conj(a[t + dir]) * g[t + dir] + dL/dh[t], from the forward's last row back; then
+    // dL/dx = g, dL/da[t] = conj(h[t - dir]) * g[t] (h0, or zero, before the first row)
+#pragma unroll
+    for (int v = 0; v < V; ++v) st[v] = acc(0);
+    const int64_t last = first + (len - 1) * dir;
+#pragma unroll 4
+    for (int64_t r = 0; r < len; ++r) {
+      const int64_t row = last - r * dir;
+      const Pack<T, V> gh = load_pack<T, V>(args.x + row * C + c0);
+      Pack<T, V> carried = filled<T, V>(acc(0)), hp = filled<T, V>(acc(0));
+      if (r > 0) carried = load_pack<T, V>(args.a + (row + dir) * args.a_row + ca);
+      if (r + 1 < len) {
+        hp = load_pack<T, V>(args.h + (row - dir) * C + c0);
+      } else if (args.h0) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) hp.v[v] = args.h0[n * C + c0 + v];
+      }
+      Pack<T, V> gx, ga;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        st[v] = to_acc(conj(carried.v[v])) * st[v] + to_acc(gh.v[v]);
+        gx.v[v] = from_acc<T>(st[v]);
+        ga.v[v] = from_acc<T>(to_acc(conj(hp.v[v])) * st[v]);
+      }
+      store_pack<T, V>(args.out + row * C + c0, gx);
+      store_pack<T, V>(args.out2 + row * C + c0, ga);
+    }
+    if (args.out_h0) {  // dL/dh0 = conj(a[first]) * g[first]; zero for an empty sequence
+      const Pack<T, V> a =
+          len > 0 ? load_pack<T, V>(args.a + first * args.a_row + ca) : filled<T, V>(acc(0));
+#pragma unroll
+      for (int v = 0; v < V; ++v)
+        args.out_h0[n * C + c0 + v] = from_acc<T>(to_acc(conj(a.v[v])) * st[v]);
+    }
+  }
+}
+
+template <typename T, bool BWD>
+int packed_run(PackedArgs<T> args, int reverse, int64_t period, bool per_step, bool vectorized,
+               void* stream_) {
+  constexpr int kVec = int(16 / sizeof(T));
+  args.dir = reverse ? -1 : 1;
+  args.a_period = period;
+  args.a_row = per_step ? period : 0;
+  args.cols = args.C / (vectorized ? kVec : 1);
+  const int64_t blocks = (args.N * args.cols + kPackedThreads - 1) / kPackedThreads;
+  if (blocks == 0) return cudaSuccess;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  const auto stream = static_cast<cudaStream_t>(stream_);
+  if (vectorized) {
+    const auto kernel = packed_scan<T, kVec, BWD>;
+    PLRNN_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(kPackedThreads), stream, args);
+  } else {
+    const auto kernel = packed_scan<T, 1, BWD>;
+    PLRNN_LAUNCH(kernel, dim3(unsigned(blocks)), dim3(kPackedThreads), stream, args);
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 extern "C" int plrnn_parallel_can_vectorize(const void* const* pointers, int count, int64_t C,
@@ -768,4 +872,56 @@ extern "C" int plrnn_parallel_backward(const void* decays, const void* h, const 
     default: return cudaErrorInvalidValue;
   }
 #undef PLRNN_BACKWARD
+}
+
+extern "C" int plrnn_packed_forward(const void* decays, const void* impulses,
+                                    const void* initial_state, void* out,
+                                    const int64_t* cu_seqlens, int64_t N, int64_t C, int reverse,
+                                    int dtype, int64_t decay_period, int decay_per_step,
+                                    int vectorized, void* stream) {
+  if (N <= 0 || C <= 0) return cudaSuccess;
+  if (!decay_layout_ok(C, decay_period, dtype, vectorized)) return cudaErrorInvalidValue;
+#define PLRNN_PACKED_FORWARD(type)                                                             \
+  packed_run<type, false>(                                                                     \
+      PackedArgs<type>{static_cast<const type*>(decays), static_cast<const type*>(impulses),   \
+                       static_cast<const type*>(initial_state), nullptr,                       \
+                       static_cast<type*>(out), nullptr, nullptr, cu_seqlens, N, C, 0, 0, 0, 0}, \
+      reverse, decay_period, decay_per_step != 0, vectorized != 0, stream)
+  switch (dtype) {
+    case PLRNN_F32: return PLRNN_PACKED_FORWARD(float);
+    case PLRNN_F64: return PLRNN_PACKED_FORWARD(double);
+    case PLRNN_F16: return PLRNN_PACKED_FORWARD(__half);
+    case PLRNN_BF16: return PLRNN_PACKED_FORWARD(__nv_bfloat16);
+    case PLRNN_C64: return PLRNN_PACKED_FORWARD(Cplx<float>);
+    case PLRNN_C128: return PLRNN_PACKED_FORWARD(Cplx<double>);
+    default: return cudaErrorInvalidValue;
+  }
+#undef PLRNN_PACKED_FORWARD
+}
+
+extern "C" int plrnn_packed_backward(const void* decays, const void* h, const void* grad_h,
+                                     const void* initial_state, void* grad_impulses,
+                                     void* grad_decays, void* grad_initial_state,
+                                     const int64_t* cu_seqlens, int64_t N, int64_t C, int reverse,
+                                     int dtype, int64_t decay_period, int decay_per_step,
+                                     int vectorized, void* stream) {
+  if (N <= 0 || C <= 0) return cudaSuccess;
+  if (!decay_layout_ok(C, decay_period, dtype, vectorized)) return cudaErrorInvalidValue;
+#define PLRNN_PACKED_BACKWARD(type)                                                            \
+  packed_run<type, true>(                                                                      \
+      PackedArgs<type>{static_cast<const type*>(decays), static_cast<const type*>(grad_h),     \
+                       static_cast<const type*>(initial_state), static_cast<const type*>(h),   \
+                       static_cast<type*>(grad_impulses), static_cast<type*>(grad_decays),     \
+                       static_cast<type*>(grad_initial_state), cu_seqlens, N, C, 0, 0, 0, 0},  \
+      reverse, decay_period, decay_per_step != 0, vectorized != 0, stream)
+  switch (dtype) {
+    case PLRNN_F32: return PLRNN_PACKED_BACKWARD(float);
+    case PLRNN_F64: return PLRNN_PACKED_BACKWARD(double);
+    case PLRNN_F16: return PLRNN_PACKED_BACKWARD(__half);
+    case PLRNN_BF16: return PLRNN_PACKED_BACKWARD(__nv_bfloat16);
+    case PLRNN_C64: return PLRNN_PACKED_BACKWARD(Cplx<float>);
+    case PLRNN_C128: return PLRNN_PACKED_BACKWARD(Cplx<double>);
+    default: return cudaErrorInvalidValue;
+  }
+#undef PLRNN_PACKED_BACKWARD
 }
