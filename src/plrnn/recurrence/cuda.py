@@ -13,7 +13,8 @@ were obtained.
                    1024 threads, scratch cudaMalloc'd per call (fp32); for Table 1 as published
     cuda_parallel  the tuned single-pass kernel: fp16/bf16/fp32/fp64 and complex64/complex128
                    storage, fp32 (fp64 for fp64, complex in its own precision) accumulation,
-                   tiles sized from the SM count, a fused backward pass
+                   tiles sized from the SM count, a fused backward pass; and for packed batches
+                   of short sequences a kernel with one thread per sequence and column
 
 cuda_serial and cuda_paper take float32 only, like the paper's kernels; other dtypes raise a
 TypeError that names cuda_parallel. Their backward pass runs their own forward kernel in the

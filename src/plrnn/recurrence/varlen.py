@@ -4,8 +4,9 @@ The convention of flash-attention and FLA: sequence n occupies rows [cu_seqlens[
 cu_seqlens[n+1]) of a (total_T, *) input, and the recurrence restarts at each sequence's first
 step (its last with reverse=True) from initial_state[n], or from zeros. Sequences are independent,
 so each backend runs them on views of the packed buffers: the C++ CPU ops take the offsets
-themselves (one call, sequences spread over threads), triton too while its sequences are short
-(one launch, a program per channel block and sequence), the others run once per sequence.
+themselves (one call, sequences spread over threads), triton and cuda_parallel too while the
+sequences are short (one launch, a program or thread per sequence), the others run once per
+sequence.
 """
 
 from __future__ import annotations

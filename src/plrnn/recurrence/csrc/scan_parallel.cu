@@ -36,6 +36,9 @@
 // pass conjugates the decays and the saved h as it loads them (torch's convention for complex
 // gradients: dL/da = conj(h[t-1]) * g, g carried back through conj(a)).
 //
+// Packed batches of short sequences (cu_seqlens) have a second, simple kernel at the end of this
+// file: a thread per sequence and column walks its sequence's rows, one launch for the batch.
+//
 // The backward pass is the same schedule against the forward direction (paper section 3.3):
 // g(r) = a[row(r-1)] * g(r-1) + dL/dh[row(r)], storing dL/dx = g and dL/da = h[row(r+1)] * g in
 // the same pass (h0, or zero, past the last step), and dL/dh0 = a[last row] * g at the end.
