@@ -317,6 +317,13 @@ def test_direct_op_checks_name_the_argument():
         triton_backend.triton_scan(a[:, :2], x, None, False, 0)
     with pytest.raises(ValueError, match="decays must match impulses"):
         triton_backend.triton_scan(a.float(), x, None, False, 0)
+    packed = triton_backend.triton_scan_packed
+    with pytest.raises(ValueError, match="non-decreasing"):
+        packed(a, x, None, False, torch.tensor([0, 3, 2, 4]))
+    with pytest.raises(ValueError, match="end at T"):
+        packed(a, x, None, False, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"initial_state must have shape \(N, C\) = \(2, 3\)"):
+        packed(a, x, torch.zeros(3, 3, dtype=x.dtype), False, torch.tensor([0, 1, 4]))
     with pytest.raises(ValueError, match="initial_state must have shape"):
         triton_backend.triton_scan(a, x, torch.zeros(4, dtype=x.dtype), False, 0)
 

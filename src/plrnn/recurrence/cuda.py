@@ -151,8 +151,8 @@ def register_ops(namespace: str):
 
     @torch.library.register_fake(f"{namespace}::cuda_scan_packed_backward")
     def _(decays, h, grad_h, initial_state, reverse, cu_seqlens):
-        N = cu_seqlens.shape[0] - 1
-        return torch.empty_like(grad_h), torch.empty_like(decays), grad_h.new_empty(N, grad_h.shape[1])
+        states = grad_h.new_empty(cu_seqlens.shape[0] - 1, grad_h.shape[1])
+        return torch.empty_like(grad_h), torch.empty_like(decays), states
 
     register_scan_autograd(ops.cuda_scan_packed.default, ops.cuda_scan_packed_backward.default)
 

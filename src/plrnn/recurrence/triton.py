@@ -50,6 +50,7 @@ import os
 import torch
 
 from .autograd import register_scan_autograd
+from .varlen import check_cu_seqlens
 
 # triton.language and the kernel's combine functions as Triton functions, bound by _kernel()
 # at first use; the kernel resolves them from this module's globals when it is compiled or
@@ -459,8 +460,20 @@ def _forward(decays, impulses, initial_state, reverse, chunks):
     return h
 
 
+def _check_packed(cu_seqlens, initial_state, like) -> int:
+    """N, after checking the offsets (on the host: the kernel trusts them) and the states."""
+    N = len(check_cu_seqlens(cu_seqlens, like.shape[0])) - 1
+    if initial_state is not None and tuple(initial_state.shape) != (N, like.shape[1]):
+        raise ValueError(
+            f"initial_state must have shape (N, C) = {(N, like.shape[1])}; got "
+            f"{tuple(initial_state.shape)}"
+        )
+    return N
+
+
 def _forward_packed(decays, impulses, initial_state, reverse, cu_seqlens):
     kernel, interpret, (x, a, _) = _prepare({"impulses": impulses}, decays, None)
+    _check_packed(cu_seqlens, initial_state, x)
     T, C = x.shape
     h = torch.empty_like(x)
     if T == 0 or C == 0:
@@ -477,8 +490,8 @@ def _forward_packed(decays, impulses, initial_state, reverse, cu_seqlens):
 
 def _backward_packed(decays, h, grad_h, initial_state, reverse, cu_seqlens):
     kernel, interpret, (g_in, h, a, _) = _prepare({"grad_h": grad_h, "h": h}, decays, None)
+    N = _check_packed(cu_seqlens, initial_state, g_in)
     T, C = g_in.shape
-    N = cu_seqlens.shape[0] - 1
     grad_x, grad_a = torch.empty_like(g_in), torch.empty_like(g_in)
     grad_h0 = g_in.new_zeros(N, C)
     if T == 0 or C == 0:

@@ -62,7 +62,9 @@ def per_sequence(compute, decays, impulses, initial_state, bounds, reverse):
     """h from `compute(a, x, h0, reverse)` run on each non-empty sequence's rows (views).
     Decays with one row per step (the impulses' shape, or (T, P)) are cut the same way; one row
     for every step serves each sequence."""
-    per_row = decays.shape[0] == impulses.shape[0]
+    per_row = decays.shape == impulses.shape or (
+        decays.dim() == 2 and decays.shape[0] == impulses.shape[0]
+    )
     pieces = []
     for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         if hi > lo:
