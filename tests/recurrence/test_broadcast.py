@@ -93,6 +93,24 @@ KERNEL_CASES = [
 ]
 
 
+def _broadcast_case(spec, trailing, T, seed):
+    """Decays of shape `spec` near 1 and (T, *trailing) impulses, an initial state and an upstream
+    gradient, drawn from `seed`; returns grads(fn) -> (h, (dL/da, dL/dx, dL/dh0)) for
+    fn(a, x, h0) run on fresh leaves."""
+    g = torch.Generator().manual_seed(seed)
+    a = 0.9 + 0.1 * torch.rand(_shape(spec, T), generator=g, dtype=torch.float64)
+    x = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
+    h0 = torch.randn(trailing, generator=g, dtype=torch.float64)
+    up = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
+
+    def grads(fn):
+        leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
+        h = fn(*leaves)
+        return h.detach(), torch.autograd.grad((h * up).sum(), leaves)
+
+    return grads
+
+
 def _kernel_decay_shapes(fn):
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -116,17 +134,7 @@ def _kernel_decay_shapes(fn):
 def test_cpu_kernels_read_broadcast_decays_unexpanded(case, T, reverse, threads, num_threads):
     spec, trailing, period = case
     num_threads(threads)
-    g = torch.Generator().manual_seed(seed_for("bcast-kernel", spec, T, reverse))
-    a = 0.9 + 0.1 * torch.rand(_shape(spec, T), generator=g, dtype=torch.float64)
-    x = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
-    h0 = torch.randn(trailing, generator=g, dtype=torch.float64)
-    up = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
-
-    def grads(fn):
-        leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
-        h = fn(*leaves)
-        return h.detach(), torch.autograd.grad((h * up).sum(), leaves)
-
+    grads = _broadcast_case(spec, trailing, T, seed_for("bcast-kernel", spec, T, reverse))
     want_h, want = grads(lambda a_, x_, h0_: reference.serial(a_.expand(x_.shape), x_, h0_,
                                                               reverse))
     for backend in ("cpu_serial", "cpu_parallel"):
@@ -195,17 +203,7 @@ def test_triton_reads_broadcast_decays_unexpanded(case, T, reverse, monkeypatch)
     pytest.importorskip("triton", reason="triton is not installed")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     spec, trailing, period = case
-    g = torch.Generator().manual_seed(seed_for("bcast-triton", spec, T, reverse))
-    a = 0.9 + 0.1 * torch.rand(_shape(spec, T), generator=g, dtype=torch.float64)
-    x = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
-    h0 = torch.randn(trailing, generator=g, dtype=torch.float64)
-    up = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
-
-    def grads(fn):
-        leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
-        h = fn(*leaves)
-        return h.detach(), torch.autograd.grad((h * up).sum(), leaves)
-
+    grads = _broadcast_case(spec, trailing, T, seed_for("bcast-triton", spec, T, reverse))
     want_h, want = grads(lambda a_, x_, h0_: reference.serial(a_.expand(x_.shape), x_, h0_,
                                                               reverse))
     (h, got), seen = _kernel_decay_shapes(lambda: grads(

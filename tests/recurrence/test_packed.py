@@ -162,8 +162,9 @@ def test_initial_state_needs_one_row_per_sequence():
 
 
 def test_per_sequence_passes_one_row_of_decays_whole():
-    """Backends whose kernels take time-invariant decays as one row (cuda_parallel) run a packed
-    batch once per sequence: every sequence gets the whole row, and its own rows of the rest."""
+    """Backends whose kernels take time-invariant decays as one row (cuda_parallel, triton) run a
+    packed batch of long sequences once per sequence: every sequence gets the whole row, and its
+    own rows of the rest."""
     from plrnn.recurrence import reference
     from plrnn.recurrence.varlen import per_sequence
 

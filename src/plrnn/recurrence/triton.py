@@ -583,8 +583,8 @@ def triton_scan_packed(
     cu_seqlens: torch.Tensor,
 ) -> torch.Tensor:
     """h over a packed batch in one launch: [T, C] buffers (decays: [T or 1, P]), N sequences
-    delimited by cu_seqlens, N + 1 int64 offsets on the host (checked by linear_recurrence),
-    initial_state [N, C] or None. One program per (channel block, sequence) walks that sequence
+    delimited by cu_seqlens, N + 1 int64 offsets on the host (checked here: the kernel trusts
+    them), initial_state [N, C] or None. One program per (channel block, sequence) walks that sequence
     alone."""
     return _forward_packed(decays, impulses, initial_state, reverse, cu_seqlens)
 
