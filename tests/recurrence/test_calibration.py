@@ -12,6 +12,13 @@ import torch
 from plrnn.recurrence import calibration, registry
 
 
+def fake_times(ratios, plain_over_chunked=0.8):
+    """measure()'s result where cpu_serial / the faster cpu_parallel = ratios[c], and the plain
+    loop takes plain_over_chunked of the in-thread chunks' time."""
+    return {c: {"serial": r * min(1.0, plain_over_chunked), "ilp": 1.0, "plain": plain_over_chunked}
+            for c, r in ratios.items()}
+
+
 @pytest.fixture
 def calibrating(monkeypatch, tmp_path):
     monkeypatch.setenv("PLRNN_AUTO_CALIBRATION", "1")
@@ -31,7 +38,7 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch):
 
     def fake_measure():
         calls.append(1)
-        return {2: 0.9, 4: 0.9, 8: 1.1, 16: 1.2, 32: 0.8}
+        return fake_times({2: 0.9, 4: 0.9, 8: 1.1, 16: 1.2, 32: 0.8})
 
     monkeypatch.setattr(calibration, "measure", fake_measure)
     assert calibration.parallel_channels(2) == tuple(range(5, 17))
@@ -39,6 +46,8 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch):
     record = json.loads(path.read_text())
     assert record["parallel_channels"] == list(range(5, 17)) and record["threads"] == 2
     assert record["serial_over_parallel"]["16"] == 1.2
+    assert record["ilp_channels"] == 0 and record["plain_over_chunked"]["2"] == 0.8
+    assert calibration.ilp_channels(2) == 0
 
     # Another process (an empty in-memory cache) reads the file and measures nothing.
     monkeypatch.setattr(calibration, "_cache", {})
@@ -62,7 +71,8 @@ def test_one_thread_and_disabled_measure_nothing(monkeypatch, calibrating):
 
 
 def test_auto_follows_the_calibration(calibrating, monkeypatch, num_threads):
-    monkeypatch.setattr(calibration, "measure", lambda: {2: 1.3, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9})
+    monkeypatch.setattr(calibration, "measure",
+                        lambda: fake_times({2: 1.3, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
     num_threads(2)
     cpu = torch.device("cpu")
     long = calibration.MIN_STEPS
@@ -76,6 +86,41 @@ def test_auto_follows_the_calibration(calibrating, monkeypatch, num_threads):
 
 def test_the_real_measurement_runs(num_threads):
     num_threads(2)
-    ratios = calibration.measure()
-    assert sorted(ratios) == list(calibration.MEASURED_CHANNELS)
-    assert all(math.isfinite(r) and r > 0 for r in ratios.values())
+    before = torch.ops.plrnn.cpu_ilp_channels(-1)
+    times = calibration.measure()
+    assert sorted(times) == list(calibration.MEASURED_CHANNELS)
+    assert all(sorted(t) == ["ilp", "plain", "serial"] for t in times.values())
+    assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())
+    assert torch.ops.plrnn.cpu_ilp_channels(-1) == before  # measuring leaves the setting alone
+
+
+def test_in_thread_chunks_kept_up_to_the_widest_width_where_they_paid():
+    def times(plain_over_chunked):
+        return {c: {"serial": 1.0, "ilp": 1.0, "plain": q}
+                for c, q in zip(calibration.MEASURED_CHANNELS, plain_over_chunked)}
+
+    assert calibration.ilp_from(times([1.3, 1.2, 1.1, 1.06, 1.05])) == 32
+    assert calibration.ilp_from(times([1.3, 1.2, 1.0, 1.3, 1.3])) == 4  # 8 lost: wider ones too
+    assert calibration.ilp_from(times([1.04, 1.3, 1.3, 1.3, 1.3])) == 0
+
+
+@pytest.mark.parametrize("measured_ilp", [0, 8])
+def test_the_first_parallel_call_applies_the_calibration(calibrating, monkeypatch, num_threads,
+                                                         measured_ilp):
+    from plrnn.recurrence import cpu
+
+    faster = {c: 1.2 if c <= measured_ilp else 0.8 for c in calibration.MEASURED_CHANNELS}
+    monkeypatch.setattr(calibration, "measure", lambda: {
+        c: {"serial": 1.0, "ilp": 1.0, "plain": q} for c, q in faster.items()})
+    monkeypatch.setattr(cpu, "_tuned_threads", 0)
+    before = torch.ops.plrnn.cpu_ilp_channels(-1)
+    try:
+        num_threads(2)
+        torch.ops.plrnn.cpu_ilp_channels(32)
+        a, x = torch.rand(40, 3), torch.randn(40, 3)
+        cpu.serial(a, x, None, False)
+        assert torch.ops.plrnn.cpu_ilp_channels(-1) == 32  # cpu_serial applies nothing
+        cpu.parallel(a, x, None, False)
+        assert torch.ops.plrnn.cpu_ilp_channels(-1) == measured_ilp
+    finally:
+        torch.ops.plrnn.cpu_ilp_channels(before)

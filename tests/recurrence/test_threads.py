@@ -178,3 +178,35 @@ def test_streaming_stores_give_the_plain_stores_bits(dtype, channels, reverse, n
     tol = (F64_RTOL if dtype == torch.float64 else 1e-4) * max(1.0, scale_of(truth))
     assert max_err(streamed[0], truth) <= tol
     assert max_err(streamed[1], truth) <= tol
+
+
+# cpu_parallel with and without its in-thread chunks (the calibration picks one per CPU; the
+# tests otherwise run the fixed choice): up to 32 channels either way must give the reference.
+@pytest.mark.parametrize("chunked", [True, False], ids=["in-thread-chunks", "plain"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", [(30001, (3,)), (2049, (1,)), (4001, (2, 16))],
+                         ids=lambda c: f"T={c[0]}-{shape_id(c[1])}")
+def test_parallel_with_and_without_in_thread_chunks(case, reverse, chunked, num_threads,
+                                                    monkeypatch):
+    from plrnn.recurrence import cpu
+
+    T, shape = case
+    seed = seed_for("ilp", T, shape, reverse)
+    inputs = make_inputs(T, shape, "near_one", True, seed, torch.float64)
+    truth = ref64(*inputs, reverse)
+    upstream = torch.randn((T, *shape), generator=torch.Generator().manual_seed(seed),
+                           dtype=torch.float64)
+    _, want = grads_of(lambda a, x, h0: run("reference", a, x, h0, reverse), inputs, upstream)
+    monkeypatch.setattr(cpu, "_tune_parallel", lambda: None)  # keep the setting made here
+    before = torch.ops.plrnn.cpu_ilp_channels(32 if chunked else 0)
+    try:
+        for n in THREADS[:3]:
+            num_threads(n)
+            assert not check_float64(*inputs, reverse, truth, backends=("cpu_parallel",)), n
+            _, got = grads_of(lambda a, x, h0: run("cpu_parallel", a, x, h0, reverse), inputs,
+                              upstream)
+            for which, g, w in zip(("decays", "impulses", "initial_state"), got, want):
+                assert (g - w).abs().max().item() <= F64_RTOL * max(1.0, w.abs().max().item()), (
+                    n, which)
+    finally:
+        torch.ops.plrnn.cpu_ilp_channels(before)

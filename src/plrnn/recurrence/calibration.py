@@ -16,6 +16,14 @@ rounds; cpu_parallel is chosen for the channel counts up to a measured size wher
 least 5% faster. About 0.2 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the
 CPU's model and feature flags, the thread count and the kernels' source digest.
 PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be deterministic).
+
+The same measurement decides how cpu_parallel works inside each thread: with few channels it can
+also cut each thread's share of time into chunks run side by side in registers (Algorithm 1
+again, reading each cache-sized block twice), which paid up to 32 channels on the AMD EPYC VM and
+lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop on one thread, 1 to 32
+channels). cpu_parallel is timed both ways; the in-thread chunks are kept up to the widest
+measured width where they were at least 5% faster (`ilp_channels`), and the choice above uses
+the faster way. The first cpu_parallel call in a process applies it (cpu.py).
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ MIN_STEPS = 16384  # shorter sequences: cpu_serial (the threads' second pass doe
 MEASURED_CHANNELS = (2, 4, 8, 16, 32)  # each stands for the channel counts above the previous
 MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen
 FIXED_RULE = tuple(range(17, 33))  # without calibration: the AMD EPYC measurement
+FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
 _STEPS, _ROUNDS, _CALLS = 65536, 5, 3
 
-_cache: dict[int, tuple[int, ...]] = {}
+_cache: dict[int, tuple[tuple[int, ...], int]] = {}
 
 
 def enabled() -> bool:
@@ -79,18 +88,32 @@ def parallel_channels(threads: int) -> tuple[int, ...]:
         return ()
     if not enabled():
         return FIXED_RULE
+    return _choice(threads)[0]
+
+
+def ilp_channels(threads: int) -> int:
+    """The widest rows (channels) for which cpu_parallel chunks time inside each thread here."""
+    if threads < 2 or not enabled():
+        return FIXED_ILP
+    return _choice(threads)[1]
+
+
+def _choice(threads: int) -> tuple[tuple[int, ...], int]:
     if threads not in _cache:
         _cache[threads] = _load_or_measure(threads)
     return _cache[threads]
 
 
-def _load_or_measure(threads: int) -> tuple[int, ...]:
+def _load_or_measure(threads: int) -> tuple[tuple[int, ...], int]:
     path = cache_file(threads)
     try:
-        return tuple(json.loads(path.read_text())["parallel_channels"])
+        record = json.loads(path.read_text())
+        return tuple(record["parallel_channels"]), int(record["ilp_channels"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    ratios = measure()
+    times = measure()
+    ilp = ilp_from(times)
+    ratios = {c: t["serial"] / t["ilp" if c <= ilp else "plain"] for c, t in times.items()}
     chosen = channels_from(ratios)
     record = {
         "cpu": _cpu_model().partition(":")[2].strip(),
@@ -98,6 +121,8 @@ def _load_or_measure(threads: int) -> tuple[int, ...]:
         "torch": torch.__version__,
         "serial_over_parallel": {str(c): round(r, 3) for c, r in ratios.items()},
         "parallel_channels": list(chosen),
+        "plain_over_chunked": {str(c): round(t["plain"] / t["ilp"], 3) for c, t in times.items()},
+        "ilp_channels": ilp,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     try:
@@ -107,8 +132,20 @@ def _load_or_measure(threads: int) -> tuple[int, ...]:
         os.replace(tmp.name, path)  # atomic: a concurrent process reads one whole record
     except OSError as err:
         log.info("plrnn: could not cache the auto calibration in %s: %s", path, err)
-    log.info("plrnn: auto calibrated for this CPU (%s): %s", path, record["serial_over_parallel"])
-    return chosen
+    log.info("plrnn: auto calibrated for this CPU (%s): %s, in-thread chunks up to %d channels",
+             path, record["serial_over_parallel"], ilp)
+    return chosen, ilp
+
+
+def ilp_from(times: dict[int, dict[str, float]]) -> int:
+    """The widest of MEASURED_CHANNELS up to which cpu_parallel's in-thread chunks ("ilp") were
+    at least MARGIN faster than its plain loop at every measured width; 0 where they never were."""
+    widest = 0
+    for c in MEASURED_CHANNELS:
+        if times[c]["plain"] < MARGIN * times[c]["ilp"]:
+            break
+        widest = c
+    return widest
 
 
 def channels_from(ratios: dict[int, float]) -> tuple[int, ...]:
@@ -123,25 +160,33 @@ def channels_from(ratios: dict[int, float]) -> tuple[int, ...]:
     return tuple(chosen)
 
 
-def measure() -> dict[int, float]:
-    """cpu_serial time / cpu_parallel time at each of MEASURED_CHANNELS (forward, T = 65536)."""
+def measure() -> dict[int, dict[str, float]]:
+    """Median seconds per round of cpu_serial ("serial") and of cpu_parallel with ("ilp") and
+    without ("plain") its in-thread chunks, at each of MEASURED_CHANNELS (forward, T = 65536)."""
     from . import cpu
 
+    cpu.load()
+    scan = torch.ops.plrnn.cpu_scan.default  # cpu.parallel would apply this very calibration
+    # name: (parallel, in-thread chunks up to this many channels)
+    ways = {"serial": (False, FIXED_ILP), "ilp": (True, max(MEASURED_CHANNELS)), "plain": (True, 0)}
     g = torch.Generator().manual_seed(0)
-    ratios = {}
-    with torch.no_grad():
-        for c in MEASURED_CHANNELS:
-            a = torch.sigmoid(torch.randn(_STEPS, c, generator=g) + 2)
-            x = torch.randn(_STEPS, c, generator=g)
-            times: dict[str, list[float]] = {"serial": [], "parallel": []}
-            runs = {"serial": cpu.serial, "parallel": cpu.parallel}
-            for run in runs.values():
-                run(a, x, None, False)  # warm-up
-            for _ in range(_ROUNDS):
-                for name, run in runs.items():
-                    start = time.perf_counter()
-                    for _ in range(_CALLS):
-                        run(a, x, None, False)
-                    times[name].append(time.perf_counter() - start)
-            ratios[c] = statistics.median(times["serial"]) / statistics.median(times["parallel"])
-    return ratios
+    result = {}
+    before = torch.ops.plrnn.cpu_ilp_channels(-1)
+    try:
+        with torch.no_grad():
+            for c in MEASURED_CHANNELS:
+                a = torch.sigmoid(torch.randn(_STEPS, c, generator=g) + 2)
+                x = torch.randn(_STEPS, c, generator=g)
+                times: dict[str, list[float]] = {name: [] for name in ways}
+                for rounds in (1, _ROUNDS):  # a warm-up round, then the timed ones
+                    for _ in range(rounds):
+                        for name, (parallel, ilp) in ways.items():
+                            torch.ops.plrnn.cpu_ilp_channels(ilp)
+                            start = time.perf_counter()
+                            for _ in range(_CALLS):
+                                scan(a, x, None, False, parallel)
+                            times[name].append(time.perf_counter() - start)
+                result[c] = {name: statistics.median(t[1:]) for name, t in times.items()}
+    finally:
+        torch.ops.plrnn.cpu_ilp_channels(before)
+    return result

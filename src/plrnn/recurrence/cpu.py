@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import prebuilt, sources
+from . import calibration, prebuilt, sources
 from .autograd import refuse_double_backward, register_scan_autograd
 from .jit import build_at_first_use, build_once, missing_toolchain
 
@@ -135,13 +135,32 @@ _scan_out = None  # torch.ops.plrnn.cpu_scan_out.default once loaded
 _scan_varlen = None  # torch.ops.plrnn.cpu_scan_varlen.default once loaded
 
 
+_tuned_threads = 0  # the thread count cpu_parallel's in-thread chunking was last set for
+
+
+@torch._dynamo.assume_constant_result
+def _tune_parallel() -> int:
+    """Applies this CPU's measured in-thread chunking (calibration.ilp_channels) before the first
+    cpu_parallel call at each thread count; under torch.compile once, at trace time."""
+    global _tuned_threads
+    threads = torch.get_num_threads()
+    if threads != _tuned_threads:
+        _tuned_threads = threads  # first: the calibration runs the kernels itself
+        torch.ops.plrnn.cpu_ilp_channels(calibration.ilp_channels(threads))
+    return threads
+
+
 def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel):
     """A packed batch in one call: contiguous (T, *) inputs, (N, *) states, int64 CPU offsets."""
+    if parallel:
+        _tune_parallel()
     return _scan_varlen(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
 
 
 def scan_into(decays, impulses, initial_state, reverse, parallel, out):
     """The kernel writing into `out` ((T, C) contiguous), allocating nothing."""
+    if parallel:
+        _tune_parallel()
     _scan_out(decays, impulses, initial_state, reverse, parallel, out=out)
 
 
@@ -150,4 +169,5 @@ def serial(decays, impulses, initial_state, reverse):
 
 
 def parallel(decays, impulses, initial_state, reverse):
+    _tune_parallel()
     return _scan(decays, impulses, initial_state, reverse, True)

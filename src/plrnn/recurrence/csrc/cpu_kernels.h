@@ -4,6 +4,7 @@
 
 #include <c10/util/complex.h>
 
+#include <atomic>
 #include <cstdint>
 
 namespace plrnn {
@@ -16,6 +17,15 @@ struct DecayLayout {
   int64_t period;
   bool per_step;
 };
+
+// Widest rows (channels) for which cpu_parallel also runs Algorithm 1 inside each thread, with
+// chunks side by side in registers. Whether that pays depends on the CPU (calibration.py
+// measures it once per CPU): 32 is what an AMD EPYC measured; an Intel Xeon (Skylake-SP) lost
+// 10-50% with it at every width. Process-wide, set through the plrnn::cpu_ilp_channels op.
+inline std::atomic<int64_t>& ilp_max_channels() {
+  static std::atomic<int64_t> channels{32};
+  return channels;
+}
 
 // h = scan(a, x, h0) in time order (reverse: from row T-1 down); h0 may be null (zeros).
 template <typename scalar_t>

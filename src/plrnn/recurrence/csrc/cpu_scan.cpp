@@ -291,9 +291,16 @@ at::Tensor scan_autograd(const at::Tensor& decays, const at::Tensor& impulses,
   return ScanAutograd::apply(decays, impulses, initial_state, reverse, parallel);
 }
 
+// Sets the widest rows for which cpu_parallel chunks time inside each thread too (negative: only
+// reads it); returns the previous value.
+int64_t set_ilp_channels(int64_t channels) {
+  return channels < 0 ? ilp_max_channels().load() : ilp_max_channels().exchange(channels);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(plrnn, m) {
+  m.def("cpu_ilp_channels(int channels) -> int", &set_ilp_channels);
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
   m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> ()");
   m.def("cpu_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, bool parallel) -> (Tensor, Tensor, Tensor)");
