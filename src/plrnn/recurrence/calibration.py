@@ -13,7 +13,7 @@ kernel.
 The measurement: forward at T = 65536 for 2, 4, 8, 16 and 32 channels, inputs as real forget
 gates (sigmoid(N(2, 1))), a fresh output per call as users call it, medians of interleaved
 rounds; cpu_parallel is chosen for the channel counts up to a measured size where it was at
-least 5% faster. About 0.2 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the
+least 5% faster. About 0.5 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the
 CPU's model and feature flags, the thread count and the kernels' source digest.
 PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be deterministic).
 
