@@ -107,7 +107,7 @@ def test_goals_agree_with_the_numbers_and_the_markdown(smoke):
     goals = meta["goals"]
     names = {g["name"] for g in goals}
     assert {"bandwidth_cpu_serial_vs_torch_mul", "latency_parallel_speedup",
-            "grid_auto_over_best", "distribution_slowdown", "fwd_bwd_cpu_serial_vs_mul",
+            "latency_parallel_floor", "grid_auto_over_best", "distribution_slowdown", "fwd_bwd_cpu_serial_vs_mul",
             "fwd_bwd_auto_vs_mul", "fwd_bwd_cpu_serial_vs_associative_scan",
             "fwd_bwd_auto_vs_associative_scan"} <= names
     machine = meta["machine_name"]
