@@ -13,7 +13,7 @@ kernel.
 The measurement: forward at T = 65536 for 2, 4, 8, 16 and 32 channels, inputs as real forget
 gates (sigmoid(N(2, 1))), a fresh output per call as users call it, medians of interleaved
 rounds; cpu_parallel is chosen for the channel counts up to a measured size where it was at
-least 5% faster. About 0.5 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the
+least 5% faster. About 2 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the
 CPU's model and feature flags, the thread count and the kernels' source digest.
 PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be deterministic).
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -48,7 +49,8 @@ MEASURED_CHANNELS = (2, 4, 8, 16, 32)  # each stands for the channel counts abov
 MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen
 FIXED_RULE = tuple(range(17, 33))  # without calibration: the AMD EPYC measurement
 FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
-_STEPS, _ROUNDS, _CALLS = 65536, 5, 3
+_STEPS, _ROUNDS = 65536, 5
+_ROUND_S = 0.02  # calls per round fill this long (3 calls of 0.3 ms each misjudged 4 channels)
 
 _cache: dict[int, tuple[tuple[int, ...], int]] = {}
 
@@ -161,7 +163,7 @@ def channels_from(ratios: dict[int, float]) -> tuple[int, ...]:
 
 
 def measure() -> dict[int, dict[str, float]]:
-    """Median seconds per round of cpu_serial ("serial") and of cpu_parallel with ("ilp") and
+    """Median seconds per call of cpu_serial ("serial") and of cpu_parallel with ("ilp") and
     without ("plain") its in-thread chunks, at each of MEASURED_CHANNELS (forward, T = 65536)."""
     from . import cpu
 
@@ -178,14 +180,15 @@ def measure() -> dict[int, dict[str, float]]:
                 a = torch.sigmoid(torch.randn(_STEPS, c, generator=g) + 2)
                 x = torch.randn(_STEPS, c, generator=g)
                 times: dict[str, list[float]] = {name: [] for name in ways}
-                for rounds in (1, _ROUNDS):  # a warm-up round, then the timed ones
-                    for _ in range(rounds):
-                        for name, (parallel, ilp) in ways.items():
-                            torch.ops.plrnn.cpu_ilp_channels(ilp)
-                            start = time.perf_counter()
-                            for _ in range(_CALLS):
-                                scan(a, x, None, False, parallel)
-                            times[name].append(time.perf_counter() - start)
+                calls = dict.fromkeys(ways, 1)  # the warm-up round times one call of each
+                for _ in range(1 + _ROUNDS):
+                    for name, (parallel, ilp) in ways.items():
+                        torch.ops.plrnn.cpu_ilp_channels(ilp)
+                        start = time.perf_counter()
+                        for _ in range(calls[name]):
+                            scan(a, x, None, False, parallel)
+                        times[name].append((time.perf_counter() - start) / calls[name])
+                    calls = {name: max(3, math.ceil(_ROUND_S / min(t))) for name, t in times.items()}
                 result[c] = {name: statistics.median(t[1:]) for name, t in times.items()}
     finally:
         torch.ops.plrnn.cpu_ilp_channels(before)
