@@ -20,7 +20,7 @@ PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be 
 The same measurement decides how cpu_parallel works inside each thread: with few channels it can
 also cut each thread's share of time into chunks run side by side in registers (Algorithm 1
 again, reading each cache-sized block twice), which paid up to 32 channels on the AMD EPYC VM and
-lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop on one thread, 1 to 32
+lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop, 1 and 2 threads, 1 to 32
 channels). cpu_parallel is timed both ways; the in-thread chunks are kept up to the widest
 measured width where they were at least 5% faster (`ilp_channels`), and the choice above uses
 the faster way. The first cpu_parallel call in a process applies it (cpu.py).
