@@ -21,7 +21,8 @@ struct DecayLayout {
 // Widest rows (channels) for which cpu_parallel also runs Algorithm 1 inside each thread, with
 // chunks side by side in registers. Whether that pays depends on the CPU (calibration.py
 // measures it once per CPU): 32 is what an AMD EPYC measured; on an Intel Xeon (Skylake-SP) it
-// ran at 0.56-0.81x the plain loop at every width. Process-wide, set through the plrnn::cpu_ilp_channels op.
+// ran at 0.56-0.81x the plain loop at every width. Process-wide, set through the
+// plrnn::cpu_ilp_channels op.
 inline std::atomic<int64_t>& ilp_max_channels() {
   static std::atomic<int64_t> channels{32};
   return channels;

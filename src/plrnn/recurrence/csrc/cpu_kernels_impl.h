@@ -10,8 +10,9 @@
 //   parallel Algorithm 1 of Martin & Cundy (2018): time is cut into K chunks; (1) every chunk is
 //            reduced to (product of decays, state reached from 0), (2) a serial scan over the K
 //            chunk totals gives each chunk its carry-in, (3) every chunk is re-scanned from its
-//            carry-in and written. Across threads the first chunk is scanned in step (1). Inputs are read twice, so it only pays where the serial loop is
-//            bound by the latency of its dependency chain (few channels), not by memory.
+//            carry-in and written. Across threads the first chunk is scanned in step (1).
+//            Inputs are read twice, so it only pays where the serial loop is bound by the
+//            latency of its dependency chain (few channels), not by memory.
 //
 // Everything is expressed in "scan order": step r, channel c is element r * stride + c of every
 // buffer involved (their bases differ, their strides do not), so the reverse recurrence and the
@@ -88,7 +89,8 @@ inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v
 // memory, without first reading each line of o into cache (a write-allocate read, a third more
 // traffic on a forward pass) and without evicting the inputs still to be read. SSE2 (every
 // x86-64; AVX where the build has it) for float and double outputs; other types, other CPUs
-// and the unaligned ends of a row get plain stores. The caller fences (_mm_sfence) before anyone else reads o.
+// and the unaligned ends of a row get plain stores. The caller fences (_mm_sfence) before anyone
+// else reads o.
 template <typename out_t, typename acc_t>
 inline void stream_store(out_t* __restrict__ o, const acc_t* __restrict__ v,
                          const out_t* __restrict__ mul, int64_t n) {
@@ -346,7 +348,7 @@ void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, in
 constexpr int64_t kWideBlock = 8192;
 constexpr int64_t kNarrowMax = 64;    // up to this many channels a group keeps its state in registers
 constexpr int64_t kMinChunk = 16;     // shortest time chunk worth a chunk of its own
-constexpr int64_t kInterleaveBytes = 512;  // Scanner::scan_and_reduce alternates in pieces this long
+constexpr int64_t kInterleaveBytes = 512;  // scan_and_reduce alternates in pieces this long
 
 struct Chunks {
   std::vector<int64_t> start, len;
@@ -745,14 +747,16 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     });
   } else {
     // In-thread chunks never paid above 32 channels (0.5-0.8x at 64, AMD EPYC).
-    const bool ilp = C <= std::min<int64_t>(32, ilp_max_channels().load(std::memory_order_relaxed));
+    const bool ilp =
+        C <= std::min<int64_t>(32, ilp_max_channels().load(std::memory_order_relaxed));
     // Threads pay a second read of their inputs; only worth it for enough work per thread.
     // One chunk more than threads: the first chunk's carry-in is known, so its thread scans it
     // while the others reduce theirs, and every thread then scans one of the rest. (Reducing
     // chunks 0..p-2 first left one of 2 threads idle for the whole first phase: 0.82-0.86x
     // cpu_serial at (65536, 4) in the last benchmark; this schedule 1.05-1.22x at (262144, 4),
     // Skylake-SP VM, 2 threads.)
-    const Chunks macro = plan_chunks(0, n, threads > 1 && work >= (int64_t(1) << 16) ? threads + 1 : 1, 0);
+    const bool split = threads > 1 && work >= (int64_t(1) << 16);
+    const Chunks macro = plan_chunks(0, n, split ? threads + 1 : 1, 0);
     const int64_t M = macro.count();
     if (M == 1) {
       const FlushDenormals flush;
