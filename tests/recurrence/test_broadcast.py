@@ -118,7 +118,9 @@ def _kernel_decay_shapes(fn):
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.namespace == "plrnn":
+            # the kernels' ops; not plrnn::cpu_ilp_channels, which the first cpu_parallel call at
+            # each thread count makes to apply the calibration
+            if func.namespace == "plrnn" and isinstance(args[0], torch.Tensor):
                 seen.append(tuple(args[0].shape))
             return func(*args, **(kwargs or {}))
 
