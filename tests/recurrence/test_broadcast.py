@@ -81,8 +81,9 @@ def test_out_with_broadcast_decays():
 
 # Decays shared over a batch of wide enough rows reach the C++ kernels as (T, P), read at channel
 # c % P, and time-invariant ones as one (1, C) row. P = 20 (a 16-wide tile and a 4-wide one per
-# period) and 70 (wider than a register tile) with B = 3; 2 threads take cpu_serial through its
-# pipelined schedule (rows of 3 * 70 * 8 bytes) and cpu_parallel through time chunks.
+# period) and 70 (wider than a register tile) with B = 3; 2 threads take cpu_parallel through
+# time chunks and cpu_serial through its channel split, or with PLRNN_STREAM_BYTES=0 (as for data
+# larger than the last-level cache) through its pipelined schedule (rows of 3 * 70 * 8 bytes).
 KERNEL_CASES = [
     (("T", 1, 20), (3, 20), (20,)),  # (decay shape, impulses' trailing shape, what the kernel reads)
     (("T", 1, 70), (3, 70), (70,)),
@@ -129,13 +130,16 @@ def _kernel_decay_shapes(fn):
     return result, seen
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, "2-pipelined"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("T", [1, 33, 700])
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
-def test_cpu_kernels_read_broadcast_decays_unexpanded(case, T, reverse, threads, num_threads):
+def test_cpu_kernels_read_broadcast_decays_unexpanded(case, T, reverse, threads, num_threads,
+                                                      monkeypatch):
     spec, trailing, period = case
-    num_threads(threads)
+    if threads == "2-pipelined":
+        monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
+    num_threads(2 if threads == "2-pipelined" else threads)
     grads = _broadcast_case(spec, trailing, T, seed_for("bcast-kernel", spec, T, reverse))
     want_h, want = grads(lambda a_, x_, h0_: reference.serial(a_.expand(x_.shape), x_, h0_,
                                                               reverse))

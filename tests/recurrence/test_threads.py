@@ -25,10 +25,10 @@ from .helpers import (
 THREADS = (1, 2, 3, 4)
 CASES = [
     (4097, (33,)),  # narrow channel groups in registers, time split across threads
-    (1000, (128,)),  # wide rows (> 64 channels): state in an L1 buffer
+    (1000, (128,)),  # wide rows (> 64 channels): register strips over blocks of rows
     (1500, (2, 100)),  # wide rows that are not a multiple of any tile
     (30001, (3,)),  # few channels: many chunks in flight per thread
-    (64, (2, 1100)),  # more channels than one L1 state block (2048)
+    (64, (2, 1100)),  # many strips, then narrower ones for the last 24 channels
 ]
 
 
@@ -143,41 +143,40 @@ def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
                 assert (gv - wv).abs().max().item() <= tol, (n, name, which)
 
 
-# cpu_serial's pipelined schedule (2+ threads, rows of 256 bytes or more) writes h, and in the
-# backward dL/dx and dL/da, with non-temporal stores once the data overflow the last-level cache.
-# PLRNN_STREAM_BYTES replaces the cache size as the threshold: 0 streams every such call, on any
-# machine. 67 channels put rows at every alignment (the plain-store head and tail of each row);
-# an out= one element into its storage misaligns the whole output.
+# cpu_serial's pipelined schedule (2+ threads, data larger than the last-level cache, rows of
+# 256 bytes or more) writes h, and in the backward dL/dx and dL/da, with non-temporal stores
+# (plain stores at the unaligned head and tail of each row). PLRNN_STREAM_BYTES replaces the cache
+# size: 0 takes these small inputs through it on any machine. 67 channels put rows at every
+# alignment; an out= one element into its storage misaligns the whole output. The result is the
+# same bits at any alignment and agrees with the reference.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("channels", [67, 128])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_streaming_stores_give_the_plain_stores_bits(dtype, channels, reverse, num_threads,
-                                                     monkeypatch):
+def test_pipelined_schedule_at_every_alignment(dtype, channels, reverse, num_threads,
+                                               monkeypatch):
     import plrnn
 
     num_threads(2)
+    monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
     T = 1500  # several of the schedule's blocks at these widths
     seed = seed_for("streaming", dtype, channels, reverse)
     a, x, h0 = make_inputs(T, (channels,), "near_one", True, seed, dtype)
     up = torch.randn(T, channels, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-    truth = ref64(*cast((a, x, h0), torch.float64), reverse)
+    leaves64 = [t.detach().to(torch.float64).requires_grad_() for t in (a, x, h0)]
+    truth = ref64(*leaves64, reverse)
+    truth_grads = torch.autograd.grad((truth * up.to(torch.float64)).sum(), leaves64)
 
-    def results(threshold):
-        monkeypatch.setenv("PLRNN_STREAM_BYTES", threshold)
-        h, grads = grads_of(lambda a_, x_, h0_: run("cpu_serial", a_, x_, h0_, reverse),
-                            (a, x, h0), up)
-        storage = torch.empty(T * channels + 1, dtype=dtype)
-        out = storage[1:].view(T, channels)
-        with torch.no_grad():
-            plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend="cpu_serial", out=out)
-        return [h, out.clone(), *grads]
-
-    streamed, plain = results("0"), results(str(1 << 62))
-    for name, s, p in zip(("h", "out=", "dL/da", "dL/dx", "dL/dh0"), streamed, plain):
-        assert torch.equal(s, p), f"{name}: streaming stores changed the result"
-    tol = (F64_RTOL if dtype == torch.float64 else 1e-4) * max(1.0, scale_of(truth))
-    assert max_err(streamed[0], truth) <= tol
-    assert max_err(streamed[1], truth) <= tol
+    h, grads = grads_of(lambda a_, x_, h0_: run("cpu_serial", a_, x_, h0_, reverse), (a, x, h0),
+                        up)
+    storage = torch.empty(T * channels + 1, dtype=dtype)
+    out = storage[1:].view(T, channels)
+    with torch.no_grad():
+        plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend="cpu_serial", out=out)
+    assert torch.equal(h, out), "the misaligned out= changed the result"
+    rtol = F64_RTOL if dtype == torch.float64 else 1e-4
+    assert max_err(h, truth.detach()) <= rtol * max(1.0, scale_of(truth.detach()))
+    for name, got, want in zip(("dL/da", "dL/dx", "dL/dh0"), grads, truth_grads):
+        assert max_err(got, want) <= rtol * max(1.0, scale_of(want)), name
 
 
 # cpu_parallel with and without its in-thread chunks (the calibration picks one per CPU; the

@@ -162,33 +162,23 @@ inline int64_t llc_bytes() {
 }
 
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
-// channels from registers; scan_row: the whole step for n channels of a row, state in a buffer,
-// every pointer restrict so that it vectorizes without alias checks).
+// channels from registers; scan_row, for the pipelined schedule: the whole step for n channels
+// of a row, state in a buffer, every pointer restrict so that it vectorizes without alias checks,
+// written with non-temporal stores).
 // Emitters are copied into the kernels by value so the compiler keeps their pointers in
 // registers across the stores.
-// `stream`: scan_row writes with non-temporal stores (stream_store).
 template <typename out_t, typename acc_t> struct StoreState {
   out_t* out;
-  bool stream = false;
   template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
     store<W, out_t, acc_t>(out + e, v);
   }
-  StoreState shifted(int64_t e) const { return {out + e, stream}; }
+  StoreState shifted(int64_t e) const { return {out + e}; }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
-    out_t* __restrict__ o = out + e;
-    if (stream) {
-      for (int64_t i = 0; i < n; ++i)
-        st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
-      stream_store<out_t, acc_t>(o, st, nullptr, n);
-      return;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      const acc_t v = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
-      st[i] = v;
-      o[i] = static_cast<out_t>(v);
-    }
+    for (int64_t i = 0; i < n; ++i)
+      st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+    stream_store<out_t, acc_t>(out + e, st, nullptr, n);
   }
 };
 
@@ -198,31 +188,18 @@ template <typename out_t, typename acc_t> struct StoreGrads {
   out_t* gx;
   out_t* ga;
   const out_t* hprev;
-  bool stream = false;
   template <int W> inline void put_vec(int64_t e, const typename VecOf<W, acc_t>::type& v) const {
     store<W, out_t, acc_t>(gx + e, v);
     store<W, out_t, acc_t>(ga + e, load<W, acc_t>(hprev + e) * v);
   }
-  StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e, stream}; }
+  StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e}; }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
-    out_t* __restrict__ dx = gx + e;
-    out_t* __restrict__ da = ga + e;
-    const out_t* __restrict__ h = hprev + e;
-    if (stream) {
-      for (int64_t i = 0; i < n; ++i)
-        st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
-      stream_store<out_t, acc_t>(dx, st, nullptr, n);
-      stream_store<out_t, acc_t>(da, st, h, n);
-      return;
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      const acc_t v = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
-      st[i] = v;
-      dx[i] = static_cast<out_t>(v);
-      da[i] = static_cast<out_t>(static_cast<acc_t>(h[i]) * v);
-    }
+    for (int64_t i = 0; i < n; ++i)
+      st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+    stream_store<out_t, acc_t>(gx + e, st, nullptr, n);
+    stream_store<out_t, acc_t>(ga + e, st, hprev + e, n);
   }
 };
 
@@ -230,7 +207,7 @@ template <typename out_t, typename acc_t> struct StoreGrads {
 // a[r * a_stride + c % period] (cpu_kernels.h's DecayLayout in scan order: a_stride is stride for
 // the impulses' own layout, 0 for time-invariant decays, +-period for decays shared over a
 // batch). A register tile never straddles a multiple of the period (Pass::group cuts the narrow
-// channel ranges there) and wide rows are stepped in runs between those multiples (wide_steps),
+// channel ranges there, and the strips of wide rows at those multiples too),
 // so a run of channels always reads a run of decays. The loops test the layout once per call
 // rather than keep a second offset per chunk for every layout, which would cost an add and a
 // register per chunk where a few channels are latency-bound; the compiler unswitches the
@@ -308,45 +285,62 @@ void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t
     }
 }
 
-// Wide rows: state for a block of channels lives in an L1-sized buffer and every step streams
-// one contiguous run of each row; the many independent channels give the ILP. Decays that repeat
-// every P channels split each row into runs at the multiples of P (cutting the channels outside
-// the loop over time instead would make every run a pass of its own over strided memory:
-// measured: cpu_parallel forward 20.2 -> 10.6 ms, forward+backward 72.1 -> 33.5 ms at
-// (16384, 8, 64) with (16384, 1, 64) decays, 2 threads).
-template <bool REDUCE, typename in_t, typename acc_t, typename Emit>
-void wide_steps(const Inputs<in_t> in, int64_t start, int64_t len, int64_t c, int64_t n,
-                acc_t* __restrict__ st, acc_t* __restrict__ prod, const Emit emit) {
+// Steps rows [s0, s1) of the chunk starting at row `start`, channels [c0, c1) in strips of W
+// (c1 - c0 a multiple of W, within one period of the decays), the state of each strip in
+// registers for the rows (st/prod: C values at channel 0 of the chunk's state).
+template <int W, bool REDUCE, typename in_t, typename acc_t, typename Emit>
+void strip_steps(const Inputs<in_t> in, int64_t start, int64_t s0, int64_t s1, int64_t c0,
+                 int64_t c1, acc_t* st, acc_t* prod, const Emit emit) {
+  constexpr int VW = W < int(32 / sizeof(acc_t)) ? W : int(32 / sizeof(acc_t));
+  constexpr int NV = W / VW;
+  using vec = typename VecOf<VW, acc_t>::type;
   const in_t* __restrict__ a = in.a;
   const in_t* __restrict__ x = in.x;
-  const int64_t P = in.period;
-  const bool like_x = in.a_like_x();
-  for (int64_t s = 0, e0 = start * in.stride + c, ea = start * in.a_stride; s < len;
-       ++s, e0 += in.stride, ea += in.a_stride) {
-    for (int64_t i = 0; i < n;) {
-      const int64_t run = like_x ? n - i : std::min(n - i, P - (c + i) % P);
-      const in_t* __restrict__ ar = a + (like_x ? e0 + i : ea + (c + i) % P);
-      const in_t* __restrict__ xr = x + e0 + i;
-      acc_t* __restrict__ sr = st + i;
-      if constexpr (REDUCE) {
-        acc_t* __restrict__ pr = prod + i;
-        for (int64_t j = 0; j < run; ++j) {
-          const acc_t av = static_cast<acc_t>(ar[j]);
-          sr[j] = av * sr[j] + static_cast<acc_t>(xr[j]);
-          pr[j] *= av;
+  const int64_t stride = in.stride, a_stride = in.a_stride;
+  const int64_t row = (start + s0) * stride, a_row = (start + s0) * a_stride;
+  const int64_t ca0 = c0 % in.period;
+  for (int64_t c = c0; c < c1; c += W) {
+    vec h[NV], p[NV];
+    for (int v = 0; v < NV; ++v) {
+      h[v] = load<VW, acc_t>(st + c + v * VW);
+      if constexpr (REDUCE) p[v] = load<VW, acc_t>(prod + c + v * VW);
+    }
+    int64_t e = row + c, ea = a_row + ca0 + (c - c0);
+    for (int64_t s = s0; s < s1; ++s, e += stride, ea += a_stride) {
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        const vec av = load<VW, acc_t>(a + ea + v * VW);
+        h[v] = av * h[v] + load<VW, acc_t>(x + e + v * VW);
+        if constexpr (REDUCE) {
+          p[v] *= av;
+        } else {
+          emit.template put_vec<VW>(e + v * VW, h[v]);
         }
-      } else {
-        emit.scan_row(e0 + i, ar, xr, sr, run);
       }
-      i += run;
+    }
+    for (int v = 0; v < NV; ++v) {
+      store<VW, acc_t, acc_t>(st + c + v * VW, h[v]);
+      if constexpr (REDUCE) store<VW, acc_t, acc_t>(prod + c + v * VW, p[v]);
     }
   }
 }
 
-// Channels per wide block: 32 KiB of float state, long contiguous runs per row (measured 1.1-1.3x
-// faster than 2048 on 16K-64K channels).
-constexpr int64_t kWideBlock = 8192;
-constexpr int64_t kNarrowMax = 64;    // up to this many channels a group keeps its state in registers
+// Wide rows, and any rows scanned as one chunk, are stepped in blocks of a few rows: within a
+// block, register tiles of up to kStripVectors vectors of channels (strip_steps) walk its rows one
+// strip of the row after the other, so each strip's state stays in registers for the block and
+// each element costs two loads and a store, as in torch.mul. Stepping whole rows with the state
+// in an L1 buffer instead cost a load and a store of the state per element more, and a narrow
+// row cut into register tiles that each walk all of time read its lines once per tile. Measured
+// on the Skylake-SP VM, fp32 forward against torch.mul(out=), the kernel called from C++: one
+// thread 0.66-0.89 -> 0.91-0.99 at (512, 1024), (4096, 128), (256, 4096), (1024, 1024) and
+// (65536, 1024); (65536, 32) 0.99, (4096, 64) 0.99. Blocks span about 16 KiB of each input (at
+// least 4 rows): 8 or more rows of 4 KiB, all at one page offset, ran at half speed.
+constexpr int kStripVectors = 8;
+inline int64_t strip_rows(int64_t row_bytes) {
+  return std::clamp<int64_t>((int64_t(1) << 14) / std::max<int64_t>(1, row_bytes), 4, 256);
+}
+
+constexpr int64_t kNarrowMax = 64;    // up to this many channels, chunks run side by side (tiles)
 constexpr int64_t kMinChunk = 16;     // shortest time chunk worth a chunk of its own
 constexpr int64_t kInterleaveBytes = 512;  // scan_and_reduce alternates in pieces this long
 
@@ -382,23 +376,54 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
     if (full > common) run_set<W, KI, REDUCE>(k0, k1 - 1, common, full, c);
   }
 
-  // Chunks [k0, k1) x channels [c0, c1), all on the calling thread.
+  // Chunks [k0, k1) x channels [c0, c1), all on the calling thread: several chunks of narrow
+  // rows as register tiles over each chunk's whole length, anything else strip by strip.
   template <bool REDUCE> void group(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
-    if (c1 - c0 > kNarrowMax) {
+    const int64_t P = in.period;
+    if (c1 - c0 > kNarrowMax || k1 - k0 == 1) {
+      const int64_t R = strip_rows(C * int64_t(sizeof(in_t)));
       for (int64_t k = k0; k < k1; ++k)
-        for (int64_t c = c0; c < c1; c += kWideBlock)
-          wide_steps<REDUCE>(in, chunks.start[k], chunks.len[k], c,
-                             std::min(kWideBlock, c1 - c), st + k * C + c,
-                             REDUCE ? prod + k * C + c : nullptr, emit);
+        for (int64_t s0 = 0; s0 < chunks.len[k]; s0 += R) {
+          const int64_t s1 = std::min(chunks.len[k], s0 + R);
+          for (int64_t c = c0; c < c1;) {
+            const int64_t end = P >= C ? c1 : std::min(c1, (c / P + 1) * P);
+            strips<REDUCE>(k, s0, s1, c, end);
+            c = end;
+          }
+        }
       return;
     }
     // Register tiles must not straddle a period of the decays (Inputs).
-    const int64_t P = in.period;
     for (int64_t c = c0; c < c1;) {
       const int64_t end = P >= C ? c1 : std::min(c1, (c / P + 1) * P);
       narrow<REDUCE>(k0, k1, c, end);
       c = end;
     }
+  }
+
+  // Rows [s0, s1) of chunk k, channels [c0, c1) (within one period of the decays), strip by
+  // strip.
+  template <bool REDUCE> void strips(int64_t k, int64_t s0, int64_t s1, int64_t c0,
+                                     int64_t c1) const {
+    constexpr int S = kStripVectors * int(32 / sizeof(acc_t));
+    int64_t c = c0;
+    c = strip<S, REDUCE>(k, s0, s1, c, c1);
+    c = strip<32, REDUCE>(k, s0, s1, c, c1);
+    c = strip<16, REDUCE>(k, s0, s1, c, c1);
+    c = strip<8, REDUCE>(k, s0, s1, c, c1);
+    c = strip<4, REDUCE>(k, s0, s1, c, c1);
+    c = strip<2, REDUCE>(k, s0, s1, c, c1);
+    strip<1, REDUCE>(k, s0, s1, c, c1);
+  }
+
+  // The W-wide strips that fit in [c, c1); returns where they end.
+  template <int W, bool REDUCE> int64_t strip(int64_t k, int64_t s0, int64_t s1, int64_t c,
+                                             int64_t c1) const {
+    const int64_t end = c + (c1 - c) / W * W;
+    if (end > c)
+      strip_steps<W, REDUCE>(in, chunks.start[k], s0, s1, c, end, st + k * C,
+                             REDUCE ? prod + k * C : nullptr, emit);
+    return end;
   }
 
   template <bool REDUCE> void narrow(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
@@ -626,60 +651,59 @@ class FlushDenormals {
 //             blocks of rows run Algorithm 1 again with the chunks in registers.
 //
 // The serial schedule with several threads. Splitting the channels gives each thread a share of
-// every row; where that share is short, the threads stream parts of the same pages, and on a
-// 2-core Xeon (Skylake-SP) both together moved what one thread moves alone (7.6-9 GB/s at
-// (65536, 1024), where torch.mul's contiguous halves move 16-17 GB/s). torch.mul itself on the
-// same column halves, from two Python threads, moved 11.8 GB/s against 15.4 GB/s on row halves,
-// so the access pattern, not this kernel, costs most of it (likely the L2 streamer prefetching
-// within a page into the other thread's half; the VM exposes no counters to confirm it). Neither
-// non-temporal stores for h nor prefetchw of h's lines changed this. So where shares are short,
-// threads take whole blocks of rows in turn instead, each block in two steps:
+// every row; where that share is short and the data come from memory, the threads stream parts
+// of the same pages, and on a 2-core Xeon (Skylake-SP) both together moved little more than one
+// thread alone. torch.mul itself on the same column halves, from two Python threads, moved 11.8
+// GB/s against 15.4 GB/s on row halves, so the access pattern costs most of it (likely the L2
+// streamer prefetching within a page into the other thread's half; the VM exposes no counters to
+// confirm it). Neither non-temporal stores for h nor prefetchw of h's lines changed this. So
+// there, threads take whole blocks of rows in turn instead, each block in two steps:
 //   1. reduce: read the block from memory into this core's cache, computing its map h -> P h + R
 //      (product of decays, state reached from zero);
 //   2. once the carry into the block is known, publish the carry into the next block (P * carry
 //      + R, so the next block's owner waits only for this, never for a scan), then scan the
-//      block from cache, writing h, row by row interleaved with step 1 of this thread's next
-//      block, so that the core has reads and writes in flight together as torch.mul does.
+//      block from cache, writing h with streaming stores, interleaved with step 1 of this
+//      thread's next block, so that the core has reads and writes in flight together as
+//      torch.mul does.
 // The carry into a block is the true state folded through one map per earlier block, so results
 // differ from one thread's loop by rounding only (like Algorithm 1), and are the same run to run.
-// Measured on the Skylake-SP VM (fp32, out=, 2 threads, against torch.mul(out=), medians of 5
-// alternating runs): the channel split 0.50 at (65536, 128) and 0.46-0.51 at (65536, 1024);
-// pull-then-wait-then-scan (touching each line, waiting for the previous block's scan) 0.63-0.65
-// at both; this schedule 0.67-0.78 at (65536, 128) and 0.64-0.68 at (65536, 1024) on a noisy
-// host. Fusing the scan and the reduction into one loop over channels ran at 0.3-0.44 (five
-// streams at one page offset); interleaving by 2-16 rows or whole blocks measured no better than
-// by rows. At (4096, 16384), 32 KiB shares, the channel split stays (0.84-0.90, against 0.79
-// pipelined). The scan step writes with streaming stores once the data overflow the last-level
-// cache (streams(), below).
+// Fusing the scan and the reduction into one loop over channels ran at 0.3-0.44 of torch.mul
+// (five streams at one page offset); interleaving by 2-16 rows or whole blocks measured no better
+// than by rows.
 
 // Blocks of the pipelined schedule hold this many bytes of inputs: a fraction of any x86 core's
 // L2 (512 KiB and up), so a block reduced while the previous one is scanned is still there when
 // its own scan starts (64 KiB to 512 KiB measured 0.61-0.78, the same within noise).
 constexpr int64_t kPipelineBytes = int64_t(1) << 18;
 
-// Threads take whole rows in turn when each one's share of a row would be under 16 KiB, rows
-// are wide enough (64 floats) for one thread alone to keep its FMA pipes busy, and there is a
-// block for every thread: with fewer, one thread reduces and then scans a block alone, two passes
-// where the channel split makes one. Measured on the Skylake-SP VM, (T, 128) fp32 forward, 2
-// threads, medians of 5 alternating runs, pipelined -> channel split: 0.086 -> 0.071 ms at
-// T = 256, 0.106 -> 0.079 ms at T = 480, 0.045 -> 0.038 ms at T = 16.
-inline bool pipeline_pays(int64_t n, int64_t row_bytes, int64_t threads) {
-  const int64_t rows_per_block = std::max<int64_t>(1, kPipelineBytes / (2 * row_bytes));
-  return row_bytes >= 256 && row_bytes / threads < 16384 && n >= threads * rows_per_block;
-}
-
-// Streaming stores pay where a scan's inputs and outputs together overflow the last-level cache:
-// the output could not stay cached for whoever reads it next anyway, and skipping the write-
-// allocate read leaves more of the bandwidth to the inputs. PLRNN_STREAM_BYTES (read per call)
-// replaces the cache size as the threshold; tests set it to 0 to stream every pipelined scan.
-// Measured on the Skylake-SP VM (35.8 MiB L3), 2 threads, fp32 forward against torch.mul(out=),
-// medians of 3 x 6 alternating runs: 0.71-0.74 -> 0.80-0.81 at (65536, 128); at (65536, 1024)
-// no change (0.61-0.65 either way), nor from larger blocks or software prefetch of the reduced
-// rows (0.56-0.60 with prefetch 2-4 rows ahead).
-inline bool streams(int64_t n, int64_t C, int64_t elem_bytes) {
+// Whether a scan's inputs and output together overflow the last-level cache. PLRNN_STREAM_BYTES
+// (read per call) replaces the cache size; the tests set it to 0 to take every scan that could
+// be pipelined through the pipelined schedule.
+inline bool exceeds_cache(int64_t n, int64_t row_bytes) {
   const char* env = std::getenv("PLRNN_STREAM_BYTES");
   const int64_t threshold = env && *env ? std::strtoll(env, nullptr, 10) : llc_bytes();
-  return 3 * n * C * elem_bytes > threshold;
+  return 3 * n * row_bytes > threshold;
+}
+
+// Threads take whole rows in turn when the data come from memory, each thread's share of a row
+// would be under 2 KiB, rows are wide enough (64 floats) for one thread alone to keep its FMA
+// pipes busy, and there is a block for every thread (with fewer, one thread reduces and then
+// scans a block alone, two passes where the channel split makes one). Measured on the
+// Skylake-SP VM (fp32, out=, 2 threads, against torch.mul(out=), the kernel called directly
+// from C++, 2-3 runs each, pipelined vs channel split):
+//   shares under 2 KiB: (65536, 128) 0.78-0.80 vs 0.62-0.64, (65536, 256) 0.79-0.80 vs
+//     0.71-0.77, (65536, 512) 0.72-0.78 vs 0.64-0.76;
+//   2 KiB and more: (65536, 1024) 0.71-0.75 vs 0.77-0.89, (32768, 2048) 0.63-0.68 vs 0.69-0.77,
+//     (4096, 16384) 0.42 vs 0.92;
+//   in cache (6 MiB): (512, 1024) 0.45 vs 0.57-0.59, (4096, 64) 0.44 vs 0.48-0.75, (4096, 128)
+//     0.47 either way.
+// The pipelined scan writes with streaming stores: its output cannot stay cached for whoever
+// reads it next anyway, and skipping the write-allocate read leaves more of the bandwidth to the
+// inputs (0.71-0.74 -> 0.80-0.81 at (65536, 128)).
+inline bool pipeline_pays(int64_t n, int64_t row_bytes, int64_t threads) {
+  const int64_t rows_per_block = std::max<int64_t>(1, kPipelineBytes / (2 * row_bytes));
+  return row_bytes >= 256 && row_bytes / threads < 2048 && n >= threads * rows_per_block &&
+         exceeds_cache(n, row_bytes);
 }
 
 inline void cpu_relax() {
@@ -703,9 +727,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     std::atomic<int64_t> claimed{0}, ready{0};
     std::vector<acc_t> carries(2 * C);  // the carry into block b at slot b % 2
     std::copy(state.begin(), state.end(), carries.begin());
-    Emit streamed = emit;
-    streamed.stream = streams(n, C, sizeof(in_t));
-    const Scanner<in_t, acc_t, Emit> piped{in, C, streamed};
+    const Scanner<in_t, acc_t, Emit> piped{in, C, emit};
     at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
       const FlushDenormals worker_flush;
       std::vector<acc_t> reached(C), product(C), local(C);
@@ -736,7 +758,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
         if (b == blocks - 1) std::copy(local.begin(), local.end(), state.begin());
         b = next;
       }
-      if (streamed.stream) stream_fence();
+      stream_fence();
     });
   } else if (!parallel) {
     const int64_t tiles = (C + 15) / 16;
