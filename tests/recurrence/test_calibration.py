@@ -33,55 +33,80 @@ def test_channels_from_ratios():
     assert calibration.channels_from({c: 1.04 for c in calibration.MEASURED_CHANNELS}) == ()
 
 
+def fake_short(ratios):
+    """measure_short()'s result where cpu_serial / cpu_parallel = ratios[c]."""
+    return lambda ilp: {c: {"serial": r, "parallel": 1.0} for c, r in ratios.items()}
+
+
 def test_measured_once_then_read_from_disk(calibrating, monkeypatch):
     calls = []
+    long, short = calibration.MIN_STEPS, calibration.SHORT_MIN_STEPS
 
     def fake_measure():
         calls.append(1)
         return fake_times({2: 0.9, 4: 0.9, 8: 1.1, 16: 1.2, 32: 0.8})
 
     monkeypatch.setattr(calibration, "measure", fake_measure)
-    assert calibration.parallel_channels(2) == tuple(range(5, 17))
+    monkeypatch.setattr(calibration, "measure_short",
+                        fake_short({4: 0.9, 16: 0.9, 32: 1.2, 64: 1.3, 128: 0.9, 256: 0.8}))
+    assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
+    assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
     path = calibration.cache_file(2)
     record = json.loads(path.read_text())
     assert record["parallel_channels"] == list(range(5, 17)) and record["threads"] == 2
+    assert record["short_parallel_channels"] == list(range(17, 65))
     assert record["serial_over_parallel"]["16"] == 1.2
+    assert record["short_serial_over_parallel"]["64"] == 1.3
     assert record["ilp_channels"] == 0 and record["plain_over_chunked"]["2"] == 0.8
     assert calibration.ilp_channels(2) == 0
 
     # Another process (an empty in-memory cache) reads the file and measures nothing.
     monkeypatch.setattr(calibration, "_cache", {})
     monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
-    assert calibration.parallel_channels(2) == tuple(range(5, 17))
+    assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
+    assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
     assert len(calls) == 1
 
-    # A damaged file is measured anew, not trusted.
-    path.write_text("{not json")
-    monkeypatch.setattr(calibration, "_cache", {})
-    monkeypatch.setattr(calibration, "measure", fake_measure)
-    assert calibration.parallel_channels(2) == tuple(range(5, 17)) and len(calls) == 2
+    # A damaged file, or one from before the short regime was measured, is measured anew.
+    for text in ("{not json", json.dumps({k: v for k, v in record.items()
+                                          if not k.startswith("short")})):
+        path.write_text(text)
+        monkeypatch.setattr(calibration, "_cache", {})
+        monkeypatch.setattr(calibration, "measure", fake_measure)
+        assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
+    assert len(calls) == 3
 
 
-def test_one_thread_and_disabled_measure_nothing(monkeypatch, calibrating):
+def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, calibrating):
     monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured"))
-    assert calibration.parallel_channels(1) == ()
+    assert calibration.parallel_channels(1, calibration.MIN_STEPS) == ()
+    assert calibration.parallel_channels(2, calibration.SHORT_MIN_STEPS - 1) == ()
     monkeypatch.setenv("PLRNN_AUTO_CALIBRATION", "0")
-    assert calibration.parallel_channels(2) == calibration.FIXED_RULE
+    assert calibration.parallel_channels(2, calibration.MIN_STEPS) == calibration.FIXED_RULE
+    assert calibration.parallel_channels(2, calibration.SHORT_MIN_STEPS) == ()
     assert not list(calibrating.iterdir())
 
 
 def test_auto_follows_the_calibration(calibrating, monkeypatch, num_threads):
     monkeypatch.setattr(calibration, "measure",
                         lambda: fake_times({2: 1.3, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
+    monkeypatch.setattr(calibration, "measure_short",
+                        fake_short({4: 0.9, 16: 0.9, 32: 0.9, 64: 1.2, 128: 0.9, 256: 0.9}))
     num_threads(2)
     cpu = torch.device("cpu")
-    long = calibration.MIN_STEPS
+    long, short = calibration.MIN_STEPS, calibration.SHORT_MIN_STEPS
     assert registry.choose_auto(cpu, long, 2) == "cpu_parallel"
     assert registry.choose_auto(cpu, long, 3) == "cpu_serial"
     assert registry.choose_auto(cpu, long, 24) == "cpu_serial"  # the fixed rule would say parallel
+    assert registry.choose_auto(cpu, long, 64) == "cpu_serial"
     assert registry.choose_auto(cpu, long - 1, 2) == "cpu_serial"
+    assert registry.choose_auto(cpu, long - 1, 64) == "cpu_parallel"
+    assert registry.choose_auto(cpu, short, 33) == "cpu_parallel"
+    assert registry.choose_auto(cpu, short, 65) == "cpu_serial"
+    assert registry.choose_auto(cpu, short - 1, 64) == "cpu_serial"
     num_threads(1)
     assert registry.choose_auto(cpu, long, 2) == "cpu_serial"
+    assert registry.choose_auto(cpu, short, 64) == "cpu_serial"
 
 
 def test_the_real_measurement_runs(num_threads):
@@ -90,7 +115,11 @@ def test_the_real_measurement_runs(num_threads):
     times = calibration.measure()
     assert sorted(times) == list(calibration.MEASURED_CHANNELS)
     assert all(sorted(t) == ["ilp", "plain", "serial"] for t in times.values())
-    assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())
+    short = calibration.measure_short(0)
+    assert sorted(short) == list(calibration.SHORT_MEASURED_CHANNELS)
+    assert all(sorted(t) == ["parallel", "serial"] for t in short.values())
+    assert all(math.isfinite(s) and s > 0
+               for ts in (times, short) for t in ts.values() for s in t.values())
     assert torch.ops.plrnn.cpu_ilp_channels(-1) == before  # measuring leaves the setting alone
 
 
@@ -112,6 +141,7 @@ def test_the_first_parallel_call_applies_the_calibration(calibrating, monkeypatc
     faster = {c: 1.2 if c <= measured_ilp else 0.8 for c in calibration.MEASURED_CHANNELS}
     monkeypatch.setattr(calibration, "measure", lambda: {
         c: {"serial": 1.0, "ilp": 1.0, "plain": q} for c, q in faster.items()})
+    monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
     monkeypatch.setattr(cpu, "_tuned_threads", 0)
     before = torch.ops.plrnn.cpu_ilp_channels(-1)
     try:

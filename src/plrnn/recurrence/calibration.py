@@ -5,25 +5,29 @@ Why not a fixed rule: the two kernels differ most with few channels and long seq
 there the machines we measured disagree (`--sweep-auto`, results/<machine>/auto_sweep.md, T >=
 16384, 2 threads): on an AMD EPYC VM cpu_parallel won at 32 channels (1.25x) and lost at 16
 (0.8x); on an Intel Xeon (Skylake-SP) VM it won at 16 channels (1.1-1.3x) and tied or lost at 32
-(0.9-1.0x). No rule was within 10% of the best on both. Elsewhere (more than 32 channels, short
-sequences, one thread) cpu_serial is chosen without measuring: it moves the least memory, and
-where cpu_parallel won there it was by page-fault luck of the allocator rather than by the
-kernel.
+(0.9-1.0x). No rule was within 10% of the best on both. With one thread, more than 256 channels
+or short sequences cpu_serial is chosen without measuring: it moves the least memory.
 
-The measurement: forward at T = 65536 for 2, 4, 8, 16 and 32 channels, inputs as real forget
-gates (sigmoid(N(2, 1))), a fresh output per call as users call it, medians of interleaved
-rounds; cpu_parallel is chosen for the channel counts up to a measured size where it was at
-least 5% faster. About 2 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the
-CPU's model and feature flags, the thread count and the kernels' source digest.
-PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be deterministic).
+Two regimes are measured, forward with a fresh output per call as users call it, inputs as real
+forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
+- long sequences (T >= MIN_STEPS): T = 65536 at 2, 4, 8, 16 and 32 channels, where one thread's
+  loop is bound by its dependency chain or by memory;
+- sequences that fit in the cache (SHORT_MIN_STEPS <= T < MIN_STEPS): T = 4096 at 4 to 256
+  channels, where two threads splitting the channels of short rows share pages and cpu_serial
+  gained nothing from its second thread on the Skylake-SP VM (while cpu_parallel's time chunks
+  ran 1.1-1.45x faster at 16 to 128 channels).
+cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
+faster. About 3.5 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the CPU's model
+and feature flags, the thread count and the kernels' source digest. PLRNN_AUTO_CALIBRATION=0 uses
+the fixed rule below instead (the tests do, to be deterministic).
 
 The same measurement decides how cpu_parallel works inside each thread: with few channels it can
 also cut each thread's share of time into chunks run side by side in registers (Algorithm 1
 again, reading each cache-sized block twice), which paid up to 32 channels on the AMD EPYC VM and
 lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop, 1 and 2 threads, 1 to 32
-channels). cpu_parallel is timed both ways; the in-thread chunks are kept up to the widest
-measured width where they were at least 5% faster (`ilp_channels`), and the choice above uses
-the faster way. The first cpu_parallel call in a process applies it (cpu.py).
+channels). cpu_parallel is timed both ways at the long length; the in-thread chunks are kept up
+to the widest measured width where they were at least 5% faster (`ilp_channels`), and the choices
+above use the faster way. The first cpu_parallel call in a process applies it (cpu.py).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -44,15 +49,25 @@ from . import sources
 
 log = logging.getLogger(__name__)
 
-MIN_STEPS = 16384  # shorter sequences: cpu_serial (the threads' second pass does not pay)
+MIN_STEPS = 16384  # from here on, the long regime's choice
 MEASURED_CHANNELS = (2, 4, 8, 16, 32)  # each stands for the channel counts above the previous
+SHORT_MIN_STEPS = 2048  # shorter sequences: cpu_serial (the threads' second pass does not pay)
+SHORT_MEASURED_CHANNELS = (4, 16, 32, 64, 128, 256)
+MIN_WORK = 1 << 16  # below T * channels = 2**16 cpu_parallel runs on one thread (cpu_kernels_impl.h)
 MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen
 FIXED_RULE = tuple(range(17, 33))  # without calibration: the AMD EPYC measurement
 FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
-_STEPS, _ROUNDS = 65536, 5
+_STEPS, _SHORT_STEPS, _ROUNDS = 65536, 4096, 5
 _ROUND_S = 0.02  # calls per round fill this long (3 calls of 0.3 ms each misjudged 4 channels)
 
-_cache: dict[int, tuple[tuple[int, ...], int]] = {}
+
+class Choice(NamedTuple):
+    long: tuple[int, ...]  # channel counts for cpu_parallel at T >= MIN_STEPS
+    short: tuple[int, ...]  # ... at SHORT_MIN_STEPS <= T < MIN_STEPS
+    ilp: int  # cpu_parallel's in-thread chunks up to this many channels
+
+
+_cache: dict[int, Choice] = {}
 
 
 def enabled() -> bool:
@@ -84,45 +99,52 @@ def _cpu_flags() -> str:
     return _cpuinfo_field("flags")
 
 
-def parallel_channels(threads: int) -> tuple[int, ...]:
-    """The channel counts (at T >= MIN_STEPS) for which cpu_parallel is the faster kernel here."""
-    if threads < 2:
+def parallel_channels(threads: int, steps: int) -> tuple[int, ...]:
+    """The channel counts for which cpu_parallel is the faster kernel here at this length."""
+    if threads < 2 or steps < SHORT_MIN_STEPS:
         return ()
     if not enabled():
-        return FIXED_RULE
-    return _choice(threads)[0]
+        return FIXED_RULE if steps >= MIN_STEPS else ()
+    choice = _choice(threads)
+    return choice.long if steps >= MIN_STEPS else choice.short
 
 
 def ilp_channels(threads: int) -> int:
     """The widest rows (channels) for which cpu_parallel chunks time inside each thread here."""
     if threads < 2 or not enabled():
         return FIXED_ILP
-    return _choice(threads)[1]
+    return _choice(threads).ilp
 
 
-def _choice(threads: int) -> tuple[tuple[int, ...], int]:
+def _choice(threads: int) -> Choice:
     if threads not in _cache:
         _cache[threads] = _load_or_measure(threads)
     return _cache[threads]
 
 
-def _load_or_measure(threads: int) -> tuple[tuple[int, ...], int]:
+def _load_or_measure(threads: int) -> Choice:
     path = cache_file(threads)
     try:
         record = json.loads(path.read_text())
-        return tuple(record["parallel_channels"]), int(record["ilp_channels"])
+        return Choice(tuple(record["parallel_channels"]), tuple(record["short_parallel_channels"]),
+                      int(record["ilp_channels"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     times = measure()
     ilp = ilp_from(times)
     ratios = {c: t["serial"] / t["ilp" if c <= ilp else "plain"] for c, t in times.items()}
-    chosen = channels_from(ratios)
+    short = measure_short(ilp)
+    short_ratios = {c: t["serial"] / t["parallel"] for c, t in short.items()}
+    choice = Choice(channels_from(ratios), channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
+                    ilp)
     record = {
         "cpu": _cpu_model().partition(":")[2].strip(),
         "threads": threads,
         "torch": torch.__version__,
         "serial_over_parallel": {str(c): round(r, 3) for c, r in ratios.items()},
-        "parallel_channels": list(chosen),
+        "parallel_channels": list(choice.long),
+        "short_serial_over_parallel": {str(c): round(r, 3) for c, r in short_ratios.items()},
+        "short_parallel_channels": list(choice.short),
         "plain_over_chunked": {str(c): round(t["plain"] / t["ilp"], 3) for c, t in times.items()},
         "ilp_channels": ilp,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -134,9 +156,10 @@ def _load_or_measure(threads: int) -> tuple[tuple[int, ...], int]:
         os.replace(tmp.name, path)  # atomic: a concurrent process reads one whole record
     except OSError as err:
         log.info("plrnn: could not cache the auto calibration in %s: %s", path, err)
-    log.info("plrnn: auto calibrated for this CPU (%s): %s, in-thread chunks up to %d channels",
-             path, record["serial_over_parallel"], ilp)
-    return chosen, ilp
+    log.info("plrnn: auto calibrated for this CPU (%s): long %s, short %s, in-thread chunks up to "
+             "%d channels", path, record["serial_over_parallel"],
+             record["short_serial_over_parallel"], ilp)
+    return choice
 
 
 def ilp_from(times: dict[int, dict[str, float]]) -> int:
@@ -150,12 +173,13 @@ def ilp_from(times: dict[int, dict[str, float]]) -> int:
     return widest
 
 
-def channels_from(ratios: dict[int, float]) -> tuple[int, ...]:
-    """Channel counts for cpu_parallel from serial/parallel time ratios at MEASURED_CHANNELS:
+def channels_from(ratios: dict[int, float],
+                  measured: tuple[int, ...] = MEASURED_CHANNELS) -> tuple[int, ...]:
+    """Channel counts for cpu_parallel from serial/parallel time ratios at the `measured` counts:
     each measured count decides for itself and the counts down to the previous measured one."""
     chosen: list[int] = []
     low = 1
-    for c in MEASURED_CHANNELS:
+    for c in measured:
         if ratios.get(c, 0.0) >= MARGIN:
             chosen.extend(range(low, c + 1))
         low = c + 1
@@ -165,20 +189,32 @@ def channels_from(ratios: dict[int, float]) -> tuple[int, ...]:
 def measure() -> dict[int, dict[str, float]]:
     """Median seconds per call of cpu_serial ("serial") and of cpu_parallel with ("ilp") and
     without ("plain") its in-thread chunks, at each of MEASURED_CHANNELS (forward, T = 65536)."""
+    # name: (parallel, in-thread chunks up to this many channels)
+    ways = {"serial": (False, FIXED_ILP), "ilp": (True, max(MEASURED_CHANNELS)), "plain": (True, 0)}
+    return _timed(_STEPS, MEASURED_CHANNELS, ways)
+
+
+def measure_short(ilp: int) -> dict[int, dict[str, float]]:
+    """Median seconds per call of cpu_serial ("serial") and cpu_parallel ("parallel", in-thread
+    chunks up to `ilp` channels) at each of SHORT_MEASURED_CHANNELS (forward, T = 4096)."""
+    ways = {"serial": (False, FIXED_ILP), "parallel": (True, ilp)}
+    return _timed(_SHORT_STEPS, SHORT_MEASURED_CHANNELS, ways)
+
+
+def _timed(steps: int, channels: tuple[int, ...],
+           ways: dict[str, tuple[bool, int]]) -> dict[int, dict[str, float]]:
     from . import cpu
 
     cpu.load()
     scan = torch.ops.plrnn.cpu_scan.default  # cpu.parallel would apply this very calibration
-    # name: (parallel, in-thread chunks up to this many channels)
-    ways = {"serial": (False, FIXED_ILP), "ilp": (True, max(MEASURED_CHANNELS)), "plain": (True, 0)}
     g = torch.Generator().manual_seed(0)
     result = {}
     before = torch.ops.plrnn.cpu_ilp_channels(-1)
     try:
         with torch.no_grad():
-            for c in MEASURED_CHANNELS:
-                a = torch.sigmoid(torch.randn(_STEPS, c, generator=g) + 2)
-                x = torch.randn(_STEPS, c, generator=g)
+            for c in channels:
+                a = torch.sigmoid(torch.randn(steps, c, generator=g) + 2)
+                x = torch.randn(steps, c, generator=g)
                 times: dict[str, list[float]] = {name: [] for name in ways}
                 calls = dict.fromkeys(ways, 1)  # the warm-up round times one call of each
                 for _ in range(1 + _ROUNDS):

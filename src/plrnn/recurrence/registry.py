@@ -128,9 +128,9 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# `auto` on CPU: cpu_parallel only for few channels and long sequences with more than one thread,
-# and there only where it measured faster on this CPU (calibration.py says why a fixed rule
-# could not be right on both machines we measured).
+# `auto` on CPU: cpu_parallel only with more than one thread, up to 256 channels and from 2048
+# steps, and there only where it measured faster on this CPU (calibration.py says why a fixed
+# rule could not be right on both machines we measured).
 PARALLEL_MIN_STEPS = calibration.MIN_STEPS
 PARALLEL_CHANNELS = calibration.FIXED_RULE  # with PLRNN_AUTO_CALIBRATION=0
 
@@ -144,7 +144,22 @@ def _threads() -> int:
 @torch._dynamo.assume_constant_result
 def _parallel_channels() -> tuple[int, ...]:
     # Measured (once per CPU and thread count) outside any trace.
-    return calibration.parallel_channels(_threads())
+    return calibration.parallel_channels(_threads(), calibration.MIN_STEPS)
+
+
+@torch._dynamo.assume_constant_result
+def _short_parallel_channels() -> tuple[int, ...]:
+    return calibration.parallel_channels(_threads(), calibration.SHORT_MIN_STEPS)
+
+
+def _cpu_kernel(T: int, channels: int) -> str:
+    if T >= PARALLEL_MIN_STEPS:
+        parallel = _parallel_channels()
+    elif T >= calibration.SHORT_MIN_STEPS and T * channels >= calibration.MIN_WORK:
+        parallel = _short_parallel_channels()
+    else:
+        return "cpu_serial"
+    return "cpu_parallel" if channels in parallel else "cpu_serial"
 
 
 _warned_fallback = False
@@ -155,9 +170,7 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
     if device.type == "cpu":
         reason = cpu.load()
         if reason is None:
-            if T >= PARALLEL_MIN_STEPS and channels in _parallel_channels():
-                return "cpu_parallel"
-            return "cpu_serial"
+            return _cpu_kernel(T, channels)
         if not _warned_fallback:
             _warned_fallback = True
             warnings.warn(
