@@ -727,14 +727,13 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     std::atomic<int64_t> claimed{0}, ready{0};
     std::vector<acc_t> carries(2 * C);  // the carry into block b at slot b % 2
     std::copy(state.begin(), state.end(), carries.begin());
-    const Scanner<in_t, acc_t, Emit> piped{in, C, emit};
     at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
       const FlushDenormals worker_flush;
       std::vector<acc_t> reached(C), product(C), local(C);
       auto rows = [&](int64_t b) { return std::min(B, n - b * B); };
       int64_t b = claimed.fetch_add(1, std::memory_order_relaxed);
-      if (b < blocks) piped.scan_and_reduce(0, 0, local.data(), b * B, rows(b), reached.data(),
-                                              product.data());
+      if (b < blocks) scanner.scan_and_reduce(0, 0, local.data(), b * B, rows(b), reached.data(),
+                                                product.data());
       while (b < blocks) {
         const int64_t next = claimed.fetch_add(1, std::memory_order_relaxed);
         // Block b - 1 was claimed earlier by a thread that publishes its carry before anything
@@ -753,7 +752,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
           out_carry[c] = product[c] * in_carry[c] + reached[c];
         }
         ready.store(b + 1, std::memory_order_release);
-        piped.scan_and_reduce(b * B, rows(b), local.data(), next * B,
+        scanner.scan_and_reduce(b * B, rows(b), local.data(), next * B,
                                 next < blocks ? rows(next) : 0, reached.data(), product.data());
         if (b == blocks - 1) std::copy(local.begin(), local.end(), state.begin());
         b = next;
