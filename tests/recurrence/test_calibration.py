@@ -101,9 +101,13 @@ def test_auto_follows_the_calibration(calibrating, monkeypatch, num_threads):
     assert registry.choose_auto(cpu, long, 64) == "cpu_serial"
     assert registry.choose_auto(cpu, long - 1, 2) == "cpu_serial"
     assert registry.choose_auto(cpu, long - 1, 64) == "cpu_parallel"
-    assert registry.choose_auto(cpu, short, 33) == "cpu_parallel"
+    assert registry.choose_auto(cpu, short, 64) == "cpu_parallel"
     assert registry.choose_auto(cpu, short, 65) == "cpu_serial"
     assert registry.choose_auto(cpu, short - 1, 64) == "cpu_serial"
+    # cpu_parallel runs on one thread below T * channels = MIN_WORK
+    assert short * 33 < calibration.MIN_WORK <= 2 * short * 33
+    assert registry.choose_auto(cpu, short, 33) == "cpu_serial"
+    assert registry.choose_auto(cpu, 2 * short, 33) == "cpu_parallel"
     num_threads(1)
     assert registry.choose_auto(cpu, long, 2) == "cpu_serial"
     assert registry.choose_auto(cpu, short, 64) == "cpu_serial"

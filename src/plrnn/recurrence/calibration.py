@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 MIN_STEPS = 16384  # from here on, the long regime's choice
 MEASURED_CHANNELS = (2, 4, 8, 16, 32)  # each stands for the channel counts above the previous
-SHORT_MIN_STEPS = 2048  # shorter sequences: cpu_serial (the threads' second pass does not pay)
+SHORT_MIN_STEPS = 1024  # shorter sequences: cpu_serial (the threads' second pass does not pay)
 SHORT_MEASURED_CHANNELS = (4, 16, 32, 64, 128, 256)
 MIN_WORK = 1 << 16  # below T * channels = 2**16 cpu_parallel runs on one thread (cpu_kernels_impl.h)
 MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen

@@ -128,7 +128,7 @@ def backends(device: str | torch.device = "cpu") -> list[BackendStatus]:
     return out
 
 
-# `auto` on CPU: cpu_parallel only with more than one thread, up to 256 channels and from 2048
+# `auto` on CPU: cpu_parallel only with more than one thread, up to 256 channels and from 1024
 # steps, and there only where it measured faster on this CPU (calibration.py says why a fixed
 # rule could not be right on both machines we measured).
 PARALLEL_MIN_STEPS = calibration.MIN_STEPS
