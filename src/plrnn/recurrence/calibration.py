@@ -15,7 +15,7 @@ forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
 - sequences that fit in the cache (SHORT_MIN_STEPS <= T < MIN_STEPS): T = 4096 at 4 to 256
   channels, where two threads splitting the channels of short rows share pages and cpu_serial
   gained nothing from its second thread on the Skylake-SP VM (while cpu_parallel's time chunks
-  ran 1.1-1.45x faster at 16 to 128 channels).
+  ran 1.1-1.5x faster at 16 to 128 channels).
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
 faster. About 3.5 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the CPU's model
 and feature flags, the thread count and the kernels' source digest. PLRNN_AUTO_CALIBRATION=0 uses
