@@ -49,7 +49,6 @@ import argparse
 import contextlib
 import dataclasses
 import gc
-import hashlib
 import importlib
 import json
 import math
@@ -71,6 +70,7 @@ import torch
 from tqdm.auto import tqdm
 
 import plrnn
+from plrnn.recurrence import sources
 
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
 from .machine import machine_info, machine_name
@@ -1015,10 +1015,11 @@ SECTION_NAMES = tuple(SECTIONS)
 
 
 # ---------------------------------------------------------------------------------------- main
-def kernel_source_sha1() -> str | None:
-    src = Path(backend_registry.__file__).parent / "csrc" / "cpu_scan.cpp"
+def cpu_kernels_digest() -> str | None:
+    """sha256 of every C++ CPU kernel source (the digest the prebuilt libraries and the auto
+    calibration are keyed by), shortened: it tells runs of different kernels apart."""
     try:
-        return hashlib.sha1(src.read_bytes()).hexdigest()[:12]
+        return sources.digest(sources.CPU_ALL)[:12]
     except OSError:
         return None
 
@@ -1036,7 +1037,7 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         f"{info['torch_threads']} torch threads ({info['torch_parallel_backend']})"
         + (f"; GPU {info['gpu']['name']}" if info["gpu"] else ""),
         f"- torch {info['torch_version']}, Python {info['python_version']}, {info['platform']}",
-        f"- commit: {commit}; cpu_scan.cpp sha1: {info['kernel_source_sha1']}",
+        f"- commit: {commit}; CPU kernel sources digest: {info['cpu_kernels_digest']}",
         f"- date (UTC): {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}; load average "
         f"before the run: {load[0]:.2f} on {info['logical_cores']} cores (other processes "
         "competing for the cores make the numbers noisy, threaded kernels most)",
@@ -1185,7 +1186,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out is not None else Path("results") / machine_name()
     out.mkdir(parents=True, exist_ok=True)
     # The kernel source as the run starts: what was built, whatever is edited while it runs.
-    info, load = {**machine_info(), "kernel_source_sha1": kernel_source_sha1()}, _loadavg()
+    info, load = {**machine_info(), "cpu_kernels_digest": cpu_kernels_digest()}, _loadavg()
     stem = "auto_sweep" if args.sweep_auto else "recurrence_bench"
 
     with warnings.catch_warnings():
@@ -1203,7 +1204,7 @@ def main(argv: list[str] | None = None) -> int:
     df = normalize(pd.DataFrame.from_records(records))
     details = {cfg.allocator: cfg.allocator_detail}
     meta = {"machine_name": machine_name(), "machine": info, "config": dataclasses.asdict(cfg),
-            "kernel_source_sha1": info["kernel_source_sha1"], "argv": argv,
+            "cpu_kernels_digest": info["cpu_kernels_digest"], "argv": argv,
             "backends": {s.name: {"available": s.available, "reason": s.reason}
                          for s in statuses},
             "measurement_seconds": elapsed, "loadavg_before": load}
