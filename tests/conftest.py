@@ -41,6 +41,19 @@ def num_threads():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=["sequential", "strips"])
+def wide_rows(request):
+    """Runs the test under each layout of wide rows in the CPU kernels (calibration.WIDE_ROWS:
+    which one runs is measured per CPU, so both must be right); restored afterwards."""
+    from plrnn.recurrence import calibration, cpu
+
+    cpu.load()
+    cpu._tune_rows()  # the layout a first call would apply must not override the test's
+    before = torch.ops.plrnn.cpu_wide_rows(calibration.WIDE_ROWS[request.param])
+    yield request.param
+    torch.ops.plrnn.cpu_wide_rows(before)
+
+
 @pytest.fixture
 def single_thread(num_threads):
     num_threads(1)

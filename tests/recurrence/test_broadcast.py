@@ -119,8 +119,8 @@ def _kernel_decay_shapes(fn):
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            # the kernels' ops; not plrnn::cpu_ilp_channels, which the first cpu_parallel call at
-            # each thread count makes to apply the calibration
+            # the kernels' ops; not plrnn::cpu_ilp_channels or cpu_wide_rows, which first calls
+            # make to apply the calibration
             if func.namespace == "plrnn" and isinstance(args[0], torch.Tensor):
                 seen.append(tuple(args[0].shape))
             return func(*args, **(kwargs or {}))
@@ -135,7 +135,7 @@ def _kernel_decay_shapes(fn):
 @pytest.mark.parametrize("T", [1, 33, 700])
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
 def test_cpu_kernels_read_broadcast_decays_unexpanded(case, T, reverse, threads, num_threads,
-                                                      monkeypatch):
+                                                      monkeypatch, wide_rows):
     spec, trailing, period = case
     if threads == "2-pipelined":
         monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")

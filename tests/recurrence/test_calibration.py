@@ -24,6 +24,9 @@ def calibrating(monkeypatch, tmp_path):
     monkeypatch.setenv("PLRNN_AUTO_CALIBRATION", "1")
     monkeypatch.setenv("PLRNN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(calibration, "_cache", {})
+    # Known, so that no test measures the layout of wide rows by accident; those that test it
+    # reset it to None.
+    monkeypatch.setattr(calibration, "_layout", "sequential")
     return tmp_path
 
 
@@ -158,3 +161,66 @@ def test_the_first_parallel_call_applies_the_calibration(calibrating, monkeypatc
         assert torch.ops.plrnn.cpu_ilp_channels(-1) == measured_ilp
     finally:
         torch.ops.plrnn.cpu_ilp_channels(before)
+
+
+def test_layout_from_ratios():
+    assert calibration.layout_from({(65536, 128): 1.2, (8192, 1024): 1.0}) == "strips"
+    assert calibration.layout_from({(65536, 128): 1.04, (8192, 1024): 1.04}) == "sequential"
+    assert calibration.layout_from({(65536, 128): 0.6, (8192, 1024): 1.3}) == "sequential"
+
+
+@pytest.mark.parametrize("faster", ["sequential", "strips"])
+def test_the_first_call_of_any_cpu_kernel_applies_the_measured_layout(calibrating, monkeypatch,
+                                                                      faster):
+    from plrnn.recurrence import cpu
+
+    calls = []
+
+    def fake_measure_layout():
+        calls.append(1)
+        slow = {"sequential": 1.0, "strips": 1.0, faster: 0.5}
+        return {shape: dict(slow) for shape in calibration.LAYOUT_SHAPES}
+
+    monkeypatch.setattr(calibration, "_layout", None)
+    monkeypatch.setattr(calibration, "measure_layout", fake_measure_layout)
+    monkeypatch.setattr(cpu, "_rows_tuned", False)
+    before = torch.ops.plrnn.cpu_wide_rows(-1)
+    try:
+        cpu.serial(torch.rand(40, 3), torch.randn(40, 3), None, False)
+        assert torch.ops.plrnn.cpu_wide_rows(-1) == calibration.WIDE_ROWS[faster]
+        record = json.loads(calibration.layout_cache_file().read_text())
+        assert record["wide_rows"] == faster and record["sequential_over_strips"]["65536x128"] > 0
+
+        # Another process reads the record; a damaged one is measured anew.
+        monkeypatch.setattr(calibration, "_layout", None)
+        assert calibration.wide_rows() == calibration.WIDE_ROWS[faster] and len(calls) == 1
+        calibration.layout_cache_file().write_text('{"wide_rows": "diagonal"}')
+        monkeypatch.setattr(calibration, "_layout", None)
+        assert calibration.wide_rows() == calibration.WIDE_ROWS[faster] and len(calls) == 2
+    finally:
+        torch.ops.plrnn.cpu_wide_rows(before)
+
+
+def test_layout_without_calibration_is_sequential(monkeypatch):
+    monkeypatch.setenv("PLRNN_AUTO_CALIBRATION", "0")
+    monkeypatch.setattr(calibration, "_layout", None)
+    monkeypatch.setattr(calibration, "measure_layout", lambda: pytest.fail("measured"))
+    assert calibration.wide_rows() == calibration.WIDE_ROWS["sequential"]
+
+
+def test_the_real_layout_measurement_runs(num_threads):
+    num_threads(2)
+    before = torch.ops.plrnn.cpu_wide_rows(-1)
+    times = calibration.measure_layout()
+    assert sorted(times) == sorted(calibration.LAYOUT_SHAPES)
+    assert all(sorted(t) == sorted(calibration.WIDE_ROWS) for t in times.values())
+    assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())
+    assert torch.ops.plrnn.cpu_wide_rows(-1) == before and torch.get_num_threads() == 2
+
+
+def test_an_unknown_layout_is_refused():
+    from plrnn.recurrence import cpu
+
+    cpu.load()
+    with pytest.raises(RuntimeError, match="layout must be 0"):
+        torch.ops.plrnn.cpu_wide_rows(2)

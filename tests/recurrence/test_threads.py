@@ -25,7 +25,7 @@ from .helpers import (
 THREADS = (1, 2, 3, 4)
 CASES = [
     (4097, (33,)),  # narrow channel groups in registers, time split across threads
-    (1000, (128,)),  # wide rows (> 64 channels): register strips over blocks of rows
+    (1000, (128,)),  # wide rows (> 64 channels): sequential rows or register strips
     (1500, (2, 100)),  # wide rows that are not a multiple of any tile
     (30001, (3,)),  # few channels: many chunks in flight per thread
     (64, (2, 1100)),  # many strips, then narrower ones for the last 24 channels
@@ -34,7 +34,7 @@ CASES = [
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"T={c[0]}-{shape_id(c[1])}")
-def test_every_thread_count_matches_reference(case, reverse, num_threads):
+def test_every_thread_count_matches_reference(case, reverse, num_threads, wide_rows):
     T, shape = case
     seed = seed_for("threads", T, shape, reverse)
     inputs32 = make_inputs(T, shape, "near_one", True, seed, torch.float32)

@@ -40,6 +40,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,7 +59,7 @@ MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen
 FIXED_RULE = tuple(range(17, 33))  # without calibration: the AMD EPYC measurement
 FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
 _STEPS, _SHORT_STEPS, _ROUNDS = 65536, 4096, 5
-_ROUND_S = 0.02  # calls per round fill this long (3 calls of 0.3 ms each misjudged 4 channels)
+_ROUND_S = 0.02  # calls per round fill this long
 
 
 class Choice(NamedTuple):
@@ -68,6 +69,13 @@ class Choice(NamedTuple):
 
 
 _cache: dict[int, Choice] = {}
+_layout: str | None = None  # wide_rows()'s answer once known
+
+# The layouts of cpu_kernels.h (wide_rows_layout): rows wider than one register strip stepped
+# one whole row after the other, or in blocks of rows strip by strip with the state in registers.
+WIDE_ROWS = {"sequential": 0, "strips": 1}
+# Where to compare them: each input 32 MiB, beyond the last-level cache of the CPUs we met.
+LAYOUT_SHAPES = ((65536, 128), (8192, 1024))
 
 
 def enabled() -> bool:
@@ -75,10 +83,18 @@ def enabled() -> bool:
 
 
 def cache_file(threads: int) -> Path:
+    return _cache_path(f"auto-cpu-{{cpu}}-{{kernels}}-t{threads}.json")
+
+
+def layout_cache_file() -> Path:
+    return _cache_path("rows-cpu-{cpu}-{kernels}.json")
+
+
+def _cache_path(pattern: str) -> Path:
     root = Path(os.environ.get("PLRNN_CACHE_DIR") or Path.home() / ".cache" / "plrnn")
     cpu = hashlib.sha1((_cpu_model() + _cpu_flags()).encode()).hexdigest()[:10]
     kernels = sources.digest(sources.CPU_ALL)[:10]
-    return root / f"auto-cpu-{cpu}-{kernels}-t{threads}.json"
+    return root / pattern.format(cpu=cpu, kernels=kernels)
 
 
 def _cpuinfo_field(prefix: str) -> str:
@@ -149,17 +165,108 @@ def _load_or_measure(threads: int) -> Choice:
         "ilp_channels": ilp,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
+    _write_record(path, record)
+    log.info("plrnn: auto calibrated for this CPU (%s): long %s, short %s, in-thread chunks up to "
+             "%d channels", path, record["serial_over_parallel"],
+             record["short_serial_over_parallel"], ilp)
+    return choice
+
+
+def _write_record(path: Path, record: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as tmp:
             json.dump(record, tmp, indent=1)
         os.replace(tmp.name, path)  # atomic: a concurrent process reads one whole record
     except OSError as err:
-        log.info("plrnn: could not cache the auto calibration in %s: %s", path, err)
-    log.info("plrnn: auto calibrated for this CPU (%s): long %s, short %s, in-thread chunks up to "
-             "%d channels", path, record["serial_over_parallel"],
-             record["short_serial_over_parallel"], ilp)
-    return choice
+        log.info("plrnn: could not cache the calibration in %s: %s", path, err)
+
+
+def wide_rows() -> int:
+    """How the CPU kernels step rows wider than one register strip here: one of WIDE_ROWS."""
+    global _layout
+    if not enabled():
+        return WIDE_ROWS["sequential"]
+    if _layout is None:
+        _layout = _load_or_measure_layout()
+    return WIDE_ROWS[_layout]
+
+
+def _load_or_measure_layout() -> str:
+    path = layout_cache_file()
+    try:
+        layout = json.loads(path.read_text())["wide_rows"]
+        if layout in WIDE_ROWS:
+            return layout
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    times = measure_layout()
+    ratios = {shape: t["sequential"] / t["strips"] for shape, t in times.items()}
+    layout = layout_from(ratios)
+    _write_record(path, {
+        "cpu": _cpu_model().partition(":")[2].strip(),
+        "torch": torch.__version__,
+        "sequential_over_strips": {f"{T}x{C}": round(r, 3) for (T, C), r in ratios.items()},
+        "wide_rows": layout,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    })
+    log.info("plrnn: wide rows calibrated for this CPU (%s): sequential/strips %s -> %s", path,
+             ratios, layout)
+    return layout
+
+
+def layout_from(ratios: dict[tuple[int, int], float]) -> str:
+    """'strips' where they were at least MARGIN faster than sequential rows over the measured
+    shapes (geometric mean of sequential time / strips time), else 'sequential'."""
+    mean = math.exp(statistics.fmean(math.log(r) for r in ratios.values()))
+    return "strips" if mean >= MARGIN else "sequential"
+
+
+def measure_layout() -> dict[tuple[int, int], dict[str, float]]:
+    """Median seconds per call of cpu_serial on one thread, forward into a preallocated output,
+    with each layout of wide rows, at each of LAYOUT_SHAPES."""
+    from . import cpu
+
+    cpu.load()
+    threads = torch.get_num_threads()
+    before = torch.ops.plrnn.cpu_wide_rows(-1)
+    g = torch.Generator().manual_seed(0)
+    result = {}
+    try:
+        torch.set_num_threads(1)
+        for T, C in LAYOUT_SHAPES:
+            a = torch.sigmoid(torch.randn(T, C, generator=g) + 2)
+            x = torch.randn(T, C, generator=g)
+            out = torch.empty_like(x)
+
+            def call(a=a, x=x, out=out):
+                torch.ops.plrnn.cpu_scan_out(a, x, None, False, False, out=out)
+
+            result[(T, C)] = _rounds({
+                name: (lambda v=v: torch.ops.plrnn.cpu_wide_rows(v), call)
+                for name, v in WIDE_ROWS.items()})
+    finally:
+        torch.set_num_threads(threads)
+        torch.ops.plrnn.cpu_wide_rows(before)
+    return result
+
+
+def _rounds(ways: dict[str, tuple[Callable[[], object], Callable[[], object]]]
+            ) -> dict[str, float]:
+    """Median seconds per call of each way's (setup, call), over interleaved rounds: a warm-up
+    round of one call each, then _ROUNDS rounds of calls that fill about _ROUND_S (3 calls of
+    0.3 ms each misjudged 4 channels)."""
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    calls = dict.fromkeys(ways, 1)
+    for _ in range(1 + _ROUNDS):
+        for name, (setup, call) in ways.items():
+            setup()
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                call()
+            times[name].append((time.perf_counter() - start) / calls[name])
+        calls = {name: max(3, math.ceil(_ROUND_S / min(t))) for name, t in times.items()}
+    return {name: statistics.median(t[1:]) for name, t in times.items()}
 
 
 def ilp_from(times: dict[int, dict[str, float]]) -> int:
@@ -215,17 +322,10 @@ def _timed(steps: int, channels: tuple[int, ...],
             for c in channels:
                 a = torch.sigmoid(torch.randn(steps, c, generator=g) + 2)
                 x = torch.randn(steps, c, generator=g)
-                times: dict[str, list[float]] = {name: [] for name in ways}
-                calls = dict.fromkeys(ways, 1)  # the warm-up round times one call of each
-                for _ in range(1 + _ROUNDS):
-                    for name, (parallel, ilp) in ways.items():
-                        torch.ops.plrnn.cpu_ilp_channels(ilp)
-                        start = time.perf_counter()
-                        for _ in range(calls[name]):
-                            scan(a, x, None, False, parallel)
-                        times[name].append((time.perf_counter() - start) / calls[name])
-                    calls = {name: max(3, math.ceil(_ROUND_S / min(t))) for name, t in times.items()}
-                result[c] = {name: statistics.median(t[1:]) for name, t in times.items()}
+                result[c] = _rounds({
+                    name: (lambda ilp=ilp: torch.ops.plrnn.cpu_ilp_channels(ilp),
+                           lambda a=a, x=x, parallel=parallel: scan(a, x, None, False, parallel))
+                    for name, (parallel, ilp) in ways.items()})
     finally:
         torch.ops.plrnn.cpu_ilp_channels(before)
     return result

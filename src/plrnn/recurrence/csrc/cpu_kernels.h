@@ -28,6 +28,17 @@ inline std::atomic<int64_t>& ilp_max_channels() {
   return channels;
 }
 
+// How the CPU kernels step rows wider than one register strip (64 floats, 32 doubles), float
+// and double: one whole row after the other, the state read back from the row just written
+// (sequential), or blocks of rows strip by strip with the state in registers (strips). Which is
+// faster depends on the CPU's prefetchers (calibration.py measures it once per CPU).
+// Process-wide, set through the plrnn::cpu_wide_rows op.
+constexpr int64_t kWideRowsSequential = 0, kWideRowsStrips = 1;
+inline std::atomic<int64_t>& wide_rows_layout() {
+  static std::atomic<int64_t> layout{kWideRowsSequential};
+  return layout;
+}
+
 // h = scan(a, x, h0) in time order (reverse: from row T-1 down); h0 may be null (zeros).
 template <typename scalar_t>
 void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out,

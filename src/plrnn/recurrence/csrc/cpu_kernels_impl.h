@@ -173,6 +173,24 @@ template <typename out_t, typename acc_t> struct StoreState {
     store<W, out_t, acc_t>(out + e, v);
   }
   StoreState shifted(int64_t e) const { return {out + e}; }
+  // The state lives in the output: where rows() finds the state emitted at offset e.
+  const out_t* state_at(int64_t e) const { return out + e; }
+  inline void row(int64_t e, const acc_t* __restrict__ a, const acc_t* __restrict__ x,
+                  const acc_t* __restrict__ prev, int64_t n, bool down) const {
+    acc_t* __restrict__ o = out + e;
+    constexpr int V = 32 / sizeof(acc_t);
+    using vec = typename VecOf<V, acc_t>::type;
+    if (down) {
+      int64_t i = n;
+      for (; i >= V; i -= V) {
+        const int64_t j = i - V;
+        store<V, acc_t, acc_t>(o + j, load<V, acc_t>(a + j) * load<V, acc_t>(prev + j) + load<V, acc_t>(x + j));
+      }
+      for (; i > 0; --i) o[i - 1] = a[i - 1] * prev[i - 1] + x[i - 1];
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) o[i] = a[i] * prev[i] + x[i];
+  }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
@@ -193,6 +211,34 @@ template <typename out_t, typename acc_t> struct StoreGrads {
     store<W, out_t, acc_t>(ga + e, load<W, acc_t>(hprev + e) * v);
   }
   StoreGrads shifted(int64_t e) const { return {gx + e, ga + e, hprev + e}; }
+  const out_t* state_at(int64_t e) const { return gx + e; }
+  inline void row(int64_t e, const acc_t* __restrict__ a, const acc_t* __restrict__ x,
+                  const acc_t* __restrict__ prev, int64_t n, bool down) const {
+    acc_t* __restrict__ g = gx + e;
+    acc_t* __restrict__ d = ga + e;
+    const acc_t* __restrict__ hp = hprev + e;
+    constexpr int V = 32 / sizeof(acc_t);
+    if (down) {
+      int64_t i = n;
+      for (; i >= V; i -= V) {
+        const int64_t j = i - V;
+        const auto v = load<V, acc_t>(a + j) * load<V, acc_t>(prev + j) + load<V, acc_t>(x + j);
+        store<V, acc_t, acc_t>(g + j, v);
+        store<V, acc_t, acc_t>(d + j, load<V, acc_t>(hp + j) * v);
+      }
+      for (; i > 0; --i) {
+        const acc_t v = a[i - 1] * prev[i - 1] + x[i - 1];
+        g[i - 1] = v;
+        d[i - 1] = hp[i - 1] * v;
+      }
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t v = a[i] * prev[i] + x[i];
+      g[i] = v;
+      d[i] = hp[i] * v;
+    }
+  }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
@@ -325,16 +371,27 @@ void strip_steps(const Inputs<in_t> in, int64_t start, int64_t s0, int64_t s1, i
   }
 }
 
-// Wide rows, and any rows scanned as one chunk, are stepped in blocks of a few rows: within a
-// block, register tiles of up to kStripVectors vectors of channels (strip_steps) walk its rows one
-// strip of the row after the other, so each strip's state stays in registers for the block and
-// each element costs two loads and a store, as in torch.mul. Stepping whole rows with the state
-// in an L1 buffer instead cost a load and a store of the state per element more, and a narrow
-// row cut into register tiles that each walk all of time read its lines once per tile. Measured
-// on the Skylake-SP VM, fp32 forward against torch.mul(out=), the kernel called from C++: one
-// thread 0.66-0.89 -> 0.91-0.99 at (512, 1024), (4096, 128), (256, 4096), (1024, 1024) and
-// (65536, 1024); (65536, 32) 0.99, (4096, 64) 0.99. Blocks span about 16 KiB of each input (at
-// least 4 rows): 8 or more rows of 4 KiB, all at one page offset, ran at half speed.
+// Rows wider than one strip (float, double) are stepped one of two ways, whichever the CPU runs
+// faster (wide_rows_layout, measured once per CPU by calibration.py):
+//   sequential  Pass::rows: whole rows one after the other, each step reading the previous state
+//               back from the row just written, so memory sees torch.mul's three sequential
+//               streams, and rows in descending address order (reverse scans, the backward) are
+//               walked from their end, so the streams stay descending end to end.
+//   strips      blocks of a few rows: within a block, register tiles of up to kStripVectors
+//               vectors of channels (strip_steps) walk its rows one strip after the other, so the
+//               state stays in registers and each element costs two loads and a store.
+// Measured fp32 forward against torch.mul(out=), one thread, the kernel called from C++:
+//   Skylake-SP VM: strips 0.91-0.99 at (512, 1024), (4096, 128), (256, 4096), (1024, 1024)
+//     and (65536, 1024), where whole rows with the state in an L1 buffer (a load and a store of
+//     it per element more than sequential's) ran at 0.66-0.89.
+//   Zen 4 (EPYC) VM: strips 0.55-0.65 at (65536, 128) and (65536, 1024) and 0.8 in cache;
+//     sequential 0.9-1.06, and 0.85-0.87 in cache. Every block length from 2 to 256 rows
+//     was as slow: this core's prefetchers lose the 2R streams of a block. Reverse scans and the
+//     backward ran at 0.35-0.45 walking each row upwards, 0.9-1.1 walking it down.
+// Narrow rows (one strip or less) always take strips: their state chain is latency-bound, which
+// reading it back from memory would lengthen. Strip blocks span about 16 KiB of each input (at
+// least 4 rows): on the Skylake-SP VM 8 or more rows of 4 KiB, all at one page offset, ran at
+// half speed.
 constexpr int kStripVectors = 8;
 inline int64_t strip_rows(int64_t row_bytes) {
   return std::clamp<int64_t>((int64_t(1) << 14) / std::max<int64_t>(1, row_bytes), 4, 256);
@@ -380,6 +437,13 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
   // rows as register tiles over each chunk's whole length, anything else strip by strip.
   template <bool REDUCE> void group(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
     const int64_t P = in.period;
+    if constexpr (!REDUCE && std::is_same_v<in_t, acc_t>) {
+      if (c1 - c0 > kStripVectors * int64_t(32 / sizeof(acc_t)) &&
+          wide_rows_layout().load(std::memory_order_relaxed) == kWideRowsSequential) {
+        for (int64_t k = k0; k < k1; ++k) rows(k, c0, c1);
+        return;
+      }
+    }
     if (c1 - c0 > kNarrowMax || k1 - k0 == 1) {
       const int64_t R = strip_rows(C * int64_t(sizeof(in_t)));
       for (int64_t k = k0; k < k1; ++k)
@@ -399,6 +463,33 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
       narrow<REDUCE>(k0, k1, c, end);
       c = end;
     }
+  }
+
+  // Every row of chunk k, channels [c0, c1), one row after the other: each step reads the
+  // previous state back from the row just emitted (an L1 hit), so memory sees the three
+  // sequential streams of torch.mul. Float and double only (the state must be stored unrounded).
+  void rows(int64_t k, int64_t c0, int64_t c1) const {
+    const int64_t P = in.period;
+    struct Run { int64_t c, len, ca; };
+    std::vector<Run> runs;
+    for (int64_t c = c0; c < c1;) {
+      const int64_t end = P >= C ? c1 : std::min(c1, (c / P + 1) * P);
+      runs.push_back({c, end - c, c % P});
+      c = end;
+    }
+    const int64_t start = chunks.start[k], len = chunks.len[k];
+    acc_t* state = st + k * C;
+    const bool down = in.stride < 0;
+    for (int64_t s = 0; s < len; ++s) {
+      const int64_t row = (start + s) * in.stride, a_row = (start + s) * in.a_stride;
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const Run& r = down ? runs[runs.size() - 1 - i] : runs[i];
+        const acc_t* prev = s == 0 ? state + r.c : emit.state_at(row - in.stride + r.c);
+        emit.row(row + r.c, in.a + a_row + r.ca, in.x + row + r.c, prev, r.len, down);
+      }
+    }
+    const int64_t last = (start + len - 1) * in.stride;
+    for (const Run& r : runs) std::copy_n(emit.state_at(last + r.c), r.len, state + r.c);
   }
 
   // Rows [s0, s1) of chunk k, channels [c0, c1) (within one period of the decays), strip by

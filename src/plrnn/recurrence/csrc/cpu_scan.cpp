@@ -297,10 +297,19 @@ int64_t set_ilp_channels(int64_t channels) {
   return channels < 0 ? ilp_max_channels().load() : ilp_max_channels().exchange(channels);
 }
 
+// Sets how the kernels step rows wider than one register strip (0: sequential, 1: strips;
+// negative: only reads it); returns the previous value.
+int64_t set_wide_rows(int64_t layout) {
+  TORCH_CHECK(layout < 0 || layout == kWideRowsSequential || layout == kWideRowsStrips,
+              "cpu_wide_rows: layout must be 0 (sequential) or 1 (strips), got ", layout);
+  return layout < 0 ? wide_rows_layout().load() : wide_rows_layout().exchange(layout);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_ilp_channels(int channels) -> int", &set_ilp_channels);
+  m.def("cpu_wide_rows(int layout) -> int", &set_wide_rows);
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
   m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> ()");
   m.def("cpu_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, bool parallel) -> (Tensor, Tensor, Tensor)");
