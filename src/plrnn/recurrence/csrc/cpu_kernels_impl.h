@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <type_traits>
 #include <thread>
 #include <vector>
@@ -148,15 +150,28 @@ inline void stream_fence() {
 #endif
 }
 
-// Bytes of the last-level cache (glibc reports it; a 32 MiB guess where it does not).
+// Bytes of one instance of the last-level cache: what Linux's sysfs says of CPU 0's highest
+// cache level, else glibc's figure, else a 32 MiB guess. sysfs first: on a Zen 4 EPYC VM glibc
+// reported 320 MiB of L3 where sysfs (and lscpu) said 32 MiB, which kept every scan of up to 100
+// MiB off the pipelined schedule.
 inline int64_t llc_bytes() {
   static const int64_t bytes = [] {
-    long b = 0;
+    int64_t best_level = 0, b = 0;
+    for (int index = 0; index < 8; ++index) {
+      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+      std::ifstream level_file(dir + "/level"), size_file(dir + "/size");
+      int64_t level = 0, size = 0;
+      std::string unit;
+      if (!(level_file >> level) || !(size_file >> size)) continue;
+      std::getline(size_file, unit);
+      size *= unit == "K" ? 1024 : unit == "M" ? 1 << 20 : 1;
+      if (level >= best_level && size > 0) best_level = level, b = size;
+    }
 #if defined(_SC_LEVEL3_CACHE_SIZE)
-    b = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (b <= 0) b = sysconf(_SC_LEVEL3_CACHE_SIZE);
     if (b <= 0) b = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
-    return b > 0 ? int64_t(b) : int64_t(32) << 20;
+    return b > 0 ? b : int64_t(32) << 20;
   }();
   return bytes;
 }
