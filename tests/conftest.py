@@ -42,16 +42,41 @@ def num_threads():
 
 
 @pytest.fixture(params=["sequential", "strips"])
-def wide_rows(request):
+def wide_rows(request, monkeypatch):
     """Runs the test under each layout of wide rows in the CPU kernels (calibration.WIDE_ROWS:
-    which one runs is measured per CPU, so both must be right); restored afterwards."""
+    which one runs is measured per CPU, so both must be right), whatever thread counts it sets."""
+    from plrnn.recurrence import calibration
+
+    before = _kernel_setting(monkeypatch, "wide_rows", "cpu_wide_rows", calibration.WIDE_ROWS,
+                             request.param)
+    yield request.param
+    torch.ops.plrnn.cpu_wide_rows(before)
+
+
+@pytest.fixture
+def streaming_schedule(monkeypatch):
+    """set(name): cpu_serial's schedule for scans streamed from memory on several threads
+    (calibration.STREAMING) for the rest of the test, whatever thread counts it sets."""
+    from plrnn.recurrence import calibration
+
+    befores = []
+    yield lambda name: befores.append(_kernel_setting(
+        monkeypatch, "streaming_schedule", "cpu_streaming_schedule", calibration.STREAMING, name))
+    if befores:
+        torch.ops.plrnn.cpu_streaming_schedule(befores[0])
+
+
+def _kernel_setting(monkeypatch, what, op_name, table, name):
+    """Sets one of the C++ kernels' process-wide settings to table[name], and makes
+    calibration.<what> answer the same, so that the first call at a new thread count
+    (cpu._tune_serial) keeps it (monkeypatch undoes that); returns the setting before."""
     from plrnn.recurrence import calibration, cpu
 
     cpu.load()
-    cpu._tune_rows()  # the layout a first call would apply must not override the test's
-    before = torch.ops.plrnn.cpu_wide_rows(calibration.WIDE_ROWS[request.param])
-    yield request.param
-    torch.ops.plrnn.cpu_wide_rows(before)
+    value = table[name]
+    monkeypatch.setattr(calibration, what, lambda *threads: value)
+    monkeypatch.setattr(cpu, "_serial_tuned", 0)
+    return getattr(torch.ops.plrnn, op_name)(value)
 
 
 @pytest.fixture

@@ -130,16 +130,18 @@ def _kernel_decay_shapes(fn):
     return result, seen
 
 
-@pytest.mark.parametrize("threads", [1, 2, "2-pipelined"])
+@pytest.mark.parametrize("threads", [1, 2, "2-pipelined", "2-time-split"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("T", [1, 33, 700])
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
 def test_cpu_kernels_read_broadcast_decays_unexpanded(case, T, reverse, threads, num_threads,
-                                                      monkeypatch, wide_rows):
+                                                      monkeypatch, wide_rows, streaming_schedule):
     spec, trailing, period = case
-    if threads == "2-pipelined":
+    if threads in ("2-pipelined", "2-time-split"):
         monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
-    num_threads(2 if threads == "2-pipelined" else threads)
+        streaming_schedule("time_split" if threads == "2-time-split" else "pipelined")
+        threads = 2
+    num_threads(threads)
     grads = _broadcast_case(spec, trailing, T, seed_for("bcast-kernel", spec, T, reverse))
     want_h, want = grads(lambda a_, x_, h0_: reference.serial(a_.expand(x_.shape), x_, h0_,
                                                               reverse))

@@ -27,7 +27,15 @@ def calibrating(monkeypatch, tmp_path):
     # Known, so that no test measures the layout of wide rows by accident; those that test it
     # reset it to None.
     monkeypatch.setattr(calibration, "_layout", "sequential")
+    monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(1.0))
     return tmp_path
+
+
+def fake_streaming(pipelined_over_time_split):
+    """measure_streaming()'s result where the pipelined schedule takes this much the time split's
+    time."""
+    return lambda: {shape: {"pipelined": pipelined_over_time_split, "time_split": 1.0}
+                    for shape in calibration.LAYOUT_SHAPES}
 
 
 def test_channels_from_ratios():
@@ -171,8 +179,10 @@ def test_layout_from_ratios():
 
 @pytest.mark.parametrize("faster", ["sequential", "strips"])
 def test_the_first_call_of_any_cpu_kernel_applies_the_measured_layout(calibrating, monkeypatch,
-                                                                      faster):
+                                                                      num_threads, faster):
     from plrnn.recurrence import cpu
+
+    num_threads(1)  # the rest of the calibration is for 2+ threads
 
     calls = []
 
@@ -183,7 +193,7 @@ def test_the_first_call_of_any_cpu_kernel_applies_the_measured_layout(calibratin
 
     monkeypatch.setattr(calibration, "_layout", None)
     monkeypatch.setattr(calibration, "measure_layout", fake_measure_layout)
-    monkeypatch.setattr(cpu, "_rows_tuned", False)
+    monkeypatch.setattr(cpu, "_serial_tuned", 0)
     before = torch.ops.plrnn.cpu_wide_rows(-1)
     try:
         cpu.serial(torch.rand(40, 3), torch.randn(40, 3), None, False)
@@ -224,3 +234,46 @@ def test_an_unknown_layout_is_refused():
     cpu.load()
     with pytest.raises(RuntimeError, match="layout must be 0"):
         torch.ops.plrnn.cpu_wide_rows(2)
+
+
+@pytest.mark.parametrize("pipelined_over_time_split", [1.0, 1.3])
+def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedule(
+        calibrating, monkeypatch, num_threads, pipelined_over_time_split):
+    from plrnn.recurrence import cpu
+
+    monkeypatch.setattr(calibration, "measure", lambda: fake_times({c: 0.9 for c in (2, 4)}))
+    monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
+    monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(pipelined_over_time_split))
+    monkeypatch.setattr(cpu, "_serial_tuned", 0)
+    want = "time_split" if pipelined_over_time_split >= calibration.MARGIN else "pipelined"
+    before = torch.ops.plrnn.cpu_streaming_schedule(-1)
+    try:
+        num_threads(2)
+        cpu.serial(torch.rand(40, 3), torch.randn(40, 3), None, False)
+        assert torch.ops.plrnn.cpu_streaming_schedule(-1) == calibration.STREAMING[want]
+        record = json.loads(calibration.cache_file(2).read_text())
+        assert record["streaming_schedule"] == want
+        assert record["pipelined_over_time_split"]["8192x1024"] == pipelined_over_time_split
+        num_threads(1)  # one thread has nothing to split
+        cpu.serial(torch.rand(40, 3), torch.randn(40, 3), None, False)
+        assert torch.ops.plrnn.cpu_streaming_schedule(-1) == calibration.STREAMING["pipelined"]
+    finally:
+        torch.ops.plrnn.cpu_streaming_schedule(before)
+
+
+def test_the_real_streaming_measurement_runs(num_threads):
+    num_threads(2)
+    before = torch.ops.plrnn.cpu_streaming_schedule(-1)
+    times = calibration.measure_streaming()
+    assert sorted(times) == sorted(calibration.LAYOUT_SHAPES)
+    assert all(sorted(t) == sorted(calibration.STREAMING) for t in times.values())
+    assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())
+    assert torch.ops.plrnn.cpu_streaming_schedule(-1) == before
+
+
+def test_an_unknown_streaming_schedule_is_refused():
+    from plrnn.recurrence import cpu
+
+    cpu.load()
+    with pytest.raises(RuntimeError, match="schedule must be 0"):
+        torch.ops.plrnn.cpu_streaming_schedule(2)

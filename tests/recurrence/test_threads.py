@@ -143,19 +143,23 @@ def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
                 assert (gv - wv).abs().max().item() <= tol, (n, name, which)
 
 
-# cpu_serial's pipelined schedule (2+ threads, data larger than the last-level cache, rows of
-# 256 bytes or more) writes h, and in the backward dL/dx and dL/da, with non-temporal stores
-# (plain stores at the unaligned head and tail of each row). PLRNN_STREAM_BYTES replaces the cache
-# size: 0 takes these small inputs through it on any machine. 67 channels put rows at every
-# alignment; an out= one element into its storage misaligns the whole output. The result is the
-# same bits at any alignment and agrees with the reference.
+# cpu_serial's schedules for scans streamed from memory (2+ threads, data larger than the
+# last-level cache, rows of 256 bytes or more; which one runs is measured per CPU): the pipelined
+# one writes h, and in the backward dL/dx and dL/da, with non-temporal stores (plain stores at the
+# unaligned head and tail of each row); the time split runs cpu_parallel's Algorithm 1.
+# PLRNN_STREAM_BYTES replaces the cache size: 0 takes these small inputs through them on any
+# machine. 67 channels put rows at every alignment; an out= one element into its storage
+# misaligns the whole output. The result is the same bits at any alignment and agrees with the
+# reference.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("channels", [67, 128])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_pipelined_schedule_at_every_alignment(dtype, channels, reverse, num_threads,
-                                               monkeypatch):
+@pytest.mark.parametrize("schedule", ["pipelined", "time_split"])
+def test_streaming_schedules_at_every_alignment(dtype, channels, reverse, schedule, num_threads,
+                                               monkeypatch, streaming_schedule):
     import plrnn
 
+    streaming_schedule(schedule)
     num_threads(2)
     monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
     T = 1500  # several of the schedule's blocks at these widths

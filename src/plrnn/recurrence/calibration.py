@@ -66,6 +66,7 @@ class Choice(NamedTuple):
     long: tuple[int, ...]  # channel counts for cpu_parallel at T >= MIN_STEPS
     short: tuple[int, ...]  # ... at SHORT_MIN_STEPS <= T < MIN_STEPS
     ilp: int  # cpu_parallel's in-thread chunks up to this many channels
+    stream: str  # cpu_serial's schedule for scans streamed from memory: one of STREAMING
 
 
 _cache: dict[int, Choice] = {}
@@ -74,7 +75,11 @@ _layout: str | None = None  # wide_rows()'s answer once known
 # The layouts of cpu_kernels.h (wide_rows_layout): rows wider than one register strip stepped
 # one whole row after the other, or in blocks of rows strip by strip with the state in registers.
 WIDE_ROWS = {"sequential": 0, "strips": 1}
-# Where to compare them: each input 32 MiB, beyond the last-level cache of the CPUs we met.
+# cpu_serial's schedules for scans streamed from memory on several threads (cpu_kernels.h,
+# streaming_schedule).
+STREAMING = {"pipelined": 0, "time_split": 1}
+# Where to compare layouts and schedules: each input 32 MiB, beyond the last-level cache of the
+# CPUs we met.
 LAYOUT_SHAPES = ((65536, 128), (8192, 1024))
 
 
@@ -125,6 +130,14 @@ def parallel_channels(threads: int, steps: int) -> tuple[int, ...]:
     return choice.long if steps >= MIN_STEPS else choice.short
 
 
+def streaming_schedule(threads: int) -> int:
+    """cpu_serial's schedule here for scans streamed from memory on `threads` threads: one of
+    STREAMING's values."""
+    if threads < 2 or not enabled():
+        return STREAMING["pipelined"]
+    return STREAMING[_choice(threads).stream]
+
+
 def ilp_channels(threads: int) -> int:
     """The widest rows (channels) for which cpu_parallel chunks time inside each thread here."""
     if threads < 2 or not enabled():
@@ -142,8 +155,10 @@ def _load_or_measure(threads: int) -> Choice:
     path = cache_file(threads)
     try:
         record = json.loads(path.read_text())
-        return Choice(tuple(record["parallel_channels"]), tuple(record["short_parallel_channels"]),
-                      int(record["ilp_channels"]))
+        if record["streaming_schedule"] in STREAMING:
+            return Choice(tuple(record["parallel_channels"]),
+                          tuple(record["short_parallel_channels"]), int(record["ilp_channels"]),
+                          record["streaming_schedule"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     times = measure()
@@ -151,8 +166,10 @@ def _load_or_measure(threads: int) -> Choice:
     ratios = {c: t["serial"] / t["ilp" if c <= ilp else "plain"] for c, t in times.items()}
     short = measure_short(ilp)
     short_ratios = {c: t["serial"] / t["parallel"] for c, t in short.items()}
+    streaming = measure_streaming()
+    stream_ratios = {shape: t["pipelined"] / t["time_split"] for shape, t in streaming.items()}
     choice = Choice(channels_from(ratios), channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
-                    ilp)
+                    ilp, "time_split" if _geomean(stream_ratios) >= MARGIN else "pipelined")
     record = {
         "cpu": _cpu_model().partition(":")[2].strip(),
         "threads": threads,
@@ -163,12 +180,15 @@ def _load_or_measure(threads: int) -> Choice:
         "short_parallel_channels": list(choice.short),
         "plain_over_chunked": {str(c): round(t["plain"] / t["ilp"], 3) for c, t in times.items()},
         "ilp_channels": ilp,
+        "pipelined_over_time_split": {f"{T}x{C}": round(r, 3)
+                                      for (T, C), r in stream_ratios.items()},
+        "streaming_schedule": choice.stream,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     _write_record(path, record)
     log.info("plrnn: auto calibrated for this CPU (%s): long %s, short %s, in-thread chunks up to "
-             "%d channels", path, record["serial_over_parallel"],
-             record["short_serial_over_parallel"], ilp)
+             "%d channels, streaming %s", path, record["serial_over_parallel"],
+             record["short_serial_over_parallel"], ilp, choice.stream)
     return choice
 
 
@@ -218,22 +238,42 @@ def _load_or_measure_layout() -> str:
 def layout_from(ratios: dict[tuple[int, int], float]) -> str:
     """'strips' where they were at least MARGIN faster than sequential rows over the measured
     shapes (geometric mean of sequential time / strips time), else 'sequential'."""
-    mean = math.exp(statistics.fmean(math.log(r) for r in ratios.values()))
-    return "strips" if mean >= MARGIN else "sequential"
+    return "strips" if _geomean(ratios) >= MARGIN else "sequential"
+
+
+def _geomean(ratios: dict) -> float:
+    return math.exp(statistics.fmean(math.log(r) for r in ratios.values()))
+
+
+def measure_streaming() -> dict[tuple[int, int], dict[str, float]]:
+    """Median seconds per call of cpu_serial with each of STREAMING's schedules, on the current
+    thread count, forward into a preallocated output, at each of LAYOUT_SHAPES."""
+    return _timed_settings("cpu_streaming_schedule", STREAMING)
 
 
 def measure_layout() -> dict[tuple[int, int], dict[str, float]]:
     """Median seconds per call of cpu_serial on one thread, forward into a preallocated output,
     with each layout of wide rows, at each of LAYOUT_SHAPES."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        return _timed_settings("cpu_wide_rows", WIDE_ROWS)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _timed_settings(op_name: str, settings: dict[str, int]
+                    ) -> dict[tuple[int, int], dict[str, float]]:
+    """Times cpu_serial (forward, out=) under each of `settings` applied through the kernels'
+    setting op `op_name`, at each of LAYOUT_SHAPES; the setting is restored afterwards."""
     from . import cpu
 
     cpu.load()
-    threads = torch.get_num_threads()
-    before = torch.ops.plrnn.cpu_wide_rows(-1)
+    op = getattr(torch.ops.plrnn, op_name)
+    before = op(-1)
     g = torch.Generator().manual_seed(0)
     result = {}
     try:
-        torch.set_num_threads(1)
         for T, C in LAYOUT_SHAPES:
             a = torch.sigmoid(torch.randn(T, C, generator=g) + 2)
             x = torch.randn(T, C, generator=g)
@@ -242,12 +282,10 @@ def measure_layout() -> dict[tuple[int, int], dict[str, float]]:
             def call(a=a, x=x, out=out):
                 torch.ops.plrnn.cpu_scan_out(a, x, None, False, False, out=out)
 
-            result[(T, C)] = _rounds({
-                name: (lambda v=v: torch.ops.plrnn.cpu_wide_rows(v), call)
-                for name, v in WIDE_ROWS.items()})
+            result[(T, C)] = _rounds({name: (lambda v=v: op(v), call)
+                                      for name, v in settings.items()})
     finally:
-        torch.set_num_threads(threads)
-        torch.ops.plrnn.cpu_wide_rows(before)
+        op(before)
     return result
 
 

@@ -150,23 +150,27 @@ def _tune_parallel() -> int:
     return threads
 
 
-_rows_tuned = False  # whether this CPU's layout of wide rows was applied
+_serial_tuned = 0  # the thread count cpu_serial's measured settings were last applied for
 
 
 @torch._dynamo.assume_constant_result
-def _tune_rows() -> bool:
-    """Applies this CPU's measured layout of wide rows (calibration.wide_rows) before the first
-    call of any CPU kernel; under torch.compile once, at trace time."""
-    global _rows_tuned
-    if not _rows_tuned:
-        _rows_tuned = True  # first: the calibration runs the kernels itself
+def _tune_serial() -> int:
+    """Applies this CPU's measured layout of wide rows (calibration.wide_rows, any kernel) and
+    cpu_serial's schedule for scans streamed from memory (calibration.streaming_schedule) before
+    the first call of a CPU kernel at each thread count; under torch.compile once, at trace
+    time."""
+    global _serial_tuned
+    threads = torch.get_num_threads()
+    if threads != _serial_tuned:
+        _serial_tuned = threads  # first: the calibration runs the kernels itself
         torch.ops.plrnn.cpu_wide_rows(calibration.wide_rows())
-    return True
+        torch.ops.plrnn.cpu_streaming_schedule(calibration.streaming_schedule(threads))
+    return threads
 
 
 def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel):
     """A packed batch in one call: contiguous (T, *) inputs, (N, *) states, int64 CPU offsets."""
-    _tune_rows()
+    _tune_serial()
     if parallel:
         _tune_parallel()
     return _scan_varlen(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
@@ -174,18 +178,18 @@ def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
 
 def scan_into(decays, impulses, initial_state, reverse, parallel, out):
     """The kernel writing into `out` ((T, C) contiguous), allocating nothing."""
-    _tune_rows()
+    _tune_serial()
     if parallel:
         _tune_parallel()
     _scan_out(decays, impulses, initial_state, reverse, parallel, out=out)
 
 
 def serial(decays, impulses, initial_state, reverse):
-    _tune_rows()
+    _tune_serial()
     return _scan(decays, impulses, initial_state, reverse, False)
 
 
 def parallel(decays, impulses, initial_state, reverse):
-    _tune_rows()
+    _tune_serial()
     _tune_parallel()
     return _scan(decays, impulses, initial_state, reverse, True)

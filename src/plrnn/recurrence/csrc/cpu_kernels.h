@@ -39,6 +39,20 @@ inline std::atomic<int64_t>& wide_rows_layout() {
   return layout;
 }
 
+// How cpu_serial spreads a scan over 2+ threads where the data overflow the last-level cache and
+// each thread's share of a row would be under 4 KiB (threads that split the channels then stream
+// parts of the same pages): the pipelined schedule (threads take blocks of rows in turn, each
+// block reduced as it is read and scanned from cache; shares of 2 KiB and more split the
+// channels) or a time split (Algorithm 1, cpu_parallel's schedule: every input read twice, but
+// each thread streams a contiguous range). Which is faster depends on the CPU (calibration.py
+// measures it per CPU and thread count). Process-wide, set through the
+// plrnn::cpu_streaming_schedule op.
+constexpr int64_t kStreamPipelined = 0, kStreamTimeSplit = 1;
+inline std::atomic<int64_t>& streaming_schedule() {
+  static std::atomic<int64_t> schedule{kStreamPipelined};
+  return schedule;
+}
+
 // h = scan(a, x, h0) in time order (reverse: from row T-1 down); h0 may be null (zeros).
 template <typename scalar_t>
 void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out,

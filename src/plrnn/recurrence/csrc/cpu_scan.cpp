@@ -305,9 +305,19 @@ int64_t set_wide_rows(int64_t layout) {
   return layout < 0 ? wide_rows_layout().load() : wide_rows_layout().exchange(layout);
 }
 
+// Sets cpu_serial's schedule for scans that stream from memory on several threads (0:
+// pipelined, 1: time split; negative: only reads it); returns the previous value.
+int64_t set_streaming_schedule(int64_t schedule) {
+  TORCH_CHECK(schedule < 0 || schedule == kStreamPipelined || schedule == kStreamTimeSplit,
+              "cpu_streaming_schedule: schedule must be 0 (pipelined) or 1 (time split), got ",
+              schedule);
+  return schedule < 0 ? streaming_schedule().load() : streaming_schedule().exchange(schedule);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(plrnn, m) {
+  m.def("cpu_streaming_schedule(int schedule) -> int", &set_streaming_schedule);
   m.def("cpu_ilp_channels(int channels) -> int", &set_ilp_channels);
   m.def("cpu_wide_rows(int layout) -> int", &set_wide_rows);
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
