@@ -28,6 +28,12 @@ lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop, 1 and 2
 channels). cpu_parallel is timed both ways at the long length; the in-thread chunks are kept up
 to the widest measured width where they were at least 5% faster (`ilp_channels`), and the choices
 above use the faster way. The first cpu_parallel call in a process applies it (cpu.py).
+
+Two settings of the kernels themselves are measured too (docs/op.md, "How auto chooses"), since
+the CPUs we met disagree on them by up to 2x: how rows wider than one register strip are
+stepped (wide_rows: one thread, any backend, once per CPU, under a second) and how cpu_serial
+spreads a scan streamed from memory over 2+ threads (streaming_schedule: in the per-thread-count
+record, about 1.5 s more). The first call of a CPU kernel at each thread count applies them.
 """
 
 from __future__ import annotations

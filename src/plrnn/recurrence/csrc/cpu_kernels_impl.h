@@ -194,12 +194,12 @@ template <typename out_t, typename acc_t> struct StoreState {
                   const acc_t* __restrict__ prev, int64_t n, bool down) const {
     acc_t* __restrict__ o = out + e;
     constexpr int V = 32 / sizeof(acc_t);
-    using vec = typename VecOf<V, acc_t>::type;
-    if (down) {
+    if (down) {  // the same loop from the row's end, vector by vector
       int64_t i = n;
       for (; i >= V; i -= V) {
         const int64_t j = i - V;
-        store<V, acc_t, acc_t>(o + j, load<V, acc_t>(a + j) * load<V, acc_t>(prev + j) + load<V, acc_t>(x + j));
+        const auto v = load<V, acc_t>(a + j) * load<V, acc_t>(prev + j) + load<V, acc_t>(x + j);
+        store<V, acc_t, acc_t>(o + j, v);
       }
       for (; i > 0; --i) o[i - 1] = a[i - 1] * prev[i - 1] + x[i - 1];
       return;
@@ -814,11 +814,12 @@ inline bool pipeline_pays(int64_t n, int64_t row_bytes, int64_t threads) {
 
 // Where cpu_serial takes cpu_parallel's time split instead (streaming_schedule): the data come
 // from memory, the threads' shares of a row would be under a page, and rows are wide enough to
-// have been pipelined. Measured on a Zen 4 EPYC VM (fp32, out=, 2 threads, against
-// torch.mul(out=), the kernel called from C++): (65536, 128) pipelined 0.53-0.8, time split
-// 0.57-0.73 of a torch.mul that itself swung from 26 to 50 GB/s; in absolute terms every serial
-// schedule stayed at 18-22 GB/s (one thread's sequential rows alone 20-23), the time split
-// 25-32 GB/s. (65536, 1024): channel split 0.41-0.74, time split 0.80-0.83.
+// have been pipelined. Measured on a Zen 4 EPYC VM (fp32, 2 threads, the kernel called from C++,
+// GB/s at 12 bytes per element, torch.mul(out=) swinging between 25 and 50 on that host): the
+// pipelined schedule and the channel split stayed at 17-22 GB/s, what one thread's sequential
+// rows reach alone, whatever the block and piece sizes or the store kind; the time split reached
+// 19-20 at (65536, 128), 23-24 at (65536, 512) and 24-28 at (65536, 1024), and in the backward
+// at (65536, 128) twice the pipelined rate (12 against 6).
 inline bool time_split_pays(int64_t n, int64_t row_bytes, int64_t threads) {
   return streaming_schedule().load(std::memory_order_relaxed) == kStreamTimeSplit &&
          row_bytes >= 256 && row_bytes / threads < 4096 && exceeds_cache(n, row_bytes);
