@@ -33,7 +33,7 @@ Two settings of the kernels themselves are measured too (docs/op.md, "How auto c
 the CPUs we met disagree on them by up to 2x: how rows wider than one register strip are
 stepped (wide_rows: one thread, any backend, once per CPU, under a second) and how cpu_serial
 spreads a scan streamed from memory over 2+ threads (streaming_schedule: in the per-thread-count
-record, about 1.5 s more). The first call of a CPU kernel at each thread count applies them.
+record, about 3 s more). The first call of a CPU kernel at each thread count applies them.
 """
 
 from __future__ import annotations
@@ -252,9 +252,11 @@ def _geomean(ratios: dict) -> float:
 
 
 def measure_streaming() -> dict[tuple[int, int], dict[str, float]]:
-    """Median seconds per call of cpu_serial with each of STREAMING's schedules, on the current
-    thread count, forward into a preallocated output, at each of LAYOUT_SHAPES."""
-    return _timed_settings("cpu_streaming_schedule", STREAMING)
+    """Median seconds per training step of cpu_serial (forward into a preallocated output, then
+    the backward) with each of STREAMING's schedules, on the current thread count, at each of
+    LAYOUT_SHAPES. The backward is timed too: on the Zen 4 VM the schedules ran the forward at
+    about one speed and the backward at 2x apart."""
+    return _timed_settings("cpu_streaming_schedule", STREAMING, backward=True)
 
 
 def measure_layout() -> dict[tuple[int, int], dict[str, float]]:
@@ -268,10 +270,11 @@ def measure_layout() -> dict[tuple[int, int], dict[str, float]]:
         torch.set_num_threads(threads)
 
 
-def _timed_settings(op_name: str, settings: dict[str, int]
+def _timed_settings(op_name: str, settings: dict[str, int], backward: bool = False
                     ) -> dict[tuple[int, int], dict[str, float]]:
-    """Times cpu_serial (forward, out=) under each of `settings` applied through the kernels'
-    setting op `op_name`, at each of LAYOUT_SHAPES; the setting is restored afterwards."""
+    """Times cpu_serial (forward, out=; then its backward if `backward`) under each of `settings`
+    applied through the kernels' setting op `op_name`, at each of LAYOUT_SHAPES; the setting is
+    restored afterwards."""
     from . import cpu
 
     cpu.load()
@@ -284,9 +287,12 @@ def _timed_settings(op_name: str, settings: dict[str, int]
             a = torch.sigmoid(torch.randn(T, C, generator=g) + 2)
             x = torch.randn(T, C, generator=g)
             out = torch.empty_like(x)
+            grad = torch.randn(T, C, generator=g)
 
-            def call(a=a, x=x, out=out):
+            def call(a=a, x=x, out=out, grad=grad):
                 torch.ops.plrnn.cpu_scan_out(a, x, None, False, False, out=out)
+                if backward:
+                    torch.ops.plrnn.cpu_scan_backward(a, out, grad, None, False, False)
 
             result[(T, C)] = _rounds({name: (lambda v=v: op(v), call)
                                       for name, v in settings.items()})
