@@ -255,8 +255,16 @@ def measure_streaming() -> dict[tuple[int, int], dict[str, float]]:
     """Median seconds per training step of cpu_serial (forward into a preallocated output, then
     the backward) with each of STREAMING's schedules, on the current thread count, at each of
     LAYOUT_SHAPES. The backward is timed too: on the Zen 4 VM the schedules ran the forward at
-    about one speed and the backward at 2x apart."""
-    return _timed_settings("cpu_streaming_schedule", STREAMING, backward=True)
+    about one speed and the backward at 2x apart. The time split steps rows as this CPU's
+    layout of wide rows says, so that is applied while measuring (and restored)."""
+    from . import cpu
+
+    cpu.load()
+    before = torch.ops.plrnn.cpu_wide_rows(wide_rows())
+    try:
+        return _timed_settings("cpu_streaming_schedule", STREAMING, backward=True)
+    finally:
+        torch.ops.plrnn.cpu_wide_rows(before)
 
 
 def measure_layout() -> dict[tuple[int, int], dict[str, float]]:
