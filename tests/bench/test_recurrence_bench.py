@@ -56,6 +56,11 @@ def test_writes_the_three_files_with_both_allocators(smoke):
     assert "allocator columns: `default`" in head and "`steady`" in head
     assert all(dist in head for dist in ("U[0,1)", "U[0.9,1)", "sigmoid(N(mu,1))"))
     assert "machine: `" in head
+    # The kernels' measured settings the run used (the tests run the fixed ones).
+    settings = meta["machine"]["kernel_settings"]
+    assert settings == {"wide_rows": "sequential", "streaming_schedule": "pipelined",
+                        "ilp_channels": settings["ilp_channels"], "calibrated": False}
+    assert "CPU kernel settings (plrnn.recurrence.calibration" in head and '"sequential"' in head
     # Every comparison table has both allocator columns.
     for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
         table = md.split(title)[1].split("\n## ")[0]

@@ -1024,6 +1024,23 @@ def cpu_kernels_digest() -> str | None:
         return None
 
 
+def kernel_settings() -> dict | None:
+    """The C++ CPU kernels' process-wide settings in effect (measured per CPU and thread count by
+    plrnn.recurrence.calibration and applied at the first kernel call), or None without them."""
+    from plrnn.recurrence import calibration, cpu
+
+    if cpu.load() is not None:
+        return None
+    ops = torch.ops.plrnn
+    name = {table_name: {v: k for k, v in table.items()}
+            for table_name, table in (("rows", calibration.WIDE_ROWS),
+                                      ("stream", calibration.STREAMING))}
+    return {"wide_rows": name["rows"][ops.cpu_wide_rows(-1)],
+            "streaming_schedule": name["stream"][ops.cpu_streaming_schedule(-1)],
+            "ilp_channels": ops.cpu_ilp_channels(-1),
+            "calibrated": calibration.enabled()}
+
+
 def header(info: dict, cfg: Config, argv: list[str], statuses, load,
            allocator_details: dict) -> list[str]:
     commit = info["git_commit"] or "unknown"
@@ -1045,6 +1062,8 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         "- backends: " + "; ".join(
             f"{s.name}: {'available' if s.available else 'UNAVAILABLE (' + s.reason + ')'}"
             for s in statuses),
+        "- CPU kernel settings (plrnn.recurrence.calibration, measured once per CPU and thread "
+        f"count unless PLRNN_AUTO_CALIBRATION=0): {json.dumps(info.get('kernel_settings'))}",
         "- calls: a plain loop, a fresh output per call unless the row says out= (preallocated)",
         "- allocator columns: `default` = the process as users run it (glibc malloc untouched: "
         "a large fresh output is mmap'd and page-faulted on every call); `steady` = a child "
@@ -1200,6 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         records = run_tasks(env, tasks)
         elapsed = time.perf_counter() - start
+    info["kernel_settings"] = kernel_settings()  # applied by the run's first kernel call
 
     df = normalize(pd.DataFrame.from_records(records))
     details = {cfg.allocator: cfg.allocator_detail}
