@@ -119,8 +119,8 @@ def _kernel_decay_shapes(fn):
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            # the kernels' ops; not plrnn::cpu_ilp_channels or cpu_wide_rows, which first calls
-            # make to apply the calibration
+            # the kernels' ops; not the settings ops (cpu_ilp_channels, cpu_wide_rows,
+            # cpu_streaming_schedule) that first calls make to apply the calibration
             if func.namespace == "plrnn" and isinstance(args[0], torch.Tensor):
                 seen.append(tuple(args[0].shape))
             return func(*args, **(kwargs or {}))
