@@ -218,24 +218,6 @@ def test_layout_without_calibration_is_sequential(monkeypatch):
     assert calibration.wide_rows() == calibration.WIDE_ROWS["sequential"]
 
 
-def test_the_real_layout_measurement_runs(num_threads):
-    num_threads(2)
-    before = torch.ops.plrnn.cpu_wide_rows(-1)
-    times = calibration.measure_layout()
-    assert sorted(times) == sorted(calibration.LAYOUT_SHAPES)
-    assert all(sorted(t) == sorted(calibration.WIDE_ROWS) for t in times.values())
-    assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())
-    assert torch.ops.plrnn.cpu_wide_rows(-1) == before and torch.get_num_threads() == 2
-
-
-def test_an_unknown_layout_is_refused():
-    from plrnn.recurrence import cpu
-
-    cpu.load()
-    with pytest.raises(RuntimeError, match="layout must be 0"):
-        torch.ops.plrnn.cpu_wide_rows(2)
-
-
 @pytest.mark.parametrize("pipelined_over_time_split", [1.0, 1.3])
 def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedule(
         calibrating, monkeypatch, num_threads, pipelined_over_time_split):
@@ -261,19 +243,32 @@ def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedu
         torch.ops.plrnn.cpu_streaming_schedule(before)
 
 
-def test_the_real_streaming_measurement_runs(num_threads):
+# Each measured kernel setting: (its op, its measurement, its values, what an unknown value says).
+SETTINGS = {
+    "wide_rows": ("cpu_wide_rows", "measure_layout", calibration.WIDE_ROWS, "layout must be 0"),
+    "streaming": ("cpu_streaming_schedule", "measure_streaming", calibration.STREAMING,
+                  "schedule must be 0"),
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_the_real_setting_measurement_runs(num_threads, setting):
+    op_name, measure, values, _ = SETTINGS[setting]
+    op = getattr(torch.ops.plrnn, op_name)
     num_threads(2)
-    before = torch.ops.plrnn.cpu_streaming_schedule(-1)
-    times = calibration.measure_streaming()
+    before = op(-1)
+    times = getattr(calibration, measure)()
     assert sorted(times) == sorted(calibration.LAYOUT_SHAPES)
-    assert all(sorted(t) == sorted(calibration.STREAMING) for t in times.values())
+    assert all(sorted(t) == sorted(values) for t in times.values())
     assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())
-    assert torch.ops.plrnn.cpu_streaming_schedule(-1) == before
+    assert op(-1) == before and torch.get_num_threads() == 2
 
 
-def test_an_unknown_streaming_schedule_is_refused():
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_an_unknown_setting_is_refused(setting):
     from plrnn.recurrence import cpu
 
+    op_name, _, _, message = SETTINGS[setting]
     cpu.load()
-    with pytest.raises(RuntimeError, match="schedule must be 0"):
-        torch.ops.plrnn.cpu_streaming_schedule(2)
+    with pytest.raises(RuntimeError, match=message):
+        getattr(torch.ops.plrnn, op_name)(2)
