@@ -233,6 +233,27 @@ def test_forward_backward_ratios_to_the_practical_limit_and_associative_scan():
     assert speed["associative_scan"] == "7.2" and speed["auto"] == "1.0"
 
 
+def test_narrow_rows_judge_auto_against_torch_mul_on_forward_rows_only():
+    rows = []
+    for C, auto in ((4, 2.0), (32, 1.0)):
+        for p in (FWD, FWD_BWD):
+            rows += [_row(rb.SEC_LATENCY, b, t, C=C, **{"pass": p})
+                     for b, t in (("cpu_serial", 4.0), ("cpu_parallel", 1.5), ("torch", 9.0),
+                                  ("auto", auto))]
+        rows.append(_row(rb.SEC_LATENCY, MUL, 0.7, C=C))
+    section = rb.latency_section(pd.DataFrame(rows), ("default",))
+    assert section.title == "2. Latency-bound regime (4 and 32 channels)"
+    table = section.tables[0]
+    fwd = table[table["pass"] == FWD].set_index("C")
+    assert fwd.loc["4", "default auto of torch.mul"] == "0.35"  # 0.7 / 2.0
+    assert fwd.loc["32", "default auto of torch.mul"] == "0.70"
+    assert (table[table["pass"] == FWD_BWD]["default auto of torch.mul"] == "").all()
+    goal = _goal(section, "latency_auto_vs_torch_mul", "default")
+    assert goal.value == pytest.approx(0.35) and goal.where == "C=4, T=64" and not goal.met
+    speedup = _goal(section, "latency_parallel_speedup", "default")
+    assert speedup.value == pytest.approx(4.0 / 1.5) and speedup.met
+
+
 def test_a_goal_without_numbers_is_not_met_and_says_so():
     rows = [_row(rb.SEC_LATENCY, b, 1.0) for b in rb.COMPARED]
     rows[1].update(status="unavailable", reason="no compiler", median_s=math.nan)
