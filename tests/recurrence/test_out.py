@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,6 +199,22 @@ def test_out_overlaps_initial_state():
     buffer = torch.randn(6, 3)
     with pytest.raises(ValueError, match=r"^out must not share memory with initial_state; "):
         call(buffer, initial_state=buffer[2])
+
+
+def test_out_and_an_input_over_one_buffer_through_two_storages():
+    # Two tensors made from one numpy array have separate storages: caught by address, not by
+    # storage identity.
+    buffer = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^out must not share memory with impulses; "):
+        call(torch.from_numpy(buffer), impulses=torch.from_numpy(buffer))
+
+
+def test_out_beside_an_input_in_one_buffer_is_allowed():
+    buffer = torch.randn(12, 3)
+    x, out = buffer[:6], buffer[6:]
+    got = call(out, impulses=x)
+    assert got is out
+    torch.testing.assert_close(out, plrnn.linear_recurrence(A, x, backend="reference"))
 
 
 def test_out_overlaps_itself():

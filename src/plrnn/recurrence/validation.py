@@ -86,6 +86,8 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
 
 def broadcasts_to(shape, target) -> bool:
     """Whether torch broadcasting takes `shape` to `target` without growing `target`."""
+    if shape == target:  # the common case, without the generator below (a microsecond a call)
+        return True
     if len(shape) > len(target):
         return False
     return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
@@ -99,14 +101,12 @@ def _byte_span(t: torch.Tensor) -> tuple[int, int]:
     return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
 
 
-def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+def _overlaps(span: tuple[int, int], t: torch.Tensor) -> bool:
     # Compared by address span rather than by storage, so two storages over one buffer (from_blob,
     # numpy) count too, and disjoint slices of one buffer do not; interleaved views are refused.
-    if a.numel() == 0 or b.numel() == 0 or a.device != b.device or a.device.type == "meta":
-        return False
-    a_start, a_end = _byte_span(a)
-    b_start, b_end = _byte_span(b)
-    return a_start < b_end and b_start < a_end
+    # The caller has checked that both are on one device, and skips empty tensors.
+    start, end = _byte_span(t)
+    return start < span[1] and span[0] < end
 
 
 def check_out(out, decays, impulses, initial_state) -> None:
@@ -120,19 +120,23 @@ def check_out(out, decays, impulses, initial_state) -> None:
         raise ValueError(f"out must have the impulses' shape {_shape(impulses)}; got {_shape(out)}")
     if out.device != impulses.device:
         raise ValueError(f"out must be on the impulses' device {impulses.device}; got {out.device}")
-    inputs = {"decays": decays, "impulses": impulses, "initial_state": initial_state}
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (out, *inputs.values())
-    ):
+    inputs = (("decays", decays), ("impulses", impulses), ("initial_state", initial_state))
+    if torch.is_grad_enabled() and (out.requires_grad or any(
+        t is not None and t.requires_grad for _, t in inputs
+    )):
         raise RuntimeError(
             "linear_recurrence(): out= does not support automatic differentiation, but one of "
             "the arguments requires grad; call it under torch.no_grad() or without out="
         )
-    if torch._debug_has_internal_overlap(out) == 1:  # 1: certainly overlapping (2: unknown)
+    # A contiguous tensor cannot overlap itself; 1: certainly overlapping (2: unknown).
+    if not out.is_contiguous() and torch._debug_has_internal_overlap(out) == 1:
         raise ValueError(
             "out must not have elements that share memory (as expand() makes); "
             "pass a contiguous tensor"
         )
-    for name, t in inputs.items():
-        if t is not None and _shares_memory(out, t):
+    if out.numel() == 0 or out.device.type == "meta":
+        return
+    span = _byte_span(out)  # check_inputs put every input on out's device
+    for name, t in inputs:
+        if t is not None and t.numel() and _overlaps(span, t):
             raise ValueError(f"out must not share memory with {name}; pass a separate tensor")
