@@ -49,7 +49,7 @@ def fake_short(ratios):
     return lambda ilp: {c: {"serial": r, "parallel": 1.0} for c, r in ratios.items()}
 
 
-def test_measured_once_then_read_from_disk(calibrating, monkeypatch):
+def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     calls = []
     long, short = calibration.MIN_STEPS, calibration.SHORT_MIN_STEPS
 
@@ -70,13 +70,17 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch):
     assert record["short_serial_over_parallel"]["64"] == 1.3
     assert record["ilp_channels"] == 0 and record["plain_over_chunked"]["2"] == 0.8
     assert calibration.ilp_channels(2) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "with 2 thread(s) on this CPU, once" in said[0]
+    assert str(calibrating) in said[0] and "PLRNN_AUTO_CALIBRATION=0" in said[0]
 
     # Another process (an empty in-memory cache) reads the file and measures nothing.
+    caplog.clear()
     monkeypatch.setattr(calibration, "_cache", {})
     monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
     assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
     assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
-    assert len(calls) == 1
+    assert len(calls) == 1 and not caplog.records
 
     # A damaged file, or one from before the short regime was measured, is measured anew.
     for text in ("{not json", json.dumps({k: v for k, v in record.items()

@@ -17,7 +17,7 @@ forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
   gained nothing from its second thread on the Skylake-SP VM (while cpu_parallel's time chunks
   ran 1.1-1.5x faster at 16 to 128 channels).
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
-faster. About 3.5 s once; cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the CPU's model
+faster. About 5 s once (announced by a warning); cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the CPU's model
 and feature flags, the thread count and the kernels' source digest. PLRNN_AUTO_CALIBRATION=0 uses
 the fixed rule below instead (the tests do, to be deterministic).
 
@@ -167,6 +167,7 @@ def _load_or_measure(threads: int) -> Choice:
                           record["streaming_schedule"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    _announce(f"which CPU backend each shape takes with {threads} thread(s)", "about 5 s", path)
     times = measure()
     ilp = ilp_from(times)
     ratios = {c: t["serial"] / t["ilp" if c <= ilp else "plain"] for c, t in times.items()}
@@ -198,6 +199,12 @@ def _load_or_measure(threads: int) -> Choice:
     return choice
 
 
+def _announce(what: str, duration: str, path: Path) -> None:
+    """A first call that measures would otherwise pause for seconds without a word."""
+    log.warning("plrnn: timing %s on this CPU, once (%s; cached in %s; "
+                "PLRNN_AUTO_CALIBRATION=0 skips it)", what, duration, path.parent)
+
+
 def _write_record(path: Path, record: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +233,7 @@ def _load_or_measure_layout() -> str:
             return layout
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    _announce("how the CPU kernels step wide rows", "under a second", path)
     times = measure_layout()
     ratios = {shape: t["sequential"] / t["strips"] for shape, t in times.items()}
     layout = layout_from(ratios)
