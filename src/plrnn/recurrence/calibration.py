@@ -17,9 +17,10 @@ forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
   gained nothing from its second thread on the Skylake-SP VM (while cpu_parallel's time chunks
   ran 1.1-1.5x faster at 16 to 128 channels).
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
-faster. About 5 s once (announced by a warning); cached in PLRNN_CACHE_DIR (default ~/.cache/plrnn) under the CPU's model
-and feature flags, the thread count and the kernels' source digest. PLRNN_AUTO_CALIBRATION=0 uses
-the fixed rule below instead (the tests do, to be deterministic).
+faster. About 5 s once, announced by a warning; cached in PLRNN_CACHE_DIR (default
+~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels' source
+digest. PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be
+deterministic).
 
 The same measurement decides how cpu_parallel works inside each thread: with few channels it can
 also cut each thread's share of time into chunks run side by side in registers (Algorithm 1
