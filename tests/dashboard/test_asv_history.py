@@ -3,11 +3,13 @@ history, a sentence for one without, never an empty chart."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from urllib.parse import unquote
 
 from plrnn.dashboard import build_dashboard
+from plrnn.dashboard.asv_history import load_benchmarks, read_history
 
 from .conftest import CPU, GPU, XEON
 from .htmlscan import scan
@@ -69,6 +71,34 @@ def test_the_numbers_behind_the_chart_follow_commit_dates_and_skip_old_definitio
     assert "1 run(s) of an older definition" in chart_blocks(text)[CPU]
     # torch has no value at the largest size and is not a headline kernel: not charted.
     assert "torch" not in numbers.rows[0][2]
+
+
+def test_values_from_one_timed_call_are_marked(headline_tree):
+    # aaaa1111 ran `asv run --quick` (one call per value); bbbb2222 a full run (10 x 3 calls).
+    folder = headline_tree.results / "asv" / CPU
+    for commit, repeat, number in (("aaaa1111", 1, 1), ("bbbb2222", 10, 3)):
+        path = next(folder.glob(f"{commit}*.json"))
+        data = json.loads(path.read_text())
+        data["result_columns"] += ["stats_repeat", "stats_number"]
+        row = data["results"]["kernels.LinearRecurrence.time_linear_recurrence"]
+        row += [[repeat] * len(row[0]), [number] * len(row[0])]
+        path.write_text(json.dumps(data))
+    _, text, page = build(headline_tree)
+    numbers = [t for t in page.tables if t.section == "headline"][1]
+    assert [r[0][:8] for r in numbers.rows[1:]] == ["bbbb2222", "aaaa1111"]
+    assert numbers.rows[1][2:] == ["50", "25", "100", "50"]  # a median of 30 calls: no mark
+    assert numbers.rows[2][2:] == ["30*", "15*", "60*", "30*"]
+    assert "* one timed call" in chart_blocks(text)[CPU]
+    history = read_history(headline_tree.results / "asv", CPU,
+                           load_benchmarks(headline_tree.results / "asv"))
+    assert {commit[:8] for commit, _ in history.single_call} == {"aaaa1111"}
+
+
+def test_files_without_call_counts_mark_nothing(headline_tree):
+    _, text, page = build(headline_tree)
+    numbers = [t for t in page.tables if t.section == "headline"][1]
+    assert not any("*" in cell for row in numbers.rows[1:] for cell in row)
+    assert "one timed call" not in chart_blocks(text)[CPU]
 
 
 def test_machines_without_history_say_so_instead_of_an_empty_chart(headline_tree):

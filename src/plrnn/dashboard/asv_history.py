@@ -41,6 +41,10 @@ class Run:
     values: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
     # The charted size only: (backend, pass) -> value.
     kernels: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Timed calls behind each value (asv's stats_repeat x stats_number), where the file says:
+    # `asv run --quick` times one call, as noisy as one call is on a shared machine.
+    calls: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
+    kernel_calls: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +57,11 @@ class History:
     backends: list[str]
     runs: list[Run]  # oldest commit first
     dropped: int = 0  # runs of an older benchmark definition, left out as asv does
+
+    @property
+    def single_call(self) -> set[tuple[str, tuple[str, str]]]:
+        """(commit, (backend, pass)) of the charted values that time one call only."""
+        return {(r.commit, s) for r in self.runs for s, n in r.kernel_calls.items() if n == 1}
 
 
 @dataclass
@@ -105,10 +114,16 @@ def _read_run(path: Path, benchmark: str, param_names, version) -> tuple[Run | N
     values, params = row.get("result"), row.get("params") or []
     if not isinstance(values, list):
         return None, False
-    for combo, value in zip(itertools.product(*params), values):
+    repeats, numbers = row.get("stats_repeat"), row.get("stats_number")
+    counted = isinstance(repeats, list) and isinstance(numbers, list)
+    for i, (combo, value) in enumerate(zip(itertools.product(*params), values)):
         if (number := _finite(value)) is not None:
-            named = dict(zip(param_names, map(_plain, combo)))
-            run.values[tuple(sorted(named.items()))] = number
+            key = tuple(sorted(dict(zip(param_names, map(_plain, combo))).items()))
+            run.values[key] = number
+            if counted and i < min(len(repeats), len(numbers)):
+                repeat, times = repeats[i], numbers[i]
+                if isinstance(repeat, int) and isinstance(times, int):
+                    run.calls[key] = repeat * times
     return run, False
 
 
@@ -172,7 +187,10 @@ def read_history(
         for key, value in run.values.items():
             named = dict(key)
             if named.get("backend") in HEADLINE_BACKENDS and _size_of(named) == size:
-                run.kernels[(named["backend"], named.get("pass", ""))] = value
+                series = (named["backend"], named.get("pass", ""))
+                run.kernels[series] = value
+                if key in run.calls:
+                    run.kernel_calls[series] = run.calls[key]
     # asv records the commit's date: oldest first, as asv's own graphs read.
     runs.sort(key=lambda r: (r.date_ms, r.commit, r.env))
     charted = {key for run in runs for key in run.kernels}

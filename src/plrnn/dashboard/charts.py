@@ -36,11 +36,18 @@ def history_png(history: History, kind_label: str) -> bytes:
     axes = fig.subplots(1, n, squeeze=False)[0]
     xs = list(range(len(history.runs)))
     labels = [_short(r.commit) for r in history.runs]
+    single = history.single_call
     for ax, pass_ in zip(axes, history.passes):
         for backend in history.backends:
             ys = [_scaled(r.kernels.get((backend, pass_)), scale) for r in history.runs]
             # Markers: a commit whose neighbours have no value still shows as a point.
-            ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.4, label=backend)
+            (line,) = ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.4, label=backend)
+            # A value from one timed call is drawn hollow: it is not a median.
+            one = [(x, y) for x, y, r in zip(xs, ys, history.runs)
+                   if (r.commit, (backend, pass_)) in single]
+            if one:
+                ax.plot(*zip(*one), linestyle="none", marker="o", markersize=6,
+                        color=line.get_color(), markerfacecolor="white")
         ax.set_title(pass_, fontsize=10)
         ax.set_xticks(xs, labels, rotation=45, ha="right", fontsize=7, family="monospace")
         ax.set_xlim(-0.5, len(xs) - 0.5)
@@ -52,6 +59,9 @@ def history_png(history: History, kind_label: str) -> bytes:
     axes[-1].legend(fontsize=8, loc="best")
     size = ", ".join(f"{k}={v}" for k, v in history.size.items())
     fig.suptitle(f"{history.machine} ({kind_label}): linear_recurrence, {size}", fontsize=10)
+    if single:
+        fig.text(0.01, 0.01, "hollow: one timed call (asv run --quick), not a median",
+                 fontsize=7, color="#555555")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

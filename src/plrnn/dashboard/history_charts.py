@@ -30,19 +30,33 @@ def _history_numbers(history: History) -> str:
     series = [(b, p) for p in history.passes for b in history.backends]
     scale, unit = (1e3, "ms") if history.unit == "seconds" else (1.0, history.unit)
     head = "".join(f"<th>{esc(b)} {esc(p)} ({esc(unit)})</th>" for b, p in series)
+    single = history.single_call
     body = []
     for run in history.runs:
-        values = [run.kernels.get(s) for s in series]
-        cells = "".join(f"<td>{'-' if v is None else f'{v * scale:.4g}'}</td>" for v in values)
+        cells = "".join(
+            f"<td>{_cell(run.kernels.get(s), scale, (run.commit, s) in single)}</td>"
+            for s in series
+        )
         body.append(
             f"<tr><td><code>{esc(run.commit[:12])}</code></td>"
             f"<td>{esc(_when(run.date_ms))}</td>{cells}</tr>"
         )
+    note = (
+        '<p class="note">* one timed call (<code>asv run --quick</code>), not a median of '
+        "several: as noisy as a single call is on a shared machine.</p>"
+        if single else ""
+    )
     return (
         f'<div class="table-wrap"><table class="asv-history"><thead><tr><th>commit</th>'
         f"<th>commit date (UTC)</th>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-        "</table></div>"
+        f"</table></div>{note}"
     )
+
+
+def _cell(value: float | None, scale: float, single: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value * scale:.4g}" + ("*" if single else "")
 
 
 def render_asv_history(
