@@ -1,0 +1,77 @@
+"""Rows of one register vector (up to 8 floats or 4 doubles), which the CPU kernels step four at
+a time (cpu_kernels_impl.h, lookahead_steps): lengths around the groups of four and the kernels'
+blocks of 256 rows, per-step and time-invariant decays, forward and every gradient against the
+float64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plrnn.recurrence import reference
+
+from .helpers import F64_RTOL, FLOOR_ULPS, grads_of, max_err, run, scale_of, seed_for
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
+CPU_BACKENDS = ("cpu_serial", "cpu_parallel")
+LENGTHS = [4, 5, 7, 255, 256, 257, 1027]
+CHANNELS = [1, 2, 4, 8]
+
+
+def _inputs(T, C, time_invariant, seed):
+    g = torch.Generator().manual_seed(seed)
+    # Forget gates near 1 (sigmoid(N(2, 1))), so each step's state carries far.
+    decays = torch.sigmoid(torch.randn((1 if time_invariant else T, C), generator=g) + 2)
+    if time_invariant:
+        decays = decays[0]
+    impulses = torch.randn((T, C), generator=g)
+    h0 = torch.randn((C,), generator=g)
+    return decays, impulses, h0
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("time_invariant", [False, True], ids=["per_step", "invariant"])
+@pytest.mark.parametrize("C", CHANNELS, ids=lambda c: f"C={c}")
+@pytest.mark.parametrize("T", LENGTHS, ids=lambda T: f"T={T}")
+def test_forward_matches_reference(T, C, time_invariant, reverse):
+    a, x, h0 = _inputs(T, C, time_invariant, seed_for("narrow", T, C, time_invariant, reverse))
+    # reference.serial takes (T, C) decays; the backends get them as the user passed them.
+    truth = reference.serial(a.double().expand(T, C), x.double(), h0.double(), reverse)
+    ref_err = max_err(reference.serial(a.expand(T, C), x, h0, reverse), truth)
+    failures = []
+    for backend in CPU_BACKENDS:
+        for dtype, allowed in (
+            (torch.float64, F64_RTOL * max(1.0, scale_of(truth))),
+            (torch.float32, 2 * ref_err + FLOOR_ULPS * torch.finfo(torch.float32).eps
+             * scale_of(truth)),
+        ):
+            out = run(backend, a.to(dtype), x.to(dtype), h0.to(dtype), reverse)
+            err = max_err(out, truth)
+            if out.dtype != dtype or out.shape != x.shape or not err <= allowed:
+                failures.append(f"{backend} {dtype}: max error {err:.3e} > {allowed:.3e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("time_invariant", [False, True], ids=["per_step", "invariant"])
+@pytest.mark.parametrize("C", [1, 4], ids=lambda c: f"C={c}")
+@pytest.mark.parametrize("T", [5, 257, 1027], ids=lambda T: f"T={T}")
+def test_gradients_match_reference(T, C, time_invariant, reverse):
+    seed = seed_for("narrow-grad", T, C, time_invariant, reverse)
+    inputs = tuple(t.double() for t in _inputs(T, C, time_invariant, seed))
+    upstream = torch.randn((T, C), generator=torch.Generator().manual_seed(seed + 1),
+                           dtype=torch.float64)
+    _, want = grads_of(
+        lambda a, x, h0: reference.serial(a.expand(T, C), x, h0, reverse), inputs, upstream
+    )
+    assert [w.shape for w in want] == [t.shape for t in inputs]
+    failures = []
+    for backend in CPU_BACKENDS:
+        _, got = grads_of(lambda a, x, h0: run(backend, a, x, h0, reverse), inputs, upstream)
+        for name, g, w in zip(("decays", "impulses", "initial_state"), got, want):
+            tol = F64_RTOL * max(1.0, w.abs().max().item())
+            err = (g - w).abs().max().item()
+            if g.shape != w.shape or not err <= tol:
+                failures.append(f"{backend} d{name}: {tuple(g.shape)}, max error {err:.3e}")
+    assert not failures, "\n".join(failures)
