@@ -145,3 +145,28 @@ def test_double_backward_is_correct_or_refused(backend):
         assert "first-order gradients only" in str(err)
         return  # refusing is acceptable
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("grad_mode", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("which", ["none", "decays", "impulses", "initial_state"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_output_requires_grad_exactly_when_an_input_does(backend, which, grad_mode):
+    """The C++ backends skip their autograd bookkeeping for calls that need no gradient; the
+    output must still require grad exactly when torch's own ops would make it, and then carry
+    the gradient to the input that asked for it."""
+    a, x, h0 = make_inputs(7, (3,), "uniform", True, seed_for("requires_grad", which))
+    inputs = {"decays": a, "impulses": x, "initial_state": h0}
+    if which != "none":
+        inputs[which].requires_grad_(True)
+    with torch.set_grad_enabled(grad_mode):
+        h = run(backend, a, x, h0)
+    want = grad_mode and which != "none"
+    assert h.requires_grad == want and (h.grad_fn is not None) == want
+    if want:
+        (got,) = torch.autograd.grad(h.sum(), inputs[which])
+        leaf = inputs[which].detach().requires_grad_(True)
+        args = {**inputs, which: leaf}
+        (expected,) = torch.autograd.grad(
+            reference.serial(args["decays"], args["impulses"], args["initial_state"]).sum(), leaf
+        )
+        torch.testing.assert_close(got, expected, rtol=F64_RTOL, atol=F64_RTOL)
