@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 
 import pytest
 import torch
@@ -276,3 +278,35 @@ def test_an_unknown_setting_is_refused(setting):
     cpu.load()
     with pytest.raises(RuntimeError, match=message):
         getattr(torch.ops.plrnn, op_name)(2)
+
+
+def test_records_unread_for_a_month_are_pruned_when_one_is_written(calibrating, monkeypatch):
+    """Each kernel build and CPU gets its own record; old ones must not pile up forever, while
+    one that a process still reads (another installation sharing the folder) stays."""
+    month = calibration.STALE_DAYS * 86400
+    stale = calibrating / "auto-cpu-0000000000-oldkernels-t2.json"
+    stale_rows = calibrating / "rows-cpu-0000000000-oldkernels.json"
+    recent = calibrating / "auto-cpu-0000000000-otherbuild-t2.json"
+    unrelated = calibrating / "notes.json"
+    for path in (stale, stale_rows, recent, unrelated):
+        path.write_text("{}")
+    for path in (stale, stale_rows, unrelated):
+        os.utime(path, (time.time() - month - 60,) * 2)
+    os.utime(recent, (time.time() - month + 3600,) * 2)
+
+    monkeypatch.setattr(calibration, "measure",
+                        lambda: fake_times({2: 0.9, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
+    monkeypatch.setattr(calibration, "measure_short",
+                        fake_short({c: 0.9 for c in calibration.SHORT_MEASURED_CHANNELS}))
+    calibration.parallel_channels(2, calibration.MIN_STEPS)  # measures and writes a record
+    assert calibration.cache_file(2).exists()
+    assert not stale.exists() and not stale_rows.exists()
+    assert recent.exists() and unrelated.exists()
+
+    # Reading a record marks it as used.
+    current = calibration.cache_file(2)
+    os.utime(current, (time.time() - month - 60,) * 2)
+    monkeypatch.setattr(calibration, "_cache", {})
+    monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
+    calibration.parallel_channels(2, calibration.MIN_STEPS)
+    assert current.stat().st_mtime > time.time() - 60

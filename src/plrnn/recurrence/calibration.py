@@ -19,7 +19,8 @@ forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
 faster. About 5 s once, announced by a warning; cached in PLRNN_CACHE_DIR (default
 ~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels' source
-digest. PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be
+digest (a record no process has read for STALE_DAYS is removed when a new one is written).
+PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be
 deterministic).
 
 The same measurement decides how cpu_parallel works inside each thread: with few channels it can
@@ -39,6 +40,7 @@ record, about 3 s more). The first call of a CPU kernel at each thread count app
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -67,6 +69,7 @@ FIXED_RULE = tuple(range(17, 33))  # without calibration: the AMD EPYC measureme
 FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
 _STEPS, _SHORT_STEPS, _ROUNDS = 65536, 4096, 5
 _ROUND_S = 0.02  # calls per round fill this long
+STALE_DAYS = 30  # records unread for this long are removed when a new one is written
 
 
 class Choice(NamedTuple):
@@ -161,7 +164,7 @@ def _choice(threads: int) -> Choice:
 def _load_or_measure(threads: int) -> Choice:
     path = cache_file(threads)
     try:
-        record = json.loads(path.read_text())
+        record = _read_record(path)
         if record["streaming_schedule"] in STREAMING:
             return Choice(tuple(record["parallel_channels"]),
                           tuple(record["short_parallel_channels"]), int(record["ilp_channels"]),
@@ -214,6 +217,27 @@ def _write_record(path: Path, record: dict) -> None:
         os.replace(tmp.name, path)  # atomic: a concurrent process reads one whole record
     except OSError as err:
         log.info("plrnn: could not cache the calibration in %s: %s", path, err)
+    _prune_stale(path.parent)
+
+
+def _read_record(path: Path) -> dict:
+    """A cached record, marked as just used (its mtime) so that _prune_stale keeps it."""
+    record = json.loads(path.read_text())
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return record
+
+
+def _prune_stale(root: Path) -> None:
+    """Removes the records no process has read for STALE_DAYS: each new build of the kernels
+    (and each CPU) gets its own, and an upgrade would otherwise leave the old ones forever. Two
+    installations that share the folder keep theirs as long as either is used."""
+    cutoff = time.time() - STALE_DAYS * 86400
+    for pattern in ("auto-cpu-*.json", "rows-cpu-*.json"):
+        for old in root.glob(pattern):
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
 
 
 def wide_rows() -> int:
@@ -229,7 +253,7 @@ def wide_rows() -> int:
 def _load_or_measure_layout() -> str:
     path = layout_cache_file()
     try:
-        layout = json.loads(path.read_text())["wide_rows"]
+        layout = _read_record(path)["wide_rows"]
         if layout in WIDE_ROWS:
             return layout
     except (OSError, ValueError, KeyError, TypeError):
