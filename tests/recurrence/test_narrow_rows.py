@@ -1,7 +1,9 @@
-"""Rows of one register vector (up to 8 floats or 4 doubles), which the CPU kernels step four at
-a time (cpu_kernels_impl.h, lookahead_steps): lengths around the groups of four and the kernels'
-blocks of 256 rows, per-step and time-invariant decays, forward and every gradient against the
-float64 reference."""
+"""Narrow rows, as the CPU kernels cut them (cpu_kernels_impl.h): rows of one register vector
+(up to 8 floats or 4 doubles) step four rows at a time (lookahead_steps), and rows of up to one
+strip whose width is not a multiple of the vector width overlap their last vector with the one
+before it (strip_steps, tile_steps). Lengths around the groups of four and the kernels' blocks
+of 256 rows, per-step and time-invariant decays, forward and every gradient against the float64
+reference."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 CPU_BACKENDS = ("cpu_serial", "cpu_parallel")
 LENGTHS = [4, 5, 7, 255, 256, 257, 1027]
-CHANNELS = [1, 2, 4, 8]
+CHANNELS = [1, 2, 3, 4, 5, 8, 12, 24, 33, 48, 63]
 
 
 def _inputs(T, C, time_invariant, seed):
@@ -55,7 +57,7 @@ def test_forward_matches_reference(T, C, time_invariant, reverse):
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("time_invariant", [False, True], ids=["per_step", "invariant"])
-@pytest.mark.parametrize("C", [1, 4], ids=lambda c: f"C={c}")
+@pytest.mark.parametrize("C", [1, 4, 12, 63], ids=lambda c: f"C={c}")
 @pytest.mark.parametrize("T", [5, 257, 1027], ids=lambda T: f"T={T}")
 def test_gradients_match_reference(T, C, time_invariant, reverse):
     seed = seed_for("narrow-grad", T, C, time_invariant, reverse)

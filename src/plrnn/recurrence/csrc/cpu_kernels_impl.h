@@ -299,14 +299,17 @@ template <int W, bool REDUCE> constexpr int chunks_in_flight() {
   return REDUCE ? (scan > 1 ? scan / 2 : 1) : scan;
 }
 
-// Steps rows [s0, s1) of the KI chunks starting at rows start[0..KI), channels [c, c + W).
-// st/prod: state and running product of decays of chunk k at st[k * ld].
-template <int W, int KI, bool REDUCE, typename in_t, typename acc_t, typename Emit>
+// Steps rows [s0, s1) of the KI chunks starting at rows start[0..KI), NV vectors of VW channels
+// at channel c, the last at c + last (overlapping the one before it where the tile's width is
+// not a multiple of VW, as in strip_steps). st/prod: state and running product of decays of
+// chunk k at st[k * ld].
+template <int VW, int NV, int KI, bool REDUCE, typename in_t, typename acc_t, typename Emit>
 void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t s1, int64_t c,
-                acc_t* st, acc_t* prod, int64_t ld, const Emit emit) {
-  constexpr int VW = W < int(32 / sizeof(acc_t)) ? W : int(32 / sizeof(acc_t));
-  constexpr int NV = W / VW;
+                int64_t last, acc_t* st, acc_t* prod, int64_t ld, const Emit emit) {
   using vec = typename VecOf<VW, acc_t>::type;
+  // Offsets of the vectors: constants after unrolling, but the last (kept out of an array,
+  // whose runtime element made the compiler reload every offset at every step).
+  auto voff = [last](int v) { return v == NV - 1 ? last : int64_t(v) * VW; };
   const in_t* __restrict__ a = in.a;
   const in_t* __restrict__ x = in.x;
   const int64_t stride = in.stride, a_stride = in.a_stride, ca = c % in.period;
@@ -315,8 +318,8 @@ void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t
   int64_t off[KI], a_off[KI];
   for (int k = 0; k < KI; ++k) {
     for (int v = 0; v < NV; ++v) {
-      h[k][v] = load<VW, acc_t>(st + k * ld + v * VW);
-      if constexpr (REDUCE) p[k][v] = load<VW, acc_t>(prod + k * ld + v * VW);
+      h[k][v] = load<VW, acc_t>(st + k * ld + voff(v));
+      if constexpr (REDUCE) p[k][v] = load<VW, acc_t>(prod + k * ld + voff(v));
     }
     off[k] = (start[k] + s0) * stride + c;
     a_off[k] = (start[k] + s0) * a_stride + ca;
@@ -329,20 +332,20 @@ void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t
       if (!like_x && !shared) a_off[k] += a_stride;
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        const vec av = load<VW, acc_t>(a + ea + v * VW);
-        h[k][v] = av * h[k][v] + load<VW, acc_t>(x + e + v * VW);
+        const vec av = load<VW, acc_t>(a + ea + voff(v));
+        h[k][v] = av * h[k][v] + load<VW, acc_t>(x + e + voff(v));
         if constexpr (REDUCE) {
           p[k][v] *= av;
         } else {
-          emit.template put_vec<VW>(e + v * VW, h[k][v]);
+          emit.template put_vec<VW>(e + voff(v), h[k][v]);
         }
       }
     }
   }
   for (int k = 0; k < KI; ++k)
     for (int v = 0; v < NV; ++v) {
-      store<VW, acc_t, acc_t>(st + k * ld + v * VW, h[k][v]);
-      if constexpr (REDUCE) store<VW, acc_t, acc_t>(prod + k * ld + v * VW, p[k][v]);
+      store<VW, acc_t, acc_t>(st + k * ld + voff(v), h[k][v]);
+      if constexpr (REDUCE) store<VW, acc_t, acc_t>(prod + k * ld + voff(v), p[k][v]);
     }
 }
 
@@ -382,49 +385,51 @@ inline int64_t lookahead_steps(const in_t* __restrict__ a, const in_t* __restric
   return s;
 }
 
-// Steps rows [s0, s1) of the chunk starting at row `start`, channels [c0, c1) in strips of W
-// (c1 - c0 a multiple of W, within one period of the decays), the state of each strip in
-// registers for the rows (st/prod: C values at channel 0 of the chunk's state).
-template <int W, bool REDUCE, typename in_t, typename acc_t, typename Emit>
-void strip_steps(const Inputs<in_t> in, int64_t start, int64_t s0, int64_t s1, int64_t c0,
-                 int64_t c1, acc_t* st, acc_t* prod, const Emit emit) {
-  constexpr int VW = W < int(32 / sizeof(acc_t)) ? W : int(32 / sizeof(acc_t));
-  constexpr int NV = W / VW;
+// Steps rows [s0, s1) of the chunk starting at row `start` for one strip of NV vectors of VW
+// channels at channel c (within one period of the decays), the strip's state in registers for
+// the rows (st/prod: C values at channel 0 of the chunk's state). Vector v starts at channel
+// c + v * VW, the last at c + last: where the strip's width is not a multiple of VW its last
+// vector overlaps the one before it, so those channels are stepped twice from the same state
+// with the same instructions and written twice with the same values, and a row of any width
+// up to one strip is walked once. (Rows of 24, 40, 48 or 56 floats, cut into strips of 32, 16
+// and 8, ran at 0.54-0.70 of torch.mul from memory on the Zen 4 VM, where 32 and 64 ran at
+// 0.82-0.94: the prefetchers lose a block's extra streams.)
+template <int VW, int NV, bool REDUCE, typename in_t, typename acc_t, typename Emit>
+void strip_steps(const Inputs<in_t> in, int64_t start, int64_t s0, int64_t s1, int64_t c,
+                 int64_t last, acc_t* st, acc_t* prod, const Emit emit) {
   using vec = typename VecOf<VW, acc_t>::type;
   const in_t* __restrict__ a = in.a;
   const in_t* __restrict__ x = in.x;
   const int64_t stride = in.stride, a_stride = in.a_stride;
-  const int64_t row = (start + s0) * stride, a_row = (start + s0) * a_stride;
-  const int64_t ca0 = c0 % in.period;
-  for (int64_t c = c0; c < c1; c += W) {
-    vec h[NV], p[NV];
-    for (int v = 0; v < NV; ++v) {
-      h[v] = load<VW, acc_t>(st + c + v * VW);
-      if constexpr (REDUCE) p[v] = load<VW, acc_t>(prod + c + v * VW);
-    }
-    int64_t e = row + c, ea = a_row + ca0 + (c - c0);
-    int64_t s = s0;
-    if constexpr (!REDUCE && NV == 1)
-      s = lookahead_steps<VW, acc_t>(a + ea, x + e, stride, a_stride, s1 - s0, h[0], emit.shifted(e)) +
-          s0;
+  auto off = [last](int v) { return v == NV - 1 ? last : int64_t(v) * VW; };  // as in tile_steps
+  vec h[NV], p[NV];
+  for (int v = 0; v < NV; ++v) {
+    h[v] = load<VW, acc_t>(st + c + off(v));
+    if constexpr (REDUCE) p[v] = load<VW, acc_t>(prod + c + off(v));
+  }
+  int64_t e = (start + s0) * stride + c, ea = (start + s0) * a_stride + c % in.period;
+  int64_t s = s0;
+  if constexpr (!REDUCE && NV == 1) {
+    s += lookahead_steps<VW, acc_t>(a + ea, x + e, stride, a_stride, s1 - s0, h[0],
+                                    emit.shifted(e));
     e += (s - s0) * stride;
     ea += (s - s0) * a_stride;
-    for (; s < s1; ++s, e += stride, ea += a_stride) {
+  }
+  for (; s < s1; ++s, e += stride, ea += a_stride) {
 #pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        const vec av = load<VW, acc_t>(a + ea + v * VW);
-        h[v] = av * h[v] + load<VW, acc_t>(x + e + v * VW);
-        if constexpr (REDUCE) {
-          p[v] *= av;
-        } else {
-          emit.template put_vec<VW>(e + v * VW, h[v]);
-        }
+    for (int v = 0; v < NV; ++v) {
+      const vec av = load<VW, acc_t>(a + ea + off(v));
+      h[v] = av * h[v] + load<VW, acc_t>(x + e + off(v));
+      if constexpr (REDUCE) {
+        p[v] *= av;
+      } else {
+        emit.template put_vec<VW>(e + off(v), h[v]);
       }
     }
-    for (int v = 0; v < NV; ++v) {
-      store<VW, acc_t, acc_t>(st + c + v * VW, h[v]);
-      if constexpr (REDUCE) store<VW, acc_t, acc_t>(prod + c + v * VW, p[v]);
-    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    store<VW, acc_t, acc_t>(st + c + off(v), h[v]);
+    if constexpr (REDUCE) store<VW, acc_t, acc_t>(prod + c + off(v), p[v]);
   }
 }
 
@@ -472,22 +477,27 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
   const Emit& emit;
 
   // Steps [s0, s1) of chunks [ka, kb), KI at a time, then the remainder by halves.
-  template <int W, int KI, bool REDUCE>
-  void run_set(int64_t ka, int64_t kb, int64_t s0, int64_t s1, int64_t c) const {
+  template <int VW, int NV, int KI, bool REDUCE>
+  void run_set(int64_t ka, int64_t kb, int64_t s0, int64_t s1, int64_t c, int64_t last) const {
     int64_t k = ka;
     for (; k + KI <= kb; k += KI)
-      tile_steps<W, KI, REDUCE>(in, &chunks.start[k], s0, s1, c, st + k * C + c,
-                                REDUCE ? prod + k * C + c : nullptr, C, emit);
-    if constexpr (KI > 1) run_set<W, KI / 2, REDUCE>(k, kb, s0, s1, c);
+      tile_steps<VW, NV, KI, REDUCE>(in, &chunks.start[k], s0, s1, c, last, st + k * C + c,
+                                     REDUCE ? prod + k * C + c : nullptr, C, emit);
+    if constexpr (KI > 1) run_set<VW, NV, KI / 2, REDUCE>(k, kb, s0, s1, c, last);
   }
 
-  // Chunks share one length except a shorter final chunk: run the common steps on all of
-  // them, then the rest of the longer ones.
-  template <int W, bool REDUCE> void tiles(int64_t k0, int64_t k1, int64_t c) const {
-    constexpr int KI = chunks_in_flight<W, REDUCE>();
+  // Tiles of nv (1 <= nv <= NV) vectors of VW at channel c, the last at c + last. Chunks share
+  // one length except a shorter final chunk: run the common steps on all of them, then the rest
+  // of the longer ones.
+  template <int VW, int NV, bool REDUCE>
+  void tiles(int64_t k0, int64_t k1, int64_t c, int64_t nv, int64_t last) const {
+    if constexpr (NV > 1) {
+      if (nv < NV) return tiles<VW, NV - 1, REDUCE>(k0, k1, c, nv, last);
+    }
+    constexpr int KI = chunks_in_flight<VW * NV, REDUCE>();
     const int64_t common = chunks.len[k1 - 1], full = chunks.len[k0];
-    run_set<W, KI, REDUCE>(k0, k1, 0, common, c);
-    if (full > common) run_set<W, KI, REDUCE>(k0, k1 - 1, common, full, c);
+    run_set<VW, NV, KI, REDUCE>(k0, k1, 0, common, c, last);
+    if (full > common) run_set<VW, NV, KI, REDUCE>(k0, k1 - 1, common, full, c, last);
   }
 
   // Chunks [k0, k1) x channels [c0, c1), all on the calling thread: several chunks of narrow
@@ -550,38 +560,52 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
   }
 
   // Rows [s0, s1) of chunk k, channels [c0, c1) (within one period of the decays), strip by
-  // strip.
+  // strip: whole strips of kStripVectors vectors while more than one strip remains, then one
+  // strip for the rest, its last vector overlapping where the rest is not a multiple of the
+  // vector width (strip_steps).
   template <bool REDUCE> void strips(int64_t k, int64_t s0, int64_t s1, int64_t c0,
                                      int64_t c1) const {
-    constexpr int S = kStripVectors * int(32 / sizeof(acc_t));
+    constexpr int V = int(32 / sizeof(acc_t)), S = kStripVectors * V;
     int64_t c = c0;
-    c = strip<S, REDUCE>(k, s0, s1, c, c1);
-    c = strip<32, REDUCE>(k, s0, s1, c, c1);
-    c = strip<16, REDUCE>(k, s0, s1, c, c1);
-    c = strip<8, REDUCE>(k, s0, s1, c, c1);
-    c = strip<4, REDUCE>(k, s0, s1, c, c1);
-    c = strip<2, REDUCE>(k, s0, s1, c, c1);
-    strip<1, REDUCE>(k, s0, s1, c, c1);
+    for (; c1 - c > S; c += S) strip<V, kStripVectors, REDUCE>(k, s0, s1, c, kStripVectors, S - V);
+    const int64_t n = c1 - c;
+    if (n >= V) {
+      strip<V, kStripVectors, REDUCE>(k, s0, s1, c, (n + V - 1) / V, n - V);
+    } else if (V > 4 && n >= 4) {
+      strip<4, 2, REDUCE>(k, s0, s1, c, (n + 3) / 4, n - 4);
+    } else if (n >= 2) {
+      strip<2, 2, REDUCE>(k, s0, s1, c, (n + 1) / 2, n - 2);
+    } else if (n == 1) {
+      strip<1, 1, REDUCE>(k, s0, s1, c, 1, 0);
+    }
   }
 
-  // The W-wide strips that fit in [c, c1); returns where they end.
-  template <int W, bool REDUCE> int64_t strip(int64_t k, int64_t s0, int64_t s1, int64_t c,
-                                             int64_t c1) const {
-    const int64_t end = c + (c1 - c) / W * W;
-    if (end > c)
-      strip_steps<W, REDUCE>(in, chunks.start[k], s0, s1, c, end, st + k * C,
-                             REDUCE ? prod + k * C : nullptr, emit);
-    return end;
+  // One strip of nv (1 <= nv <= NV) vectors of VW at channel c, the last at c + last.
+  template <int VW, int NV, bool REDUCE> void strip(int64_t k, int64_t s0, int64_t s1,
+                                                    int64_t c, int64_t nv, int64_t last) const {
+    if constexpr (NV > 1) {
+      if (nv < NV) return strip<VW, NV - 1, REDUCE>(k, s0, s1, c, nv, last);
+    }
+    strip_steps<VW, NV, REDUCE>(in, chunks.start[k], s0, s1, c, last, st + k * C,
+                                REDUCE ? prod + k * C : nullptr, emit);
   }
 
+  // Channels [c0, c1) (at most kNarrowMax) of chunks [k0, k1) as register tiles of up to 32
+  // channels, the last tile overlapping its own previous vector where needed (tile_steps).
   template <bool REDUCE> void narrow(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
+    constexpr int V = int(32 / sizeof(acc_t)), NV = 32 / V;
     int64_t c = c0;
-    for (; c + 32 <= c1; c += 32) tiles<32, REDUCE>(k0, k1, c);
-    if (c + 16 <= c1) { tiles<16, REDUCE>(k0, k1, c); c += 16; }
-    if (c + 8 <= c1) { tiles<8, REDUCE>(k0, k1, c); c += 8; }
-    if (c + 4 <= c1) { tiles<4, REDUCE>(k0, k1, c); c += 4; }
-    if (c + 2 <= c1) { tiles<2, REDUCE>(k0, k1, c); c += 2; }
-    if (c + 1 <= c1) { tiles<1, REDUCE>(k0, k1, c); c += 1; }
+    for (; c1 - c > 32; c += 32) tiles<V, NV, REDUCE>(k0, k1, c, NV, 32 - V);
+    const int64_t n = c1 - c;
+    if (n >= V) {
+      tiles<V, NV, REDUCE>(k0, k1, c, (n + V - 1) / V, n - V);
+    } else if (V > 4 && n >= 4) {
+      tiles<4, 2, REDUCE>(k0, k1, c, (n + 3) / 4, n - 4);
+    } else if (n >= 2) {
+      tiles<2, 2, REDUCE>(k0, k1, c, (n + 1) / 2, n - 2);
+    } else if (n == 1) {
+      tiles<1, 1, REDUCE>(k0, k1, c, 1, 0);
+    }
   }
 };
 
