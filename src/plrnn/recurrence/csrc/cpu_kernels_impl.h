@@ -459,6 +459,35 @@ inline int64_t strip_rows(int64_t row_bytes) {
   return std::clamp<int64_t>((int64_t(1) << 14) / std::max<int64_t>(1, row_bytes), 4, 256);
 }
 
+// Cuts channels [c0, c1) into runs of vectors, each walked over the rows once: whole runs of W
+// channels while more than one remains, then one run for the rest in vectors of the widest width
+// that fits (V, else 4, 2, 1), its last vector overlapping the one before it where the rest is
+// not a multiple of that width (strip_steps). Calls visit(VW, NV, c, last) for each run, VW and
+// NV as std::integral_constant, the last vector at c + last.
+template <int VW, int NV, typename Visit>
+void vector_run(int64_t c, int64_t nv, int64_t last, const Visit& visit) {
+  if constexpr (NV > 1) {
+    if (nv < NV) return vector_run<VW, NV - 1>(c, nv, last, visit);
+  }
+  visit(std::integral_constant<int, VW>{}, std::integral_constant<int, NV>{}, c, last);
+}
+
+template <int V, int W, typename Visit>
+void cut_row(int64_t c0, int64_t c1, const Visit& visit) {
+  int64_t c = c0;
+  for (; c1 - c > W; c += W) vector_run<V, W / V>(c, W / V, W - V, visit);
+  const int64_t n = c1 - c;
+  if (n >= V) {
+    vector_run<V, W / V>(c, (n + V - 1) / V, n - V, visit);
+  } else if (V > 4 && n >= 4) {
+    vector_run<4, 2>(c, (n + 3) / 4, n - 4, visit);
+  } else if (n >= 2) {
+    vector_run<2, 2>(c, (n + 1) / 2, n - 2, visit);
+  } else if (n == 1) {
+    vector_run<1, 1>(c, 1, 0, visit);
+  }
+}
+
 constexpr int64_t kNarrowMax = 64;    // up to this many channels, chunks run side by side (tiles)
 constexpr int64_t kMinChunk = 16;     // shortest time chunk worth a chunk of its own
 constexpr int64_t kInterleaveBytes = 512;  // scan_and_reduce alternates in pieces this long
@@ -486,14 +515,10 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
     if constexpr (KI > 1) run_set<VW, NV, KI / 2, REDUCE>(k, kb, s0, s1, c, last);
   }
 
-  // Tiles of nv (1 <= nv <= NV) vectors of VW at channel c, the last at c + last. Chunks share
-  // one length except a shorter final chunk: run the common steps on all of them, then the rest
-  // of the longer ones.
-  template <int VW, int NV, bool REDUCE>
-  void tiles(int64_t k0, int64_t k1, int64_t c, int64_t nv, int64_t last) const {
-    if constexpr (NV > 1) {
-      if (nv < NV) return tiles<VW, NV - 1, REDUCE>(k0, k1, c, nv, last);
-    }
+  // Tiles of NV vectors of VW at channel c, the last at c + last. Chunks share one length except
+  // a shorter final chunk: run the common steps on all of them, then the rest of the longer ones.
+  template <int VW, int NV, bool REDUCE> void tiles(int64_t k0, int64_t k1, int64_t c,
+                                                    int64_t last) const {
     constexpr int KI = chunks_in_flight<VW * NV, REDUCE>();
     const int64_t common = chunks.len[k1 - 1], full = chunks.len[k0];
     run_set<VW, NV, KI, REDUCE>(k0, k1, 0, common, c, last);
@@ -559,53 +584,23 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
     for (const Run& r : runs) std::copy_n(emit.state_at(last + r.c), r.len, state + r.c);
   }
 
-  // Rows [s0, s1) of chunk k, channels [c0, c1) (within one period of the decays), strip by
-  // strip: whole strips of kStripVectors vectors while more than one strip remains, then one
-  // strip for the rest, its last vector overlapping where the rest is not a multiple of the
-  // vector width (strip_steps).
+  // Rows [s0, s1) of chunk k, channels [c0, c1) (within one period of the decays), in strips of
+  // up to kStripVectors vectors (cut_row).
   template <bool REDUCE> void strips(int64_t k, int64_t s0, int64_t s1, int64_t c0,
                                      int64_t c1) const {
-    constexpr int V = int(32 / sizeof(acc_t)), S = kStripVectors * V;
-    int64_t c = c0;
-    for (; c1 - c > S; c += S) strip<V, kStripVectors, REDUCE>(k, s0, s1, c, kStripVectors, S - V);
-    const int64_t n = c1 - c;
-    if (n >= V) {
-      strip<V, kStripVectors, REDUCE>(k, s0, s1, c, (n + V - 1) / V, n - V);
-    } else if (V > 4 && n >= 4) {
-      strip<4, 2, REDUCE>(k, s0, s1, c, (n + 3) / 4, n - 4);
-    } else if (n >= 2) {
-      strip<2, 2, REDUCE>(k, s0, s1, c, (n + 1) / 2, n - 2);
-    } else if (n == 1) {
-      strip<1, 1, REDUCE>(k, s0, s1, c, 1, 0);
-    }
-  }
-
-  // One strip of nv (1 <= nv <= NV) vectors of VW at channel c, the last at c + last.
-  template <int VW, int NV, bool REDUCE> void strip(int64_t k, int64_t s0, int64_t s1,
-                                                    int64_t c, int64_t nv, int64_t last) const {
-    if constexpr (NV > 1) {
-      if (nv < NV) return strip<VW, NV - 1, REDUCE>(k, s0, s1, c, nv, last);
-    }
-    strip_steps<VW, NV, REDUCE>(in, chunks.start[k], s0, s1, c, last, st + k * C,
-                                REDUCE ? prod + k * C : nullptr, emit);
+    constexpr int V = int(32 / sizeof(acc_t));
+    cut_row<V, kStripVectors * V>(c0, c1, [&](auto vw, auto nv, int64_t c, int64_t last) {
+      strip_steps<decltype(vw)::value, decltype(nv)::value, REDUCE>(
+          in, chunks.start[k], s0, s1, c, last, st + k * C, REDUCE ? prod + k * C : nullptr, emit);
+    });
   }
 
   // Channels [c0, c1) (at most kNarrowMax) of chunks [k0, k1) as register tiles of up to 32
-  // channels, the last tile overlapping its own previous vector where needed (tile_steps).
+  // channels (cut_row).
   template <bool REDUCE> void narrow(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
-    constexpr int V = int(32 / sizeof(acc_t)), NV = 32 / V;
-    int64_t c = c0;
-    for (; c1 - c > 32; c += 32) tiles<V, NV, REDUCE>(k0, k1, c, NV, 32 - V);
-    const int64_t n = c1 - c;
-    if (n >= V) {
-      tiles<V, NV, REDUCE>(k0, k1, c, (n + V - 1) / V, n - V);
-    } else if (V > 4 && n >= 4) {
-      tiles<4, 2, REDUCE>(k0, k1, c, (n + 3) / 4, n - 4);
-    } else if (n >= 2) {
-      tiles<2, 2, REDUCE>(k0, k1, c, (n + 1) / 2, n - 2);
-    } else if (n == 1) {
-      tiles<1, 1, REDUCE>(k0, k1, c, 1, 0);
-    }
+    cut_row<int(32 / sizeof(acc_t)), 32>(c0, c1, [&](auto vw, auto nv, int64_t c, int64_t last) {
+      tiles<decltype(vw)::value, decltype(nv)::value, REDUCE>(k0, k1, c, last);
+    });
   }
 };
 
