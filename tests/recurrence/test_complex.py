@@ -130,3 +130,44 @@ def test_complex_decays_with_real_impulses_are_refused():
         plrnn.linear_recurrence(a, x.real.contiguous())
     with pytest.raises(TypeError, match="both real or both complex"):
         plrnn.linear_recurrence(a.abs(), x)
+
+
+# The C++ kernels' paths for complex inputs: rows of up to 8 channels keep their states in
+# registers, wider ones run the channel loop; cpu_parallel on 2 threads cuts time into one chunk
+# more than threads (the first scanned while the others are reduced); cpu_serial takes that time
+# split too for rows streamed from memory (PLRNN_STREAM_BYTES=0 sends these small inputs there).
+# Lengths below and above the chunking's minimum (64 rows a chunk), decays per step and
+# time-invariant; every state and every gradient against the complex128 loop.
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("threads", ["1", "2", "2-time-split"])
+@pytest.mark.parametrize("channels", [1, 2, 5, 8, 9, 33])
+def test_kernel_paths_match_the_loop(channels, threads, reverse, num_threads, monkeypatch,
+                                     streaming_schedule):
+    if threads == "2-time-split":
+        streaming_schedule("time_split")
+        monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
+    num_threads(int(threads[0]))
+    for T, invariant in itertools.product([1, 4, 193, 1001], [False, True]):
+        a, x, h0 = make(T, (channels,), "near_one", True,
+                        seed_for("cpaths", channels, T, invariant, reverse))
+        if invariant:
+            a = a[0].clone()
+        up = torch.randn(x.shape, generator=torch.Generator().manual_seed(T), dtype=x.dtype)
+
+        def grads(fn):
+            leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
+            h = fn(*leaves)
+            return (h, *torch.autograd.grad((h * up.conj()).sum().real, leaves))
+
+        want = grads(lambda a_, x_, h0_: loop(a_.expand_as(x_), x_, h0_, reverse))
+        for backend in ("cpu_serial", "cpu_parallel"):
+            got = grads(lambda a_, x_, h0_: plrnn.linear_recurrence(
+                a_, x_, h0_, reverse=reverse, backend=backend))
+            for name, g, w in zip(("h", "decays", "impulses", "initial_state"), got, want):
+                assert (g - w).abs().max().item() <= F64_RTOL * max(1.0, w.abs().max().item()), (
+                    backend, T, invariant, name)
+            low = plrnn.linear_recurrence(a.to(torch.complex64), x.to(torch.complex64),
+                                          h0.to(torch.complex64), reverse=reverse,
+                                          backend=backend)
+            assert (low.to(torch.complex128) - want[0]).abs().max().item() <= 1e-4 * max(
+                1.0, want[0].abs().max().item()), (backend, T, invariant)

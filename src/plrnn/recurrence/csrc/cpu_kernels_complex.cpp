@@ -1,6 +1,7 @@
 // complex64 / complex128 CPU kernels: the same two schedules as the real ones (cpu_kernels_impl.h)
 // in plain loops over c10::complex. A complex product mixes the real and imaginary parts, so the
-// real kernels' vector tiles do not carry over; the compiler vectorizes these loops over channels.
+// real kernels' vector tiles do not carry over; rows of a few channels keep their states in
+// registers, wider rows leave the channel loop to the compiler.
 //
 // Gradients follow torch's convention for complex autograd (the conjugate Wirtinger derivative):
 // for y = a * h + x, dL/da = conj(h) * dL/dy and dL/dh = conj(a) * dL/dy.
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_kernels_impl.h"  // FlushDenormals, and the declarations (cpu_kernels.h)
@@ -15,63 +17,179 @@
 namespace plrnn {
 namespace {
 
-// Steps [0, n) of a scan in its own order: state(r) = decay(r, c) * state(r - 1) + input(r, c),
-// from init (C values, or zeros), each state handed to emit(r, c, v). decay / input / emit know
-// where row r lives (forward, reverse, backward order). The final state goes to `last` (C values).
+// Rows of at most this many channels keep their states in registers (Steps::narrow). In the
+// plain loop every state went through memory, and its store and reload joined the two dependent
+// FMAs of a complex multiply-add on the chain of every step. Measured (Zen 4 VM, one thread,
+// complex64, T = 65536): one channel 391-412 -> 204-215 us, four 489-637 -> 267-455 us, eight
+// 748 -> 509 us (torch.mul: 20, 90-110, 180 us). Four steps per link of the chain, as the real
+// kernels take (lookahead_steps), gained a little more at one channel (155-191 us) and lost from
+// two on: scalar complex arithmetic is bound by its throughput there.
+constexpr int64_t kNarrowComplex = 8;
+
+// A complex number as two reals, multiplied in the textbook formula so that the compiler fuses
+// each product with the addition after it (c10::complex's operators went through shuffles of the
+// pair in a vector register).
+template <typename R> struct Parts {
+  R re, im;
+  static Parts of(const c10::complex<R>& z) { return {z.real(), z.imag()}; }
+  c10::complex<R> value() const { return {re, im}; }
+  Parts times(const Parts& b) const { return {re * b.re - im * b.im, re * b.im + im * b.re}; }
+  Parts times_plus(const Parts& b, const Parts& c) const {  // this * b + c
+    return {re * b.re - im * b.im + c.re, re * b.im + im * b.re + c.im};
+  }
+};
+
+// Steps of one scan in its own order: state(r) = decay(r, c) * state(r - 1) + input(r, c), each
+// state handed to emit(r, c, v). decay / input / emit know where row r lives (forward, reverse,
+// backward order).
+template <typename acc_t, typename Decay, typename Input, typename Emit> struct Steps {
+  const Decay& decay;
+  const Input& input;
+  const Emit& emit;
+
+  // Rows [r0, r1), channels [c0, c1), from st (updated in place).
+  void scan(int64_t r0, int64_t r1, int64_t c0, int64_t c1, acc_t* st) const {
+    if (c1 - c0 <= kNarrowComplex) {
+      by_width(c1 - c0, [&](auto w) { narrow<decltype(w)::value, false>(r0, r1, c0, st, nullptr); });
+      return;
+    }
+    // The states in this thread's own buffer: st is shared with the threads scanning the
+    // neighbouring channels (or chunks), and a cache line holding states of both, written at
+    // every step, made two threads 2-3x slower than one at (16384, 64).
+    std::vector<acc_t> local(st + c0, st + c1);
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = c0; c < c1; ++c) {
+        acc_t& h = local[c - c0];
+        h = decay(r, c) * h + input(r, c);
+        emit(r, c, h);
+      }
+    std::copy(local.begin(), local.end(), st + c0);
+  }
+
+  // Rows [r0, r1), all C channels, to the state R they reach from zero and the product P of
+  // their decays (both C values, overwritten).
+  void reduce(int64_t r0, int64_t r1, int64_t C, acc_t* R, acc_t* P) const {
+    if (C <= kNarrowComplex) {
+      std::fill(R, R + C, acc_t(0));
+      std::fill(P, P + C, acc_t(1));
+      by_width(C, [&](auto w) { narrow<decltype(w)::value, true>(r0, r1, 0, R, P); });
+      return;
+    }
+    std::vector<acc_t> reached(C, acc_t(0)), product(C, acc_t(1));  // as in scan()
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t d = decay(r, c);
+        reached[c] = d * reached[c] + input(r, c);
+        product[c] *= d;
+      }
+    std::copy(reached.begin(), reached.end(), R);
+    std::copy(product.begin(), product.end(), P);
+  }
+
+  template <typename F> static void by_width(int64_t w, const F& f) {
+    switch (w) {
+      case 1: f(std::integral_constant<int, 1>{}); break;
+      case 2: f(std::integral_constant<int, 2>{}); break;
+      case 3: f(std::integral_constant<int, 3>{}); break;
+      case 4: f(std::integral_constant<int, 4>{}); break;
+      case 5: f(std::integral_constant<int, 5>{}); break;
+      case 6: f(std::integral_constant<int, 6>{}); break;
+      case 7: f(std::integral_constant<int, 7>{}); break;
+      default: f(std::integral_constant<int, 8>{}); break;
+    }
+  }
+
+  // W channels from c0 with their states (and, REDUCE, the products of their decays instead of
+  // emits) in registers.
+  template <int W, bool REDUCE>
+  void narrow(int64_t r0, int64_t r1, int64_t c0, acc_t* st, acc_t* P) const {
+    using Cx = Parts<typename acc_t::value_type>;
+    Cx h[W], p[W];
+    for (int i = 0; i < W; ++i) {
+      h[i] = Cx::of(st[c0 + i]);
+      if (REDUCE) p[i] = Cx::of(P[c0 + i]);
+    }
+    for (int64_t r = r0; r < r1; ++r)
+      for (int i = 0; i < W; ++i) {
+        const Cx d = Cx::of(decay(r, c0 + i));
+        h[i] = d.times_plus(h[i], Cx::of(input(r, c0 + i)));
+        if (REDUCE) {
+          p[i] = d.times(p[i]);
+        } else {
+          emit(r, c0 + i, h[i].value());
+        }
+      }
+    for (int i = 0; i < W; ++i) {
+      st[c0 + i] = h[i].value();
+      if (REDUCE) P[c0 + i] = p[i].value();
+    }
+  }
+};
+
+// Steps [0, n) of a scan from init (C values, or zeros); the final state goes to `last` (C
+// values).
 //   serial:   threads split the channels, each walks all of time.
-//   parallel: Algorithm 1 over time: threads reduce chunks to (product of decays, state from
-//             zero), a serial scan over chunks gives each its carry-in, threads re-scan.
+//   parallel: Algorithm 1 over time, in the real kernels' schedule (cpu_kernels_impl.h, scan):
+//             one chunk more than threads; the first, whose carry-in is known, is scanned while
+//             the threads reduce the others but the last to (product of decays, state from
+//             zero), a serial scan over chunks gives each its carry-in, and every thread then
+//             scans one of the rest. (Reducing all but the last chunk first left one of two
+//             threads idle: 0.5x the serial loop at one channel.)
 template <typename acc_t, typename Decay, typename Input, typename Emit>
 void scan_steps(int64_t n, int64_t C, const acc_t* init, bool parallel, const Decay& decay,
                 const Input& input, const Emit& emit, acc_t* last) {
   // Every parallel region sets it on its workers, the calling thread only around its own loop
   // (FlushDenormals: a worker started inside a region copies the starting thread's state).
+  const Steps<acc_t, Decay, Input, Emit> steps{decay, input, emit};
   std::vector<acc_t> state(C, acc_t(0));
   if (init) std::copy(init, init + C, state.begin());
-  auto run = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, acc_t* st) {
-    const FlushDenormals worker_flush;
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = c0; c < c1; ++c) {
-        st[c] = decay(r, c) * st[c] + input(r, c);
-        emit(r, c, st[c]);
-      }
-  };
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  const int64_t K = parallel ? std::min<int64_t>(threads, n / 64) : 1;
-  if (K <= 1) {
+  // As in the real kernels: rows streamed from memory whose per-thread shares would be under a
+  // page take the time split, not the channel split (Zen 4 VM, complex64, 2 threads, (65536,
+  // 256): the channel split ran at 0.26-0.52 of torch.mul, the time split at 0.55-0.87).
+  if (!parallel && threads > 1 && time_split_pays(n, C * int64_t(sizeof(acc_t)), threads))
+    parallel = true;
+  const int64_t M = parallel && threads > 1 ? std::min<int64_t>(threads + 1, n / 64) : 1;
+  if (M <= 1) {
     // Blocks of 16 channels (a cache line of complex64 and then some), at least ~32k steps of
     // work per task.
     const int64_t blocks = (C + 15) / 16;
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, n * 16));
     at::parallel_for(0, blocks, grain, [&](int64_t b, int64_t e) {
-      run(0, n, b * 16, std::min(C, e * 16), state.data());
+      const FlushDenormals worker_flush;
+      steps.scan(0, n, b * 16, std::min(C, e * 16), state.data());
     });
   } else {
-    std::vector<int64_t> start(K + 1);
-    for (int64_t k = 0; k <= K; ++k) start[k] = n * k / K;
-    std::vector<acc_t> reached(K * C, acc_t(0)), product(K * C, acc_t(1));
-    at::parallel_for(0, K - 1, 1, [&](int64_t b, int64_t e) {
-      const FlushDenormals worker_flush;
-      for (int64_t k = b; k < e; ++k)
-        for (int64_t r = start[k]; r < start[k + 1]; ++r)
-          for (int64_t c = 0; c < C; ++c) {
-            const acc_t d = decay(r, c);
-            reached[k * C + c] = d * reached[k * C + c] + input(r, c);
-            product[k * C + c] *= d;
-          }
-    });
-    std::vector<acc_t> carry(K * C);
+    std::vector<int64_t> start(M + 1);
+    for (int64_t k = 0; k <= M; ++k) start[k] = n * k / M;
+    // carry[k]: the state into chunk k once known; reached/product: chunk k's map (k >= 1).
+    std::vector<acc_t> carry(M * C), reached(M * C), product(M * C);
     std::copy(state.begin(), state.end(), carry.begin());
+    at::parallel_for(0, M - 1, 1, [&](int64_t b, int64_t e) {
+      const FlushDenormals worker_flush;
+      for (int64_t k = b; k < e; ++k) {
+        if (k == 0) {
+          steps.scan(start[0], start[1], 0, C, carry.data());  // now the state after chunk 0
+        } else {
+          steps.reduce(start[k], start[k + 1], C, reached.data() + k * C,
+                       product.data() + k * C);
+        }
+      }
+    });
     {
       const FlushDenormals flush;
-      for (int64_t k = 1; k < K; ++k)
+      std::copy(carry.begin(), carry.begin() + C, carry.begin() + C);
+      for (int64_t k = 2; k < M; ++k)
         for (int64_t c = 0; c < C; ++c)
-          carry[k * C + c] = product[(k - 1) * C + c] * carry[(k - 1) * C + c] + reached[(k - 1) * C + c];
+          carry[k * C + c] = product[(k - 1) * C + c] * carry[(k - 1) * C + c] +
+                             reached[(k - 1) * C + c];
     }
-    at::parallel_for(0, K, 1, [&](int64_t b, int64_t e) {
-      for (int64_t k = b; k < e; ++k) run(start[k], start[k + 1], 0, C, carry.data() + k * C);
+    at::parallel_for(1, M, 1, [&](int64_t b, int64_t e) {
+      const FlushDenormals worker_flush;
+      for (int64_t k = b; k < e; ++k)
+        steps.scan(start[k], start[k + 1], 0, C, carry.data() + k * C);
     });
-    std::copy(carry.begin() + (K - 1) * C, carry.begin() + K * C, state.begin());
+    std::copy(carry.begin() + (M - 1) * C, carry.begin() + M * C, state.begin());
   }
   if (last) std::copy(state.begin(), state.end(), last);
 }
