@@ -136,8 +136,8 @@ def test_complex_decays_with_real_impulses_are_refused():
 # registers, wider ones run the channel loop; cpu_parallel on 2 threads cuts time into one chunk
 # more than threads (the first scanned while the others are reduced); cpu_serial takes that time
 # split too for rows streamed from memory (PLRNN_STREAM_BYTES=0 sends these small inputs there).
-# Lengths below and above the chunking's minimum (64 rows a chunk), decays per step and
-# time-invariant; every state and every gradient against the complex128 loop.
+# Lengths below and above the chunking's minimums (64 rows a chunk, 2^14 steps times channels),
+# decays per step and time-invariant; every state and every gradient against the complex128 loop.
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("threads", ["1", "2", "2-time-split"])
 @pytest.mark.parametrize("channels", [1, 2, 5, 8, 9, 33])
@@ -147,7 +147,8 @@ def test_kernel_paths_match_the_loop(channels, threads, reverse, num_threads, mo
         streaming_schedule("time_split")
         monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
     num_threads(int(threads[0]))
-    for T, invariant in itertools.product([1, 4, 193, 1001], [False, True]):
+    lengths = [1, 4, 193, max(1001, 2**14 // channels + 67)]
+    for T, invariant in itertools.product(lengths, [False, True]):
         a, x, h0 = make(T, (channels,), "near_one", True,
                         seed_for("cpaths", channels, T, invariant, reverse))
         if invariant:
@@ -171,3 +172,15 @@ def test_kernel_paths_match_the_loop(channels, threads, reverse, num_threads, mo
                                           backend=backend)
             assert (low.to(torch.complex128) - want[0]).abs().max().item() <= 1e-4 * max(
                 1.0, want[0].abs().max().item()), (backend, T, invariant)
+
+
+def test_auto_splits_time_for_complex_inputs_on_several_threads(num_threads):
+    """The complex CPU kernels are arithmetic-bound: auto takes cpu_parallel for them at any
+    shape (it runs one thread where the work is small), while real inputs keep their rule."""
+    from plrnn.recurrence import registry
+
+    num_threads(2)
+    cpu = torch.device("cpu")
+    for T, channels in [(16, 1), (4096, 8), (16384, 64), (65536, 256)]:
+        assert registry.resolve("auto", cpu, T, channels, is_complex=True).name == "cpu_parallel"
+    assert registry.resolve("auto", cpu, 65536, 1024).name == "cpu_serial"

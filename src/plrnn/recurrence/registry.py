@@ -202,8 +202,15 @@ def resolve(name: str, device: torch.device, T: int, channels: int,
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     if name == "auto":
         chosen = REGISTRY[choose_auto(device, T, channels)]
-        # The torch scan takes complex inputs on any device.
-        return REGISTRY["torch"] if is_complex and not chosen.complex else chosen
+        if not is_complex:
+            return chosen
+        # The complex CPU kernels are bound by scalar arithmetic, not memory: their time split
+        # (which runs on one thread where the work is small) was as fast or faster than
+        # cpu_serial at every measured shape on 2 threads, up to 3x at (16384, 64) where the
+        # channel split ran slower than one thread (cpu_kernels_complex.cpp, docs/op.md).
+        if chosen.name == "cpu_serial":
+            return REGISTRY["cpu_parallel"]
+        return chosen if chosen.complex else REGISTRY["torch"]  # torch's scan: any device
     if name not in REGISTRY:
         known = ", ".join(repr(n) for n in ("auto", *REGISTRY))
         raise ValueError(f"unknown backend {name!r}; choose one of {known}")

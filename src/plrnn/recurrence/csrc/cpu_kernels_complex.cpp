@@ -149,7 +149,10 @@ void scan_steps(int64_t n, int64_t C, const acc_t* init, bool parallel, const De
   // 256): the channel split ran at 0.26-0.52 of torch.mul, the time split at 0.55-0.87).
   if (!parallel && threads > 1 && time_split_pays(n, C * int64_t(sizeof(acc_t)), threads))
     parallel = true;
-  const int64_t M = parallel && threads > 1 ? std::min<int64_t>(threads + 1, n / 64) : 1;
+  // Two parallel regions cost a few microseconds: below about 2^14 steps times channels (tens of
+  // microseconds of this scalar arithmetic) one thread runs the whole scan.
+  const bool split = parallel && threads > 1 && n * C >= (int64_t(1) << 14);
+  const int64_t M = split ? std::min<int64_t>(threads + 1, n / 64) : 1;
   if (M <= 1) {
     // Blocks of 16 channels (a cache line of complex64 and then some), at least ~32k steps of
     // work per task.
