@@ -68,6 +68,31 @@ def test_auto_choice_rules(num_threads):
     assert choose_auto(torch.device("meta"), 10**6, 1) == "torch"
 
 
+def test_auto_takes_the_in_cache_measurement_for_long_wide_rows_that_fit(num_threads,
+                                                                         monkeypatch):
+    """From T = 16384 on, rows wider than the long regime measures take the short regime's
+    (in-cache) answer while inputs and output fit in the C++ kernels' cache threshold, counted
+    in the inputs' own bytes; streamed ones keep cpu_serial (with its own schedules)."""
+    from plrnn.recurrence import calibration, registry
+
+    num_threads(2)
+    short = tuple(range(5, 257))
+    monkeypatch.setattr(calibration, "parallel_channels", lambda threads, steps: (
+        tuple(range(1, 33)) if steps >= calibration.MIN_STEPS else short))
+    monkeypatch.setattr(registry, "_stream_bytes", lambda: 3 * 16384 * 128 * 4)
+    cpu_dev, T = torch.device("cpu"), PARALLEL_MIN_STEPS
+    assert T == 16384
+    assert choose_auto(cpu_dev, T, 16) == "cpu_parallel"  # the long regime's own list
+    assert choose_auto(cpu_dev, T, 64) == "cpu_parallel"
+    assert choose_auto(cpu_dev, T, 128) == "cpu_parallel"  # exactly at the threshold
+    assert choose_auto(cpu_dev, T, 128, itemsize=8) == "cpu_serial"  # twice the bytes: streamed
+    assert choose_auto(cpu_dev, T, 256, itemsize=2) == "cpu_parallel"
+    assert choose_auto(cpu_dev, 2 * T, 128) == "cpu_serial"
+    monkeypatch.setattr(registry, "_stream_bytes", lambda: 1 << 40)
+    assert choose_auto(cpu_dev, T, 300) == "cpu_serial"  # beyond what the short regime chose
+    assert torch.ops.plrnn.cpu_stream_bytes() > 0
+
+
 # ------------------------------------------------------------------------- torch.ops.plrnn.*
 
 

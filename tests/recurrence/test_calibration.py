@@ -115,7 +115,10 @@ def test_auto_follows_the_calibration(calibrating, monkeypatch, num_threads):
     assert registry.choose_auto(cpu, long, 2) == "cpu_parallel"
     assert registry.choose_auto(cpu, long, 3) == "cpu_serial"
     assert registry.choose_auto(cpu, long, 24) == "cpu_serial"  # the fixed rule would say parallel
-    assert registry.choose_auto(cpu, long, 64) == "cpu_serial"
+    # wider rows than the long regime measures: the short (in-cache) answer while they fit
+    assert registry.choose_auto(cpu, long, 64) == "cpu_parallel"
+    assert registry.choose_auto(cpu, long, 128) == "cpu_serial"
+    assert registry.choose_auto(cpu, 1 << 22, 64) == "cpu_serial"  # 3 GB: streamed
     assert registry.choose_auto(cpu, long - 1, 2) == "cpu_serial"
     assert registry.choose_auto(cpu, long - 1, 64) == "cpu_parallel"
     assert registry.choose_auto(cpu, short, 64) == "cpu_parallel"

@@ -71,7 +71,8 @@ def linear_recurrence(
         )
     shape = impulses.shape
     T, channels = shape[0], math.prod(shape[1:])
-    chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex())
+    chosen = resolve(backend, impulses.device, T, channels, impulses.is_complex(),
+                     impulses.element_size())
     if T == 0 or channels == 0:
         h = out if out is not None else impulses + 0 * decays  # empty, still in the graph
     else:

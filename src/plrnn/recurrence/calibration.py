@@ -15,7 +15,8 @@ forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
 - sequences that fit in the cache (SHORT_MIN_STEPS <= T < MIN_STEPS): T = 4096 at 4 to 256
   channels, where two threads splitting the channels of short rows share pages and cpu_serial
   gained nothing from its second thread on the Skylake-SP VM (while cpu_parallel's time chunks
-  ran 1.1-1.5x faster at 16 to 128 channels).
+  ran 1.1-1.5x faster at 16 to 128 channels). Longer sequences with more than 32 channels take
+  this answer too while inputs and output fit in the last-level cache (registry._cpu_kernel).
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
 faster. About 5 s once, announced by a warning; cached in PLRNN_CACHE_DIR (default
 ~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels' source

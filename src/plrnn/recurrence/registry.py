@@ -152,9 +152,24 @@ def _short_parallel_channels() -> tuple[int, ...]:
     return calibration.parallel_channels(_threads(), calibration.SHORT_MIN_STEPS)
 
 
-def _cpu_kernel(T: int, channels: int) -> str:
+@torch._dynamo.assume_constant_result
+def _stream_bytes() -> int:
+    # The C++ kernels' own threshold (the last-level cache, or PLRNN_STREAM_BYTES).
+    return torch.ops.plrnn.cpu_stream_bytes()
+
+
+def _cpu_kernel(T: int, channels: int, itemsize: int = 4) -> str:
     if T >= PARALLEL_MIN_STEPS:
-        parallel = _parallel_channels()
+        # Rows wider than the long regime measures, with inputs and output that fit in the
+        # last-level cache, are the case the short regime measures (at T = 4096). There, on 2
+        # threads of the Zen 4 VM, cpu_serial's channel split ran no faster than one thread and
+        # cpu_parallel's time chunks 1.3-2.5x faster than it: (16384, 64) 202 -> 154 us,
+        # (16384, 128) 1456 -> 573 us, (32768, 64) 992 -> 421 us through auto.
+        wide = channels > max(calibration.MEASURED_CHANNELS)
+        if wide and 3 * T * channels * itemsize <= _stream_bytes():
+            parallel = _short_parallel_channels()
+        else:
+            parallel = _parallel_channels()
     elif T >= calibration.SHORT_MIN_STEPS and T * channels >= calibration.MIN_WORK:
         parallel = _short_parallel_channels()
     else:
@@ -165,12 +180,13 @@ def _cpu_kernel(T: int, channels: int) -> str:
 _warned_fallback = False
 
 
-def choose_auto(device: torch.device, T: int, channels: int) -> str:
+def choose_auto(device: torch.device, T: int, channels: int, itemsize: int = 4) -> str:
+    """The backend `auto` runs for (T, channels) inputs of `itemsize` bytes each on `device`."""
     global _warned_fallback
     if device.type == "cpu":
         reason = cpu.load()
         if reason is None:
-            return _cpu_kernel(T, channels)
+            return _cpu_kernel(T, channels, itemsize)
         if not _warned_fallback:
             _warned_fallback = True
             warnings.warn(
@@ -197,11 +213,11 @@ def choose_auto(device: torch.device, T: int, channels: int) -> str:
 
 
 def resolve(name: str, device: torch.device, T: int, channels: int,
-            is_complex: bool = False) -> Backend:
+            is_complex: bool = False, itemsize: int = 4) -> Backend:
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     if name == "auto":
-        chosen = REGISTRY[choose_auto(device, T, channels)]
+        chosen = REGISTRY[choose_auto(device, T, channels, itemsize)]
         if not is_complex:
             return chosen
         # The complex CPU kernels are bound by scalar arithmetic, not memory: their time split

@@ -150,31 +150,6 @@ inline void stream_fence() {
 #endif
 }
 
-// Bytes of one instance of the last-level cache: what Linux's sysfs says of CPU 0's highest
-// cache level, else glibc's figure, else a 32 MiB guess. sysfs first: on a Zen 4 EPYC VM glibc
-// reported 320 MiB of L3 where sysfs (and lscpu) said 32 MiB, which kept every scan of up to 100
-// MiB off the pipelined schedule.
-inline int64_t llc_bytes() {
-  static const int64_t bytes = [] {
-    int64_t best_level = 0, b = 0;
-    for (int index = 0; index < 8; ++index) {
-      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
-      std::ifstream level_file(dir + "/level"), size_file(dir + "/size");
-      int64_t level = 0, size = 0;
-      std::string unit;
-      if (!(level_file >> level) || !(size_file >> size)) continue;
-      std::getline(size_file, unit);
-      size *= unit == "K" ? 1024 : unit == "M" ? 1 << 20 : 1;
-      if (level >= best_level && size > 0) best_level = level, b = size;
-    }
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-    if (b <= 0) b = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (b <= 0) b = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
-    return b > 0 ? b : int64_t(32) << 20;
-  }();
-  return bytes;
-}
 
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
 // channels from registers; scan_row, for the pipelined schedule: the whole step for n channels
@@ -843,13 +818,9 @@ class FlushDenormals {
 // its own scan starts (64 KiB to 512 KiB measured 0.61-0.78, the same within noise).
 constexpr int64_t kPipelineBytes = int64_t(1) << 18;
 
-// Whether a scan's inputs and output together overflow the last-level cache. PLRNN_STREAM_BYTES
-// (read per call) replaces the cache size; the tests set it to 0 to take every scan that could
-// be pipelined through the pipelined schedule.
+// Whether a scan's inputs and output together overflow stream_bytes() (cpu_kernels.h).
 inline bool exceeds_cache(int64_t n, int64_t row_bytes) {
-  const char* env = std::getenv("PLRNN_STREAM_BYTES");
-  const int64_t threshold = env && *env ? std::strtoll(env, nullptr, 10) : llc_bytes();
-  return 3 * n * row_bytes > threshold;
+  return 3 * n * row_bytes > stream_bytes();
 }
 
 // Threads take whole rows in turn when the data come from memory, each thread's share of a row

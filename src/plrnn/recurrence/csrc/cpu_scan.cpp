@@ -329,9 +329,14 @@ int64_t set_streaming_schedule(int64_t schedule) {
   return schedule < 0 ? streaming_schedule().load() : streaming_schedule().exchange(schedule);
 }
 
+// The bytes (inputs and output together) above which a scan counts as streamed from memory
+// (exceeds_cache), for auto's choice in registry.py.
+int64_t get_stream_bytes() { return stream_bytes(); }
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(plrnn, m) {
+  m.def("cpu_stream_bytes() -> int", &get_stream_bytes);
   m.def("cpu_streaming_schedule(int schedule) -> int", &set_streaming_schedule);
   m.def("cpu_ilp_channels(int channels) -> int", &set_ilp_channels);
   m.def("cpu_wide_rows(int layout) -> int", &set_wide_rows);
