@@ -43,6 +43,13 @@ def loop(a, x, h0, reverse=False):
     return torch.stack(out)
 
 
+def value_and_grads(fn, inputs, up):
+    """fn(*inputs) and the gradients of the real loss Re sum(h * conj(up)) to every input."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    h = fn(*leaves)
+    return (h, *torch.autograd.grad((h * up.conj()).sum().real, leaves))
+
+
 def test_backends_say_which_take_complex_inputs():
     flags = {s.name: s.complex for s in plrnn.backends("cpu")}
     assert {name for name, takes in flags.items() if takes} == {
@@ -85,9 +92,7 @@ def test_gradients_match_the_loops_autograd(modulus, reverse):
     up = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.complex128)
 
     def grads(fn):
-        leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
-        loss = (fn(*leaves) * up.conj()).sum().real  # a real loss of a complex output
-        return torch.autograd.grad(loss, leaves)
+        return value_and_grads(fn, (a, x, h0), up)[1:]
 
     want = grads(lambda a_, x_, h0_: loop(a_, x_, h0_, reverse))
     for backend in COMPLEX:
@@ -156,9 +161,7 @@ def test_kernel_paths_match_the_loop(channels, threads, reverse, num_threads, mo
         up = torch.randn(x.shape, generator=torch.Generator().manual_seed(T), dtype=x.dtype)
 
         def grads(fn):
-            leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0)]
-            h = fn(*leaves)
-            return (h, *torch.autograd.grad((h * up.conj()).sum().real, leaves))
+            return value_and_grads(fn, (a, x, h0), up)
 
         want = grads(lambda a_, x_, h0_: loop(a_.expand_as(x_), x_, h0_, reverse))
         for backend in ("cpu_serial", "cpu_parallel"):

@@ -166,6 +166,7 @@ def _cpu_kernel(T: int, channels: int, itemsize: int = 4) -> str:
         # cpu_parallel's time chunks 1.3-2.5x faster than it: (16384, 64) 202 -> 154 us,
         # (16384, 128) 1456 -> 573 us, (32768, 64) 992 -> 421 us through auto.
         wide = channels > max(calibration.MEASURED_CHANNELS)
+        # (Inputs and output counted as cpu_kernels_impl.h's exceeds_cache counts them.)
         if wide and 3 * T * channels * itemsize <= _stream_bytes():
             parallel = _short_parallel_channels()
         else:
