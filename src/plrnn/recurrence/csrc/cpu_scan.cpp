@@ -11,12 +11,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
-#if defined(__linux__)
-#include <sys/mman.h>  // madvise
-#endif
-
 #include <algorithm>
-#include <cstdlib>
 #include <tuple>
 #include <vector>
 
@@ -70,42 +65,18 @@ at::Tensor reduce_to_decays(const at::Tensor& ga, const at::Tensor& a) {
   return at::sum(terms, {0, 1}).view(a.sizes());
 }
 
-// Asks Linux to back the 2 MiB-aligned interior of a fresh output with transparent huge pages
-// (MADV_HUGEPAGE; honoured where THP is "madvise" or "always", a no-op where it is "never"). A
-// large fresh tensor is freshly mmap'd memory (glibc), and every 4 KiB page of it faults on first
-// write: on the KVM VMs we measure, about 2 us a page, more than the kernel's own time. A huge
-// page faults once per 2 MiB. Measured on the 2-core Zen 4 VM, T = 65536 x 128 fp32 with the
-// default allocator: forward 24.1 -> 8.3 ms (1 thread), 18.9 -> 8.1 ms (2 threads);
-// forward+backward 76 -> 20 ms and 56 -> 24 ms, where torch.mul's y = a * x and its backward
-// took 75 and 49 ms. Only memory this output owns is advised; memory glibc reuses is already
-// mapped and unaffected. PLRNN_HUGE_PAGES=0 turns it off (huge-page faults can stall on
-// compaction when memory is fragmented). This is what torch's THP_MEM_ALLOC_ENABLE=1 does for
-// every allocation of a process.
-void advise_huge_pages(char* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t huge = uintptr_t(2) << 20;
-  if (bytes < int64_t(huge)) return;
-  const char* off = std::getenv("PLRNN_HUGE_PAGES");
-  if (off && off[0] == '0' && off[1] == '\0') return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(huge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-}
-
-// Prepares a fresh output for the kernel: huge pages where the OS gives them, then each thread
-// faults a contiguous range in, before the kernel writes it. The serial schedule has every thread
-// write a slice of every row, so both threads would fault on the same pages and wait on each
-// other; torch's elementwise ops split memory into contiguous ranges and fault in parallel.
-// Measured on a 2-core Xeon (Skylake-SP), T = 65536 x 128 fp32 forward with a fresh output and
-// 4 KiB pages: 2.1 -> 3.2 GB/s, against torch.mul's 3.6-4.4 GB/s under the same conditions. One
-// byte per page: the kernel zeroes the page anyway, and pages already mapped (a reused
-// allocation) cost a store each.
+// Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
+// it. A large fresh tensor is freshly mmap'd memory (glibc), so its first write costs a page fault
+// per 4 KiB, several times the kernel's own time. The serial schedule has every thread write a
+// slice of every row, so both threads fault on the same pages and wait on each other; torch's
+// elementwise ops split memory into contiguous ranges and fault in parallel. Measured on a 2-core
+// Xeon (Skylake-SP), T = 65536 x 128 fp32 forward with a fresh output: 2.1 -> 3.2 GB/s, against
+// torch.mul's 3.6-4.4 GB/s under the same conditions. One byte per page: the kernel zeroes the
+// page anyway, and pages already mapped (a reused allocation) cost a store each.
 void first_touch(const at::Tensor& t) {
   const int64_t bytes = t.numel() * t.element_size();
-  char* p = static_cast<char*>(t.data_ptr());
-  advise_huge_pages(p, bytes);
   if (bytes < (int64_t(1) << 20) || at::get_num_threads() < 2) return;
+  char* p = static_cast<char*>(t.data_ptr());
   const int64_t pages = bytes / 4096;
   at::parallel_for(0, pages, 256, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) p[i * 4096] = 0;
