@@ -59,11 +59,130 @@ template <typename acc_t> struct VecOf<1, acc_t> {  // one-lane GCC vectors go t
   using type = acc_t;
 };
 
+// 16-bit storage converted W lanes at a time in vector registers. Lane by lane, as c10's
+// scalar conversions are written, the compiler left them scalar, and they bounded the kernels:
+// bfloat16 and float16 ran at 0.13-0.26 of torch.mul's speed where float ran at 0.64-0.93
+// (Zen 4 VM, (65536, 4), (65536, 128) and (4096, 2048), 1 and 2 threads).
+template <int W> struct Lanes16 {
+  typedef uint16_t u16 __attribute__((vector_size(W * 2)));
+  typedef uint32_t u32 __attribute__((vector_size(W * 4)));
+};
+
+template <int W>
+inline typename VecOf<W, float>::type widen(const c10::BFloat16* __restrict__ p) {
+  typename VecOf<W, float>::type v;
+#if defined(__AVX2__)
+  // Explicit AVX2 where it applies: GCC built the generic form below for 4 lanes from 64-bit
+  // pieces (Zen 4 VM, one thread, (65536, 4): 240 us against 104 us for float16 through F16C).
+  if constexpr (W == 8) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    std::memcpy(&v, &f, sizeof(v));
+    return v;
+  } else if constexpr (W == 4) {
+    const __m128i w = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    const __m128 f = _mm_castsi128_ps(_mm_slli_epi32(w, 16));
+    std::memcpy(&v, &f, sizeof(v));
+    return v;
+  }
+#endif
+  using L = Lanes16<W>;
+  typename L::u16 b;
+  std::memcpy(&b, p, sizeof(b));
+  const typename L::u32 bits = __builtin_convertvector(b, typename L::u32) << 16;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+// c10::BFloat16(float) in every lane: round to nearest even, any NaN to 0x7FC0.
+template <int W>
+inline void narrow_to(c10::BFloat16* __restrict__ p, const typename VecOf<W, float>::type& v) {
+#if defined(__AVX2__)
+  if constexpr (W == 8) {
+    __m256 f;
+    std::memcpy(&f, &v, sizeof(f));
+    const __m256i u = _mm256_castps_si256(f);
+    const __m256i bias = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16),
+                                                           _mm256_set1_epi32(1)),
+                                          _mm256_set1_epi32(0x7FFF));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0),
+                           _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+    return;
+  } else if constexpr (W == 4) {
+    __m128 f;
+    std::memcpy(&f, &v, sizeof(f));
+    const __m128i u = _mm_castps_si128(f);
+    const __m128i bias = _mm_add_epi32(_mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1)),
+                                       _mm_set1_epi32(0x7FFF));
+    __m128i r = _mm_srli_epi32(_mm_add_epi32(u, bias), 16);
+    r = _mm_blendv_epi8(r, _mm_set1_epi32(0x7FC0), _mm_castps_si128(_mm_cmpunord_ps(f, f)));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(r, r));
+    return;
+  }
+#endif
+  using L = Lanes16<W>;
+  typename L::u32 u, nan;
+  std::memcpy(&u, &v, sizeof(u));
+  const auto is_nan = v != v;  // all ones in NaN lanes
+  std::memcpy(&nan, &is_nan, sizeof(nan));
+  const typename L::u32 rounded = (u + (((u >> 16) & 1) + 0x7FFF)) >> 16;
+  const typename L::u16 b =
+      __builtin_convertvector((rounded & ~nan) | (nan & 0x7FC0), typename L::u16);
+  std::memcpy(p, &b, sizeof(b));
+}
+
+// float16 through the F16C instructions (round to nearest even, as c10::Half(float)), in the
+// builds that have them (avx2, avx512, native); the baseline build keeps c10's conversions.
+template <int W> constexpr bool kF16C =
+#if defined(__F16C__)
+    W == 4 || W == 8;
+#else
+    false;
+#endif
+
+template <int W>
+inline typename VecOf<W, float>::type widen(const c10::Half* __restrict__ p) {
+  typename VecOf<W, float>::type v;
+#if defined(__F16C__)
+  if constexpr (W == 8) {
+    const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    std::memcpy(&v, &f, sizeof(v));
+  } else {
+    const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    std::memcpy(&v, &f, sizeof(v));
+  }
+#endif
+  return v;
+}
+
+template <int W>
+inline void narrow_to(c10::Half* __restrict__ p, const typename VecOf<W, float>::type& v) {
+#if defined(__F16C__)
+  if constexpr (W == 8) {
+    __m256 f;
+    std::memcpy(&f, &v, sizeof(f));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+  } else {
+    __m128 f;
+    std::memcpy(&f, &v, sizeof(f));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+}
+
+template <int W, typename T> constexpr bool kVectorConvert =
+    (std::is_same_v<T, c10::BFloat16> && W > 1) || (std::is_same_v<T, c10::Half> && kF16C<W>);
+
 template <int W, typename acc_t, typename in_t>
 inline typename VecOf<W, acc_t>::type load(const in_t* __restrict__ p) {
   typename VecOf<W, acc_t>::type v;
   if constexpr (std::is_same_v<in_t, acc_t>) {
     std::memcpy(&v, p, sizeof(v));
+  } else if constexpr (kVectorConvert<W, in_t>) {
+    v = widen<W>(p);
   } else {
     if constexpr (W == 1) {
       v = static_cast<acc_t>(p[0]);
@@ -78,6 +197,8 @@ template <int W, typename out_t, typename acc_t>
 inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v) {
   if constexpr (std::is_same_v<out_t, acc_t>) {
     std::memcpy(p, &v, sizeof(v));
+  } else if constexpr (kVectorConvert<W, out_t>) {
+    narrow_to<W>(p, v);
   } else {
     if constexpr (W == 1) {
       p[0] = static_cast<out_t>(v);
