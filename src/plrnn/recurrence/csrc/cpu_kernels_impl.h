@@ -383,6 +383,32 @@ template <typename in_t> struct Inputs {
   bool a_like_x() const { return a_stride == stride && (period == stride || period == -stride); }
 };
 
+// One step of n channels of a row for 16-bit storage in the whole-row layout (Pass::rows): the
+// state lives in st (float, L1-resident), since the output holds it rounded. Vectors walk the
+// row downwards where rows are visited in descending address order (as StoreState::row).
+template <typename in_t, typename acc_t, typename Emit>
+inline void staged_row(const Emit& emit, int64_t e, const in_t* __restrict__ a,
+                       const in_t* __restrict__ x, acc_t* __restrict__ st, int64_t n, bool down) {
+  constexpr int V = 32 / sizeof(acc_t);
+  auto step = [&](int64_t j) {
+    const auto v = load<V, acc_t>(a + j) * load<V, acc_t>(st + j) + load<V, acc_t>(x + j);
+    store<V, acc_t, acc_t>(st + j, v);
+    emit.template put_vec<V>(e + j, v);
+  };
+  auto one = [&](int64_t j) {
+    st[j] = static_cast<acc_t>(a[j]) * st[j] + static_cast<acc_t>(x[j]);
+    emit.template put_vec<1>(e + j, st[j]);
+  };
+  const int64_t whole = n / V * V;
+  if (down) {
+    for (int64_t j = n - 1; j >= whole; --j) one(j);
+    for (int64_t j = whole - V; j >= 0; j -= V) step(j);
+  } else {
+    for (int64_t j = 0; j < whole; j += V) step(j);
+    for (int64_t j = whole; j < n; ++j) one(j);
+  }
+}
+
 // Registers hold KI chunks x W channels of state: KI independent dependency chains per channel
 // keep both FMA pipes busy (4-cycle latency) when the channels alone are too few to. A REDUCE
 // pass also carries the running product of decays, so it holds half as many chunks.
@@ -625,7 +651,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
   // rows as register tiles over each chunk's whole length, anything else strip by strip.
   template <bool REDUCE> void group(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
     const int64_t P = in.period;
-    if constexpr (!REDUCE && std::is_same_v<in_t, acc_t>) {
+    if constexpr (!REDUCE) {
       if (c1 - c0 > kStripVectors * int64_t(32 / sizeof(acc_t)) &&
           wide_rows_layout().load(std::memory_order_relaxed) == kWideRowsSequential) {
         for (int64_t k = k0; k < k1; ++k) rows(k, c0, c1);
@@ -655,7 +681,8 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
 
   // Every row of chunk k, channels [c0, c1), one row after the other: each step reads the
   // previous state back from the row just emitted (an L1 hit), so memory sees the three
-  // sequential streams of torch.mul. Float and double only (the state must be stored unrounded).
+  // sequential streams of torch.mul. 16-bit storage rounds the state it emits, so there the
+  // state stays in the chunk's float buffer instead (staged_row).
   void rows(int64_t k, int64_t c0, int64_t c1) const {
     const int64_t P = in.period;
     struct Run { int64_t c, len, ca; };
@@ -672,12 +699,19 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
       const int64_t row = (start + s) * in.stride, a_row = (start + s) * in.a_stride;
       for (size_t i = 0; i < runs.size(); ++i) {
         const Run& r = down ? runs[runs.size() - 1 - i] : runs[i];
-        const acc_t* prev = s == 0 ? state + r.c : emit.state_at(row - in.stride + r.c);
-        emit.row(row + r.c, in.a + a_row + r.ca, in.x + row + r.c, prev, r.len, down);
+        if constexpr (std::is_same_v<in_t, acc_t>) {
+          const acc_t* prev = s == 0 ? state + r.c : emit.state_at(row - in.stride + r.c);
+          emit.row(row + r.c, in.a + a_row + r.ca, in.x + row + r.c, prev, r.len, down);
+        } else {
+          staged_row(emit, row + r.c, in.a + a_row + r.ca, in.x + row + r.c, state + r.c, r.len,
+                     down);
+        }
       }
     }
-    const int64_t last = (start + len - 1) * in.stride;
-    for (const Run& r : runs) std::copy_n(emit.state_at(last + r.c), r.len, state + r.c);
+    if constexpr (std::is_same_v<in_t, acc_t>) {
+      const int64_t last = (start + len - 1) * in.stride;
+      for (const Run& r : runs) std::copy_n(emit.state_at(last + r.c), r.len, state + r.c);
+    }
   }
 
   // Rows [s0, s1) of chunk k, channels [c0, c1) (within one period of the decays), in strips of
