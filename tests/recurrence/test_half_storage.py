@@ -7,7 +7,7 @@ bits, and the kernels' outputs must match the exact values converted by torch, b
 states start at 2000-2600, past 256 (bfloat16) and 2048 (float16), where those formats can no
 longer hold every integer, so ties and their rounding to even occur throughout. The channel counts cover
 every vector width the kernels load and store 16-bit values with (1, 2, 4 and 8 lanes,
-overlapping last vectors, several strips).
+overlapping last vectors, several strips), under both layouts of wide rows.
 """
 
 from __future__ import annotations
@@ -44,21 +44,24 @@ def same_bits(out, exact):
     )
 
 
+@pytest.mark.parametrize("reverse", (False, True), ids=("fwd", "rev"))
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str)
 @pytest.mark.parametrize("C", CHANNELS)
 @pytest.mark.parametrize("T", (1, 7, 300, 20_000))
-def test_stored_values_round_like_torch(kernel, dtype, C, T):
+def test_stored_values_round_like_torch(kernel, dtype, C, T, reverse, wide_rows):
     a, x, h0 = integer_inputs(T, C, dtype, seed=T * 1000 + C, nan=T > 2)
-    h = plrnn.linear_recurrence(a, x, h0, backend=kernel)
-    same_bits(h, h0.double() + torch.cumsum(x.double(), 0))
+    h = plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend=kernel)
+    walk = torch.flip(torch.cumsum(torch.flip(x.double(), (0,)), 0), (0,)) if reverse else \
+        torch.cumsum(x.double(), 0)
+    same_bits(h, h0.double() + walk)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str)
 @pytest.mark.parametrize("C", CHANNELS)
 @pytest.mark.parametrize("T", (3, 300, 20_000))
-def test_gradients_round_like_torch(kernel, dtype, C, T):
+def test_gradients_round_like_torch(kernel, dtype, C, T, wide_rows):
     a, x, h0 = integer_inputs(T, C, dtype, seed=T * 1000 + C + 7)
     grad_h = integer_inputs(T, C, dtype, seed=T * 1000 + C + 8)[1]
     a.requires_grad_()
