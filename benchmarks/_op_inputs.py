@@ -1,5 +1,6 @@
 """Cases for the op's newer inputs: packed variable-length batches, broadcast decays (time-invariant,
-or shared over the batch) and complex recurrences, each beside what a user would otherwise run.
+or shared over the batch), complex recurrences and 16-bit storage, each beside what a user would
+otherwise run (or, for a storage dtype, beside torch.mul in that dtype, the practical limit).
 
 Inputs are drawn as models produce them: decays are forget gates, sigmoid(N(3, 1)) (most in
 (0.9, 1)), complex decays have that modulus and a uniform phase (the LRU's diagonal), and the
@@ -31,10 +32,16 @@ PACKED = {"sequences": 64, "median_length": 512 // _SHORT, "max_length": 4096 //
           "channels": 64}
 BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
 COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
+STORAGE = {"seq_len": 16384 // _SHORT, "channels": 256}
 PACKED_LAYOUTS = ("packed", "padded", "padded_associative_scan")
 DECAY_LAYOUTS = ("time_invariant", "materialized")
 SHARED_LAYOUTS = ("batch_shared", "materialized")
 COMPLEX_METHODS = ("plrnn", "associative_scan")
+STORAGE_DTYPES = ("float32", "bfloat16", "float16")
+STORAGE_METHODS = ("plrnn", "torch.mul")
+# Tolerance against the float64 loop on the rounded inputs: a few units of the dtype's last place
+# at outputs of order 10 (a wrong kernel lands O(1) away).
+STORAGE_TOL = {"float32": 1e-4, "bfloat16": 0.3, "float16": 0.04}
 PASSES = ("forward", "forward_backward")
 
 
@@ -68,8 +75,8 @@ def _associative_scan(torch):
     return lambda a, x: associative_scan(_combine, (a, x), dim=0, combine_mode="generic")[1]
 
 
-def _check(got, want, label):
-    if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+def _check(got, want, label, tol=1e-4):
+    if not np.allclose(got, want, rtol=tol, atol=tol):
         err = float(np.abs(got - want).max())
         raise AssertionError(f"{label}: differs from the float64 loop (max abs error {err:.3g})")
 
@@ -207,4 +214,32 @@ def complex_case(method: str, pass_: str) -> Case:
                  x[:, :CHECK_CHANNELS].to(torch.complex128).numpy()), label)
     info = {"suite": "op_inputs", "op": "complex", "method": method, "pass": pass_,
             "seq_len": T, "channels": C}
+    return _timed(torch, fn, (a, x), pass_, gen, label, info)
+
+
+def storage_case(dtype: str, method: str, pass_: str) -> Case:
+    """(T, C) inputs stored in `dtype`: plrnn's auto choice, or torch.mul (y = a * x, the same
+    bytes moved, and its backward) in that dtype."""
+    if dtype not in STORAGE_DTYPES or method not in STORAGE_METHODS:
+        raise ValueError(f"dtype must be one of {STORAGE_DTYPES} and method one of "
+                         f"{STORAGE_METHODS}, got {dtype!r}, {method!r}")
+    torch = _torch_on("cpu")
+    import plrnn
+
+    T, C = STORAGE["seq_len"], STORAGE["channels"]
+    gen = _generator("storage", T, C)
+    kind = getattr(torch, dtype)
+    a = _gates(torch, (T, C), gen).to(kind)
+    x = torch.randn(T, C, generator=gen).to(kind)
+    if method == "plrnn":
+        fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_)  # noqa: E731
+        want = _truth64(a[:, :CHECK_CHANNELS].double().numpy(),
+                        x[:, :CHECK_CHANNELS].double().numpy())
+    else:
+        fn = torch.mul
+        want = (a[:, :CHECK_CHANNELS].double() * x[:, :CHECK_CHANNELS].double()).numpy()
+    label = f"{dtype} storage {method} {pass_}"
+    _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label, STORAGE_TOL[dtype])
+    info = {"suite": "op_inputs", "op": "storage", "dtype": dtype, "method": method,
+            "pass": pass_, "seq_len": T, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)

@@ -1,8 +1,9 @@
 """asv: the op's newer inputs beside what a user would otherwise run (benchmarks/_op_inputs.py):
 a packed batch (cu_seqlens) against padding it to the longest sequence (plrnn, or torch's
 associative_scan), time-invariant decays against the same decays materialized over time, decays
-shared over the batch against the same decays materialized over the batch, and a complex diagonal
-recurrence against associative_scan."""
+shared over the batch against the same decays materialized over the batch, a complex diagonal
+recurrence against associative_scan, and float32, bfloat16 and float16 storage each beside
+torch.mul in the same dtype."""
 
 from ._op_inputs import (
     COMPLEX_METHODS,
@@ -10,10 +11,13 @@ from ._op_inputs import (
     PACKED_LAYOUTS,
     PASSES,
     SHARED_LAYOUTS,
+    STORAGE_DTYPES,
+    STORAGE_METHODS,
     batch_shared_case,
     broadcast_case,
     complex_case,
     packed_case,
+    storage_case,
 )
 from ._support import AsvDefaults
 
@@ -63,4 +67,15 @@ class ComplexRecurrence(AsvDefaults):
         self.case = complex_case(method, pass_)
 
     def time_complex_recurrence(self, method, pass_):
+        self.case.run()
+
+
+class StorageDtype(AsvDefaults):
+    params = [list(STORAGE_DTYPES), list(STORAGE_METHODS), list(PASSES)]
+    param_names = ["dtype", "method", "pass_"]
+
+    def setup(self, dtype, method, pass_):
+        self.case = storage_case(dtype, method, pass_)
+
+    def time_storage_dtype(self, dtype, method, pass_):
         self.case.run()

@@ -11,10 +11,13 @@ from benchmarks._op_inputs import (
     PACKED_LAYOUTS,
     PASSES,
     SHARED_LAYOUTS,
+    STORAGE_DTYPES,
+    STORAGE_METHODS,
     batch_shared_case,
     broadcast_case,
     complex_case,
     packed_case,
+    storage_case,
 )
 
 BACKENDS = ("cpu_serial", "cpu_parallel")
@@ -42,3 +45,9 @@ def test_batch_shared_decays(measure, decays, backend, pass_):
 @pytest.mark.parametrize(("method", "pass_"), list(itertools.product(COMPLEX_METHODS, PASSES)))
 def test_complex_recurrence(measure, method, pass_):
     measure(complex_case, method, pass_, group=f"complex recurrence {pass_}")
+
+
+@pytest.mark.parametrize(("dtype", "method", "pass_"),
+                         list(itertools.product(STORAGE_DTYPES, STORAGE_METHODS, PASSES)))
+def test_storage_dtype(measure, dtype, method, pass_):
+    measure(storage_case, dtype, method, pass_, group=f"{dtype} storage {pass_}")
