@@ -1,13 +1,15 @@
 """float16 and bfloat16 storage: the C++ kernels accumulate in float and round each stored value
 once, exactly as torch's own conversion does (round to nearest, ties to even; NaN stays NaN).
 
-Inputs are chosen so that the float arithmetic is exact (unit decays and small integers: every
-state, and every product in the gradients, is an integer below 2^24), so the only rounding left is the final conversion to 16
-bits, and the kernels' outputs must match the exact values converted by torch, bit for bit. The
-states start at 2000-2600, past 256 (bfloat16) and 2048 (float16), where those formats can no
-longer hold every integer, so ties and their rounding to even occur throughout. The channel counts cover
-every vector width the kernels load and store 16-bit values with (1, 2, 4 and 8 lanes,
-overlapping last vectors, several strips), under both layouts of wide rows.
+Inputs are chosen so that the float arithmetic is exact: decays of 1, and 0 at one step in fifty
+(products of decays stay exact, and a zero restarts the sum), small integer impulses, states
+starting at 2000-2600 (every state, and every product in the gradients, is an integer below
+2^24). So the only rounding left is the final conversion to 16 bits, and the kernels' outputs
+must match the exact values converted by torch, bit for bit. The states lie past 256 (bfloat16)
+and 2048 (float16), where those formats can no longer hold every integer, so ties and their
+rounding to even occur throughout. The channel counts cover every vector width the kernels load
+and store 16-bit values with (1, 2, 4 and 8 lanes, overlapping last vectors, several strips),
+under both layouts of wide rows.
 """
 
 from __future__ import annotations
@@ -23,12 +25,25 @@ KERNELS = ("cpu_serial", "cpu_parallel")
 
 def integer_inputs(T, C, dtype, seed, nan=False):
     g = torch.Generator().manual_seed(seed)
+    decays = (torch.rand(T, C, generator=g) > 0.02).double()
     x = torch.randint(-3, 4, (T, C), generator=g).double()  # a walk of a few hundred at most
     h0 = torch.randint(2000, 2600, (C,), generator=g).double()
     if nan:
         x[T // 2, ::2] = float("nan")
-    decays = torch.ones(T, C, dtype=dtype)
-    return decays, x.to(dtype), h0.to(dtype)
+    return decays.to(dtype), x.to(dtype), h0.to(dtype)
+
+
+def exact_scan(a, x, h0, reverse=False):
+    """The recurrence in float64 for decays of 0 and 1, vectorised: the sum of the impulses since
+    the last zero decay, plus h0 where there was none."""
+    a, x, h0 = a.double(), x.double(), h0.double()
+    if reverse:
+        return torch.flip(exact_scan(torch.flip(a, (0,)), torch.flip(x, (0,)), h0), (0,))
+    steps = torch.arange(a.shape[0])[:, None].expand(a.shape)
+    last_zero = torch.cummax(torch.where(a == 0, steps, -1), 0).values
+    sums = torch.cat([torch.zeros_like(x[:1]), torch.cumsum(x, 0)])
+    before = torch.gather(sums, 0, last_zero.clamp(min=0))  # the sum before the last restart
+    return sums[1:] - before + torch.where(last_zero < 0, h0, 0.0)
 
 
 def same_bits(out, exact):
@@ -52,9 +67,7 @@ def same_bits(out, exact):
 def test_stored_values_round_like_torch(kernel, dtype, C, T, reverse, wide_rows):
     a, x, h0 = integer_inputs(T, C, dtype, seed=T * 1000 + C, nan=T > 2)
     h = plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend=kernel)
-    walk = torch.flip(torch.cumsum(torch.flip(x.double(), (0,)), 0), (0,)) if reverse else \
-        torch.cumsum(x.double(), 0)
-    same_bits(h, h0.double() + walk)
+    same_bits(h, exact_scan(a, x, h0, reverse))
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -62,15 +75,37 @@ def test_stored_values_round_like_torch(kernel, dtype, C, T, reverse, wide_rows)
 @pytest.mark.parametrize("C", CHANNELS)
 @pytest.mark.parametrize("T", (3, 300, 20_000))
 def test_gradients_round_like_torch(kernel, dtype, C, T, wide_rows):
+    check_gradients(kernel, dtype, C, T)
+
+
+@pytest.mark.parametrize("schedule", ("pipelined", "time_split"))
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=str)
+@pytest.mark.parametrize("C", (100, 130, 300))
+def test_streamed_schedules_round_like_torch(schedule, dtype, C, num_threads, monkeypatch,
+                                             streaming_schedule):
+    """cpu_serial on two threads with the data taken as streamed from memory: whole blocks of
+    rows in turn (pipelined, its scan and reduce rows) or time cut into chunks (time_split)."""
+    monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
+    streaming_schedule(schedule)
+    num_threads(2)
+    T = 3000
+    a, x, h0 = integer_inputs(T, C, dtype, seed=C + 11, nan=True)
+    h = plrnn.linear_recurrence(a, x, h0, backend="cpu_serial")
+    same_bits(h, exact_scan(a, x, h0))
+    check_gradients("cpu_serial", dtype, C, T)
+
+
+def check_gradients(kernel, dtype, C, T):
     a, x, h0 = integer_inputs(T, C, dtype, seed=T * 1000 + C + 7)
     grad_h = integer_inputs(T, C, dtype, seed=T * 1000 + C + 8)[1]
     a.requires_grad_()
     x.requires_grad_()
     h = plrnn.linear_recurrence(a, x, h0, backend=kernel)
     ga, gx = torch.autograd.grad(h, (a, x), grad_h)
-    # g[t] = sum of grad_h[t:], exact; dL/dx = g, dL/da[t] = h[t-1] * g[t] with the saved
+    # g[t] = grad_h[t] + a[t+1] g[t+1], exact; dL/dx = g, dL/da[t] = h[t-1] * g[t] with the saved
     # (rounded) h, an exact product of integers below 2^24.
-    g = torch.flip(torch.cumsum(torch.flip(grad_h.double(), (0,)), 0), (0,))
+    a_next = torch.cat([a.detach()[1:], torch.ones_like(a[:1])])
+    g = exact_scan(a_next, grad_h, torch.zeros_like(h0), reverse=True)
     h_prev = torch.cat([h0.double()[None], h.detach().double()[:-1]])
     same_bits(gx, g)
     same_bits(ga, h_prev * g)

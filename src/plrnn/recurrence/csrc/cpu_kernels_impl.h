@@ -221,6 +221,14 @@ inline void stream_store(out_t* __restrict__ o, const acc_t* __restrict__ v,
     return static_cast<out_t>(mul ? static_cast<acc_t>(mul[i]) * v[i] : v[i]);
   };
   int64_t i = 0;
+  if constexpr (!std::is_same_v<out_t, acc_t>) {  // 16-bit: converted a register at a time
+    constexpr int L = 32 / sizeof(acc_t);
+    for (; i + L <= n; i += L) {
+      auto w = load<L, acc_t>(v + i);
+      if (mul) w = load<L, acc_t>(mul + i) * w;
+      store<L, out_t, acc_t>(o + i, w);
+    }
+  }
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (std::is_same_v<out_t, acc_t> &&
                 (std::is_same_v<acc_t, float> || std::is_same_v<acc_t, double>)) {
@@ -272,6 +280,28 @@ inline void stream_fence() {
 }
 
 
+// st[i] = a[i] * st[i] + x[i] over a row of n channels, the state in a float (double) buffer,
+// and with prod, prod[i] *= a[i] too (a reduce pass); 16-bit inputs converted a register at a
+// time (as load() does for the register tiles).
+template <typename in_t, typename acc_t>
+inline void step_row(const in_t* __restrict__ a, const in_t* __restrict__ x,
+                     acc_t* __restrict__ st, int64_t n, acc_t* __restrict__ prod = nullptr) {
+  int64_t i = 0;
+  if constexpr (!std::is_same_v<in_t, acc_t>) {
+    constexpr int L = 32 / sizeof(acc_t);
+    for (; i + L <= n; i += L) {
+      const auto av = load<L, acc_t>(a + i);
+      store<L, acc_t, acc_t>(st + i, av * load<L, acc_t>(st + i) + load<L, acc_t>(x + i));
+      if (prod) store<L, acc_t, acc_t>(prod + i, load<L, acc_t>(prod + i) * av);
+    }
+  }
+  for (; i < n; ++i) {
+    const acc_t av = static_cast<acc_t>(a[i]);
+    st[i] = av * st[i] + static_cast<acc_t>(x[i]);
+    if (prod) prod[i] *= av;
+  }
+}
+
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
 // channels from registers; scan_row, for the pipelined schedule: the whole step for n channels
 // of a row, state in a buffer, every pointer restrict so that it vectorizes without alias checks,
@@ -305,8 +335,7 @@ template <typename out_t, typename acc_t> struct StoreState {
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i)
-      st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+    step_row(a, x, st, n);
     stream_store<out_t, acc_t>(out + e, st, nullptr, n);
   }
 };
@@ -353,8 +382,7 @@ template <typename out_t, typename acc_t> struct StoreGrads {
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
                        acc_t* __restrict__ st, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i)
-      st[i] = static_cast<acc_t>(a[i]) * st[i] + static_cast<acc_t>(x[i]);
+    step_row(a, x, st, n);
     stream_store<out_t, acc_t>(gx + e, st, nullptr, n);
     stream_store<out_t, acc_t>(ga + e, st, hprev + e, n);
   }
@@ -863,13 +891,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
           for (size_t k = k0; k < k1; ++k) {
             const in_t* __restrict__ ar = a + q * in.a_stride + runs[k].ca;
             const in_t* __restrict__ xr = x + q * in.stride + runs[k].c;
-            acc_t* __restrict__ st = R + runs[k].c;
-            acc_t* __restrict__ pr = P + runs[k].c;
-            for (int64_t j = 0, len = runs[k].len; j < len; ++j) {
-              const acc_t av = static_cast<acc_t>(ar[j]);
-              st[j] = av * st[j] + static_cast<acc_t>(xr[j]);
-              pr[j] *= av;
-            }
+            step_row(ar, xr, R + runs[k].c, runs[k].len, P + runs[k].c);
           }
         k0 = k1;
       }
