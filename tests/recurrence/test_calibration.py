@@ -37,7 +37,7 @@ def fake_streaming(pipelined_over_time_split):
     """measure_streaming()'s result where the pipelined schedule takes this much the time split's
     time."""
     return lambda: {shape: {"pipelined": pipelined_over_time_split, "time_split": 1.0}
-                    for shape in calibration.LAYOUT_SHAPES}
+                    for shape in calibration.STREAM_SHAPES}
 
 
 def test_channels_from_ratios():
@@ -244,7 +244,7 @@ def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedu
         assert torch.ops.plrnn.cpu_streaming_schedule(-1) == calibration.STREAMING[want]
         record = json.loads(calibration.cache_file(2).read_text())
         assert record["streaming_schedule"] == want
-        assert record["pipelined_over_time_split"]["8192x1024"] == pipelined_over_time_split
+        assert record["pipelined_over_time_split"]["32768x256"] == pipelined_over_time_split
         num_threads(1)  # one thread has nothing to split
         cpu.serial(torch.rand(40, 3), torch.randn(40, 3), None, False)
         assert torch.ops.plrnn.cpu_streaming_schedule(-1) == calibration.STREAMING["pipelined"]
@@ -252,22 +252,38 @@ def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedu
         torch.ops.plrnn.cpu_streaming_schedule(before)
 
 
-# Each measured kernel setting: (its op, its measurement, its values, what an unknown value says).
+@pytest.mark.parametrize(("answers", "tries", "want"), [
+    ((1.3,), 1, 1.3),  # clear at once
+    ((0.9,), 1, 0.9),
+    ((1.0, 1.04, 1.3), 3, 1.04),  # within MARGIN: measured again, the median kept
+    ((1.02, 1.5), 2, 1.26),  # the median of two is their mean, clear of MARGIN
+    ((1.0, 1.01, 0.99), 3, 1.0),  # still a tie after STREAM_TRIES: stop there
+])
+def test_streaming_is_measured_again_while_the_schedules_tie(answers, tries, want):
+    calls = iter(answers)
+    ratios, taken = calibration.stream_from(lambda: fake_streaming(next(calls))())
+    assert taken == tries
+    assert ratios == {shape: pytest.approx(want) for shape in calibration.STREAM_SHAPES}
+
+
+# Each measured kernel setting: (its op, its measurement, its values, what an unknown value says,
+# where it is measured).
 SETTINGS = {
-    "wide_rows": ("cpu_wide_rows", "measure_layout", calibration.WIDE_ROWS, "layout must be 0"),
+    "wide_rows": ("cpu_wide_rows", "measure_layout", calibration.WIDE_ROWS, "layout must be 0",
+                  calibration.LAYOUT_SHAPES),
     "streaming": ("cpu_streaming_schedule", "measure_streaming", calibration.STREAMING,
-                  "schedule must be 0"),
+                  "schedule must be 0", calibration.STREAM_SHAPES),
 }
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_the_real_setting_measurement_runs(num_threads, setting):
-    op_name, measure, values, _ = SETTINGS[setting]
+    op_name, measure, values, _, shapes = SETTINGS[setting]
     op = getattr(torch.ops.plrnn, op_name)
     num_threads(2)
     before = op(-1)
     times = getattr(calibration, measure)()
-    assert sorted(times) == sorted(calibration.LAYOUT_SHAPES)
+    assert sorted(times) == sorted(shapes)
     assert all(sorted(t) == sorted(values) for t in times.values())
     assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())
     assert op(-1) == before and torch.get_num_threads() == 2
@@ -277,7 +293,7 @@ def test_the_real_setting_measurement_runs(num_threads, setting):
 def test_an_unknown_setting_is_refused(setting):
     from plrnn.recurrence import cpu
 
-    op_name, _, _, message = SETTINGS[setting]
+    op_name, _, _, message, _ = SETTINGS[setting]
     cpu.load()
     with pytest.raises(RuntimeError, match=message):
         getattr(torch.ops.plrnn, op_name)(2)
