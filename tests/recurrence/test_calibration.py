@@ -84,14 +84,17 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
     assert len(calls) == 1 and not caplog.records
 
-    # A damaged file, or one from before the short regime was measured, is measured anew.
-    for text in ("{not json", json.dumps({k: v for k, v in record.items()
-                                          if not k.startswith("short")})):
+    # A damaged file, or one from before the short regime was measured or before the streaming
+    # schedules were measured again on a tie, is measured anew.
+    assert record["streaming_measurements"] == calibration.STREAM_TRIES  # fake_streaming(1.0)
+    for text in ("{not json",
+                 json.dumps({k: v for k, v in record.items() if not k.startswith("short")}),
+                 json.dumps({k: v for k, v in record.items() if k != "streaming_measurements"})):
         path.write_text(text)
         monkeypatch.setattr(calibration, "_cache", {})
         monkeypatch.setattr(calibration, "measure", fake_measure)
         assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
-    assert len(calls) == 3
+    assert len(calls) == 4
 
 
 def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, calibrating):
