@@ -146,7 +146,8 @@ def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
 # cpu_serial's schedules for scans streamed from memory (2+ threads, data larger than the
 # last-level cache, rows of 256 bytes or more; which one runs is measured per CPU): the pipelined
 # one writes h, and in the backward dL/dx and dL/da, with non-temporal stores (plain stores at the
-# unaligned head and tail of each row); the time split runs cpu_parallel's Algorithm 1.
+# unaligned head and tail of each row); the time split runs cpu_parallel's Algorithm 1, whose
+# forward scans of such rows write with non-temporal stores too.
 # PLRNN_STREAM_BYTES replaces the cache size: 0 takes these small inputs through them on any
 # machine. 67 channels put rows at every alignment; an out= one element into its storage
 # misaligns the whole output. The result is the same bits at any alignment and agrees with the

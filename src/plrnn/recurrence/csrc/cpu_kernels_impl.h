@@ -864,10 +864,13 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   // than they gain (256 bytes the same, 128 bytes 0.66, 64 bytes 0.47); visiting a row's pieces
   // in another order than the scan's, to keep the reduction's loads off the page offsets of the
   // scan's stores, was slower, as it breaks the prefetcher's sequential stream.
+  // With m = 0 it only scans (R and P may then be null), as the time split does from memory.
   void scan_and_reduce(int64_t s0, int64_t n, acc_t* state, int64_t r0, int64_t m, acc_t* R,
                        acc_t* P) const {
-    std::fill(R, R + C, acc_t(0));
-    std::fill(P, P + C, acc_t(1));
+    if (m > 0) {
+      std::fill(R, R + C, acc_t(0));
+      std::fill(P, P + C, acc_t(1));
+    }
     const in_t* __restrict__ a = in.a;
     const in_t* __restrict__ x = in.x;
     // The row in runs that read one run of decays each (Inputs), cut at every piece too.
@@ -1135,9 +1138,27 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // one cache line for a few channels, and a scan stores and reloads its state at every
       // block of rows, so two threads scanning neighbouring chunks passed that line back and
       // forth at each block (4 channels, T = 65536, 2 threads, Zen 4 VM: 49.5 -> 36.5 us).
+      // From memory, rows of 256 bytes or more in ascending address order (forward scans) are
+      // scanned with non-temporal stores (scan_and_reduce with nothing to reduce): a plain store
+      // first reads its line from memory, so the time split moved 18.7 bytes per element where
+      // torch.mul moves 16, and 14.7 with streaming stores. Measured, Zen 4 VM, 2 threads, the
+      // forward against torch.mul(out=), through Python, two runs of each build: (65536, 128)
+      // 0.58 -> 0.84-1.05, (65536, 1024) 0.57-0.78 -> 0.84-0.87, (32768, 256) 0.58-0.69 ->
+      // 0.61-0.62. Descending rows (the backward, reverse scans) keep plain stores: that loop
+      // walks each piece of a row upwards, and its h_prev loads in their own short pass, and it
+      // ran the backward at 0.31-0.37 of y = a * x's backward against 0.67-0.78 (from C++),
+      // whichever way the pieces were visited.
+      const int64_t row_bytes = C * int64_t(sizeof(in_t));
+      const bool streamed = in.stride > 0 && row_bytes >= 256 && exceeds_cache(n, row_bytes);
       auto scan_private = [&](int64_t m, acc_t* s) {
         std::vector<acc_t> mine(s, s + C);
-        scanner.scan(macro.start[m], macro.len[m], 0, C, mine.data(), ilp);
+        if (streamed) {
+          scanner.scan_and_reduce(macro.start[m], macro.len[m], mine.data(), 0, 0, nullptr,
+                                  nullptr);
+          stream_fence();
+        } else {
+          scanner.scan(macro.start[m], macro.len[m], 0, C, mine.data(), ilp);
+        }
         std::copy(mine.begin(), mine.end(), s);
       };
       at::parallel_for(0, M - 1, 1, [&](int64_t b, int64_t e) {
@@ -1145,6 +1166,9 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
         for (int64_t m = b; m < e; ++m) {
           if (m == 0) {
             scan_private(0, state.data());
+          } else if (streamed) {  // whole rows in turn, as the scan reads them
+            scanner.scan_and_reduce(0, 0, nullptr, macro.start[m], macro.len[m],
+                                    st.data() + m * C, prod.data() + m * C);
           } else {
             scanner.reduce(macro.start[m], macro.len[m], st.data() + m * C, prod.data() + m * C);
           }
