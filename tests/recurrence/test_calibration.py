@@ -30,6 +30,8 @@ def calibrating(monkeypatch, tmp_path):
     # reset it to None.
     monkeypatch.setattr(calibration, "_layout", "sequential")
     monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(1.0))
+    monkeypatch.setattr(calibration, "measure_longest",
+                        fake_short({c: 1.0 for c in calibration.MEASURED_CHANNELS}))
     return tmp_path
 
 
@@ -62,11 +64,18 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     monkeypatch.setattr(calibration, "measure", fake_measure)
     monkeypatch.setattr(calibration, "measure_short",
                         fake_short({4: 0.9, 16: 0.9, 32: 1.2, 64: 1.3, 128: 0.9, 256: 0.8}))
+    monkeypatch.setattr(calibration, "measure_longest",
+                        fake_short({2: 1.1, 4: 1.5, 8: 1.0, 16: 1.3, 32: 0.9}))
+    longest = calibration.LONGEST_MIN_STEPS
     assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
+    assert calibration.parallel_channels(2, longest - 1) == tuple(range(5, 17))
+    assert calibration.parallel_channels(2, longest) == (1, 2, 3, 4, *range(9, 17))
     assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
     path = calibration.cache_file(2)
     record = json.loads(path.read_text())
     assert record["parallel_channels"] == list(range(5, 17)) and record["threads"] == 2
+    assert record["longest_parallel_channels"] == [1, 2, 3, 4, *range(9, 17)]
+    assert record["longest_serial_over_parallel"]["4"] == 1.5
     assert record["short_parallel_channels"] == list(range(17, 65))
     assert record["serial_over_parallel"]["16"] == 1.2
     assert record["short_serial_over_parallel"]["64"] == 1.3
@@ -81,20 +90,22 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     monkeypatch.setattr(calibration, "_cache", {})
     monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
     assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
+    assert calibration.parallel_channels(2, longest) == (1, 2, 3, 4, *range(9, 17))
     assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
     assert len(calls) == 1 and not caplog.records
 
-    # A damaged file, or one from before the short regime was measured or before the streaming
-    # schedules were measured again on a tie, is measured anew.
+    # A damaged file, or one from before the short or the longest regime was measured or before
+    # the streaming schedules were measured again on a tie, is measured anew.
     assert record["streaming_measurements"] == calibration.STREAM_TRIES  # fake_streaming(1.0)
     for text in ("{not json",
                  json.dumps({k: v for k, v in record.items() if not k.startswith("short")}),
+                 json.dumps({k: v for k, v in record.items() if not k.startswith("longest")}),
                  json.dumps({k: v for k, v in record.items() if k != "streaming_measurements"})):
         path.write_text(text)
         monkeypatch.setattr(calibration, "_cache", {})
         monkeypatch.setattr(calibration, "measure", fake_measure)
         assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
-    assert len(calls) == 4
+    assert len(calls) == 5
 
 
 def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, calibrating):
@@ -112,11 +123,17 @@ def test_auto_follows_the_calibration(calibrating, monkeypatch, num_threads):
                         lambda: fake_times({2: 1.3, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
     monkeypatch.setattr(calibration, "measure_short",
                         fake_short({4: 0.9, 16: 0.9, 32: 0.9, 64: 1.2, 128: 0.9, 256: 0.9}))
+    monkeypatch.setattr(calibration, "measure_longest",
+                        fake_short({2: 0.9, 4: 1.5, 8: 0.9, 16: 0.9, 32: 0.9}))
     num_threads(2)
     cpu = torch.device("cpu")
     long, short = calibration.MIN_STEPS, calibration.SHORT_MIN_STEPS
+    longest = calibration.LONGEST_MIN_STEPS
     assert registry.choose_auto(cpu, long, 2) == "cpu_parallel"
     assert registry.choose_auto(cpu, long, 3) == "cpu_serial"
+    assert registry.choose_auto(cpu, longest - 1, 4) == "cpu_serial"
+    assert registry.choose_auto(cpu, longest, 4) == "cpu_parallel"
+    assert registry.choose_auto(cpu, longest, 2) == "cpu_serial"
     assert registry.choose_auto(cpu, long, 24) == "cpu_serial"  # the fixed rule would say parallel
     # wider rows than the long regime measures: the short (in-cache) answer while they fit
     assert registry.choose_auto(cpu, long, 64) == "cpu_parallel"
@@ -144,9 +161,11 @@ def test_the_real_measurement_runs(num_threads):
     assert all(sorted(t) == ["ilp", "plain", "serial"] for t in times.values())
     short = calibration.measure_short(0)
     assert sorted(short) == list(calibration.SHORT_MEASURED_CHANNELS)
-    assert all(sorted(t) == ["parallel", "serial"] for t in short.values())
+    longest = calibration.measure_longest(0)
+    assert sorted(longest) == list(calibration.MEASURED_CHANNELS)
+    assert all(sorted(t) == ["parallel", "serial"] for ts in (short, longest) for t in ts.values())
     assert all(math.isfinite(s) and s > 0
-               for ts in (times, short) for t in ts.values() for s in t.values())
+               for ts in (times, short, longest) for t in ts.values() for s in t.values())
     assert torch.ops.plrnn.cpu_ilp_channels(-1) == before  # measuring leaves the setting alone
 
 

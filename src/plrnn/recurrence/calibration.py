@@ -12,13 +12,18 @@ Two regimes are measured, forward with a fresh output per call as users call it,
 forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
 - long sequences (T >= MIN_STEPS): T = 65536 at 2, 4, 8, 16 and 32 channels, where one thread's
   loop is bound by its dependency chain or by memory;
+- the longest (T >= LONGEST_MIN_STEPS): T = 262144 at the same channel counts. cpu_parallel's
+  fixed costs (two parallel regions, a second read of a third of the inputs from cache) weigh
+  less the longer the sequence: on the Zen 4 VM at 4 channels it tied with cpu_serial at T =
+  65536 (0.93-1.09 from run to run) and ran 1.4-1.75x faster at T = 262144, so one length
+  could not answer for both;
 - sequences that fit in the cache (SHORT_MIN_STEPS <= T < MIN_STEPS): T = 4096 at 4 to 256
   channels, where two threads splitting the channels of short rows share pages and cpu_serial
   gained nothing from its second thread on the Skylake-SP VM (while cpu_parallel's time chunks
   ran 1.1-1.5x faster at 16 to 128 channels). Longer sequences with more than 32 channels take
   this answer too while inputs and output fit in the last-level cache (registry._cpu_kernel).
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
-faster. About 5 s once, announced by a warning; cached in PLRNN_CACHE_DIR (default
+faster. About 7 s once, announced by a warning; cached in PLRNN_CACHE_DIR (default
 ~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels' source
 digest (a record no process has read for STALE_DAYS is removed when a new one is written).
 PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be
@@ -62,6 +67,7 @@ from . import sources
 log = logging.getLogger(__name__)
 
 MIN_STEPS = 16384  # from here on, the long regime's choice
+LONGEST_MIN_STEPS = 131072  # from here on, the choice measured at _LONGEST_STEPS
 MEASURED_CHANNELS = (2, 4, 8, 16, 32)  # each stands for the channel counts above the previous
 SHORT_MIN_STEPS = 1024  # shorter sequences: cpu_serial (the threads' second pass does not pay)
 SHORT_MEASURED_CHANNELS = (4, 16, 32, 64, 128, 256)
@@ -69,13 +75,14 @@ MIN_WORK = 1 << 16  # below T * channels = 2**16 cpu_parallel runs on one thread
 MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen
 FIXED_RULE = tuple(range(17, 33))  # without calibration: the AMD EPYC measurement
 FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
-_STEPS, _SHORT_STEPS, _ROUNDS = 65536, 4096, 5
+_STEPS, _SHORT_STEPS, _LONGEST_STEPS, _ROUNDS = 65536, 4096, 262144, 5
 _ROUND_S = 0.02  # calls per round fill this long
 STALE_DAYS = 30  # records unread for this long are removed when a new one is written
 
 
 class Choice(NamedTuple):
-    long: tuple[int, ...]  # channel counts for cpu_parallel at T >= MIN_STEPS
+    long: tuple[int, ...]  # channel counts for cpu_parallel at MIN_STEPS <= T < LONGEST_MIN_STEPS
+    longest: tuple[int, ...]  # ... at T >= LONGEST_MIN_STEPS
     short: tuple[int, ...]  # ... at SHORT_MIN_STEPS <= T < MIN_STEPS
     ilp: int  # cpu_parallel's in-thread chunks up to this many channels
     stream: str  # cpu_serial's schedule for scans streamed from memory: one of STREAMING
@@ -148,6 +155,8 @@ def parallel_channels(threads: int, steps: int) -> tuple[int, ...]:
     if not enabled():
         return FIXED_RULE if steps >= MIN_STEPS else ()
     choice = _choice(threads)
+    if steps >= LONGEST_MIN_STEPS:
+        return choice.longest
     return choice.long if steps >= MIN_STEPS else choice.short
 
 
@@ -177,21 +186,24 @@ def _load_or_measure(threads: int) -> Choice:
     try:
         record = _read_record(path)
         # Records from before streaming_measurements compared the schedules at LAYOUT_SHAPES,
-        # once: measured again.
+        # once, and records from before the longest regime lack it: measured again.
         if record["streaming_schedule"] in STREAMING and "streaming_measurements" in record:
             return Choice(tuple(record["parallel_channels"]),
+                          tuple(record["longest_parallel_channels"]),
                           tuple(record["short_parallel_channels"]), int(record["ilp_channels"]),
                           record["streaming_schedule"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    _announce(f"which CPU backend each shape takes with {threads} thread(s)", "about 5 s", path)
+    _announce(f"which CPU backend each shape takes with {threads} thread(s)", "about 7 s", path)
     times = measure()
     ilp = ilp_from(times)
     ratios = {c: t["serial"] / t["ilp" if c <= ilp else "plain"] for c, t in times.items()}
+    longest_ratios = {c: t["serial"] / t["parallel"] for c, t in measure_longest(ilp).items()}
     short = measure_short(ilp)
     short_ratios = {c: t["serial"] / t["parallel"] for c, t in short.items()}
     stream_ratios, stream_tries = stream_from(measure_streaming)
-    choice = Choice(channels_from(ratios), channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
+    choice = Choice(channels_from(ratios), channels_from(longest_ratios),
+                    channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
                     ilp, "time_split" if _geomean(stream_ratios) >= MARGIN else "pipelined")
     record = {
         "cpu": _cpu_model().partition(":")[2].strip(),
@@ -199,6 +211,8 @@ def _load_or_measure(threads: int) -> Choice:
         "torch": torch.__version__,
         "serial_over_parallel": {str(c): round(r, 3) for c, r in ratios.items()},
         "parallel_channels": list(choice.long),
+        "longest_serial_over_parallel": {str(c): round(r, 3) for c, r in longest_ratios.items()},
+        "longest_parallel_channels": list(choice.longest),
         "short_serial_over_parallel": {str(c): round(r, 3) for c, r in short_ratios.items()},
         "short_parallel_channels": list(choice.short),
         "plain_over_chunked": {str(c): round(t["plain"] / t["ilp"], 3) for c, t in times.items()},
@@ -210,9 +224,10 @@ def _load_or_measure(threads: int) -> Choice:
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     _write_record(path, record)
-    log.info("plrnn: auto calibrated for this CPU (%s): long %s, short %s, in-thread chunks up to "
-             "%d channels, streaming %s", path, record["serial_over_parallel"],
-             record["short_serial_over_parallel"], ilp, choice.stream)
+    log.info("plrnn: auto calibrated for this CPU (%s): long %s, longest %s, short %s, in-thread "
+             "chunks up to %d channels, streaming %s", path, record["serial_over_parallel"],
+             record["longest_serial_over_parallel"], record["short_serial_over_parallel"], ilp,
+             choice.stream)
     return choice
 
 
@@ -420,6 +435,13 @@ def measure() -> dict[int, dict[str, float]]:
     # name: (parallel, in-thread chunks up to this many channels)
     ways = {"serial": (False, FIXED_ILP), "ilp": (True, max(MEASURED_CHANNELS)), "plain": (True, 0)}
     return _timed(_STEPS, MEASURED_CHANNELS, ways)
+
+
+def measure_longest(ilp: int) -> dict[int, dict[str, float]]:
+    """Median seconds per call of cpu_serial ("serial") and cpu_parallel ("parallel", in-thread
+    chunks up to `ilp` channels) at each of MEASURED_CHANNELS (forward, T = 262144)."""
+    ways = {"serial": (False, FIXED_ILP), "parallel": (True, ilp)}
+    return _timed(_LONGEST_STEPS, MEASURED_CHANNELS, ways)
 
 
 def measure_short(ilp: int) -> dict[int, dict[str, float]]:

@@ -148,6 +148,11 @@ def _parallel_channels() -> tuple[int, ...]:
 
 
 @torch._dynamo.assume_constant_result
+def _longest_parallel_channels() -> tuple[int, ...]:
+    return calibration.parallel_channels(_threads(), calibration.LONGEST_MIN_STEPS)
+
+
+@torch._dynamo.assume_constant_result
 def _short_parallel_channels() -> tuple[int, ...]:
     return calibration.parallel_channels(_threads(), calibration.SHORT_MIN_STEPS)
 
@@ -169,6 +174,8 @@ def _cpu_kernel(T: int, channels: int, itemsize: int = 4) -> str:
         # (Inputs and output counted as cpu_kernels_impl.h's exceeds_cache counts them.)
         if wide and 3 * T * channels * itemsize <= _stream_bytes():
             parallel = _short_parallel_channels()
+        elif T >= calibration.LONGEST_MIN_STEPS:
+            parallel = _longest_parallel_channels()
         else:
             parallel = _parallel_channels()
     elif T >= calibration.SHORT_MIN_STEPS and T * channels >= calibration.MIN_WORK:
