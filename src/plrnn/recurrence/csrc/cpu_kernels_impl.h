@@ -516,9 +516,11 @@ void tile_steps(const Inputs<in_t> in, const int64_t* start, int64_t s0, int64_t
 // VM, the kernel called from C++ in one process with both builds: 63-65 -> 46-47 us, torch.mul
 // 36-39 us).
 template <int VW, typename acc_t, typename in_t, typename Emit>
-__attribute__((noinline)) int64_t lookahead_steps(const in_t* __restrict__ a, const in_t* __restrict__ x,
-                               int64_t stride, int64_t a_stride, int64_t n,
-                               typename VecOf<VW, acc_t>::type& h, const Emit emit) {
+__attribute__((noinline)) int64_t lookahead_steps(const in_t* __restrict__ a,
+                                                  const in_t* __restrict__ x, int64_t stride,
+                                                  int64_t a_stride, int64_t n,
+                                                  typename VecOf<VW, acc_t>::type& h,
+                                                  const Emit emit) {
   using vec = typename VecOf<VW, acc_t>::type;
   vec hv = h;
   int64_t s = 0, e = 0, ea = 0;
@@ -1141,13 +1143,13 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // From memory, rows of 256 bytes or more in ascending address order (forward scans) are
       // scanned with non-temporal stores (scan_and_reduce with nothing to reduce): a plain store
       // first reads its line from memory, so the time split moved 18.7 bytes per element where
-      // torch.mul moves 16, and 14.7 with streaming stores. Measured, Zen 4 VM, 2 threads, the
-      // forward against torch.mul(out=), through Python, two runs of each build: (65536, 128)
-      // 0.58 -> 0.84-1.05, (65536, 1024) 0.57-0.78 -> 0.84-0.87, (32768, 256) 0.58-0.69 ->
-      // 0.61-0.62. Descending rows (the backward, reverse scans) keep plain stores: that loop
-      // walks each piece of a row upwards, and its h_prev loads in their own short pass, and it
-      // ran the backward at 0.31-0.37 of y = a * x's backward against 0.67-0.78 (from C++),
-      // whichever way the pieces were visited.
+      // torch.mul moves 16, and 14.7 with streaming stores; the reduce walks whole rows as the
+      // scan does. Measured, Zen 4 VM, 2 threads, both builds called from C++ in one process,
+      // alternating, against a multiply loop on row halves: (65536, 128) 0.80 -> 0.99, (65536,
+      // 512) 0.61 -> 0.76, (65536, 1024) 0.75 -> 0.91, (32768, 256) 0.71 -> 1.00. Descending
+      // rows (the backward, reverse scans) keep plain stores: with streaming ones the backward
+      // ran at 0.31-0.37 of y = a * x's backward against 0.67-0.78, and at 0.52-0.64 against
+      // 0.59-0.78 with a loop that fuses the step and both stores and walks each row down.
       const int64_t row_bytes = C * int64_t(sizeof(in_t));
       const bool streamed = in.stride > 0 && row_bytes >= 256 && exceeds_cache(n, row_bytes);
       auto scan_private = [&](int64_t m, acc_t* s) {
