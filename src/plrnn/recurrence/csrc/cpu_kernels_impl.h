@@ -279,24 +279,34 @@ inline void stream_fence() {
 
 // st[i] = a[i] * st[i] + x[i] over a row of n channels, the state in a float (double) buffer,
 // and with prod, prod[i] *= a[i] too (a reduce pass); 16-bit inputs converted a register at a
-// time (as load() does for the register tiles).
+// time (as load() does for the register tiles). `down` walks the row from its end, for rows
+// visited in descending address order (as StoreState::row).
 template <typename in_t, typename acc_t>
 inline void step_row(const in_t* __restrict__ a, const in_t* __restrict__ x,
-                     acc_t* __restrict__ st, int64_t n, acc_t* __restrict__ prod = nullptr) {
+                     acc_t* __restrict__ st, int64_t n, acc_t* __restrict__ prod = nullptr,
+                     bool down = false) {
+  constexpr int L = 32 / sizeof(acc_t);
+  auto vec = [&](int64_t j) {
+    const auto av = load<L, acc_t>(a + j);
+    store<L, acc_t, acc_t>(st + j, av * load<L, acc_t>(st + j) + load<L, acc_t>(x + j));
+    if (prod) store<L, acc_t, acc_t>(prod + j, load<L, acc_t>(prod + j) * av);
+  };
+  auto one = [&](int64_t j) {
+    const acc_t av = static_cast<acc_t>(a[j]);
+    st[j] = av * st[j] + static_cast<acc_t>(x[j]);
+    if (prod) prod[j] *= av;
+  };
+  if (down) {
+    int64_t i = n;
+    for (; i >= L; i -= L) vec(i - L);
+    for (; i > 0; --i) one(i - 1);
+    return;
+  }
   int64_t i = 0;
   if constexpr (!std::is_same_v<in_t, acc_t>) {
-    constexpr int L = 32 / sizeof(acc_t);
-    for (; i + L <= n; i += L) {
-      const auto av = load<L, acc_t>(a + i);
-      store<L, acc_t, acc_t>(st + i, av * load<L, acc_t>(st + i) + load<L, acc_t>(x + i));
-      if (prod) store<L, acc_t, acc_t>(prod + i, load<L, acc_t>(prod + i) * av);
-    }
+    for (; i + L <= n; i += L) vec(i);
   }
-  for (; i < n; ++i) {
-    const acc_t av = static_cast<acc_t>(a[i]);
-    st[i] = av * st[i] + static_cast<acc_t>(x[i]);
-    if (prod) prod[i] *= av;
-  }
+  for (; i < n; ++i) one(i);
 }
 
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
@@ -407,6 +417,20 @@ template <typename in_t> struct Inputs {
   }
   bool a_like_x() const { return a_stride == stride && (period == stride || period == -stride); }
 };
+
+// Channels [c, c + len) of a row that read one run of decays, from column ca (Inputs).
+struct Run {
+  int64_t c, len, ca;
+};
+
+// Appends channels [c0, c1) of C as runs, cut at every multiple of the decays' period P.
+inline void append_runs(std::vector<Run>& runs, int64_t c0, int64_t c1, int64_t P, int64_t C) {
+  for (int64_t c = c0; c < c1;) {
+    const int64_t end = P >= C ? c1 : std::min(c1, (c / P + 1) * P);
+    runs.push_back({c, end - c, c % P});
+    c = end;
+  }
+}
 
 // One step of n channels of a row for 16-bit storage in the whole-row layout (Pass::rows): the
 // state lives in st (float, L1-resident), since the output holds it rounded. Vectors walk the
@@ -715,14 +739,8 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
   // sequential streams of torch.mul. 16-bit storage rounds the state it emits, so there the
   // state stays in the chunk's float buffer instead (staged_row).
   void rows(int64_t k, int64_t c0, int64_t c1) const {
-    const int64_t P = in.period;
-    struct Run { int64_t c, len, ca; };
     std::vector<Run> runs;
-    for (int64_t c = c0; c < c1;) {
-      const int64_t end = P >= C ? c1 : std::min(c1, (c / P + 1) * P);
-      runs.push_back({c, end - c, c % P});
-      c = end;
-    }
+    append_runs(runs, c0, c1, in.period, C);
     const int64_t start = chunks.start[k], len = chunks.len[k];
     acc_t* state = st + k * C;
     const bool down = in.stride < 0;
@@ -850,6 +868,26 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
       for (int64_t c = 0; c < C; ++c) P[c] *= prod[k * C + c];
   }
 
+  // Product of decays P and state reached from zero R over rows [r0, r0 + m), channels all, a
+  // whole row after the other and each row in the direction the rows are visited, so that memory
+  // sees two sequential streams. From memory on the Zen 4 VM, the register strips of reduce()
+  // lost the prefetchers' streams (as the strips layout of scans does, Pass::group): a time-split
+  // scan in descending rows (the backward, reverse scans) at (65536, 128) took 5.4-6.2 ms with
+  // them and 4.4 ms with whole rows, and its backward went from 0.69-0.73 to 0.74-0.80 of y = a *
+  // x's backward (2 threads, both builds called from C++ in one process, alternating).
+  void reduce_rows(int64_t r0, int64_t m, acc_t* R, acc_t* P) const {
+    std::fill(R, R + C, acc_t(0));
+    std::fill(P, P + C, acc_t(1));
+    const bool down = in.stride < 0;
+    std::vector<Run> runs;
+    append_runs(runs, 0, C, in.period, C);
+    if (down) std::reverse(runs.begin(), runs.end());
+    for (int64_t q = r0; q < r0 + m; ++q)
+      for (const Run& r : runs)
+        step_row(in.a + q * in.a_stride + r.ca, in.x + q * in.stride + r.c, R + r.c, r.len,
+                 P + r.c, down);
+  }
+
   // Scans rows [s0, s0 + n) over every channel from `state` (updated in place), emitting every
   // step, and at the same time reduces rows [r0, r0 + m) to the state R they reach from zero and
   // the product P of their decays: the scan's reads hit cache (its rows were reduced earlier)
@@ -871,18 +909,12 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
     }
     const in_t* __restrict__ a = in.a;
     const in_t* __restrict__ x = in.x;
-    // The row in runs that read one run of decays each (Inputs), cut at every piece too.
-    struct Run { int64_t c, len, ca; };
+    // The row in runs that read one run of decays each, cut at every piece too.
     std::vector<Run> runs;
     std::vector<size_t> piece_end;
     const int64_t piece = std::max<int64_t>(16, kInterleaveBytes / int64_t(sizeof(in_t)));
     for (int64_t c0 = 0; c0 < C; c0 += piece) {
-      const int64_t c1 = std::min(C, c0 + piece);
-      for (int64_t c = c0; c < c1;) {
-        const int64_t end = in.period >= C ? c1 : std::min(c1, (c / in.period + 1) * in.period);
-        runs.push_back({c, end - c, c % in.period});
-        c = end;
-      }
+      append_runs(runs, c0, std::min(C, c0 + piece), in.period, C);
       piece_end.push_back(runs.size());
     }
     for (int64_t i = 0; i < std::max(n, m); ++i) {
@@ -1136,21 +1168,24 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // one cache line for a few channels, and a scan stores and reloads its state at every
       // block of rows, so two threads scanning neighbouring chunks passed that line back and
       // forth at each block (4 channels, T = 65536, 2 threads, Zen 4 VM: 49.5 -> 36.5 us).
-      // From memory, rows of 256 bytes or more in ascending address order (forward scans) are
-      // scanned with non-temporal stores (scan_and_reduce with nothing to reduce): a plain store
-      // first reads its line from memory, so the time split moved 18.7 bytes per element where
-      // torch.mul moves 16, and 14.7 with streaming stores; the reduce walks whole rows as the
-      // scan does. Measured, Zen 4 VM, 2 threads, both builds called from C++ in one process,
-      // alternating, against a multiply loop on row halves: (65536, 128) 0.80 -> 0.99, (65536,
-      // 512) 0.61 -> 0.76, (65536, 1024) 0.75 -> 0.91, (32768, 256) 0.71 -> 1.00. Descending
-      // rows (the backward, reverse scans) keep plain stores: with streaming ones the backward
-      // ran at 0.31-0.37 of y = a * x's backward against 0.67-0.78, and at 0.52-0.64 against
-      // 0.59-0.78 with a loop that fuses the step and both stores and walks each row down.
+      // From memory, rows of 256 bytes or more are reduced a whole row after the other
+      // (reduce_rows), and in ascending address order (forward scans) scanned with non-temporal
+      // stores (scan_and_reduce with nothing to reduce): a plain store first reads its line from
+      // memory, so the time split moved 18.7 bytes per element where torch.mul moves 16, and
+      // 14.7 with streaming stores. Measured, Zen 4 VM, 2 threads, both builds called from C++
+      // in one process, alternating, against a multiply loop on row halves: (65536, 128) 0.80 ->
+      // 0.99, (65536, 512) 0.61 -> 0.76, (65536, 1024) 0.75 -> 0.91, (32768, 256) 0.71 -> 1.00.
+      // Descending rows (the backward, reverse scans) keep plain stores: with streaming ones the
+      // backward ran at 0.31-0.37 of y = a * x's backward against 0.67-0.78, and at 0.52-0.64
+      // against 0.59-0.78 with a loop that fuses the step and both stores and walks each row
+      // down. Giving the first chunk (scanned while the others are only reduced) fewer rows, in
+      // proportion to the two passes' traffic, measured no faster there.
       const int64_t row_bytes = C * int64_t(sizeof(in_t));
-      const bool streamed = in.stride > 0 && row_bytes >= 256 && exceeds_cache(n, row_bytes);
+      const bool streamed = row_bytes >= 256 && exceeds_cache(n, row_bytes);
+      const bool stream_stores = streamed && in.stride > 0;
       auto scan_private = [&](int64_t m, acc_t* s) {
         std::vector<acc_t> mine(s, s + C);
-        if (streamed) {
+        if (stream_stores) {
           scanner.scan_and_reduce(macro.start[m], macro.len[m], mine.data(), 0, 0, nullptr,
                                   nullptr);
           stream_fence();
@@ -1164,9 +1199,9 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
         for (int64_t m = b; m < e; ++m) {
           if (m == 0) {
             scan_private(0, state.data());
-          } else if (streamed) {  // whole rows in turn, as the scan reads them
-            scanner.scan_and_reduce(0, 0, nullptr, macro.start[m], macro.len[m],
-                                    st.data() + m * C, prod.data() + m * C);
+          } else if (streamed) {
+            scanner.reduce_rows(macro.start[m], macro.len[m], st.data() + m * C,
+                                prod.data() + m * C);
           } else {
             scanner.reduce(macro.start[m], macro.len[m], st.data() + m * C, prod.data() + m * C);
           }
