@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <thread>
@@ -48,6 +49,23 @@ namespace {
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
+
+// Storage aligned to a cache line, for the states and running products that the loops read and
+// write as 32-byte vectors at every row. malloc aligns to 16 bytes, so one of those vectors can
+// straddle two pages at every row: with a 512-byte state at page offset 3952, one thread's share
+// of a time-split backward took 5 ms where the other's took 1-2 ms ((65536, 128) fp32, Zen 4
+// VM), and a process repeats its heap layout call after call, so it stays that slow.
+template <typename T> struct LineAligned {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  LineAligned() = default;
+  template <typename U> LineAligned(const LineAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
+  template <typename U> bool operator==(const LineAligned<U>&) const { return true; }
+  template <typename U> bool operator!=(const LineAligned<U>&) const { return false; }
+};
+template <typename T> using Buffer = std::vector<T, LineAligned<T>>;
 
 // W contiguous channels as one GCC vector (W a power of two, at most 32 bytes: wider generic
 // vectors spill to the stack) so the register tiles below compile to packed loads and FMAs for
@@ -205,69 +223,96 @@ inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v
   }
 }
 
-// Writes v[0, n) (times mul[0, n) if mul is given) to o with non-temporal stores: straight to
-// memory, without first reading each line of o into cache (a write-allocate read, a third more
-// traffic on a forward pass) and without evicting the inputs still to be read. SSE2 (every
-// x86-64; AVX where the build has it) for float and double outputs; other types, other CPUs
-// and the unaligned ends of a row get plain stores. The caller fences (_mm_sfence) before anyone
-// else reads o.
-template <typename out_t, typename acc_t>
-inline void stream_store(out_t* __restrict__ o, const acc_t* __restrict__ v,
-                         const out_t* __restrict__ mul, int64_t n) {
-  auto value = [&](int64_t i) {
-    return static_cast<out_t>(mul ? static_cast<acc_t>(mul[i]) * v[i] : v[i]);
-  };
-  int64_t i = 0;
-  if constexpr (!std::is_same_v<out_t, acc_t>) {  // 16-bit: converted a register at a time
-    constexpr int L = 32 / sizeof(acc_t);
-    for (; i + L <= n; i += L) {
-      auto w = load<L, acc_t>(v + i);
-      if (mul) w = load<L, acc_t>(mul + i) * w;
-      store<L, out_t, acc_t>(o + i, w);
-    }
-  }
+// A non-temporal store of one 32-byte vector to p (32-byte aligned), straight to memory: no
+// read of the line into cache first (a write-allocate read, a third more traffic on a forward
+// pass) and no eviction of the inputs still to be read. Two 16-byte stores where the build lacks
+// AVX (SSE2 is every x86-64); a plain store for other types and CPUs.
+template <typename acc_t, typename V>
+inline void store_nt(acc_t* __restrict__ p, const V& v) {
+  static_assert(sizeof(V) == 32, "store_nt takes one 32-byte vector");
 #if defined(__x86_64__) || defined(_M_X64)
-  if constexpr (std::is_same_v<out_t, acc_t> &&
-                (std::is_same_v<acc_t, float> || std::is_same_v<acc_t, double>)) {
+  if constexpr (std::is_same_v<acc_t, float> || std::is_same_v<acc_t, double>) {
 #if defined(__AVX__)
-    // Whole 32-byte stores where the build has AVX: 4% faster than 16-byte ones in the pipelined
-    // scan (Skylake-SP VM, standalone copy of the loops).
-    using vf = __m256;
-    using vd = __m256d;
-    constexpr int64_t kBytes = 32;
-    auto loadf = [](const float* p) { return _mm256_loadu_ps(p); };
-    auto loadd = [](const double* p) { return _mm256_loadu_pd(p); };
-    auto mulf = [](vf u, vf w) { return _mm256_mul_ps(u, w); };
-    auto muld = [](vd u, vd w) { return _mm256_mul_pd(u, w); };
-    auto putf = [](float* p, vf w) { _mm256_stream_ps(p, w); };
-    auto putd = [](double* p, vd w) { _mm256_stream_pd(p, w); };
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bits_as<__m256i>(v));
 #else
-    using vf = __m128;
-    using vd = __m128d;
-    constexpr int64_t kBytes = 16;
-    auto loadf = [](const float* p) { return _mm_loadu_ps(p); };
-    auto loadd = [](const double* p) { return _mm_loadu_pd(p); };
-    auto mulf = [](vf u, vf w) { return _mm_mul_ps(u, w); };
-    auto muld = [](vd u, vd w) { return _mm_mul_pd(u, w); };
-    auto putf = [](float* p, vf w) { _mm_stream_ps(p, w); };
-    auto putd = [](double* p, vd w) { _mm_stream_pd(p, w); };
+    struct Halves { __m128i lo, hi; };
+    const Halves h = bits_as<Halves>(v);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(p), h.lo);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(p) + 1, h.hi);
 #endif
-    constexpr int64_t L = kBytes / sizeof(acc_t);
-    for (; i < n && reinterpret_cast<uintptr_t>(o + i) % kBytes != 0; ++i) o[i] = value(i);
-    for (; i + L <= n; i += L) {
-      if constexpr (std::is_same_v<acc_t, float>) {
-        vf w = loadf(v + i);
-        if (mul) w = mulf(loadf(mul + i), w);
-        putf(o + i, w);
-      } else {
-        vd w = loadd(v + i);
-        if (mul) w = muld(loadd(mul + i), w);
-        putd(o + i, w);
-      }
-    }
+    return;
   }
 #endif
-  for (; i < n; ++i) o[i] = value(i);
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// Whether scan rows written through step_and_stream bypass the cache.
+template <typename out_t, typename acc_t> constexpr bool kStreamsRows =
+#if defined(__x86_64__) || defined(_M_X64)
+    std::is_same_v<out_t, acc_t> && (std::is_same_v<acc_t, float> || std::is_same_v<acc_t, double>);
+#else
+    false;
+#endif
+
+// Whether an output of whole rows of row_bytes from o can be written with non-temporal stores:
+// float or double, every row starting on a cache line. A line that plain stores write in part
+// (the unaligned ends of rows) and streaming stores in part costs far more than either: rows of
+// 67 floats streamed their middles and stored their ends at 0.15 of torch.mul (Zen 4 VM, 2
+// threads).
+template <typename out_t, typename acc_t>
+inline bool streams_lines(const out_t* o, int64_t row_bytes) {
+  return kStreamsRows<out_t, acc_t> && row_bytes % 64 == 0 &&
+         reinterpret_cast<uintptr_t>(o) % 64 == 0;
+}
+
+// One step of n channels of a row, the state in a float (double) buffer: st[i] = a[i] * st[i] +
+// x[i], written to o[i] and, with o2, mul[i] * st[i] to o2[i], in one loop; with `nt`, through
+// non-temporal stores (store_nt), plain ones at any unaligned end (and for an o2 aligned unlike
+// o). `down` walks the row from its end, for rows visited in descending address order, so that
+// every stream descends. The caller fences (stream_fence) before anyone else reads the outputs.
+template <typename in_t, typename acc_t, typename out_t>
+inline void step_and_stream(const in_t* __restrict__ a, const in_t* __restrict__ x,
+                            acc_t* __restrict__ st, int64_t n, out_t* __restrict__ o,
+                            out_t* __restrict__ o2, const out_t* __restrict__ mul, bool down,
+                            bool nt) {
+  constexpr int L = 32 / sizeof(acc_t);
+  nt = nt && kStreamsRows<out_t, acc_t>;
+  auto one = [&](int64_t j) {
+    const acc_t v = static_cast<acc_t>(a[j]) * st[j] + static_cast<acc_t>(x[j]);
+    st[j] = v;
+    o[j] = static_cast<out_t>(v);
+    if (o2) o2[j] = static_cast<out_t>(static_cast<acc_t>(mul[j]) * v);
+  };
+  const uintptr_t at = reinterpret_cast<uintptr_t>(o);
+  const bool nt2 = nt && o2 && (reinterpret_cast<uintptr_t>(o2) - at) % 32 == 0;
+  auto vec = [&](int64_t j) {
+    const auto v = load<L, acc_t>(a + j) * load<L, acc_t>(st + j) + load<L, acc_t>(x + j);
+    store<L, acc_t, acc_t>(st + j, v);
+    if (nt) {
+      store_nt(o + j, v);
+    } else {
+      store<L, out_t, acc_t>(o + j, v);
+    }
+    if (!o2) return;
+    const auto w = load<L, acc_t>(mul + j) * v;
+    if (nt2) {
+      store_nt(o2 + j, w);
+    } else {
+      store<L, out_t, acc_t>(o2 + j, w);
+    }
+  };
+  // Vectors at [head, head + body): o + head is 32-byte aligned where the stores stream.
+  const int64_t head = nt ? std::min<int64_t>(n, (32 - at % 32) % 32 / sizeof(out_t)) : 0;
+  const int64_t body = (n - head) / L * L;
+  if (down) {
+    for (int64_t j = n - 1; j >= head + body; --j) one(j);
+    for (int64_t j = head + body - L; j >= head; j -= L) vec(j);
+    for (int64_t j = head - 1; j >= 0; --j) one(j);
+  } else {
+    for (int64_t j = 0; j < head; ++j) one(j);
+    for (int64_t j = head; j < head + body; j += L) vec(j);
+    for (int64_t j = head + body; j < n; ++j) one(j);
+  }
 }
 
 inline void stream_fence() {
@@ -310,9 +355,9 @@ inline void step_row(const in_t* __restrict__ a, const in_t* __restrict__ x,
 }
 
 // What a SCAN pass does with the state after each step, at element offset e (put_vec: W
-// channels from registers; scan_row, for the pipelined schedule: the whole step for n channels
-// of a row, state in a buffer, every pointer restrict so that it vectorizes without alias checks,
-// written with non-temporal stores).
+// channels from registers; scan_row, for rows streamed from memory (the pipelined schedule, the
+// time split): the whole step for n channels of a row, state in a buffer (step_and_stream), with
+// non-temporal stores where streams_lines allows them).
 // Emitters are copied into the kernels by value so the compiler keeps their pointers in
 // registers across the stores.
 template <typename out_t, typename acc_t> struct StoreState {
@@ -339,11 +384,13 @@ template <typename out_t, typename acc_t> struct StoreState {
     }
     for (int64_t i = 0; i < n; ++i) o[i] = a[i] * prev[i] + x[i];
   }
+  bool streams_lines(int64_t row_bytes) const {
+    return plrnn::streams_lines<out_t, acc_t>(out, row_bytes);
+  }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
-                       acc_t* __restrict__ st, int64_t n) const {
-    step_row(a, x, st, n);
-    stream_store<out_t, acc_t>(out + e, st, nullptr, n);
+                       acc_t* __restrict__ st, int64_t n, bool down, bool nt) const {
+    step_and_stream<in_t, acc_t, out_t>(a, x, st, n, out + e, nullptr, nullptr, down, nt);
   }
 };
 
@@ -386,12 +433,14 @@ template <typename out_t, typename acc_t> struct StoreGrads {
       d[i] = hp[i] * v;
     }
   }
+  bool streams_lines(int64_t row_bytes) const {
+    return plrnn::streams_lines<out_t, acc_t>(gx, row_bytes) &&
+           plrnn::streams_lines<out_t, acc_t>(ga, row_bytes);
+  }
   template <typename in_t>
   inline void scan_row(int64_t e, const in_t* __restrict__ a, const in_t* __restrict__ x,
-                       acc_t* __restrict__ st, int64_t n) const {
-    step_row(a, x, st, n);
-    stream_store<out_t, acc_t>(gx + e, st, nullptr, n);
-    stream_store<out_t, acc_t>(ga + e, st, hprev + e, n);
+                       acc_t* __restrict__ st, int64_t n, bool down, bool nt) const {
+    step_and_stream<in_t, acc_t, out_t>(a, x, st, n, gx + e, ga + e, hprev + e, down, nt);
   }
 };
 
@@ -858,7 +907,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   void reduce(int64_t s0, int64_t n, acc_t* R, acc_t* P) const {
     const Chunks chunks = plan_chunks(s0, n, ilp_chunks(), row_bytes());
     const int64_t K = chunks.count();
-    std::vector<acc_t> st(K * C, acc_t(0)), prod(K * C, acc_t(1));
+    Buffer<acc_t> st(K * C, acc_t(0)), prod(K * C, acc_t(1));
     Pass<in_t, acc_t, Emit> pass{in, chunks, C, st.data(), prod.data(), emit};
     pass.template group<true>(0, K, 0, C);
     std::fill(R, R + C, acc_t(0));
@@ -876,16 +925,17 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   // them and 4.4 ms with whole rows, and its backward went from 0.69-0.73 to 0.74-0.80 of y = a *
   // x's backward (2 threads, both builds called from C++ in one process, alternating).
   void reduce_rows(int64_t r0, int64_t m, acc_t* R, acc_t* P) const {
-    std::fill(R, R + C, acc_t(0));
-    std::fill(P, P + C, acc_t(1));
+    Buffer<acc_t> reached(C, acc_t(0)), product(C, acc_t(1));  // R and P: slices at any offset
     const bool down = in.stride < 0;
     std::vector<Run> runs;
     append_runs(runs, 0, C, in.period, C);
     if (down) std::reverse(runs.begin(), runs.end());
     for (int64_t q = r0; q < r0 + m; ++q)
       for (const Run& r : runs)
-        step_row(in.a + q * in.a_stride + r.ca, in.x + q * in.stride + r.c, R + r.c, r.len,
-                 P + r.c, down);
+        step_row(in.a + q * in.a_stride + r.ca, in.x + q * in.stride + r.c, reached.data() + r.c,
+                 r.len, product.data() + r.c, down);
+    std::copy(reached.begin(), reached.end(), R);
+    std::copy(product.begin(), product.end(), P);
   }
 
   // Scans rows [s0, s0 + n) over every channel from `state` (updated in place), emitting every
@@ -909,12 +959,18 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
     }
     const in_t* __restrict__ a = in.a;
     const in_t* __restrict__ x = in.x;
-    // The row in runs that read one run of decays each, cut at every piece too.
+    // The row in runs that read one run of decays each, cut at every piece too, in the order
+    // they are visited: from the row's end where rows descend, so that every stream does.
+    const bool down = in.stride < 0, nt = emit.streams_lines(row_bytes());
     std::vector<Run> runs;
     std::vector<size_t> piece_end;
     const int64_t piece = std::max<int64_t>(16, kInterleaveBytes / int64_t(sizeof(in_t)));
-    for (int64_t c0 = 0; c0 < C; c0 += piece) {
+    const int64_t pieces = (C + piece - 1) / piece;
+    for (int64_t p = 0; p < pieces; ++p) {
+      const int64_t c0 = (down ? pieces - 1 - p : p) * piece;
+      const size_t first = runs.size();
       append_runs(runs, c0, std::min(C, c0 + piece), in.period, C);
+      if (down) std::reverse(runs.begin() + first, runs.end());
       piece_end.push_back(runs.size());
     }
     for (int64_t i = 0; i < std::max(n, m); ++i) {
@@ -924,12 +980,13 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
         if (i < n)
           for (size_t k = k0; k < k1; ++k)
             emit.scan_row(r * in.stride + runs[k].c, a + r * in.a_stride + runs[k].ca,
-                          x + r * in.stride + runs[k].c, state + runs[k].c, runs[k].len);
+                          x + r * in.stride + runs[k].c, state + runs[k].c, runs[k].len, down,
+                          nt);
         if (i < m)
           for (size_t k = k0; k < k1; ++k) {
             const in_t* __restrict__ ar = a + q * in.a_stride + runs[k].ca;
             const in_t* __restrict__ xr = x + q * in.stride + runs[k].c;
-            step_row(ar, xr, R + runs[k].c, runs[k].len, P + runs[k].c);
+            step_row(ar, xr, R + runs[k].c, runs[k].len, P + runs[k].c, down);
           }
         k0 = k1;
       }
@@ -948,7 +1005,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
       return;
     }
     const int64_t B = block_rows();
-    std::vector<acc_t> st, prod;
+    Buffer<acc_t> st, prod;
     for (int64_t b = s0; b < s0 + n; b += B) {
       const Chunks chunks = plan_chunks(b, std::min(B, s0 + n - b), K, row_bytes());
       const int64_t k = chunks.count();
@@ -1083,7 +1140,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
           const Emit& emit, acc_t* final_state) {
   if (n <= 0) return;
   const Scanner<in_t, acc_t, Emit> scanner{in, C, emit};
-  std::vector<acc_t> state(C, acc_t(0));
+  Buffer<acc_t> state(C, acc_t(0));
   if (init) std::copy(init, init + C, state.begin());
   const int64_t work = n * C;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
@@ -1093,11 +1150,11 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     const int64_t B = std::max<int64_t>(1, kPipelineBytes / (2 * C * int64_t(sizeof(in_t))));
     const int64_t blocks = (n + B - 1) / B;
     std::atomic<int64_t> claimed{0}, ready{0};
-    std::vector<acc_t> carries(2 * C);  // the carry into block b at slot b % 2
+    Buffer<acc_t> carries(2 * C);  // the carry into block b at slot b % 2
     std::copy(state.begin(), state.end(), carries.begin());
     at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
       const FlushDenormals worker_flush;
-      std::vector<acc_t> reached(C), product(C), local(C);
+      Buffer<acc_t> reached(C), product(C), local(C);
       auto rows = [&](int64_t b) { return std::min(B, n - b * B); };
       int64_t b = claimed.fetch_add(1, std::memory_order_relaxed);
       if (b < blocks) scanner.scan_and_reduce(0, 0, local.data(), b * B, rows(b), reached.data(),
@@ -1142,7 +1199,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // A state of its own, as in the time split below: the strips layout stores and reloads
       // its share at every block of rows, and the shares of two threads meet inside one line.
       const int64_t c0 = b * U, c1 = std::min(e * U, C);
-      std::vector<acc_t> mine(state);
+      Buffer<acc_t> mine(state);
       scanner.scan(0, n, c0, c1, mine.data(), false);
       std::copy(mine.begin() + c0, mine.begin() + c1, state.begin() + c0);
     });
@@ -1163,28 +1220,30 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       const FlushDenormals flush;
       scanner.scan(0, n, 0, C, state.data(), ilp);
     } else {
-      std::vector<acc_t> st(M * C), prod(M * C);
+      Buffer<acc_t> st(M * C), prod(M * C);
       // Each thread scans from a state of its own: the chunks' states lie side by side in st,
       // one cache line for a few channels, and a scan stores and reloads its state at every
       // block of rows, so two threads scanning neighbouring chunks passed that line back and
       // forth at each block (4 channels, T = 65536, 2 threads, Zen 4 VM: 49.5 -> 36.5 us).
       // From memory, rows of 256 bytes or more are reduced a whole row after the other
-      // (reduce_rows), and in ascending address order (forward scans) scanned with non-temporal
-      // stores (scan_and_reduce with nothing to reduce): a plain store first reads its line from
-      // memory, so the time split moved 18.7 bytes per element where torch.mul moves 16, and
-      // 14.7 with streaming stores. Measured, Zen 4 VM, 2 threads, both builds called from C++
-      // in one process, alternating, against a multiply loop on row halves: (65536, 128) 0.80 ->
-      // 0.99, (65536, 512) 0.61 -> 0.76, (65536, 1024) 0.75 -> 0.91, (32768, 256) 0.71 -> 1.00.
-      // Descending rows (the backward, reverse scans) keep plain stores: with streaming ones the
-      // backward ran at 0.31-0.37 of y = a * x's backward against 0.67-0.78, and at 0.52-0.64
-      // against 0.59-0.78 with a loop that fuses the step and both stores and walks each row
-      // down. Giving the first chunk (scanned while the others are only reduced) fewer rows, in
-      // proportion to the two passes' traffic, measured no faster there.
+      // (reduce_rows) and, where the output takes streaming stores (streams_lines), scanned with
+      // them from a state buffer (scan_and_reduce with nothing to reduce): a plain store first
+      // reads its line from memory, so the time split moved 18.7 bytes per element where
+      // torch.mul moves 16, and 14.7 with streaming stores. Measured, Zen 4 VM, 2 threads, both
+      // builds called from C++ in one process, alternating, against a multiply loop on row
+      // halves: (65536, 128) 0.80 -> 0.99, (65536, 512) 0.61 -> 0.76, (65536, 1024) 0.75 -> 0.91,
+      // (32768, 256) 0.71 -> 1.00. Descending rows (the backward, reverse scans) stream too,
+      // each row walked from its end with the state in a line-aligned buffer: the backward went
+      // from 0.62-0.86 to 0.81-1.17 of y = a * x's backward at (65536, 128), 0.64-0.80 to 0.77-0.95
+      // at (65536, 1024), 0.85 to 1.07 at (32768, 256). (Walking those rows upwards, or reading
+      // the state back from the streamed output, had made streaming stores 2-3x slower than plain
+      // ones there.) Giving the first chunk (scanned while the others are only reduced) fewer
+      // rows, in proportion to the two passes' traffic, measured no faster.
       const int64_t row_bytes = C * int64_t(sizeof(in_t));
       const bool streamed = row_bytes >= 256 && exceeds_cache(n, row_bytes);
-      const bool stream_stores = streamed && in.stride > 0;
+      const bool stream_stores = streamed && emit.streams_lines(row_bytes);
       auto scan_private = [&](int64_t m, acc_t* s) {
-        std::vector<acc_t> mine(s, s + C);
+        Buffer<acc_t> mine(s, s + C);
         if (stream_stores) {
           scanner.scan_and_reduce(macro.start[m], macro.len[m], mine.data(), 0, 0, nullptr,
                                   nullptr);
