@@ -328,17 +328,20 @@ def stream_from(measure_once: Callable[[], dict[tuple[int, int], dict[str, float
 
 
 def measure_streaming() -> dict[tuple[int, int], dict[str, float]]:
-    """Median seconds per training step of cpu_serial (forward into a preallocated output, then
-    the backward) with each of STREAMING's schedules, on the current thread count, at each of
-    STREAM_SHAPES. The backward is timed too: on the Zen 4 VM the schedules ran the forward at
-    about one speed and the backward at 2x apart. The time split steps rows as this CPU's
-    layout of wide rows says, so that is applied while measuring (and restored)."""
+    """Median seconds of cpu_serial's forward and the same scan reversed, both into preallocated
+    outputs, with each of STREAMING's schedules, on the current thread count, at each of
+    STREAM_SHAPES. The reverse scan walks rows in descending address order as the backward does:
+    on the Zen 4 VM the schedules once ran the forward at about one speed and the backward at 2x
+    apart. It stands in for the backward because the backward allocates its two gradients, and
+    at these sizes each fresh 32 MiB costs page faults that took several times the kernels' own
+    time and hid which schedule was faster. The time split steps rows as this CPU's layout of
+    wide rows says, so that is applied while measuring (and restored)."""
     from . import cpu
 
     cpu.load()
     before = torch.ops.plrnn.cpu_wide_rows(wide_rows())
     try:
-        return _timed_settings("cpu_streaming_schedule", STREAMING, backward=True,
+        return _timed_settings("cpu_streaming_schedule", STREAMING, reverse_too=True,
                                shapes=STREAM_SHAPES)
     finally:
         torch.ops.plrnn.cpu_wide_rows(before)
@@ -355,10 +358,10 @@ def measure_layout() -> dict[tuple[int, int], dict[str, float]]:
         torch.set_num_threads(threads)
 
 
-def _timed_settings(op_name: str, settings: dict[str, int], backward: bool = False,
+def _timed_settings(op_name: str, settings: dict[str, int], reverse_too: bool = False,
                     shapes: tuple[tuple[int, int], ...] = LAYOUT_SHAPES
                     ) -> dict[tuple[int, int], dict[str, float]]:
-    """Times cpu_serial (forward, out=; then its backward if `backward`) under each of `settings`
+    """Times cpu_serial (forward, out=; then reversed if `reverse_too`) under each of `settings`
     applied through the kernels' setting op `op_name`, at each of `shapes`; the setting is
     restored afterwards."""
     from . import cpu
@@ -373,12 +376,11 @@ def _timed_settings(op_name: str, settings: dict[str, int], backward: bool = Fal
             a = torch.sigmoid(torch.randn(T, C, generator=g) + 2)
             x = torch.randn(T, C, generator=g)
             out = torch.empty_like(x)
-            grad = torch.randn(T, C, generator=g)
 
-            def call(a=a, x=x, out=out, grad=grad):
+            def call(a=a, x=x, out=out):
                 torch.ops.plrnn.cpu_scan_out(a, x, None, False, False, out=out)
-                if backward:
-                    torch.ops.plrnn.cpu_scan_backward(a, out, grad, None, False, False)
+                if reverse_too:
+                    torch.ops.plrnn.cpu_scan_out(a, x, None, True, False, out=out)
 
             result[(T, C)] = _rounds({name: (lambda v=v: op(v), call)
                                       for name, v in settings.items()})
