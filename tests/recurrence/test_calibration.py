@@ -94,13 +94,14 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
     assert len(calls) == 1 and not caplog.records
 
-    # A damaged file, or one from before the short or the longest regime was measured or before
-    # the streaming schedules were measured again on a tie, is measured anew.
+    # A damaged file, or one from before the short or the longest regime was measured or from
+    # before the streaming schedules were timed as now, is measured anew.
     assert record["streaming_measurements"] == calibration.STREAM_TRIES  # fake_streaming(1.0)
+    assert record["streaming_measured_by"] == calibration.STREAM_MEASURE
     for text in ("{not json",
                  json.dumps({k: v for k, v in record.items() if not k.startswith("short")}),
                  json.dumps({k: v for k, v in record.items() if not k.startswith("longest")}),
-                 json.dumps({k: v for k, v in record.items() if k != "streaming_measurements"})):
+                 json.dumps({k: v for k, v in record.items() if k != "streaming_measured_by"})):
         path.write_text(text)
         monkeypatch.setattr(calibration, "_cache", {})
         monkeypatch.setattr(calibration, "measure", fake_measure)

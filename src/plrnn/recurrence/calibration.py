@@ -109,6 +109,8 @@ STREAM_SHAPES = ((65536, 128), (32768, 256))
 # Measurements of the streaming schedules taken at most, while their answer stays within MARGIN
 # either way: a single one on a shared machine can land anywhere in between.
 STREAM_TRIES = 3
+# What measure_streaming times; records that compared the schedules another way are measured anew.
+STREAM_MEASURE = "forward and reverse scans into preallocated outputs"
 
 
 def enabled() -> bool:
@@ -185,9 +187,10 @@ def _load_or_measure(threads: int) -> Choice:
     path = cache_file(threads)
     try:
         record = _read_record(path)
-        # Records from before streaming_measurements compared the schedules at LAYOUT_SHAPES,
-        # once, and records from before the longest regime lack it: measured again.
-        if record["streaming_schedule"] in STREAMING and "streaming_measurements" in record:
+        # Records that compared the streaming schedules otherwise (once, at LAYOUT_SHAPES, or
+        # through the backward) and records from before the longest regime: measured again.
+        if (record["streaming_schedule"] in STREAMING
+                and record.get("streaming_measured_by") == STREAM_MEASURE):
             return Choice(tuple(record["parallel_channels"]),
                           tuple(record["longest_parallel_channels"]),
                           tuple(record["short_parallel_channels"]), int(record["ilp_channels"]),
@@ -220,6 +223,7 @@ def _load_or_measure(threads: int) -> Choice:
         "pipelined_over_time_split": {f"{T}x{C}": round(r, 3)
                                       for (T, C), r in stream_ratios.items()},
         "streaming_measurements": stream_tries,
+        "streaming_measured_by": STREAM_MEASURE,
         "streaming_schedule": choice.stream,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
