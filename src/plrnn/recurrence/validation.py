@@ -120,10 +120,11 @@ def check_out(out, decays, impulses, initial_state) -> None:
         raise ValueError(f"out must have the impulses' shape {_shape(impulses)}; got {_shape(out)}")
     if out.device != impulses.device:
         raise ValueError(f"out must be on the impulses' device {impulses.device}; got {out.device}")
-    inputs = (("decays", decays), ("impulses", impulses), ("initial_state", initial_state))
-    if torch.is_grad_enabled() and (out.requires_grad or any(
-        t is not None and t.requires_grad for _, t in inputs
-    )):
+    # Spelled out rather than any() over the inputs: a generator costs a microsecond a call.
+    if torch.is_grad_enabled() and (
+        out.requires_grad or decays.requires_grad or impulses.requires_grad
+        or (initial_state is not None and initial_state.requires_grad)
+    ):
         raise RuntimeError(
             "linear_recurrence(): out= does not support automatic differentiation, but one of "
             "the arguments requires grad; call it under torch.no_grad() or without out="
@@ -134,9 +135,9 @@ def check_out(out, decays, impulses, initial_state) -> None:
             "out must not have elements that share memory (as expand() makes); "
             "pass a contiguous tensor"
         )
-    if out.numel() == 0 or out.device.type == "meta":
+    if out.numel() == 0 or out.is_meta:
         return
     span = _byte_span(out)  # check_inputs put every input on out's device
-    for name, t in inputs:
+    for name, t in (("decays", decays), ("impulses", impulses), ("initial_state", initial_state)):
         if t is not None and t.numel() and _overlaps(span, t):
             raise ValueError(f"out must not share memory with {name}; pass a separate tensor")
