@@ -223,27 +223,26 @@ inline void store(out_t* __restrict__ p, const typename VecOf<W, acc_t>::type& v
   }
 }
 
-// A non-temporal store of one 32-byte vector to p (32-byte aligned), straight to memory: no
-// read of the line into cache first (a write-allocate read, a third more traffic on a forward
-// pass) and no eviction of the inputs still to be read. Two 16-byte stores where the build lacks
-// AVX (SSE2 is every x86-64); a plain store for other types and CPUs.
+// A non-temporal store of one 32-byte vector of floats or doubles to p (32-byte aligned),
+// straight to memory: no read of the line into cache first (a write-allocate read, a third more
+// traffic on a forward pass) and no eviction of the inputs still to be read. Two 16-byte stores
+// where the build lacks AVX (SSE2 is every x86-64); a plain store on other CPUs.
 template <typename acc_t, typename V>
 inline void store_nt(acc_t* __restrict__ p, const V& v) {
-  static_assert(sizeof(V) == 32, "store_nt takes one 32-byte vector");
+  static_assert(sizeof(V) == 32 && sizeof(V) % sizeof(acc_t) == 0,
+                "store_nt takes one 32-byte vector of its element type");
 #if defined(__x86_64__) || defined(_M_X64)
-  if constexpr (std::is_same_v<acc_t, float> || std::is_same_v<acc_t, double>) {
 #if defined(__AVX__)
-    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bits_as<__m256i>(v));
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), bits_as<__m256i>(v));
 #else
-    struct Halves { __m128i lo, hi; };
-    const Halves h = bits_as<Halves>(v);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(p), h.lo);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(p) + 1, h.hi);
+  struct Halves { __m128i lo, hi; };
+  const Halves h = bits_as<Halves>(v);
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), h.lo);
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p) + 1, h.hi);
 #endif
-    return;
-  }
-#endif
+#else
   std::memcpy(p, &v, sizeof(v));
+#endif
 }
 
 // Whether scan rows written through step_and_stream bypass the cache.
@@ -285,21 +284,17 @@ inline void step_and_stream(const in_t* __restrict__ a, const in_t* __restrict__
   };
   const uintptr_t at = reinterpret_cast<uintptr_t>(o);
   const bool nt2 = nt && o2 && (reinterpret_cast<uintptr_t>(o2) - at) % 32 == 0;
+  auto put = [](out_t* p, const auto& v, bool stream) {
+    if constexpr (kStreamsRows<out_t, acc_t>) {
+      if (stream) return store_nt(p, v);
+    }
+    store<L, out_t, acc_t>(p, v);
+  };
   auto vec = [&](int64_t j) {
     const auto v = load<L, acc_t>(a + j) * load<L, acc_t>(st + j) + load<L, acc_t>(x + j);
     store<L, acc_t, acc_t>(st + j, v);
-    if (nt) {
-      store_nt(o + j, v);
-    } else {
-      store<L, out_t, acc_t>(o + j, v);
-    }
-    if (!o2) return;
-    const auto w = load<L, acc_t>(mul + j) * v;
-    if (nt2) {
-      store_nt(o2 + j, w);
-    } else {
-      store<L, out_t, acc_t>(o2 + j, w);
-    }
+    put(o + j, v, nt);
+    if (o2) put(o2 + j, load<L, acc_t>(mul + j) * v, nt2);
   };
   // Vectors at [head, head + body): o + head is 32-byte aligned where the stores stream.
   const int64_t head = nt ? std::min<int64_t>(n, (32 - at % 32) % 32 / sizeof(out_t)) : 0;
