@@ -18,17 +18,35 @@ from plrnn.bench import machine
         (("AuthenticAMD", 25, 1, 1), "zen3"),
         (("AuthenticAMD", 25, 17, 1), "zen4"),
         (("GenuineIntel", 6, 250, 0), "f6m250"),
+        (("AuthenticAMD", 30, 1, 0), "f30m1"),
         (None, None),
     ],
 )
 def test_microarchitecture_from_cpuid(monkeypatch, ident, uarch):
     monkeypatch.setattr(machine, "_cpuid", lambda: ident)
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: {"fpu", "avx2", "avx512f"})
+    assert machine.microarchitecture() == uarch
+
+
+@pytest.mark.parametrize(
+    "flags, uarch",
+    [
+        ({"avx512f", "amx_tile", "amx_bf16"}, "sapphirerapids"),
+        ({"avx512f", "amx_tile", "amx_fp16"}, "graniterapids"),
+        ({"avx512f"}, "f6m167"),
+    ],
+)
+def test_a_masked_intel_model_is_told_by_its_instructions(monkeypatch, flags, uarch):
+    # A KVM guest on Sapphire Rapids was seen reporting model 167 (Rocket Lake, no AMX).
+    monkeypatch.setattr(machine, "_cpuid", lambda: ("GenuineIntel", 6, 167, 8))
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: flags)
     assert machine.microarchitecture() == uarch
 
 
 def test_machine_name_tells_generations_apart(monkeypatch):
     monkeypatch.setattr(machine, "cpu_model", lambda: "Intel(R) Xeon(R) Processor @ 2.00GHz")
     monkeypatch.setattr(machine.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: set())
     names = set()
     for model in (85, 143):
         monkeypatch.setattr(machine, "_cpuid", lambda m=model: ("GenuineIntel", 6, m, 4))

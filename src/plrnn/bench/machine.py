@@ -118,11 +118,25 @@ def _cpuid() -> tuple[str, int, int, int] | None:
         return None
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def microarchitecture() -> str | None:
     """The core's generation ('skylake-sp', 'sapphirerapids', 'zen3', ...), from CPUID family
     and model: cloud VMs report model names like 'Intel Xeon Processor' or 'AMD EPYC' that are
-    the same across generations whose kernels' speed differs by 2x. 'f<family>m<model>' when
-    the pair is not in the table; None off x86 Linux."""
+    the same across generations whose kernels' speed differs by 2x. Some hypervisors also
+    report a model number of another generation (a Sapphire Rapids VM seen as model 167, a
+    client Rocket Lake that has no AMX), so an Intel model missing from the table is told by
+    the instructions that only one generation added. 'f<family>m<model>' otherwise; None off
+    x86 Linux."""
     ident = _cpuid()
     if ident is None:
         return None
@@ -134,6 +148,11 @@ def microarchitecture() -> str | None:
                  143: "sapphirerapids", 207: "emeraldrapids", 173: "graniterapids"}
         if model in intel:
             return intel[model]
+        flags = _cpu_flags()
+        if "amx_fp16" in flags:
+            return "graniterapids"
+        if "amx_tile" in flags:  # Sapphire and Emerald Rapids share the core
+            return "sapphirerapids"
     if vendor == "AuthenticAMD":
         if family == 23:
             return "zen2" if model >= 0x30 else "zen1"
