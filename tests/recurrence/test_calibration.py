@@ -250,16 +250,19 @@ def test_layout_without_calibration_is_sequential(monkeypatch):
     assert calibration.wide_rows() == calibration.WIDE_ROWS["sequential"]
 
 
-@pytest.mark.parametrize("pipelined_over_time_split", [1.0, 1.3])
+@pytest.mark.parametrize(("pipelined_over_time_split", "want"), [
+    (0.8, "pipelined"),
+    (1.0, "time_split"),  # a tie: the time split, which the backward (not timed) favoured
+    (1.3, "time_split"),
+])
 def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedule(
-        calibrating, monkeypatch, num_threads, pipelined_over_time_split):
+        calibrating, monkeypatch, num_threads, pipelined_over_time_split, want):
     from plrnn.recurrence import cpu
 
     monkeypatch.setattr(calibration, "measure", lambda: fake_times({c: 0.9 for c in (2, 4)}))
     monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
     monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(pipelined_over_time_split))
     monkeypatch.setattr(cpu, "_serial_tuned", 0)
-    want = "time_split" if pipelined_over_time_split >= calibration.MARGIN else "pipelined"
     before = torch.ops.plrnn.cpu_streaming_schedule(-1)
     try:
         num_threads(2)

@@ -151,19 +151,21 @@ def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
 # PLRNN_STREAM_BYTES replaces the cache size: 0 takes these small inputs through them on any
 # machine. 67 channels put rows at every alignment; an out= one element into its storage
 # misaligns the whole output. The result is the same bits at any alignment and agrees with the
-# reference.
+# reference. T = 1500 is several of the pipelined schedule's blocks at these widths; T = 7001
+# gives the time split's reduced third 2 to 5 of its 1 MiB blocks, the last one partial, folded
+# from the last to the first.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("channels", [67, 128])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("schedule", ["pipelined", "time_split"])
-def test_streaming_schedules_at_every_alignment(dtype, channels, reverse, schedule, num_threads,
-                                               monkeypatch, streaming_schedule):
+@pytest.mark.parametrize(("schedule", "T"), [("pipelined", 1500), ("time_split", 1500),
+                                             ("time_split", 7001)])
+def test_streaming_schedules_at_every_alignment(dtype, channels, reverse, schedule, T,
+                                               num_threads, monkeypatch, streaming_schedule):
     import plrnn
 
     streaming_schedule(schedule)
     num_threads(2)
     monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
-    T = 1500  # several of the schedule's blocks at these widths
     seed = seed_for("streaming", dtype, channels, reverse)
     a, x, h0 = make_inputs(T, (channels,), "near_one", True, seed, dtype)
     up = torch.randn(T, channels, generator=torch.Generator().manual_seed(seed), dtype=dtype)

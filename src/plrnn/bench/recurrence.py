@@ -1056,10 +1056,15 @@ def kernel_settings() -> dict | None:
     name = {table_name: {v: k for k, v in table.items()}
             for table_name, table in (("rows", calibration.WIDE_ROWS),
                                       ("stream", calibration.STREAMING))}
-    return {"wide_rows": name["rows"][ops.cpu_wide_rows(-1)],
-            "streaming_schedule": name["stream"][ops.cpu_streaming_schedule(-1)],
-            "ilp_channels": ops.cpu_ilp_channels(-1),
-            "calibrated": calibration.enabled()}
+    settings = {"wide_rows": name["rows"][ops.cpu_wide_rows(-1)],
+                "streaming_schedule": name["stream"][ops.cpu_streaming_schedule(-1)],
+                "ilp_channels": ops.cpu_ilp_channels(-1),
+                "calibrated": calibration.enabled()}
+    # What the schedule was chosen on: a choice the benchmark then contradicts is worth a look.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        record = json.loads(calibration.cache_file(torch.get_num_threads()).read_text())
+        settings["pipelined_over_time_split"] = record.get("pipelined_over_time_split")
+    return settings
 
 
 def header(info: dict, cfg: Config, argv: list[str], statuses, load,
