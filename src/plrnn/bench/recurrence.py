@@ -556,7 +556,15 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
-ROUNDS = 5  # the methods of one cell are timed in turn, this many times each
+# The methods of one cell are timed in turn, this many times each. Many short rounds, not a few
+# long ones: on a shared VM the same kernel ran 1.5x slower for seconds at a time, and with 5
+# rounds of 0.1 s over 20 methods, identical work came out up to 1.6x apart between cells
+# (Zen 4 VM, the distributions section at (65536, 128)).
+ROUNDS = 15
+# Methods whose calls outlast a round's share of their time (the torch backend's Python loop,
+# hundreds of ms a call) are timed in every SLOW_STRIDE-th round only, with that many rounds'
+# time: each round costs blocked_autorange a warm-up call, which would otherwise triple them.
+SLOW_STRIDE = 3
 
 
 def _cell_key(task: Task) -> tuple | None:
@@ -644,12 +652,16 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
         except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
             _failed(rec, err)
     runs: dict[int, list] = {i: [] for i in built}
-    for _ in range(ROUNDS if built else 0):
+    for r in range(ROUNDS if built else 0):
         for i, (fn, inputs) in built.items():
             if recs[i]["status"] != "ok":
                 continue
+            share = _min_run_time(env, cell[i]) / ROUNDS
+            slow = bool(runs[i]) and runs[i][0].median > share
+            if slow and r % SLOW_STRIDE:
+                continue
             try:
-                runs[i].append(measure(fn, _min_run_time(env, cell[i]) / ROUNDS,
+                runs[i].append(measure(fn, share * (SLOW_STRIDE if slow else 1),
                                        num_threads=threads, inputs=inputs))
             except Exception as err:  # noqa: BLE001
                 _failed(recs[i], err)
@@ -1061,9 +1073,10 @@ def kernel_settings() -> dict | None:
                 "ilp_channels": ops.cpu_ilp_channels(-1),
                 "calibrated": calibration.enabled()}
     # What the schedule was chosen on: a choice the benchmark then contradicts is worth a look.
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        record = json.loads(calibration.cache_file(torch.get_num_threads()).read_text())
-        settings["pipelined_over_time_split"] = record.get("pipelined_over_time_split")
+    if calibration.enabled():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            record = json.loads(calibration.cache_file(torch.get_num_threads()).read_text())
+            settings["pipelined_over_time_split"] = record.get("pipelined_over_time_split")
     return settings
 
 
@@ -1101,7 +1114,8 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         "grad_h ~ N(0,1). Sections 1, 2 and 5 use U[0,1); the grid uses "
         f"{', '.join(cfg.grid_distributions)}; section 4 all five",
         "- timing: torch.utils.benchmark blocked_autorange median (per call; methods of a cell "
-        f"interleaved over {ROUNDS} rounds) unless marked 'single' (one cold run); every "
+        f"interleaved over {ROUNDS} rounds; methods slower than a round's share of their time, "
+        f"one round in {SLOW_STRIDE}) unless marked 'single' (one cold run); every "
         "backend's output checked against a float64 loop first",
         f"- config: `{json.dumps(dataclasses.asdict(cfg))}`",
     ]
