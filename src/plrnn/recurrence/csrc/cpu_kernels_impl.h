@@ -925,7 +925,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   // one, so what stays cached of them (the rows read last) is then what the scan reads first,
   // where rows reduced in order leave their end cached and the scan evicts it before getting
   // there. Zen 4 VM, 2 threads, (65536, 128) and (65536, 1024) forward and reversed, A/B as
-  // above over 24 alternating runs: 0.89-1.20x, median 1.04x.
+  // above over 24 alternating runs: 0.87-1.20x, median 1.04x.
   void reduce_rows(int64_t r0, int64_t m, acc_t* R, acc_t* P) const {
     Buffer<acc_t> reached(C, acc_t(0)), product(C, acc_t(1));  // R and P: slices at any offset
     const bool down = in.stride < 0;
