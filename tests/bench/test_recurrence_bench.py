@@ -357,6 +357,30 @@ def test_a_wrong_backend_is_an_error_row_not_a_time(monkeypatch):
     assert recs["cpu_serial"]["status"] == "ok" and recs["cpu_serial"]["median_s"] > 0
 
 
+def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):
+    """A method slower than its share of a round is timed in one round of SLOW_STRIDE, with that
+    many shares; one marked every_round is timed in all of them."""
+    args = rb.parse_args(["--smoke", "--allocator", "default"])
+    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    calls = {}
+
+    class Fake:
+        def __init__(self, fn, t):
+            self.median, self.raw_times, self.number_per_run = t, [t], 1
+            calls[fn] = calls.get(fn, 0) + 1
+
+    share = env.cfg.min_run_time / rb.ROUNDS
+    monkeypatch.setattr(rb, "measure", lambda fn, t, **kw: Fake(fn, 2 * share))
+    fns = {name: (lambda: None) for name in ("strided", "every")}
+    cell = [rb.Task(rb.SEC_DIST, "torch", FWD, (8, 2), lambda f=fns[name]: (f, ()),
+                    every_round=name == "every") for name in fns]
+    recs = rb._run_cell(env, cell, 1)
+    assert [r["status"] for r in recs] == ["ok", "ok"]
+    assert calls[fns["every"]] == rb.ROUNDS
+    assert calls[fns["strided"]] == 1 + (rb.ROUNDS - 1) // rb.SLOW_STRIDE
+    assert [r["blocks"] for r in recs] == [calls[fns["strided"]], rb.ROUNDS]
+
+
 def test_thread_count_is_set_per_cell_and_restored():
     before = torch.get_num_threads()
     with rb._num_threads(1):
