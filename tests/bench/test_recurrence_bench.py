@@ -381,6 +381,27 @@ def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):
     assert [r["blocks"] for r in recs] == [calls[fns["strided"]], rb.ROUNDS]
 
 
+def test_each_round_starts_one_method_later(monkeypatch):
+    args = rb.parse_args(["--smoke", "--allocator", "default"])
+    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    seen = []
+
+    class Fake:
+        median, raw_times, number_per_run = 1e-6, [1e-6], 1
+
+    def fake_measure(fn, t, **kw):
+        seen.append(fn())
+        return Fake()
+
+    monkeypatch.setattr(rb, "measure", fake_measure)
+    cell = [rb.Task(rb.SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
+            for k in range(3)]
+    rb._run_cell(env, cell, 1)
+    rounds = [seen[i:i + 3] for i in range(0, len(seen), 3)]
+    assert len(rounds) == rb.ROUNDS
+    assert rounds[:4] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
+
+
 def test_thread_count_is_set_per_cell_and_restored():
     before = torch.get_num_threads()
     with rb._num_threads(1):
