@@ -402,6 +402,32 @@ def test_each_round_starts_one_method_later(monkeypatch):
     assert rounds[:4] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
 
 
+def test_distribution_rows_refill_one_buffer_pair_before_each_round(monkeypatch):
+    args = rb.parse_args(["--smoke", "--allocator", "default"])
+    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    shape = env.cfg.dist_shapes[0]
+    dists = env.cfg.distributions[:3]
+    cell = [t for t in rb.distribution_tasks(env)
+            if t.shape == shape and t.decays in dists and t.method == "cpu_serial"]
+    assert [t.decays for t in cell] == list(dists)
+    shared_a, _ = env.inputs.shared(shape)
+    seen = []
+
+    class Fake:
+        median, raw_times, number_per_run = 1e-6, [1e-6], 1
+
+    def fake_measure(fn, t, inputs=(), **kw):
+        assert inputs[0] is shared_a
+        seen.append([d for d in dists if torch.equal(shared_a, env.inputs.get(shape, dist=d)[0])])
+        return Fake()
+
+    monkeypatch.setattr(rb, "measure", fake_measure)
+    recs = rb._run_cell(env, cell, 1)
+    assert [r["status"] for r in recs] == ["ok"] * 3
+    order = [dists[(r + k) % 3] for r in range(rb.ROUNDS) for k in range(3)]
+    assert seen == [[d] for d in order]
+
+
 def test_thread_count_is_set_per_cell_and_restored():
     before = torch.get_num_threads()
     with rb._num_threads(1):

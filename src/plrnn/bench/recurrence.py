@@ -283,6 +283,14 @@ class Inputs:
                 self._cache[key] = (a, x)
         return self._cache[key]
 
+    def shared(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decays and impulses buffers that rows comparing values with each other refill with
+        their own before each round (_shared_op)."""
+        key = ("shared", shape)
+        if key not in self._cache:
+            self._cache[key] = (torch.empty(shape), torch.empty(shape))
+        return self._cache[key]
+
     def out_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
         """A preallocated output whose pages are already faulted in: out= rows only write."""
         key = ("out", shape)
@@ -326,7 +334,9 @@ class Task:
     method: str  # backend name or probe
     pass_: str
     shape: tuple[int, ...]
-    build: Callable[[], tuple[Callable[[], object], tuple[torch.Tensor, ...]]] | None
+    # -> (fn, inputs) or (fn, inputs, load): fn timed, inputs checked not all zero, load (if
+    # any) run before each round that times fn.
+    build: Callable[[], tuple] | None
     how: str = "autorange"  # "autorange" | "single" | "copy"
     min_run_time: float | None = None
     note: str = ""
@@ -383,6 +393,33 @@ def _op(env: Env, backend: str, shape, pass_: str, dist: str = UNIFORM):
             torch.autograd.grad(h, (a, x), g)
 
         return fwd_bwd, (a, x, g)
+
+    return build
+
+
+def _shared_op(env: Env, backend: str, shape, dist: str):
+    """The forward of `backend` on the shape's shared buffers, which each round first fills
+    with this distribution's inputs: rows then differ by their values only. With a buffer pair
+    of their own, they also differed by where their buffers lay, for as long as they lived: on
+    the Zen 4 VM the same values in five buffer pairs ran 3.2-3.9 ms (cpu_serial, (65536, 128), 2
+    threads), and a benchmark run put one loop 1.0-1.6x apart across its five distributions,
+    where one pair refilled with each of them measured 0.88-1.11x."""
+
+    def build():
+        env.require(backend)
+        a, x = env.inputs.get(shape, dist=dist)
+        shared_a, shared_x = env.inputs.shared(shape)
+
+        def load():
+            shared_a.copy_(a)
+            shared_x.copy_(x)
+
+        def fwd():
+            return plrnn.linear_recurrence(shared_a, shared_x, backend=backend)
+
+        load()
+        env.check(fwd(), shape, dist, a, x, backend)
+        return fwd, (shared_a, shared_x), load
 
     return build
 
@@ -460,14 +497,15 @@ def grid_tasks(env: Env) -> list[Task]:
 
 
 def distribution_tasks(env: Env) -> list[Task]:
-    # One cell per shape: every distribution and backend timed in interleaved rounds, so a slow
-    # spell of a shared machine does not read as a distribution's cost. The torch backend's
-    # calls (100-170 ms at (65536, 128)) are timed in every round too: in one round of three,
-    # its five calls per distribution came out 1.22x apart under identical work (Zen 4 VM), where
-    # a standalone loop of 12 calls each, alternating, measured 0.97-1.00x.
+    # One cell per shape: every distribution and backend timed in interleaved rounds, on one
+    # pair of buffers (_shared_op), so that neither a slow spell of a shared machine nor where a
+    # row's buffers lie reads as a distribution's cost. The torch backend's calls (100-170 ms at
+    # (65536, 128)) are timed in every round too: in one round of three, its five calls per
+    # distribution came out 1.22x apart under identical work (Zen 4 VM), where a standalone loop
+    # of 12 calls each, alternating, measured 0.97-1.00x.
     c = env.cfg
     return [
-        Task(SEC_DIST, b, FWD, shape, _op(env, b, shape, FWD, dist), decays=dist,
+        Task(SEC_DIST, b, FWD, shape, _shared_op(env, b, shape, dist), decays=dist,
              min_run_time=c.slow_min_run_time if b == "torch" else None, every_round=True)
         for shape in c.dist_shapes for dist in c.distributions for b in COMPARED
     ]
@@ -632,19 +670,19 @@ def _min_run_time(env: Env, task: Task) -> float:
 
 
 def _prepare(env: Env, task: Task, rec: dict, threads: int):
-    """Times the one-off rows (copy probe, single cold runs) now; returns (fn, inputs) for an
-    autorange row, or None."""
+    """Times the one-off rows (copy probe, single cold runs) now; returns (fn, inputs, load)
+    for an autorange row, or None."""
     if task.how == "copy":
         m = copy_measurement(math.prod(task.shape), env.cfg.device, _min_run_time(env, task),
                              num_threads=threads)
         rec.update(_from_measurements([m]))
         return None
-    fn, inputs = task.build()
+    fn, inputs, *load = task.build()
     if task.how == "single":
         t = single_time(fn, inputs=inputs)
         rec.update(median_s=t, mean_s=t, blocks=1, number_per_run=1, block_times_s=repr(t))
         return None
-    return fn, inputs
+    return fn, inputs, load[0] if load else None
 
 
 def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
@@ -665,7 +703,7 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
         # loop at (4096, 1, 4), came out 1.10-1.16x apart in both allocator columns (Zen 4 VM).
         start = r % len(order)
         for i in order[start:] + order[:start]:
-            fn, inputs = built[i]
+            fn, inputs, load = built[i]
             if recs[i]["status"] != "ok":
                 continue
             share = _min_run_time(env, cell[i]) / ROUNDS
@@ -673,6 +711,8 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
             if slow and r % SLOW_STRIDE:
                 continue
             try:
+                if load is not None:
+                    load()
                 runs[i].append(measure(fn, share * (SLOW_STRIDE if slow else 1),
                                        num_threads=threads, inputs=inputs))
             except Exception as err:  # noqa: BLE001
@@ -939,7 +979,8 @@ def distribution_section(df: pd.DataFrame, allocators) -> Section:
                        "shape and allocator)", ratios[al], GOAL_DIST_SLOWDOWN, at_least=False)
              for al in allocators]
     lines = ["forward; x U[0,1) = the row's time / the same backend's time at the same shape "
-             "under U[0,1); impulses N(0,1)", *_reasons(d)]
+             "under U[0,1); impulses N(0,1); every row of a shape runs on one pair of input "
+             "buffers, refilled with its own values before each round", *_reasons(d)]
     return Section("4. Decay distributions (forward)", [pd.DataFrame(rows)], lines, goals)
 
 
