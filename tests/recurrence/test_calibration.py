@@ -95,18 +95,20 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     assert len(calls) == 1 and not caplog.records
 
     # A damaged file, or one from before the short or the longest regime was measured or from
-    # before the streaming schedules were timed as now, is measured anew.
+    # before the streaming schedules or the kernels were timed as now, is measured anew.
     assert record["streaming_measurements"] == calibration.STREAM_TRIES  # fake_streaming(1.0)
     assert record["streaming_measured_by"] == calibration.STREAM_MEASURE
+    assert record["channels_measured_by"] == calibration.CHANNELS_MEASURE
     for text in ("{not json",
                  json.dumps({k: v for k, v in record.items() if not k.startswith("short")}),
                  json.dumps({k: v for k, v in record.items() if not k.startswith("longest")}),
-                 json.dumps({k: v for k, v in record.items() if k != "streaming_measured_by"})):
+                 json.dumps({k: v for k, v in record.items() if k != "streaming_measured_by"}),
+                 json.dumps({k: v for k, v in record.items() if k != "channels_measured_by"})):
         path.write_text(text)
         monkeypatch.setattr(calibration, "_cache", {})
         monkeypatch.setattr(calibration, "measure", fake_measure)
         assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
-    assert len(calls) == 5
+    assert len(calls) == 6
 
 
 def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, calibrating):
@@ -355,3 +357,13 @@ def test_records_unread_for_a_month_are_pruned_when_one_is_written(calibrating, 
     monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
     calibration.parallel_channels(2, calibration.MIN_STEPS)
     assert current.stat().st_mtime > time.time() - 60
+
+
+def test_rounds_interleave_every_way_each_round_starting_one_later(monkeypatch):
+    monkeypatch.setattr(calibration, "_ROUND_S", 0.0)  # 3 calls per way and round
+    order = []
+    ways = {k: (lambda k=k: order.append(k), lambda: None) for k in ("a", "b", "c")}
+    times = calibration._rounds(ways)
+    assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
+    assert len(order) == 3 * (1 + calibration._ROUNDS)
+    assert order[:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]

@@ -27,7 +27,7 @@ faster. About 7 s once, announced by a warning; cached in PLRNN_CACHE_DIR (defau
 ~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels' source
 digest (a record no process has read for STALE_DAYS is removed when a new one is written).
 PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be
-deterministic).
+deterministic); it is read at the first call that needs the choices at a thread count.
 
 The same measurement decides how cpu_parallel works inside each thread: with few channels it can
 also cut each thread's share of time into chunks run side by side in registers (Algorithm 1
@@ -56,7 +56,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -88,6 +88,10 @@ class Choice(NamedTuple):
     stream: str  # cpu_serial's schedule for scans streamed from memory: one of STREAMING
 
 
+# Without calibration (PLRNN_AUTO_CALIBRATION=0): the AMD EPYC measurement for long sequences,
+# cpu_serial's channel split for short ones, and the pipelined streaming schedule.
+FIXED_CHOICE = Choice(FIXED_RULE, FIXED_RULE, (), FIXED_ILP, "pipelined")
+
 _cache: dict[int, Choice] = {}
 _layout: str | None = None  # wide_rows()'s answer once known
 
@@ -111,6 +115,9 @@ STREAM_SHAPES = ((65536, 128), (32768, 256))
 STREAM_TRIES = 3
 # What measure_streaming times; records that compared the schedules another way are measured anew.
 STREAM_MEASURE = "forward and reverse scans into preallocated outputs"
+# How cpu_serial and cpu_parallel are timed against each other (_timed); records that timed them
+# otherwise are measured anew.
+CHANNELS_MEASURE = "every width and way in one set of rounds, each round starting one way later"
 
 
 def enabled() -> bool:
@@ -154,8 +161,6 @@ def parallel_channels(threads: int, steps: int) -> tuple[int, ...]:
     """The channel counts for which cpu_parallel is the faster kernel here at this length."""
     if threads < 2 or steps < SHORT_MIN_STEPS:
         return ()
-    if not enabled():
-        return FIXED_RULE if steps >= MIN_STEPS else ()
     choice = _choice(threads)
     if steps >= LONGEST_MIN_STEPS:
         return choice.longest
@@ -165,21 +170,25 @@ def parallel_channels(threads: int, steps: int) -> tuple[int, ...]:
 def streaming_schedule(threads: int) -> int:
     """cpu_serial's schedule here for scans streamed from memory on `threads` threads: one of
     STREAMING's values."""
-    if threads < 2 or not enabled():
+    if threads < 2:
         return STREAMING["pipelined"]
     return STREAMING[_choice(threads).stream]
 
 
 def ilp_channels(threads: int) -> int:
     """The widest rows (channels) for which cpu_parallel chunks time inside each thread here."""
-    if threads < 2 or not enabled():
+    if threads < 2:
         return FIXED_ILP
     return _choice(threads).ilp
 
 
 def _choice(threads: int) -> Choice:
+    """The choices at this thread count, fixed at its first use in the process, so that auto's
+    calls read no environment variable: os.environ.get of an unset one raises and catches a
+    KeyError, 2.2 us of each call after a kernel that evicted the interpreter's caches (Zen 4
+    VM, 4 channels, T = 65536, where the whole Python path took 15-20 us)."""
     if threads not in _cache:
-        _cache[threads] = _load_or_measure(threads)
+        _cache[threads] = _load_or_measure(threads) if enabled() else FIXED_CHOICE
     return _cache[threads]
 
 
@@ -188,9 +197,11 @@ def _load_or_measure(threads: int) -> Choice:
     try:
         record = _read_record(path)
         # Records that compared the streaming schedules otherwise (once, at LAYOUT_SHAPES, or
-        # through the backward) and records from before the longest regime: measured again.
+        # through the backward), that timed the kernels width after width, and records from
+        # before the longest regime: measured again.
         if (record["streaming_schedule"] in STREAMING
-                and record.get("streaming_measured_by") == STREAM_MEASURE):
+                and record.get("streaming_measured_by") == STREAM_MEASURE
+                and record.get("channels_measured_by") == CHANNELS_MEASURE):
             return Choice(tuple(record["parallel_channels"]),
                           tuple(record["longest_parallel_channels"]),
                           tuple(record["short_parallel_channels"]), int(record["ilp_channels"]),
@@ -224,6 +235,7 @@ def _load_or_measure(threads: int) -> Choice:
                                       for (T, C), r in stream_ratios.items()},
         "streaming_measurements": stream_tries,
         "streaming_measured_by": STREAM_MEASURE,
+        "channels_measured_by": CHANNELS_MEASURE,
         "streaming_schedule": choice.stream,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
@@ -403,15 +415,18 @@ def _timed_settings(op_name: str, settings: dict[str, int], reverse_too: bool = 
     return result
 
 
-def _rounds(ways: dict[str, tuple[Callable[[], object], Callable[[], object]]]
-            ) -> dict[str, float]:
+def _rounds(ways: dict[Hashable, tuple[Callable[[], object], Callable[[], object]]]
+            ) -> dict[Hashable, float]:
     """Median seconds per call of each way's (setup, call), over interleaved rounds: a warm-up
     round of one call each, then _ROUNDS rounds of calls that fill about _ROUND_S (3 calls of
-    0.3 ms each misjudged 4 channels)."""
-    times: dict[str, list[float]] = {name: [] for name in ways}
+    0.3 ms each misjudged 4 channels). Each round starts one way later, so that no way always
+    runs right after the same other one."""
+    times: dict[Hashable, list[float]] = {name: [] for name in ways}
     calls = dict.fromkeys(ways, 1)
-    for _ in range(1 + _ROUNDS):
-        for name, (setup, call) in ways.items():
+    order = list(ways)
+    for r in range(1 + _ROUNDS):
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            setup, call = ways[name]
             setup()
             start = time.perf_counter()
             for _ in range(calls[name]):
@@ -474,17 +489,24 @@ def _timed(steps: int, channels: tuple[int, ...],
     cpu.load()
     scan = torch.ops.plrnn.cpu_scan.default  # cpu.parallel would apply this very calibration
     g = torch.Generator().manual_seed(0)
-    result = {}
+    # One set of rounds over every channel count and way, rather than the rounds of one count
+    # after the other: a slow spell of a shared VM, in which the second core was busy for a second
+    # or so, made cpu_parallel 0.82-0.85x cpu_serial at every measured width in one measurement
+    # of six, where the others gave 1.10-1.33 (Zen 4 VM, T = 65536, 2 threads); timed width after
+    # width, a spell decides whole widths, and auto runs the slower kernel there for as long as
+    # the record is kept.
+    calls = {}
     before = torch.ops.plrnn.cpu_ilp_channels(-1)
     try:
         with torch.no_grad():
             for c in channels:
                 a = torch.sigmoid(torch.randn(steps, c, generator=g) + 2)
                 x = torch.randn(steps, c, generator=g)
-                result[c] = _rounds({
-                    name: (lambda ilp=ilp: torch.ops.plrnn.cpu_ilp_channels(ilp),
-                           lambda a=a, x=x, parallel=parallel: scan(a, x, None, False, parallel))
-                    for name, (parallel, ilp) in ways.items()})
+                for name, (parallel, ilp) in ways.items():
+                    calls[(c, name)] = (
+                        lambda ilp=ilp: torch.ops.plrnn.cpu_ilp_channels(ilp),
+                        lambda a=a, x=x, parallel=parallel: scan(a, x, None, False, parallel))
+            times = _rounds(calls)
     finally:
         torch.ops.plrnn.cpu_ilp_channels(before)
-    return result
+    return {c: {name: times[(c, name)] for name in ways} for c in channels}
