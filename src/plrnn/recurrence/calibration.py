@@ -117,7 +117,8 @@ STREAM_TRIES = 3
 STREAM_MEASURE = "forward and reverse scans into preallocated outputs"
 # How cpu_serial and cpu_parallel are timed against each other (_timed); records that timed them
 # otherwise are measured anew.
-CHANNELS_MEASURE = "every width and way in one set of rounds, each round starting one way later"
+CHANNELS_MEASURE = ("into preallocated outputs, every width and way in one set of rounds, each "
+                    "round starting one way later")
 
 
 def enabled() -> bool:
@@ -487,14 +488,18 @@ def _timed(steps: int, channels: tuple[int, ...],
     from . import cpu
 
     cpu.load()
-    scan = torch.ops.plrnn.cpu_scan.default  # cpu.parallel would apply this very calibration
+    scan = torch.ops.plrnn.cpu_scan_out.default  # cpu.parallel would apply this very calibration
     g = torch.Generator().manual_seed(0)
     # One set of rounds over every channel count and way, rather than the rounds of one count
     # after the other: a slow spell of a shared VM, in which the second core was busy for a second
     # or so, made cpu_parallel 0.82-0.85x cpu_serial at every measured width in one measurement
     # of six, where the others gave 1.10-1.33 (Zen 4 VM, T = 65536, 2 threads); timed width after
     # width, a spell decides whole widths, and auto runs the slower kernel there for as long as
-    # the record is kept.
+    # the record is kept. Into preallocated outputs, as the streaming schedules are timed: a fresh
+    # 32 MiB output per call (262144 x 32 floats) is mapped anew and page-faulted, and two threads
+    # faulting together took longer than one, so cpu_parallel measured 0.61x cpu_serial there,
+    # and auto then ran cpu_serial where cpu_parallel was 1.7x faster without the faults and as
+    # fast with them (benchmark, Zen 4 VM, 2 threads).
     calls = {}
     before = torch.ops.plrnn.cpu_ilp_channels(-1)
     try:
@@ -502,10 +507,12 @@ def _timed(steps: int, channels: tuple[int, ...],
             for c in channels:
                 a = torch.sigmoid(torch.randn(steps, c, generator=g) + 2)
                 x = torch.randn(steps, c, generator=g)
+                out = torch.empty_like(x)
                 for name, (parallel, ilp) in ways.items():
                     calls[(c, name)] = (
                         lambda ilp=ilp: torch.ops.plrnn.cpu_ilp_channels(ilp),
-                        lambda a=a, x=x, parallel=parallel: scan(a, x, None, False, parallel))
+                        lambda a=a, x=x, out=out, parallel=parallel: scan(
+                            a, x, None, False, parallel, out=out))
             times = _rounds(calls)
     finally:
         torch.ops.plrnn.cpu_ilp_channels(before)
