@@ -92,7 +92,7 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
     assert calibration.parallel_channels(2, longest) == (1, 2, 3, 4, *range(9, 17))
     assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
-    assert len(calls) == 1 and not caplog.records
+    assert len(calls) == 2 and not caplog.records  # two measurements that agree
 
     # A damaged file, or one from before the short or the longest regime was measured or from
     # before the streaming schedules or the kernels were timed as now, is measured anew.
@@ -108,7 +108,7 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
         monkeypatch.setattr(calibration, "_cache", {})
         monkeypatch.setattr(calibration, "measure", fake_measure)
         assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
-    assert len(calls) == 6
+    assert len(calls) == 12
 
 
 def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, calibrating):
@@ -367,3 +367,20 @@ def test_rounds_interleave_every_way_each_round_starting_one_later(monkeypatch):
     assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
     assert len(order) == 3 * (1 + calibration._ROUNDS)
     assert order[:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_a_third_measurement_settles_two_that_disagree():
+    def times(parallel):
+        return {4: {"serial": 1.0, "parallel": parallel}, 16: {"serial": 1.0, "parallel": 0.5}}
+
+    def decide(t):
+        return calibration.channels_from(calibration._parallel_ratios(t))
+
+    agreeing = iter([times(0.8), times(0.7)])
+    got, taken = calibration.settled(lambda: next(agreeing), decide)
+    assert taken == 2 and got[4]["parallel"] == pytest.approx(0.75) and got[16]["parallel"] == 0.5
+    # The second was taken in a slow spell (cpu_parallel slower at 4 channels): a third decides.
+    spell = iter([times(0.8), times(1.3), times(0.7)])
+    got, taken = calibration.settled(lambda: next(spell), decide)
+    assert taken == calibration.CHANNEL_TRIES == 3 and got[4]["parallel"] == 0.8
+    assert decide(got) == (3, 4, *range(9, 17))
