@@ -76,3 +76,13 @@ def test_joblib_sweep_writes_one_result_per_job(tmp_path):
     assert len(written) == 2, written
     assert written[0].endswith(",seed=0.csv") and written[1].endswith(",seed=1.csv")
     assert "results_dir" not in written[0] and "progress" not in written[0]
+
+
+def test_interleaved_rounds_start_one_method_later(monkeypatch):
+    from plrnn.repro import measure
+
+    seen = []
+    monkeypatch.setattr(measure, "median_time", lambda fn, *a, **kw: seen.append(fn()) or 1e-6)
+    times = measure.interleaved({k: (lambda k=k: k) for k in "abc"}, rounds=4, min_run_time=0.0)
+    assert times == {k: [1e-6] * 4 for k in "abc"}
+    assert "".join(seen) == "abc" "bca" "cab" "abc"

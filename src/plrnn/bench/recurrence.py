@@ -76,7 +76,7 @@ from plrnn.recurrence import sources
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
 from .machine import machine_info, machine_name
 from .tables import fmt_ms, fmt_x, markdown_table
-from .timing import measure, reuse_freed_pages, single_time
+from .timing import measure, reuse_freed_pages, rotated, single_time
 
 # plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
 backend_registry = importlib.import_module("plrnn.recurrence.registry")
@@ -696,13 +696,8 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
         except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
             _failed(rec, err)
     runs: dict[int, list] = {i: [] for i in built}
-    order = list(built)
     for r in range(ROUNDS if built else 0):
-        # Each round starts one method later, so that every method follows every other one as
-        # often: in a fixed order, cpu_serial and cpu_parallel, running the same single-thread
-        # loop at (4096, 1, 4), came out 1.10-1.16x apart in both allocator columns (Zen 4 VM).
-        start = r % len(order)
-        for i in order[start:] + order[:start]:
+        for i in rotated(list(built), r):
             fn, inputs, load = built[i]
             if recs[i]["status"] != "ok":
                 continue

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from plrnn.bench.timing import median_time, single_time
+from plrnn.bench.timing import median_time, rotated, single_time
 
 
 def interleaved(
@@ -23,9 +23,9 @@ def interleaved(
 ) -> dict[str, list[float]]:
     """{method: [median seconds per call in each round]} for every method of one cell."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(median_time(fn, min_run_time, inputs=inputs))
+    for r in range(rounds):
+        for name in rotated(list(fns), r):
+            times[name].append(median_time(fns[name], min_run_time, inputs=inputs))
     return times
 
 
