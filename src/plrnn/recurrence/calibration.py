@@ -8,8 +8,9 @@ there the machines we measured disagree (`--sweep-auto`, results/<machine>/auto_
 (0.9-1.0x). No rule was within 10% of the best on both. With one thread, more than 256 channels
 or short sequences cpu_serial is chosen without measuring: it moves the least memory.
 
-Two regimes are measured, forward with a fresh output per call as users call it, inputs as real
-forget gates (sigmoid(N(2, 1))), medians of interleaved rounds:
+Three regimes are measured, forward into a preallocated output (a fresh one per call measured
+page faults: _timed), inputs as real forget gates (sigmoid(N(2, 1))), medians of interleaved
+rounds, each regime twice or three times (settled):
 - long sequences (T >= MIN_STEPS): T = 65536 at 2, 4, 8, 16 and 32 channels, where one thread's
   loop is bound by its dependency chain or by memory;
 - the longest (T >= LONGEST_MIN_STEPS): T = 262144 at the same channel counts. cpu_parallel's
