@@ -54,7 +54,7 @@ def test_backends_on_meta():
 
 def test_auto_choice_rules(num_threads):
     cpu_dev = torch.device("cpu")
-    lo, hi = PARALLEL_CHANNELS[0], PARALLEL_CHANNELS[-1]
+    lo, hi = min(PARALLEL_CHANNELS), max(PARALLEL_CHANNELS)
     for threads in (2, 4):
         num_threads(threads)
         assert choose_auto(cpu_dev, PARALLEL_MIN_STEPS, lo) == "cpu_parallel"

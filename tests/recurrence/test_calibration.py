@@ -43,9 +43,9 @@ def fake_streaming(pipelined_over_time_split):
 
 
 def test_channels_from_ratios():
-    assert calibration.channels_from({2: 1.0, 4: 1.0, 8: 1.0, 16: 1.2, 32: 0.9}) == tuple(range(9, 17))
-    assert calibration.channels_from({2: 1.06, 32: 1.5}) == (1, 2, *range(17, 33))
-    assert calibration.channels_from({c: 1.04 for c in calibration.MEASURED_CHANNELS}) == ()
+    assert calibration.channels_from({2: 1.0, 4: 1.0, 8: 1.0, 16: 1.2, 32: 0.9}) == set(range(9, 17))
+    assert calibration.channels_from({2: 1.06, 32: 1.5}) == {1, 2, *range(17, 33)}
+    assert calibration.channels_from({c: 1.04 for c in calibration.MEASURED_CHANNELS}) == set()
 
 
 def fake_short(ratios):
@@ -67,10 +67,10 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     monkeypatch.setattr(calibration, "measure_longest",
                         fake_short({2: 1.1, 4: 1.5, 8: 1.0, 16: 1.3, 32: 0.9}))
     longest = calibration.LONGEST_MIN_STEPS
-    assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
-    assert calibration.parallel_channels(2, longest - 1) == tuple(range(5, 17))
-    assert calibration.parallel_channels(2, longest) == (1, 2, 3, 4, *range(9, 17))
-    assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
+    assert calibration.parallel_channels(2, long) == set(range(5, 17))
+    assert calibration.parallel_channels(2, longest - 1) == set(range(5, 17))
+    assert calibration.parallel_channels(2, longest) == {1, 2, 3, 4, *range(9, 17)}
+    assert calibration.parallel_channels(2, short) == set(range(17, 65))
     path = calibration.cache_file(2)
     record = json.loads(path.read_text())
     assert record["parallel_channels"] == list(range(5, 17)) and record["threads"] == 2
@@ -89,10 +89,12 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     caplog.clear()
     monkeypatch.setattr(calibration, "_cache", {})
     monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
-    assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
-    assert calibration.parallel_channels(2, longest) == (1, 2, 3, 4, *range(9, 17))
-    assert calibration.parallel_channels(2, short) == tuple(range(17, 65))
+    assert calibration.parallel_channels(2, long) == set(range(5, 17))
+    assert calibration.parallel_channels(2, longest) == {1, 2, 3, 4, *range(9, 17)}
+    assert calibration.parallel_channels(2, short) == set(range(17, 65))
     assert len(calls) == 2 and not caplog.records  # two measurements that agree
+    # auto asks `channels in` these on every call: a set answers without scanning them.
+    assert isinstance(calibration.parallel_channels(2, short), frozenset)
 
     # A damaged file, or one from before the short or the longest regime was measured or from
     # before the streaming schedules or the kernels were timed as now, is measured anew.
@@ -107,17 +109,17 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
         path.write_text(text)
         monkeypatch.setattr(calibration, "_cache", {})
         monkeypatch.setattr(calibration, "measure", fake_measure)
-        assert calibration.parallel_channels(2, long) == tuple(range(5, 17))
+        assert calibration.parallel_channels(2, long) == set(range(5, 17))
     assert len(calls) == 12
 
 
 def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, calibrating):
     monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured"))
-    assert calibration.parallel_channels(1, calibration.MIN_STEPS) == ()
-    assert calibration.parallel_channels(2, calibration.SHORT_MIN_STEPS - 1) == ()
+    assert calibration.parallel_channels(1, calibration.MIN_STEPS) == set()
+    assert calibration.parallel_channels(2, calibration.SHORT_MIN_STEPS - 1) == set()
     monkeypatch.setenv("PLRNN_AUTO_CALIBRATION", "0")
     assert calibration.parallel_channels(2, calibration.MIN_STEPS) == calibration.FIXED_RULE
-    assert calibration.parallel_channels(2, calibration.SHORT_MIN_STEPS) == ()
+    assert calibration.parallel_channels(2, calibration.SHORT_MIN_STEPS) == set()
     assert not list(calibrating.iterdir())
 
 
@@ -383,4 +385,4 @@ def test_a_third_measurement_settles_two_that_disagree():
     spell = iter([times(0.8), times(1.3), times(0.7)])
     got, taken = calibration.settled(lambda: next(spell), decide)
     assert taken == calibration.CHANNEL_TRIES == 3 and got[4]["parallel"] == 0.8
-    assert decide(got) == (3, 4, *range(9, 17))
+    assert decide(got) == {3, 4, *range(9, 17)}

@@ -74,7 +74,7 @@ SHORT_MIN_STEPS = 1024  # shorter sequences: cpu_serial (the threads' second pas
 SHORT_MEASURED_CHANNELS = (4, 16, 32, 64, 128, 256)
 MIN_WORK = 1 << 16  # below T * channels = 2**16 cpu_parallel runs on one thread (cpu_kernels_impl.h)
 MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen
-FIXED_RULE = tuple(range(17, 33))  # without calibration: the AMD EPYC measurement
+FIXED_RULE = frozenset(range(17, 33))  # without calibration: the AMD EPYC measurement
 FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
 _STEPS, _SHORT_STEPS, _LONGEST_STEPS, _ROUNDS = 65536, 4096, 262144, 5
 _ROUND_S = 0.02  # calls per round fill this long
@@ -82,16 +82,19 @@ STALE_DAYS = 30  # records unread for this long are removed when a new one is wr
 
 
 class Choice(NamedTuple):
-    long: tuple[int, ...]  # channel counts for cpu_parallel at MIN_STEPS <= T < LONGEST_MIN_STEPS
-    longest: tuple[int, ...]  # ... at T >= LONGEST_MIN_STEPS
-    short: tuple[int, ...]  # ... at SHORT_MIN_STEPS <= T < MIN_STEPS
+    # Sets, not tuples: auto asks `channels in` one of them on every call, and a miss scanned the
+    # whole tuple, 1.8 us for the 224 counts of a calibrated short regime (Zen 4 VM), 10% of a
+    # call at (4096, 32).
+    long: frozenset[int]  # channel counts for cpu_parallel at MIN_STEPS <= T < LONGEST_MIN_STEPS
+    longest: frozenset[int]  # ... at T >= LONGEST_MIN_STEPS
+    short: frozenset[int]  # ... at SHORT_MIN_STEPS <= T < MIN_STEPS
     ilp: int  # cpu_parallel's in-thread chunks up to this many channels
     stream: str  # cpu_serial's schedule for scans streamed from memory: one of STREAMING
 
 
 # Without calibration (PLRNN_AUTO_CALIBRATION=0): the AMD EPYC measurement for long sequences,
 # cpu_serial's channel split for short ones, and the pipelined streaming schedule.
-FIXED_CHOICE = Choice(FIXED_RULE, FIXED_RULE, (), FIXED_ILP, "pipelined")
+FIXED_CHOICE = Choice(FIXED_RULE, FIXED_RULE, frozenset(), FIXED_ILP, "pipelined")
 
 _cache: dict[int, Choice] = {}
 _layout: str | None = None  # wide_rows()'s answer once known
@@ -161,10 +164,10 @@ def _cpu_flags() -> str:
     return _cpuinfo_field("flags")
 
 
-def parallel_channels(threads: int, steps: int) -> tuple[int, ...]:
+def parallel_channels(threads: int, steps: int) -> frozenset[int]:
     """The channel counts for which cpu_parallel is the faster kernel here at this length."""
     if threads < 2 or steps < SHORT_MIN_STEPS:
-        return ()
+        return frozenset()
     choice = _choice(threads)
     if steps >= LONGEST_MIN_STEPS:
         return choice.longest
@@ -206,9 +209,9 @@ def _load_or_measure(threads: int) -> Choice:
         if (record["streaming_schedule"] in STREAMING
                 and record.get("streaming_measured_by") == STREAM_MEASURE
                 and record.get("channels_measured_by") == CHANNELS_MEASURE):
-            return Choice(tuple(record["parallel_channels"]),
-                          tuple(record["longest_parallel_channels"]),
-                          tuple(record["short_parallel_channels"]), int(record["ilp_channels"]),
+            return Choice(frozenset(record["parallel_channels"]),
+                          frozenset(record["longest_parallel_channels"]),
+                          frozenset(record["short_parallel_channels"]), int(record["ilp_channels"]),
                           record["streaming_schedule"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -231,11 +234,11 @@ def _load_or_measure(threads: int) -> Choice:
         "threads": threads,
         "torch": torch.__version__,
         "serial_over_parallel": {str(c): round(r, 3) for c, r in ratios.items()},
-        "parallel_channels": list(choice.long),
+        "parallel_channels": sorted(choice.long),
         "longest_serial_over_parallel": {str(c): round(r, 3) for c, r in longest_ratios.items()},
-        "longest_parallel_channels": list(choice.longest),
+        "longest_parallel_channels": sorted(choice.longest),
         "short_serial_over_parallel": {str(c): round(r, 3) for c, r in short_ratios.items()},
-        "short_parallel_channels": list(choice.short),
+        "short_parallel_channels": sorted(choice.short),
         "plain_over_chunked": {str(c): round(t["plain"] / t["ilp"], 3) for c, t in times.items()},
         "ilp_channels": ilp,
         "pipelined_over_time_split": {f"{T}x{C}": round(r, 3)
@@ -481,7 +484,7 @@ def ilp_from(times: dict[int, dict[str, float]]) -> int:
 
 
 def channels_from(ratios: dict[int, float],
-                  measured: tuple[int, ...] = MEASURED_CHANNELS) -> tuple[int, ...]:
+                  measured: tuple[int, ...] = MEASURED_CHANNELS) -> frozenset[int]:
     """Channel counts for cpu_parallel from serial/parallel time ratios at the `measured` counts:
     each measured count decides for itself and the counts down to the previous measured one."""
     chosen: list[int] = []
@@ -490,7 +493,7 @@ def channels_from(ratios: dict[int, float],
         if ratios.get(c, 0.0) >= MARGIN:
             chosen.extend(range(low, c + 1))
         low = c + 1
-    return tuple(chosen)
+    return frozenset(chosen)
 
 
 def measure() -> dict[int, dict[str, float]]:

@@ -142,18 +142,18 @@ def _threads() -> int:
 
 
 @torch._dynamo.assume_constant_result
-def _parallel_channels() -> tuple[int, ...]:
+def _parallel_channels() -> frozenset[int]:
     # Measured (once per CPU and thread count) outside any trace.
     return calibration.parallel_channels(_threads(), calibration.MIN_STEPS)
 
 
 @torch._dynamo.assume_constant_result
-def _longest_parallel_channels() -> tuple[int, ...]:
+def _longest_parallel_channels() -> frozenset[int]:
     return calibration.parallel_channels(_threads(), calibration.LONGEST_MIN_STEPS)
 
 
 @torch._dynamo.assume_constant_result
-def _short_parallel_channels() -> tuple[int, ...]:
+def _short_parallel_channels() -> frozenset[int]:
     return calibration.parallel_channels(_threads(), calibration.SHORT_MIN_STEPS)
 
 
