@@ -394,12 +394,51 @@ def test_each_round_starts_one_method_later(monkeypatch):
         return Fake()
 
     monkeypatch.setattr(rb, "measure", fake_measure)
+    monkeypatch.setattr(rb, "BLOCK_S", 0.0)  # one measurement per method and round
     cell = [rb.Task(rb.SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
             for k in range(3)]
     rb._run_cell(env, cell, 1)
     rounds = [seen[i:i + 3] for i in range(0, len(seen), 3)]
     assert len(rounds) == rb.ROUNDS
     assert rounds[:4] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
+
+
+def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
+    """After one measurement each, methods with calls far under BLOCK_S alternate block by block
+    within each round until each has had its share; a row that refills shared buffers (load)
+    keeps one measurement per round."""
+    args = rb.parse_args(["--smoke", "--allocator", "default"])
+    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    share = env.cfg.min_run_time / rb.ROUNDS
+    measured, blocks, loads = [], [], []
+
+    class Fake:
+        median, raw_times, number_per_run = 1e-6, [3e-5], 10
+
+    def fake_measure(fn, t, **kw):
+        measured.append(fn())
+        return Fake()
+
+    def fake_block(fn, number):
+        blocks.append((fn(), number))
+        return share / 2 / number  # two blocks fill a round's share
+
+    monkeypatch.setattr(rb, "measure", fake_measure)
+    monkeypatch.setattr(rb, "block_time", fake_block)
+    cell = [rb.Task(rb.SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
+            for k in range(2)]
+    cell.append(rb.Task(rb.SEC_GRID, "loaded", FWD, (8, 2),
+                        lambda: ((lambda: "L"), (), lambda: loads.append(1))))
+    recs = rb._run_cell(env, cell, 1)
+    calls = round(rb.BLOCK_S / Fake.median)
+    assert measured[:3] == [0, 1, "L"]  # the first round: one measurement each
+    assert measured[3:] == ["L"] * (rb.ROUNDS - 1) and len(loads) == rb.ROUNDS
+    # Round 1 starts with method 1, round 2 with the loaded one; each short method twice a round.
+    assert blocks[:6] == [(1, calls), (0, calls), (1, calls), (0, calls), (0, calls), (1, calls)]
+    assert len(blocks) == 2 * 2 * (rb.ROUNDS - 1)
+    assert [r["blocks"] for r in recs] == [1 + 2 * (rb.ROUNDS - 1)] * 2 + [rb.ROUNDS]
+    per_call = [float(t) for t in recs[0]["block_times_s"].split(";")]
+    assert per_call[0] == pytest.approx(3e-6) and per_call[1] == pytest.approx(share / 2 / calls)
 
 
 def test_distribution_rows_refill_one_buffer_pair_before_each_round(monkeypatch):

@@ -68,6 +68,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.benchmark import Measurement
 from tqdm.auto import tqdm
 
 import plrnn
@@ -76,7 +77,7 @@ from plrnn.recurrence import sources
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
 from .machine import machine_info, machine_name
 from .tables import fmt_ms, fmt_x, markdown_table
-from .timing import measure, reuse_freed_pages, rotated, single_time
+from .timing import block_time, measure, reuse_freed_pages, rotated, single_time
 
 # plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
 backend_registry = importlib.import_module("plrnn.recurrence.registry")
@@ -609,6 +610,16 @@ ROUNDS = 15
 # hundreds of ms a call) are timed in every SLOW_STRIDE-th round only, with that many rounds'
 # time: each round costs blocked_autorange a warm-up call, which would otherwise triple them.
 SLOW_STRIDE = 3
+# After its first measurement, a method whose calls are this much shorter than BLOCK_S goes on in
+# blocks of about BLOCK_S, the methods of a cell taking turns block by block until each has had
+# its round's time. The host's speed changes on a scale of tens of milliseconds: in one
+# blocked_autorange per method and round, blocks of 1000 calls of the same kernel ran at 7 or at
+# 12 us a call, a few blocks at a time, and cpu_serial and cpu_parallel, running one code path at
+# (T, m) = (16, 128), came out 1.26x apart (Zen 4 VM); interleaved in blocks of 100 calls (about
+# 1 ms), the same path timed twice came out 0.99-1.01x apart (medians, 400 rounds). Methods whose rows refill shared
+# buffers before being timed (`load`) keep one measurement per round.
+BLOCK_S = 0.001
+BLOCK_CALLS_MIN = 4
 
 
 def _cell_key(task: Task) -> tuple | None:
@@ -675,7 +686,7 @@ def _prepare(env: Env, task: Task, rec: dict, threads: int):
     if task.how == "copy":
         m = copy_measurement(math.prod(task.shape), env.cfg.device, _min_run_time(env, task),
                              num_threads=threads)
-        rec.update(_from_measurements([m]))
+        rec.update(_from_per_call([t / m.number_per_run for t in m.raw_times], m.number_per_run))
         return None
     fn, inputs, *load = task.build()
     if task.how == "single":
@@ -695,26 +706,42 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
                 built[i] = prepared
         except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
             _failed(rec, err)
-    runs: dict[int, list] = {i: [] for i in built}
+    first: dict[int, Measurement] = {}  # each method's first measurement (blocked_autorange)
+    per_call: dict[int, list[float]] = {i: [] for i in built}
+    calls: dict[int, int] = {}  # calls per block of the methods that take turns in blocks
     for r in range(ROUNDS if built else 0):
+        due = {}  # seconds each method still has in this round, in this round's order
         for i in rotated(list(built), r):
-            fn, inputs, load = built[i]
             if recs[i]["status"] != "ok":
                 continue
             share = _min_run_time(env, cell[i]) / ROUNDS
-            slow = not cell[i].every_round and bool(runs[i]) and runs[i][0].median > share
-            if slow and r % SLOW_STRIDE:
-                continue
-            try:
-                if load is not None:
-                    load()
-                runs[i].append(measure(fn, share * (SLOW_STRIDE if slow else 1),
-                                       num_threads=threads, inputs=inputs))
-            except Exception as err:  # noqa: BLE001
-                _failed(recs[i], err)
-    for i, ms in runs.items():
-        if ms and recs[i]["status"] == "ok":
-            recs[i].update(_from_measurements(ms))
+            slow = not cell[i].every_round and i in first and first[i].median > share
+            if not (slow and r % SLOW_STRIDE):
+                due[i] = share * (SLOW_STRIDE if slow else 1)
+        while due:
+            for i in list(due):
+                fn, inputs, load = built[i]
+                try:
+                    if i in calls:
+                        t = block_time(fn, calls[i])
+                        per_call[i].append(t)
+                        due[i] -= t * calls[i]
+                        if due[i] > 0:
+                            continue
+                    else:
+                        if load is not None:
+                            load()
+                        m = measure(fn, due[i], num_threads=threads, inputs=inputs)
+                        per_call[i].extend(t / m.number_per_run for t in m.raw_times)
+                        first.setdefault(i, m)
+                        if load is None and m.median * BLOCK_CALLS_MIN <= BLOCK_S:
+                            calls[i] = max(1, round(BLOCK_S / m.median))
+                except Exception as err:  # noqa: BLE001
+                    _failed(recs[i], err)
+                del due[i]
+    for i, times in per_call.items():
+        if times and recs[i]["status"] == "ok":
+            recs[i].update(_from_per_call(times, first[i].number_per_run))
     return recs
 
 
@@ -736,13 +763,13 @@ def run_tasks(env: Env, tasks: list[Task]) -> list[dict]:
     return records
 
 
-def _from_measurements(ms: list) -> dict:
-    """Pooled per-call times of all blocks of all rounds of one method."""
-    per_call = np.array([t / m.number_per_run for m in ms for t in m.raw_times])
+def _from_per_call(times: list[float], number_per_run: int) -> dict:
+    """Statistics of the per-call times of all blocks of all rounds of one method."""
+    per_call = np.array(times)
     q1, median, q3 = np.percentile(per_call, [25, 50, 75])
     return {
         "median_s": float(median), "mean_s": float(per_call.mean()), "iqr_s": float(q3 - q1),
-        "blocks": int(per_call.size), "number_per_run": ms[-1].number_per_run,
+        "blocks": int(per_call.size), "number_per_run": number_per_run,
         "block_times_s": ";".join(f"{t:.6e}" for t in per_call),
     }
 
@@ -1161,8 +1188,11 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         "sigmoid(N(mu,1)) for mu = 0, 2, 5 (forget gates; means 0.50, 0.84, 0.99). Impulses and "
         "grad_h ~ N(0,1). Sections 1, 2 and 5 use U[0,1); the grid uses "
         f"{', '.join(cfg.grid_distributions)}; section 4 all five",
-        "- timing: torch.utils.benchmark blocked_autorange median (per call; methods of a cell "
-        f"interleaved over {ROUNDS} rounds, each round starting one method later; methods slower "
+        "- timing: median per call over the blocks of torch.utils.benchmark blocked_autorange "
+        f"(methods of a cell interleaved over {ROUNDS} rounds, each round starting one method "
+        f"later; after its first round, a method with calls under {BLOCK_S * 1e3 / BLOCK_CALLS_MIN:g} "
+        f"ms goes on in blocks of about {BLOCK_S * 1e3:g} ms, the cell's methods taking turns "
+        "block by block; methods slower "
         f"than a round's share of their time, one round in {SLOW_STRIDE}, except in section 4) "
         "unless marked 'single' (one cold run); every backend's output checked against a "
         "float64 loop first",

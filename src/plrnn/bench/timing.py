@@ -69,6 +69,18 @@ def median_time(
     return measure(fn, min_run_time, num_threads=num_threads, inputs=inputs).median
 
 
+def block_time(fn: Callable[[], object], number: int) -> float:
+    """Seconds per call over `number` back-to-back calls of fn(): one block of a measurement
+    that interleaves methods block by block, timed at the caller's thread count (the warm-up and
+    input checks are the caller's, as in its first measure())."""
+    _sync()
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    _sync()
+    return (time.perf_counter() - start) / number
+
+
 def _sync() -> None:
     accel = getattr(torch, "accelerator", None)
     if accel is not None and accel.is_available():
