@@ -362,7 +362,7 @@ def test_records_unread_for_a_month_are_pruned_when_one_is_written(calibrating, 
 
 
 def test_rounds_interleave_every_way_each_round_starting_one_later(monkeypatch):
-    monkeypatch.setattr(calibration, "_ROUND_S", 0.0)  # 3 calls per way and round
+    monkeypatch.setattr(calibration, "_ROUND_S", 0.0)  # one call per way and round
     order = []
     ways = {k: (lambda k=k: order.append(k), lambda: None) for k in ("a", "b", "c")}
     times = calibration._rounds(ways)

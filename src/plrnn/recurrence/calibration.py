@@ -76,8 +76,12 @@ MIN_WORK = 1 << 16  # below T * channels = 2**16 cpu_parallel runs on one thread
 MARGIN = 1.05  # cpu_parallel must be this much faster to be chosen
 FIXED_RULE = frozenset(range(17, 33))  # without calibration: the AMD EPYC measurement
 FIXED_ILP = 32  # without calibration: in-thread chunks up to 32 channels (AMD EPYC)
-_STEPS, _SHORT_STEPS, _LONGEST_STEPS, _ROUNDS = 65536, 4096, 262144, 5
-_ROUND_S = 0.02  # calls per round fill this long
+_STEPS, _SHORT_STEPS, _LONGEST_STEPS = 65536, 4096, 262144
+# Many short rounds: the host's speed changes on a scale of tens of milliseconds, and with 5
+# rounds of 20 ms per way a record chose cpu_serial at (4096, 32), measuring it 1.11x faster,
+# where interleaved millisecond blocks timed cpu_parallel 1.14-1.17x faster (Zen 4 VM).
+_ROUNDS = 25
+_ROUND_S = 0.004  # calls per round fill this long, or one call where it takes longer
 STALE_DAYS = 30  # records unread for this long are removed when a new one is written
 
 
@@ -123,8 +127,8 @@ STREAM_MEASURE = "forward and reverse scans into preallocated outputs"
 CHANNEL_TRIES = 3
 # How cpu_serial and cpu_parallel are timed against each other (_timed, settled); records that
 # timed them otherwise are measured anew.
-CHANNELS_MEASURE = ("into preallocated outputs, every width and way in one set of rounds, each "
-                    "round starting one way later, twice or three times")
+CHANNELS_MEASURE = ("into preallocated outputs, every width and way in one set of 25 rounds of "
+                    "4 ms, each round starting one way later, twice or three times")
 
 
 def enabled() -> bool:
@@ -468,7 +472,7 @@ def _rounds(ways: dict[Hashable, tuple[Callable[[], object], Callable[[], object
             for _ in range(calls[name]):
                 call()
             times[name].append((time.perf_counter() - start) / calls[name])
-        calls = {name: max(3, math.ceil(_ROUND_S / min(t))) for name, t in times.items()}
+        calls = {name: max(1, math.ceil(_ROUND_S / min(t))) for name, t in times.items()}
     return {name: statistics.median(t[1:]) for name, t in times.items()}
 
 
