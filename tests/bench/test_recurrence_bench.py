@@ -394,7 +394,7 @@ def test_each_round_starts_one_method_later(monkeypatch):
         return Fake()
 
     monkeypatch.setattr(rb, "measure", fake_measure)
-    monkeypatch.setattr(rb, "BLOCK_S", 0.0)  # one measurement per method and round
+    monkeypatch.setattr(rb, "calls_per_block", lambda t: None)  # one measurement per round
     cell = [rb.Task(rb.SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
             for k in range(3)]
     rb._run_cell(env, cell, 1)
@@ -430,7 +430,7 @@ def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
     cell.append(rb.Task(rb.SEC_GRID, "loaded", FWD, (8, 2),
                         lambda: ((lambda: "L"), (), lambda: loads.append(1))))
     recs = rb._run_cell(env, cell, 1)
-    calls = round(rb.BLOCK_S / Fake.median)
+    calls = rb.calls_per_block(Fake.median)
     assert measured[:3] == [0, 1, "L"]  # the first round: one measurement each
     assert measured[3:] == ["L"] * (rb.ROUNDS - 1) and len(loads) == rb.ROUNDS
     # Round 1 starts with method 1, round 2 with the loaded one; each short method twice a round.

@@ -82,7 +82,30 @@ def test_interleaved_rounds_start_one_method_later(monkeypatch):
     from plrnn.repro import measure
 
     seen = []
-    monkeypatch.setattr(measure, "median_time", lambda fn, *a, **kw: seen.append(fn()) or 1e-6)
+    monkeypatch.setattr(measure, "median_time", lambda fn, *a, **kw: seen.append(fn()) or 1.0)
     times = measure.interleaved({k: (lambda k=k: k) for k in "abc"}, rounds=4, min_run_time=0.0)
-    assert times == {k: [1e-6] * 4 for k in "abc"}
-    assert "".join(seen) == "abc" "bca" "cab" "abc"
+    assert times == {k: [1.0] * 4 for k in "abc"}  # calls too long for blocks: one median each
+    assert "".join(seen) == "abc" + "abc" "bca" "cab" "abc"  # the first three: block estimates
+
+
+def test_interleaved_short_calls_take_turns_in_blocks(monkeypatch):
+    from plrnn.bench.timing import calls_per_block
+    from plrnn.repro import measure
+
+    blocks = []
+    per_call = {"a": 1e-6, "b": 2e-6, "slow": 1.0}
+    monkeypatch.setattr(measure, "median_time", lambda fn, *a, **kw: per_call[fn()])
+
+    def fake_block(fn, number):
+        blocks.append((fn(), number))
+        return 0.01 / 2 / number  # two blocks fill min_run_time = 0.01
+
+    monkeypatch.setattr(measure, "block_time", fake_block)
+    times = measure.interleaved({k: (lambda k=k: k) for k in per_call}, rounds=2,
+                                min_run_time=0.01)
+    a, b = calls_per_block(1e-6), calls_per_block(2e-6)
+    assert a == 2 * b and calls_per_block(1.0) is None
+    # Round 0 starts with a, round 1 with b; the slow method takes one median per round instead.
+    assert blocks == [("a", a), ("b", b), ("a", a), ("b", b),
+                      ("b", b), ("a", a), ("b", b), ("a", a)]
+    assert times["a"] == [pytest.approx(0.005 / a)] * 2 and times["slow"] == [1.0, 1.0]

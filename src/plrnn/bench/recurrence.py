@@ -77,7 +77,16 @@ from plrnn.recurrence import sources
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
 from .machine import machine_info, machine_name
 from .tables import fmt_ms, fmt_x, markdown_table
-from .timing import block_time, measure, reuse_freed_pages, rotated, single_time
+from .timing import (
+    BLOCK_CALLS_MIN,
+    BLOCK_S,
+    block_time,
+    calls_per_block,
+    measure,
+    reuse_freed_pages,
+    rotated,
+    single_time,
+)
 
 # plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
 backend_registry = importlib.import_module("plrnn.recurrence.registry")
@@ -610,16 +619,9 @@ ROUNDS = 15
 # hundreds of ms a call) are timed in every SLOW_STRIDE-th round only, with that many rounds'
 # time: each round costs blocked_autorange a warm-up call, which would otherwise triple them.
 SLOW_STRIDE = 3
-# After its first measurement, a method whose calls are this much shorter than BLOCK_S goes on in
-# blocks of about BLOCK_S, the methods of a cell taking turns block by block until each has had
-# its round's time. The host's speed changes on a scale of tens of milliseconds: in one
-# blocked_autorange per method and round, blocks of 1000 calls of the same kernel ran at 7 or at
-# 12 us a call, a few blocks at a time, and cpu_serial and cpu_parallel, running one code path at
-# (T, m) = (16, 128), came out 1.26x apart (Zen 4 VM); interleaved in blocks of 100 calls (about
-# 1 ms), the same path timed twice came out 0.99-1.01x apart (medians, 400 rounds). Methods whose rows refill shared
-# buffers before being timed (`load`) keep one measurement per round.
-BLOCK_S = 0.001
-BLOCK_CALLS_MIN = 4
+# After its first measurement, a method with short calls goes on in blocks (timing.BLOCK_S), the
+# methods of a cell taking turns block by block until each has had its round's time. Methods
+# whose rows refill shared buffers before being timed (`load`) keep one measurement per round.
 
 
 def _cell_key(task: Task) -> tuple | None:
@@ -734,8 +736,9 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
                         m = measure(fn, due[i], num_threads=threads, inputs=inputs)
                         per_call[i].extend(t / m.number_per_run for t in m.raw_times)
                         first.setdefault(i, m)
-                        if load is None and m.median * BLOCK_CALLS_MIN <= BLOCK_S:
-                            calls[i] = max(1, round(BLOCK_S / m.median))
+                        number = calls_per_block(m.median)
+                        if load is None and number is not None:
+                            calls[i] = number
                 except Exception as err:  # noqa: BLE001
                     _failed(recs[i], err)
                 del due[i]

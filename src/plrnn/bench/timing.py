@@ -69,6 +69,24 @@ def median_time(
     return measure(fn, min_run_time, num_threads=num_threads, inputs=inputs).median
 
 
+# Methods timed against each other take turns in blocks of about BLOCK_S, once their calls are
+# BLOCK_CALLS_MIN or more times shorter. The host's speed changes on a scale of tens of
+# milliseconds: timed in one blocked_autorange per method and round, blocks of 1000 calls of the
+# same kernel ran at 7 or at 12 us a call, a few blocks at a time, and cpu_serial and cpu_parallel,
+# running one code path at (T, m) = (16, 128), came out 1.26x apart (Zen 4 VM); in turns of
+# blocks of 100 calls (about 1 ms), the same path timed twice came out 0.99-1.01x apart
+# (medians, 400 turns).
+BLOCK_S = 0.001
+BLOCK_CALLS_MIN = 4
+
+
+def calls_per_block(seconds_per_call: float) -> int | None:
+    """Calls in one block of about BLOCK_S, or None where calls are too long to take turns."""
+    if seconds_per_call * BLOCK_CALLS_MIN > BLOCK_S:
+        return None
+    return max(1, round(BLOCK_S / seconds_per_call))
+
+
 def block_time(fn: Callable[[], object], number: int) -> float:
     """Seconds per call over `number` back-to-back calls of fn(): one block of a measurement
     that interleaves methods block by block, timed at the caller's thread count (the warm-up and

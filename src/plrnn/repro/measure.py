@@ -7,11 +7,19 @@ between methods stay honest even when the absolute times drift.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 
 import torch
 
-from plrnn.bench.timing import median_time, rotated, single_time
+from plrnn.bench.timing import (
+    block_time,
+    calls_per_block,
+    check_not_all_zero,
+    median_time,
+    rotated,
+    single_time,
+)
 
 
 def interleaved(
@@ -21,11 +29,34 @@ def interleaved(
     min_run_time: float,
     inputs: Sequence[torch.Tensor] = (),
 ) -> dict[str, list[float]]:
-    """{method: [median seconds per call in each round]} for every method of one cell."""
+    """{method: [median seconds per call in each round]} for every method of one cell.
+
+    Each round starts one method later. Within a round, methods with short calls take turns in
+    blocks of about timing.BLOCK_S until each has had min_run_time (the host's speed changes
+    faster than one blocked_autorange per method lasts); the others take one blocked_autorange
+    median each."""
+    check_not_all_zero(inputs)
+    calls = {name: calls_per_block(median_time(fn, min(min_run_time, 0.02)))
+             for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
-        for name in rotated(list(fns), r):
-            times[name].append(median_time(fns[name], min_run_time, inputs=inputs))
+        order = rotated(list(fns), r)
+        blocks: dict[str, list[float]] = {name: [] for name in order}
+        due = dict.fromkeys(order, min_run_time)
+        for name in order:
+            if calls[name] is None:
+                times[name].append(median_time(fns[name], min_run_time))
+                del due[name]
+        while due:
+            for name in list(due):
+                t = block_time(fns[name], calls[name])
+                blocks[name].append(t)
+                due[name] -= t * calls[name]
+                if due[name] <= 0:
+                    del due[name]
+        for name, ts in blocks.items():
+            if ts:
+                times[name].append(statistics.median(ts))
     return times
 
 
