@@ -931,9 +931,16 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
                         "(torch.mul time / auto time, both with a fresh output), every row",
                         of_mul[al], GOAL_NARROW_VS_MUL) for al in allocators]
     channels = " and ".join(str(c) for c in d["channels"].drop_duplicates())
+    threads = int(d["threads"].max()) if len(d) else 1
     lines = ["decays U[0,1); auto of torch.mul: torch.mul(a, x)'s time / auto's, the same 12 "
              "B/elem and a fresh output each (forward rows): here one thread's dependency chain "
-             "bounds the serial loop, not memory", *_reasons(d)]
+             "bounds the serial loop, not memory",
+             f"on p threads cpu_parallel's two passes (p + 1 chunks: one scanned while p - 1 are "
+             f"reduced, then p scanned), each pass as costly per step as the serial loop, take "
+             f"2/(p + 1) of its time: a speedup of about {(threads + 1) / 2:g}x on the {threads} "
+             f"thread(s) here, so the {GOAL_LATENCY_SPEEDUP:g}x goal needs "
+             f"{math.ceil(2 * GOAL_LATENCY_SPEEDUP - 1)} threads or more",
+             *_reasons(d)]
     return Section(f"2. Latency-bound regime ({channels} channels)", [pd.DataFrame(rows)],
                    lines, goals)
 
