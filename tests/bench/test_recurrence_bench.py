@@ -407,6 +407,8 @@ def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
     """After one measurement each, methods with calls far under BLOCK_S alternate block by block
     within each round until each has had its share; a row that refills shared buffers (load)
     keeps one measurement per round."""
+    from plrnn.bench import timing
+
     args = rb.parse_args(["--smoke", "--allocator", "default"])
     env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
     share = env.cfg.min_run_time / rb.ROUNDS
@@ -424,7 +426,7 @@ def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
         return share / 2 / number  # two blocks fill a round's share
 
     monkeypatch.setattr(rb, "measure", fake_measure)
-    monkeypatch.setattr(rb, "block_time", fake_block)
+    monkeypatch.setattr(timing, "block_time", fake_block)
     cell = [rb.Task(rb.SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
             for k in range(2)]
     cell.append(rb.Task(rb.SEC_GRID, "loaded", FWD, (8, 2),

@@ -89,6 +89,7 @@ def test_interleaved_rounds_start_one_method_later(monkeypatch):
 
 
 def test_interleaved_short_calls_take_turns_in_blocks(monkeypatch):
+    from plrnn.bench import timing
     from plrnn.bench.timing import calls_per_block
     from plrnn.repro import measure
 
@@ -100,7 +101,7 @@ def test_interleaved_short_calls_take_turns_in_blocks(monkeypatch):
         blocks.append((fn(), number))
         return 0.01 / 2 / number  # two blocks fill min_run_time = 0.01
 
-    monkeypatch.setattr(measure, "block_time", fake_block)
+    monkeypatch.setattr(timing, "block_time", fake_block)
     times = measure.interleaved({k: (lambda k=k: k) for k in per_call}, rounds=2,
                                 min_run_time=0.01)
     a, b = calls_per_block(1e-6), calls_per_block(2e-6)

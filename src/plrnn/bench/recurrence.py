@@ -80,12 +80,13 @@ from .tables import fmt_ms, fmt_x, markdown_table
 from .timing import (
     BLOCK_CALLS_MIN,
     BLOCK_S,
-    block_time,
     calls_per_block,
     measure,
+    per_call_times,
     reuse_freed_pages,
     rotated,
     single_time,
+    take_turns,
 )
 
 # plrnn.recurrence re-exports a *function* named `backends`, which shadows the module attribute.
@@ -688,7 +689,7 @@ def _prepare(env: Env, task: Task, rec: dict, threads: int):
     if task.how == "copy":
         m = copy_measurement(math.prod(task.shape), env.cfg.device, _min_run_time(env, task),
                              num_threads=threads)
-        rec.update(_from_per_call([t / m.number_per_run for t in m.raw_times], m.number_per_run))
+        rec.update(_from_per_call(per_call_times(m), m.number_per_run))
         return None
     fn, inputs, *load = task.build()
     if task.how == "single":
@@ -720,28 +721,26 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
             slow = not cell[i].every_round and i in first and first[i].median > share
             if not (slow and r % SLOW_STRIDE):
                 due[i] = share * (SLOW_STRIDE if slow else 1)
-        while due:
-            for i in list(due):
-                fn, inputs, load = built[i]
-                try:
-                    if i in calls:
-                        t = block_time(fn, calls[i])
-                        per_call[i].append(t)
-                        due[i] -= t * calls[i]
-                        if due[i] > 0:
-                            continue
-                    else:
-                        if load is not None:
-                            load()
-                        m = measure(fn, due[i], num_threads=threads, inputs=inputs)
-                        per_call[i].extend(t / m.number_per_run for t in m.raw_times)
-                        first.setdefault(i, m)
-                        number = calls_per_block(m.median)
-                        if load is None and number is not None:
-                            calls[i] = number
-                except Exception as err:  # noqa: BLE001
-                    _failed(recs[i], err)
-                del due[i]
+        turns = {i: t for i, t in due.items() if i in calls}  # in blocks after a first measurement
+        for i in due:  # in this round's order: a whole measurement each, before the turns
+            if i in turns:
+                continue
+            fn, inputs, load = built[i]
+            try:
+                if load is not None:
+                    load()
+                m = measure(fn, due[i], num_threads=threads, inputs=inputs)
+                per_call[i].extend(per_call_times(m))
+                first.setdefault(i, m)
+                number = calls_per_block(m.median)
+                if load is None and number is not None:
+                    calls[i] = number
+            except Exception as err:  # noqa: BLE001
+                _failed(recs[i], err)
+        blocks = take_turns({i: built[i][0] for i in turns}, calls, turns,
+                            on_error=lambda i, err: _failed(recs[i], err))
+        for i, times in blocks.items():
+            per_call[i].extend(times)
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))

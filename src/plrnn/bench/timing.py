@@ -99,6 +99,34 @@ def block_time(fn: Callable[[], object], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
+def take_turns(fns: dict, calls: dict, due: dict, on_error: Callable | None = None) -> dict:
+    """{key: [seconds per call of each block]}: blocks of calls[key] calls of fns[key], the keys
+    of `due` taking turns in its order until each has spent due[key] seconds. A block that raises
+    ends its key's turns through on_error(key, err), or raises where there is none."""
+    due = dict(due)
+    times: dict = {key: [] for key in due}
+    while due:
+        for key in list(due):
+            try:
+                t = block_time(fns[key], calls[key])
+            except Exception as err:
+                if on_error is None:
+                    raise
+                on_error(key, err)
+                del due[key]
+                continue
+            times[key].append(t)
+            due[key] -= t * calls[key]
+            if due[key] <= 0:
+                del due[key]
+    return times
+
+
+def per_call_times(m: Measurement) -> list[float]:
+    """Seconds per call of each block of a blocked_autorange measurement."""
+    return [t / m.number_per_run for t in m.raw_times]
+
+
 def _sync() -> None:
     accel = getattr(torch, "accelerator", None)
     if accel is not None and accel.is_available():

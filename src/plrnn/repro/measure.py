@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from plrnn.bench.timing import (
-    block_time,
     calls_per_block,
     check_not_all_zero,
     median_time,
     rotated,
     single_time,
+    take_turns,
 )
 
 
@@ -41,22 +41,12 @@ def interleaved(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
         order = rotated(list(fns), r)
-        blocks: dict[str, list[float]] = {name: [] for name in order}
-        due = dict.fromkeys(order, min_run_time)
         for name in order:
             if calls[name] is None:
                 times[name].append(median_time(fns[name], min_run_time))
-                del due[name]
-        while due:
-            for name in list(due):
-                t = block_time(fns[name], calls[name])
-                blocks[name].append(t)
-                due[name] -= t * calls[name]
-                if due[name] <= 0:
-                    del due[name]
-        for name, ts in blocks.items():
-            if ts:
-                times[name].append(statistics.median(ts))
+        short = {name: min_run_time for name in order if calls[name] is not None}
+        for name, blocks in take_turns(fns, calls, short).items():
+            times[name].append(statistics.median(blocks))
     return times
 
 
