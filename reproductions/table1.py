@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import plrnn
 from plrnn.bench.tables import fmt_ms, fmt_x, markdown_table
-from plrnn.bench.timing import reuse_freed_pages
+from plrnn.bench.timing import paired_ratio, reuse_freed_pages
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.config import Common
 from plrnn.repro.measure import cold_calls, interleaved
@@ -115,14 +115,12 @@ def measure_cell(plan: dict, available: dict, T: int, m: int, cfg: DictConfig, d
 
 
 def paired_speedup(serial: pd.Series | None, other: pd.Series | None) -> float:
-    """The median over rounds of serial's time / the other's in the same round. The methods of a
-    round take turns, so a slow mode of the host hits both sides of a round's ratio; a ratio of
-    medians over rounds compares values from different modes wherever they split about evenly
-    (on the Zen 4 VM, `auto` and `cpu_serial` at (32, 256), one kernel, came out 0.88x apart)."""
+    """serial's time / the other's, as the median of per-round ratios (paired_ratio) over the
+    rounds both timed (series indexed by round)."""
     if serial is None or other is None:
         return math.nan
-    both = pd.concat([serial, other], axis=1, join="inner").dropna()
-    return float((both.iloc[:, 0] / both.iloc[:, 1]).median()) if len(both) else math.nan
+    both = pd.concat([serial, other], axis=1, join="inner")
+    return paired_ratio(both.iloc[:, 0].tolist(), both.iloc[:, 1].tolist())
 
 
 def summarize(raw: pd.DataFrame, plan: dict) -> pd.DataFrame:

@@ -97,13 +97,17 @@ def test_forward_backward_has_the_practical_limit_and_baselines(smoke):
 
 
 def _goal_value_from_csv(df, allocator):
-    """cpu_serial/torch.mul bandwidth goal recomputed here, independently of the module."""
+    """cpu_serial/torch.mul bandwidth goal recomputed here, independently of the module: the
+    median over rounds of each round's ratio, the worst over the cells."""
     d = df[(df["section"] == rb.SEC_BANDWIDTH) & (df["allocator"] == allocator)]
     ratios = []
     for _, g in d.groupby(["shape", "threads", "output"]):
-        t = dict(zip(g["method"], g["median_s"], strict=True))
-        if "cpu_serial" in t:
-            ratios.append(t[MUL] / t["cpu_serial"])
+        rounds = {m: np.array([float(t) for t in r.split(";")])
+                  for m, r in zip(g["method"], g["round_medians_s"], strict=True)
+                  if m in (MUL, "cpu_serial")}
+        if "cpu_serial" in rounds:
+            per_round = rounds[MUL] / rounds["cpu_serial"]
+            ratios.append(float(np.median(per_round[np.isfinite(per_round)])))
     return min(ratios)
 
 
@@ -193,6 +197,30 @@ def test_distribution_ratios_are_per_backend_shape_and_allocator():
     assert default.where == "torch at 64x8 under sigmoid(N(5,1))"
     assert _goal(section, "distribution_slowdown", "steady").met
     assert "Goal NOT met" in default.line("m") and "1.30" in default.line("m")
+
+
+def test_paired_ratio_is_the_median_of_round_ratios_over_rounds_both_timed():
+    from plrnn.bench.timing import paired_ratio
+
+    # medians 1.0 and 2.0 would say 0.5; round by round the ratios are 1.0, 0.5 and 2.0
+    assert paired_ratio([1.0, 1.0, 4.0], [1.0, 2.0, 2.0]) == pytest.approx(1.0)
+    assert paired_ratio([2.0, math.nan, 3.0, 4.0], [1.0, 1.0, math.nan, 2.0]) == 2.0
+    assert math.isnan(paired_ratio([math.nan, 1.0], [1.0, math.nan]))
+
+
+def test_ratios_pair_rounds_within_a_cell_only():
+    def rows(cell_of_u):
+        # the host's two speeds, split unevenly between two rows of one unchanged kernel
+        return [_row(rb.SEC_DIST, "cpu_serial", 1.0, decays=UNIFORM, cell=cell_of_u,
+                     round_medians_s="1.0;1.0;2.0;2.0;2.0"),
+                _row(rb.SEC_DIST, "cpu_serial", 2.0, decays="U[0.9,1)", cell=0,
+                     round_medians_s="1.0;1.0;2.0;2.0;2.0")]
+
+    paired = rb.distribution_section(pd.DataFrame(rows(0)), ("default",))
+    assert _goal(paired, "distribution_slowdown", "default").value == pytest.approx(1.0)
+    # rounds of two cells are not simultaneous: the ratio of the medians (2.0 / 1.0) stands
+    apart = rb.distribution_section(pd.DataFrame(rows(1)), ("default",))
+    assert _goal(apart, "distribution_slowdown", "default").value == pytest.approx(2.0)
 
 
 def test_grid_auto_is_judged_by_its_choice_and_its_overhead():
@@ -379,6 +407,11 @@ def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):
     assert calls[fns["every"]] == rb.ROUNDS
     assert calls[fns["strided"]] == 1 + (rb.ROUNDS - 1) // rb.SLOW_STRIDE
     assert [r["blocks"] for r in recs] == [calls[fns["strided"]], rb.ROUNDS]
+    # the rounds a method sat out are nan in its round medians, so no ratio pairs them
+    strided, every = ([float(t) for t in r["round_medians_s"].split(";")] for r in recs)
+    assert len(strided) == len(every) == rb.ROUNDS
+    assert sum(map(math.isfinite, strided)) == calls[fns["strided"]]
+    assert all(t == pytest.approx(2 * share) for t in every)
 
 
 def test_each_round_starts_one_method_later(monkeypatch):
@@ -441,6 +474,9 @@ def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
     assert [r["blocks"] for r in recs] == [1 + 2 * (rb.ROUNDS - 1)] * 2 + [rb.ROUNDS]
     per_call = [float(t) for t in recs[0]["block_times_s"].split(";")]
     assert per_call[0] == pytest.approx(3e-6) and per_call[1] == pytest.approx(share / 2 / calls)
+    # a round's median: the first round's measurement, then the median of that round's blocks
+    by_round = [float(t) for t in recs[0]["round_medians_s"].split(";")]
+    assert by_round == pytest.approx([1e-6] + [share / 2 / calls] * (rb.ROUNDS - 1))
 
 
 def test_distribution_rows_refill_one_buffer_pair_before_each_round(monkeypatch):

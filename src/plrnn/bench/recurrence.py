@@ -82,6 +82,7 @@ from .timing import (
     BLOCK_S,
     calls_per_block,
     measure,
+    paired_ratio,
     per_call_times,
     reuse_freed_pages,
     rotated,
@@ -664,7 +665,7 @@ def _new_record(env: Env, task: Task, threads: int) -> dict:
         "shape": "x".join(map(str, task.shape)), "numel": math.prod(task.shape),
         "note": task.note, "auto_choice": None, "status": "ok", "reason": "",
         "timing": task.how, "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
-        "blocks": 0, "number_per_run": 0, "block_times_s": "",
+        "blocks": 0, "number_per_run": 0, "block_times_s": "", "round_medians_s": "",
     }
     if task.method == "auto":  # under the cell's thread count: auto reads it
         rec["auto_choice"] = backend_registry.choose_auto(
@@ -699,8 +700,8 @@ def _prepare(env: Env, task: Task, rec: dict, threads: int):
     return fn, inputs, load[0] if load else None
 
 
-def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
-    recs = [_new_record(env, task, threads) for task in cell]
+def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[dict]:
+    recs = [{**_new_record(env, task, threads), "cell": index} for task in cell]
     built = {}
     for i, (task, rec) in enumerate(zip(cell, recs, strict=True)):
         try:
@@ -711,6 +712,9 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
             _failed(rec, err)
     first: dict[int, Measurement] = {}  # each method's first measurement (blocked_autorange)
     per_call: dict[int, list[float]] = {i: [] for i in built}
+    # each method's median per call in each round, nan where it sat out: ratios between the
+    # methods of a cell are taken round by round (paired_ratio)
+    by_round: dict[int, list[float]] = {i: [math.nan] * ROUNDS for i in built}
     calls: dict[int, int] = {}  # calls per block of the methods that take turns in blocks
     for r in range(ROUNDS if built else 0):
         due = {}  # seconds each method still has in this round, in this round's order
@@ -731,6 +735,7 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
                     load()
                 m = measure(fn, due[i], num_threads=threads, inputs=inputs)
                 per_call[i].extend(per_call_times(m))
+                by_round[i][r] = m.median
                 first.setdefault(i, m)
                 number = calls_per_block(m.median)
                 if load is None and number is not None:
@@ -741,9 +746,12 @@ def _run_cell(env: Env, cell: list[Task], threads: int) -> list[dict]:
                             on_error=lambda i, err: _failed(recs[i], err))
         for i, times in blocks.items():
             per_call[i].extend(times)
+            if times:
+                by_round[i][r] = statistics.median(times)
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))
+            recs[i]["round_medians_s"] = ";".join(f"{t:.6e}" for t in by_round[i])
     return recs
 
 
@@ -751,14 +759,14 @@ def run_tasks(env: Env, tasks: list[Task]) -> list[dict]:
     records, section = [], None
     bar = tqdm(total=len(tasks), desc=f"{env.cfg.allocator} allocator", unit="meas",
                dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
-    for cell in _cells(tasks):
+    for index, cell in enumerate(_cells(tasks)):
         first = cell[0]
         if first.section != section:
             env.inputs.clear()
             section = first.section
         bar.set_postfix_str(f"{first.section}: {first.pass_} {first.shape}")
         with _num_threads(first.threads or env.cfg.threads) as threads:
-            records.extend(_run_cell(env, cell, threads))
+            records.extend(_run_cell(env, cell, threads, index))
         bar.update(len(cell))
     bar.close()
     env.inputs.clear()
@@ -821,11 +829,36 @@ def make_goal(name: str, allocator: str, text: str, values: list[tuple[float, st
 
 # -------------------------------------------------------------------------------------- tables
 def _time(df: pd.DataFrame, **where) -> float:
+    row = _ok_row(df, where)
+    return float(row["median_s"]) if row is not None else math.nan
+
+
+def _ok_row(df: pd.DataFrame, where: dict):
     sel = df
     for key, value in where.items():
         sel = sel[sel[key] == value]
     ok = sel[sel["status"] == "ok"]
-    return float(ok["median_s"].iloc[0]) if len(ok) else math.nan
+    return ok.iloc[0] if len(ok) else None
+
+
+def _round_medians(row) -> list[float]:
+    text = row.get("round_medians_s", "")
+    return [float(t) for t in text.split(";")] if isinstance(text, str) and text else []
+
+
+def _ratio(df: pd.DataFrame, num: dict, den: dict) -> float:
+    """num's time / den's (rows picked by column values): the median of per-round ratios
+    (paired_ratio) where both rows are methods of one cell, else the ratio of their medians."""
+    n, d = _ok_row(df, num), _ok_row(df, den)
+    if n is None or d is None:
+        return math.nan
+    rn, rd = _round_medians(n), _round_medians(d)
+    if (rn and len(rn) == len(rd) and n["allocator"] == d["allocator"]
+            and n.get("cell") == d.get("cell")):
+        paired = paired_ratio(rn, rd)
+        if math.isfinite(paired):
+            return paired
+    return float(n["median_s"]) / float(d["median_s"])
 
 
 def _reasons(df: pd.DataFrame) -> list[str]:
@@ -877,10 +910,10 @@ def bandwidth_section(df: pd.DataFrame, allocators) -> Section:
         for output in ("fresh", "out="):
             row = {"T x C": shape, "threads": str(threads), "output": output}
             for al in allocators:
-                serial = _time(g, method="cpu_serial", output=output, allocator=al)
-                mul = _time(g, method=MUL, output=output, allocator=al)
-                row[f"{al} cpu_serial/torch.mul"] = fmt_x(mul / serial)
-                ratios[al].append((mul / serial, f"{shape}, {threads} thread(s), {output}"))
+                of_mul = _ratio(g, dict(method=MUL, output=output, allocator=al),
+                                dict(method="cpu_serial", output=output, allocator=al))
+                row[f"{al} cpu_serial/torch.mul"] = fmt_x(of_mul)
+                ratios[al].append((of_mul, f"{shape}, {threads} thread(s), {output}"))
             ratio_rows.append(row)
     goals = [make_goal("bandwidth_cpu_serial_vs_torch_mul", al,
                        f"cpu_serial forward >= {GOAL_BANDWIDTH_VS_MUL:.2f} of torch.mul's "
@@ -909,13 +942,14 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
         row = {"T": str(T), "C": str(C), "pass": pass_, "auto ->": _auto_choice(g)}
         for al, t in _per_allocator_times(g, allocators).items():
             row.update({f"{al} {b} ms": fmt_ms(t[b]) for b in COMPARED})
-            speedup = t["cpu_serial"] / t["cpu_parallel"]
+            speedup = _ratio(g, dict(method="cpu_serial", allocator=al),
+                             dict(method="cpu_parallel", allocator=al))
             row[f"{al} parallel speedup"] = fmt_x(speedup)
             speedups[al].append((speedup, f"C={C}, T={T}, {pass_}"))
             if pass_ == FWD:
-                mul = _time(g, method=MUL, allocator=al)
-                row[f"{al} auto of torch.mul"] = fmt_x(mul / t["auto"])
-                of_mul[al].append((mul / t["auto"], f"C={C}, T={T}"))
+                auto = _ratio(g, dict(method=MUL, allocator=al), dict(method="auto", allocator=al))
+                row[f"{al} auto of torch.mul"] = fmt_x(auto)
+                of_mul[al].append((auto, f"C={C}, T={T}"))
             else:
                 row[f"{al} auto of torch.mul"] = ""
         rows.append(row)
@@ -944,9 +978,18 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
                    lines, goals)
 
 
-def _over_best(t: dict, method: str) -> float:
-    best = min(t[b] for b in ("cpu_serial", "cpu_parallel", "torch"))  # nan-safe: nan loses
-    return t.get(method, math.nan) / best if math.isfinite(best) else math.nan
+CANDIDATES = ("cpu_serial", "cpu_parallel", "torch")  # what auto chooses from on the CPU
+
+
+def _over_best(g: pd.DataFrame, allocator: str, method: str) -> float:
+    """method's time / the fastest candidate's (the largest of its ratios to each candidate)."""
+    if not method or not math.isfinite(_time(g, method=method, allocator=allocator)):
+        return math.nan
+    ours = dict(method=method, allocator=allocator)
+    ratios = [_ratio(g, ours, dict(method=b, allocator=allocator))
+              for b in CANDIDATES if b != method]
+    finite = [r for r in ratios if math.isfinite(r)] + ([1.0] if method in CANDIDATES else [])
+    return max(finite) if finite else math.nan
 
 
 def grid_section(df: pd.DataFrame, allocators) -> Section:
@@ -959,10 +1002,11 @@ def grid_section(df: pd.DataFrame, allocators) -> Section:
         where = f"(m={m}, T={T}, {dist})"
         for al, t in _per_allocator_times(g, allocators).items():
             row.update({f"{al} {b} ms": fmt_ms(t[b]) for b in COMPARED})
-            row[f"{al} auto/best"] = fmt_x(_over_best(t, "auto"))
-            row[f"{al} choice/best"] = fmt_x(_over_best(t, choice))
-            choice_ratios[al].append((_over_best(t, choice), where))
-            overheads[al].append(t["auto"] / t.get(choice, math.nan))
+            row[f"{al} auto/best"] = fmt_x(_over_best(g, al, "auto"))
+            row[f"{al} choice/best"] = fmt_x(_over_best(g, al, choice))
+            choice_ratios[al].append((_over_best(g, al, choice), where))
+            overheads[al].append(_ratio(g, dict(method="auto", allocator=al),
+                                        dict(method=choice, allocator=al)) if choice else math.nan)
         rows.append(row)
     goals = []
     for al in allocators:
@@ -993,16 +1037,16 @@ def distribution_section(df: pd.DataFrame, allocators) -> Section:
     d = _section_rows(df, SEC_DIST)
     rows, ratios = [], {al: [] for al in allocators}
     for (shape, b), g in d.groupby(["shape", "method"], sort=False):
-        base = {al: _time(g, decays=UNIFORM, allocator=al) for al in allocators}
         for dist in g["decays"].drop_duplicates():
             row = {"T x C": shape, "backend": b, "decays": dist,
                    "auto ->": _auto_choice(g) if b == "auto" else ""}
             for al in allocators:
-                t = _time(g, decays=dist, allocator=al)
-                row[f"{al} ms"] = fmt_ms(t)
-                row[f"{al} x U[0,1)"] = fmt_x(t / base[al])
+                row[f"{al} ms"] = fmt_ms(_time(g, decays=dist, allocator=al))
+                slowdown = _ratio(g, dict(decays=dist, allocator=al),
+                                  dict(decays=UNIFORM, allocator=al))
+                row[f"{al} x U[0,1)"] = fmt_x(slowdown)
                 if dist != UNIFORM:
-                    ratios[al].append((t / base[al], f"{b} at {shape} under {dist}"))
+                    ratios[al].append((slowdown, f"{b} at {shape} under {dist}"))
             rows.append(row)
     goals = [make_goal("distribution_slowdown", al,
                        f"no decay distribution makes a backend more than "
@@ -1020,13 +1064,13 @@ def _fwd_bwd_ratio_rows(d: pd.DataFrame, allocators, goals_in: dict) -> list[dic
     for b in ("cpu_serial", "auto"):
         row = {"backend": b}
         for al in allocators:
-            t = _time(d, method=b, allocator=al, **{"pass": FWD_BWD})
-            mul = _time(d, method=MUL, allocator=al, **{"pass": FWD_BWD})
-            assoc = _time(d, method="associative_scan", allocator=al)
-            row[f"{al} of a*x"] = fmt_x(mul / t)
-            row[f"{al} x associative_scan"] = fmt_x(assoc / t, 1)
-            goals_in[(b, "mul", al)] = mul / t
-            goals_in[(b, "assoc", al)] = assoc / t
+            ours = {"method": b, "allocator": al, "pass": FWD_BWD}
+            of_mul = _ratio(d, {"method": MUL, "allocator": al, "pass": FWD_BWD}, ours)
+            of_assoc = _ratio(d, {"method": "associative_scan", "allocator": al}, ours)
+            row[f"{al} of a*x"] = fmt_x(of_mul)
+            row[f"{al} x associative_scan"] = fmt_x(of_assoc, 1)
+            goals_in[(b, "mul", al)] = of_mul
+            goals_in[(b, "assoc", al)] = of_assoc
         rows.append(row)
     return rows
 
@@ -1034,14 +1078,14 @@ def _fwd_bwd_ratio_rows(d: pd.DataFrame, allocators, goals_in: dict) -> list[dic
 def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
     d = _section_rows(df, SEC_FWD_BWD)
     rows = []
-    auto_t = {al: _time(d, method="auto", allocator=al, **{"pass": FWD_BWD}) for al in allocators}
     for (method, pass_), g in d.groupby(["method", "pass"], sort=False):
         row = {"method": method, "pass": pass_,
                "auto ->": _auto_choice(g), "timing": g["timing"].iloc[0]}
         for al in allocators:
-            t = _time(g, allocator=al)
-            row[f"{al} ms"] = fmt_ms(t)
-            row[f"{al} x auto"] = fmt_x(t / auto_t[al], 1)
+            row[f"{al} ms"] = fmt_ms(_time(g, allocator=al))
+            of_auto = _ratio(d, {"method": method, "pass": pass_, "allocator": al},
+                             {"method": "auto", "pass": FWD_BWD, "allocator": al})
+            row[f"{al} x auto"] = fmt_x(of_auto, 1)
         rows.append(row)
     values: dict = {}
     ratio_rows = _fwd_bwd_ratio_rows(d, allocators, values)
@@ -1205,6 +1249,9 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         f"than a round's share of their time, one round in {SLOW_STRIDE}, except in section 4) "
         "unless marked 'single' (one cold run); every backend's output checked against a "
         "float64 loop first",
+        "- ratios between two methods timed in one cell (speedups, x U[0,1), of torch.mul, "
+        "auto/best): the median over rounds of the ratio within each round, so they can differ "
+        "from the ratio of the two medians shown",
         f"- config: `{json.dumps(dataclasses.asdict(cfg))}`",
     ]
 
@@ -1264,7 +1311,8 @@ def steady_child_argv(args: argparse.Namespace, out: Path) -> list[str]:
     return argv
 
 
-TEXT_COLUMNS = ("note", "reason", "block_times_s", "output", "decays", "auto_choice")
+TEXT_COLUMNS = ("note", "reason", "block_times_s", "round_medians_s", "output", "decays",
+                "auto_choice")
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,8 @@ inputs as `inputs=` and they are checked.
 from __future__ import annotations
 
 import ctypes
+import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -120,6 +122,18 @@ def take_turns(fns: dict, calls: dict, due: dict, on_error: Callable | None = No
             if due[key] <= 0:
                 del due[key]
     return times
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
+    """The median over rounds of num[r] / den[r], over the rounds both timed (nan: not timed).
+
+    Methods timed against each other share each round, so a slow mode of the host hits both
+    sides of a round's ratio, where a ratio of the two medians compares values from different
+    modes wherever the rounds split about evenly between them (one kernel timed as two rows came
+    out 0.88x and 1.12x apart that way on the Zen 4 VM)."""
+    pairs = [(n, d) for n, d in zip(num, den, strict=True)
+             if math.isfinite(n) and math.isfinite(d) and d > 0]
+    return statistics.median(n / d for n, d in pairs) if pairs else math.nan
 
 
 def per_call_times(m: Measurement) -> list[float]:
