@@ -1265,17 +1265,17 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
         }
         if (to) std::copy(mine.begin(), mine.end(), to);
       };
-      // One parallel region of M items, claimed in order, each waiting only for carries that
-      // lower items publish before they wait for anything, so every wait ends (one thread alone
-      // runs the items in order):
-      //   item 0: scans chunk 0 and publishes the state it ends in, the carry into chunk 1;
-      //   item k in 1..M-2: reduces chunk k, waits for the carry into it, publishes the carry
-      //     into chunk k + 1, then scans chunk k while it is still in this core's cache;
-      //   item M - 1: waits for the carry into the last chunk and scans it.
-      // With 2 threads, one runs items 0 and 2 and the other item 1. Two parallel regions with
-      // a serial fold of the carries between them, the same passes, took 2.4-3.0 us more per
-      // call at T = 16384-65536, 4 channels, 2 threads (Zen 4 VM, both builds in one process,
-      // alternating): 1.05 -> 1.19x cpu_serial at T = 16384, 1.23 -> 1.32x at 65536.
+      // One parallel region of M - 1 items, claimed in order, each waiting only for the carry
+      // that the item before it publishes before it waits for anything, so every wait ends (one
+      // thread alone runs the items in order):
+      //   item 0: scans chunk 0, publishes the state it ends in (the carry into chunk 1), and
+      //     scans chunk 1 from there;
+      //   item k >= 1: reduces chunk k, waits for the carry into it, publishes the carry into
+      //     chunk k + 1 and scans that chunk.
+      // Each thread's second scan continues where its first pass ended. Two parallel regions
+      // with a serial fold of the carries between them, the same passes, took 2.4-3.0 us more
+      // per call at T = 16384-65536, 4 channels, 2 threads (Zen 4 VM, both builds in one
+      // process, alternating): 1.05 -> 1.19x cpu_serial at T = 16384, 1.23 -> 1.32x at 65536.
       Buffer<acc_t> carry(M * C);  // carry[k]: the state entering chunk k
       std::copy(state.begin(), state.end(), carry.begin());
       std::atomic<int64_t> claimed{0}, known{1};  // carry[0 .. known - 1] are published
@@ -1290,12 +1290,12 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       };
       at::parallel_for(0, M - 1, 1, [&](int64_t, int64_t) {
         const FlushDenormals worker_flush;
-        for (int64_t k; (k = claimed.fetch_add(1, std::memory_order_relaxed)) < M;) {
+        for (int64_t k; (k = claimed.fetch_add(1, std::memory_order_relaxed)) < M - 1;) {
           acc_t* in_carry = carry.data() + k * C;
+          acc_t* next_carry = in_carry + C;
           if (k == 0) {
-            scan_private(0, in_carry, in_carry + C);
-            known.store(2, std::memory_order_release);
-          } else if (k < M - 1) {
+            scan_private(0, in_carry, next_carry);
+          } else {
             acc_t *R = st.data() + k * C, *P = prod.data() + k * C;
             if (streamed) {
               scanner.reduce_rows(macro.start[k], macro.len[k], R, P);
@@ -1303,13 +1303,10 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
               scanner.reduce(macro.start[k], macro.len[k], R, P);
             }
             wait_for_carry(k);
-            for (int64_t c = 0; c < C; ++c) in_carry[C + c] = P[c] * in_carry[c] + R[c];
-            known.store(k + 2, std::memory_order_release);
-            scan_private(k, in_carry, nullptr);
-          } else {
-            wait_for_carry(k);
-            scan_private(k, in_carry, state.data());
+            for (int64_t c = 0; c < C; ++c) next_carry[c] = P[c] * in_carry[c] + R[c];
           }
+          known.store(k + 2, std::memory_order_release);
+          scan_private(k + 1, next_carry, k + 1 == M - 1 ? state.data() : nullptr);
         }
       });
     }
