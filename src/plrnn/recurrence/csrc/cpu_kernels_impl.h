@@ -1253,9 +1253,8 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       const int64_t row_bytes = C * int64_t(sizeof(in_t));
       const bool streamed = row_bytes >= 256 && exceeds_cache(n, row_bytes);
       const bool stream_stores = streamed && emit.streams_lines(row_bytes);
-      // Chunk m scanned from the state `from`; the state it ends in goes to `to` if given.
-      auto scan_private = [&](int64_t m, const acc_t* from, acc_t* to) {
-        Buffer<acc_t> mine(from, from + C);
+      auto scan_private = [&](int64_t m, acc_t* s) {
+        Buffer<acc_t> mine(s, s + C);
         if (stream_stores) {
           scanner.scan_and_reduce(macro.start[m], macro.len[m], mine.data(), 0, 0, nullptr,
                                   nullptr);
@@ -1263,52 +1262,32 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
         } else {
           scanner.scan(macro.start[m], macro.len[m], 0, C, mine.data(), ilp);
         }
-        if (to) std::copy(mine.begin(), mine.end(), to);
+        std::copy(mine.begin(), mine.end(), s);
       };
-      // One parallel region of M - 1 items, claimed in order, each waiting only for the carry
-      // that the item before it publishes before it waits for anything, so every wait ends (one
-      // thread alone runs the items in order):
-      //   item 0: scans chunk 0, publishes the state it ends in (the carry into chunk 1), and
-      //     scans chunk 1 from there;
-      //   item k >= 1: reduces chunk k, waits for the carry into it, publishes the carry into
-      //     chunk k + 1 and scans that chunk.
-      // Each thread's second scan continues where its first pass ended. Two parallel regions
-      // with a serial fold of the carries between them, the same passes, took 2.4-3.0 us more
-      // per call at T = 16384-65536, 4 channels, 2 threads (Zen 4 VM, both builds in one
-      // process, alternating): 1.05 -> 1.19x cpu_serial at T = 16384, 1.23 -> 1.32x at 65536.
-      Buffer<acc_t> carry(M * C);  // carry[k]: the state entering chunk k
-      std::copy(state.begin(), state.end(), carry.begin());
-      std::atomic<int64_t> claimed{0}, known{1};  // carry[0 .. known - 1] are published
-      auto wait_for_carry = [&](int64_t k) {
-        for (int spins = 0; known.load(std::memory_order_acquire) <= k; ++spins) {
-          if (spins < 4096) {
-            cpu_relax();
-          } else {
-            std::this_thread::yield();  // more threads than cores: let the publisher run
-          }
-        }
-      };
-      at::parallel_for(0, M - 1, 1, [&](int64_t, int64_t) {
+      at::parallel_for(0, M - 1, 1, [&](int64_t b, int64_t e) {
         const FlushDenormals worker_flush;
-        for (int64_t k; (k = claimed.fetch_add(1, std::memory_order_relaxed)) < M - 1;) {
-          acc_t* in_carry = carry.data() + k * C;
-          acc_t* next_carry = in_carry + C;
-          if (k == 0) {
-            scan_private(0, in_carry, next_carry);
+        for (int64_t m = b; m < e; ++m) {
+          if (m == 0) {
+            scan_private(0, state.data());
+          } else if (streamed) {
+            scanner.reduce_rows(macro.start[m], macro.len[m], st.data() + m * C,
+                                prod.data() + m * C);
           } else {
-            acc_t *R = st.data() + k * C, *P = prod.data() + k * C;
-            if (streamed) {
-              scanner.reduce_rows(macro.start[k], macro.len[k], R, P);
-            } else {
-              scanner.reduce(macro.start[k], macro.len[k], R, P);
-            }
-            wait_for_carry(k);
-            for (int64_t c = 0; c < C; ++c) next_carry[c] = P[c] * in_carry[c] + R[c];
+            scanner.reduce(macro.start[m], macro.len[m], st.data() + m * C, prod.data() + m * C);
           }
-          known.store(k + 2, std::memory_order_release);
-          scan_private(k + 1, next_carry, k + 1 == M - 1 ? state.data() : nullptr);
         }
       });
+      {
+        const FlushDenormals flush;
+        carry_scan(M - 2, C, st.data() + C, prod.data() + C, state.data());
+      }
+      std::copy(state.begin(), state.end(), st.begin() + (M - 1) * C);
+      at::parallel_for(1, M, 1, [&](int64_t b, int64_t e) {
+        const FlushDenormals worker_flush;
+        for (int64_t m = b; m < e; ++m)
+          scan_private(m, st.data() + m * C);
+      });
+      std::copy(st.begin() + (M - 1) * C, st.begin() + M * C, state.begin());
     }
   }
   if (final_state) std::copy(state.begin(), state.end(), final_state);
