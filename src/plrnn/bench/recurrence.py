@@ -579,16 +579,23 @@ def _reference(env: Env, shape, pass_: str):
 
 
 def fwd_bwd_tasks(env: Env) -> list[Task]:
+    # Every method in every round: with the default allocator each call's four 32 MiB outputs
+    # are page-faulted or not by glibc's state at that moment, so one method's rounds are
+    # bimodal (8 or about 40 ms at (65536, 128), Zen 4 VM), and five rounds (one in three, for
+    # methods slower than a round's share) put auto's median at 24.5 ms and cpu_serial's at 8.6
+    # ms for the same kernel in one run.
     c = env.cfg
     shape = (c.fb_T, c.fb_channels)
     sec, slow = SEC_FWD_BWD, c.slow_min_run_time
     tasks = [Task(sec, b, FWD_BWD, shape, _op(env, b, shape, FWD_BWD),
-                  min_run_time=slow if b == "torch" else None)  # torch: ~1/3 s per call
+                  min_run_time=slow if b == "torch" else None,  # torch: ~1/3 s per call
+                  every_round=True)
              for b in COMPARED]
     return tasks + [
-        Task(sec, MUL, FWD_BWD, shape, _mul_fwd_bwd(env, shape),
+        Task(sec, MUL, FWD_BWD, shape, _mul_fwd_bwd(env, shape), every_round=True,
              note="practical limit: y = a * x, then autograd.grad(y, (a, x), g); 32 B/elem"),
         Task(sec, "associative_scan", FWD_BWD, shape, _assoc_build(env, shape), min_run_time=slow,
+             every_round=True,
              note='torch._higher_order_ops associative_scan, combine_mode="generic", eager'),
         Task(sec, "reference (Python loop)", FWD, shape, _reference(env, shape, FWD),
              how="single", note="forward only; one cold run"),
@@ -1246,7 +1253,8 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         f"later; after its first round, a method with calls under {BLOCK_S * 1e3 / BLOCK_CALLS_MIN:g} "
         f"ms goes on in blocks of about {BLOCK_S * 1e3:g} ms, the cell's methods taking turns "
         "block by block; methods slower "
-        f"than a round's share of their time, one round in {SLOW_STRIDE}, except in section 4) "
+        f"than a round's share of their time, one round in {SLOW_STRIDE}, except in sections 4 "
+        "and 5) "
         "unless marked 'single' (one cold run); every backend's output checked against a "
         "float64 loop first",
         "- ratios between two methods timed in one cell (speedups, x U[0,1), of torch.mul, "
