@@ -3,6 +3,9 @@ VMs report the same model name ('Intel Xeon Processor', 'AMD EPYC') across gener
 
 from __future__ import annotations
 
+import math
+import os
+
 import pytest
 
 from plrnn.bench import machine
@@ -82,3 +85,12 @@ def test_dirty_means_a_change_anywhere_in_the_checkout_but_results(monkeypatch, 
     assert machine.git_commit()["dirty"] is False
     (tmp_path / "reproductions.py").write_text("1\n")  # code outside the package does
     assert machine.git_commit()["dirty"] is True
+
+
+def test_steal_seconds_reads_the_steal_column(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  740397 0 71180 931873 955 0 169 4805 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert machine.steal_seconds(str(stat)) == pytest.approx(4805 / os.sysconf("SC_CLK_TCK"))
+    stat.write_text("cpu  1 2 3\n")
+    assert math.isnan(machine.steal_seconds(str(stat)))
+    assert math.isnan(machine.steal_seconds(str(tmp_path / "missing")))

@@ -407,6 +407,9 @@ def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):
     assert calls[fns["every"]] == rb.ROUNDS
     assert calls[fns["strided"]] == 1 + (rb.ROUNDS - 1) // rb.SLOW_STRIDE
     assert [r["blocks"] for r in recs] == [calls[fns["strided"]], rb.ROUNDS]
+    # each round's steal time, the same for every method of the cell
+    assert recs[0]["round_steal_s"] == recs[1]["round_steal_s"]
+    assert len(recs[0]["round_steal_s"].split(";")) == rb.ROUNDS
     # the rounds a method sat out are nan in its round medians, so no ratio pairs them
     strided, every = ([float(t) for t in r["round_medians_s"].split(";")] for r in recs)
     assert len(strided) == len(every) == rb.ROUNDS

@@ -5,6 +5,7 @@ Nothing here records the hostname or user; only hardware, software versions and 
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -66,6 +67,17 @@ def gpu_info() -> dict | None:
         "driver": driver.splitlines()[0] if driver else None,
         "cuda_runtime": torch.version.cuda,
     }
+
+
+def steal_seconds(stat: str = "/proc/stat") -> float:
+    """CPU seconds the hypervisor has taken from this VM's CPUs since boot, all CPUs summed
+    (/proc/stat's steal column); nan where the system does not say."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return math.nan
 
 
 def _parallel_backend() -> str | None:

@@ -75,7 +75,7 @@ import plrnn
 from plrnn.recurrence import sources
 
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
-from .machine import machine_info, machine_name
+from .machine import machine_info, machine_name, steal_seconds
 from .tables import fmt_ms, fmt_x, markdown_table
 from .timing import (
     BLOCK_CALLS_MIN,
@@ -673,6 +673,7 @@ def _new_record(env: Env, task: Task, threads: int) -> dict:
         "note": task.note, "auto_choice": None, "status": "ok", "reason": "",
         "timing": task.how, "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
         "blocks": 0, "number_per_run": 0, "block_times_s": "", "round_medians_s": "",
+        "round_steal_s": "",
     }
     if task.method == "auto":  # under the cell's thread count: auto reads it
         rec["auto_choice"] = backend_registry.choose_auto(
@@ -722,8 +723,12 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
     # each method's median per call in each round, nan where it sat out: ratios between the
     # methods of a cell are taken round by round (paired_ratio)
     by_round: dict[int, list[float]] = {i: [math.nan] * ROUNDS for i in built}
+    # seconds the hypervisor took from the VM's CPUs in each round: rounds of one method that
+    # switch between two speeds for a while (cpu_parallel at (65536, 4), Zen 4 VM) may be that
+    steal = [math.nan] * ROUNDS
     calls: dict[int, int] = {}  # calls per block of the methods that take turns in blocks
     for r in range(ROUNDS if built else 0):
+        steal_before = steal_seconds()
         due = {}  # seconds each method still has in this round, in this round's order
         for i in rotated(list(built), r):
             if recs[i]["status"] != "ok":
@@ -755,10 +760,12 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
             per_call[i].extend(times)
             if times:
                 by_round[i][r] = statistics.median(times)
+        steal[r] = steal_seconds() - steal_before
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))
             recs[i]["round_medians_s"] = ";".join(f"{t:.6e}" for t in by_round[i])
+            recs[i]["round_steal_s"] = ";".join(f"{t:.2f}" for t in steal)
     return recs
 
 
@@ -1319,8 +1326,8 @@ def steady_child_argv(args: argparse.Namespace, out: Path) -> list[str]:
     return argv
 
 
-TEXT_COLUMNS = ("note", "reason", "block_times_s", "round_medians_s", "output", "decays",
-                "auto_choice")
+TEXT_COLUMNS = ("note", "reason", "block_times_s", "round_medians_s", "round_steal_s", "output",
+                "decays", "auto_choice")
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
