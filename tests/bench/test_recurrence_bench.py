@@ -282,6 +282,32 @@ def test_narrow_rows_judge_auto_against_torch_mul_on_forward_rows_only():
     assert speedup.value == pytest.approx(4.0 / 1.5) and speedup.met
 
 
+def test_far_rounds_are_the_slower_group_of_round_trips():
+    def limit(*texts):
+        return rb._near_limit_ns(pd.DataFrame({"round_trip_ns": list(texts)}))
+
+    # two levels a few times apart: near ends at the lower one's top, whatever the machine's
+    assert limit("60;62;310;330", "65;nan;305") == 65
+    assert limit("30;35;62;64;90", "300;320") == 90  # one die's two levels stay near
+    assert limit("600;620;2900") == 620
+    assert limit("60;61;65;70", "75") == math.inf  # one group: every round near
+    assert math.isnan(limit("nan;nan", ""))
+
+
+def test_the_slowest_latency_row_is_split_by_where_the_threads_were():
+    trips = "60;320;61;330;62;300"  # rounds 2 and 4 and 6 far
+    rows = [_row(rb.SEC_LATENCY, b, 1.0, **{"pass": FWD_BWD}, cell=0, round_trip_ns=trips,
+                 round_medians_s=medians)
+            for b, medians in (("cpu_serial", "1;1;1;1;1;1"), ("cpu_parallel", "0.8;2;0.8;2;0.8;2"),
+                               ("torch", "9;9;9;9;9;9"), ("auto", "1;1;1;1;1;1"))]
+    section = rb.latency_section(pd.DataFrame(rows), ("default",))
+    assert _goal(section, "latency_parallel_floor", "default").value == pytest.approx(0.875)
+    line = next(line for line in section.lines if line.startswith("default parallel speedup"))
+    assert "1.25 over the 3 near rounds (median round trip 61 ns)" in line
+    assert "0.50 over the 3 far rounds (median round trip 320 ns)" in line
+    assert "far: over 62 ns" in line
+
+
 def test_a_goal_without_numbers_is_not_met_and_says_so():
     rows = [_row(rb.SEC_LATENCY, b, 1.0) for b in rb.COMPARED]
     rows[1].update(status="unavailable", reason="no compiler", median_s=math.nan)
@@ -410,6 +436,11 @@ def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):
     # each round's steal time, the same for every method of the cell
     assert recs[0]["round_steal_s"] == recs[1]["round_steal_s"]
     assert len(recs[0]["round_steal_s"].split(";")) == rb.ROUNDS
+    # and where the host had put the pool's threads (nan on one thread)
+    assert recs[0]["round_trip_ns"] == recs[1]["round_trip_ns"]
+    trips = [float(t) for t in recs[0]["round_trip_ns"].split(";")]
+    assert len(trips) == rb.ROUNDS
+    assert all(t > 0 for t in trips) if torch.get_num_threads() > 1 else all(map(math.isnan, trips))
     # the rounds a method sat out are nan in its round medians, so no ratio pairs them
     strided, every = ([float(t) for t in r["round_medians_s"].split(";")] for r in recs)
     assert len(strided) == len(every) == rb.ROUNDS

@@ -75,7 +75,7 @@ import plrnn
 from plrnn.recurrence import sources
 
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
-from .machine import machine_info, machine_name, steal_seconds
+from .machine import machine_info, machine_name, steal_seconds, thread_round_trip_ns
 from .tables import fmt_ms, fmt_x, markdown_table
 from .timing import (
     BLOCK_CALLS_MIN,
@@ -674,6 +674,7 @@ def _new_record(env: Env, task: Task, threads: int) -> dict:
         "timing": task.how, "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
         "blocks": 0, "number_per_run": 0, "block_times_s": "", "round_medians_s": "",
         "round_steal_s": "",
+        "round_trip_ns": "",
     }
     if task.method == "auto":  # under the cell's thread count: auto reads it
         rec["auto_choice"] = backend_registry.choose_auto(
@@ -723,12 +724,16 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
     # each method's median per call in each round, nan where it sat out: ratios between the
     # methods of a cell are taken round by round (paired_ratio)
     by_round: dict[int, list[float]] = {i: [math.nan] * ROUNDS for i in built}
-    # seconds the hypervisor took from the VM's CPUs in each round: rounds of one method that
-    # switch between two speeds for a while (cpu_parallel at (65536, 4), Zen 4 VM) may be that
+    # Per round, what the host did to the VM: the seconds it took from the VM's CPUs (steal), and
+    # the slower of two cache-line round trips between the pool's first two threads, before and
+    # after the round (nan on one thread). 2-thread rows that switch between two speeds for
+    # seconds (cpu_parallel and torch at (65536, 4), Zen 4 VM) followed the round trip, 60 or
+    # 330 ns, with no steal at all.
     steal = [math.nan] * ROUNDS
+    round_trip = [math.nan] * ROUNDS
     calls: dict[int, int] = {}  # calls per block of the methods that take turns in blocks
     for r in range(ROUNDS if built else 0):
-        steal_before = steal_seconds()
+        steal_before, trip_before = steal_seconds(), thread_round_trip_ns()
         due = {}  # seconds each method still has in this round, in this round's order
         for i in rotated(list(built), r):
             if recs[i]["status"] != "ok":
@@ -761,11 +766,13 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
             if times:
                 by_round[i][r] = statistics.median(times)
         steal[r] = steal_seconds() - steal_before
+        round_trip[r] = max(trip_before, thread_round_trip_ns())
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))
             recs[i]["round_medians_s"] = ";".join(f"{t:.6e}" for t in by_round[i])
             recs[i]["round_steal_s"] = ";".join(f"{t:.2f}" for t in steal)
+            recs[i]["round_trip_ns"] = ";".join(f"{t:.0f}" for t in round_trip)
     return recs
 
 
@@ -875,6 +882,61 @@ def _ratio(df: pd.DataFrame, num: dict, den: dict) -> float:
     return float(n["median_s"]) / float(d["median_s"])
 
 
+# Rounds fall into two groups by their thread round trip where the groups' medians are this many
+# times apart: near (one die; 30-90 ns on the Zen 4 VM) and far (two dies; 300-370 ns there).
+FAR_ROUND_TRIP = 2.5
+
+
+def _round_trips(row) -> list[float]:
+    text = row.get("round_trip_ns", "")
+    return [float(t) for t in text.split(";")] if isinstance(text, str) and text else []
+
+
+def _near_limit_ns(df: pd.DataFrame) -> float:
+    """The longest round trip of the near rounds, splitting the run's round trips in two groups
+    where their logarithms' between-group variance is largest (Otsu's threshold), so that no one
+    machine's latencies are built in; inf where the groups are not FAR_ROUND_TRIP apart (every
+    round near), nan where nothing was measured."""
+    trips = sorted(t for text in df.get("round_trip_ns", pd.Series(dtype=object))
+                   if isinstance(text, str) and text for t in map(float, text.split(";"))
+                   if math.isfinite(t) and t > 0)
+    if not trips:
+        return math.nan
+    logs = [math.log(t) for t in trips]
+    best, cut = -1.0, len(logs)
+    for k in range(1, len(logs)):
+        lo, hi = logs[:k], logs[k:]
+        spread = len(lo) * len(hi) * (statistics.fmean(hi) - statistics.fmean(lo)) ** 2
+        if logs[k] > logs[k - 1] and spread > best:
+            best, cut = spread, k
+    if cut == len(trips) or (statistics.median(trips[cut:])
+                             < FAR_ROUND_TRIP * statistics.median(trips[:cut])):
+        return math.inf
+    return trips[cut - 1]
+
+
+def _placement_line(df: pd.DataFrame, num: dict, den: dict, label: str, limit: float) -> str:
+    """num's time / den's, paired, split by where the host had put the threads in each round:
+    the goals take every round; this says how much of a shortfall the far rounds made."""
+    n, d = _ok_row(df, num), _ok_row(df, den)
+    trips = _round_trips(n) if n is not None else []
+    if d is None or math.isnan(limit) or len(trips) != len(_round_medians(n)):
+        return ""
+    rn, rd = _round_medians(n), _round_medians(d)
+    parts = []
+    for name, keep in (("near", lambda t: t <= limit), ("far", lambda t: t > limit)):
+        sel = [i for i, t in enumerate(trips) if math.isfinite(t) and keep(t)]
+        if not sel:
+            parts.append(f"no {name} rounds")
+            continue
+        ratio = paired_ratio([rn[i] for i in sel], [rd[i] for i in sel])
+        trip = statistics.median(trips[i] for i in sel)
+        parts.append(f"{fmt_x(ratio)} over the {len(sel)} {name} rounds (median round trip "
+                     f"{trip:.0f} ns)")
+    split = f"far: over {limit:.0f} ns" if math.isfinite(limit) else "no far group in this run"
+    return f"{label}: " + "; ".join(parts) + f" ({split})"
+
+
 def _reasons(df: pd.DataFrame) -> list[str]:
     bad = df[df["status"] != "ok"].drop_duplicates(["method", "allocator", "status", "reason"])
     return [f"n/a  {r.method} ({r.allocator} allocator): {r.status}: {r.reason}"
@@ -951,6 +1013,7 @@ def _per_allocator_times(g: pd.DataFrame, allocators, **where) -> dict:
 def latency_section(df: pd.DataFrame, allocators) -> Section:
     d = _section_rows(df, SEC_LATENCY)
     rows, speedups = [], {al: [] for al in allocators}
+    worst: dict[str, tuple] = {}  # allocator -> (speedup, label, cell rows) of its slowest row
     of_mul: dict[str, list] = {al: [] for al in allocators}
     for (T, C, pass_), g in d.groupby(["T", "channels", "pass"], sort=False):
         row = {"T": str(T), "C": str(C), "pass": pass_, "auto ->": _auto_choice(g)}
@@ -960,6 +1023,8 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
                              dict(method="cpu_parallel", allocator=al))
             row[f"{al} parallel speedup"] = fmt_x(speedup)
             speedups[al].append((speedup, f"C={C}, T={T}, {pass_}"))
+            if math.isfinite(speedup) and speedup < worst.get(al, (math.inf,))[0]:
+                worst[al] = (speedup, f"C={C}, T={T}, {pass_}", g)
             if pass_ == FWD:
                 auto = _ratio(g, dict(method=MUL, allocator=al), dict(method="auto", allocator=al))
                 row[f"{al} auto of torch.mul"] = fmt_x(auto)
@@ -987,6 +1052,14 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
              f"2/(p + 1) of its time: a speedup of about {(threads + 1) / 2:g}x on the {threads} "
              f"thread(s) here, so the {GOAL_LATENCY_SPEEDUP:g}x goal needs "
              f"{math.ceil(2 * GOAL_LATENCY_SPEEDUP - 1)} threads or more",
+             "where the two threads sat in each round: a round trip of one cache line between "
+             "them before and after it (round_trip_ns); far: the run's slower group of round "
+             "trips, where it is a few times the other (cores on two dies of the host)",
+             *(line for al, (_, label, g) in worst.items()
+               if (line := _placement_line(g, dict(method="cpu_serial", allocator=al),
+                                           dict(method="cpu_parallel", allocator=al),
+                                           f"{al} parallel speedup of the slowest row ({label})",
+                                           _near_limit_ns(df))) != ""),
              *_reasons(d)]
     return Section(f"2. Latency-bound regime ({channels} channels)", [pd.DataFrame(rows)],
                    lines, goals)
@@ -1326,8 +1399,8 @@ def steady_child_argv(args: argparse.Namespace, out: Path) -> list[str]:
     return argv
 
 
-TEXT_COLUMNS = ("note", "reason", "block_times_s", "round_medians_s", "round_steal_s", "output",
-                "decays", "auto_choice")
+TEXT_COLUMNS = ("note", "reason", "block_times_s", "round_medians_s", "round_steal_s",
+                "round_trip_ns", "output", "decays", "auto_choice")
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
