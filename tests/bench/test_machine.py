@@ -7,7 +7,6 @@ import math
 import os
 
 import pytest
-import torch
 
 from plrnn.bench import machine
 
@@ -96,20 +95,3 @@ def test_steal_seconds_reads_the_steal_column(tmp_path):
     assert math.isnan(machine.steal_seconds(str(stat)))
     assert math.isnan(machine.steal_seconds(str(tmp_path / "missing")))
 
-
-def test_thread_round_trip_needs_two_threads():
-    from plrnn.recurrence import cpu
-
-    if cpu.load() is not None:
-        pytest.skip("no C++ kernels here")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert math.isnan(machine.thread_round_trip_ns(10))
-        torch.set_num_threads(2)
-        ns = machine.thread_round_trip_ns(20)
-    finally:
-        torch.set_num_threads(threads)
-    assert 0 < ns < 1e7  # under 10 ms a round trip even on a loaded machine
-    with pytest.raises(RuntimeError, match="round_trips must be positive"):
-        torch.ops.plrnn.cpu_thread_round_trip_ns(0)

@@ -282,20 +282,23 @@ def test_narrow_rows_judge_auto_against_torch_mul_on_forward_rows_only():
     assert speedup.value == pytest.approx(4.0 / 1.5) and speedup.met
 
 
-def test_far_rounds_are_the_slower_group_of_round_trips():
-    def limit(*texts):
-        return rb._near_limit_ns(pd.DataFrame({"round_trip_ns": list(texts)}))
+def test_round_trips_fall_into_levels_of_placement():
+    def levels(*texts, cells=None):
+        df = pd.DataFrame({"round_trip_ns": list(texts), "allocator": "default",
+                           "cell": cells if cells is not None else range(len(texts))})
+        return [(lv[0], lv[-1]) for lv in rb._placement_levels(df)]
 
-    # two levels a few times apart: near ends at the lower one's top, whatever the machine's
-    assert limit("60;62;310;330", "65;nan;305") == 65
-    assert limit("30;35;62;64;90", "300;320") == 90  # one die's two levels stay near
-    assert limit("600;620;2900") == 620
-    assert limit("60;61;65;70", "75") == math.inf  # one group: every round near
-    assert math.isnan(limit("nan;nan", ""))
+    # one core's two hardware threads, two cores of one die, two dies
+    assert levels("28;30;60;62;64", "90;310;330;nan") == [(28, 30), (60, 90), (310, 330)]
+    assert levels("60;61;65;70", "75") == [(60, 75)]
+    # a rare outlier joins the nearest level; a cell's rows repeat its trips only once
+    assert levels(*["60;62;310;330"] * 10 + ["1600"]) == [(60, 62), (310, 1600)]
+    assert levels(*["60;62;310;330"] * 10, cells=[0] * 10) == [(60, 62), (310, 330)]
+    assert levels("nan;nan", "") == []
 
 
 def test_the_slowest_latency_row_is_split_by_where_the_threads_were():
-    trips = "60;320;61;330;62;300"  # rounds 2 and 4 and 6 far
+    trips = "60;320;61;330;62;300"  # rounds 2 and 4 and 6 on two dies
     rows = [_row(rb.SEC_LATENCY, b, 1.0, **{"pass": FWD_BWD}, cell=0, round_trip_ns=trips,
                  round_medians_s=medians)
             for b, medians in (("cpu_serial", "1;1;1;1;1;1"), ("cpu_parallel", "0.8;2;0.8;2;0.8;2"),
@@ -303,9 +306,20 @@ def test_the_slowest_latency_row_is_split_by_where_the_threads_were():
     section = rb.latency_section(pd.DataFrame(rows), ("default",))
     assert _goal(section, "latency_parallel_floor", "default").value == pytest.approx(0.875)
     line = next(line for line in section.lines if line.startswith("default parallel speedup"))
-    assert "1.25 over the 3 near rounds (median round trip 61 ns)" in line
-    assert "0.50 over the 3 far rounds (median round trip 320 ns)" in line
-    assert "far: over 62 ns" in line
+    assert line.endswith("by the threads' round trip: 1.25 in 3 rounds at 61 ns; "
+                         "0.50 in 3 rounds at 320 ns")
+
+
+def test_the_grid_shows_auto_s_worst_choice_by_placement():
+    trips = "28;30;64;66"
+    rows = [_row(rb.SEC_GRID, b, 1.0, cell=0, round_trip_ns=trips, round_medians_s=medians,
+                 auto_choice="cpu_parallel" if b == "auto" else "")
+            for b, medians in (("cpu_serial", "1;1;1;1"), ("cpu_parallel", "1.25;1.25;0.8;0.8"),
+                               ("torch", "9;9;9;9"), ("auto", "1.25;1.25;0.8;0.8"))]
+    section = rb.grid_section(pd.DataFrame(rows), ("default",))
+    line = next(line for line in section.lines if line.startswith("default cpu_parallel time"))
+    assert line.endswith("by the threads' round trip: 1.25 in 2 rounds at 29 ns; "
+                         "0.80 in 2 rounds at 65 ns")
 
 
 def test_a_goal_without_numbers_is_not_met_and_says_so():

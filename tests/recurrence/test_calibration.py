@@ -80,6 +80,10 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     assert record["serial_over_parallel"]["16"] == 1.2
     assert record["short_serial_over_parallel"]["64"] == 1.3
     assert record["ilp_channels"] == 0 and record["plain_over_chunked"]["2"] == 0.8
+    # where the host had the threads: before the measurements and after each of four kinds
+    trips = record["thread_round_trip_ns"]
+    assert len(trips) == 4 and all(t is None or t > 0 for t in trips)
+    assert (None in trips) == (torch.get_num_threads() < 2)
     assert calibration.ilp_channels(2) == 0
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(said) == 1 and "with 2 thread(s) on this CPU, once" in said[0]

@@ -216,3 +216,18 @@ def test_parallel_with_and_without_in_thread_chunks(case, reverse, chunked, num_
                     n, which)
     finally:
         torch.ops.plrnn.cpu_ilp_channels(before)
+
+
+def test_thread_round_trip_needs_two_threads(num_threads):
+    """The probe of where the host put the pool's threads (benchmarks and the calibration
+    record it): nan on one thread, a time on two, and it rejects a count of nothing."""
+    from plrnn.recurrence import cpu
+
+    if cpu.load() is not None:
+        pytest.skip("no C++ kernels here")
+    num_threads(1)
+    assert torch.isnan(torch.tensor(cpu.thread_round_trip_ns(10)))
+    num_threads(2)
+    assert 0 < cpu.thread_round_trip_ns(20) < 1e7  # under 10 ms even on a loaded machine
+    with pytest.raises(RuntimeError, match="round_trips must be positive"):
+        torch.ops.plrnn.cpu_thread_round_trip_ns(0)

@@ -80,18 +80,6 @@ def steal_seconds(stat: str = "/proc/stat") -> float:
         return math.nan
 
 
-def thread_round_trip_ns(round_trips: int = 2000) -> float:
-    """Nanoseconds for one cache line to go from the first thread of torch's intra-op pool to the
-    second and back (plrnn::cpu_thread_round_trip_ns), at the current thread count; nan with one
-    thread or without the C++ kernels. On a VM it tells whether the host has put the two threads
-    on one die or on two, which changes every multi-threaded timing (docs/benchmarks.md)."""
-    from plrnn.recurrence import cpu
-
-    if torch.get_num_threads() < 2 or cpu.load() is not None:
-        return math.nan
-    return torch.ops.plrnn.cpu_thread_round_trip_ns(round_trips)
-
-
 def _parallel_backend() -> str | None:
     for line in torch.__config__.parallel_info().splitlines():
         if line.startswith("ATen parallel backend"):

@@ -73,9 +73,10 @@ from tqdm.auto import tqdm
 
 import plrnn
 from plrnn.recurrence import sources
+from plrnn.recurrence.cpu import thread_round_trip_ns
 
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT, copy_measurement
-from .machine import machine_info, machine_name, steal_seconds, thread_round_trip_ns
+from .machine import machine_info, machine_name, steal_seconds
 from .tables import fmt_ms, fmt_x, markdown_table
 from .timing import (
     BLOCK_CALLS_MIN,
@@ -882,9 +883,12 @@ def _ratio(df: pd.DataFrame, num: dict, den: dict) -> float:
     return float(n["median_s"]) / float(d["median_s"])
 
 
-# Rounds fall into two groups by their thread round trip where the groups' medians are this many
-# times apart: near (one die; 30-90 ns on the Zen 4 VM) and far (two dies; 300-370 ns there).
-FAR_ROUND_TRIP = 2.5
+# The run's round trips fall into levels, one per kind of place the host gave the two threads
+# (Zen 4 VM: 27-32 ns, two hardware threads of one core; 54-108 ns, two cores of one die;
+# 256-430 ns, two dies): sorted, a value more than PLACEMENT_GAP times the one before starts a
+# level, and levels with under PLACEMENT_MIN_SHARE of the rounds join their nearest neighbour.
+PLACEMENT_GAP = 1.5
+PLACEMENT_MIN_SHARE = 0.03
 
 
 def _round_trips(row) -> list[float]:
@@ -892,49 +896,47 @@ def _round_trips(row) -> list[float]:
     return [float(t) for t in text.split(";")] if isinstance(text, str) and text else []
 
 
-def _near_limit_ns(df: pd.DataFrame) -> float:
-    """The longest round trip of the near rounds, splitting the run's round trips in two groups
-    where their logarithms' between-group variance is largest (Otsu's threshold), so that no one
-    machine's latencies are built in; inf where the groups are not FAR_ROUND_TRIP apart (every
-    round near), nan where nothing was measured."""
-    trips = sorted(t for text in df.get("round_trip_ns", pd.Series(dtype=object))
+def _placement_levels(df: pd.DataFrame) -> list[list[float]]:
+    """The run's round trips (every cell's, once per process) grouped in levels, in order."""
+    per_cell = df.drop_duplicates(["allocator", "cell"]) if "cell" in df else df
+    trips = sorted(t for text in per_cell.get("round_trip_ns", pd.Series(dtype=object))
                    if isinstance(text, str) and text for t in map(float, text.split(";"))
                    if math.isfinite(t) and t > 0)
-    if not trips:
-        return math.nan
-    logs = [math.log(t) for t in trips]
-    best, cut = -1.0, len(logs)
-    for k in range(1, len(logs)):
-        lo, hi = logs[:k], logs[k:]
-        spread = len(lo) * len(hi) * (statistics.fmean(hi) - statistics.fmean(lo)) ** 2
-        if logs[k] > logs[k - 1] and spread > best:
-            best, cut = spread, k
-    if cut == len(trips) or (statistics.median(trips[cut:])
-                             < FAR_ROUND_TRIP * statistics.median(trips[:cut])):
-        return math.inf
-    return trips[cut - 1]
+    levels: list[list[float]] = []
+    for t in trips:
+        if levels and t <= PLACEMENT_GAP * levels[-1][-1]:
+            levels[-1].append(t)
+        else:
+            levels.append([t])
+    while len(levels) > 1:
+        small = [i for i, lv in enumerate(levels) if len(lv) < PLACEMENT_MIN_SHARE * len(trips)]
+        if not small:
+            break
+        i = small[0]
+        if i == 0 or (i < len(levels) - 1 and math.log(levels[i + 1][0] / levels[i][-1])
+                      < math.log(levels[i][0] / levels[i - 1][-1])):
+            levels[i + 1][:0] = levels.pop(i)
+        else:
+            levels[i - 1].extend(levels.pop(i))
+    return levels
 
 
-def _placement_line(df: pd.DataFrame, num: dict, den: dict, label: str, limit: float) -> str:
-    """num's time / den's, paired, split by where the host had put the threads in each round:
-    the goals take every round; this says how much of a shortfall the far rounds made."""
+def _placement_line(df: pd.DataFrame, num: dict, den: dict, label: str,
+                    levels: list[list[float]]) -> str:
+    """num's time / den's, paired over the rounds of each placement level: the goals take every
+    round, users get every level; this says which level a shortfall came from."""
     n, d = _ok_row(df, num), _ok_row(df, den)
     trips = _round_trips(n) if n is not None else []
-    if d is None or math.isnan(limit) or len(trips) != len(_round_medians(n)):
+    if d is None or len(levels) < 2 or len(trips) != len(_round_medians(n)):
         return ""
     rn, rd = _round_medians(n), _round_medians(d)
     parts = []
-    for name, keep in (("near", lambda t: t <= limit), ("far", lambda t: t > limit)):
-        sel = [i for i, t in enumerate(trips) if math.isfinite(t) and keep(t)]
-        if not sel:
-            parts.append(f"no {name} rounds")
-            continue
-        ratio = paired_ratio([rn[i] for i in sel], [rd[i] for i in sel])
-        trip = statistics.median(trips[i] for i in sel)
-        parts.append(f"{fmt_x(ratio)} over the {len(sel)} {name} rounds (median round trip "
-                     f"{trip:.0f} ns)")
-    split = f"far: over {limit:.0f} ns" if math.isfinite(limit) else "no far group in this run"
-    return f"{label}: " + "; ".join(parts) + f" ({split})"
+    for lv in levels:
+        sel = [i for i, t in enumerate(trips) if lv[0] <= t <= lv[-1]]
+        if sel:
+            ratio = paired_ratio([rn[i] for i in sel], [rd[i] for i in sel])
+            parts.append(f"{fmt_x(ratio)} in {len(sel)} rounds at {statistics.median(lv):.0f} ns")
+    return f"{label}, by the threads' round trip: " + "; ".join(parts)
 
 
 def _reasons(df: pd.DataFrame) -> list[str]:
@@ -1014,6 +1016,7 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
     d = _section_rows(df, SEC_LATENCY)
     rows, speedups = [], {al: [] for al in allocators}
     worst: dict[str, tuple] = {}  # allocator -> (speedup, label, cell rows) of its slowest row
+    levels = _placement_levels(df)
     of_mul: dict[str, list] = {al: [] for al in allocators}
     for (T, C, pass_), g in d.groupby(["T", "channels", "pass"], sort=False):
         row = {"T": str(T), "C": str(C), "pass": pass_, "auto ->": _auto_choice(g)}
@@ -1052,14 +1055,15 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
              f"2/(p + 1) of its time: a speedup of about {(threads + 1) / 2:g}x on the {threads} "
              f"thread(s) here, so the {GOAL_LATENCY_SPEEDUP:g}x goal needs "
              f"{math.ceil(2 * GOAL_LATENCY_SPEEDUP - 1)} threads or more",
-             "where the two threads sat in each round: a round trip of one cache line between "
-             "them before and after it (round_trip_ns); far: the run's slower group of round "
-             "trips, where it is a few times the other (cores on two dies of the host)",
+             "where the host had put the two threads in each round: a round trip of one cache "
+             "line between them before and after it (round_trip_ns, the slower of the two); the "
+             "run's round trips fall into levels (each level's median below): on the Zen 4 VM "
+             "one core's two hardware threads, two cores of one die, two dies",
              *(line for al, (_, label, g) in worst.items()
                if (line := _placement_line(g, dict(method="cpu_serial", allocator=al),
                                            dict(method="cpu_parallel", allocator=al),
                                            f"{al} parallel speedup of the slowest row ({label})",
-                                           _near_limit_ns(df))) != ""),
+                                           levels)) != ""),
              *_reasons(d)]
     return Section(f"2. Latency-bound regime ({channels} channels)", [pd.DataFrame(rows)],
                    lines, goals)
@@ -1079,10 +1083,23 @@ def _over_best(g: pd.DataFrame, allocator: str, method: str) -> float:
     return max(finite) if finite else math.nan
 
 
+def _choice_placement_lines(worst: dict, levels: list[list[float]]) -> list[str]:
+    """Where auto's choice between the two C++ kernels was furthest from the best: their ratio
+    in each placement level of the threads (which one leads can change with it)."""
+    pair = ("cpu_serial", "cpu_parallel")
+    return [line for al, (_, where, g, choice) in worst.items() if choice in pair
+            if (line := _placement_line(
+                g, dict(method=choice, allocator=al),
+                dict(method=pair[1 - pair.index(choice)], allocator=al),
+                f"{al} {choice} time / {pair[1 - pair.index(choice)]}'s at {where}",
+                levels)) != ""]
+
+
 def grid_section(df: pd.DataFrame, allocators) -> Section:
     d = _section_rows(df, SEC_GRID)
     rows = []
     choice_ratios, overheads = {al: [] for al in allocators}, {al: [] for al in allocators}
+    worst: dict[str, tuple] = {}  # allocator -> (choice/best, where, cell rows, choice)
     for (m, T, dist), g in d.groupby(["channels", "T", "decays"], sort=False):
         choice = _auto_choice(g)
         row = {"m": str(m), "T": str(T), "decays": dist, "auto ->": choice}
@@ -1092,6 +1109,8 @@ def grid_section(df: pd.DataFrame, allocators) -> Section:
             row[f"{al} auto/best"] = fmt_x(_over_best(g, al, "auto"))
             row[f"{al} choice/best"] = fmt_x(_over_best(g, al, choice))
             choice_ratios[al].append((_over_best(g, al, choice), where))
+            if _over_best(g, al, choice) > worst.get(al, (1.0,))[0]:
+                worst[al] = (_over_best(g, al, choice), where, g, choice)
             overheads[al].append(_ratio(g, dict(method="auto", allocator=al),
                                         dict(method=choice, allocator=al)) if choice else math.nan)
         rows.append(row)
@@ -1116,6 +1135,7 @@ def grid_section(df: pd.DataFrame, allocators) -> Section:
              "auto's row times that same kernel once more, through auto's dispatch, so auto/best "
              "differs from choice/best by that dispatch (a few microseconds) and by the host's "
              "noise between two measurements of one kernel",
+             *_choice_placement_lines(worst, _placement_levels(df)),
              *_reasons(d)]
     return Section("3. Table-1 grid (batch 1, forward)", [pd.DataFrame(rows)], lines, goals)
 

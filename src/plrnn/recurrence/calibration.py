@@ -220,16 +220,25 @@ def _load_or_measure(threads: int) -> Choice:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     _announce(f"which CPU backend each shape takes with {threads} thread(s)", "about 12 s", path)
+    # Where the host had the threads at the start and after each measurement: on a VM it moves
+    # them between one core, one die and two dies, and which kernel wins near the crossover
+    # changes with it (docs/benchmarks.md), so the record says what it was measured under.
+    from . import cpu
+
+    trips = [cpu.thread_round_trip_ns()]
     times, long_tries = settled(measure, lambda t: (ilp_from(t), channels_from(_long_ratios(t))))
     ilp = ilp_from(times)
     ratios = _long_ratios(times)
     longest, longest_tries = settled(lambda: measure_longest(ilp),
                                      lambda t: channels_from(_parallel_ratios(t)))
     longest_ratios = _parallel_ratios(longest)
+    trips.append(cpu.thread_round_trip_ns())
     short, short_tries = settled(lambda: measure_short(ilp), lambda t: channels_from(
         _parallel_ratios(t), SHORT_MEASURED_CHANNELS))
     short_ratios = _parallel_ratios(short)
+    trips.append(cpu.thread_round_trip_ns())
     stream_ratios, stream_tries = stream_from(measure_streaming)
+    trips.append(cpu.thread_round_trip_ns())
     choice = Choice(channels_from(ratios), channels_from(longest_ratios),
                     channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
                     ilp, stream_schedule_from(stream_ratios))
@@ -253,6 +262,9 @@ def _load_or_measure(threads: int) -> Choice:
         "channel_measurements": {"long": long_tries, "longest": longest_tries,
                                  "short": short_tries},
         "streaming_schedule": choice.stream,
+        # before the measurements, after the long and longest bands', after the short band's
+        # and after the streaming schedules' (None: one thread)
+        "thread_round_trip_ns": [round(t) if math.isfinite(t) else None for t in trips],
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     _write_record(path, record)

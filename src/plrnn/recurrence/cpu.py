@@ -11,6 +11,7 @@ by different machines never loads a foreign binary. `origin()` says which of the
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 from pathlib import Path
 
@@ -193,3 +194,13 @@ def parallel(decays, impulses, initial_state, reverse):
     _tune_serial()
     _tune_parallel()
     return _scan(decays, impulses, initial_state, reverse, True)
+
+
+def thread_round_trip_ns(round_trips: int = 2000) -> float:
+    """Nanoseconds for one cache line to go from the first thread of torch's intra-op pool to the
+    second and back (plrnn::cpu_thread_round_trip_ns, csrc/cpu_threads_probe.cpp), at the current
+    thread count; nan with one thread or without the kernels. On a VM it says where the host has
+    put the threads (one core, one die, two dies), which changes what two threads gain."""
+    if torch.get_num_threads() < 2 or load() is not None:
+        return math.nan
+    return torch.ops.plrnn.cpu_thread_round_trip_ns(round_trips)
