@@ -1312,6 +1312,7 @@ def kernel_settings() -> dict | None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             record = json.loads(calibration.cache_file(torch.get_num_threads()).read_text())
             settings["pipelined_over_time_split"] = record.get("pipelined_over_time_split")
+            settings["calibration_round_trip_ns"] = record.get("thread_round_trip_ns")
     return settings
 
 
