@@ -29,6 +29,7 @@ from tqdm import tqdm
 import plrnn
 from plrnn.bench.tables import fmt_ms, fmt_x, markdown_table
 from plrnn.bench.timing import paired_ratio, reuse_freed_pages
+from plrnn.recurrence.cpu import thread_round_trip_ns
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.config import Common
 from plrnn.repro.measure import cold_calls, interleaved
@@ -104,13 +105,19 @@ def measure_cell(plan: dict, available: dict, T: int, m: int, cfg: DictConfig, d
 
     a, x = _inputs(T, channels, device, cfg.seed)
     fns = {n: (lambda n=n: plrnn.linear_recurrence(a, x, backend=n)) for n in runnable}
+    # Where the host had the CPU threads in each round: the slower of the round trips before and
+    # after it (docs/benchmarks.md: which kernel leads can change with it).
+    trips = []
+    probe = (lambda: trips.append(thread_round_trip_ns())) if device.type == "cpu" else None
     times = interleaved(fns, rounds=cfg.scale.rounds, min_run_time=cfg.scale.min_run_time,
-                        inputs=(a, x))
+                        inputs=(a, x), between_rounds=probe)
     chosen = plrnn.recurrence.registry.choose_auto(device, T, channels)
     for name, per_round in times.items():
         for i, s in enumerate(per_round):
+            trip = max(trips[i], trips[i + 1]) if trips else math.nan
             rows.append({**base, "method": name, "protocol": "median", "round": i, "seconds": s,
-                         "status": "ok" if name != "auto" else f"ok (auto -> {chosen})"})
+                         "status": "ok" if name != "auto" else f"ok (auto -> {chosen})",
+                         "round_trip_ns": trip})
     return rows
 
 
@@ -121,6 +128,14 @@ def paired_speedup(serial: pd.Series | None, other: pd.Series | None) -> float:
         return math.nan
     both = pd.concat([serial, other], axis=1, join="inner")
     return paired_ratio(both.iloc[:, 0].tolist(), both.iloc[:, 1].tolist())
+
+
+def _spread(values: list[float]) -> str:
+    """'lo-hi' of a cell's round trips ('lo' where they agree), '' where none were measured."""
+    if not values:
+        return ""
+    lo, hi = round(min(values)), round(max(values))
+    return f"{lo}" if hi <= 1.2 * lo else f"{lo}-{hi}"
 
 
 def summarize(raw: pd.DataFrame, plan: dict) -> pd.DataFrame:
@@ -148,6 +163,9 @@ def summarize(raw: pd.DataFrame, plan: dict) -> pd.DataFrame:
         if len(plan["paper_way"]) == 2:
             ps, pp = (row[f"{n} ms (paper's way)"] for n in plan["paper_way"])
             row[f"speedup {plan['paper_way'][1]} (paper's way)"] = ps / pp
+        trips = ok[(ok["features"] == m) & (ok["seq_len"] == T)
+                   & (ok["method"] == serial)].get("round_trip_ns", pd.Series(dtype=float))
+        row["round trip ns"] = _spread(trips.dropna().tolist())
         row["paper speedup"] = paper.get((m, T), math.nan)
         for name in plan["headline"]:
             row[f"{name} / paper"] = row[f"speedup {name}"] / row["paper speedup"]
@@ -160,7 +178,7 @@ def render(summary: pd.DataFrame) -> pd.DataFrame:
     for col in shown.columns:
         if " ms" in col:
             shown[col] = (shown[col] / 1e3).map(fmt_ms)
-        elif col not in ("m", "T"):
+        elif col not in ("m", "T", "round trip ns"):
             shown[col] = shown[col].map(fmt_x)
     return shown
 
@@ -208,6 +226,12 @@ def notes(summary: pd.DataFrame, plan: dict, device, chosen: dict) -> list[str]:
             "6n(T/p + lg p) against the serial 2nT and reads the input twice, so a memory-bound "
             "machine with few cores gains little: see results/<machine>/recurrence_bench.md for the "
             "bandwidth side of this.")
+        lines.append(
+            "round trip ns: a cache line's round trip between the first two threads of torch's "
+            "pool before and after each round of the cell, lowest-highest: it tells where the "
+            "host had put the threads (on the Zen 4 VM about 30 ns on one core's two hardware "
+            "threads, 55-110 on one die, 250-430 on two dies), which can turn a speedup by 20% "
+            "and more; empty on one thread.")
     else:
         lines.append(
             "The paper's way: one un-warmed call per kernel, decays 0.999, impulse 2.0 at t = 0; "

@@ -83,9 +83,28 @@ def test_interleaved_rounds_start_one_method_later(monkeypatch):
 
     seen = []
     monkeypatch.setattr(measure, "median_time", lambda fn, *a, **kw: seen.append(fn()) or 1.0)
-    times = measure.interleaved({k: (lambda k=k: k) for k in "abc"}, rounds=4, min_run_time=0.0)
+    times = measure.interleaved({k: (lambda k=k: k) for k in "abc"}, rounds=4, min_run_time=0.0,
+                                between_rounds=lambda: seen.append("|"))
     assert times == {k: [1.0] * 4 for k in "abc"}  # calls too long for blocks: one median each
-    assert "".join(seen) == "abc" + "abc" "bca" "cab" "abc"  # the first three: block estimates
+    # the first three: block estimates; between_rounds before each round and after the last
+    assert "".join(seen) == "abc" + "|abc" "|bca" "|cab" "|abc|"
+
+
+def test_each_cell_says_where_the_threads_were(monkeypatch):
+    table1 = load_script("table1")
+    trips = iter([60.0, 300.0, 62.0, 61.0])
+    monkeypatch.setattr(table1, "thread_round_trip_ns", lambda: next(trips))
+    monkeypatch.setattr(table1, "interleaved", lambda fns, rounds, between_rounds, **kw: (
+        [between_rounds() for _ in range(rounds + 1)], {n: [1.0] * rounds for n in fns})[1])
+    cfg = compose_config("table1", ["scale.rounds=3", "seed=0"])
+    plan = table1.PLANS["cpu"]
+    available = {n: (True, "") for n in plan["methods"]}
+    rows = table1.measure_cell(plan, available, 16, 4, cfg, torch.device("cpu"))
+    # each round: the slower of the trips before and after it
+    assert [r["round_trip_ns"] for r in rows if r["method"] == "cpu_serial"] == [300, 300, 62]
+    summary = table1.summarize(pd.DataFrame(rows), plan)
+    assert summary.loc[0, "round trip ns"] == "62-300"
+    assert table1._spread([60.0, 66.0]) == "60" and table1._spread([]) == ""
 
 
 def test_interleaved_short_calls_take_turns_in_blocks(monkeypatch):

@@ -28,18 +28,22 @@ def interleaved(
     rounds: int,
     min_run_time: float,
     inputs: Sequence[torch.Tensor] = (),
+    between_rounds: Callable[[], object] | None = None,
 ) -> dict[str, list[float]]:
     """{method: [median seconds per call in each round]} for every method of one cell.
 
     Each round starts one method later. Within a round, methods with short calls take turns in
     blocks of about timing.BLOCK_S until each has had min_run_time (the host's speed changes
     faster than one blocked_autorange per method lasts); the others take one blocked_autorange
-    median each."""
+    median each. between_rounds, if given, is called before each round and after the last (to
+    record the machine's state beside the rounds)."""
     check_not_all_zero(inputs)
     calls = {name: calls_per_block(median_time(fn, min(min_run_time, 0.02)))
              for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
+        if between_rounds is not None:
+            between_rounds()
         order = rotated(list(fns), r)
         for name in order:
             if calls[name] is None:
@@ -47,6 +51,8 @@ def interleaved(
         short = {name: min_run_time for name in order if calls[name] is not None}
         for name, blocks in take_turns(fns, calls, short).items():
             times[name].append(statistics.median(blocks))
+    if between_rounds is not None:
+        between_rounds()
     return times
 
 
