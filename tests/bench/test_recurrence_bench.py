@@ -293,6 +293,8 @@ def test_round_trips_fall_into_levels_of_placement():
     assert levels("60;61;65;70", "75") == [(60, 75)]
     # a rare outlier joins the nearest level; a cell's rows repeat its trips only once
     assert levels(*["60;62;310;330"] * 10 + ["1600"]) == [(60, 62), (310, 1600)]
+    assert levels("27", *["60;62;310;330"] * 10) == [(27, 62), (310, 330)]
+    assert levels(*["60;62;310;330"] * 10, "150") == [(60, 62), (150, 330)]
     assert levels(*["60;62;310;330"] * 10, cells=[0] * 10) == [(60, 62), (310, 330)]
     assert levels("nan;nan", "") == []
 

@@ -915,7 +915,8 @@ def _placement_levels(df: pd.DataFrame) -> list[list[float]]:
         i = small[0]
         if i == 0 or (i < len(levels) - 1 and math.log(levels[i + 1][0] / levels[i][-1])
                       < math.log(levels[i][0] / levels[i - 1][-1])):
-            levels[i + 1][:0] = levels.pop(i)
+            joining = levels.pop(i)
+            levels[i][:0] = joining
         else:
             levels[i - 1].extend(levels.pop(i))
     return levels
