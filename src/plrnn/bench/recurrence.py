@@ -913,8 +913,8 @@ def _placement_levels(df: pd.DataFrame) -> list[list[float]]:
         if not small:
             break
         i = small[0]
-        if i == 0 or (i < len(levels) - 1 and math.log(levels[i + 1][0] / levels[i][-1])
-                      < math.log(levels[i][0] / levels[i - 1][-1])):
+        if i == 0 or (i < len(levels) - 1 and levels[i + 1][0] / levels[i][-1]
+                      < levels[i][0] / levels[i - 1][-1]):
             joining = levels.pop(i)
             levels[i][:0] = joining
         else:
@@ -1108,10 +1108,11 @@ def grid_section(df: pd.DataFrame, allocators) -> Section:
         for al, t in _per_allocator_times(g, allocators).items():
             row.update({f"{al} {b} ms": fmt_ms(t[b]) for b in COMPARED})
             row[f"{al} auto/best"] = fmt_x(_over_best(g, al, "auto"))
-            row[f"{al} choice/best"] = fmt_x(_over_best(g, al, choice))
-            choice_ratios[al].append((_over_best(g, al, choice), where))
-            if _over_best(g, al, choice) > worst.get(al, (1.0,))[0]:
-                worst[al] = (_over_best(g, al, choice), where, g, choice)
+            over = _over_best(g, al, choice)
+            row[f"{al} choice/best"] = fmt_x(over)
+            choice_ratios[al].append((over, where))
+            if over > worst.get(al, (1.0,))[0]:
+                worst[al] = (over, where, g, choice)
             overheads[al].append(_ratio(g, dict(method="auto", allocator=al),
                                         dict(method=choice, allocator=al)) if choice else math.nan)
         rows.append(row)
