@@ -731,10 +731,11 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
     # seconds (cpu_parallel and torch at (65536, 4), Zen 4 VM) followed the round trip, 60 or
     # 330 ns, with no steal at all.
     steal = [math.nan] * ROUNDS
-    round_trip = [math.nan] * ROUNDS
+    # one probe before the first round and one after each: round r lies between probes r, r + 1
+    boundary_trips = [thread_round_trip_ns()] if built else []
     calls: dict[int, int] = {}  # calls per block of the methods that take turns in blocks
     for r in range(ROUNDS if built else 0):
-        steal_before, trip_before = steal_seconds(), thread_round_trip_ns()
+        steal_before = steal_seconds()
         due = {}  # seconds each method still has in this round, in this round's order
         for i in rotated(list(built), r):
             if recs[i]["status"] != "ok":
@@ -767,7 +768,8 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
             if times:
                 by_round[i][r] = statistics.median(times)
         steal[r] = steal_seconds() - steal_before
-        round_trip[r] = max(trip_before, thread_round_trip_ns())
+        boundary_trips.append(thread_round_trip_ns())
+    round_trip = [max(before, after) for before, after in zip(boundary_trips, boundary_trips[1:])]
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))
