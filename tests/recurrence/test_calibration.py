@@ -175,6 +175,11 @@ def test_the_real_measurement_runs(num_threads):
     assert all(sorted(t) == ["parallel", "serial"] for ts in (short, longest) for t in ts.values())
     assert all(math.isfinite(s) and s > 0
                for ts in (times, short, longest) for t in ts.values() for s in t.values())
+    num_threads(1)
+    chunks = calibration.measure_in_thread_chunks()
+    assert sorted(chunks) == list(calibration.MEASURED_CHANNELS)
+    assert all(sorted(t) == ["ilp", "plain"] and all(math.isfinite(s) and s > 0 for s in t.values())
+               for t in chunks.values())
     assert torch.ops.plrnn.cpu_ilp_channels(-1) == before  # measuring leaves the setting alone
 
 
@@ -209,6 +214,64 @@ def test_the_first_parallel_call_applies_the_calibration(calibrating, monkeypatc
         assert torch.ops.plrnn.cpu_ilp_channels(-1) == measured_ilp
     finally:
         torch.ops.plrnn.cpu_ilp_channels(before)
+
+
+def test_one_thread_measures_only_the_in_thread_chunks_once(calibrating, monkeypatch,
+                                                             num_threads, caplog):
+    from plrnn.recurrence import cpu
+
+    calls = []
+
+    def fake_chunks():
+        calls.append(1)
+        return {c: {"ilp": 1.0, "plain": 1.2 if c <= 4 else 0.7}
+                for c in calibration.MEASURED_CHANNELS}
+
+    for other in ("measure", "measure_short", "measure_longest", "measure_streaming"):
+        monkeypatch.setattr(calibration, other, lambda *_: pytest.fail("measured more"))
+    monkeypatch.setattr(calibration, "measure_in_thread_chunks", fake_chunks)
+    monkeypatch.setattr(cpu, "_tuned_threads", 0)
+    before = torch.ops.plrnn.cpu_ilp_channels(-1)
+    try:
+        num_threads(1)
+        torch.ops.plrnn.cpu_ilp_channels(32)
+        a, x = torch.rand(40, 3), torch.randn(40, 3)
+        cpu.serial(a, x, None, False)
+        assert not calls  # only cpu_parallel asks
+        torch.testing.assert_close(cpu.parallel(a, x, None, False), cpu.serial(a, x, None, False))
+        assert torch.ops.plrnn.cpu_ilp_channels(-1) == 4
+        assert len(calls) == 2  # two measurements that agree
+        record = json.loads(calibration.cache_file(1).read_text())
+        assert record["threads"] == 1 and record["ilp_channels"] == 4
+        assert record["plain_over_chunked"] == {"2": 1.2, "4": 1.2, "8": 0.7, "16": 0.7,
+                                                "32": 0.7}
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(said) == 1 and "in-thread chunks on one thread" in said[0]
+        # nothing else about one thread is measured: auto still takes cpu_serial there
+        assert calibration.parallel_channels(1, calibration.LONGEST_MIN_STEPS) == set()
+
+        # another process reads the record
+        monkeypatch.setattr(calibration, "_cache", {})
+        monkeypatch.setattr(cpu, "_tuned_threads", 0)
+        monkeypatch.setattr(calibration, "measure_in_thread_chunks",
+                            lambda: pytest.fail("measured again"))
+        torch.ops.plrnn.cpu_ilp_channels(32)
+        cpu.parallel(a, x, None, False)
+        assert torch.ops.plrnn.cpu_ilp_channels(-1) == 4
+        # a record timed another way is measured anew
+        calibration.cache_file(1).write_text(json.dumps({**record, "channels_measured_by": "?"}))
+        monkeypatch.setattr(calibration, "_cache", {})
+        monkeypatch.setattr(calibration, "measure_in_thread_chunks", fake_chunks)
+        assert calibration.ilp_channels(1) == 4 and len(calls) == 4
+    finally:
+        torch.ops.plrnn.cpu_ilp_channels(before)
+
+
+def test_one_thread_without_calibration_keeps_the_fixed_chunks(monkeypatch):
+    monkeypatch.setenv("PLRNN_AUTO_CALIBRATION", "0")
+    monkeypatch.setattr(calibration, "_cache", {})
+    monkeypatch.setattr(calibration, "measure_in_thread_chunks", lambda: pytest.fail("measured"))
+    assert calibration.ilp_channels(1) == calibration.FIXED_ILP
 
 
 def test_layout_from_ratios():

@@ -231,3 +231,62 @@ def test_thread_round_trip_needs_two_threads(num_threads):
     assert 0 < cpu.thread_round_trip_ns(20) < 1e7  # under 10 ms even on a loaded machine
     with pytest.raises(RuntimeError, match="round_trips must be positive"):
         torch.ops.plrnn.cpu_thread_round_trip_ns(0)
+
+
+_FAILING_ITEM = """
+import json, sys, torch
+from plrnn.recurrence import cpu
+assert cpu.load() is None
+threads, parallel, T, C, item = map(int, sys.argv[1:])
+torch.set_num_threads(threads)
+g = torch.Generator().manual_seed(0)
+a, x = torch.sigmoid(torch.randn(T, C, generator=g) + 2), torch.randn(T, C, generator=g)
+said = {}
+torch.ops.plrnn.cpu_fail_item(item)
+for name, call in (
+        ("forward", lambda: torch.ops.plrnn.cpu_scan(a, x, None, False, bool(parallel))),
+        ("backward", lambda: torch.ops.plrnn.cpu_scan_backward(a, x, x, None, False,
+                                                                bool(parallel)))):
+    try:
+        call()
+        said[name] = "returned"
+    except RuntimeError as err:
+        said[name] = str(err)
+torch.ops.plrnn.cpu_fail_item(-1)
+h = torch.ops.plrnn.cpu_scan(a, x, None, False, bool(parallel))
+ref = torch.ops.plrnn.cpu_scan(a.double(), x.double(), None, False, False)
+said["after"] = (h.double() - ref).abs().max().item()
+print(json.dumps(said))
+"""
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("schedule,parallel,shape,item", [
+    ("time_split", True, (65536, 4), 1),  # item 2 waits for the carry item 1 never publishes
+    ("time_split", True, (65536, 4), 2),
+    ("pipelined", False, (65536, 128), 5),
+], ids=["time_split-1", "time_split-2", "pipelined-5"])
+def test_a_failing_item_raises_rather_than_leaving_the_others_waiting(schedule, parallel, shape,
+                                                                       item, threads):
+    """A throw inside a carry-chained parallel region (a failed allocation, here made on
+    purpose through plrnn::cpu_fail_item) reaches the caller; the threads waiting for the carry
+    it would have published leave too, rather than spin forever. In a subprocess with a time
+    limit, so that a hang fails the test."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from plrnn.recurrence import cpu
+
+    if cpu.load() is not None:
+        pytest.skip("no C++ kernels here")
+    env = {**os.environ, "PLRNN_STREAM_BYTES": "0", "PLRNN_AUTO_CALIBRATION": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAILING_ITEM, str(threads), str(int(parallel)), *map(str, shape),
+         str(item)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("forward", "backward"):
+        assert f"item {item} failed on purpose" in said[name], (name, said[name])
+    assert said["after"] < 1e-3  # the kernels still work afterwards

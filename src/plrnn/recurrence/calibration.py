@@ -36,7 +36,9 @@ again, reading each cache-sized block twice), which paid up to 32 channels on th
 lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop, 1 and 2 threads, 1 to 32
 channels). cpu_parallel is timed both ways at the long length; the in-thread chunks are kept up
 to the widest measured width where they were at least 5% faster (`ilp_channels`), and the choices
-above use the faster way. The first cpu_parallel call in a process applies it (cpu.py).
+above use the faster way. On one thread, where auto never takes cpu_parallel, only this question
+is measured (about 2 s, its own record), the first time cpu_parallel is asked for by name there.
+The first cpu_parallel call at each thread count applies the answer (cpu.py).
 
 Two settings of the kernels themselves are measured too (docs/op.md, "How auto chooses"), since
 the CPUs we met disagree on them by up to 2x: how rows wider than one register strip are
@@ -188,8 +190,6 @@ def streaming_schedule(threads: int) -> int:
 
 def ilp_channels(threads: int) -> int:
     """The widest rows (channels) for which cpu_parallel chunks time inside each thread here."""
-    if threads < 2:
-        return FIXED_ILP
     return _choice(threads).ilp
 
 
@@ -199,8 +199,48 @@ def _choice(threads: int) -> Choice:
     KeyError, 2.2 us of each call after a kernel that evicted the interpreter's caches (Zen 4
     VM, 4 channels, T = 65536, where the whole Python path took 15-20 us)."""
     if threads not in _cache:
-        _cache[threads] = _load_or_measure(threads) if enabled() else FIXED_CHOICE
+        if not enabled():
+            _cache[threads] = FIXED_CHOICE
+        elif threads < 2:
+            _cache[threads] = _load_or_measure_one_thread()
+        else:
+            _cache[threads] = _load_or_measure(threads)
     return _cache[threads]
+
+
+def _load_or_measure_one_thread() -> Choice:
+    """On one thread only cpu_parallel asked for by name asks (auto takes cpu_serial there), and
+    only one question is open: whether its in-thread chunks beat its plain loop, which is then
+    cpu_serial's. It is measured on its own, at one thread: on the Zen 4 VM the chunks (the fixed
+    32 channels) made cpu_parallel 1.6-2.0x slower than cpu_serial at 2 to 32 channels, where on
+    the Zen 3 VM they had paid."""
+    path = cache_file(1)
+    try:
+        record = _read_record(path)
+        if record.get("channels_measured_by") == CHANNELS_MEASURE:
+            return _one_thread_choice(int(record["ilp_channels"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    _announce("cpu_parallel's in-thread chunks on one thread", "about 2 s", path)
+    times, tries = settled(measure_in_thread_chunks, ilp_from)
+    ilp = ilp_from(times)
+    _write_record(path, {
+        "cpu": _cpu_model().partition(":")[2].strip(),
+        "threads": 1,
+        "torch": torch.__version__,
+        "plain_over_chunked": {str(c): round(t["plain"] / t["ilp"], 3) for c, t in times.items()},
+        "ilp_channels": ilp,
+        "channels_measured_by": CHANNELS_MEASURE,
+        "channel_measurements": {"in_thread_chunks": tries},
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    })
+    log.info("plrnn: in-thread chunks calibrated for one thread (%s): plain/chunked %s, up to %d "
+             "channels", path, {c: round(t["plain"] / t["ilp"], 3) for c, t in times.items()}, ilp)
+    return _one_thread_choice(ilp)
+
+
+def _one_thread_choice(ilp: int) -> Choice:
+    return Choice(frozenset(), frozenset(), frozenset(), ilp, "pipelined")
 
 
 def _load_or_measure(threads: int) -> Choice:
@@ -518,6 +558,13 @@ def measure() -> dict[int, dict[str, float]]:
     # name: (parallel, in-thread chunks up to this many channels)
     ways = {"serial": (False, FIXED_ILP), "ilp": (True, max(MEASURED_CHANNELS)), "plain": (True, 0)}
     return _timed(_STEPS, MEASURED_CHANNELS, ways)
+
+
+def measure_in_thread_chunks() -> dict[int, dict[str, float]]:
+    """Median seconds per call of cpu_parallel with ("ilp") and without ("plain") its in-thread
+    chunks at each of MEASURED_CHANNELS (forward, T = 65536), at the current thread count."""
+    return _timed(_STEPS, MEASURED_CHANNELS, {"ilp": (True, max(MEASURED_CHANNELS)),
+                                              "plain": (True, 0)})
 
 
 def measure_longest(ilp: int) -> dict[int, dict[str, float]]:

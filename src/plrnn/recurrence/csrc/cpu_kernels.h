@@ -60,6 +60,14 @@ inline std::atomic<int64_t>& streaming_schedule() {
   return schedule;
 }
 
+// For the tests: the item of a carry-chained parallel region (cpu_parallel's time split,
+// cpu_serial's pipelined schedule) that throws where it is claimed, as a failed allocation inside
+// it would; -1 (the default): none. Process-wide, set through the plrnn::cpu_fail_item op.
+inline std::atomic<int64_t>& fail_item() {
+  static std::atomic<int64_t> item{-1};
+  return item;
+}
+
 // Bytes of one instance of the last-level cache: what Linux's sysfs says of CPU 0's highest
 // cache level, else glibc's figure, else a 32 MiB guess. sysfs first: on a Zen 4 EPYC VM glibc
 // reported 320 MiB of L3 where sysfs (and lscpu) said 32 MiB, which kept every scan of up to 100

@@ -32,6 +32,7 @@
 #include <cstring>
 #include <fstream>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <thread>
@@ -1146,6 +1147,53 @@ inline void cpu_relax() {
 #endif
 }
 
+// The items of one parallel region, claimed in order, each waiting only for carries that lower
+// items publish before they wait for anything: every wait ends, and one thread alone runs the
+// items in order. An item that throws (a failed allocation) makes at::parallel_for rethrow it,
+// but only after every thread has left the region, so the waits end on a failure too.
+class CarryChain {
+ public:
+  explicit CarryChain(int64_t published) : published_(published) {}
+
+  // The next item to run: `items` or more when none is left or another item failed.
+  int64_t claim(int64_t items) {
+    const int64_t k = claimed_.fetch_add(1, std::memory_order_relaxed);
+    if (k == fail_item().load(std::memory_order_relaxed))
+      throw std::runtime_error("plrnn: item " + std::to_string(k) +
+                               " failed on purpose (plrnn::cpu_fail_item)");
+    return failed_.load(std::memory_order_relaxed) ? std::max(k, items) : k;
+  }
+
+  // Waits until `count` carries are published; false if an item failed meanwhile.
+  bool wait(int64_t count) {
+    for (int spins = 0; published_.load(std::memory_order_acquire) < count; ++spins) {
+      if (failed_.load(std::memory_order_relaxed)) return false;
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();  // more threads than cores: let the publisher run
+      }
+    }
+    return true;
+  }
+
+  void publish(int64_t count) { published_.store(count, std::memory_order_release); }
+
+  // One thread's share of the region; a throw marks the chain failed on its way out.
+  template <typename Share> void run(const Share& share) {
+    try {
+      share();
+    } catch (...) {
+      failed_.store(true, std::memory_order_relaxed);
+      throw;
+    }
+  }
+
+ private:
+  std::atomic<int64_t> claimed_{0}, published_;
+  std::atomic<bool> failed_{false};
+};
+
 template <typename in_t, typename acc_t, typename Emit>
 void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool parallel,
           const Emit& emit, acc_t* final_state) {
@@ -1160,40 +1208,34 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
   if (!parallel && threads > 1 && pipeline_pays(n, C * int64_t(sizeof(in_t)), threads)) {
     const int64_t B = std::max<int64_t>(1, kPipelineBytes / (2 * C * int64_t(sizeof(in_t))));
     const int64_t blocks = (n + B - 1) / B;
-    std::atomic<int64_t> claimed{0}, ready{0};
+    CarryChain chain(0);  // item b: block b; b carries published: the one into block b known
     Buffer<acc_t> carries(2 * C);  // the carry into block b at slot b % 2
     std::copy(state.begin(), state.end(), carries.begin());
     at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-      const FlushDenormals worker_flush;
-      Buffer<acc_t> reached(C), product(C), local(C);
-      auto rows = [&](int64_t b) { return std::min(B, n - b * B); };
-      int64_t b = claimed.fetch_add(1, std::memory_order_relaxed);
-      if (b < blocks) scanner.scan_and_reduce(0, 0, local.data(), b * B, rows(b), reached.data(),
-                                                product.data());
-      while (b < blocks) {
-        const int64_t next = claimed.fetch_add(1, std::memory_order_relaxed);
-        // Block b - 1 was claimed earlier by a thread that publishes its carry before anything
-        // it may wait on, so this wait ends; whoever runs alone claims every block in turn.
-        for (int spins = 0; ready.load(std::memory_order_acquire) != b; ++spins) {
-          if (spins < 4096) {
-            cpu_relax();
-          } else {
-            std::this_thread::yield();  // more threads than cores: let the predecessor run
+      chain.run([&] {
+        const FlushDenormals worker_flush;
+        Buffer<acc_t> reached(C), product(C), local(C);
+        auto rows = [&](int64_t b) { return std::min(B, n - b * B); };
+        int64_t b = chain.claim(blocks);
+        if (b < blocks) scanner.scan_and_reduce(0, 0, local.data(), b * B, rows(b),
+                                                  reached.data(), product.data());
+        while (b < blocks) {
+          const int64_t next = chain.claim(blocks);
+          if (!chain.wait(b)) return;
+          const acc_t* in_carry = carries.data() + (b % 2) * C;
+          acc_t* out_carry = carries.data() + ((b + 1) % 2) * C;
+          for (int64_t c = 0; c < C; ++c) {
+            local[c] = in_carry[c];
+            out_carry[c] = product[c] * in_carry[c] + reached[c];
           }
+          chain.publish(b + 1);
+          scanner.scan_and_reduce(b * B, rows(b), local.data(), next * B,
+                                  next < blocks ? rows(next) : 0, reached.data(), product.data());
+          if (b == blocks - 1) std::copy(local.begin(), local.end(), state.begin());
+          b = next;
         }
-        const acc_t* in_carry = carries.data() + (b % 2) * C;
-        acc_t* out_carry = carries.data() + ((b + 1) % 2) * C;
-        for (int64_t c = 0; c < C; ++c) {
-          local[c] = in_carry[c];
-          out_carry[c] = product[c] * in_carry[c] + reached[c];
-        }
-        ready.store(b + 1, std::memory_order_release);
-        scanner.scan_and_reduce(b * B, rows(b), local.data(), next * B,
-                                next < blocks ? rows(next) : 0, reached.data(), product.data());
-        if (b == blocks - 1) std::copy(local.begin(), local.end(), state.begin());
-        b = next;
-      }
-      stream_fence();
+        stream_fence();
+      });
     });
   } else if (!parallel) {
     // Threads split the channels in shares of at least 256 bytes of a row: with less, each
@@ -1265,9 +1307,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
         }
         if (to) std::copy(mine.begin(), mine.end(), to);
       };
-      // One parallel region of M items, claimed in order, each waiting only for carries that
-      // lower items publish before they wait for anything, so every wait ends (one thread
-      // alone runs the items in order):
+      // One parallel region of M items (CarryChain):
       //   item 0: scans chunk 0 and publishes the state it ends in, the carry into chunk 1;
       //   item k in 1..M-2: reduces chunk k, waits for the carry into it, publishes the carry
       //     into chunk k + 1, then scans chunk k while it is still in this core's cache;
@@ -1282,39 +1322,32 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // 0.90-1.03x on two.
       Buffer<acc_t> carry(M * C);  // carry[k]: the state entering chunk k
       std::copy(state.begin(), state.end(), carry.begin());
-      std::atomic<int64_t> claimed{0}, known{1};  // carry[0 .. known - 1] are published
-      auto wait_for_carry = [&](int64_t k) {
-        for (int spins = 0; known.load(std::memory_order_acquire) <= k; ++spins) {
-          if (spins < 4096) {
-            cpu_relax();
-          } else {
-            std::this_thread::yield();  // more threads than cores: let the publisher run
-          }
-        }
-      };
+      CarryChain chain(1);  // carry[0 .. published - 1] are known
       at::parallel_for(0, M - 1, 1, [&](int64_t, int64_t) {
-        const FlushDenormals worker_flush;
-        for (int64_t k; (k = claimed.fetch_add(1, std::memory_order_relaxed)) < M;) {
-          acc_t* in_carry = carry.data() + k * C;
-          if (k == 0) {
-            scan_private(0, in_carry, in_carry + C);
-            known.store(2, std::memory_order_release);
-          } else if (k < M - 1) {
-            acc_t *R = st.data() + k * C, *P = prod.data() + k * C;
-            if (streamed) {
-              scanner.reduce_rows(macro.start[k], macro.len[k], R, P);
+        chain.run([&] {
+          const FlushDenormals worker_flush;
+          for (int64_t k; (k = chain.claim(M)) < M;) {
+            acc_t* in_carry = carry.data() + k * C;
+            if (k == 0) {
+              scan_private(0, in_carry, in_carry + C);
+              chain.publish(2);
+            } else if (k < M - 1) {
+              acc_t *R = st.data() + k * C, *P = prod.data() + k * C;
+              if (streamed) {
+                scanner.reduce_rows(macro.start[k], macro.len[k], R, P);
+              } else {
+                scanner.reduce(macro.start[k], macro.len[k], R, P);
+              }
+              if (!chain.wait(k + 1)) return;
+              for (int64_t c = 0; c < C; ++c) in_carry[C + c] = P[c] * in_carry[c] + R[c];
+              chain.publish(k + 2);
+              scan_private(k, in_carry, nullptr);
             } else {
-              scanner.reduce(macro.start[k], macro.len[k], R, P);
+              if (!chain.wait(k + 1)) return;
+              scan_private(k, in_carry, state.data());
             }
-            wait_for_carry(k);
-            for (int64_t c = 0; c < C; ++c) in_carry[C + c] = P[c] * in_carry[c] + R[c];
-            known.store(k + 2, std::memory_order_release);
-            scan_private(k, in_carry, nullptr);
-          } else {
-            wait_for_carry(k);
-            scan_private(k, in_carry, state.data());
           }
-        }
+        });
       });
     }
   }

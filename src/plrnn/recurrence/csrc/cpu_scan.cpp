@@ -312,6 +312,10 @@ int64_t set_ilp_channels(int64_t channels) {
   return channels < 0 ? ilp_max_channels().load() : ilp_max_channels().exchange(channels);
 }
 
+// For the tests: makes the carry-chained item `item` of every later threaded scan throw
+// (negative: none); returns the previous value.
+int64_t set_fail_item(int64_t item) { return fail_item().exchange(item < 0 ? -1 : item); }
+
 // Sets how the kernels step rows wider than one register strip (0: sequential, 1: strips;
 // negative: only reads it); returns the previous value.
 int64_t set_wide_rows(int64_t layout) {
@@ -340,6 +344,7 @@ TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_streaming_schedule(int schedule) -> int", &set_streaming_schedule);
   m.def("cpu_ilp_channels(int channels) -> int", &set_ilp_channels);
   m.def("cpu_wide_rows(int layout) -> int", &set_wide_rows);
+  m.def("cpu_fail_item(int item) -> int", &set_fail_item);
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
   m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> ()");
   m.def("cpu_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, bool parallel) -> (Tensor, Tensor, Tensor)");
