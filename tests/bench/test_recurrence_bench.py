@@ -62,7 +62,7 @@ def test_writes_the_three_files_with_both_allocators(smoke):
                         "ilp_channels": settings["ilp_channels"], "calibrated": False}
     assert "CPU kernel settings (plrnn.recurrence.calibration" in head and '"sequential"' in head
     # Every comparison table has both allocator columns.
-    for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+    for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
         table = md.split(title)[1].split("\n## ")[0]
         assert "default" in table.splitlines()[2] and "steady" in table.splitlines()[2], title
 
@@ -87,6 +87,47 @@ def test_every_distribution_is_timed_for_every_backend(smoke):
     grid = df[df["section"] == rb.SEC_GRID]
     assert set(grid["decays"]) == set(rb.GRID_DISTRIBUTIONS)
     assert "sigmoid(N(5,1))" in smoke["md"].split("## 4.")[1].split("\n## ")[0]
+
+
+def test_every_dtype_is_timed_against_torch_mul_on_the_same_dtype(smoke):
+    d = smoke["df"][smoke["df"]["section"] == rb.SEC_DTYPES]
+    for key, g in d.groupby(["shape", "allocator"]):
+        for method in (MUL, "auto"):
+            assert sorted(g[g["method"] == method]["dtype"]) == sorted(rb.DTYPES), (key, method)
+    assert set(d["status"]) == {"ok"}
+    assert set(d["shape"]) == {"x".join(map(str, s)) for s in rb.SIZES["smoke"]["dtype_shapes"]}
+    assert set(smoke["df"][smoke["df"]["section"] != rb.SEC_DTYPES]["dtype"]) == {"float32"}
+    table = smoke["md"].split("## 6.")[1].split("\n## ")[0]
+    assert all(f"| {dtype}" in table for dtype in rb.DTYPES)
+
+
+def test_dtype_rows_compare_each_dtype_with_its_own_torch_mul():
+    rows = []
+    for dtype, mul_s, auto_s in (("float32", 1.0, 2.0), ("bfloat16", 0.5, 4.0)):
+        for method, t in ((MUL, mul_s), ("auto", auto_s)):
+            rows.append({"section": rb.SEC_DTYPES, "method": method, "dtype": dtype,
+                         "shape": "100x4", "numel": 400, "allocator": "default", "status": "ok",
+                         "median_s": t, "auto_choice": "cpu_serial" if method == "auto" else "",
+                         "reason": "", "round_medians_s": ""})
+    table = rb.dtype_section(pd.DataFrame(rows), ("default",)).tables[0]
+    by = table.set_index("dtype")
+    assert by.loc["float32", "default auto/torch.mul"] == "0.50"
+    assert by.loc["bfloat16", "default auto/torch.mul"] == "0.12"
+    assert by.loc["bfloat16", "B/elem"] == "6" and by.loc["float32", "B/elem"] == "12"
+    assert by.loc["float32", "auto ->"] == "cpu_serial"
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "bfloat16", "float16", "float64"])
+def test_check_output_judges_every_dtype(dtype):
+    inputs = rb.Inputs(0)
+    a, x = inputs.get((300, 20), dtype=dtype)
+    assert a.dtype == x.dtype == getattr(torch, dtype)
+    if a.is_complex():  # the distribution's modulus, a phase of its own
+        assert 0 <= a.abs().min() and a.abs().max() < 1 and a.angle().std() > 1
+    truth = inputs.truth((300, 20), UNIFORM, a, x)
+    rb.check_output(plrnn.linear_recurrence(a, x, backend="cpu_serial"), truth, "ok")
+    with pytest.raises(rb.WrongResult, match="float64"):
+        rb.check_output(plrnn.linear_recurrence(a.flip(0), x, backend="cpu_serial"), truth, "no")
 
 
 def test_forward_backward_has_the_practical_limit_and_baselines(smoke):

@@ -23,7 +23,7 @@ N(0, 1). Each input comes from a generator seeded by (--seed, shape, distributio
 backend's output is checked against a float64 loop once before it is timed (a wrong kernel is an
 `error` row, never a time).
 
-Sections (CPU, fp32):
+Sections (CPU, fp32 but for the last):
 1. Bandwidth, forward at (T, C) = (65536, 128), (65536, 1024), (4096, 16384) on 1 and 2 torch
    threads: cpu_serial with a fresh output and with out=, against the practical limit torch.mul
    (the same 12 bytes/element, fresh and out=) and the physical limit dst.copy_(src).
@@ -35,6 +35,8 @@ Sections (CPU, fp32):
    distribution, relative to the same backend and shape under U[0,1).
 5. Forward+backward at T=65536, 128 channels against the practical limit y = a * x with its
    backward (32 bytes/element), torch's associative_scan and the Python loop.
+6. Dtypes: auto's forward in each of DTYPES at (65536, 4) and (65536, 128) against torch.mul on
+   the same dtype (no goal).
 Each section ends with goal lines computed from this run's medians, per allocator; a goal that
 is not met says so. The Goals section at the end repeats them all.
 
@@ -110,6 +112,7 @@ SEC_LATENCY = "2 latency"
 SEC_GRID = "3 table-1 grid"
 SEC_DIST = "4 decay distributions"
 SEC_FWD_BWD = "5 forward+backward"
+SEC_DTYPES = "6 dtypes"
 SEC_SWEEP = "auto sweep"
 
 GOAL_BANDWIDTH_VS_MUL = 0.80
@@ -128,6 +131,14 @@ SWEEP_TIE = 0.05  # sweep cells where the kernels are within 5% of each other ar
 # the float64 loop; a wrong one lands O(1).
 CHECK_CHANNELS = 16
 CHECK_TOL = 1e-4
+# 16-bit outputs are rounded to 8 (bfloat16) or 11 (float16) significant bits: 2**-8 of the
+# state's scale at most, where a wrong kernel still lands O(1).
+CHECK_TOL_16BIT = 1e-2
+
+# Every dtype the op takes on CPU, each against torch.mul on the same dtype: the kernels load
+# 16-bit values into float registers and round each stored one back, and complex products mix
+# real and imaginary lanes, so each dtype has a speed of its own.
+DTYPES = ("float32", "float64", "bfloat16", "float16", "complex64")
 
 
 # --------------------------------------------------------------------------------------- config
@@ -140,6 +151,7 @@ SIZES = {
         "grid_T": (16, 256, 4096, 65536),
         "dist_shapes": ((262144, 4), (65536, 128)),
         "fb_T": 65536,
+        "dtype_shapes": ((65536, 4), (65536, 128)),
         "sweep_channels": (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
         "sweep_T": (16, 64, 256, 1024, 4096, 16384, 65536),
     },
@@ -151,6 +163,7 @@ SIZES = {
         "grid_T": (16, 256, 4096),
         "dist_shapes": ((65536, 4), (16384, 128)),
         "fb_T": 16384,
+        "dtype_shapes": ((16384, 4), (16384, 128)),
         "sweep_channels": (1, 4, 16, 64, 256, 1024),
         "sweep_T": (16, 256, 4096, 65536),
     },
@@ -163,6 +176,7 @@ SIZES = {
         "grid_T": (16, 256),
         "dist_shapes": ((1024, 4), (256, 32)),
         "fb_T": 256,
+        "dtype_shapes": ((256, 4), (64, 32)),
         "sweep_channels": (1, 32),
         "sweep_T": (16, 256),
     },
@@ -186,6 +200,8 @@ class Config:
     distributions: tuple[str, ...]
     fb_T: int
     fb_channels: int
+    dtype_shapes: tuple[tuple[int, int], ...]
+    dtypes: tuple[str, ...]
     sweep_channels: tuple[int, ...]
     sweep_T: tuple[int, ...]
     sweep_min_run_time: float
@@ -195,8 +211,8 @@ class Config:
     sections: tuple[str, ...]
     device: str = "cpu"
     dtype: str = "float32"
-    inputs: str = ("decays ~ the row's distribution, impulses ~ N(0,1), grad_h ~ N(0,1); fp32, "
-                   "contiguous, time-major")
+    inputs: str = ("decays ~ the row's distribution, impulses ~ N(0,1), grad_h ~ N(0,1); fp32 "
+                   "(section 6: each dtype), contiguous, time-major")
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -223,6 +239,8 @@ def make_config(args: argparse.Namespace) -> Config:
         distributions=DISTRIBUTIONS,
         fb_T=size["fb_T"],
         fb_channels=128,
+        dtype_shapes=size["dtype_shapes"],
+        dtypes=DTYPES,
         sweep_channels=size["sweep_channels"],
         sweep_T=size["sweep_T"],
         sweep_min_run_time=min(mrt, 0.2),
@@ -258,7 +276,8 @@ def truth64(a: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _columns(t: torch.Tensor) -> np.ndarray:
-    return t.detach().reshape(t.shape[0], -1)[:, :CHECK_CHANNELS].to(torch.float64).numpy()
+    wide = torch.complex128 if t.is_complex() else torch.float64
+    return t.detach().reshape(t.shape[0], -1)[:, :CHECK_CHANNELS].to(wide).numpy()
 
 
 class WrongResult(Exception):
@@ -282,13 +301,20 @@ class Inputs:
         salt = zlib.crc32(repr((tuple(shape), dist)).encode())
         return torch.Generator().manual_seed(self.seed * 2**32 + salt)
 
-    def get(self, shape: tuple[int, ...], grad: bool = False, dist: str = UNIFORM):
-        """(a, x) or, with grad=True, (a, x, g) with a and x leaves that require grad."""
-        key = (shape, grad, dist)
+    def get(self, shape: tuple[int, ...], grad: bool = False, dist: str = UNIFORM,
+            dtype: str = "float32"):
+        """(a, x) or, with grad=True, (a, x, g) with a and x leaves that require grad. Complex
+        decays take the distribution as their modulus and a uniform phase; complex impulses are
+        N(0, 1) in each part."""
+        key = (shape, grad, dist, dtype)
         if key not in self._cache:
             gen = self._generator(shape, dist)
             a = make_decays(dist, shape, gen)
             x = torch.randn(shape, generator=gen)
+            if dtype.startswith("complex"):
+                a = torch.polar(a, 2 * math.pi * torch.rand(shape, generator=gen))
+                x = torch.complex(x, torch.randn(shape, generator=gen))
+            a, x = a.to(getattr(torch, dtype)), x.to(getattr(torch, dtype))
             if grad:
                 g = torch.randn(shape, generator=gen)
                 self._cache[key] = (a.requires_grad_(), x.requires_grad_(), g)
@@ -315,7 +341,7 @@ class Inputs:
 
     def truth(self, shape, dist: str, a: torch.Tensor, x: torch.Tensor) -> np.ndarray:
         """The float64 recurrence of (a, x) on the first CHECK_CHANNELS channels, cached."""
-        key = ("truth", shape, dist)
+        key = ("truth", shape, dist, a.dtype)
         if key not in self._cache:
             self._cache[key] = truth64(_columns(a), _columns(x))
         return self._cache[key]
@@ -323,7 +349,7 @@ class Inputs:
 
 def check_output(h: torch.Tensor, truth: np.ndarray, label: str) -> None:
     """WrongResult unless h's first channels match the float64 truth (tolerance scaled by the
-    state's size: decays near 1 let the state grow)."""
+    state's size: decays near 1 let the state grow; wider for 16-bit outputs)."""
     got = _columns(h)
     if got.shape != truth.shape:
         raise WrongResult(f"{label}: output shape {tuple(h.shape)} does not match the inputs")
@@ -331,7 +357,8 @@ def check_output(h: torch.Tensor, truth: np.ndarray, label: str) -> None:
         return
     err = float(np.abs(got - truth).max())
     scale = 1.0 + float(np.abs(truth).max())
-    if not err <= CHECK_TOL * scale:
+    tol = CHECK_TOL_16BIT if h.element_size() == 2 else CHECK_TOL
+    if not err <= tol * scale:
         raise WrongResult(f"{label}: differs from the float64 loop by {err:.3g} (state scale "
                           f"{scale:.3g}); not timed")
 
@@ -356,6 +383,7 @@ class Task:
     decays: str = UNIFORM
     output: str = "fresh"  # "fresh" (allocated by each call) | "out=" | "preallocated"
     threads: int | None = None  # None: the process's torch thread count
+    dtype: str = "float32"
     # Timed in every round even where a call outlasts the round's share (SLOW_STRIDE): for rows
     # that a goal compares with each other, which a median of five calls left to chance.
     every_round: bool = False
@@ -386,11 +414,11 @@ class Env:
         check_output(h, self.inputs.truth(shape, dist, a, x), f"{label} {shape} {dist}")
 
 
-def _op(env: Env, backend: str, shape, pass_: str, dist: str = UNIFORM):
+def _op(env: Env, backend: str, shape, pass_: str, dist: str = UNIFORM, dtype: str = "float32"):
     def build():
         env.require(backend)
         if pass_ == FWD:
-            a, x = env.inputs.get(shape, dist=dist)
+            a, x = env.inputs.get(shape, dist=dist, dtype=dtype)
 
             def fwd():
                 return plrnn.linear_recurrence(a, x, backend=backend)
@@ -454,11 +482,12 @@ def _serial_bw(env: Env, shape, preallocated: bool):
     return build
 
 
-def _mul_bw(env: Env, shape, preallocated: bool):
-    """torch.mul(a, x): reads a and x and writes one output, 12 B/element like the scan."""
+def _mul_bw(env: Env, shape, preallocated: bool, dtype: str = "float32"):
+    """torch.mul(a, x): reads a and x and writes one output, 12 B/element in fp32 like the
+    scan."""
 
     def build():
-        a, x = env.inputs.get(shape)
+        a, x = env.inputs.get(shape, dtype=dtype)
         out = env.inputs.out_buffer(shape) if preallocated else None
 
         def fn():
@@ -521,6 +550,16 @@ def distribution_tasks(env: Env) -> list[Task]:
         Task(SEC_DIST, b, FWD, shape, _shared_op(env, b, shape, dist), decays=dist,
              min_run_time=c.slow_min_run_time if b == "torch" else None, every_round=True)
         for shape in c.dist_shapes for dist in c.distributions for b in COMPARED
+    ]
+
+
+def dtype_tasks(env: Env) -> list[Task]:
+    return [
+        task for shape in env.cfg.dtype_shapes for dtype in env.cfg.dtypes for task in (
+            Task(SEC_DTYPES, MUL, FWD, shape, _mul_bw(env, shape, False, dtype), dtype=dtype,
+                 note=f"torch.mul(a, x) on {dtype}: the practical limit"),
+            Task(SEC_DTYPES, "auto", FWD, shape, _op(env, "auto", shape, FWD, dtype=dtype),
+                 dtype=dtype))
     ]
 
 
@@ -638,7 +677,7 @@ def _cell_key(task: Task) -> tuple | None:
     """Tasks with equal keys, consecutive, form a cell; None: the task stands alone."""
     if task.how != "autorange":
         return None
-    return (task.section, task.shape, task.pass_, task.threads)
+    return (task.section, task.shape, task.pass_, task.threads, task.dtype)
 
 
 def _cells(tasks: list[Task]) -> list[list[Task]]:
@@ -669,6 +708,7 @@ def _new_record(env: Env, task: Task, threads: int) -> dict:
     rec = {
         "section": task.section, "method": task.method, "pass": task.pass_,
         "allocator": env.cfg.allocator, "decays": task.decays, "output": task.output,
+        "dtype": task.dtype,
         "threads": threads, "T": task.T, "channels": task.channels,
         "shape": "x".join(map(str, task.shape)), "numel": math.prod(task.shape),
         "note": task.note, "auto_choice": None, "status": "ok", "reason": "",
@@ -1170,6 +1210,29 @@ def distribution_section(df: pd.DataFrame, allocators) -> Section:
     return Section("4. Decay distributions (forward)", [pd.DataFrame(rows)], lines, goals)
 
 
+def dtype_section(df: pd.DataFrame, allocators) -> Section:
+    d = _section_rows(df, SEC_DTYPES)
+    rows = []
+    for (shape, dtype), g in d.groupby(["shape", "dtype"], sort=False):
+        per = 3 * torch.empty((), dtype=getattr(torch, dtype)).element_size()
+        numel = int(g["numel"].iloc[0])
+        row = {"T x C": shape, "dtype": dtype, "B/elem": str(per), "auto ->": _auto_choice(g)}
+        for al in allocators:
+            t = _time(g, method="auto", allocator=al)
+            row[f"{al} torch.mul ms"] = fmt_ms(_time(g, method=MUL, allocator=al))
+            row[f"{al} auto ms"] = fmt_ms(t)
+            row[f"{al} auto GB/s"] = fmt_x(per * numel / t / 1e9)
+            row[f"{al} auto/torch.mul"] = fmt_x(_ratio(g, dict(method=MUL, allocator=al),
+                                                       dict(method="auto", allocator=al)))
+        rows.append(row)
+    lines = ["forward, a fresh output per call, decays U[0,1) (complex: that modulus, a uniform "
+             "phase); auto/torch.mul = torch.mul's time / auto's on the same dtype and shape (1.00 "
+             "= the scan moves memory as fast as the practical limit); B/elem: read a and x, "
+             "write h. No goal: the rows show what each dtype costs, 16-bit storage (converted "
+             "to float in registers and back) and complex arithmetic among them", *_reasons(d)]
+    return Section("6. Dtypes (forward)", [pd.DataFrame(rows)], lines)
+
+
 def _fwd_bwd_ratio_rows(d: pd.DataFrame, allocators, goals_in: dict) -> list[dict]:
     rows = []
     for b in ("cpu_serial", "auto"):
@@ -1282,6 +1345,7 @@ SECTIONS: dict[str, tuple[Callable, Callable]] = {
     "grid": (grid_tasks, grid_section),
     "distributions": (distribution_tasks, distribution_section),
     "fwd-bwd": (fwd_bwd_tasks, fwd_bwd_section),
+    "dtypes": (dtype_tasks, dtype_section),
 }
 SECTION_NAMES = tuple(SECTIONS)
 
@@ -1425,12 +1489,14 @@ def steady_child_argv(args: argparse.Namespace, out: Path) -> list[str]:
 
 
 TEXT_COLUMNS = ("note", "reason", "block_times_s", "round_medians_s", "round_steal_s",
-                "round_trip_ns", "output", "decays", "auto_choice")
+                "round_trip_ns", "output", "decays", "auto_choice", "dtype")
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
     """Empty text cells as "" whether the frame was built here or read back from a CSV."""
     df = df.copy()
+    if "dtype" not in df:  # runs from before section 6 timed fp32 only
+        df["dtype"] = "float32"
     for col in TEXT_COLUMNS:
         if col in df:
             df[col] = df[col].astype(object).where(df[col].notna(), "")
