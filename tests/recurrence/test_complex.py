@@ -138,14 +138,15 @@ def test_complex_decays_with_real_impulses_are_refused():
 
 
 # The C++ kernels' paths for complex inputs: rows of up to 8 channels keep their states in
-# registers, wider ones run the channel loop; cpu_parallel on 2 threads cuts time into one chunk
+# vector registers (3, 5, 6 and 7 channels as two or more overlapping vectors), wider ones run
+# the channel loop; cpu_parallel on 2 threads cuts time into one chunk
 # more than threads (the first scanned while the others are reduced); cpu_serial takes that time
 # split too for rows streamed from memory (PLRNN_STREAM_BYTES=0 sends these small inputs there).
 # Lengths below and above the chunking's minimums (64 rows a chunk, 2^14 steps times channels),
 # decays per step and time-invariant; every state and every gradient against the complex128 loop.
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("threads", ["1", "2", "2-time-split"])
-@pytest.mark.parametrize("channels", [1, 2, 5, 8, 9, 33])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 6, 7, 8, 9, 33])
 def test_kernel_paths_match_the_loop(channels, threads, reverse, num_threads, monkeypatch,
                                      streaming_schedule):
     if threads == "2-time-split":
@@ -175,6 +176,30 @@ def test_kernel_paths_match_the_loop(channels, threads, reverse, num_threads, mo
                                           backend=backend)
             assert (low.to(torch.complex128) - want[0]).abs().max().item() <= 1e-4 * max(
                 1.0, want[0].abs().max().item()), (backend, T, invariant)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_decays_whose_period_wraps_inside_a_vector(parallel, reverse, num_threads):
+    """The op itself takes (T, P) decays for any P dividing the channels (linear_recurrence
+    expands periods under 16 before the CPU kernels see them); rows of a few channels then read
+    their decays channel by channel where the period wraps inside one vector."""
+    from plrnn.recurrence import cpu
+
+    if cpu.load() is not None:
+        pytest.skip("no C++ kernels here")
+    num_threads(2)
+    T, P, C = 3001, 2, 6  # T * C >= 2**14: cpu_parallel splits time
+    a, _, _ = make(T, (P,), "near_one", False, seed=8)
+    _, x, h0 = make(T, (C,), "near_one", True, seed=9)
+    up = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+    got = value_and_grads(lambda a_, x_, h0_: torch.ops.plrnn.cpu_scan(
+        a_, x_, h0_, reverse, parallel), (a, x, h0), up)
+    want = value_and_grads(lambda a_, x_, h0_: loop(a_.repeat(1, C // P), x_, h0_, reverse),
+                           (a, x, h0), up)
+    for name, g, w in zip(("h", "decays", "impulses", "initial_state"), got, want):
+        assert g.shape == w.shape, name
+        assert (g - w).abs().max().item() <= F64_RTOL * max(1.0, w.abs().max().item()), name
 
 
 def test_auto_splits_time_for_complex_inputs_on_several_threads(num_threads):

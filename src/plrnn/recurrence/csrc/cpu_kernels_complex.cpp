@@ -1,7 +1,8 @@
 // complex64 / complex128 CPU kernels: the same two schedules as the real ones (cpu_kernels_impl.h)
 // in plain loops over c10::complex. A complex product mixes the real and imaginary parts, so the
 // real kernels' vector tiles do not carry over; rows of a few channels keep their states in
-// registers, wider rows leave the channel loop to the compiler.
+// vector registers as they lie in memory (real, imaginary, real, ...), wider rows leave the
+// channel loop to the compiler.
 //
 // Gradients follow torch's convention for complex autograd (the conjugate Wirtinger derivative):
 // for y = a * h + x, dL/da = conj(h) * dL/dy and dL/dh = conj(a) * dL/dy.
@@ -9,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -21,31 +23,88 @@ namespace {
 // plain loop every state went through memory, and its store and reload joined the two dependent
 // FMAs of a complex multiply-add on the chain of every step. Measured (Zen 4 VM, one thread,
 // complex64, T = 65536): one channel 391-412 -> 204-215 us, four 489-637 -> 267-455 us, eight
-// 748 -> 509 us (torch.mul: 20, 90-110, 180 us). Four steps per link of the chain, as the real
-// kernels take (lookahead_steps), gained a little more at one channel (155-191 us) and lost from
-// two on: scalar complex arithmetic is bound by its throughput there.
+// 748 -> 509 us (torch.mul: 20, 90-110, 180 us) with the states in scalar registers, and then
+// 142-185 us at every width from one to eight with them in vector registers (CxLanes), where
+// two dependent FMAs per step (8 cycles) are the bound. Four steps per link of the chain, as the
+// real kernels take (lookahead_steps), gained a little at one channel over the scalar loop
+// (155-191 us) and lost from two on.
 constexpr int64_t kNarrowComplex = 8;
 
-// A complex number as two reals, multiplied in the textbook formula so that the compiler fuses
-// each product with the addition after it (c10::complex's operators went through shuffles of the
-// pair in a vector register).
-template <typename R> struct Parts {
-  R re, im;
-  static Parts of(const c10::complex<R>& z) { return {z.real(), z.imag()}; }
-  c10::complex<R> value() const { return {re, im}; }
-  Parts times(const Parts& b) const { return {re * b.re - im * b.im, re * b.im + im * b.re}; }
-  Parts times_plus(const Parts& b, const Parts& c) const {  // this * b + c
-    return {re * b.re - im * b.im + c.re, re * b.im + im * b.re + c.im};
+// Complex numbers per vector: at most 32 bytes, as the real kernels' tiles (VecOf), 16 without
+// AVX.
+template <typename R> constexpr int kCxPerVector =
+#if defined(__AVX__)
+    32 / int(2 * sizeof(R));
+#else
+    16 / int(2 * sizeof(R));
+#endif
+
+// G complex numbers (G a power of two) in one GCC vector, interleaved as in memory: real parts
+// in the even lanes, imaginary parts in the odd ones. a * h + x is then a product of h by a's
+// real parts duplicated, plus a product of h with its parts swapped by a's imaginary parts
+// signed (-, +), plus x: two FMAs and one in-register shuffle on the chain of each step.
+template <typename R, int G> struct CxLanes {
+  typedef R V __attribute__((vector_size(2 * G * sizeof(R))));
+  using I = std::conditional_t<sizeof(R) == 4, int32_t, int64_t>;
+  typedef I Mask __attribute__((vector_size(2 * G * sizeof(R))));
+
+  static V load(const c10::complex<R>* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(c10::complex<R>* p, const V& v) {
+    std::memcpy(static_cast<void*>(p), &v, sizeof(v));
+  }
+  static Mask lanes(int even, int odd) {  // lane i takes lane (i & ~1) + (even or odd)
+    Mask m;
+    for (int i = 0; i < 2 * G; ++i) m[i] = (i & ~1) + ((i & 1) ? odd : even);
+    return m;
+  }
+  static V alternating(R even, R odd) {
+    V v;
+    for (int i = 0; i < 2 * G; ++i) v[i] = (i & 1) ? odd : even;
+    return v;
+  }
+  static V swapped(const V& z) { return __builtin_shuffle(z, lanes(1, 0)); }
+  static V reals(const V& z) { return __builtin_shuffle(z, lanes(0, 0)); }
+  static V imags(const V& z) { return __builtin_shuffle(z, lanes(1, 1)); }
+  static V conj(const V& z) { return z * alternating(R(1), R(-1)); }
+  // a's parts as times_plus takes them: (re, re, ...) and (-im, im, ...)
+  static void split(const V& a, V& re, V& im) {
+    re = reals(a);
+    im = imags(a) * alternating(R(-1), R(1));
+  }
+  static V times_plus(const V& re, const V& im, const V& h, const V& x) {  // a * h + x
+    const V u = re * h + x;  // off the swap's path: the two FMAs overlap by a shuffle
+    return im * swapped(h) + u;
+  }
+  static V times(const V& a, const V& b) {
+    V re, im;
+    split(a, re, im);
+    return re * b + im * swapped(b);
   }
 };
 
+// The CxLanes of a GCC vector type.
+template <typename V> using CxLanesOf =
+    CxLanes<std::remove_cv_t<std::remove_reference_t<decltype(std::declval<V>()[0])>>,
+            int(sizeof(V) / (2 * sizeof(std::declval<V>()[0])))>;
+
 // Steps of one scan in its own order: state(r) = decay(r, c) * state(r - 1) + input(r, c), each
 // state handed to emit(r, c, v). decay / input / emit know where row r lives (forward, reverse,
-// backward order).
-template <typename acc_t, typename Decay, typename Input, typename Emit> struct Steps {
+// backward order). Rows of a few channels go through their row forms, a vector at a time:
+//   rows.decays(r, c0, n, scratch): the decays of channels [c0, c0 + n) of step r, contiguous
+//     (in `scratch`, n values, where the decays' period wraps inside them), or null for zeros;
+//     conjugated where rows.kConj;
+//   rows.inputs(r): channel 0 of step r's inputs;
+//   rows.emit(r, c, h): a vector h of the states of channels c, c + 1, ... (CxLanesOf).
+template <typename acc_t, typename Decay, typename Input, typename Emit, typename Rows>
+struct Steps {
   const Decay& decay;
   const Input& input;
   const Emit& emit;
+  const Rows& rows;
 
   // Rows [r0, r1), channels [c0, c1), from st (updated in place).
   void scan(int64_t r0, int64_t r1, int64_t c0, int64_t c1, acc_t* st) const {
@@ -101,28 +160,52 @@ template <typename acc_t, typename Decay, typename Input, typename Emit> struct 
   }
 
   // W channels from c0 with their states (and, REDUCE, the products of their decays instead of
-  // emits) in registers.
+  // emits) in vector registers: K vectors of G channels, the last one ending at channel W - 1
+  // and so overlapping the one before it where G does not divide W. Overlapping lanes compute
+  // the same values from the same inputs, so storing them twice is harmless; loading whole
+  // vectors avoided partial loads and stores, which went through the stack and took 7-8x as
+  // long at 3 and 5 channels.
   template <int W, bool REDUCE>
   void narrow(int64_t r0, int64_t r1, int64_t c0, acc_t* st, acc_t* P) const {
-    using Cx = Parts<typename acc_t::value_type>;
-    Cx h[W], p[W];
-    for (int i = 0; i < W; ++i) {
-      h[i] = Cx::of(st[c0 + i]);
-      if (REDUCE) p[i] = Cx::of(P[c0 + i]);
+    using R = typename acc_t::value_type;
+    constexpr int widest = kCxPerVector<R>, G = W >= widest ? widest : W >= 4 ? 4 : W >= 2 ? 2 : 1;
+    constexpr int K = (W + G - 1) / G;
+    using L = CxLanes<R, G>;
+    using V = typename L::V;
+    int64_t at[K];
+    V h[K], p[K];
+    for (int k = 0; k < K; ++k) {
+      at[k] = k < K - 1 ? k * G : W - G;
+      h[k] = L::load(st + c0 + at[k]);
+      if (REDUCE) p[k] = L::load(P + c0 + at[k]);
     }
-    for (int64_t r = r0; r < r1; ++r)
-      for (int i = 0; i < W; ++i) {
-        const Cx d = Cx::of(decay(r, c0 + i));
-        h[i] = d.times_plus(h[i], Cx::of(input(r, c0 + i)));
+    acc_t scratch[W];
+    // A copy of the row forms whose address never escapes: through the reference, every
+    // store of a state (a memcpy, which may alias anything) made the compiler reload the
+    // forms' captured pointers and sizes, and those loads joined the chain of each step (one
+    // thread, complex64, T = 65536, 4 channels: 195-205 against 142 us).
+    const Rows local = rows;
+    for (int64_t r = r0; r < r1; ++r) {
+      const acc_t* d = local.decays(r, c0, W, scratch);
+      const acc_t* x = local.inputs(r) + c0;
+      // Unrolled, so that h and p stay in registers (a loop over k kept them in memory).
+#pragma GCC unroll 8
+      for (int k = 0; k < K; ++k) {
+        V a = d ? L::load(d + at[k]) : V{};
+        if (Rows::kConj) a = L::conj(a);
+        V re, im;
+        L::split(a, re, im);
+        h[k] = L::times_plus(re, im, h[k], L::load(x + at[k]));
         if (REDUCE) {
-          p[i] = d.times(p[i]);
+          p[k] = re * p[k] + im * L::swapped(p[k]);
         } else {
-          emit(r, c0 + i, h[i].value());
+          local.emit(r, c0 + at[k], h[k]);
         }
       }
-    for (int i = 0; i < W; ++i) {
-      st[c0 + i] = h[i].value();
-      if (REDUCE) P[c0 + i] = p[i].value();
+    }
+    for (int k = 0; k < K; ++k) {
+      L::store(st + c0 + at[k], h[k]);
+      if (REDUCE) L::store(P + c0 + at[k], p[k]);
     }
   }
 };
@@ -136,12 +219,12 @@ template <typename acc_t, typename Decay, typename Input, typename Emit> struct 
 //             zero), a serial scan over chunks gives each its carry-in, and every thread then
 //             scans one of the rest. (Reducing all but the last chunk first left one of two
 //             threads idle: 0.5x the serial loop at one channel.)
-template <typename acc_t, typename Decay, typename Input, typename Emit>
+template <typename acc_t, typename Decay, typename Input, typename Emit, typename Rows>
 void scan_steps(int64_t n, int64_t C, const acc_t* init, bool parallel, const Decay& decay,
-                const Input& input, const Emit& emit, acc_t* last) {
+                const Input& input, const Emit& emit, const Rows& rows, acc_t* last) {
   // Every parallel region sets it on its workers, the calling thread only around its own loop
   // (FlushDenormals: a worker started inside a region copies the starting thread's state).
-  const Steps<acc_t, Decay, Input, Emit> steps{decay, input, emit};
+  const Steps<acc_t, Decay, Input, Emit, Rows> steps{decay, input, emit, rows};
   std::vector<acc_t> state(C, acc_t(0));
   if (init) std::copy(init, init + C, state.begin());
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
@@ -207,7 +290,28 @@ struct DecayAt {
     const int64_t P = layout.period;
     return (layout.per_step ? t * P : 0) + (P == C ? c : c % P);
   }
+  // The decays of channels [c0, c0 + n) of data row t in `a`, contiguous: in place, or copied
+  // into `scratch` where the period wraps inside them.
+  template <typename T>
+  const T* row(const T* a, int64_t t, int64_t c0, int64_t n, T* scratch) const {
+    const int64_t P = layout.period;
+    if (P == C || c0 % P + n <= P) return a + (*this)(t, c0);  // P == C: no division
+    for (int64_t i = 0; i < n; ++i) scratch[i] = a[(*this)(t, c0 + i)];
+    return scratch;
+  }
 };
+
+// Rows::kConj of Steps' row forms.
+template <bool Conj, typename Decays, typename Inputs, typename Emit> struct RowForms {
+  static constexpr bool kConj = Conj;
+  Decays decays;
+  Inputs inputs;
+  Emit emit;
+};
+template <bool Conj, typename Decays, typename Inputs, typename Emit>
+RowForms<Conj, Decays, Inputs, Emit> row_forms(Decays d, Inputs i, Emit e) {
+  return {d, i, e};
+}
 
 template <typename scalar_t>
 void forward(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t* out, int64_t T,
@@ -216,10 +320,18 @@ void forward(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t*
   const int64_t first = reverse ? T - 1 : 0, dir = reverse ? -1 : 1;
   auto row = [=](int64_t r) { return first + r * dir; };
   const DecayAt at{layout, C};
+  const auto rows = row_forms<false>(
+      [=](int64_t r, int64_t c0, int64_t n, scalar_t* scratch) {
+        return at.row(a, row(r), c0, n, scratch);
+      },
+      [=](int64_t r) { return x + row(r) * C; },
+      [=](int64_t r, int64_t c, const auto& h) {
+        CxLanesOf<std::decay_t<decltype(h)>>::store(out + row(r) * C + c, h);
+      });
   scan_steps<scalar_t>(
       T, C, h0, parallel, [=](int64_t r, int64_t c) { return a[at(row(r), c)]; },
       [=](int64_t r, int64_t c) { return x[row(r) * C + c]; },
-      [=](int64_t r, int64_t c, scalar_t v) { out[row(r) * C + c] = v; },
+      [=](int64_t r, int64_t c, scalar_t v) { out[row(r) * C + c] = v; }, rows,
       static_cast<scalar_t*>(nullptr));
 }
 
@@ -234,7 +346,19 @@ void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const s
   const int64_t dir = reverse ? 1 : -1, d0 = reverse ? 0 : T - 1;
   const DecayAt at{layout, C};
   auto row = [=](int64_t r) { return d0 + r * dir; };
-  std::vector<scalar_t> g_last(C);
+  std::vector<scalar_t> g_last(C), zeros(h0 ? 0 : C);
+  const auto rows = row_forms<true>(
+      [=](int64_t r, int64_t c0, int64_t n, scalar_t* scratch) {
+        return r == 0 ? nullptr : at.row(a, row(r) - dir, c0, n, scratch);
+      },
+      [=](int64_t r) { return dh + row(r) * C; },
+      [=, last = h0 ? h0 : zeros.data()](int64_t r, int64_t c, const auto& g) {
+        using L = CxLanesOf<std::decay_t<decltype(g)>>;
+        const int64_t d = row(r);
+        const scalar_t* prev = r == T - 1 ? last : hs + (d + dir) * C;
+        L::store(dx + d * C + c, g);
+        L::store(da + d * C + c, L::times(L::conj(L::load(prev + c)), g));
+      });
   scan_steps<scalar_t>(
       T, C, nullptr, parallel,
       [=](int64_t r, int64_t c) {
@@ -247,7 +371,7 @@ void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const s
         dx[d * C + c] = g;
         da[d * C + c] = std::conj(prev) * g;
       },
-      g_last.data());
+      rows, g_last.data());
   const int64_t d_last = row(T - 1);
   for (int64_t c = 0; c < C; ++c) dh0[c] = std::conj(a[at(d_last, c)]) * g_last[c];
 }
