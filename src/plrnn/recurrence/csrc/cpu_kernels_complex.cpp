@@ -98,7 +98,9 @@ template <typename V> using CxLanesOf =
 //     (in `scratch`, n values, where the decays' period wraps inside them), or null for zeros;
 //     conjugated where rows.kConj;
 //   rows.inputs(r): channel 0 of step r's inputs;
-//   rows.emit(r, c, h): a vector h of the states of channels c, c + 1, ... (CxLanesOf).
+//   rows.emit(r, c, h): a vector h of the states of channels c, c + 1, ... (CxLanesOf);
+//   rows.descending: whether step r + 1 lies below step r in memory (reverse scans, the
+//     backward), so that wider rows are walked from their end.
 template <typename acc_t, typename Decay, typename Input, typename Emit, typename Rows>
 struct Steps {
   const Decay& decay;
@@ -118,12 +120,24 @@ struct Steps {
     // 766-1018 us there, so the channel split still loses, see registry.resolve).
     std::vector<acc_t> local(st + c0, st + c1);
     for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = c0; c < c1; ++c) {
+      each_channel(c0, c1, [&](int64_t c) {
         acc_t& h = local[c - c0];
         h = decay(r, c) * h + input(r, c);
         emit(r, c, h);
-      }
+      });
     std::copy(local.begin(), local.end(), st + c0);
+  }
+
+  // f(c) for c in [c0, c1), in the direction the rows are visited, so that every stream the
+  // rows are read from and written to runs one way through memory. Rows descending with their
+  // channels ascending left the prefetchers behind: the backward at (16384, 64) took 11.7-14.1 ms
+  // where the forward took 0.93 ms (complex64, one thread, Zen 4 VM).
+  template <typename F> void each_channel(int64_t c0, int64_t c1, const F& f) const {
+    if (rows.descending) {
+      for (int64_t c = c1 - 1; c >= c0; --c) f(c);
+    } else {
+      for (int64_t c = c0; c < c1; ++c) f(c);
+    }
   }
 
   // Rows [r0, r1), all C channels, to the state R they reach from zero and the product P of
@@ -137,11 +151,11 @@ struct Steps {
     }
     std::vector<acc_t> reached(C, acc_t(0)), product(C, acc_t(1));  // as in scan()
     for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = 0; c < C; ++c) {
+      each_channel(0, C, [&](int64_t c) {
         const acc_t d = decay(r, c);
         reached[c] = d * reached[c] + input(r, c);
         product[c] *= d;
-      }
+      });
     std::copy(reached.begin(), reached.end(), R);
     std::copy(product.begin(), product.end(), P);
   }
@@ -307,10 +321,11 @@ template <bool Conj, typename Decays, typename Inputs, typename Emit> struct Row
   Decays decays;
   Inputs inputs;
   Emit emit;
+  bool descending;
 };
 template <bool Conj, typename Decays, typename Inputs, typename Emit>
-RowForms<Conj, Decays, Inputs, Emit> row_forms(Decays d, Inputs i, Emit e) {
-  return {d, i, e};
+RowForms<Conj, Decays, Inputs, Emit> row_forms(bool descending, Decays d, Inputs i, Emit e) {
+  return {d, i, e, descending};
 }
 
 template <typename scalar_t>
@@ -321,7 +336,7 @@ void forward(const scalar_t* a, const scalar_t* x, const scalar_t* h0, scalar_t*
   auto row = [=](int64_t r) { return first + r * dir; };
   const DecayAt at{layout, C};
   const auto rows = row_forms<false>(
-      [=](int64_t r, int64_t c0, int64_t n, scalar_t* scratch) {
+      reverse, [=](int64_t r, int64_t c0, int64_t n, scalar_t* scratch) {
         return at.row(a, row(r), c0, n, scratch);
       },
       [=](int64_t r) { return x + row(r) * C; },
@@ -348,7 +363,7 @@ void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const s
   auto row = [=](int64_t r) { return d0 + r * dir; };
   std::vector<scalar_t> g_last(C), zeros(h0 ? 0 : C);
   const auto rows = row_forms<true>(
-      [=](int64_t r, int64_t c0, int64_t n, scalar_t* scratch) {
+      dir < 0, [=](int64_t r, int64_t c0, int64_t n, scalar_t* scratch) {
         return r == 0 ? nullptr : at.row(a, row(r) - dir, c0, n, scratch);
       },
       [=](int64_t r) { return dh + row(r) * C; },
