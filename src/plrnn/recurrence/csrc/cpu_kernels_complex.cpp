@@ -40,7 +40,8 @@ template <typename R> constexpr int kCxPerVector =
 #endif
 
 // G complex numbers (G a power of two) in one GCC vector, interleaved as in memory: real parts
-// in the even lanes, imaginary parts in the odd ones. a * h + x is then a product of h by a's
+// in the even lanes, imaginary parts in the odd ones. Always inlined: a call to split() left in
+// the backward's loop at two channels kept its states on the stack (595-700 against 135 us). a * h + x is then a product of h by a's
 // real parts duplicated, plus a product of h with its parts swapped by a's imaginary parts
 // signed (-, +), plus x: two FMAs and one in-register shuffle on the chain of each step.
 template <typename R, int G> struct CxLanes {
@@ -48,38 +49,38 @@ template <typename R, int G> struct CxLanes {
   using I = std::conditional_t<sizeof(R) == 4, int32_t, int64_t>;
   typedef I Mask __attribute__((vector_size(2 * G * sizeof(R))));
 
-  static V load(const c10::complex<R>* p) {
+  [[gnu::always_inline]] static V load(const c10::complex<R>* p) {
     V v;
     std::memcpy(&v, p, sizeof(v));
     return v;
   }
-  static void store(c10::complex<R>* p, const V& v) {
+  [[gnu::always_inline]] static void store(c10::complex<R>* p, const V& v) {
     std::memcpy(static_cast<void*>(p), &v, sizeof(v));
   }
-  static Mask lanes(int even, int odd) {  // lane i takes lane (i & ~1) + (even or odd)
+  [[gnu::always_inline]] static Mask lanes(int even, int odd) {  // lane i takes lane (i & ~1) + (even or odd)
     Mask m;
     for (int i = 0; i < 2 * G; ++i) m[i] = (i & ~1) + ((i & 1) ? odd : even);
     return m;
   }
-  static V alternating(R even, R odd) {
+  [[gnu::always_inline]] static V alternating(R even, R odd) {
     V v;
     for (int i = 0; i < 2 * G; ++i) v[i] = (i & 1) ? odd : even;
     return v;
   }
-  static V swapped(const V& z) { return __builtin_shuffle(z, lanes(1, 0)); }
-  static V reals(const V& z) { return __builtin_shuffle(z, lanes(0, 0)); }
-  static V imags(const V& z) { return __builtin_shuffle(z, lanes(1, 1)); }
-  static V conj(const V& z) { return z * alternating(R(1), R(-1)); }
+  [[gnu::always_inline]] static V swapped(const V& z) { return __builtin_shuffle(z, lanes(1, 0)); }
+  [[gnu::always_inline]] static V reals(const V& z) { return __builtin_shuffle(z, lanes(0, 0)); }
+  [[gnu::always_inline]] static V imags(const V& z) { return __builtin_shuffle(z, lanes(1, 1)); }
+  [[gnu::always_inline]] static V conj(const V& z) { return z * alternating(R(1), R(-1)); }
   // a's parts as times_plus takes them: (re, re, ...) and (-im, im, ...)
-  static void split(const V& a, V& re, V& im) {
+  [[gnu::always_inline]] static void split(const V& a, V& re, V& im) {
     re = reals(a);
     im = imags(a) * alternating(R(-1), R(1));
   }
-  static V times_plus(const V& re, const V& im, const V& h, const V& x) {  // a * h + x
+  [[gnu::always_inline]] static V times_plus(const V& re, const V& im, const V& h, const V& x) {  // a * h + x
     const V u = re * h + x;  // off the swap's path: the two FMAs overlap by a shuffle
     return im * swapped(h) + u;
   }
-  static V times(const V& a, const V& b) {
+  [[gnu::always_inline]] static V times(const V& a, const V& b) {
     V re, im;
     split(a, re, im);
     return re * b + im * swapped(b);
@@ -179,8 +180,11 @@ struct Steps {
   // the same values from the same inputs, so storing them twice is harmless; loading whole
   // vectors avoided partial loads and stores, which went through the stack and took 7-8x as
   // long at 3 and 5 channels.
+  // Not inlined: inlined into scan() beside the other widths, the loop at eight channels lost
+  // its registers to the stack (one thread, complex64, T = 65536: 560 against 176-253 us).
   template <int W, bool REDUCE>
-  void narrow(int64_t r0, int64_t r1, int64_t c0, acc_t* st, acc_t* P) const {
+  __attribute__((noinline)) void narrow(int64_t r0, int64_t r1, int64_t c0, acc_t* st,
+                                        acc_t* P) const {
     using R = typename acc_t::value_type;
     constexpr int widest = kCxPerVector<R>, G = W >= widest ? widest : W >= 4 ? 4 : W >= 2 ? 2 : 1;
     constexpr int K = (W + G - 1) / G;
@@ -193,22 +197,54 @@ struct Steps {
       h[k] = L::load(st + c0 + at[k]);
       if (REDUCE) p[k] = L::load(P + c0 + at[k]);
     }
-    acc_t scratch[W];
+    acc_t scratch[W], scratch2[W];
     // A copy of the row forms whose address never escapes: through the reference, every
     // store of a state (a memcpy, which may alias anything) made the compiler reload the
     // forms' captured pointers and sizes, and those loads joined the chain of each step (one
     // thread, complex64, T = 65536, 4 channels: 195-205 against 142 us).
     const Rows local = rows;
-    for (int64_t r = r0; r < r1; ++r) {
+    auto decay_of = [&](const acc_t* d, int k) {  // d: a row of decays, or null for zeros
+      const V a = d ? L::load(d + at[k]) : V{};
+      return Rows::kConj ? L::conj(a) : a;
+    };
+    int64_t r = r0;
+    // Where all the channels fit in one vector, the chain of two dependent FMAs per step bounds
+    // the loop, and two steps are folded into one link first, off the chain: h(r + 1) =
+    // (a(r + 1) a(r)) h(r - 1) + (a(r + 1) x(r) + x(r + 1)), with h(r) computed from h(r - 1)
+    // beside it (a reduction keeps the product of the decays, a(r + 1) a(r) times the product
+    // so far, instead). One thread, complex64, T = 65536, forward: one and two channels 142 ->
+    // 76-80 us, four 143 -> 105 us. Rounding differs from the plain loop's as any regrouping
+    // does.
+    if constexpr (K * G <= widest) {
+      for (; r + 1 < r1; r += 2) {
+        const acc_t *d1 = local.decays(r, c0, W, scratch), *d2 = local.decays(r + 1, c0, W, scratch2);
+        const acc_t *x1 = local.inputs(r) + c0, *x2 = local.inputs(r + 1) + c0;
+#pragma GCC unroll 8
+        for (int k = 0; k < K; ++k) {
+          const V a1 = decay_of(d1, k), a2 = decay_of(d2, k), u1 = L::load(x1 + at[k]);
+          V re1, im1, re2, im2, re, im;
+          L::split(a1, re1, im1);
+          L::split(a2, re2, im2);
+          L::split(L::times(a2, a1), re, im);
+          const V h1 = L::times_plus(re1, im1, h[k], u1);
+          h[k] = L::times_plus(re, im, h[k], L::times_plus(re2, im2, u1, L::load(x2 + at[k])));
+          if (REDUCE) {
+            p[k] = re * p[k] + im * L::swapped(p[k]);
+          } else {
+            local.emit(r, c0 + at[k], h1);
+            local.emit(r + 1, c0 + at[k], h[k]);
+          }
+        }
+      }
+    }
+    for (; r < r1; ++r) {
       const acc_t* d = local.decays(r, c0, W, scratch);
       const acc_t* x = local.inputs(r) + c0;
       // Unrolled, so that h and p stay in registers (a loop over k kept them in memory).
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) {
-        V a = d ? L::load(d + at[k]) : V{};
-        if (Rows::kConj) a = L::conj(a);
         V re, im;
-        L::split(a, re, im);
+        L::split(decay_of(d, k), re, im);
         h[k] = L::times_plus(re, im, h[k], L::load(x + at[k]));
         if (REDUCE) {
           p[k] = re * p[k] + im * L::swapped(p[k]);
