@@ -23,11 +23,10 @@ namespace {
 // plain loop every state went through memory, and its store and reload joined the two dependent
 // FMAs of a complex multiply-add on the chain of every step. Measured (Zen 4 VM, one thread,
 // complex64, T = 65536): one channel 391-412 -> 204-215 us, four 489-637 -> 267-455 us, eight
-// 748 -> 509 us (torch.mul: 20, 90-110, 180 us) with the states in scalar registers, and then
-// 142-185 us at every width from one to eight with them in vector registers (CxLanes), where
-// two dependent FMAs per step (8 cycles) are the bound. Four steps per link of the chain, as the
-// real kernels take (lookahead_steps), gained a little at one channel over the scalar loop
-// (155-191 us) and lost from two on.
+// 748 -> 509 us (torch.mul: 20, 90-110, 180 us) with the states in scalar registers, then
+// 142-185 us at every width from one to eight in vector registers (CxLanes), where two dependent
+// FMAs per step (8 cycles) are the bound, and 80-105 us at one to four with two steps folded
+// into each link of that chain (narrow()).
 constexpr int64_t kNarrowComplex = 8;
 
 // Complex numbers per vector: at most 32 bytes, as the real kernels' tiles (VecOf), 16 without
@@ -40,10 +39,11 @@ template <typename R> constexpr int kCxPerVector =
 #endif
 
 // G complex numbers (G a power of two) in one GCC vector, interleaved as in memory: real parts
-// in the even lanes, imaginary parts in the odd ones. Always inlined: a call to split() left in
-// the backward's loop at two channels kept its states on the stack (595-700 against 135 us). a * h + x is then a product of h by a's
+// in the even lanes, imaginary parts in the odd ones. a * h + x is then a product of h by a's
 // real parts duplicated, plus a product of h with its parts swapped by a's imaginary parts
-// signed (-, +), plus x: two FMAs and one in-register shuffle on the chain of each step.
+// signed (-, +), plus x: two FMAs and one in-register shuffle on the chain of each step. Every
+// helper is always inlined: a call to split() left in the backward's loop at two channels kept
+// its states on the stack (595-700 against 135 us).
 template <typename R, int G> struct CxLanes {
   typedef R V __attribute__((vector_size(2 * G * sizeof(R))));
   using I = std::conditional_t<sizeof(R) == 4, int32_t, int64_t>;
@@ -57,7 +57,8 @@ template <typename R, int G> struct CxLanes {
   [[gnu::always_inline]] static void store(c10::complex<R>* p, const V& v) {
     std::memcpy(static_cast<void*>(p), &v, sizeof(v));
   }
-  [[gnu::always_inline]] static Mask lanes(int even, int odd) {  // lane i takes lane (i & ~1) + (even or odd)
+  // lane i takes lane (i & ~1) + even or + odd
+  [[gnu::always_inline]] static Mask lanes(int even, int odd) {
     Mask m;
     for (int i = 0; i < 2 * G; ++i) m[i] = (i & ~1) + ((i & 1) ? odd : even);
     return m;
@@ -67,7 +68,9 @@ template <typename R, int G> struct CxLanes {
     for (int i = 0; i < 2 * G; ++i) v[i] = (i & 1) ? odd : even;
     return v;
   }
-  [[gnu::always_inline]] static V swapped(const V& z) { return __builtin_shuffle(z, lanes(1, 0)); }
+  [[gnu::always_inline]] static V swapped(const V& z) {
+    return __builtin_shuffle(z, lanes(1, 0));
+  }
   [[gnu::always_inline]] static V reals(const V& z) { return __builtin_shuffle(z, lanes(0, 0)); }
   [[gnu::always_inline]] static V imags(const V& z) { return __builtin_shuffle(z, lanes(1, 1)); }
   [[gnu::always_inline]] static V conj(const V& z) { return z * alternating(R(1), R(-1)); }
@@ -76,7 +79,8 @@ template <typename R, int G> struct CxLanes {
     re = reals(a);
     im = imags(a) * alternating(R(-1), R(1));
   }
-  [[gnu::always_inline]] static V times_plus(const V& re, const V& im, const V& h, const V& x) {  // a * h + x
+  // a * h + x from a's split parts
+  [[gnu::always_inline]] static V times_plus(const V& re, const V& im, const V& h, const V& x) {
     const V u = re * h + x;  // off the swap's path: the two FMAs overlap by a shuffle
     return im * swapped(h) + u;
   }
@@ -217,7 +221,8 @@ struct Steps {
     // does.
     if constexpr (K * G <= widest) {
       for (; r + 1 < r1; r += 2) {
-        const acc_t *d1 = local.decays(r, c0, W, scratch), *d2 = local.decays(r + 1, c0, W, scratch2);
+        const acc_t* d1 = local.decays(r, c0, W, scratch);
+        const acc_t* d2 = local.decays(r + 1, c0, W, scratch2);
         const acc_t *x1 = local.inputs(r) + c0, *x2 = local.inputs(r + 1) + c0;
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
