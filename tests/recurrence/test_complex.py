@@ -137,7 +137,7 @@ def test_complex_decays_with_real_impulses_are_refused():
         plrnn.linear_recurrence(a.abs(), x)
 
 
-# The C++ kernels' paths for complex inputs: rows of up to 8 channels keep their states in
+# The C++ kernels' paths for complex inputs: rows of up to 16 channels keep their states in
 # vector registers (3, 5, 6 and 7 channels as two or more overlapping vectors), wider ones run
 # the channel loop; cpu_parallel on 2 threads cuts time into one chunk
 # more than threads (the first scanned while the others are reduced); cpu_serial takes that time
@@ -146,7 +146,7 @@ def test_complex_decays_with_real_impulses_are_refused():
 # decays per step and time-invariant; every state and every gradient against the complex128 loop.
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("threads", ["1", "2", "2-time-split"])
-@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 6, 7, 8, 9, 33])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 33])
 def test_kernel_paths_match_the_loop(channels, threads, reverse, num_threads, monkeypatch,
                                      streaming_schedule):
     if threads == "2-time-split":

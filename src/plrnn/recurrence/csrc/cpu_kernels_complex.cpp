@@ -26,8 +26,11 @@ namespace {
 // 748 -> 509 us (torch.mul: 20, 90-110, 180 us) with the states in scalar registers, then
 // 142-185 us at every width from one to eight in vector registers (CxLanes), where two dependent
 // FMAs per step (8 cycles) are the bound, and 80-105 us at one to four with two steps folded
-// into each link of that chain (narrow()).
-constexpr int64_t kNarrowComplex = 8;
+// into each link of that chain (narrow()). Up to 16 channels since: rows of 9 to 16 had gone
+// through the scalar loop for wide rows; in vector registers (C++ callers of both builds in
+// turn, one thread, complex64, us) (65536, 9) forward 517-709 -> 235-298, backward 1834-2887 ->
+// 500-866; (16384, 16) forward 147-198 -> 74-86 (torch.mul 63-87), backward 1143-1356 -> 114-160.
+constexpr int kNarrowComplex = 16;
 
 // Complex numbers per vector: at most 32 bytes, as the real kernels' tiles (VecOf), 16 without
 // AVX.
@@ -166,24 +169,15 @@ struct Steps {
   }
 
   template <typename F> static void by_width(int64_t w, const F& f) {
-    switch (w) {
-      case 1: f(std::integral_constant<int, 1>{}); break;
-      case 2: f(std::integral_constant<int, 2>{}); break;
-      case 3: f(std::integral_constant<int, 3>{}); break;
-      case 4: f(std::integral_constant<int, 4>{}); break;
-      case 5: f(std::integral_constant<int, 5>{}); break;
-      case 6: f(std::integral_constant<int, 6>{}); break;
-      case 7: f(std::integral_constant<int, 7>{}); break;
-      default: f(std::integral_constant<int, 8>{}); break;
+    by_width_from<1>(w, f);
+  }
+  template <int W, typename F> static void by_width_from(int64_t w, const F& f) {
+    if constexpr (W < kNarrowComplex) {
+      if (w > W) return by_width_from<W + 1>(w, f);
     }
+    f(std::integral_constant<int, W>{});
   }
 
-  // W channels from c0 with their states (and, REDUCE, the products of their decays instead of
-  // emits) in vector registers: K vectors of G channels, the last one ending at channel W - 1
-  // and so overlapping the one before it where G does not divide W. Overlapping lanes compute
-  // the same values from the same inputs, so storing them twice is harmless; loading whole
-  // vectors avoided partial loads and stores, which went through the stack and took 7-8x as
-  // long at 3 and 5 channels.
   // Not inlined: inlined into scan() beside the other widths, the loop at eight channels lost
   // its registers to the stack (one thread, complex64, T = 65536: 560 against 176-253 us).
   template <int W, bool REDUCE>
