@@ -11,7 +11,9 @@
 #     nvcc_check.txt  registers/spills per kernel (scripts/nvcc_check.sh)
 #     pytest.log      the CUDA tests (pytest -m cuda), with a junit summary in pytest.xml
 #     gpu_bench.csv, gpu_bench.md, gpu_bench.json   the benchmark (plrnn.bench.gpu)
-# (7 files: the device tool brings back at most 8.)
+#     results.tar     results/cuda-<gpu>/ of the reproductions run in the time left (Table 1,
+#                     then Table 2, at scale=paper with fewer rounds; GPU_CHECK_TABLES=0 skips)
+# (8 files: the device tool brings back at most 8.)
 # One overall deadline, GPU_CHECK_DEADLINE_S (default 540 s, under the device tool's 600 s per
 # call): every step gets the lesser of its own cap and the time left, so the script always ends
 # with its summary and files. Step caps (seconds): GPU_CHECK_NVCC_S, GPU_CHECK_BUILD_S,
@@ -132,6 +134,26 @@ timeout "$(limit $(( budget + 40 )))" python3 -m plrnn.bench.gpu --out "$OUT" --
   grep -v "^|"  # the tables come once, in the summary
 bench_status=${PIPESTATUS[0]}
 [ "$bench_status" -eq 0 ] || fail 7 "the benchmark failed (status $bench_status)"
+
+step "reproductions (Table 1, Table 2 at device=cuda, in the time left)"
+# Lowest priority, so last: each table gets the time left (less a margin for the summary and
+# the tar) and is skipped when too little is left. Fewer rounds than scale=paper's own; the
+# rounds used are in each table's JSON config.
+if [ "${GPU_CHECK_TABLES:-1}" = 1 ] && [ "$built" -eq 1 ]; then
+  for job in "table1.py scale.rounds=5 scale.min_run_time=0.1" \
+             "table2.py scale.rounds=2 scale.min_run_time=0.2"; do
+    left=$(( $(limit 100000) - 15 ))
+    if (( left < 45 )); then echo "skipped ${job%% *}: ${left} s left"; continue; fi
+    echo "--- ${job%% *} (at most ${left} s)"
+    # shellcheck disable=SC2086  # job is the script and its overrides, split on purpose
+    timeout -k 5 "$left" python3 reproductions/$job device=cuda scale=paper progress=false \
+      results_dir="$OUT/results" 2>&1 | grep -v -E "^\s*$" | tail -n 40
+    [ "${PIPESTATUS[0]}" -eq 0 ] || fail 8 "reproductions/${job%% *} failed or timed out"
+  done
+  [ -d "$OUT/results" ] && tar -C "$OUT" -cf "$OUT/results.tar" results && rm -rf "$OUT/results"
+else
+  echo "skipped (GPU_CHECK_TABLES=${GPU_CHECK_TABLES:-1}, built=$built)"
+fi
 
 step "summary"
 grep -E "passed|failed|error" "$OUT/pytest.log" | tail -n 3
