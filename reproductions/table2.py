@@ -101,8 +101,19 @@ def measure_cell(cfg: DictConfig, device, T: int, batch: int, backends: tuple[st
             rec: set_backend(copy.deepcopy(model), rec) for rec in backends}
         for pass_ in cfg.variant.passes:
             fns = {rec: step_fn(m, x, pass_) for rec, m in models.items()}
-            times = interleaved(fns, rounds=cfg.scale.rounds,
-                                min_run_time=cfg.scale.min_run_time, inputs=(x,))
+            try:
+                times = interleaved(fns, rounds=cfg.scale.rounds,
+                                    min_run_time=cfg.scale.min_run_time, inputs=(x,))
+            except RuntimeError as err:
+                if arch != LSTM:
+                    raise
+                # The baseline library refusing a shape (cuDNN's CUDNN_STATUS_NOT_SUPPORTED on
+                # an H200 at T = 65536, b = 1) leaves its column empty, with the reason.
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                rows.append({"architecture": arch, "recurrence": "-", "pass": pass_,
+                             "seq_len": T, "batch": batch, "round": 0, "seconds": math.nan,
+                             "steps_per_s": math.nan, "error": reason})
+                continue
             for rec, per_round in times.items():
                 for i, s in enumerate(per_round):
                     rows.append({"architecture": arch, "recurrence": rec, "pass": pass_,
@@ -209,6 +220,11 @@ def run(cfg: DictConfig) -> Path:
         "GILR surrogate parallel in its 'serial' GILR-LSTM; here every recurrence of a model "
         "switches together and inputs are on the device before timing.",
     ]
+    if "error" in raw:
+        for (T, b, pass_, reason), _ in raw.dropna(subset=["error"]).groupby(
+                ["seq_len", "batch", "pass", "error"]):
+            notes.append(f"{LSTM} at T = {T}, b = {b} ({pass_}) failed, so its column is n/a "
+                         f"there: {reason}")
     if device.type == "cpu":
         notes.append(
             "CPU numbers: with 2 cores the parallel kernel can at best split time in two while "

@@ -160,3 +160,16 @@ def test_installed_kernels_are_the_prebuilt_ones():
     best = next(level for level in prebuilt.cpu_levels() if level in built)
     assert status["cpu_serial"].origin == status["cpu_parallel"].origin == f"prebuilt ({best})"
     assert status["torch"].origin == ""
+
+
+def test_failed_build_says_the_compilers_first_error(tmp_path, monkeypatch):
+    # ninja's last line ("build stopped: subcommand failed") is all torch's exception ends with;
+    # the reason a user sees must name what failed to compile.
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    bad = tmp_path / "bad.cpp"
+    bad.write_text("int broken() { return undeclared_name; }\n")
+    reason = jit.build_extension("test kernels", "plrnn_bad_source", sources=[str(bad)])
+    assert reason is not None
+    assert reason.startswith("building the test kernels failed: ")
+    assert "error:" in reason and "undeclared_name" in reason
+    assert "subcommand failed" not in reason

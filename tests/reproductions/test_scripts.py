@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from .helpers import compose_config, load_script, scales
 
@@ -81,6 +82,34 @@ def test_table2_compares_every_architecture_serial_and_parallel(tmp_path):
             assert set(got["recurrence"]) == {"cpu_serial", "cpu_parallel"}, (arch, pass_)
     assert set(raw[raw["architecture"] == "cuDNN LSTM"]["recurrence"]) == {"-"}
     assert (raw["batch"] * raw["seq_len"] == 64).all()
+
+
+def test_table2_reports_a_baseline_lstm_failure_and_goes_on(tmp_path, monkeypatch):
+    # cuDNN refused torch.nn.LSTM at T = 65536, b = 1 on an H200; the other cells and models
+    # must still be measured, and the report must say where the LSTM column is empty and why.
+    real = torch.nn.LSTM.forward
+
+    def refuse_long(self, x, *args, **kwargs):
+        if x.shape[0] == 16:
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED (simulated)\nmore")
+        return real(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.LSTM, "forward", refuse_long)
+    cfg = compose_config("table2", ["scale=smoke", "device=cpu", "progress=false",
+                                    f"results_dir={tmp_path}", "scale.architectures=['SRU']"])
+    md = load_script("table2").run(cfg)
+    raw = pd.read_csv(md.with_suffix(".csv"))
+    failed = raw[raw["error"].notna()]
+    assert set(failed["architecture"]) == {"cuDNN LSTM"} and set(failed["seq_len"]) == {16}
+    assert set(failed["pass"]) == {"train", "forward"}
+    assert set(raw[raw["architecture"] == "SRU"]["seq_len"]) == {4, 16}
+    summary = json.loads(md.with_suffix(".json").read_text())["summary"]
+    lstm = {(r["pass"], r["T"]): r["LSTM steps/s"] for r in summary}
+    assert all(lstm[(p, 4)] > 0 for p in ("train", "forward"))
+    assert all(pd.isna(lstm[(p, 16)]) for p in ("train", "forward"))
+    text = md.read_text()
+    assert "cuDNN LSTM at T = 16, b = 4 (train) failed" in text
+    assert "CUDNN_STATUS_NOT_SUPPORTED (simulated)" in text and "more" not in text
 
 
 def test_table2_authors_variant_times_the_forward_pass_only(tmp_path):

@@ -89,12 +89,19 @@ def plan(quick: bool = False) -> list[Case]:
                 if dtype != "fp32" and backend in FP32_ONLY:
                     continue
                 cases.append(Case("headline", backend, dtype, pass_, T_head, B_head, D_head))
-    for dtype in DTYPES:
-        for pass_ in (FWD, FWD_BWD):
-            for backend in ACCELERATED_SCAN:
-                cases.append(
-                    Case("accelerated_scan", backend, dtype, pass_, T_head, B_head, D_head)
-                )
+    # accelerated-scan's 16-bit cases go last: a fault inside one ends the process (a CUDA error
+    # is sticky) and loses only the cases after it. Seen on an H200
+    # with accelerated-scan 0.3.1: an illegal memory access surfaced at the first bfloat16 case
+    # (warp, T=65536, 8x1536), after every float32 one had run.
+    def accelerated_scan_headline(dtypes):
+        for dtype in dtypes:
+            for pass_ in (FWD, FWD_BWD):
+                for backend in ACCELERATED_SCAN:
+                    cases.append(
+                        Case("accelerated_scan", backend, dtype, pass_, T_head, B_head, D_head)
+                    )
+
+    accelerated_scan_headline(["fp32"])
     long_T = (T_head, 2**20) if not quick else (T_head,)
     for T in long_T:
         for m in (4, 32, 128):
@@ -108,6 +115,7 @@ def plan(quick: bool = False) -> list[Case]:
             for pass_ in (FWD, FWD_BWD):
                 for backend in (*PLRNN_BACKENDS, "auto"):
                     cases.append(Case("table1", backend, "fp32", pass_, T, 1, m))
+    accelerated_scan_headline([d for d in DTYPES if d != "fp32"])
     return cases
 
 

@@ -176,9 +176,16 @@ def build_extension(what: str, name: str, sources: list[str], **kwargs) -> str |
     except LockTimeout as err:
         return f"building the {what} failed: {err}"
     except Exception as err:  # noqa: BLE001 - any build failure means "unavailable, here is why"
-        lines = str(err).strip().splitlines() or [type(err).__name__]
-        return f"building the {what} failed: {lines[-1]}"
+        return f"building the {what} failed: {_first_error(str(err)) or type(err).__name__}"
     return None
+
+
+def _first_error(log: str) -> str:
+    """The compiler's first error in a failed build's log (ninja's own last line, "build
+    stopped: subcommand failed", says nothing), else the log's last line."""
+    lines = [line.strip() for line in log.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    return (errors[0] if errors else lines[-1] if lines else "")[:300]
 
 
 def build_at_first_use(

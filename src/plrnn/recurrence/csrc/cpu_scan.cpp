@@ -61,8 +61,8 @@ at::Tensor reduce_to_decays(const at::Tensor& ga, const at::Tensor& a) {
   const int64_t T = ga.size(0), P = a.size(1);
   if (P == 0) return at::zeros(a.sizes(), a.options());  // no channels
   const at::Tensor terms = ga.view({T, channels_of(ga) / P, P});
-  if (a.size(0) == T && T > 1) return at::sum(terms, {1});
-  return at::sum(terms, {0, 1}).view(a.sizes());
+  if (a.size(0) == T && T > 1) return terms.sum(1);
+  return terms.sum(at::IntArrayRef{0, 1}).view(a.sizes());
 }
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
