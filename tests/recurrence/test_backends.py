@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -91,6 +93,30 @@ def test_auto_takes_the_in_cache_measurement_for_long_wide_rows_that_fit(num_thr
     monkeypatch.setattr(registry, "_stream_bytes", lambda: 1 << 40)
     assert choose_auto(cpu_dev, T, 300) == "cpu_serial"  # beyond what the short regime chose
     assert torch.ops.plrnn.cpu_stream_bytes() > 0
+
+
+def _sysfs_llc_bytes() -> int | None:
+    best_level, size = 0, None
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        value = int(text.rstrip("KM")) * {"K": 1024, "M": 1 << 20}.get(text[-1], 1)
+        if level >= best_level and value > 0:
+            best_level, size = level, value
+    return size
+
+
+def test_last_level_cache_size_is_read_from_sysfs(monkeypatch):
+    # The kernels read sysfs with C stdio (an iostream read crashed on the GPU machine, whose
+    # compiler links the extension with a libstdc++ of its own): same number as sysfs says.
+    want = _sysfs_llc_bytes()
+    if want is None:
+        pytest.skip("no cache sizes in /sys/devices/system/cpu/cpu0/cache")
+    monkeypatch.delenv("PLRNN_STREAM_BYTES", raising=False)
+    assert torch.ops.plrnn.cpu_stream_bytes() == want
 
 
 # ------------------------------------------------------------------------- torch.ops.plrnn.*

@@ -173,3 +173,36 @@ def test_failed_build_says_the_compilers_first_error(tmp_path, monkeypatch):
     assert reason.startswith("building the test kernels failed: ")
     assert "error:" in reason and "undeclared_name" in reason
     assert "subcommand failed" not in reason
+
+
+def test_cache_size_is_read_right_with_a_static_libstdcxx(tmp_path):
+    # The lent GPU machine's g++ linked the extension with a libstdc++ of its own, and reading
+    # sysfs through iostreams crashed there; -static-libstdc++ reproduces that mix here (the
+    # read had failed silently). A fresh interpreter: the ops may be registered once per process.
+    from plrnn.recurrence import sources
+
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from plrnn.recurrence import jit
+        reason = jit.build_extension(
+            "C++ kernels", "plrnn_cpu_static_libstdcxx",
+            sources={[str(sources.CSRC / name) for name in sources.CPU_COMPILED]!r},
+            extra_cflags={sources.CPU_FLAGS!r},
+            extra_ldflags=["-fopenmp", "-static-libstdc++"],
+        )
+        assert reason is None, reason
+        print(torch.ops.plrnn.cpu_stream_bytes())
+        """
+    )
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    env.pop("PLRNN_STREAM_BYTES", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from .test_backends import _sysfs_llc_bytes
+
+    want = _sysfs_llc_bytes()
+    if want is None:
+        pytest.skip("no cache sizes in /sys/devices/system/cpu/cpu0/cache")
+    assert int(done.stdout.split()[-1]) == want

@@ -10,8 +10,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 
 namespace plrnn {
@@ -68,6 +68,21 @@ inline std::atomic<int64_t>& fail_item() {
   return item;
 }
 
+// The number at the start of a sysfs file and the character after it ("32768K": 32768, 'K').
+// C stdio, not iostreams: where the extension is linked with a libstdc++ of its own (as the lent
+// H200 machine's g++ did), extracting a number from a std::ifstream goes through a locale facet
+// of the process's other libstdc++: it crashed there (the first scan on several threads, seen
+// with cuda-gdb) and, built with -static-libstdc++ on the Zen 4 VM, failed silently (glibc's
+// 320 MiB taken for sysfs's 32 MiB).
+inline bool read_sysfs_number(const std::string& path, long long& value, char& unit) {
+  std::FILE* file = std::fopen(path.c_str(), "r");
+  if (!file) return false;
+  unit = '\0';
+  const bool read = std::fscanf(file, "%lld%c", &value, &unit) >= 1;
+  std::fclose(file);
+  return read;
+}
+
 // Bytes of one instance of the last-level cache: what Linux's sysfs says of CPU 0's highest
 // cache level, else glibc's figure, else a 32 MiB guess. sysfs first: on a Zen 4 EPYC VM glibc
 // reported 320 MiB of L3 where sysfs (and lscpu) said 32 MiB, which kept every scan of up to 100
@@ -77,12 +92,12 @@ inline int64_t llc_bytes() {
     int64_t best_level = 0, b = 0;
     for (int index = 0; index < 8; ++index) {
       const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
-      std::ifstream level_file(dir + "/level"), size_file(dir + "/size");
-      int64_t level = 0, size = 0;
-      std::string unit;
-      if (!(level_file >> level) || !(size_file >> size)) continue;
-      std::getline(size_file, unit);
-      size *= unit == "K" ? 1024 : unit == "M" ? 1 << 20 : 1;
+      long long level = 0, size = 0;
+      char unit = '\0', ignored = '\0';
+      if (!read_sysfs_number(dir + "/level", level, ignored) ||
+          !read_sysfs_number(dir + "/size", size, unit))
+        continue;
+      size *= unit == 'K' ? 1024 : unit == 'M' ? 1 << 20 : 1;
       if (level >= best_level && size > 0) best_level = level, b = size;
     }
 #if defined(_SC_LEVEL3_CACHE_SIZE)
