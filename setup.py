@@ -77,7 +77,7 @@ def _extensions():
             f"plrnn.recurrence._cpu_{isa}",
             [str(CSRC / s) for s in sources.CPU_COMPILED],
             extra_compile_args=sources.CPU_FLAGS + X86_ISAS[isa],
-            extra_link_args=["-fopenmp"],
+            extra_link_args=["-fopenmp", *sources.LINK_FLAGS],
         )
         for isa in cpu_isas
     ]
@@ -99,6 +99,7 @@ def _extensions():
                 "plrnn.recurrence._cuda",
                 [str(CSRC / s) for s in sources.CUDA_COMPILED],
                 extra_compile_args={"cxx": ["-O3"], "nvcc": sources.CUDA_FLAGS},
+                extra_link_args=sources.LINK_FLAGS,
             )
         )
         info["cuda_archs"] = archs

@@ -175,10 +175,11 @@ def test_failed_build_says_the_compilers_first_error(tmp_path, monkeypatch):
     assert "subcommand failed" not in reason
 
 
-def test_cache_size_is_read_right_with_a_static_libstdcxx(tmp_path):
-    # The lent GPU machine's g++ linked the extension with a libstdc++ of its own, and reading
-    # sysfs through iostreams crashed there; -static-libstdc++ reproduces that mix here (the
-    # read had failed silently). A fresh interpreter: the ops may be registered once per process.
+def test_a_static_libstdcxx_reads_and_formats_numbers(tmp_path):
+    # The lent GPU machine's g++ linked the extension with a libstdc++ of its own: reading sysfs
+    # through iostreams crashed there. -static-libstdc++ reproduces the mix here, where without
+    # sources.LINK_FLAGS the cache size read failed silently and error messages lost their
+    # numbers. A fresh interpreter: the ops may be registered once per process.
     from plrnn.recurrence import sources
 
     script = textwrap.dedent(
@@ -189,9 +190,13 @@ def test_cache_size_is_read_right_with_a_static_libstdcxx(tmp_path):
             "C++ kernels", "plrnn_cpu_static_libstdcxx",
             sources={[str(sources.CSRC / name) for name in sources.CPU_COMPILED]!r},
             extra_cflags={sources.CPU_FLAGS!r},
-            extra_ldflags=["-fopenmp", "-static-libstdc++"],
+            extra_ldflags=["-fopenmp", "-static-libstdc++", *{sources.LINK_FLAGS!r}],
         )
         assert reason is None, reason
+        try:
+            torch.ops.plrnn.cpu_streaming_schedule(5)
+        except RuntimeError as err:
+            print(str(err).splitlines()[0])
         print(torch.ops.plrnn.cpu_stream_bytes())
         """
     )
@@ -200,9 +205,11 @@ def test_cache_size_is_read_right_with_a_static_libstdcxx(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
+    message, stream_bytes = done.stdout.strip().splitlines()[-2:]
+    assert message.endswith("got 5"), message
     from .test_backends import _sysfs_llc_bytes
 
     want = _sysfs_llc_bytes()
     if want is None:
         pytest.skip("no cache sizes in /sys/devices/system/cpu/cpu0/cache")
-    assert int(done.stdout.split()[-1]) == want
+    assert int(stream_bytes) == want

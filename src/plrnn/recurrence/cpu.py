@@ -80,7 +80,7 @@ def _build_and_register() -> str | None:
             "about a minute",
             sources=[str(s) for s in SOURCES],
             extra_cflags=_FLAGS,
-            extra_ldflags=["-fopenmp"],
+            extra_ldflags=["-fopenmp", *sources.LINK_FLAGS],
         )
         if reason is not None:
             return reason

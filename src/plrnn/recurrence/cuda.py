@@ -123,6 +123,7 @@ def _build_and_register() -> str | None:
             sources=[str(s) for s in SOURCES],
             extra_cflags=["-O3"],
             extra_cuda_cflags=sources.CUDA_FLAGS,
+            extra_ldflags=sources.LINK_FLAGS,
         )
         if reason is not None:
             return reason

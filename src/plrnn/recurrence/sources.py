@@ -25,6 +25,11 @@ CPU_FLAGS = ["-O3", "-ffp-contract=fast", "-fopenmp"]  # plus the ISA level's (o
 # No --use_fast_math: it flushes denormals and approximates division, and the scan's error is
 # judged against a float64 reference.
 CUDA_FLAGS = ["-O3", "-lineinfo"]
+# Where the compiler links a libstdc++ of its own into the library (the lent H200 machine's g++
+# did), its symbols must stay private: exported, the process's other libstdc++ answered some of
+# them, so number formatting and parsing in the kernels used facets of a foreign layout (numbers
+# missing from error messages, a segfault reading sysfs). No effect where libstdc++ is shared.
+LINK_FLAGS = ["-Wl,--exclude-libs,ALL"]
 
 
 def digest(names: list[str]) -> str:

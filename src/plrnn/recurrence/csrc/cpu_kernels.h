@@ -73,7 +73,7 @@ inline std::atomic<int64_t>& fail_item() {
 // H200 machine's g++ did), extracting a number from a std::ifstream goes through a locale facet
 // of the process's other libstdc++: it crashed there (the first scan on several threads, seen
 // with cuda-gdb) and, built with -static-libstdc++ on the Zen 4 VM, failed silently (glibc's
-// 320 MiB taken for sysfs's 32 MiB).
+// 320 MiB taken for sysfs's 32 MiB). sources.LINK_FLAGS now keeps such a copy to itself too.
 inline bool read_sysfs_number(const std::string& path, long long& value, char& unit) {
   std::FILE* file = std::fopen(path.c_str(), "r");
   if (!file) return false;
