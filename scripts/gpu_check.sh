@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should do for plrnn's CUDA kernels, in one command, in under
-# 8 minutes: install the carried wheels, compile-check the kernels, build the extension for this
-# GPU, run every CUDA test, and benchmark every backend (plrnn.bench.gpu).
+# 10 minutes: install the carried wheels, compile-check the kernels, build the extension for this
+# GPU, run every CUDA test, benchmark every backend (plrnn.bench.gpu), and in the time left run
+# Table 1 and Table 2 at device=cuda.
 #
-# Run from the repository root, on the device machine (the device tool: carry [".whl"]):
-#     bash scripts/gpu_check.sh
+# Run from the repository root, on the device machine (the device tool: carry [".whl"]), with
+# the commit sent typed in (the copy's git metadata there was older than its files):
+#     PLRNN_GIT_COMMIT=<git rev-parse HEAD here> bash scripts/gpu_check.sh
 # .whl holds wheels of what that machine lacks (Hydra, asv, accelerated-scan, ...). Results go
 # to $OUT (the device tool's return folder; ./gpu_out elsewhere):
 #     gpu_check.log   everything printed below (the benchmark's progress too)
@@ -52,6 +54,7 @@ if ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv || true
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0))"
+echo "commit: ${PLRNN_GIT_COMMIT:-not given (PLRNN_GIT_COMMIT); git here says $(git rev-parse --short HEAD 2>/dev/null)}"
 
 step "wheels"
 if compgen -G ".whl/*.whl" >/dev/null; then

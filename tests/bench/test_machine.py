@@ -87,6 +87,13 @@ def test_dirty_means_a_change_anywhere_in_the_checkout_but_results(monkeypatch, 
     assert machine.git_commit()["dirty"] is True
 
 
+def test_a_commit_named_in_the_environment_wins(monkeypatch):
+    monkeypatch.setenv("PLRNN_GIT_COMMIT", "0123abc")
+    assert machine.git_commit() == {"commit": "0123abc", "dirty": None}
+    monkeypatch.setenv("PLRNN_GIT_COMMIT", "")
+    assert machine.git_commit()["commit"] != ""
+
+
 def test_steal_seconds_reads_the_steal_column(tmp_path):
     stat = tmp_path / "stat"
     stat.write_text("cpu  740397 0 71180 931873 955 0 169 4805 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")

@@ -46,7 +46,13 @@ def git_commit() -> dict:
     """{'commit': sha or None, 'dirty': bool or None} of the checkout this package runs from.
 
     Dirty means changed code: results/ is left out, since earlier benchmark outputs land there.
+    PLRNN_GIT_COMMIT, where set, names the commit instead (dirty then unknown): a copy of the tree
+    sent to another machine can carry older git metadata than its files (the lent GPU machine's
+    did).
     """
+    given = os.environ.get("PLRNN_GIT_COMMIT", "").strip()
+    if given:
+        return {"commit": given, "dirty": None}
     sha = _run(["git", "rev-parse", "HEAD"])
     if sha is None:
         return {"commit": None, "dirty": None}
