@@ -13,6 +13,7 @@ from .helpers import (
     ALL_BACKENDS,
     BACKENDS,
     F64_RTOL,
+    gradient_allowed,
     grads_of,
     make_inputs,
     run,
@@ -81,13 +82,11 @@ def test_low_precision_gradients(T, reverse, dtype):
     _, baseline = _reference_grads(inputs, upstream, reverse)
 
     failures = []
-    eps = torch.finfo(dtype).eps
     for backend in BACKENDS:
         _, got = grads_of(lambda a, x, h0: run(backend, a, x, h0, reverse), inputs, upstream)
         for name, g, b, w in zip(GRAD_NAMES, got, baseline, truth):
             assert g.dtype == dtype, f"{backend} d{name} is {g.dtype}"
-            scale = w.abs().max().item()
-            allowed = 2 * (b.double() - w).abs().max().item() + 8 * eps * scale
+            allowed = gradient_allowed(b, w, T)
             err = (g.double() - w).abs().max().item()
             if not err <= allowed:
                 failures.append(f"{backend} d{name}: error {err:.3e} > allowed {allowed:.3e}")
