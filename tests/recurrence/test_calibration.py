@@ -35,6 +35,18 @@ def calibrating(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def fresh_parallel_tuning(monkeypatch):
+    """cpu_parallel's settings applied anew at the next call, and its in-thread chunk limit (a
+    process-wide kernel setting) restored afterwards."""
+    from plrnn.recurrence import cpu
+
+    monkeypatch.setattr(cpu, "_tuned_threads", 0)
+    before = torch.ops.plrnn.cpu_ilp_channels(-1)
+    yield
+    torch.ops.plrnn.cpu_ilp_channels(before)
+
+
 def fake_streaming(pipelined_over_time_split):
     """measure_streaming()'s result where the pipelined schedule takes this much the time split's
     time."""
@@ -195,29 +207,25 @@ def test_in_thread_chunks_kept_up_to_the_widest_width_where_they_paid():
 
 @pytest.mark.parametrize("measured_ilp", [0, 8])
 def test_the_first_parallel_call_applies_the_calibration(calibrating, monkeypatch, num_threads,
-                                                         measured_ilp):
+                                                         fresh_parallel_tuning, measured_ilp):
     from plrnn.recurrence import cpu
 
     faster = {c: 1.2 if c <= measured_ilp else 0.8 for c in calibration.MEASURED_CHANNELS}
     monkeypatch.setattr(calibration, "measure", lambda: {
         c: {"serial": 1.0, "ilp": 1.0, "plain": q} for c, q in faster.items()})
     monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
-    monkeypatch.setattr(cpu, "_tuned_threads", 0)
-    before = torch.ops.plrnn.cpu_ilp_channels(-1)
-    try:
-        num_threads(2)
-        torch.ops.plrnn.cpu_ilp_channels(32)
-        a, x = torch.rand(40, 3), torch.randn(40, 3)
-        cpu.serial(a, x, None, False)
-        assert torch.ops.plrnn.cpu_ilp_channels(-1) == 32  # cpu_serial applies nothing
-        cpu.parallel(a, x, None, False)
-        assert torch.ops.plrnn.cpu_ilp_channels(-1) == measured_ilp
-    finally:
-        torch.ops.plrnn.cpu_ilp_channels(before)
+    num_threads(2)
+    torch.ops.plrnn.cpu_ilp_channels(32)
+    a, x = torch.rand(40, 3), torch.randn(40, 3)
+    cpu.serial(a, x, None, False)
+    assert torch.ops.plrnn.cpu_ilp_channels(-1) == 32  # cpu_serial applies nothing
+    cpu.parallel(a, x, None, False)
+    assert torch.ops.plrnn.cpu_ilp_channels(-1) == measured_ilp
 
 
 def test_one_thread_measures_only_the_in_thread_chunks_once(calibrating, monkeypatch,
-                                                             num_threads, caplog):
+                                                             num_threads, fresh_parallel_tuning,
+                                                             caplog):
     from plrnn.recurrence import cpu
 
     calls = []
@@ -230,41 +238,35 @@ def test_one_thread_measures_only_the_in_thread_chunks_once(calibrating, monkeyp
     for other in ("measure", "measure_short", "measure_longest", "measure_streaming"):
         monkeypatch.setattr(calibration, other, lambda *_: pytest.fail("measured more"))
     monkeypatch.setattr(calibration, "measure_in_thread_chunks", fake_chunks)
-    monkeypatch.setattr(cpu, "_tuned_threads", 0)
-    before = torch.ops.plrnn.cpu_ilp_channels(-1)
-    try:
-        num_threads(1)
-        torch.ops.plrnn.cpu_ilp_channels(32)
-        a, x = torch.rand(40, 3), torch.randn(40, 3)
-        cpu.serial(a, x, None, False)
-        assert not calls  # only cpu_parallel asks
-        torch.testing.assert_close(cpu.parallel(a, x, None, False), cpu.serial(a, x, None, False))
-        assert torch.ops.plrnn.cpu_ilp_channels(-1) == 4
-        assert len(calls) == 2  # two measurements that agree
-        record = json.loads(calibration.cache_file(1).read_text())
-        assert record["threads"] == 1 and record["ilp_channels"] == 4
-        assert record["plain_over_chunked"] == {"2": 1.2, "4": 1.2, "8": 0.7, "16": 0.7,
-                                                "32": 0.7}
-        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert len(said) == 1 and "in-thread chunks on one thread" in said[0]
-        # nothing else about one thread is measured: auto still takes cpu_serial there
-        assert calibration.parallel_channels(1, calibration.LONGEST_MIN_STEPS) == set()
+    num_threads(1)
+    torch.ops.plrnn.cpu_ilp_channels(32)
+    a, x = torch.rand(40, 3), torch.randn(40, 3)
+    cpu.serial(a, x, None, False)
+    assert not calls  # only cpu_parallel asks
+    torch.testing.assert_close(cpu.parallel(a, x, None, False), cpu.serial(a, x, None, False))
+    assert torch.ops.plrnn.cpu_ilp_channels(-1) == 4
+    assert len(calls) == 2  # two measurements that agree
+    record = json.loads(calibration.cache_file(1).read_text())
+    assert record["threads"] == 1 and record["ilp_channels"] == 4
+    assert record["plain_over_chunked"] == {"2": 1.2, "4": 1.2, "8": 0.7, "16": 0.7, "32": 0.7}
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "in-thread chunks on one thread" in said[0]
+    # nothing else about one thread is measured: auto still takes cpu_serial there
+    assert calibration.parallel_channels(1, calibration.LONGEST_MIN_STEPS) == set()
 
-        # another process reads the record
-        monkeypatch.setattr(calibration, "_cache", {})
-        monkeypatch.setattr(cpu, "_tuned_threads", 0)
-        monkeypatch.setattr(calibration, "measure_in_thread_chunks",
-                            lambda: pytest.fail("measured again"))
-        torch.ops.plrnn.cpu_ilp_channels(32)
-        cpu.parallel(a, x, None, False)
-        assert torch.ops.plrnn.cpu_ilp_channels(-1) == 4
-        # a record timed another way is measured anew
-        calibration.cache_file(1).write_text(json.dumps({**record, "channels_measured_by": "?"}))
-        monkeypatch.setattr(calibration, "_cache", {})
-        monkeypatch.setattr(calibration, "measure_in_thread_chunks", fake_chunks)
-        assert calibration.ilp_channels(1) == 4 and len(calls) == 4
-    finally:
-        torch.ops.plrnn.cpu_ilp_channels(before)
+    # another process reads the record
+    monkeypatch.setattr(calibration, "_cache", {})
+    monkeypatch.setattr(cpu, "_tuned_threads", 0)
+    monkeypatch.setattr(calibration, "measure_in_thread_chunks",
+                        lambda: pytest.fail("measured again"))
+    torch.ops.plrnn.cpu_ilp_channels(32)
+    cpu.parallel(a, x, None, False)
+    assert torch.ops.plrnn.cpu_ilp_channels(-1) == 4
+    # a record timed another way is measured anew
+    calibration.cache_file(1).write_text(json.dumps({**record, "channels_measured_by": "?"}))
+    monkeypatch.setattr(calibration, "_cache", {})
+    monkeypatch.setattr(calibration, "measure_in_thread_chunks", fake_chunks)
+    assert calibration.ilp_channels(1) == 4 and len(calls) == 4
 
 
 def test_one_thread_without_calibration_keeps_the_fixed_chunks(monkeypatch):
