@@ -210,7 +210,7 @@ class Config:
     allocators: tuple[str, ...]  # the allocator columns of the tables
     sections: tuple[str, ...]
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "float32"  # of sections 1-5; section 6 times each of `dtypes`
     inputs: str = ("decays ~ the row's distribution, impulses ~ N(0,1), grad_h ~ N(0,1); fp32 "
                    "(section 6: each dtype), contiguous, time-major")
 
