@@ -79,9 +79,22 @@ else
 fi
 
 step "build the extensions (CUDA for this GPU; the C++ CPU kernels the test suite also loads)"
-PLRNN_VERBOSE_BUILD=1 python3 -c \
-  "from plrnn.recurrence import cpu; print('cpu kernels:', cpu.load() or 'built')" \
-  >/tmp/plrnn_cpu_build.txt 2>&1 &
+# The CUDA tests run in GPU_CHECK_TEST_WORKERS pytest-xdist workers where xdist is installed
+# (a crash then fails one test instead of ending the run), each on as many CPU threads as share
+# the cores; the CPU kernels are calibrated for that thread count here, once, not by every worker.
+workers=${GPU_CHECK_TEST_WORKERS:-4}
+python3 -c "import xdist" 2>/dev/null || workers=0
+test_threads=$(( $(nproc) / (workers > 0 ? workers : 1) )); (( test_threads < 1 )) && test_threads=1
+PLRNN_VERBOSE_BUILD=1 python3 -c "
+import torch, plrnn
+from plrnn.recurrence import cpu
+reason = cpu.load()
+print('cpu kernels:', reason or 'built')
+if reason is None:
+    torch.set_num_threads($test_threads)
+    a, x = torch.rand(70000, 4), torch.randn(70000, 4)
+    plrnn.linear_recurrence(a, x, backend='cpu_parallel')
+" >/tmp/plrnn_cpu_build.txt 2>&1 &
 cpu_build=$!
 built=1
 if ! PLRNN_VERBOSE_BUILD=1 timeout "$(limit "${GPU_CHECK_BUILD_S:-200}")" python3 - <<'EOF'
@@ -128,10 +141,12 @@ if [ "$built" -eq 1 ]; then
   test_cap=$(limit "${GPU_CHECK_TEST_S:-180}")
   (( test_cap > $(limit 100000) - 150 )) && test_cap=$(( $(limit 100000) - 150 ))
   (( test_cap < 30 )) && test_cap=30
-  timeout -s INT -k 20 "$test_cap" python3 -m pytest -m cuda -v -rfE --durations=15 \
-    -p no:cacheprovider -o faulthandler_timeout=45 --junitxml="$OUT/pytest.xml" \
-    tests/recurrence/test_cuda.py tests/recurrence/test_triton.py 2>&1 | tee "$OUT/pytest.log" |
-    grep -v -E " PASSED( |$)" | tail -n 60
+  xdist=(); (( workers > 0 )) && xdist=(-n "$workers")
+  echo "pytest: ${workers} xdist worker(s) (0: in this process), $test_threads CPU thread(s) each"
+  OMP_NUM_THREADS=$test_threads timeout -s INT -k 20 "$test_cap" python3 -m pytest -m cuda \
+    "${xdist[@]}" -v -rfE --durations=15 -p no:cacheprovider -o faulthandler_timeout=45 \
+    --junitxml="$OUT/pytest.xml" tests/recurrence/test_cuda.py tests/recurrence/test_triton.py \
+    2>&1 | tee "$OUT/pytest.log" | grep -v -E " PASSED( |$)" | tail -n 60
   test_status=${PIPESTATUS[0]}
   [ "$test_status" -eq 0 ] || fail 6 "CUDA tests failed or timed out (pytest status $test_status)"
 else
