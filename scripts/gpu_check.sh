@@ -20,8 +20,9 @@
 # One overall deadline, GPU_CHECK_DEADLINE_S (default 540 s, under the device tool's 600 s per
 # call): every step gets the lesser of its own cap and the time left, so the script always ends
 # with its summary and files. Step caps (seconds): GPU_CHECK_NVCC_S (0 skips the nvcc check),
-# GPU_CHECK_BUILD_S, GPU_CHECK_TEST_S, GPU_CHECK_BENCH_S. pytest is stopped with SIGINT at its limit, so it still
-# prints its summary and writes pytest.xml; the benchmark writes each row as it finishes.
+# GPU_CHECK_BUILD_S, GPU_CHECK_TEST_S, GPU_CHECK_BENCH_S. pytest is stopped with SIGINT at its
+# limit, so it still prints its summary and writes pytest.xml; the benchmark writes each row as
+# it finishes.
 # Exit status: 0 when the build, tests and benchmark all succeeded; 2 without a GPU; otherwise
 # the first failing step's status.
 set -uo pipefail

@@ -90,9 +90,9 @@ def plan(quick: bool = False) -> list[Case]:
                     continue
                 cases.append(Case("headline", backend, dtype, pass_, T_head, B_head, D_head))
     # accelerated-scan's 16-bit cases go last: a fault inside one ends the process (a CUDA error
-    # is sticky) and loses only the cases after it. Seen on an H200
-    # with accelerated-scan 0.3.1: an illegal memory access surfaced at the first bfloat16 case
-    # (warp, T=65536, 8x1536), after every float32 one had run.
+    # is sticky) and loses only the cases after it. Seen on an H200 with accelerated-scan 0.3.1:
+    # an illegal memory access surfaced at the first bfloat16 case (warp, T=65536, 8x1536), after
+    # every float32 one had run.
     def accelerated_scan_headline(dtypes):
         for dtype in dtypes:
             for pass_ in (FWD, FWD_BWD):
