@@ -5,6 +5,7 @@ before plrnn is installed."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
@@ -29,7 +30,8 @@ CUDA_FLAGS = ["-O3", "-lineinfo"]
 # did), its symbols must stay private: exported, the process's other libstdc++ answered some of
 # them, so number formatting and parsing in the kernels used facets of a foreign layout (numbers
 # missing from error messages, a segfault reading sysfs). No effect where libstdc++ is shared.
-LINK_FLAGS = ["-Wl,--exclude-libs,ALL"]
+# An option of the GNU-style linkers (ld, gold, lld) of Linux.
+LINK_FLAGS = ["-Wl,--exclude-libs,ALL"] if sys.platform.startswith("linux") else []
 
 
 def digest(names: list[str]) -> str:
