@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from pathlib import Path
 
 import torch
 
@@ -108,6 +109,21 @@ def check_float64(a, x, h0, reverse, truth, backends=BACKENDS):
         if not err <= tol:
             failures.append(f"{name} float64: max error {err:.3e} > {tol:.3e}")
     return failures
+
+
+def sysfs_llc_bytes() -> int | None:
+    """Bytes of CPU 0's highest cache level as sysfs gives them, or None without sysfs."""
+    best_level, size = 0, None
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        value = int(text.rstrip("KM")) * {"K": 1024, "M": 1 << 20}.get(text[-1], 1)
+        if level >= best_level and value > 0:
+            best_level, size = level, value
+    return size
 
 
 def gradient_allowed(baseline, truth, steps: int) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from plrnn.recurrence.registry import (
     choose_auto,
 )
 
-from .helpers import F64_RTOL, make_inputs, max_err, ref64, scale_of, seed_for
+from .helpers import F64_RTOL, make_inputs, max_err, ref64, scale_of, seed_for, sysfs_llc_bytes
 
 
 def test_registry_names():
@@ -95,24 +93,10 @@ def test_auto_takes_the_in_cache_measurement_for_long_wide_rows_that_fit(num_thr
     assert torch.ops.plrnn.cpu_stream_bytes() > 0
 
 
-def _sysfs_llc_bytes() -> int | None:
-    best_level, size = 0, None
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            level = int((index / "level").read_text())
-            text = (index / "size").read_text().strip()
-        except (OSError, ValueError):
-            continue
-        value = int(text.rstrip("KM")) * {"K": 1024, "M": 1 << 20}.get(text[-1], 1)
-        if level >= best_level and value > 0:
-            best_level, size = level, value
-    return size
-
-
 def test_last_level_cache_size_is_read_from_sysfs(monkeypatch):
     # The kernels read sysfs with C stdio (an iostream read crashed on the GPU machine, whose
     # compiler links the extension with a libstdc++ of its own): same number as sysfs says.
-    want = _sysfs_llc_bytes()
+    want = sysfs_llc_bytes()
     if want is None:
         pytest.skip("no cache sizes in /sys/devices/system/cpu/cpu0/cache")
     monkeypatch.delenv("PLRNN_STREAM_BYTES", raising=False)

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 import plrnn
-from plrnn.recurrence import cpu, jit, prebuilt
+from plrnn.recurrence import cpu, jit, prebuilt, sources
+
+from .helpers import sysfs_llc_bytes
 
 pytestmark = pytest.mark.skipif(
     jit.missing_toolchain() is not None, reason="needs a C++ compiler and ninja"
@@ -180,8 +182,6 @@ def test_a_static_libstdcxx_reads_and_formats_numbers(tmp_path):
     # through iostreams crashed there. -static-libstdc++ reproduces the mix here, where without
     # sources.LINK_FLAGS the cache size read failed silently and error messages lost their
     # numbers. A fresh interpreter: the ops may be registered once per process.
-    from plrnn.recurrence import sources
-
     script = textwrap.dedent(
         f"""
         import torch
@@ -207,9 +207,7 @@ def test_a_static_libstdcxx_reads_and_formats_numbers(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     message, stream_bytes = done.stdout.strip().splitlines()[-2:]
     assert message.endswith("got 5"), message
-    from .test_backends import _sysfs_llc_bytes
-
-    want = _sysfs_llc_bytes()
+    want = sysfs_llc_bytes()
     if want is None:
         pytest.skip("no cache sizes in /sys/devices/system/cpu/cpu0/cache")
     assert int(stream_bytes) == want
