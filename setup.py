@@ -4,9 +4,11 @@
   names them (default = the x86-64 baseline, avx2, avx512), never -march=native, so a wheel built
   on one machine runs on any other; plrnn loads the best one the CPU supports. Each level is a
   separate shared object, so the linker can never pick an inline function compiled for AVX2 for
-  a baseline code path. By default: default and avx2. The kernels keep at most 32 bytes in a
-  vector, so avx512 measured the same as avx2 (Xeon, AVX-512); PLRNN_CPU_ISAS=default,avx2,avx512
-  adds it. Other architectures get one library (default).
+  a baseline code path. By default: default, avx2 and avx512_bf16 (avx2 with the bfloat16
+  kernels for AVX-512 BF16, loaded where torch.cpu._is_avx512_bf16_supported()). The kernels keep
+  at most 32 bytes in a vector, so avx512 measured the same as avx2 (Xeon, AVX-512);
+  PLRNN_CPU_ISAS=default,avx2,avx512_bf16,avx512 adds it. Other architectures get one library
+  (default).
 * CUDA kernels: only where torch is a CUDA build and nvcc is found (TORCH_CUDA_ARCH_LIST, default
   "8.0;9.0+PTX"); a CPU-only install never needs nvcc. PLRNN_BUILD_CUDA=0 skips them.
 * PLRNN_NO_EXTENSIONS=1, or a build that cannot import torch (an isolated build: pip without
@@ -38,6 +40,8 @@ X86_ISAS = {
     "default": [],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"],
+    # avx2's flags; cpu_kernels_bf16.cpp alone compiles for AVX-512 BF16 there (its pragma).
+    "avx512_bf16": ["-mavx2", "-mfma", "-mf16c", "-DPLRNN_AVX512_BF16"],
 }
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
@@ -49,7 +53,7 @@ def _say(msg: str) -> None:
 def _cpu_isas() -> list[str]:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return ["default"]
-    wanted = os.environ.get("PLRNN_CPU_ISAS", "default,avx2").split(",")
+    wanted = os.environ.get("PLRNN_CPU_ISAS", "default,avx2,avx512_bf16").split(",")
     unknown = [w for w in wanted if w not in X86_ISAS]
     if unknown:
         raise SystemExit(f"PLRNN_CPU_ISAS: unknown level(s) {unknown}; choose from {list(X86_ISAS)}")

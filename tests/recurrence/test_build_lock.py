@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import plrnn
 from plrnn.recurrence import cpu, jit, prebuilt, sources
@@ -162,6 +163,22 @@ def test_installed_kernels_are_the_prebuilt_ones():
     best = next(level for level in prebuilt.cpu_levels() if level in built)
     assert status["cpu_serial"].origin == status["cpu_parallel"].origin == f"prebuilt ({best})"
     assert status["torch"].origin == ""
+
+
+@pytest.mark.parametrize(
+    "capability, bf16, levels",
+    [
+        ("AVX512", True, ["avx512_bf16", "avx512", "avx2", "default"]),
+        ("AVX512", False, ["avx512", "avx2", "default"]),
+        ("AVX2", True, ["avx2", "default"]),  # ATEN_CPU_CAPABILITY=avx2 on such a CPU
+        ("DEFAULT", False, ["default"]),
+    ],
+)
+def test_cpu_levels_take_avx512_bf16_only_where_the_cpu_has_it(capability, bf16, levels,
+                                                               monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16, raising=False)
+    assert prebuilt.cpu_levels() == levels
 
 
 def test_failed_build_says_the_compilers_first_error(tmp_path, monkeypatch):

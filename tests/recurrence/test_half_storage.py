@@ -14,10 +14,15 @@ under both layouts of wide rows.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import plrnn
+from plrnn.recurrence import prebuilt
 
 CHANNELS = (1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 100)
 KERNELS = ("cpu_serial", "cpu_parallel")
@@ -109,3 +114,46 @@ def check_gradients(kernel, dtype, C, T):
     h_prev = torch.cat([h0.double()[None], h.detach().double()[:-1]])
     same_bits(gx, g)
     same_bits(ga, h_prev * g)
+
+
+BOTH_LEVELS_SCRIPT = """
+import sys, torch, plrnn
+from plrnn.recurrence import cpu
+torch.set_num_threads(2)
+results = {}
+for C in (1, 3, 4, 8, 9, 33, 100):
+    g = torch.Generator().manual_seed(C)
+    a = torch.sigmoid(torch.randn(5000, C, generator=g) * 2 + 2).bfloat16().requires_grad_()
+    x = torch.randn(5000, C, generator=g).bfloat16().requires_grad_()
+    grad_h = torch.randn(5000, C, generator=g).bfloat16()
+    for kernel in ("cpu_serial", "cpu_parallel"):
+        h = plrnn.linear_recurrence(a, x, backend=kernel)
+        results[(C, kernel)] = (h.detach(), *torch.autograd.grad(h, (a, x), grad_h))
+torch.save({"origin": cpu.origin(), "results": results}, sys.argv[1])
+"""
+
+
+def test_avx512_bf16_rounds_as_the_avx2_library(tmp_path):
+    """Where the avx512_bf16 library loads, its one-instruction bfloat16 rounding and the avx2
+    library's integer sequence store the same bits for the same float states: forward and both
+    gradients, random inputs, every narrow width and wide rows (one fresh process per library,
+    fixed kernel settings, so the float arithmetic is the same in both)."""
+    if "avx512_bf16" not in (prebuilt.build_info() or {}).get("cpu_isas", []):
+        pytest.skip("no avx512_bf16 library in this installation")
+    if prebuilt.cpu_levels()[0] != "avx512_bf16":
+        pytest.skip("this CPU has no AVX-512 BF16")
+    runs = {}
+    for level, capability in (("avx512_bf16", None), ("avx2", "avx2")):
+        env = {**os.environ, "PLRNN_AUTO_CALIBRATION": "0"}
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        path = tmp_path / f"{level}.pt"
+        subprocess.run([sys.executable, "-c", BOTH_LEVELS_SCRIPT, str(path)], env=env,
+                       check=True, timeout=300)
+        runs[level] = torch.load(path)
+        assert runs[level]["origin"] == f"prebuilt ({level})"
+    for key, fast in runs["avx512_bf16"]["results"].items():
+        for name, got, want in zip(("h", "grad_a", "grad_x"), fast,
+                                   runs["avx2"]["results"][key]):
+            assert torch.equal(got.view(torch.int16), want.view(torch.int16)), (key, name)

@@ -65,4 +65,6 @@ def cpu_levels() -> list[str]:
     """The ISA levels of the CPU libraries this CPU can run, best first (torch's own reading of
     the CPU; ATEN_CPU_CAPABILITY=avx2 or =default lowers it, as it does for torch's kernels)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    return _RUNNABLE.get(capability, ["default"])
+    levels = _RUNNABLE.get(capability, ["default"])
+    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    return ["avx512_bf16", *levels] if capability == "AVX512" and bf16() else levels
