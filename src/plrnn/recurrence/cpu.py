@@ -131,8 +131,6 @@ def _register_python_side() -> None:
 
 _scan = None  # torch.ops.plrnn.cpu_scan.default once loaded (attribute lookups cost microseconds)
 _scan_out = None  # torch.ops.plrnn.cpu_scan_out.default once loaded
-
-
 _scan_varlen = None  # torch.ops.plrnn.cpu_scan_varlen.default once loaded
 
 
