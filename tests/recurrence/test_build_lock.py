@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -179,6 +180,32 @@ def test_cpu_levels_take_avx512_bf16_only_where_the_cpu_has_it(capability, bf16,
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16, raising=False)
     assert prebuilt.cpu_levels() == levels
+
+
+def test_first_calls_from_several_threads_build_once():
+    # Four Python threads calling a backend for the first time together: one builds (and
+    # registers the ops' Python side), the others wait for its answer.
+    calls = []
+
+    def slow_build():
+        calls.append(threading.get_ident())
+        time.sleep(0.2)
+        return None
+
+    load = jit.build_once(slow_build)
+    start = threading.Barrier(4)
+    answers = []
+
+    def first_call():
+        start.wait()
+        answers.append(load())
+
+    threads = [threading.Thread(target=first_call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(calls) == 1 and answers == [None] * 4
 
 
 def test_failed_build_says_the_compilers_first_error(tmp_path, monkeypatch):

@@ -155,6 +155,12 @@ def test_offsets_must_be_integer_tensors():
         plrnn.linear_recurrence(a, x, cu_seqlens=[0, 6])
 
 
+def test_offsets_on_meta_are_refused_by_name():
+    a, x = torch.rand(6, 2), torch.randn(6, 2)
+    with pytest.raises(ValueError, match="^cu_seqlens must hold its offsets .* got a meta tensor$"):
+        plrnn.linear_recurrence(a, x, cu_seqlens=torch.tensor([0, 6], device="meta"))
+
+
 def test_initial_state_needs_one_row_per_sequence():
     a, x = torch.rand(6, 2), torch.randn(6, 2)
     with pytest.raises(ValueError, match=r"\(N, \*impulses.shape\[1:\]\) = \(2, 2\)"):

@@ -144,6 +144,15 @@ def test_reverse_not_a_bool(reverse):
         call(reverse=reverse)
 
 
+def test_a_numpy_bool_is_named_with_its_module():
+    numpy = pytest.importorskip("numpy")
+    with pytest.raises(TypeError, match=r"^reverse must be a bool, got numpy\.bool_?$"):
+        call(reverse=numpy.bool_(True))
+    with pytest.raises(TypeError, match=r"^return_final_state must be a bool, got numpy\.bool_?$"):
+        plrnn.linear_recurrence(torch.rand(4, 3), torch.rand(4, 3),
+                                return_final_state=numpy.bool_(False))
+
+
 def test_backend_not_a_string():
     with pytest.raises(TypeError, match=r"^backend must be a string, got NoneType$"):
         call(backend=None)

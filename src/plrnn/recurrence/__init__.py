@@ -9,7 +9,7 @@ import torch
 
 from . import cpu, cuda, triton
 from .registry import REGISTRY, BackendStatus, backends, resolve
-from .validation import check_inputs, check_out
+from .validation import check_inputs, check_out, type_name
 from .varlen import final_states, per_sequence
 
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY"]
@@ -67,7 +67,7 @@ def linear_recurrence(
         check_out(out, decays, impulses, initial_state)
     if not isinstance(return_final_state, bool):
         raise TypeError(
-            f"return_final_state must be a bool, got {type(return_final_state).__name__}"
+            f"return_final_state must be a bool, got {type_name(return_final_state)}"
         )
     shape = impulses.shape
     T, channels = shape[0], math.prod(shape[1:])

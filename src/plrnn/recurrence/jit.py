@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,12 +51,18 @@ def build_once(build: Callable[[], str | None]) -> Callable[[], str | None]:
     """A backend module's `load()`: runs `build` at the first call and returns its answer (why
     the kernels are unavailable, or None) ever after."""
     status: object = _UNSET
+    # Python threads making their first call together: one builds and registers, the others wait
+    # (without the lock each registered the ops' Python side again, and torch warned of kernels
+    # overridden).
+    lock = threading.Lock()
 
     @torch._dynamo.assume_constant_result  # run once at trace time; torch.compile sees the answer
     def load() -> str | None:
         nonlocal status
         if status is _UNSET:
-            status = build()
+            with lock:
+                if status is _UNSET:
+                    status = build()
         return status
 
     load.__doc__ = build.__doc__

@@ -80,8 +80,14 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
                 f"got {initial_state.device}"
             )
     if not isinstance(reverse, bool):
-        raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+        raise TypeError(f"reverse must be a bool, got {type_name(reverse)}")
     return bounds
+
+
+def type_name(value) -> str:
+    """The type of `value` as a message names it: numpy.bool, not a bare "bool" beside "bool"."""
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def broadcasts_to(shape, target) -> bool:

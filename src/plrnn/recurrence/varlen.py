@@ -34,6 +34,8 @@ def check_cu_seqlens(cu_seqlens, T: int) -> list[int]:
             "cu_seqlens must be 1-D with N+1 >= 2 offsets (0, end of sequence 0, ..., T); got "
             f"shape {tuple(cu_seqlens.shape)}"
         )
+    if cu_seqlens.is_meta:
+        raise ValueError("cu_seqlens must hold its offsets (a CPU or CUDA tensor), got a meta tensor")
     bounds = cu_seqlens.tolist()
     if bounds[0] != 0 or bounds[-1] != T:
         raise ValueError(
