@@ -161,13 +161,14 @@ def test_nan_propagates_like_reference(backend, site, with_h0, reverse, size):
     assert_close64(got[finite], want[finite])
 
 
+# (which input, at which step, takes which infinity)
 INF_CASES = {
-    # an infinite impulse at the first step, decays 0.01: the loop keeps +inf; a product of
-    # decays over a chunk underflows to 0 and meets the carried inf as 0 * inf
-    "impulse": (lambda a, x: x.__setitem__((0, slice(None)), float("inf")), 0),
-    # a decay of -inf after three finite steps: the loop's state flips to +inf; a map taken
-    # from a zero state meets it as (-inf) * 0
-    "decay": (lambda a, x: a.__setitem__((3, slice(None)), float("-inf")), 3),
+    # decays 0.01 after an infinite first impulse: the loop keeps +inf; a product of decays over
+    # a chunk underflows to 0 and meets the carried inf as 0 * inf
+    "impulse": ("impulses", 0, float("inf")),
+    # a decay of -inf at step 3: the loop's state becomes -inf and stays there; a step's map
+    # taken from a zero state meets it as (-inf) * 0
+    "decay": ("decays", 3, float("-inf")),
 }
 
 
@@ -180,16 +181,13 @@ def test_an_infinite_state_stays_non_finite(backend, case, threads, num_threads)
     num_threads(threads)
     T, C = 2048, 64
     a, x = torch.full((T, C), 0.01, dtype=torch.float64), torch.ones(T, C, dtype=torch.float64)
-    poison, step = INF_CASES[case]
-    poison(a, x)
+    target, step, value = INF_CASES[case]
+    (x if target == "impulses" else a)[step] = value
     want = ref64(a, x, None, False)
     assert torch.isinf(want[step:]).all()
     got = run(backend, a, x, None, False)
     assert not torch.isfinite(got[step:]).any()
     assert_close64(got[:step], want[:step])
-
-
-# --------------------------------------------------------------------------------------- auto
 
 
 # --------------------------------------------------------------------------------------- auto
