@@ -11,6 +11,7 @@ import torch
 
 from . import calibration, cpu, cuda, reference, torch_scan
 from . import triton as triton_backend
+from .validation import type_name
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ def choose_auto(device: torch.device, T: int, channels: int, itemsize: int = 4) 
 def resolve(name: str, device: torch.device, T: int, channels: int,
             is_complex: bool = False, itemsize: int = 4) -> Backend:
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a string, got {type(name).__name__}")
+        raise TypeError(f"backend must be a string, got {type_name(name)}")
     if name == "auto":
         chosen = REGISTRY[choose_auto(device, T, channels, itemsize)]
         if not is_complex:

@@ -21,7 +21,7 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
     for name, value in (("decays", decays), ("impulses", impulses)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(
-                f"{name} must be a torch.Tensor of shape (T, *), got {type(value).__name__}"
+                f"{name} must be a torch.Tensor of shape (T, *), got {type_name(value)}"
             )
         if value.dim() == 0 and name == "impulses":
             raise ValueError(
@@ -60,7 +60,7 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise TypeError(
-                f"initial_state must be a torch.Tensor or None, got {type(initial_state).__name__}"
+                f"initial_state must be a torch.Tensor or None, got {type_name(initial_state)}"
             )
         if bounds is not None:
             check_initial_states(initial_state, impulses, len(bounds) - 1)
@@ -119,7 +119,7 @@ def check_out(out, decays, impulses, initial_state) -> None:
     """The rules torch's own out= arguments follow, made strict: exactly the impulses' shape,
     dtype and device (no resize, no casting), no memory shared with an input, no autograd."""
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
+        raise TypeError(f"out must be a torch.Tensor or None, got {type_name(out)}")
     if out.dtype != impulses.dtype:
         raise TypeError(f"out must have the impulses' dtype {impulses.dtype}; got {out.dtype}")
     if out.shape != impulses.shape:

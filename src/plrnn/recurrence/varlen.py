@@ -23,9 +23,11 @@ def check_cu_seqlens(cu_seqlens, T: int) -> list[int]:
     asks for max_seqlen on the host for the same reason).
     """
     if not isinstance(cu_seqlens, torch.Tensor):
+        from .validation import type_name  # validation imports this module
+
         raise TypeError(
             f"cu_seqlens must be a 1-D int32 or int64 tensor of N+1 offsets, got "
-            f"{type(cu_seqlens).__name__}"
+            f"{type_name(cu_seqlens)}"
         )
     if cu_seqlens.dtype not in _INDEX_DTYPES:
         raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
