@@ -11,12 +11,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include <algorithm>
-#include <cstdint>
 #include <tuple>
 #include <vector>
 
@@ -70,47 +65,18 @@ at::Tensor reduce_to_decays(const at::Tensor& ga, const at::Tensor& a) {
   return terms.sum(at::IntArrayRef{0, 1}).view(a.sizes());
 }
 
-// Asks Linux to back the 2 MiB-aligned interior of a fresh output with transparent huge pages:
-// one fault and one zeroing per 2 MiB instead of a fault per 4 KiB. Memory that is mapped already
-// (a freed tensor's pages that the allocator kept) faults no more and is left alone, so the advice
-// goes only where the first interior page is not resident. The output is written whole, so a huge
-// page costs no memory that 4 KiB pages would not. Measured on the Zen 4 VM (a Firecracker guest,
-// THP "madvise"), fp32, default allocator, cpu_serial, 10 rounds alternating with the advice off
-// in one process: 1 thread, forward (65536, 128) 17.1 -> 6.2 ms (torch.mul 9-10 ms), forward +
-// backward 61.1 -> 19.6 ms; 2 threads, forward (65536, 1024) 73 -> 36 ms (torch.mul 63 ms),
-// (4096, 16384) 74.6 -> 32.1 ms, forward + backward (65536, 128) 36.7-48.2 -> 20.1-23.3 ms. At
-// (65536, 128) forward on 2 threads it ran 4.7-5.5 ms in most calls, 9.1-10.1 without, but
-// 18-34 ms in runs of calls where the guest handed out huge pages its host had not backed yet (a
-// host fault per 4 KiB on first touch): a cost of that VM, not of the advice.
-void advise_huge_pages(char* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  const uintptr_t start = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(kHuge - 1);
-  if (end <= start) return;
-  unsigned char resident = 0;
-  if (mincore(reinterpret_cast<void*>(start), 4096, &resident) == 0 && (resident & 1)) return;
-  madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);  // refused: 4 KiB pages
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
-
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
 // it. A large fresh tensor is freshly mmap'd memory (glibc), so its first write costs a page fault
-// per 4 KiB page not advised huge above, several times the kernel's own time. The serial schedule
-// has every thread write a slice of every row, so both threads fault on the same pages and wait
-// on each other; torch's elementwise ops split memory into contiguous ranges and fault in
-// parallel. Measured on a 2-core Xeon (Skylake-SP), T = 65536 x 128 fp32 forward with a fresh
-// output: 2.1 -> 3.2 GB/s, against torch.mul's 3.6-4.4 GB/s under the same conditions. One byte
-// per page: the kernel zeroes the page anyway, and pages already mapped (a reused allocation) cost
-// a store each.
+// per 4 KiB, several times the kernel's own time. The serial schedule has every thread write a
+// slice of every row, so both threads fault on the same pages and wait on each other; torch's
+// elementwise ops split memory into contiguous ranges and fault in parallel. Measured on a 2-core
+// Xeon (Skylake-SP), T = 65536 x 128 fp32 forward with a fresh output: 2.1 -> 3.2 GB/s, against
+// torch.mul's 3.6-4.4 GB/s under the same conditions. One byte per page: the kernel zeroes the
+// page anyway, and pages already mapped (a reused allocation) cost a store each.
 void first_touch(const at::Tensor& t) {
   const int64_t bytes = t.numel() * t.element_size();
-  char* p = static_cast<char*>(t.data_ptr());
-  if (bytes >= (int64_t(4) << 20)) advise_huge_pages(p, bytes);
   if (bytes < (int64_t(1) << 20) || at::get_num_threads() < 2) return;
+  char* p = static_cast<char*>(t.data_ptr());
   const int64_t pages = bytes / 4096;
   at::parallel_for(0, pages, 256, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) p[i * 4096] = 0;
