@@ -558,7 +558,8 @@ def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
     recs = rb._run_cell(env, cell, 1)
     calls = rb.calls_per_block(Fake.median)
     assert measured[:3] == [0, 1, "L"]  # the first round: one measurement each
-    assert measured[3:] == ["L"] * (rb.ROUNDS - 1) and len(loads) == rb.ROUNDS
+    # one load per round, and one before the calls that count page faults
+    assert measured[3:] == ["L"] * (rb.ROUNDS - 1) and len(loads) == rb.ROUNDS + 1
     # Round 1 starts with method 1, round 2 with the loaded one; each short method twice a round.
     assert blocks[:6] == [(1, calls), (0, calls), (1, calls), (0, calls), (0, calls), (1, calls)]
     assert len(blocks) == 2 * 2 * (rb.ROUNDS - 1)
@@ -623,3 +624,13 @@ def test_help_runs_nothing(capsys):
     assert all(flag in text for flag in ("--smoke", "--quick", "--allocator", "--sweep-auto",
                                          "--all-distributions"))
     assert re.search(r"steady", text)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_minflt as Linux counts it")
+def test_faults_per_call_counts_the_pages_a_fresh_mapping_writes():
+    from plrnn.bench import timing
+
+    pages = 16384  # 64 MiB: past glibc's largest mmap threshold, so mapped anew by every call
+    fresh = lambda: np.ones(pages * 4096, dtype=np.uint8)  # noqa: E731
+    assert timing.faults_per_call(fresh) >= pages / 512  # 2 MiB pages where the OS gives them
+    assert timing.faults_per_call(lambda: None) <= 2

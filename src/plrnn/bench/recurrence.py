@@ -84,6 +84,7 @@ from .timing import (
     BLOCK_CALLS_MIN,
     BLOCK_S,
     calls_per_block,
+    faults_per_call,
     measure,
     paired_ratio,
     per_call_times,
@@ -715,7 +716,7 @@ def _new_record(env: Env, task: Task, threads: int) -> dict:
         "timing": task.how, "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
         "blocks": 0, "number_per_run": 0, "block_times_s": "", "round_medians_s": "",
         "round_steal_s": "",
-        "round_trip_ns": "",
+        "round_trip_ns": "", "faults_per_call": math.nan,
     }
     if task.method == "auto":  # under the cell's thread count: auto reads it
         rec["auto_choice"] = backend_registry.choose_auto(
@@ -810,6 +811,11 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
         steal[r] = steal_seconds() - steal_before
         boundary_trips.append(thread_round_trip_ns())
     round_trip = [max(before, after) for before, after in zip(boundary_trips, boundary_trips[1:])]
+    for i, (fn, _, load) in built.items():
+        if recs[i]["status"] == "ok":
+            if load is not None:
+                load()
+            recs[i]["faults_per_call"] = faults_per_call(fn)
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))
@@ -895,6 +901,13 @@ def make_goal(name: str, allocator: str, text: str, values: list[tuple[float, st
 def _time(df: pd.DataFrame, **where) -> float:
     row = _ok_row(df, where)
     return float(row["median_s"]) if row is not None else math.nan
+
+
+def _faults(df: pd.DataFrame, **where) -> str:
+    """The row's minor page faults per call (faults_per_call), "" where not counted."""
+    row = _ok_row(df, where)
+    value = math.nan if row is None else row.get("faults_per_call", math.nan)
+    return f"{value:.0f}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
 
 
 def _ok_row(df: pd.DataFrame, where: dict):
@@ -1013,6 +1026,11 @@ def _bytes_per_element(method: str) -> int:
     return COPY_BYTES_PER_ELEMENT if method == "copy_" else BYTES_PER_ELEMENT[FWD]
 
 
+FAULTS_LINE = ("faults: minor page faults per call (median of 3 calls after the timed rounds); "
+               "a fresh output that the allocator maps anew faults once per 4 KiB page it "
+               "writes, at a cost that can exceed the scan's own")
+
+
 def bandwidth_section(df: pd.DataFrame, allocators) -> Section:
     d = _section_rows(df, SEC_BANDWIDTH)
     rows, ratio_rows = [], []
@@ -1027,6 +1045,7 @@ def bandwidth_section(df: pd.DataFrame, allocators) -> Section:
                 t = _time(g, method=method, output=output, allocator=al)
                 row[f"{al} ms"] = fmt_ms(t)
                 row[f"{al} GB/s"] = fmt_x(per * numel / t / 1e9)
+                row[f"{al} faults"] = _faults(g, method=method, output=output, allocator=al)
             rows.append(row)
         for output in ("fresh", "out="):
             row = {"T x C": shape, "threads": str(threads), "output": output}
@@ -1045,6 +1064,7 @@ def bandwidth_section(df: pd.DataFrame, allocators) -> Section:
              "preallocated, already faulted-in buffer",
              "cpu_serial/torch.mul: torch.mul's time / cpu_serial's time, same output kind and "
              "allocator (1.00 = cpu_serial moves memory as fast as the practical limit)",
+             FAULTS_LINE,
              *_reasons(d)]
     return Section("1. Bandwidth (forward, fp32)", [pd.DataFrame(rows), pd.DataFrame(ratio_rows)],
                    lines, goals)
@@ -1257,6 +1277,7 @@ def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
                "auto ->": _auto_choice(g), "timing": g["timing"].iloc[0]}
         for al in allocators:
             row[f"{al} ms"] = fmt_ms(_time(g, allocator=al))
+            row[f"{al} faults"] = _faults(g, allocator=al)
             of_auto = _ratio(d, {"method": method, "pass": pass_, "allocator": al},
                              {"method": "auto", "pass": FWD_BWD, "allocator": al})
             row[f"{al} x auto"] = fmt_x(of_auto, 1)
@@ -1278,6 +1299,7 @@ def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
     T, C = (int(d["T"].iloc[0]), int(d["channels"].iloc[0])) if len(d) else (0, 0)
     lines = ["x auto = that row's time / auto's forward+backward time (same allocator); "
              "torch.mul: y = a * x and autograd.grad(y, (a, x), g), 32 B/elem like the scan",
+             FAULTS_LINE,
              "second table: of a*x = torch.mul's time / the backend's (goal >= "
              f"{GOAL_FWD_BWD_VS_MUL:.2f}); x associative_scan = associative_scan's time / the "
              f"backend's (goal >= {GOAL_VS_ASSOC:.0f})", *_reasons(d)]

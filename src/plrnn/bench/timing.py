@@ -159,6 +159,23 @@ def single_time(fn: Callable[[], object], *, inputs: Sequence[torch.Tensor] = ()
     return time.perf_counter() - start
 
 
+def faults_per_call(fn: Callable[[], object], calls: int = 3) -> float:
+    """Median minor page faults of this process during one call of fn(), over `calls` calls (nan
+    where the OS does not count them). A fresh output that the allocator maps anew faults once
+    per page it writes, and on a VM that can cost several times the kernel's own time, so the
+    count says whether a row's time is the kernel's or the allocator's."""
+    try:
+        import resource
+    except ImportError:
+        return math.nan
+    counts = []
+    for _ in range(calls):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fn()
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return float(statistics.median(counts))
+
+
 def reuse_freed_pages() -> str:
     """Lets large tensors reuse freed heap pages instead of fresh mmap'd ones.
 
