@@ -772,6 +772,10 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
     # seconds (cpu_parallel and torch at (65536, 4), Zen 4 VM) followed the round trip, 60 or
     # 330 ns, with no steal at all.
     steal = [math.nan] * ROUNDS
+    # Per round, the page faults of one more call right after the method's timed calls: the
+    # allocator's state then is the one its timed calls met (a probe after all rounds once showed
+    # every call of a row faulting where most of its timed calls had not).
+    faults: dict[int, list[float]] = {i: [math.nan] * ROUNDS for i in built}
     # one probe before the first round and one after each: round r lies between probes r, r + 1
     boundary_trips = [thread_round_trip_ns()] if built else []
     calls: dict[int, int] = {}  # calls per block of the methods that take turns in blocks
@@ -796,6 +800,7 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
                 m = measure(fn, due[i], num_threads=threads, inputs=inputs)
                 per_call[i].extend(per_call_times(m))
                 by_round[i][r] = m.median
+                faults[i][r] = faults_per_call(fn, calls=1)
                 first.setdefault(i, m)
                 number = calls_per_block(m.median)
                 if load is None and number is not None:
@@ -808,14 +813,13 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
             per_call[i].extend(times)
             if times:
                 by_round[i][r] = statistics.median(times)
+                faults[i][r] = faults_per_call(built[i][0], calls=1)
         steal[r] = steal_seconds() - steal_before
         boundary_trips.append(thread_round_trip_ns())
     round_trip = [max(before, after) for before, after in zip(boundary_trips, boundary_trips[1:])]
-    for i, (fn, _, load) in built.items():
-        if recs[i]["status"] == "ok":
-            if load is not None:
-                load()
-            recs[i]["faults_per_call"] = faults_per_call(fn)
+    for i, counts in faults.items():
+        if recs[i]["status"] == "ok" and any(math.isfinite(c) for c in counts):
+            recs[i]["faults_per_call"] = statistics.median(c for c in counts if math.isfinite(c))
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))
@@ -1026,7 +1030,8 @@ def _bytes_per_element(method: str) -> int:
     return COPY_BYTES_PER_ELEMENT if method == "copy_" else BYTES_PER_ELEMENT[FWD]
 
 
-FAULTS_LINE = ("faults: minor page faults per call (median of 3 calls after the timed rounds); "
+FAULTS_LINE = ("faults: minor page faults of a call made right after the row's timed calls of "
+               "each round, median over the rounds; "
                "a fresh output that the allocator maps anew faults once per 4 KiB page it "
                "writes, at a cost that can exceed the scan's own")
 
