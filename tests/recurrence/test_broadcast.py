@@ -251,3 +251,28 @@ def test_triton_batch_shared_decays_in_a_packed_batch(monkeypatch):
         (gv,) = torch.autograd.grad(h.mul(x).sum(), got_leaf, retain_graph=True)
         (wv,) = torch.autograd.grad(want.mul(x).sum(), want_leaf, retain_graph=True)
         assert gv.shape == wv.shape and _close(gv, wv)
+
+
+@pytest.mark.parametrize("backend", ["cpu_serial", "cpu_parallel"])
+def test_float16_gradient_of_batch_shared_decays_sums_in_one_pass(backend):
+    """(C,) float16 decays over (T, B, C) impulses reach the kernels as one (1, C) row, not the
+    (1, B * C) row of other dtypes, so their gradient is summed over time and batch in one float32
+    reduction: per-(b, c) sums beyond float16's 65504 that cancel over the batch give the float64
+    answer, not inf - inf = nan."""
+    T, B, C = 64, 2, 16
+    a = torch.full((C,), 0.5, dtype=torch.float16)
+    x = torch.ones(T, B, C, dtype=torch.float16)
+    up = torch.full((T, B, C), 1000.0, dtype=torch.float16)
+    up[:, 1] = -1000.0  # the second sequence's gradient mirrors the first's
+    leaf = a.clone().requires_grad_()
+    (got,), seen = _kernel_decay_shapes(lambda: torch.autograd.grad(
+        (plrnn.linear_recurrence(leaf, x, backend=backend) * up).sum(), leaf))
+    assert seen == [(1, C), (1, C)]  # the forward and the backward op
+    full = a.double().expand(T, B, C).clone().requires_grad_()
+    (terms,) = torch.autograd.grad((reference.serial(full, x.double()) * up.double()).sum(),
+                                   full)
+    assert terms[:, 0].sum(0).abs().min() > 65504  # the per-(b, c) sums overflow float16
+    want, magnitude = terms.sum((0, 1)), terms.abs().sum((0, 1))
+    allowed = 4 * torch.finfo(torch.float16).eps * magnitude  # a few ulps of the terms' sum
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    assert ((got.double() - want).abs() <= allowed).all()

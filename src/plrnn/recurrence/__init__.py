@@ -99,6 +99,11 @@ def _run(chosen, decays, impulses, initial_state, bounds, reverse, out):
 def _kernel_decays(name, decays, shape):
     """Broadcast decays as the chosen backend reads them. The backends in _PERIOD_DECAYS take
     - time-invariant decays (no time axis, or one of length 1) as one (1, C) row, built in O(C);
+      in float16, as one (1, P) row where they repeat every P >= the backend's minimum flattened
+      channels, as below: read in place, their gradient is summed over time and the batch in one
+      float32 reduction, where from a (1, C) row autograd sums the batch in float16, which
+      overflows per channel first. (The CPU kernels read a (1, C) row up to 1.5x faster than a
+      (1, 16) one on two threads, Zen 4 VM, so the other dtypes keep it.)
     - decays of shape (T, 1, ..., 1, *trailing), with `trailing` the impulses' last dims (shared
       over a batch), as a (T, P) view, P = prod(trailing), read at channel c % P, once P is at
       least the backend's minimum.
@@ -107,11 +112,12 @@ def _kernel_decays(name, decays, shape):
     padded = (1,) * (len(shape) - decays.dim()) + tuple(decays.shape)
     min_period = _PERIOD_DECAYS.get(name)
     if min_period is not None:
-        if padded[0] == 1:
-            return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
         period = _period(padded, shape)
-        if period is not None and period >= min_period:
-            return decays.reshape(shape[0], period)
+        in_place = period is not None and period >= min_period
+        if padded[0] == 1 and not (in_place and decays.dtype == torch.float16):
+            return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
+        if in_place:
+            return decays.reshape(1 if padded[0] == 1 else shape[0], period)
     return decays.expand(shape)
 
 
@@ -174,7 +180,7 @@ def _kernel_buffers(decays, impulses, initial_state):
     # short sequences.
     if impulses.dim() != 2 or decays.shape != impulses.shape:
         T, channels = impulses.shape[0], math.prod(impulses.shape[1:])
-        if decays.shape == impulses.shape:  # else already (1, C) or (T, P): _kernel_decays
+        if decays.shape == impulses.shape:  # else already (1 or T, P): _kernel_decays
             decays = decays.reshape(T, channels)
         impulses = impulses.reshape(T, channels)
         if initial_state is not None:
