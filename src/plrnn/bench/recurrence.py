@@ -15,7 +15,8 @@ What users pay: every method is called in a plain loop with a fresh output per c
   that first calls timing.reuse_freed_pages() (glibc mallopt), so freed pages are reused and a
   fresh output costs no page faults: the kernels' own speed. mallopt cannot be undone in-process,
   hence the child. `--allocator default` or `--allocator steady` runs one of the two alone.
-Tables show the two side by side; the CSV's `allocator` column says which one each row used.
+Tables show the two side by side; the CSV's `allocator` column says which one each row used, and
+its `faults_per_call` whether a row's calls paid page faults (sections 1 and 5 show it).
 
 Decays (the gates) come from one of DISTRIBUTIONS: U[0,1) (many decays near 0), U[0.9,1), and
 sigmoid(N(mu, 1)) for mu = 0, 2, 5 (forget gates; means 0.50, 0.84, 0.99); impulses and grad_h are
