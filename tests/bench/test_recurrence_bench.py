@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import re
 import subprocess
 import sys
@@ -630,7 +631,12 @@ def test_help_runs_nothing(capsys):
 def test_faults_per_call_counts_the_pages_a_fresh_mapping_writes():
     from plrnn.bench import timing
 
-    pages = 16384  # 64 MiB: past glibc's largest mmap threshold, so mapped anew by every call
-    fresh = lambda: np.ones(pages * 4096, dtype=np.uint8)  # noqa: E731
+    pages = 4096
+
+    def fresh():  # a mapping of its own, whatever malloc's settings (other tests set mallopt)
+        with mmap.mmap(-1, pages * 4096) as m:
+            for p in range(pages):
+                m[p * 4096] = 1
+
     assert timing.faults_per_call(fresh) >= pages / 512  # 2 MiB pages where the OS gives them
     assert timing.faults_per_call(lambda: None) <= 2
