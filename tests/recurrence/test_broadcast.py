@@ -253,26 +253,46 @@ def test_triton_batch_shared_decays_in_a_packed_batch(monkeypatch):
         assert gv.shape == wv.shape and _close(gv, wv)
 
 
+# float16 time-invariant decays over (T, 2, 16) impulses with an upstream gradient of +-1000 whose
+# sign flips along a dimension the decays are shared over (b: the batch, c: the channels): their
+# gradient's per-(b, c) sums overflow float16 and cancel in the decays' own shape.
+# (decay shape, what the kernels read of them, the dimension the sign flips along.)
+HALF_SHARED_CASES = [
+    ((16,), (1, 16), "b"),  # a period of 16: read in place, summed in one float32 pass
+    ((), (64, 2, 16), "b"),  # a scalar: no period, so expanded (not one (1, 32) row)
+    ((2, 1), (64, 2, 16), "c"),  # one decay per sequence: no period either
+]
+
+
 @pytest.mark.parametrize("backend", ["cpu_serial", "cpu_parallel"])
-def test_float16_gradient_of_batch_shared_decays_sums_in_one_pass(backend):
-    """(C,) float16 decays over (T, B, C) impulses reach the kernels as one (1, C) row, not the
-    (1, B * C) row of other dtypes, so their gradient is summed over time and batch in one float32
-    reduction: per-(b, c) sums beyond float16's 65504 that cancel over the batch give the float64
-    answer, not inf - inf = nan."""
-    T, B, C = 64, 2, 16
-    a = torch.full((C,), 0.5, dtype=torch.float16)
+@pytest.mark.parametrize("case", HALF_SHARED_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
+def test_float16_gradient_of_time_invariant_decays_sums_in_one_pass(backend, case):
+    """float16 time-invariant decays that need a gradient never reach the kernels as the (1, C)
+    row other dtypes take, from which autograd would sum the rest of the broadcast in float16:
+    per-(b, c) sums beyond float16's 65504 that cancel over the batch give the float64 answer,
+    not inf - inf = nan."""
+    (spec, read, flip), (T, B, C) = case, (64, 2, 16)
+    a = torch.full(spec, 0.5, dtype=torch.float16)
     x = torch.ones(T, B, C, dtype=torch.float16)
     up = torch.full((T, B, C), 1000.0, dtype=torch.float16)
-    up[:, 1] = -1000.0  # the second sequence's gradient mirrors the first's
+    if flip == "b":
+        up[:, 1::2] = -1000.0
+    else:
+        up[..., 1::2] = -1000.0
     leaf = a.clone().requires_grad_()
     (got,), seen = _kernel_decay_shapes(lambda: torch.autograd.grad(
         (plrnn.linear_recurrence(leaf, x, backend=backend) * up).sum(), leaf))
-    assert seen == [(1, C), (1, C)]  # the forward and the backward op
+    assert seen == [read, read]  # the forward and the backward op
     full = a.double().expand(T, B, C).clone().requires_grad_()
     (terms,) = torch.autograd.grad((reference.serial(full, x.double()) * up.double()).sum(),
                                    full)
     assert terms[:, 0].sum(0).abs().min() > 65504  # the per-(b, c) sums overflow float16
-    want, magnitude = terms.sum((0, 1)), terms.abs().sum((0, 1))
+    reduced = [d for d in range(3) if d < 3 - a.dim() or a.shape[d - (3 - a.dim())] == 1]
+    want = terms.sum(reduced, keepdim=True).reshape(a.shape)
+    magnitude = terms.abs().sum(reduced, keepdim=True).reshape(a.shape)
     allowed = 4 * torch.finfo(torch.float16).eps * magnitude  # a few ulps of the terms' sum
-    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    assert got.dtype == torch.float16 and got.shape == a.shape and torch.isfinite(got).all()
     assert ((got.double() - want).abs() <= allowed).all()
+    with torch.no_grad():  # without a gradient to take, the faster (1, C) row
+        _, seen = _kernel_decay_shapes(lambda: plrnn.linear_recurrence(leaf, x, backend=backend))
+    assert seen == [(1, B * C)]

@@ -98,12 +98,14 @@ def _run(chosen, decays, impulses, initial_state, bounds, reverse, out):
 
 def _kernel_decays(name, decays, shape):
     """Broadcast decays as the chosen backend reads them. The backends in _PERIOD_DECAYS take
-    - time-invariant decays (no time axis, or one of length 1) as one (1, C) row, built in O(C);
-      in float16, as one (1, P) row where they repeat every P >= the backend's minimum flattened
-      channels, as below: read in place, their gradient is summed over time and the batch in one
-      float32 reduction, where from a (1, C) row autograd sums the batch in float16, which
-      overflows per channel first. (The CPU kernels read a (1, C) row up to 1.5x faster than a
-      (1, 16) one on two threads, Zen 4 VM, so the other dtypes keep it.)
+    - time-invariant decays (no time axis, or one of length 1) as one (1, C) row, built in O(C).
+      Not in float16 where they need a gradient: from a (1, C) row autograd sums the rest of the
+      broadcast in float16, which overflows per channel first, so they go as one (1, P) row
+      where they repeat every P >= the backend's minimum flattened channels (as below: read in
+      place, their gradient is summed over time and the batch in one float32 reduction), and
+      are expanded to the impulses' shape otherwise (a copy; autograd then sums their
+      per-element gradient in one pass). The CPU kernels read a (1, C) row up to 1.5x faster
+      than a (1, 16) one on two threads (Zen 4 VM), so the other dtypes keep it.
     - decays of shape (T, 1, ..., 1, *trailing), with `trailing` the impulses' last dims (shared
       over a batch), as a (T, P) view, P = prod(trailing), read at channel c % P, once P is at
       least the backend's minimum.
@@ -114,7 +116,9 @@ def _kernel_decays(name, decays, shape):
     if min_period is not None:
         period = _period(padded, shape)
         in_place = period is not None and period >= min_period
-        if padded[0] == 1 and not (in_place and decays.dtype == torch.float16):
+        half_grad = (decays.dtype == torch.float16 and decays.requires_grad
+                     and torch.is_grad_enabled())
+        if padded[0] == 1 and not half_grad:
             return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
         if in_place:
             return decays.reshape(1 if padded[0] == 1 else shape[0], period)
