@@ -269,8 +269,8 @@ HALF_SHARED_CASES = [
 def test_float16_gradient_of_time_invariant_decays_sums_in_one_pass(backend, case):
     """float16 time-invariant decays that need a gradient never reach the kernels as the (1, C)
     row other dtypes take, from which autograd would sum the rest of the broadcast in float16:
-    per-(b, c) sums beyond float16's 65504 that cancel over the batch give the float64 answer,
-    not inf - inf = nan."""
+    per-(b, c) sums beyond float16's 65504 that cancel in the decays' own shape give the float64
+    answer, not inf - inf = nan."""
     (spec, read, flip), (T, B, C) = case, (64, 2, 16)
     a = torch.full(spec, 0.5, dtype=torch.float16)
     x = torch.ones(T, B, C, dtype=torch.float16)
