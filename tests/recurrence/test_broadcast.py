@@ -264,14 +264,12 @@ HALF_SHARED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["cpu_serial", "cpu_parallel"])
-@pytest.mark.parametrize("case", HALF_SHARED_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
-def test_float16_gradient_of_time_invariant_decays_sums_in_one_pass(backend, case):
-    """float16 time-invariant decays that need a gradient never reach the kernels as the (1, C)
-    row other dtypes take, from which autograd would sum the rest of the broadcast in float16:
-    per-(b, c) sums beyond float16's 65504 that cancel in the decays' own shape give the float64
-    answer, not inf - inf = nan."""
-    (spec, read, flip), (T, B, C) = case, (64, 2, 16)
+def check_half_shared_decays(backend, spec, flip, device="cpu"):
+    """float16 decays of shape `spec` over (64, 2, 16) impulses, the upstream gradient's sign
+    flipping along `flip`: the decays' gradient from `backend` is finite and within a few ulps of
+    the float64 terms' sum; returns the decay shapes the kernels' ops were given (forward and
+    backward)."""
+    T, B, C = 64, 2, 16
     a = torch.full(spec, 0.5, dtype=torch.float16)
     x = torch.ones(T, B, C, dtype=torch.float16)
     up = torch.full((T, B, C), 1000.0, dtype=torch.float16)
@@ -279,10 +277,9 @@ def test_float16_gradient_of_time_invariant_decays_sums_in_one_pass(backend, cas
         up[:, 1::2] = -1000.0
     else:
         up[..., 1::2] = -1000.0
-    leaf = a.clone().requires_grad_()
+    leaf, x_dev, up_dev = a.to(device).requires_grad_(), x.to(device), up.to(device)
     (got,), seen = _kernel_decay_shapes(lambda: torch.autograd.grad(
-        (plrnn.linear_recurrence(leaf, x, backend=backend) * up).sum(), leaf))
-    assert seen == [read, read]  # the forward and the backward op
+        (plrnn.linear_recurrence(leaf, x_dev, backend=backend) * up_dev).sum(), leaf))
     full = a.double().expand(T, B, C).clone().requires_grad_()
     (terms,) = torch.autograd.grad((reference.serial(full, x.double()) * up.double()).sum(),
                                    full)
@@ -291,8 +288,23 @@ def test_float16_gradient_of_time_invariant_decays_sums_in_one_pass(backend, cas
     want = terms.sum(reduced, keepdim=True).reshape(a.shape)
     magnitude = terms.abs().sum(reduced, keepdim=True).reshape(a.shape)
     allowed = 4 * torch.finfo(torch.float16).eps * magnitude  # a few ulps of the terms' sum
+    got = got.cpu()
     assert got.dtype == torch.float16 and got.shape == a.shape and torch.isfinite(got).all()
     assert ((got.double() - want).abs() <= allowed).all()
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["cpu_serial", "cpu_parallel"])
+@pytest.mark.parametrize("case", HALF_SHARED_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
+def test_float16_gradient_of_time_invariant_decays_sums_in_one_pass(backend, case):
+    """float16 time-invariant decays that need a gradient never reach the kernels as the (1, C)
+    row other dtypes take, from which autograd would sum the rest of the broadcast in float16:
+    per-(b, c) sums beyond float16's 65504 that cancel in the decays' own shape give the float64
+    answer, not inf - inf = nan."""
+    spec, read, flip = case
+    assert check_half_shared_decays(backend, spec, flip) == [read, read]  # forward, backward
+    x = torch.ones(64, 2, 16, dtype=torch.float16)
     with torch.no_grad():  # without a gradient to take, the faster (1, C) row
-        _, seen = _kernel_decay_shapes(lambda: plrnn.linear_recurrence(leaf, x, backend=backend))
-    assert seen == [(1, B * C)]
+        _, seen = _kernel_decay_shapes(lambda: plrnn.linear_recurrence(
+            torch.full(spec, 0.5, dtype=torch.float16, requires_grad=True), x, backend=backend))
+    assert seen == [(1, 32)]

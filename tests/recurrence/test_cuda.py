@@ -36,6 +36,7 @@ from .helpers import (
     seed_for,
     shape_id,
 )
+from .test_broadcast import HALF_SHARED_CASES, check_half_shared_decays
 from .test_forward import SHAPES, T_GRID
 from .test_gradients import GRAD_CASES, GRAD_NAMES
 
@@ -302,6 +303,14 @@ def test_broadcast_decays_read_in_place(spec, packed):
     for name, g_, w_ in zip(("h", "da", "dx", "dh0"), got, want, strict=True):
         assert g_.shape == w_.shape, name
         assert max_err(g_.cpu(), w_) <= F64_RTOL * max(1.0, scale_of(w_)), name
+
+
+@pytest.mark.parametrize("case", HALF_SHARED_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
+def test_float16_gradient_of_time_invariant_decays(case):
+    """As on the CPU (test_broadcast.py): float16 decays shared over time and a batch whose
+    gradient cancels in their own shape, read in place as (1, P) rows, P = 1 included."""
+    spec, _, flip = case
+    check_half_shared_decays("cuda_parallel", spec, flip, device="cuda")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex64], ids=str)
