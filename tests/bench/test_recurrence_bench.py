@@ -303,6 +303,31 @@ def test_forward_backward_ratios_to_the_practical_limit_and_associative_scan():
     assert speed["associative_scan"] == "7.2" and speed["auto"] == "1.0"
 
 
+def test_forward_backward_ratios_are_split_by_the_rounds_page_faults():
+    """Rounds where a fresh output faulted cost several times the others: the section says what
+    the ratio to associative_scan was in each kind of round."""
+    timed = {  # method: (round medians, page faults of the probe call in each round)
+        "auto": ("1;6;1;6", "0;24579;0;24579"),
+        "cpu_serial": ("1;1;1;1", "0;0;0;0"),
+        "associative_scan": ("20;30;20;20", "0;52230;52230;0"),
+    }
+    rows = [_row(rb.SEC_FWD_BWD, b, 1.0, **{"pass": FWD_BWD}, cell=0, round_medians_s=m,
+                 round_faults=f) for b, (m, f) in timed.items()]
+    rows += [_row(rb.SEC_FWD_BWD, MUL, 1.0, **{"pass": FWD_BWD}, cell=0)]
+    section = rb.fwd_bwd_section(pd.DataFrame(rows), ("default",))
+    lines = [line for line in section.lines if "by the rounds' page faults" in line]
+    assert lines == [
+        "default allocator, cpu_serial x associative_scan, by the rounds' page faults: 20.0 in 2 "
+        "rounds where cpu_serial's call did not and associative_scan's did not fault; 25.0 in 2 "
+        "rounds where cpu_serial's call did not and associative_scan's did fault",
+        "default allocator, auto x associative_scan, by the rounds' page faults: 20.0 in 1 round "
+        "where auto's call did not and associative_scan's did not fault; 20.0 in 1 round where "
+        "auto's call did not and associative_scan's did fault; 3.3 in 1 round where auto's call "
+        "did and associative_scan's did not fault; 5.0 in 1 round where auto's call did and "
+        "associative_scan's did fault",
+    ]
+
+
 def test_narrow_rows_judge_auto_against_torch_mul_on_forward_rows_only():
     rows = []
     for C, auto in ((4, 2.0), (32, 1.0)):

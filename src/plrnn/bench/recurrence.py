@@ -717,7 +717,7 @@ def _new_record(env: Env, task: Task, threads: int) -> dict:
         "timing": task.how, "median_s": math.nan, "mean_s": math.nan, "iqr_s": math.nan,
         "blocks": 0, "number_per_run": 0, "block_times_s": "", "round_medians_s": "",
         "round_steal_s": "",
-        "round_trip_ns": "", "faults_per_call": math.nan,
+        "round_trip_ns": "", "faults_per_call": math.nan, "round_faults": "",
     }
     if task.method == "auto":  # under the cell's thread count: auto reads it
         rec["auto_choice"] = backend_registry.choose_auto(
@@ -821,6 +821,7 @@ def _run_cell(env: Env, cell: list[Task], threads: int, index: int = 0) -> list[
     for i, counts in faults.items():
         if recs[i]["status"] == "ok" and any(math.isfinite(c) for c in counts):
             recs[i]["faults_per_call"] = statistics.median(c for c in counts if math.isfinite(c))
+            recs[i]["round_faults"] = ";".join(f"{c:.0f}" for c in counts)
     for i, times in per_call.items():
         if times and recs[i]["status"] == "ok":
             recs[i].update(_from_per_call(times, first[i].number_per_run))
@@ -998,6 +999,39 @@ def _placement_line(df: pd.DataFrame, num: dict, den: dict, label: str,
             ratio = paired_ratio([rn[i] for i in sel], [rd[i] for i in sel])
             parts.append(f"{fmt_x(ratio)} in {len(sel)} rounds at {statistics.median(lv):.0f} ns")
     return f"{label}, by the threads' round trip: " + "; ".join(parts)
+
+
+# A call that faults this many pages or more (1 MiB) paid for fresh memory in that round.
+FAULTED_PAGES = 256
+
+
+def _round_faults(row) -> list[float]:
+    text = row.get("round_faults", "")
+    return [float(t) for t in text.split(";")] if isinstance(text, str) and text else []
+
+
+def _faults_line(df: pd.DataFrame, num: dict, den: dict, label: str) -> str:
+    """num's time / den's, paired over the rounds grouped by which of the two rows' probe calls
+    faulted in (FAULTED_PAGES or more): says how much of a ratio is the allocator's; "" where
+    the rounds all fall in one group."""
+    n, d = _ok_row(df, num), _ok_row(df, den)
+    if n is None or d is None:
+        return ""
+    fn, fd, rn, rd = _round_faults(n), _round_faults(d), _round_medians(n), _round_medians(d)
+    if not (len(fn) == len(fd) == len(rn) == len(rd)) or not fn:
+        return ""
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for i, (a, b) in enumerate(zip(fn, fd, strict=True)):
+        if math.isfinite(a) and math.isfinite(b):
+            groups.setdefault((b >= FAULTED_PAGES, a >= FAULTED_PAGES), []).append(i)
+    if len(groups) < 2:
+        return ""
+    names = {False: "did not", True: "did"}
+    parts = [f"{fmt_x(paired_ratio([rn[i] for i in sel], [rd[i] for i in sel]), 1)} in "
+             f"{len(sel)} round{'s' * (len(sel) != 1)} where {den['method']}'s call "
+             f"{names[ours]} and {num['method']}'s {names[theirs]} fault"
+             for (ours, theirs), sel in sorted(groups.items())]
+    return f"{label}, by the rounds' page faults: " + "; ".join(parts)
 
 
 def _reasons(df: pd.DataFrame) -> list[str]:
@@ -1302,13 +1336,18 @@ def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
                           f"{b} forward+backward >= {GOAL_VS_ASSOC:.0f}x faster than torch's "
                           "associative_scan", [(values[(b, "assoc", al)], "")], GOAL_VS_ASSOC),
             ]
+    by_faults = [line for al in allocators for b in ("cpu_serial", "auto")
+                 if (line := _faults_line(
+                     d, {"method": "associative_scan", "allocator": al},
+                     {"method": b, "pass": FWD_BWD, "allocator": al},
+                     f"{al} allocator, {b} x associative_scan"))]
     T, C = (int(d["T"].iloc[0]), int(d["channels"].iloc[0])) if len(d) else (0, 0)
     lines = ["x auto = that row's time / auto's forward+backward time (same allocator); "
              "torch.mul: y = a * x and autograd.grad(y, (a, x), g), 32 B/elem like the scan",
              FAULTS_LINE,
              "second table: of a*x = torch.mul's time / the backend's (goal >= "
              f"{GOAL_FWD_BWD_VS_MUL:.2f}); x associative_scan = associative_scan's time / the "
-             f"backend's (goal >= {GOAL_VS_ASSOC:.0f})", *_reasons(d)]
+             f"backend's (goal >= {GOAL_VS_ASSOC:.0f})", *by_faults, *_reasons(d)]
     return Section(f"5. Forward+backward, T={T}, {C} channels, decays U[0,1)",
                    [pd.DataFrame(rows), pd.DataFrame(ratio_rows)], lines, goals)
 
@@ -1517,7 +1556,7 @@ def steady_child_argv(args: argparse.Namespace, out: Path) -> list[str]:
 
 
 TEXT_COLUMNS = ("note", "reason", "block_times_s", "round_medians_s", "round_steal_s",
-                "round_trip_ns", "output", "decays", "auto_choice", "dtype")
+                "round_trip_ns", "round_faults", "output", "decays", "auto_choice", "dtype")
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
