@@ -924,8 +924,10 @@ def _ok_row(df: pd.DataFrame, where: dict):
     return ok.iloc[0] if len(ok) else None
 
 
-def _round_medians(row) -> list[float]:
-    text = row.get("round_medians_s", "")
+def _per_round(row, column: str) -> list[float]:
+    """A ";"-joined per-round column of a record (round_medians_s, round_trip_ns, round_faults)
+    as numbers; [] where the row has none."""
+    text = row.get(column, "")
     return [float(t) for t in text.split(";")] if isinstance(text, str) and text else []
 
 
@@ -935,7 +937,7 @@ def _ratio(df: pd.DataFrame, num: dict, den: dict) -> float:
     n, d = _ok_row(df, num), _ok_row(df, den)
     if n is None or d is None:
         return math.nan
-    rn, rd = _round_medians(n), _round_medians(d)
+    rn, rd = _per_round(n, "round_medians_s"), _per_round(d, "round_medians_s")
     if (rn and len(rn) == len(rd) and n["allocator"] == d["allocator"]
             and n.get("cell") == d.get("cell")):
         paired = paired_ratio(rn, rd)
@@ -950,11 +952,6 @@ def _ratio(df: pd.DataFrame, num: dict, den: dict) -> float:
 # level, and levels with under PLACEMENT_MIN_SHARE of the rounds join their nearest neighbour.
 PLACEMENT_GAP = 1.5
 PLACEMENT_MIN_SHARE = 0.03
-
-
-def _round_trips(row) -> list[float]:
-    text = row.get("round_trip_ns", "")
-    return [float(t) for t in text.split(";")] if isinstance(text, str) and text else []
 
 
 def _placement_levels(df: pd.DataFrame) -> list[list[float]]:
@@ -988,10 +985,10 @@ def _placement_line(df: pd.DataFrame, num: dict, den: dict, label: str,
     """num's time / den's, paired over the rounds of each placement level: the goals take every
     round, users get every level; this says which level a shortfall came from."""
     n, d = _ok_row(df, num), _ok_row(df, den)
-    trips = _round_trips(n) if n is not None else []
-    if d is None or len(levels) < 2 or len(trips) != len(_round_medians(n)):
+    trips = _per_round(n, "round_trip_ns") if n is not None else []
+    if d is None or len(levels) < 2 or len(trips) != len(_per_round(n, "round_medians_s")):
         return ""
-    rn, rd = _round_medians(n), _round_medians(d)
+    rn, rd = _per_round(n, "round_medians_s"), _per_round(d, "round_medians_s")
     parts = []
     for lv in levels:
         sel = [i for i, t in enumerate(trips) if lv[0] <= t <= lv[-1]]
@@ -1005,11 +1002,6 @@ def _placement_line(df: pd.DataFrame, num: dict, den: dict, label: str,
 FAULTED_PAGES = 256
 
 
-def _round_faults(row) -> list[float]:
-    text = row.get("round_faults", "")
-    return [float(t) for t in text.split(";")] if isinstance(text, str) and text else []
-
-
 def _faults_line(df: pd.DataFrame, num: dict, den: dict, label: str) -> str:
     """num's time / den's, paired over the rounds grouped by which of the two rows' probe calls
     faulted in (FAULTED_PAGES or more): says how much of a ratio is the allocator's; "" where
@@ -1017,7 +1009,8 @@ def _faults_line(df: pd.DataFrame, num: dict, den: dict, label: str) -> str:
     n, d = _ok_row(df, num), _ok_row(df, den)
     if n is None or d is None:
         return ""
-    fn, fd, rn, rd = _round_faults(n), _round_faults(d), _round_medians(n), _round_medians(d)
+    fn, fd = _per_round(n, "round_faults"), _per_round(d, "round_faults")
+    rn, rd = _per_round(n, "round_medians_s"), _per_round(d, "round_medians_s")
     if not (len(fn) == len(fd) == len(rn) == len(rd)) or not fn:
         return ""
     groups: dict[tuple[bool, bool], list[int]] = {}
