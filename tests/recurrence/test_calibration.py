@@ -32,7 +32,23 @@ def calibrating(monkeypatch, tmp_path):
     monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(1.0))
     monkeypatch.setattr(calibration, "measure_longest",
                         fake_short({c: 1.0 for c in calibration.MEASURED_CHANNELS}))
+    # Nothing else runs, whatever the machine running the tests does meanwhile.
+    monkeypatch.setattr(calibration, "Others", lambda: FakeOthers(0.0))
+    monkeypatch.setattr(calibration, "others_now", lambda: 0.0)
     return tmp_path
+
+
+class FakeOthers:
+    """contention.Others that reads `cores`."""
+
+    def __init__(self, cores: float):
+        self.cores = cores
+
+    def __enter__(self) -> FakeOthers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 @pytest.fixture
@@ -127,6 +143,49 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
         monkeypatch.setattr(calibration, "measure", fake_measure)
         assert calibration.parallel_channels(2, long) == set(range(5, 17))
     assert len(calls) == 12
+
+
+def test_a_disturbed_measurement_is_used_then_measured_again_once_the_cpus_are_quiet(
+        calibrating, monkeypatch, caplog):
+    calls = []
+
+    def measure_giving(ratios):
+        def fake_measure():
+            calls.append(1)
+            return fake_times(ratios)
+        return fake_measure
+
+    long = calibration.MIN_STEPS
+    busy = float(os.cpu_count())  # more than any measurement on 2 threads leaves free
+    monkeypatch.setattr(calibration, "measure_short", fake_short({4: 0.9}))
+    monkeypatch.setattr(calibration, "measure", measure_giving({c: 0.9 for c in (2, 4, 8, 16)}
+                                                               | {32: 1.2}))
+    monkeypatch.setattr(calibration, "Others", lambda: FakeOthers(busy))
+    assert calibration.parallel_channels(2, long) == set(range(17, 33))  # used
+    record = json.loads(calibration.cache_file(2).read_text())
+    assert record["others_cores"] == busy
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 2 and f"kept {busy:.2f} CPUs busy" in said[1]
+
+    # Read by a process that finds the CPUs still busy: kept.
+    monkeypatch.setattr(calibration, "_cache", {})
+    monkeypatch.setattr(calibration, "others_now", lambda: busy)
+    monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
+    assert calibration.parallel_channels(2, long) == set(range(17, 33))
+
+    # Read by a process that finds them quiet: measured again, and that record is kept.
+    monkeypatch.setattr(calibration, "_cache", {})
+    monkeypatch.setattr(calibration, "others_now", lambda: 0.0)
+    monkeypatch.setattr(calibration, "Others", lambda: FakeOthers(0.0))
+    monkeypatch.setattr(calibration, "measure", measure_giving({c: 1.2 for c in (2, 4, 8, 16)}
+                                                               | {32: 0.9}))
+    assert calibration.parallel_channels(2, long) == set(range(1, 17))
+    assert json.loads(calibration.cache_file(2).read_text())["others_cores"] == 0.0
+    monkeypatch.setattr(calibration, "_cache", {})
+    monkeypatch.setattr(calibration, "others_now", lambda: busy)
+    monkeypatch.setattr(calibration, "measure", lambda: pytest.fail("measured again"))
+    assert calibration.parallel_channels(2, long) == set(range(1, 17))
+    assert len(calls) == 4  # two measurements that agree, twice
 
 
 def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, calibrating):

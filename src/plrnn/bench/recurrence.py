@@ -1441,6 +1441,7 @@ def kernel_settings() -> dict | None:
             record = json.loads(calibration.cache_file(torch.get_num_threads()).read_text())
             settings["pipelined_over_time_split"] = record.get("pipelined_over_time_split")
             settings["calibration_round_trip_ns"] = record.get("thread_round_trip_ns")
+            settings["calibration_others_cores"] = record.get("others_cores")
     return settings
 
 

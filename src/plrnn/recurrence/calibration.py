@@ -46,6 +46,10 @@ stepped (wide_rows: one thread, any backend, once per CPU, under a second) and h
 spreads a scan streamed from memory over 2+ threads (streaming_schedule: in the per-thread-count
 record, about 3 s more, measured again up to STREAM_TRIES times while the two schedules come out
 within MARGIN of each other). The first call of a CPU kernel at each thread count applies them.
+
+A measurement that other processes disturbed (they kept more CPUs busy than it left free: a build
+on the second core of a 2-core VM) is used, with a warning, and its record says so; the first
+process that finds the CPUs quiet when it reads such a record measures again (contention.py).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from typing import NamedTuple
 import torch
 
 from . import sources
+from .contention import Others, others_now
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,10 @@ _STEPS, _SHORT_STEPS, _LONGEST_STEPS = 65536, 4096, 262144
 _ROUNDS = 25
 _ROUND_S = 0.004  # calls per round fill this long, or one call where it takes longer
 STALE_DAYS = 30  # records unread for this long are removed when a new one is written
+# CPUs that other work may keep busy, on average, beyond those a measurement leaves free, before
+# the measurement counts as disturbed (contention.py): alone, the Zen 4 VM's measurements saw
+# 0-0.02; with a competing process on the other core, 0.7-0.8.
+OTHERS_LIMIT = 0.1
 
 
 class Choice(NamedTuple):
@@ -217,12 +226,13 @@ def _load_or_measure_one_thread() -> Choice:
     path = cache_file(1)
     try:
         record = _read_record(path)
-        if record.get("channels_measured_by") == CHANNELS_MEASURE:
+        if record.get("channels_measured_by") == CHANNELS_MEASURE and _reusable(record, 1):
             return _one_thread_choice(int(record["ilp_channels"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     _announce("cpu_parallel's in-thread chunks on one thread", "about 2 s", path)
-    times, tries = settled(measure_in_thread_chunks, ilp_from)
+    with Others() as others:
+        times, tries = settled(measure_in_thread_chunks, ilp_from)
     ilp = ilp_from(times)
     _write_record(path, {
         "cpu": _cpu_model().partition(":")[2].strip(),
@@ -232,6 +242,7 @@ def _load_or_measure_one_thread() -> Choice:
         "ilp_channels": ilp,
         "channels_measured_by": CHANNELS_MEASURE,
         "channel_measurements": {"in_thread_chunks": tries},
+        **_disturbance(others, 1, path),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     })
     log.info("plrnn: in-thread chunks calibrated for one thread (%s): plain/chunked %s, up to %d "
@@ -252,7 +263,8 @@ def _load_or_measure(threads: int) -> Choice:
         # before the longest regime: measured again.
         if (record["streaming_schedule"] in STREAMING
                 and record.get("streaming_measured_by") == STREAM_MEASURE
-                and record.get("channels_measured_by") == CHANNELS_MEASURE):
+                and record.get("channels_measured_by") == CHANNELS_MEASURE
+                and _reusable(record, threads)):
             return Choice(frozenset(record["parallel_channels"]),
                           frozenset(record["longest_parallel_channels"]),
                           frozenset(record["short_parallel_channels"]), int(record["ilp_channels"]),
@@ -266,19 +278,21 @@ def _load_or_measure(threads: int) -> Choice:
     from . import cpu
 
     trips = [cpu.thread_round_trip_ns()]
-    times, long_tries = settled(measure, lambda t: (ilp_from(t), channels_from(_long_ratios(t))))
-    ilp = ilp_from(times)
-    ratios = _long_ratios(times)
-    longest, longest_tries = settled(lambda: measure_longest(ilp),
-                                     lambda t: channels_from(_parallel_ratios(t)))
-    longest_ratios = _parallel_ratios(longest)
-    trips.append(cpu.thread_round_trip_ns())
-    short, short_tries = settled(lambda: measure_short(ilp), lambda t: channels_from(
-        _parallel_ratios(t), SHORT_MEASURED_CHANNELS))
-    short_ratios = _parallel_ratios(short)
-    trips.append(cpu.thread_round_trip_ns())
-    stream_ratios, stream_tries = stream_from(measure_streaming)
-    trips.append(cpu.thread_round_trip_ns())
+    with Others() as others:
+        times, long_tries = settled(measure, lambda t: (ilp_from(t),
+                                                        channels_from(_long_ratios(t))))
+        ilp = ilp_from(times)
+        ratios = _long_ratios(times)
+        longest, longest_tries = settled(lambda: measure_longest(ilp),
+                                         lambda t: channels_from(_parallel_ratios(t)))
+        longest_ratios = _parallel_ratios(longest)
+        trips.append(cpu.thread_round_trip_ns())
+        short, short_tries = settled(lambda: measure_short(ilp), lambda t: channels_from(
+            _parallel_ratios(t), SHORT_MEASURED_CHANNELS))
+        short_ratios = _parallel_ratios(short)
+        trips.append(cpu.thread_round_trip_ns())
+        stream_ratios, stream_tries = stream_from(measure_streaming)
+        trips.append(cpu.thread_round_trip_ns())
     choice = Choice(channels_from(ratios), channels_from(longest_ratios),
                     channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
                     ilp, stream_schedule_from(stream_ratios))
@@ -305,6 +319,7 @@ def _load_or_measure(threads: int) -> Choice:
         # before the measurements, after the long and longest bands', after the short band's
         # and after the streaming schedules' (None: one thread)
         "thread_round_trip_ns": [round(t) if math.isfinite(t) else None for t in trips],
+        **_disturbance(others, threads, path),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     _write_record(path, record)
@@ -343,6 +358,34 @@ def _announce(what: str, duration: str, path: Path) -> None:
     """A first call that measures would otherwise pause for seconds without a word."""
     log.warning("plrnn: timing %s on this CPU, once (%s; cached in %s; "
                 "PLRNN_AUTO_CALIBRATION=0 skips it)", what, duration, path.parent)
+
+
+def _disturbed(cores: float, threads: int) -> bool:
+    """Whether other work kept busy more of this process's CPUs than a measurement on `threads`
+    threads leaves free (by more than OTHERS_LIMIT); False where unknown (nan)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return cores > OTHERS_LIMIT + max(0, usable - threads)
+
+
+def _disturbance(others: Others, threads: int, path: Path) -> dict:
+    """The record's word on what other work did during its measurement, said aloud where that
+    disturbed it."""
+    if _disturbed(others.cores, threads):
+        log.warning("plrnn: other processes kept %.2f CPUs busy while %s was measured; its "
+                    "answer is used, and measured again by the first process that finds the "
+                    "CPUs quiet", others.cores, path.name)
+    return {"others_cores": round(others.cores, 3) if math.isfinite(others.cores) else None}
+
+
+def _reusable(record: dict, threads: int) -> bool:
+    """False for a record whose measurement others disturbed, read while the CPUs are quiet: the
+    kernels can be measured by themselves now (costs a quarter second of waiting per process
+    while the record stays disturbed)."""
+    cores = record.get("others_cores")
+    return cores is None or not _disturbed(cores, threads) or _disturbed(others_now(), threads)
 
 
 def _write_record(path: Path, record: dict) -> None:
@@ -389,13 +432,14 @@ def wide_rows() -> int:
 def _load_or_measure_layout() -> str:
     path = layout_cache_file()
     try:
-        layout = _read_record(path)["wide_rows"]
-        if layout in WIDE_ROWS:
-            return layout
+        record = _read_record(path)
+        if record["wide_rows"] in WIDE_ROWS and _reusable(record, 1):
+            return record["wide_rows"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     _announce("how the CPU kernels step wide rows", "under a second", path)
-    times = measure_layout()
+    with Others() as others:
+        times = measure_layout()
     ratios = {shape: t["sequential"] / t["strips"] for shape, t in times.items()}
     layout = layout_from(ratios)
     _write_record(path, {
@@ -403,6 +447,7 @@ def _load_or_measure_layout() -> str:
         "torch": torch.__version__,
         "sequential_over_strips": {f"{T}x{C}": round(r, 3) for (T, C), r in ratios.items()},
         "wide_rows": layout,
+        **_disturbance(others, 1, path),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     })
     log.info("plrnn: wide rows calibrated for this CPU (%s): sequential/strips %s -> %s", path,
