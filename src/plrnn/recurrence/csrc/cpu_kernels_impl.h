@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -1163,21 +1165,31 @@ inline void cpu_relax() {
 #endif
 }
 
-// The items of one parallel region, claimed in order, each waiting only for carries that lower
-// items publish before they wait for anything: every wait ends, and one thread alone runs the
-// items in order. An item that throws (a failed allocation) makes at::parallel_for rethrow it,
+// The items of one parallel region, claimed in order (claim), or taken by the threads they are
+// meant for (take) with every lower item that no thread has taken taken before a wait; each
+// waits only for carries that lower items publish before they wait for anything: every wait
+// ends, and one thread alone runs the items in order. An item that throws (a failed allocation) makes at::parallel_for rethrow it,
 // but only after every thread has left the region, so the waits end on a failure too.
 class CarryChain {
  public:
-  explicit CarryChain(int64_t published) : published_(published) {}
+  explicit CarryChain(int64_t published, int64_t items = 0)
+      : published_(published), taken_(new std::atomic<bool>[items]()) {}
 
   // The next item to run: `items` or more when none is left or another item failed.
   int64_t claim(int64_t items) {
     const int64_t k = claimed_.fetch_add(1, std::memory_order_relaxed);
-    if (k == fail_item().load(std::memory_order_relaxed))
-      throw std::runtime_error("plrnn: item " + std::to_string(k) +
-                               " failed on purpose (plrnn::cpu_fail_item)");
+    fail_on_purpose(k);
     return failed_.load(std::memory_order_relaxed) ? std::max(k, items) : k;
+  }
+
+  // Whether this thread takes item k (< the `items` constructed with): false where another
+  // thread has taken it or an item failed.
+  bool take(int64_t k) {
+    if (failed_.load(std::memory_order_relaxed) ||
+        taken_[k].exchange(true, std::memory_order_relaxed))
+      return false;
+    fail_on_purpose(k);
+    return true;
   }
 
   // Waits until `count` carries are published; false if an item failed meanwhile.
@@ -1195,6 +1207,8 @@ class CarryChain {
 
   void publish(int64_t count) { published_.store(count, std::memory_order_release); }
 
+  bool failed() const { return failed_.load(std::memory_order_relaxed); }
+
   // One thread's share of the region; a throw marks the chain failed on its way out.
   template <typename Share> void run(const Share& share) {
     try {
@@ -1206,8 +1220,15 @@ class CarryChain {
   }
 
  private:
+  static void fail_on_purpose(int64_t k) {
+    if (k == fail_item().load(std::memory_order_relaxed))
+      throw std::runtime_error("plrnn: item " + std::to_string(k) +
+                               " failed on purpose (plrnn::cpu_fail_item)");
+  }
+
   std::atomic<int64_t> claimed_{0}, published_;
   std::atomic<bool> failed_{false};
+  std::unique_ptr<std::atomic<bool>[]> taken_;
 };
 
 template <typename in_t, typename acc_t, typename Emit>
@@ -1328,8 +1349,17 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       //   item k in 1..M-2: reduces chunk k, waits for the carry into it, publishes the carry
       //     into chunk k + 1, then scans chunk k while it is still in this core's cache;
       //   item M - 1: waits for the carry into the last chunk and scans it.
-      // With 2 threads, one runs items 0 and 2 and the other item 1, which reduces and scans the
-      // same chunk. Against two parallel regions with a serial fold of the carries between them
+      // Task t of the region runs item t (task 0 also the last item), taking in order what no
+      // task took, so that with 2 threads one runs items 0 and 2 and the other item 1, which
+      // reduces and scans the same chunk. Which chunk a thread runs is thus the same from call
+      // to call and in the backward, whose chunks mirror the forward's over the same stretches
+      // of time: each thread reads back the h it wrote and rewrites the lines it owns. Taken by
+      // whichever thread came first, the chunks changed threads from call to call, and lines
+      // crossed between the host's dies where it had put the threads on two (Zen 4 VM, 2
+      // threads, the two ways alternating in one process, per cache-line round trip between
+      // the threads): at about 300 ns, forward+backward at (65536, 4) 548 -> 309 us (cpu_serial
+      // 294), forwards at (4096, 32) 34.0 -> 27.7 us, (4096, 64) 65.7 -> 48.9, (262144, 4) 190
+      // -> 151; at about 65 ns (one die) within 3% either way. Against two parallel regions with a serial fold of the carries between them
       // (the same passes), timed in one build behind a switch, the two taking turns in blocks of
       // about 1 ms, 60 rounds, three runs (Zen 4 VM, 2 threads, fp32): forward 0.88-0.94x the
       // time at (16384, 4) and (4096, 32), 0.97-1.03x at (65536, 4) to (16384, 128), the
@@ -1338,11 +1368,18 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // 0.90-1.03x on two.
       Buffer<acc_t> carry(M * C);  // carry[k]: the state entering chunk k
       std::copy(state.begin(), state.end(), carry.begin());
-      CarryChain chain(1);  // carry[0 .. published - 1] are known
-      at::parallel_for(0, M - 1, 1, [&](int64_t, int64_t) {
+      CarryChain chain(1, M);  // carry[0 .. published - 1] are known
+      at::parallel_for(0, M - 1, 1, [&](int64_t begin, int64_t end) {
         chain.run([&] {
           const FlushDenormals worker_flush;
-          for (int64_t k; (k = chain.claim(M)) < M;) {
+          // Runs item k, taken; before waiting for its carry, takes and runs every lower item
+          // that no thread has taken, so that the wait ends whichever threads show up.
+          std::function<bool(int64_t)> run = [&](int64_t k) {
+            auto wait = [&] {
+              for (int64_t j = 0; j < k; ++j)
+                if (chain.take(j) && !run(j)) return false;
+              return chain.wait(k + 1);
+            };
             acc_t* in_carry = carry.data() + k * C;
             if (k == 0) {
               scan_private(0, in_carry, in_carry + C);
@@ -1354,15 +1391,21 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
               } else {
                 scanner.reduce(macro.start[k], macro.len[k], R, P);
               }
-              if (!chain.wait(k + 1)) return;
+              if (!wait()) return false;
               for (int64_t c = 0; c < C; ++c) in_carry[C + c] = P[c] * in_carry[c] + R[c];
               chain.publish(k + 2);
               scan_private(k, in_carry, nullptr);
             } else {
-              if (!chain.wait(k + 1)) return;
+              if (!wait()) return false;
               scan_private(k, in_carry, state.data());
             }
-          }
+            return true;
+          };
+          for (int64_t k = begin; k < end; ++k)
+            if (chain.take(k) && !run(k)) return;
+          if (begin == 0 && chain.take(M - 1) && !run(M - 1)) return;
+          for (int64_t k = 0; k < M; ++k)
+            if (chain.take(k) && !run(k)) return;
         });
       });
     }
