@@ -166,3 +166,51 @@ def grads_of(fn, inputs, upstream):
     out = fn(*leaves)
     wrt = [t for t in leaves if t is not None]
     return out.detach(), torch.autograd.grad(out, wrt, upstream)
+
+
+# Decays whose products over a few steps overflow the dtype (float32: 512**15 > 2**128; float64:
+# (2**65)**16 > 2**1024); complex ones take that modulus and a phase of one radian.
+OVERFLOWING_DECAY = {torch.float32: 2.0**9, torch.complex64: 2.0**9,
+                     torch.float64: 2.0**65, torch.complex128: 2.0**65}
+
+
+def autograd_fwd_bwd(scan, device="cpu"):
+    """(a, x, upstream, reverse) -> (h, dL/da, dL/dx) of scan(a, x, reverse) through autograd,
+    on `device`, returned on the CPU."""
+    def fwd_bwd(a, x, up, reverse):
+        h, (da, dx) = grads_of(lambda a_, x_: scan(a_, x_, reverse),
+                               (a.to(device), x.to(device)), up.to(device))
+        return h.cpu(), da.cpu(), dx.cpu()
+    return fwd_bwd
+
+
+def check_zero_state_through_overflow(fwd_bwd, T, C, dtype, tail=4, seed=0):
+    """docs/op.md: where the serial loop's state is exactly zero, no backend multiplies it by a
+    product of decays, which overflows here (inf * 0 = NaN). Decays OVERFLOWING_DECAY[dtype],
+    impulses zero but on the last `tail` steps the scan visits, the upstream gradient zero but
+    on the first (the backward's last): fwd_bwd(a, x, upstream, reverse) -> (h, dL/da, dL/dx) on
+    `dtype` inputs is finite, exactly zero where the float64 loop is, close elsewhere, either
+    way through time."""
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    rtol = 1e-10 if dtype == wide else 1e-5
+    g = torch.Generator().manual_seed(seed)
+    a = torch.full((T, C), OVERFLOWING_DECAY[dtype], dtype=torch.float64)
+    if dtype.is_complex:
+        a = torch.polar(a, torch.ones_like(a))
+    for reverse in (False, True):
+        last, first = slice(T - tail, T), slice(0, tail)
+        if reverse:
+            last, first = first, last
+        x = torch.zeros(T, C, dtype=wide)
+        x[last] = torch.randn(tail, C, generator=g, dtype=torch.float64).to(wide)
+        up = torch.zeros(T, C, dtype=wide)
+        up[first] = 1
+        h, (da, dx) = grads_of(lambda a_, x_: reference.serial(a_, x_, None, reverse), (a, x), up)
+        got = fwd_bwd(a.to(dtype), x.to(dtype), up.to(dtype), reverse)
+        for name, gv, wv in zip(("h", "dL/da", "dL/dx"), got, (h, da, dx), strict=True):
+            what = f"{name}, reverse={reverse}"
+            gv = gv.to(wide)
+            assert torch.isfinite(gv).all(), f"{what}: {int((~torch.isfinite(gv)).sum())} not finite"
+            zero = wv == 0
+            assert zero.any() and torch.equal(gv[zero], wv[zero]), f"{what}: not 0 where the loop is"
+            assert (gv - wv).abs().max() <= rtol * wv.abs().max(), what

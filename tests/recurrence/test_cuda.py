@@ -25,7 +25,9 @@ from .helpers import (
     DECAY_KINDS,
     F64_RTOL,
     FLOOR_ULPS,
+    autograd_fwd_bwd,
     cast,
+    check_zero_state_through_overflow,
     complex_inputs,
     gradient_allowed,
     grads_of,
@@ -311,6 +313,20 @@ def test_float16_gradient_of_time_invariant_decays(case):
     gradient cancels in their own shape, read in place as (1, P) rows, P = 1 included."""
     spec, _, flip = case
     check_half_shared_decays("cuda_parallel", spec, flip, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64], ids=str)
+@pytest.mark.parametrize("T, C", [(65536, 4), (4096, 130)], ids=lambda v: str(v))
+@pytest.mark.parametrize("name", ["cuda_parallel", "triton"])
+def test_zero_state_through_overflowing_decays(name, T, C, dtype):
+    """As on the CPU (test_edge_cases.py): a zero state is never multiplied by a product of
+    decays that overflows, at every level of the kernels' maps."""
+    status = {s.name: s for s in plrnn.backends("cuda")}[name]
+    if not status.available or (dtype.is_complex and not status.complex):
+        pytest.skip(f"{name} does not take {dtype} here")
+    scan = autograd_fwd_bwd(lambda a, x, reverse: plrnn.linear_recurrence(
+        a, x, reverse=reverse, backend=name), device="cuda")
+    check_zero_state_through_overflow(scan, T, C, dtype, seed=seed_for("cuda-overflow", T, C))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex64], ids=str)

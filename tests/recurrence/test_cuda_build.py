@@ -34,6 +34,7 @@ from plrnn.recurrence.cuda import SOURCES
 from .helpers import (
     F64_RTOL,
     FLOOR_ULPS,
+    check_zero_state_through_overflow,
     complex_inputs,
     gradient_allowed,
     max_err,
@@ -469,6 +470,19 @@ def test_emulated_parallel_backward_float64(emulated, case):
     )
     for reverse in (False, True):
         _check_backward(emulated, a, x, h0, upstream, reverse)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128], ids=str)
+@pytest.mark.parametrize("C", [4, 70])
+def test_emulated_zero_state_through_overflowing_decays(emulated, C, dtype):
+    """helpers.check_zero_state_through_overflow on the kernels' every level of maps: threads,
+    warps, the block's warps, tiles and groups of tiles (sms=4 chains many tiles)."""
+    def fwd_bwd(a, x, up, reverse):
+        h = emulated.forward(a, x, None, reverse)
+        dx, da, _ = emulated.backward(a, h, up, None, reverse)
+        return h, da, dx
+
+    check_zero_state_through_overflow(fwd_bwd, 2000, C, dtype, seed=seed_for("emu-overflow", C))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

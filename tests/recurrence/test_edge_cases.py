@@ -12,7 +12,18 @@ from plrnn.recurrence.registry import (
     choose_auto,
 )
 
-from .helpers import ALL_BACKENDS, BACKENDS, F64_RTOL, grads_of, make_inputs, ref64, run, seed_for
+from .helpers import (
+    ALL_BACKENDS,
+    BACKENDS,
+    F64_RTOL,
+    autograd_fwd_bwd,
+    check_zero_state_through_overflow,
+    grads_of,
+    make_inputs,
+    ref64,
+    run,
+    seed_for,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
@@ -188,6 +199,27 @@ def test_an_infinite_state_stays_non_finite(backend, case, threads, num_threads)
     got = run(backend, a, x, None, False)
     assert not torch.isfinite(got[step:]).any()
     assert_close64(got[:step], want[:step])
+
+
+# 2 threads take cpu_parallel through time chunks (1 thread: in-thread chunks only) and
+# cpu_serial through its channel split, or with PLRNN_STREAM_BYTES=0 (as for data larger than
+# the last-level cache) through its schedules for rows streamed from memory.
+OVERFLOW_SETTINGS = [1, 2, "2-pipelined", "2-time-split"]
+
+
+@pytest.mark.parametrize("setting", OVERFLOW_SETTINGS)
+@pytest.mark.parametrize("C", [4, 70])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128],
+                         ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_zero_state_stays_exact_where_products_of_decays_overflow(
+        backend, dtype, C, setting, num_threads, monkeypatch, streaming_schedule):
+    if setting in ("2-pipelined", "2-time-split"):
+        monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
+        streaming_schedule(setting.removeprefix("2-").replace("-", "_"))
+    num_threads(1 if setting == 1 else 2)
+    scan = autograd_fwd_bwd(lambda a, x, reverse: run(backend, a, x, None, reverse))
+    check_zero_state_through_overflow(scan, 4096, C, dtype, seed=seed_for("overflow", C))
 
 
 # --------------------------------------------------------------------------------------- auto

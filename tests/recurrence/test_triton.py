@@ -28,8 +28,10 @@ from plrnn.recurrence.registry import choose_auto
 from .helpers import (
     F64_RTOL,
     FLOOR_ULPS,
+    autograd_fwd_bwd,
     cast,
     check_low_precision,
+    check_zero_state_through_overflow,
     grads_of,
     make_inputs,
     max_err,
@@ -176,6 +178,19 @@ def test_decays_shared_by_channel_blocks_are_read_in_place(C, P, chunks, rows):
         want = (want[0], da_full if rows == "T" else da_full.sum(0, keepdim=True), *want[2:])
         for name, g_, w_ in zip(("h", "da", "dx", "dh0"), got, want, strict=True):
             assert_close64(g_, w_, f"{name} reverse={reverse}")
+
+
+@pytest.mark.usefixtures("interpreter")
+# tl.where evaluates both sides: the interpreter's numpy warns of the inf * 0 it then discards
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
+@pytest.mark.parametrize("chunks", [None, 3], ids=["one_pass", "chunked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+def test_zero_state_through_overflowing_decays(dtype, chunks):
+    """helpers.check_zero_state_through_overflow: tiles' scans, the carry between tiles and the
+    chunks' maps."""
+    scan = autograd_fwd_bwd(lambda a, x, reverse: scan_fn(reverse, chunks)(a, x, None))
+    check_zero_state_through_overflow(scan, 6 * TILE_T + 5, 3, dtype,
+                                      seed=seed_for("triton-overflow", str(dtype)))
 
 
 @pytest.mark.usefixtures("interpreter")

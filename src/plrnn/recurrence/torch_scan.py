@@ -27,6 +27,10 @@ def _doubling_scan(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = h_bufs[i]
         out[:k] = h[:k]
         torch.addcmul(h[k:], a[k:], h[:-k], out=out[k:])
+        # A zero state entering the window leaves the window's own state, as in the serial loop,
+        # which never multiplies it by the window's product of decays: for decays above 1 that
+        # overflows to inf (2**128 in float32), and inf * 0 is NaN where the loop has a number.
+        torch.where(h[:-k] == 0, h[k:], out[k:], out=out[k:])
         h = out
         if 2 * k < T:  # the last pass needs no products
             out = a_bufs[i]

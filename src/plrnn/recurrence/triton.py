@@ -4,7 +4,7 @@ Kernel layout: a program owns BLOCK_C adjacent channels (one coalesced row segme
 step, since the buffers are time-major (T, C)) and walks its range of time in BLOCK_T tiles. Each
 tile is scanned with tl.associative_scan under the composition of affine maps
 
-    (a1, x1) then (a2, x2)  =  (a1 * a2, a2 * x1 + x2),
+    (a1, x1) then (a2, x2)  =  (a1 * a2, a2 * x1 + x2)   (x2 where x1 = 0),
 
 so row t of the scanned tile holds (A, X) with h[t] = A * h_in + X for the state h_in carried
 into the tile; the tile's last row is the carry into the next tile (rows past the end are padded
@@ -118,8 +118,10 @@ def unavailable(device: torch.device) -> str | None:
 
 
 def _compose_maps(a1, x1, a2, x2):
-    # (a1, x1) first, then (a2, x2): h -> a2 * (a1 * h + x1) + x2.
-    return a1 * a2, a2 * x1 + x2
+    # (a1, x1) first, then (a2, x2): h -> a2 * (a1 * h + x1) + x2. A zero x1 leaves x2, as the
+    # serial loop does, which never multiplies a zero state by a2: for decays above 1 that
+    # product overflows to inf over enough steps, and inf * 0 would be NaN where the loop has x2.
+    return a1 * a2, tl.where(x1 == 0, x2, a2 * x1 + x2)
 
 
 def _add_values(u, v):
@@ -217,7 +219,7 @@ def _scan_kernel(
         x = tl.load(x_ptr + offsets, mask=mask, other=0).to(acc_dtype)
         a = tl.where(mask, a.to(acc_dtype), 1)  # padding must be the identity map (1, 0)
         A, X = tl.associative_scan((a, x), 0, _compose)
-        h = A * carry[None, :] + X
+        h = tl.where(carry[None, :] == 0, X, A * carry[None, :] + X)  # as in _compose_maps
         # The last row, as a sum of it and zeros (exact in any order).
         carry = tl.reduce(tl.where(is_last_row, h, 0), 0, _add)
         if TOTALS:

@@ -317,8 +317,8 @@ void scan_steps(int64_t n, int64_t C, const acc_t* init, bool parallel, const De
       std::copy(carry.begin(), carry.begin() + C, carry.begin() + C);
       for (int64_t k = 2; k < M; ++k)
         for (int64_t c = 0; c < C; ++c)
-          carry[k * C + c] = product[(k - 1) * C + c] * carry[(k - 1) * C + c] +
-                             reached[(k - 1) * C + c];
+          carry[k * C + c] = apply_map(product[(k - 1) * C + c], carry[(k - 1) * C + c],
+                                       reached[(k - 1) * C + c]);
     }
     at::parallel_for(1, M, 1, [&](int64_t b, int64_t e) {
       const FlushDenormals worker_flush;

@@ -883,6 +883,14 @@ Chunks plan_chunks(int64_t s0, int64_t n, int64_t want, int64_t row_bytes) {
   return ch;
 }
 
+// The map h -> p h + r of a stretch of steps (p: the product of its decays, r: the state it
+// reaches from zero) applied to the state h entering it. A zero h gives r, as the serial loop
+// does: it never multiplies that state by p, which overflows to inf for decays above 1 over a
+// long stretch (2^128 for float32), and inf * 0 would put NaN where the loop has r (a zero
+// state through decays of 2 and zero inputs stayed 0 serially and became NaN in every later
+// chunk). A NaN or infinite decay in the stretch still reaches r, computed from zero through it.
+template <typename T> inline T apply_map(T p, T h, T r) { return h == T(0) ? r : p * h + r; }
+
 // Folds chunk totals in time order: st[k] (state reached from 0) becomes the carry into chunk
 // k, `carry` (C values) goes in as the state before chunk 0 and comes out as the state after
 // the last chunk.
@@ -894,7 +902,7 @@ void carry_scan(int64_t K, int64_t C, acc_t* st, const acc_t* prod, acc_t* carry
     for (int64_t c = 0; c < C; ++c) {
       const acc_t reached = s[c];
       s[c] = carry[c];
-      carry[c] = p[c] * carry[c] + reached;
+      carry[c] = apply_map(p[c], carry[c], reached);
     }
   }
 }
@@ -962,7 +970,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
           step_row(in.a + q * in.a_stride + r.ca, in.x + q * in.stride + r.c,
                    reached.data() + r.c, r.len, product.data() + r.c, down);
       for (int64_t c = 0; c < C; ++c) {
-        R[c] = P[c] * reached[c] + R[c];
+        R[c] = apply_map(P[c], reached[c], R[c]);
         P[c] *= product[c];
       }
     }
@@ -1166,10 +1174,11 @@ inline void cpu_relax() {
 }
 
 // The items of one parallel region, claimed in order (claim), or taken by the threads they are
-// meant for (take) with every lower item that no thread has taken taken before a wait; each
-// waits only for carries that lower items publish before they wait for anything: every wait
-// ends, and one thread alone runs the items in order. An item that throws (a failed allocation) makes at::parallel_for rethrow it,
-// but only after every thread has left the region, so the waits end on a failure too.
+// meant for (take), a thread taking before any wait every lower item that no thread has taken.
+// Each waits only for carries that lower items publish before they wait for anything: every
+// wait ends, and one thread alone runs the items in order. An item that throws (a failed
+// allocation) makes at::parallel_for rethrow it, but only after every thread has left the
+// region, so the waits end on a failure too.
 class CarryChain {
  public:
   explicit CarryChain(int64_t published, int64_t items = 0)
@@ -1263,7 +1272,7 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
           acc_t* out_carry = carries.data() + ((b + 1) % 2) * C;
           for (int64_t c = 0; c < C; ++c) {
             local[c] = in_carry[c];
-            out_carry[c] = product[c] * in_carry[c] + reached[c];
+            out_carry[c] = apply_map(product[c], in_carry[c], reached[c]);
           }
           chain.publish(b + 1);
           scanner.scan_and_reduce(b * B, rows(b), local.data(), next * B,
@@ -1349,23 +1358,23 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       //   item k in 1..M-2: reduces chunk k, waits for the carry into it, publishes the carry
       //     into chunk k + 1, then scans chunk k while it is still in this core's cache;
       //   item M - 1: waits for the carry into the last chunk and scans it.
-      // Task t of the region runs item t (task 0 also the last item), taking in order what no
-      // task took, so that with 2 threads one runs items 0 and 2 and the other item 1, which
-      // reduces and scans the same chunk. Which chunk a thread runs is thus the same from call
-      // to call and in the backward, whose chunks mirror the forward's over the same stretches
-      // of time: each thread reads back the h it wrote and rewrites the lines it owns. Taken by
-      // whichever thread came first, the chunks changed threads from call to call, and lines
-      // crossed between the host's dies where it had put the threads on two (Zen 4 VM, 2
-      // threads, the two ways alternating in one process, per cache-line round trip between
-      // the threads): at about 300 ns, forward+backward at (65536, 4) 548 -> 309 us (cpu_serial
-      // 294), forwards at (4096, 32) 34.0 -> 27.7 us, (4096, 64) 65.7 -> 48.9, (262144, 4) 190
-      // -> 151; at about 65 ns (one die) within 3% either way. Against two parallel regions with a serial fold of the carries between them
-      // (the same passes), timed in one build behind a switch, the two taking turns in blocks of
-      // about 1 ms, 60 rounds, three runs (Zen 4 VM, 2 threads, fp32): forward 0.88-0.94x the
-      // time at (16384, 4) and (4096, 32), 0.97-1.03x at (65536, 4) to (16384, 128), the
-      // backward 0.93-1.05x; streamed from memory (cpu_serial's time split at (65536, 128),
-      // (65536, 1024) and (32768, 256)) 0.99-1.01x with the threads on one die of the host and
-      // 0.90-1.03x on two.
+      // Task t of the region runs item t (task 0 also the last item), taking in order what no task
+      // took, so that with 2 threads one runs items 0 and 2 and the other item 1, which reduces and
+      // scans the same chunk. Which chunk a thread runs is thus the same from call to call and in
+      // the backward, whose chunks mirror the forward's over the same stretches of time: each
+      // thread reads back the h it wrote and rewrites the lines it owns. Taken by whichever thread
+      // came first, the chunks changed threads from call to call, and lines crossed between the
+      // host's dies where it had put the threads on two (Zen 4 VM, 2 threads, the two ways
+      // alternating in one process, per cache-line round trip between the threads): at about 300
+      // ns, forward+backward at (65536, 4) 548 -> 309 us (cpu_serial 294), forwards at (4096, 32)
+      // 34.0 -> 27.7 us, (4096, 64) 65.7 -> 48.9, (262144, 4) 190 -> 151; at about 65 ns (one die)
+      // within 3% either way. Against two parallel regions with a serial fold of the carries
+      // between them (the same passes), timed in one build behind a switch, the two taking turns in
+      // blocks of about 1 ms, 60 rounds, three runs (Zen 4 VM, 2 threads, fp32): forward 0.88-0.94x
+      // the time at (16384, 4) and (4096, 32), 0.97-1.03x at (65536, 4) to (16384, 128), the
+      // backward 0.93-1.05x; streamed from memory (cpu_serial's time split at (65536, 128), (65536,
+      // 1024) and (32768, 256)) 0.99-1.01x with the threads on one die of the host and 0.90-1.03x
+      // on two.
       Buffer<acc_t> carry(M * C);  // carry[k]: the state entering chunk k
       std::copy(state.begin(), state.end(), carry.begin());
       CarryChain chain(1, M);  // carry[0 .. published - 1] are known
@@ -1392,7 +1401,8 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
                 scanner.reduce(macro.start[k], macro.len[k], R, P);
               }
               if (!wait()) return false;
-              for (int64_t c = 0; c < C; ++c) in_carry[C + c] = P[c] * in_carry[c] + R[c];
+              for (int64_t c = 0; c < C; ++c)
+                in_carry[C + c] = apply_map(P[c], in_carry[c], R[c]);
               chain.publish(k + 2);
               scan_private(k, in_carry, nullptr);
             } else {

@@ -95,6 +95,14 @@ template <typename R> PLRNN_HOST_DEVICE Cplx<R>& operator*=(Cplx<R>& a, Cplx<R> 
 template <typename T> PLRNN_HOST_DEVICE T conj(T v) { return v; }
 template <typename R> PLRNN_HOST_DEVICE Cplx<R> conj(Cplx<R> v) { return {v.re, -v.im}; }
 
+// The map h -> p h + q (p: a stretch's product of decays, q: the state it reaches from zero)
+// applied to h; a zero h gives q, as the serial loop does, which never multiplies that state by
+// p: for decays above 1, p overflows to inf over a long enough stretch, and inf * 0 would put NaN
+// where the loop has q (cpu_kernels_impl.h, apply_map).
+template <typename A> PLRNN_DEVICE bool is_zero(A v) { return v == A(0); }
+template <typename R> PLRNN_DEVICE bool is_zero(Cplx<R> v) { return v.re == R(0) && v.im == R(0); }
+template <typename A> PLRNN_DEVICE A apply_map(A p, A h, A q) { return is_zero(h) ? q : p * h + q; }
+
 // shuffles move 4- or 8-byte registers: a complex value is two of them
 template <typename A> PLRNN_DEVICE A shfl_up(A v, unsigned delta) {
   return __shfl_up_sync(0xffffffffu, v, delta);
@@ -363,7 +371,7 @@ PLRNN_DEVICE void helper_warp(const Args<T>& args, const Plan& p,
 #pragma unroll
         for (int w = 0; w < kDataWarps; ++w) {
           const acc tp = sh.tot_p[w][lane * V + v], tq = sh.tot_q[w][lane * V + v];
-          mq[v] = tp * mq[v] + tq;
+          mq[v] = apply_map(tp, mq[v], tq);
           mp[v] = tp * mp[v];
         }
       }
@@ -391,13 +399,13 @@ PLRNN_DEVICE void helper_warp(const Args<T>& args, const Plan& p,
             load_published<acc, V>(e + p.C, sq);
 #pragma unroll
             for (int v = 0; v < V; ++v) {
-              gq[v] = sp[v] * gq[v] + sq[v];
+              gq[v] = apply_map(sp[v], gq[v], sq[v]);
               gp[v] = sp[v] * gp[v];
             }
           }
 #pragma unroll
           for (int v = 0; v < V; ++v) {
-            mq[v] = mp[v] * gq[v] + mq[v];
+            mq[v] = apply_map(mp[v], gq[v], mq[v]);
             mp[v] = mp[v] * gp[v];
           }
         }
@@ -445,7 +453,7 @@ PLRNN_DEVICE void helper_warp(const Args<T>& args, const Plan& p,
           load_published<acc, V>(e, sp);
           load_published<acc, V>(e + p.C, sq);
 #pragma unroll
-          for (int v = 0; v < V; ++v) carry[v] = sp[v] * carry[v] + sq[v];
+          for (int v = 0; v < V; ++v) carry[v] = apply_map(sp[v], carry[v], sq[v]);
         }
       }
     }
@@ -518,7 +526,7 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
       const acc pp = shfl_up(mp[v], unsigned(d * p.CL));
       const acc qq = shfl_up(mq[v], unsigned(d * p.CL));
       if (wslice >= d) {
-        mq[v] = mp[v] * qq + mq[v];
+        mq[v] = apply_map(mp[v], qq, mq[v]);
         mp[v] = mp[v] * pp;
       }
     }
@@ -547,8 +555,8 @@ PLRNN_DEVICE void data_warp(const Args<T>& args, const Plan& p,
   for (int v = 0; v < V; ++v) {
     h[v] = sh.carry[cl * V + v];
     for (int w = 0; w < warp; ++w)
-      h[v] = sh.tot_p[w][cl * V + v] * h[v] + sh.tot_q[w][cl * V + v];
-    h[v] = ep[v] * h[v] + eq[v];
+      h[v] = apply_map(sh.tot_p[w][cl * V + v], h[v], sh.tot_q[w][cl * V + v]);
+    h[v] = apply_map(ep[v], h[v], eq[v]);
   }
 
   if constexpr (!BWD) {
