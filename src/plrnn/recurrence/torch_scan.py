@@ -21,16 +21,18 @@ def _doubling_scan(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # needs a temporary and a second pass over it. The inputs are only read.
     h_bufs = (torch.empty_like(x), torch.empty_like(x))
     a_bufs = (torch.empty_like(a), torch.empty_like(a))
-    h, tiny = x, _flush_below(a.dtype)
+    h, tiny, guard = x, _flush_below(a.dtype), _may_grow(a)
     k, i, T = 1, 0, x.shape[0]
     while k < T:
         out = h_bufs[i]
         out[:k] = h[:k]
         torch.addcmul(h[k:], a[k:], h[:-k], out=out[k:])
-        # A zero state entering the window leaves the window's own state, as in the serial loop,
-        # which never multiplies it by the window's product of decays: for decays above 1 that
-        # overflows to inf (2**128 in float32), and inf * 0 is NaN where the loop has a number.
-        torch.where(h[:-k] == 0, h[k:], out[k:], out=out[k:])
+        if guard:
+            # A zero state entering the window leaves the window's own state, as in the serial
+            # loop, which never multiplies it by the window's product of decays: for decays
+            # above 1 that overflows to inf (2**128 in float32), and inf * 0 is NaN where the
+            # loop has a number.
+            torch.where(h[:-k] == 0, h[k:], out[k:], out=out[k:])
         h = out
         if 2 * k < T:  # the last pass needs no products
             out = a_bufs[i]
@@ -39,6 +41,17 @@ def _doubling_scan(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             a = out
         k, i = 2 * k, 1 - i
     return h if h is not x else x.clone()
+
+
+def _may_grow(a: torch.Tensor) -> bool:
+    """Whether a product of these decays can overflow: only then does the scan need its guard
+    for zero states, a where() per pass that took the scan from 2.5 to 5.2 ms at (65536, 4)
+    and from 129 to 210 ms at (65536, 128) (2 threads, Zen 4 VM); this check is one pass over
+    the decays. (A NaN decay compares false, and needs no guard: NaN propagates either way.)"""
+    if a.is_complex():
+        return bool((a.abs() > 1).any())
+    lo, hi = torch.aminmax(a)
+    return bool(hi > 1) or bool(lo < -1)
 
 
 def _flush_below(dtype: torch.dtype) -> float:
