@@ -108,9 +108,10 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     assert record["serial_over_parallel"]["16"] == 1.2
     assert record["short_serial_over_parallel"]["64"] == 1.3
     assert record["ilp_channels"] == 0 and record["plain_over_chunked"]["2"] == 0.8
-    # where the host had the threads: before the measurements and after each of four kinds
+    # where the host had the threads: before the measurements, after the three regimes' and
+    # after the streaming schedules'
     trips = record["thread_round_trip_ns"]
-    assert len(trips) == 4 and all(t is None or t > 0 for t in trips)
+    assert len(trips) == 3 and all(t is None or t > 0 for t in trips)
     assert (None in trips) == (torch.get_num_threads() < 2)
     assert calibration.ilp_channels(2) == 0
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -497,6 +498,37 @@ def test_rounds_interleave_every_way_each_round_starting_one_later(monkeypatch):
     assert set(times) == {"a", "b", "c"} and all(t >= 0 for t in times.values())
     assert len(order) == 3 * (1 + calibration._ROUNDS)
     assert order[:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_regimes_are_measured_in_turns_and_again_where_the_chunks_changed():
+    order = []
+
+    def long_once(ilp_wide):
+        def once():
+            order.append("long")
+            return {c: {"serial": 1.2, "ilp": 1.0 if c <= ilp_wide else 2.0, "plain": 1.1}
+                    for c in calibration.MEASURED_CHANNELS}
+        return once
+
+    def other(name, ratio):
+        def once(ilp):
+            order.append((name, ilp))
+            return {4: {"serial": ratio, "parallel": 1.0}}
+        return once, lambda t: calibration.channels_from(calibration._parallel_ratios(t), (4,))
+
+    regimes = {"longest": other("longest", 1.3), "short": other("short", 0.9)}
+    times, got, taken = calibration.settled_in_turns(long_once(32), regimes)
+    assert order == ["long", ("longest", 32), ("short", 32)] * 2
+    assert taken == {"long": 2, "longest": 2, "short": 2} and got["short"][4]["serial"] == 0.9
+    assert calibration.ilp_from(times) == 32
+    # The in-thread chunks paid in the first long measurement and not in the second: the median
+    # says they do not, and the other regimes' first measurements (taken with them) are redone.
+    answers = iter([long_once(32), long_once(0), long_once(0)])
+    order.clear()
+    _, got, taken = calibration.settled_in_turns(lambda: next(answers)(), regimes)
+    assert order == ["long", ("longest", 32), ("short", 32), "long", ("longest", 0), ("short", 0),
+                     "long", ("longest", 0), ("short", 0)]
+    assert taken == {"long": 3, "longest": 2, "short": 2}
 
 
 def test_a_third_measurement_settles_two_that_disagree():

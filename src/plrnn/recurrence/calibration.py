@@ -10,7 +10,7 @@ or short sequences cpu_serial is chosen without measuring: it moves the least me
 
 Three regimes are measured, forward into a preallocated output (a fresh one per call measured
 page faults: _timed), inputs as real forget gates (sigmoid(N(2, 1))), medians of interleaved
-rounds, each regime twice or three times (settled):
+rounds, each regime twice or three times, the three in turns (settled_in_turns):
 - long sequences (T >= MIN_STEPS): T = 65536 at 2, 4, 8, 16 and 32 channels, where one thread's
   loop is bound by its dependency chain or by memory;
 - the longest (T >= LONGEST_MIN_STEPS): T = 262144 at the same channel counts. cpu_parallel's
@@ -139,7 +139,8 @@ CHANNEL_TRIES = 3
 # How cpu_serial and cpu_parallel are timed against each other (_timed, settled); records that
 # timed them otherwise are measured anew.
 CHANNELS_MEASURE = ("into preallocated outputs, every width and way in one set of 25 rounds of "
-                    "4 ms, each round starting one way later, twice or three times")
+                    "4 ms, each round starting one way later, twice or three times, the regimes "
+                    "in turns")
 
 
 def enabled() -> bool:
@@ -279,17 +280,15 @@ def _load_or_measure(threads: int) -> Choice:
 
     trips = [cpu.thread_round_trip_ns()]
     with Others() as others:
-        times, long_tries = settled(measure, lambda t: (ilp_from(t),
-                                                        channels_from(_long_ratios(t))))
+        times, regimes, taken = settled_in_turns(measure, {
+            "longest": (measure_longest, lambda t: channels_from(_parallel_ratios(t))),
+            "short": (measure_short,
+                      lambda t: channels_from(_parallel_ratios(t), SHORT_MEASURED_CHANNELS)),
+        })
         ilp = ilp_from(times)
         ratios = _long_ratios(times)
-        longest, longest_tries = settled(lambda: measure_longest(ilp),
-                                         lambda t: channels_from(_parallel_ratios(t)))
-        longest_ratios = _parallel_ratios(longest)
-        trips.append(cpu.thread_round_trip_ns())
-        short, short_tries = settled(lambda: measure_short(ilp), lambda t: channels_from(
-            _parallel_ratios(t), SHORT_MEASURED_CHANNELS))
-        short_ratios = _parallel_ratios(short)
+        longest_ratios = _parallel_ratios(regimes["longest"])
+        short_ratios = _parallel_ratios(regimes["short"])
         trips.append(cpu.thread_round_trip_ns())
         stream_ratios, stream_tries = stream_from(measure_streaming)
         trips.append(cpu.thread_round_trip_ns())
@@ -313,11 +312,10 @@ def _load_or_measure(threads: int) -> Choice:
         "streaming_measurements": stream_tries,
         "streaming_measured_by": STREAM_MEASURE,
         "channels_measured_by": CHANNELS_MEASURE,
-        "channel_measurements": {"long": long_tries, "longest": longest_tries,
-                                 "short": short_tries},
+        "channel_measurements": taken,
         "streaming_schedule": choice.stream,
-        # before the measurements, after the long and longest bands', after the short band's
-        # and after the streaming schedules' (None: one thread)
+        # before the measurements, after the three regimes' and after the streaming schedules'
+        # (None: one thread)
         "thread_round_trip_ns": [round(t) if math.isfinite(t) else None for t in trips],
         **_disturbance(others, threads, path),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -350,8 +348,50 @@ def settled(measure_once: Callable[[], dict[int, dict[str, float]]],
     tries = [measure_once(), measure_once()]
     if decide(tries[0]) != decide(tries[1]):
         tries += [measure_once() for _ in range(CHANNEL_TRIES - 2)]
-    return ({c: {way: statistics.median(t[c][way] for t in tries) for way in tries[0][c]}
-             for c in tries[0]}, len(tries))
+    return _medians(tries), len(tries)
+
+
+def _medians(tries: list[dict[int, dict[str, float]]]) -> dict[int, dict[str, float]]:
+    return {c: {way: statistics.median(t[c][way] for t in tries) for way in tries[0][c]}
+            for c in tries[0]}
+
+
+Times = dict[int, dict[str, float]]
+
+
+def settled_in_turns(long_once: Callable[[], Times],
+                     others: dict[str, tuple[Callable[[int], Times], Callable[[Times], object]]]
+                     ) -> tuple[Times, dict[str, Times], dict[str, int]]:
+    """As settled(), for the long regime (measure()) and the regimes in `others`, each
+    (measure_once(ilp), decide), which time cpu_parallel with in-thread chunks up to `ilp`
+    channels as the long regime's measurements so far say (ilp_from). Measured in turns, long
+    then each other regime, twice, so that two measurements of one regime lie seconds apart:
+    two taken back to back at (4096, 128) both timed cpu_serial 7% faster in a record (the
+    median of them, 0.93), where every other record on the Zen 4 VM (17) and the benchmark, on
+    one die of the host or two, timed cpu_parallel 1.1-4x faster; a slow spell of a shared host
+    can outlast one measurement. Measurements taken with another `ilp` than the final one are
+    taken again. Returns the long regime's medians, the others', and how many of each."""
+    def decide_long(t: Times) -> object:
+        return ilp_from(t), channels_from(_long_ratios(t))
+
+    long: list[Times] = []
+    tries: dict[str, list[tuple[int, Times]]] = {name: [] for name in others}
+    for _ in range(2):
+        long.append(long_once())
+        ilp = ilp_from(_medians(long))
+        for name, (measure_once, _) in others.items():
+            tries[name].append((ilp, measure_once(ilp)))
+    if decide_long(long[0]) != decide_long(long[1]):
+        long += [long_once() for _ in range(CHANNEL_TRIES - 2)]
+    ilp = ilp_from(_medians(long))
+    for name, (measure_once, decide) in others.items():
+        kept = [t for i, t in tries[name] if i == ilp]
+        kept += [measure_once(ilp) for _ in range(2 - len(kept))]
+        if decide(kept[0]) != decide(kept[1]):
+            kept += [measure_once(ilp) for _ in range(CHANNEL_TRIES - 2)]
+        tries[name] = kept
+    return (_medians(long), {name: _medians(t) for name, t in tries.items()},
+            {"long": len(long), **{name: len(t) for name, t in tries.items()}})
 
 
 def _announce(what: str, duration: str, path: Path) -> None:
