@@ -3,8 +3,9 @@ unknown, nan). calibration.py uses it to tell a measurement of the kernels from 
 of a busy machine: with a second process spinning on the other core of the 2-core Zen 4 VM,
 cpu_parallel measured 0.35-0.57x cpu_serial at (T, C) = (4096, 16 to 64), where alone it ran
 1.2-1.4x faster, and cpu_serial 2.5-4x slower than cpu_parallel at 128-256 channels, where alone
-the two were 1.3-1.9x apart. A record taken like that once made auto run cpu_serial at (4096, 32)
-for as long as it was kept, 1.27x slower than cpu_parallel in the benchmark."""
+the two were 1.3-1.9x apart. A record with that pattern (its cause not known: the host's moving
+the threads to two dies gives a milder form of it) had auto run cpu_serial at (4096, 32) for as
+long as it was kept, 1.27x slower than cpu_parallel in the benchmark."""
 
 from __future__ import annotations
 

@@ -1182,7 +1182,7 @@ inline void cpu_relax() {
 class CarryChain {
  public:
   explicit CarryChain(int64_t published, int64_t items = 0)
-      : published_(published), taken_(new std::atomic<bool>[items]()) {}
+      : published_(published), taken_(items > 0 ? new std::atomic<bool>[items]() : nullptr) {}
 
   // The next item to run: `items` or more when none is left or another item failed.
   int64_t claim(int64_t items) {
@@ -1215,8 +1215,6 @@ class CarryChain {
   }
 
   void publish(int64_t count) { published_.store(count, std::memory_order_release); }
-
-  bool failed() const { return failed_.load(std::memory_order_relaxed); }
 
   // One thread's share of the region; a throw marks the chain failed on its way out.
   template <typename Share> void run(const Share& share) {
