@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from plrnn.recurrence.contention import usable_cpus
+
 _REPO_DIR = Path(__file__).resolve().parent
 
 
@@ -94,10 +96,7 @@ def _parallel_backend() -> str | None:
 
 
 def machine_info() -> dict:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
+    usable = usable_cpus()
     git = git_commit()
     return {
         "cpu": cpu_model(),

@@ -70,7 +70,7 @@ from typing import NamedTuple
 import torch
 
 from . import sources
-from .contention import Others, others_now
+from .contention import Others, others_now, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -403,11 +403,7 @@ def _announce(what: str, duration: str, path: Path) -> None:
 def _disturbed(cores: float, threads: int) -> bool:
     """Whether other work kept busy more of this process's CPUs than a measurement on `threads`
     threads leaves free (by more than OTHERS_LIMIT); False where unknown (nan)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return cores > OTHERS_LIMIT + max(0, usable - threads)
+    return cores > OTHERS_LIMIT + max(0, usable_cpus() - threads)
 
 
 def _disturbance(others: Others, threads: int, path: Path) -> dict:

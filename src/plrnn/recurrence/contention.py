@@ -21,6 +21,12 @@ def _cpus() -> set[int] | None:
         return None
 
 
+def usable_cpus() -> int:
+    """How many CPUs this process may run on."""
+    cpus = _cpus()
+    return len(cpus) if cpus is not None else os.cpu_count() or 1
+
+
 def busy_seconds(stat: str = "/proc/stat", cpus: set[int] | None = None) -> float:
     """CPU seconds since boot that the CPUs this process may run on spent on anything but idling
     (user, nice, system, interrupts, and steal: time the hypervisor gave to others), summed over
@@ -64,7 +70,7 @@ class Others:
     def __exit__(self, *exc) -> None:
         wall, busy, own = (b - a for a, b in zip(self._start, (time.perf_counter(),
                                                                 busy_seconds(), own_seconds())))
-        slack = (len(_cpus() or ()) + 1) / os.sysconf("SC_CLK_TCK")
+        slack = (usable_cpus() + 1) / os.sysconf("SC_CLK_TCK")
         self.cores = max(0.0, busy - own - slack) / wall if wall > 0 else math.nan
 
 
