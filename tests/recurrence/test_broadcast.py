@@ -69,6 +69,69 @@ def test_time_invariant_decays_in_a_packed_batch():
         assert _close(plrnn.linear_recurrence(a, x, cu_seqlens=cu, backend=backend), want)
 
 
+
+# Time-invariant decays take their gradient from one pass over h and dL/dx (cpu_decay_grad.cpp),
+# in blocks of rows fixed by the shape and tiles of at most 4096 channels: shapes that give one
+# channel, many blocks (the last one shorter), several tiles with channel groups to fold, and
+# packed sequences (some empty) that cross block boundaries.
+# (impulses' shape, decays' shape, sequence lengths or None, dtype)
+DECAY_SUM_CASES = [
+    ((70000, 1), (1,), None, torch.float64),
+    ((1100, 1000), (1000,), None, torch.float64),
+    ((40, 2, 4100), (4100,), None, torch.float64),
+    ((35003, 3), (3,), [0, 5000, 1, 0, 30000, 2], torch.float64),
+    ((3000, 2, 5), (5,), [1000, 0, 2000], torch.complex128),
+    ((1100, 1000), (1000,), None, torch.float32),
+]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("backend", ["cpu_serial", "cpu_parallel"])
+@pytest.mark.parametrize("case", DECAY_SUM_CASES,
+                         ids=lambda c: f"x={'x'.join(map(str, c[0]))}-{str(c[3])[6:]}"
+                         + ("-packed" if c[2] else ""))
+def test_time_invariant_decay_gradient_sums_every_step(case, backend, reverse, num_threads):
+    """Against the same recurrence on the decays expanded to every step (whose kernels write one
+    gradient term per step and channel, summed here in float64), within a few ulps of the terms'
+    magnitude, with h0; the same bits from one call to the next and, for cpu_serial, on one
+    thread or two."""
+    shape, a_shape, lengths, dtype = case
+    g = torch.Generator().manual_seed(seed_for("decay-sum", shape, lengths, reverse))
+    real = torch.float64 if dtype == torch.complex128 else dtype
+
+    def draw(*size, scale=1.0):
+        v = scale * torch.randn(*size, generator=g, dtype=torch.float64)
+        if dtype.is_complex:
+            v = torch.complex(v, scale * torch.randn(*size, generator=g, dtype=torch.float64))
+        return v.to(dtype)
+
+    a = (0.9 + 0.1 * torch.rand(a_shape, generator=g, dtype=torch.float64)).to(real)
+    if dtype.is_complex:
+        a = torch.polar(a, torch.rand(a_shape, generator=g, dtype=torch.float64) * 6.0)
+    x, up = draw(*shape), draw(*shape)
+    n_states = len(lengths) if lengths else None
+    h0 = draw(*(([n_states] if lengths else []) + list(shape[1:])))
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()]) if lengths else None
+
+    def decay_grad(decays, threads):
+        num_threads(threads)
+        leaf = decays.detach().clone().requires_grad_()
+        h = plrnn.linear_recurrence(leaf, x, h0, cu_seqlens=cu, reverse=reverse, backend=backend)
+        (grad,) = torch.autograd.grad((h * up).real.sum(), leaf)
+        return grad
+
+    got = decay_grad(a, 2)
+    assert torch.equal(got, decay_grad(a, 2))
+    if backend == "cpu_serial":
+        assert torch.equal(got, decay_grad(a, 1))
+    terms = decay_grad(a.expand(shape), 2).to(torch.complex128 if dtype.is_complex else
+                                               torch.float64)
+    groups = tuple(range(len(shape) - len(a_shape)))
+    want, magnitude = terms.sum(groups), terms.abs().sum(groups)
+    ulps = 16 * torch.finfo(real).eps  # the terms' own rounding and float32's sum of them
+    assert got.shape == a.shape and got.dtype == dtype
+    assert ((got.to(want.dtype) - want).abs() <= ulps * magnitude + 1e-300).all()
+
 def test_out_with_broadcast_decays():
     a = torch.rand(C, dtype=torch.float64)
     x = torch.randn(12, C, dtype=torch.float64)
@@ -258,7 +321,7 @@ def test_triton_batch_shared_decays_in_a_packed_batch(monkeypatch):
 # gradient's per-(b, c) sums overflow float16 and cancel in the decays' own shape.
 # (decay shape, what the kernels read of them, the dimension the sign flips along.)
 HALF_SHARED_CASES = [
-    ((16,), (1, 16), "b"),  # a period of 16: read in place, summed in one float32 pass
+    ((16,), (1, 16), "b"),  # a period of 16: read in place, summed in one wide pass
     ((), (64, 2, 16), "b"),  # a scalar: no period, so expanded (not one (1, 32) row)
     ((2, 1), (64, 2, 16), "c"),  # one decay per sequence: no period either
 ]

@@ -16,6 +16,7 @@ CPU_COMPILED = [
     "cpu_kernels_f16.cpp",
     "cpu_kernels_bf16.cpp",
     "cpu_kernels_complex.cpp",
+    "cpu_decay_grad.cpp",
     "cpu_threads_probe.cpp",
 ]
 CPU_ALL = CPU_COMPILED + ["cpu_kernels.h", "cpu_kernels_impl.h"]

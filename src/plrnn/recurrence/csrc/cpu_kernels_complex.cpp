@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu_kernels_impl.h"  // FlushDenormals, and the declarations (cpu_kernels.h)
+#include "cpu_kernels_impl.h"  // apply_map, and the declarations (cpu_kernels.h)
 
 namespace plrnn {
 namespace {
@@ -407,7 +407,7 @@ void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const s
         const int64_t d = row(r);
         const scalar_t* prev = r == T - 1 ? last : hs + (d + dir) * C;
         L::store(dx + d * C + c, g);
-        L::store(da + d * C + c, L::times(L::conj(L::load(prev + c)), g));
+        if (da) L::store(da + d * C + c, L::times(L::conj(L::load(prev + c)), g));
       });
   scan_steps<scalar_t>(
       T, C, nullptr, parallel,
@@ -417,8 +417,9 @@ void backward(const scalar_t* a, const scalar_t* hs, const scalar_t* dh, const s
       [=](int64_t r, int64_t c) { return dh[row(r) * C + c]; },
       [=](int64_t r, int64_t c, scalar_t g) {
         const int64_t d = row(r);
-        const scalar_t prev = r == T - 1 ? (h0 ? h0[c] : scalar_t(0)) : hs[(d + dir) * C + c];
         dx[d * C + c] = g;
+        if (!da) return;
+        const scalar_t prev = r == T - 1 ? (h0 ? h0[c] : scalar_t(0)) : hs[(d + dir) * C + c];
         da[d * C + c] = std::conj(prev) * g;
       },
       rows, g_last.data());

@@ -1057,45 +1057,6 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   }
 };
 
-// Flush-to-zero and denormals-are-zero on the calling thread while a kernel runs, restoring the
-// caller's floating-point state afterwards. Running products of decays cross the subnormal range
-// whenever gates sit in (0.5, 1) and a chunk is long, and every subnormal operand costs a
-// microcode assist (measured on an Intel Xeon: cpu_parallel up to 17x slower with decays in
-// [0.5, 1) than with flushing). What is flushed is below 1.2e-38 (float) or 2.2e-308 (double) in
-// magnitude, far under the rounding error of any state it is added to; a state that itself
-// decays into that range reads as exactly 0 instead of a subnormal. The OpenMP workers of
-// at::parallel_for keep their own control registers, so every parallel region sets it too, and the
-// calling thread holds it only around its own arithmetic, never across a parallel region: a
-// worker that OpenMP starts there copies the starting thread's register, and would go on flushing
-// after the call, its own save and restore keeping the flushed state (seen when a test raised the
-// thread count just before a call).
-class FlushDenormals {
- public:
-#if defined(__x86_64__) || defined(_M_X64)
-  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFtzDaz); }
-  ~FlushDenormals() { _mm_setcsr(saved_); }
-
- private:
-  static constexpr unsigned kFtzDaz = 0x8040;  // MXCSR bit 15 (FTZ) and bit 6 (DAZ)
-  unsigned saved_;
-#elif defined(__aarch64__)
-  FlushDenormals() {
-    asm volatile("mrs %0, fpcr" : "=r"(saved_));
-    const uint64_t flushed = saved_ | (uint64_t(1) << 24);  // FPCR.FZ
-    asm volatile("msr fpcr, %0" : : "r"(flushed));
-  }
-  ~FlushDenormals() { asm volatile("msr fpcr, %0" : : "r"(saved_)); }
-
- private:
-  uint64_t saved_;
-#else
-  FlushDenormals() {}  // other architectures: subnormals stay exact (and may be slow)
-#endif
- public:
-  FlushDenormals(const FlushDenormals&) = delete;
-  FlushDenormals& operator=(const FlushDenormals&) = delete;
-};
-
 // Runs steps [0, n) in scan order from `init` (C values, or null for zeros), emitting every
 // state, and leaves the final state in `final_state` (C values) if it is not null.
 //   serial:   threads split the channels in shares of 256 bytes or more, each walks all of time.
@@ -1463,8 +1424,10 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
   // Element (r, c) of every buffer below is at base[r * step + c].
   // Decay row 0 is never read; time-invariant decays are the same row at every step.
   const Inputs<scalar_t> in{a + (d0 - dir) * a_row, dh + d0 * C, step, dir * a_row, P};
-  const StoreGrads<scalar_t, acc_t> grads{dx + d0 * C, da + d0 * C,
+  const StoreGrads<scalar_t, acc_t> grads{dx + d0 * C, da ? da + d0 * C : nullptr,
                                           hs + (d0 + dir) * C};  // h row T-1 never read
+  // Without dL/da the backward is the scan of dL/dh itself, as the forward stores it.
+  const StoreState<scalar_t, acc_t> state_only{dx + d0 * C};
 
   // Edge rows by hand: the first has no decay to apply, the last multiplies h0.
   std::vector<acc_t> g(C);
@@ -1476,15 +1439,18 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
           prev ? static_cast<acc_t>(in.a[r * in.a_stride + c % P]) * prev[c] : acc_t(0);
       g[c] = decayed + static_cast<acc_t>(in.x[e + c]);
       grads.gx[e + c] = static_cast<scalar_t>(g[c]);
-      grads.ga[e + c] = static_cast<scalar_t>(hprev[c] * g[c]);
+      if (da) grads.ga[e + c] = static_cast<scalar_t>(hprev[c] * g[c]);
     }
   };
   std::vector<acc_t> hp_row = h0;
-  if (T > 1) hp_row = to_acc<acc_t>(grads.hprev, C);
+  if (T > 1 && da) hp_row = to_acc<acc_t>(grads.hprev, C);
   edge_row(0, nullptr, hp_row.data());
   if (T > 1) {
     std::vector<acc_t> mid = g;
-    if (T > 2) scan(in.shifted(1), T - 2, C, g.data(), parallel, grads.shifted(step), mid.data());
+    if (T > 2 && da)
+      scan(in.shifted(1), T - 2, C, g.data(), parallel, grads.shifted(step), mid.data());
+    else if (T > 2)
+      scan(in.shifted(1), T - 2, C, g.data(), parallel, state_only.shifted(step), mid.data());
     edge_row(T - 1, mid.data(), h0.data());
   }
   const scalar_t* a_last = a + (d0 + (T - 1) * dir) * a_row;
