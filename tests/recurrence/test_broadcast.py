@@ -70,10 +70,11 @@ def test_time_invariant_decays_in_a_packed_batch():
 
 
 
-# Time-invariant decays take their gradient from one pass over h and dL/dx (cpu_decay_grad.cpp),
-# in blocks of rows fixed by the shape and tiles of at most 4096 channels: shapes that give one
-# channel, many blocks (the last one shorter), several tiles with channel groups to fold, and
-# packed sequences (some empty) that cross block boundaries.
+# Shared decays take their gradient from one pass over h and dL/dx (cpu_decay_grad.cpp):
+# time-invariant ones in blocks of rows fixed by the shape and tiles of at most 4096 channels
+# (shapes that give one channel, many blocks with a shorter last one, several tiles with channel
+# groups to fold, packed sequences, some empty, that cross block boundaries), decays shared over
+# the batch a row at a time.
 # (impulses' shape, decays' shape, sequence lengths or None, dtype)
 DECAY_SUM_CASES = [
     ((70000, 1), (1,), None, torch.float64),
@@ -82,6 +83,9 @@ DECAY_SUM_CASES = [
     ((35003, 3), (3,), [0, 5000, 1, 0, 30000, 2], torch.float64),
     ((3000, 2, 5), (5,), [1000, 0, 2000], torch.complex128),
     ((1100, 1000), (1000,), None, torch.float32),
+    ((300, 5, 37), (300, 1, 37), None, torch.float64),
+    ((2001, 3, 20), (2001, 1, 20), [700, 0, 1, 1300], torch.float64),
+    ((500, 2, 24), (500, 1, 24), None, torch.complex128),
 ]
 
 
@@ -90,7 +94,7 @@ DECAY_SUM_CASES = [
 @pytest.mark.parametrize("case", DECAY_SUM_CASES,
                          ids=lambda c: f"x={'x'.join(map(str, c[0]))}-{str(c[3])[6:]}"
                          + ("-packed" if c[2] else ""))
-def test_time_invariant_decay_gradient_sums_every_step(case, backend, reverse, num_threads):
+def test_shared_decay_gradient_sums_every_step(case, backend, reverse, num_threads):
     """Against the same recurrence on the decays expanded to every step (whose kernels write one
     gradient term per step and channel, summed here in float64), within a few ulps of the terms'
     magnitude, with h0; the same bits from one call to the next and, for cpu_serial, on one
@@ -126,8 +130,10 @@ def test_time_invariant_decay_gradient_sums_every_step(case, backend, reverse, n
         assert torch.equal(got, decay_grad(a, 1))
     terms = decay_grad(a.expand(shape), 2).to(torch.complex128 if dtype.is_complex else
                                                torch.float64)
-    groups = tuple(range(len(shape) - len(a_shape)))
-    want, magnitude = terms.sum(groups), terms.abs().sum(groups)
+    padded = (1,) * (len(shape) - len(a_shape)) + a_shape
+    groups = tuple(d for d, (n, m) in enumerate(zip(padded, shape)) if n == 1 < m)
+    want = terms.sum(groups, keepdim=True).reshape(a_shape)
+    magnitude = terms.abs().sum(groups, keepdim=True).reshape(a_shape)
     ulps = 16 * torch.finfo(real).eps  # the terms' own rounding and float32's sum of them
     assert got.shape == a.shape and got.dtype == dtype
     assert ((got.to(want.dtype) - want).abs() <= ulps * magnitude + 1e-300).all()

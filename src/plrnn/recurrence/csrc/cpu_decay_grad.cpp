@@ -1,11 +1,13 @@
-// dL/da for decays that do not change over time, as one pass over h and dL/dx (cpu_kernels.h).
+// dL/da for decays shared by several channels or steps, as one pass over h and dL/dx
+// (cpu_kernels.h).
 //
 // Time-invariant decays (S4D- and LRU-style: one row of P, shared by every step and by the C / P
-// channel groups) get a gradient of P values, the sum over steps and groups of h_prev * dL/dx.
-// Written as a (T, C) tensor and then summed, as the other layouts are, it cost a 4-byte store
-// and a 4-byte load per element, and a fresh (T, C) buffer per call, whose page faults, with the
-// default allocator, took longer than the whole backward (docs/op.md, "Large tensors on CPU").
-// This pass reads the h and dL/dx rows instead and allocates a few rows.
+// channel groups) get a gradient of P values, the sum over steps and groups of h_prev * dL/dx;
+// decays shared over a batch ((T, 1, P) for (T, B, P) impulses) one row of P per step, the sum
+// over its groups. Written as (T, C) terms and then summed, it cost a 4-byte store and a 4-byte
+// load per element, and a fresh (T, C) buffer per call, whose page faults, with the default
+// allocator, took longer than the whole backward (docs/op.md, "Large tensors on CPU"). This pass
+// reads the h and dL/dx rows instead and allocates a few rows.
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -34,19 +36,52 @@ template <typename R> struct Wide<c10::complex<R>> {
   static c10::complex<R> back(type v) { return {R(v.real()), R(v.imag())}; }
 };
 
-}  // namespace
+// The state row t follows: h0's row n for the first step (in scan order) of sequence n, null
+// for zeros, otherwise the row of h before it in scan order.
+template <typename scalar_t> struct PrevRows {
+  const scalar_t *h, *h0;
+  const int64_t* cu;
+  int64_t C;
+  bool reverse;
+  // The first step of sequence n in scan order.
+  int64_t first(int64_t n) const { return reverse ? cu[n + 1] - 1 : cu[n]; }
+  const scalar_t* at(int64_t t, int64_t n) const {
+    if (t != first(n)) return h + (t + (reverse ? 1 : -1)) * C;
+    return h0 ? h0 + n * C : nullptr;
+  }
+};
 
+// One row of P sums per step (decays shared over a batch): each row alone, no sum over time.
 template <typename scalar_t>
-void time_invariant_decay_grad(const scalar_t* h, const scalar_t* dx, const scalar_t* h0,
-                               const int64_t* cu, int64_t N, int64_t C, int64_t P, bool reverse,
-                               scalar_t* da) {
+void per_step_sums(const PrevRows<scalar_t>& prev, const scalar_t* dx, int64_t N, int64_t C,
+                   int64_t P, scalar_t* da) {
+  using W = Wide<scalar_t>;
+  const int64_t T = prev.cu[N];
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(C, 1));
+  at::parallel_for(0, T, grain, [&](int64_t begin, int64_t end) {
+    const FlushDenormals worker_flush;  // float64 products can fall below 2.2e-308
+    std::vector<typename W::type> row(P);
+    int64_t n = int64_t(std::upper_bound(prev.cu, prev.cu + N + 1, begin) - prev.cu) - 1;
+    for (int64_t t = begin; t < end; ++t) {
+      while (prev.cu[n + 1] <= t) ++n;
+      std::fill(row.begin(), row.end(), typename W::type(0));
+      if (const scalar_t* p = prev.at(t, n))
+        for (int64_t c0 = 0; c0 < C; c0 += P)
+          for (int64_t j = 0; j < P; ++j)
+            row[j] += W::conj_of(p[c0 + j]) * W::of(dx[t * C + c0 + j]);
+      for (int64_t j = 0; j < P; ++j) da[t * P + j] = W::back(row[j]);
+    }
+  });
+}
+
+// P sums over every step and channel group (time-invariant decays).
+template <typename scalar_t>
+void time_invariant_sums(const PrevRows<scalar_t>& prev, const scalar_t* dx, int64_t N,
+                         int64_t C, int64_t P, scalar_t* da) {
   using W = Wide<scalar_t>;
   using acc_t = typename W::type;
+  const int64_t* cu = prev.cu;
   const int64_t T = cu[N];
-  if (T == 0 || C == 0 || P == 0) {
-    std::fill(da, da + P, scalar_t(0));
-    return;
-  }
   // Blocks of rows fixed by the shape alone, each summed on its own and then in order, so the
   // result does not depend on the thread count; tiles of channels keep one block's sums within
   // a core's L2 for wide rows.
@@ -54,7 +89,6 @@ void time_invariant_decay_grad(const scalar_t* h, const scalar_t* dx, const scal
   const int64_t rows = (T + blocks - 1) / blocks;
   const int64_t tile = std::min<int64_t>(C, 4096), tiles = (C + tile - 1) / tile;
   std::vector<acc_t> partial(blocks * C, acc_t(0));
-  const int64_t dir = reverse ? 1 : -1;  // row t's state before it is h[t + dir]
   at::parallel_for(0, blocks * tiles, 1, [&](int64_t begin, int64_t end) {
     const FlushDenormals worker_flush;  // float64 products can fall below 2.2e-308
     for (int64_t task = begin; task < end; ++task) {
@@ -80,19 +114,17 @@ void time_invariant_decay_grad(const scalar_t* h, const scalar_t* dx, const scal
           for (int64_t j = 0; j < width; ++j)
             lanes[j] += W::conj_of(prev[r * C + c0 + j]) * W::of(g[r * C + c0 + j]);
       };
-      // The sequence holding row r0; its first step in scan order takes h0 (zero if none).
-      int64_t n = int64_t(std::upper_bound(cu, cu + N + 1, r0) - cu) - 1;
+      int64_t n = int64_t(std::upper_bound(cu, cu + N + 1, r0) - cu) - 1;  // holds row r0
       for (int64_t t = r0; t < r1;) {
         while (cu[n + 1] <= t) ++n;
-        const int64_t first = reverse ? cu[n + 1] - 1 : cu[n];
-        if (t == first) {
-          if (h0) add(h0 + n * C, dx + t * C, 1);
+        if (t == prev.first(n)) {
+          if (const scalar_t* p = prev.at(t, n)) add(p, dx + t * C, 1);
           ++t;
           continue;
         }
         // Rows t .. stop - 1 follow rows of h: the whole run at once, h shifted by one row.
-        const int64_t stop = std::min(r1, reverse ? first : cu[n + 1]);
-        add(h + (t + dir) * C, dx + t * C, stop - t);
+        const int64_t stop = std::min(r1, prev.reverse ? prev.first(n) : cu[n + 1]);
+        add(prev.at(t, n), dx + t * C, stop - t);
         t = stop;
       }
       acc_t* sum = partial.data() + b * C + c0;
@@ -105,10 +137,29 @@ void time_invariant_decay_grad(const scalar_t* h, const scalar_t* dx, const scal
   for (int64_t p = 0; p < P; ++p) da[p] = W::back(total[p]);
 }
 
+}  // namespace
+
+template <typename scalar_t>
+void shared_decay_grad(const scalar_t* h, const scalar_t* dx, const scalar_t* h0,
+                       const int64_t* cu, int64_t N, int64_t C, int64_t P, bool per_step,
+                       bool reverse, scalar_t* da) {
+  const int64_t T = cu[N];
+  if (T == 0 || C == 0 || P == 0) {
+    std::fill(da, da + (per_step ? T : 1) * P, scalar_t(0));
+    return;
+  }
+  const PrevRows<scalar_t> prev{h, h0, cu, C, reverse};
+  if (per_step) {
+    per_step_sums(prev, dx, N, C, P, da);
+  } else {
+    time_invariant_sums(prev, dx, N, C, P, da);
+  }
+}
+
 #define PLRNN_INSTANTIATE_DECAY_GRAD(scalar_t)                                                     \
-  template void time_invariant_decay_grad<scalar_t>(const scalar_t*, const scalar_t*,             \
-                                                    const scalar_t*, const int64_t*, int64_t,      \
-                                                    int64_t, int64_t, bool, scalar_t*);
+  template void shared_decay_grad<scalar_t>(const scalar_t*, const scalar_t*, const scalar_t*,   \
+                                            const int64_t*, int64_t, int64_t, int64_t, bool, bool, \
+                                            scalar_t*);
 PLRNN_INSTANTIATE_DECAY_GRAD(float)
 PLRNN_INSTANTIATE_DECAY_GRAD(double)
 PLRNN_INSTANTIATE_DECAY_GRAD(c10::Half)

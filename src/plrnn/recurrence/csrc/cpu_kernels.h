@@ -165,23 +165,25 @@ void scan_forward_kernel(const scalar_t* a, const scalar_t* x, const scalar_t* h
                          int64_t T, int64_t C, bool reverse, bool parallel, DecayLayout decays);
 
 // dL/dx, dL/da and dL/dh0 (C values) from the saved h and dL/dh; h0 may be null (zeros).
-// grad_a is (T, C) whatever the decays' layout (the caller sums it to theirs), or null: then
-// only dL/dx and dL/dh0 are written (time_invariant_decay_grad finds dL/da from dL/dx).
+// grad_a is (T, C), one term per step and channel, for decays with the impulses' layout {C, true};
+// for decays shared by several channels or steps it is null, and only dL/dx and dL/dh0 are
+// written (shared_decay_grad finds dL/da from dL/dx).
 template <typename scalar_t>
 void scan_backward_kernel(const scalar_t* a, const scalar_t* h, const scalar_t* grad_h,
                           const scalar_t* h0, scalar_t* grad_x, scalar_t* grad_a,
                           scalar_t* grad_h0, int64_t T, int64_t C, bool reverse, bool parallel,
                           DecayLayout decays);
 
-// dL/da (P values) for time-invariant decays {P, false} from the saved h and dL/dx of a packed
-// batch: sequence n is rows [cu[n], cu[n + 1]) of T = cu[N], its first step (in scan order)
-// following h0 + n * C (zeros if h0 is null); a dense batch is N = 1, cu = {0, T}. The sum over
-// steps and channel groups of conj(h_prev) * dL/dx, accumulated in double precision, in an order
-// fixed by the shape (cpu_decay_grad.cpp).
+// dL/da of decays {P, per_step} with P < C or not per step, from the saved h and dL/dx of a
+// packed batch: sequence n is rows [cu[n], cu[n + 1]) of T = cu[N], its first step (in scan
+// order) following h0 + n * C (zeros if h0 is null); a dense batch is N = 1, cu = {0, T}. Per
+// step, (T, P) sums over each row's C / P channel groups of conj(h_prev) * dL/dx; otherwise P
+// sums over every step and group. Accumulated in double precision, in an order fixed by the
+// shape (cpu_decay_grad.cpp).
 template <typename scalar_t>
-void time_invariant_decay_grad(const scalar_t* h, const scalar_t* grad_x, const scalar_t* h0,
-                               const int64_t* cu, int64_t N, int64_t C, int64_t P, bool reverse,
-                               scalar_t* grad_a);
+void shared_decay_grad(const scalar_t* h, const scalar_t* grad_x, const scalar_t* h0,
+                       const int64_t* cu, int64_t N, int64_t C, int64_t P, bool per_step,
+                       bool reverse, scalar_t* grad_a);
 
 // complex64 / complex128: plain-loop kernels (cpu_kernels_complex.cpp), gradients conjugated as
 // torch's complex autograd expects.

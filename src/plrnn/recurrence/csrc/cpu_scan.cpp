@@ -7,7 +7,6 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -55,21 +54,18 @@ DecayLayout layout_of(const at::Tensor& a, const at::Tensor& x) {
   return {a.size(1), a.size(0) == x.size(0) && a.size(0) > 1};
 }
 
-// dL/da of per-step decays in their own shape: the kernel writes one term per (step, channel);
-// decays shared by the C / P channel groups take the sum of their groups' terms.
-at::Tensor reduce_to_decays(const at::Tensor& ga, const at::Tensor& a) {
-  if (a.sizes() == ga.sizes()) return ga;
-  const int64_t T = ga.size(0), P = a.size(1);
-  if (P == 0) return at::zeros(a.sizes(), a.options());  // no channels
-  return ga.view({T, channels_of(ga) / P, P}).sum(1);
+// Whether the decays have the impulses' layout, one per step and channel: then the backward
+// kernel writes dL/da itself; decays shared by several channels or steps take shared_decay_grad.
+bool per_element(const DecayLayout& layout, int64_t C) {
+  return layout.per_step && layout.period == C;
 }
 
-// Where the kernels write dL/da: one term per (step, channel), summed to the decays' shape by
-// reduce_to_decays, or, for time-invariant decays, the decays' own shape, which
-// time_invariant_decay_grad fills from dL/dx without the (T, C) terms.
+// Where dL/da goes: the impulses' (T, C) for per-element decays (viewed in the decays' shape
+// afterwards), the decays' own shape otherwise.
 at::Tensor decay_grad_buffer(const at::Tensor& a, const at::Tensor& grad_h,
                              const DecayLayout& layout) {
-  return layout.per_step ? at::empty_like(grad_h) : at::empty(a.sizes(), grad_h.options());
+  return per_element(layout, channels_of(grad_h)) ? at::empty_like(grad_h)
+                                                  : at::empty(a.sizes(), grad_h.options());
 }
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
@@ -132,6 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   first_touch(gx);
   first_touch(ga);
   const int64_t T = grad_h.size(0), C = channels_of(grad_h);
+  const bool own = per_element(layout, C);
   at::Tensor gh0 = at::zeros(grad_h.sizes().slice(1), grad_h.options());
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
     const scalar_t* h0 = data_or_null<scalar_t>(initial_state);
@@ -139,15 +136,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
     scalar_t* da = ga.mutable_data_ptr<scalar_t>();
     scan_backward_kernel<scalar_t>(
         decays.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(),
-        grad_h.const_data_ptr<scalar_t>(), h0, dx, layout.per_step ? da : nullptr,
+        grad_h.const_data_ptr<scalar_t>(), h0, dx, own ? da : nullptr,
         gh0.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel, layout);
-    if (!layout.per_step) {
+    if (!own) {
       const int64_t cu[2] = {0, T};
-      time_invariant_decay_grad<scalar_t>(h.const_data_ptr<scalar_t>(), dx, h0, cu, 1, C,
-                                          layout.period, reverse, da);
+      shared_decay_grad<scalar_t>(h.const_data_ptr<scalar_t>(), dx, h0, cu, 1, C, layout.period,
+                                  layout.per_step, reverse, da);
     }
   });
-  return {gx, layout.per_step ? reduce_to_decays(ga, decays) : ga, gh0};
+  return {gx, own ? ga.view(decays.sizes()) : ga, gh0};
 }
 
 // The offsets of a packed batch of T rows, checked: N + 1 non-decreasing int64 from 0 to T.
@@ -236,6 +233,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
                 "initial_state must be a contiguous (N, *) tensor with the impulses' dtype");
   }
   const DecayLayout layout = layout_of(decays, grad_h);
+  const bool own = per_element(layout, C);
   at::Tensor gx = at::empty_like(grad_h), ga = decay_grad_buffer(decays, grad_h, layout);
   first_touch(gx);
   first_touch(ga);
@@ -254,14 +252,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
     for_each_sequence(cu, N, C, [&](int64_t n, int64_t row, int64_t len) {
       const int64_t e = row * C;
       scan_backward_kernel<scalar_t>(a + row * a_row, hs + e, dh + e,
-                                     h0 ? h0 + n * C : nullptr, dx + e,
-                                     layout.per_step ? da + e : nullptr, dh0 + n * C, len, C,
-                                     reverse, parallel, layout);
+                                     h0 ? h0 + n * C : nullptr, dx + e, own ? da + e : nullptr,
+                                     dh0 + n * C, len, C, reverse, parallel, layout);
     });
-    if (!layout.per_step)
-      time_invariant_decay_grad<scalar_t>(hs, dx, h0, cu, N, C, layout.period, reverse, da);
+    if (!own)
+      shared_decay_grad<scalar_t>(hs, dx, h0, cu, N, C, layout.period, layout.per_step, reverse,
+                                  da);
   });
-  return {gx, layout.per_step ? reduce_to_decays(ga, decays) : ga, gh0};
+  return {gx, own ? ga.view(decays.sizes()) : ga, gh0};
 }
 
 // plrnn::cpu_scan through the dispatcher (fake tensors take its registered fake kernel).
