@@ -62,10 +62,8 @@ bool per_element(const DecayLayout& layout, int64_t C) {
 
 // Where dL/da goes: the impulses' (T, C) for per-element decays (viewed in the decays' shape
 // afterwards), the decays' own shape otherwise.
-at::Tensor decay_grad_buffer(const at::Tensor& a, const at::Tensor& grad_h,
-                             const DecayLayout& layout) {
-  return per_element(layout, channels_of(grad_h)) ? at::empty_like(grad_h)
-                                                  : at::empty(a.sizes(), grad_h.options());
+at::Tensor decay_grad_buffer(const at::Tensor& a, const at::Tensor& grad_h, bool per_element) {
+  return per_element ? at::empty_like(grad_h) : at::empty(a.sizes(), grad_h.options());
 }
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
@@ -124,11 +122,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   TORCH_CHECK(h.sizes() == grad_h.sizes() && h.is_contiguous() && h.scalar_type() == grad_h.scalar_type(),
               "saved h must match grad_h");
   const DecayLayout layout = layout_of(decays, grad_h);
-  at::Tensor gx = at::empty_like(grad_h), ga = decay_grad_buffer(decays, grad_h, layout);
-  first_touch(gx);
-  first_touch(ga);
   const int64_t T = grad_h.size(0), C = channels_of(grad_h);
   const bool own = per_element(layout, C);
+  at::Tensor gx = at::empty_like(grad_h), ga = decay_grad_buffer(decays, grad_h, own);
+  first_touch(gx);
+  first_touch(ga);
   at::Tensor gh0 = at::zeros(grad_h.sizes().slice(1), grad_h.options());
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, grad_h.scalar_type(), "plrnn_cpu_scan_backward", [&] {
     const scalar_t* h0 = data_or_null<scalar_t>(initial_state);
@@ -234,7 +232,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
   }
   const DecayLayout layout = layout_of(decays, grad_h);
   const bool own = per_element(layout, C);
-  at::Tensor gx = at::empty_like(grad_h), ga = decay_grad_buffer(decays, grad_h, layout);
+  at::Tensor gx = at::empty_like(grad_h), ga = decay_grad_buffer(decays, grad_h, own);
   first_touch(gx);
   first_touch(ga);
   std::vector<int64_t> state_shape{N};
