@@ -111,8 +111,9 @@ def check_float64(a, x, h0, reverse, truth, backends=BACKENDS):
     return failures
 
 
-def sysfs_llc_bytes() -> int | None:
-    """Bytes of CPU 0's highest cache level as sysfs gives them, or None without sysfs."""
+def sysfs_cache_bytes(level_wanted: int = 0) -> int | None:
+    """Bytes of CPU 0's cache at `level_wanted` (0: the highest level) as sysfs gives them, or
+    None without sysfs."""
     best_level, size = 0, None
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
@@ -121,7 +122,9 @@ def sysfs_llc_bytes() -> int | None:
         except (OSError, ValueError):
             continue
         value = int(text.rstrip("KM")) * {"K": 1024, "M": 1 << 20}.get(text[-1], 1)
-        if level >= best_level and value > 0:
+        if level_wanted and level == level_wanted and value > (size or 0):
+            size = value
+        elif not level_wanted and level >= best_level and value > 0:
             best_level, size = level, value
     return size
 

@@ -13,7 +13,7 @@ from plrnn.recurrence.registry import (
     choose_auto,
 )
 
-from .helpers import F64_RTOL, make_inputs, max_err, ref64, scale_of, seed_for, sysfs_llc_bytes
+from .helpers import F64_RTOL, make_inputs, max_err, ref64, scale_of, seed_for, sysfs_cache_bytes
 
 
 def test_registry_names():
@@ -96,11 +96,21 @@ def test_auto_takes_the_in_cache_measurement_for_long_wide_rows_that_fit(num_thr
 def test_last_level_cache_size_is_read_from_sysfs(monkeypatch):
     # The kernels read sysfs with C stdio (an iostream read crashed on the GPU machine, whose
     # compiler links the extension with a libstdc++ of its own): same number as sysfs says.
-    want = sysfs_llc_bytes()
+    want = sysfs_cache_bytes()
     if want is None:
         pytest.skip("no cache sizes in /sys/devices/system/cpu/cpu0/cache")
     monkeypatch.delenv("PLRNN_STREAM_BYTES", raising=False)
-    assert torch.ops.plrnn.cpu_stream_bytes() == want
+    before = torch.ops.plrnn.cpu_streamed_beyond(0)
+    try:
+        assert torch.ops.plrnn.cpu_stream_bytes() == want
+        # Where the calibration measured that scans beyond one core's own cache stream better:
+        # the L2's size (x86 CPUs all have one).
+        assert torch.ops.plrnn.cpu_streamed_beyond(1) == 0
+        assert torch.ops.plrnn.cpu_stream_bytes() == sysfs_cache_bytes(2) < want
+        monkeypatch.setenv("PLRNN_STREAM_BYTES", "12345")  # still wins
+        assert torch.ops.plrnn.cpu_stream_bytes() == 12345
+    finally:
+        torch.ops.plrnn.cpu_streamed_beyond(before)
 
 
 # ------------------------------------------------------------------------- torch.ops.plrnn.*

@@ -24,7 +24,7 @@ import torch
 import plrnn
 from plrnn.recurrence import cpu, jit, prebuilt, sources
 
-from .helpers import sysfs_llc_bytes
+from .helpers import sysfs_cache_bytes
 
 pytestmark = pytest.mark.skipif(
     jit.missing_toolchain() is not None, reason="needs a C++ compiler and ninja"
@@ -251,7 +251,7 @@ def test_a_static_libstdcxx_reads_and_formats_numbers(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     message, stream_bytes = done.stdout.strip().splitlines()[-2:]
     assert message.endswith("got 5"), message
-    want = sysfs_llc_bytes()
+    want = sysfs_cache_bytes()
     if want is None:
         pytest.skip("no cache sizes in /sys/devices/system/cpu/cpu0/cache")
     assert int(stream_bytes) == want

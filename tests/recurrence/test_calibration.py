@@ -30,6 +30,7 @@ def calibrating(monkeypatch, tmp_path):
     # reset it to None.
     monkeypatch.setattr(calibration, "_layout", "sequential")
     monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(1.0))
+    monkeypatch.setattr(calibration, "measure_streamed_beyond", fake_beyond(1.0))
     monkeypatch.setattr(calibration, "measure_longest",
                         fake_short({c: 1.0 for c in calibration.MEASURED_CHANNELS}))
     # Nothing else runs, whatever the machine running the tests does meanwhile.
@@ -68,6 +69,13 @@ def fake_streaming(pipelined_over_time_split):
     time."""
     return lambda: {shape: {"pipelined": pipelined_over_time_split, "time_split": 1.0}
                     for shape in calibration.STREAM_SHAPES}
+
+
+def fake_beyond(last_level_over_private, shapes=((16384, 128),)):
+    """measure_streamed_beyond()'s result where streaming beyond the last-level cache only takes
+    this much the time of streaming beyond one core's own cache."""
+    return lambda schedule: {shape: {"last_level": last_level_over_private, "private": 1.0}
+                             for shape in shapes}
 
 
 def test_channels_from_ratios():
@@ -295,7 +303,8 @@ def test_one_thread_measures_only_the_in_thread_chunks_once(calibrating, monkeyp
         return {c: {"ilp": 1.0, "plain": 1.2 if c <= 4 else 0.7}
                 for c in calibration.MEASURED_CHANNELS}
 
-    for other in ("measure", "measure_short", "measure_longest", "measure_streaming"):
+    for other in ("measure", "measure_short", "measure_longest", "measure_streaming",
+                  "measure_streamed_beyond"):
         monkeypatch.setattr(calibration, other, lambda *_: pytest.fail("measured more"))
     monkeypatch.setattr(calibration, "measure_in_thread_chunks", fake_chunks)
     num_threads(1)
@@ -411,6 +420,77 @@ def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedu
         torch.ops.plrnn.cpu_streaming_schedule(before)
 
 
+@pytest.mark.parametrize(("last_level_over_private", "shapes", "want"), [
+    (1.3, ((16384, 128),), "private"),
+    (1.0, ((16384, 128),), "last_level"),  # a tie keeps outputs cached for their reader
+    (0.7, ((16384, 128),), "last_level"),
+    (1.3, (), "last_level"),  # nothing to measure: a small last-level cache
+])
+def test_the_first_serial_call_at_each_thread_count_applies_where_scans_stream(
+        calibrating, monkeypatch, num_threads, last_level_over_private, shapes, want):
+    from plrnn.recurrence import cpu, registry
+
+    monkeypatch.setattr(calibration, "measure", lambda: fake_times({c: 0.9 for c in (2, 4)}))
+    monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
+    monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(1.3))
+    schedules = []
+    fake = fake_beyond(last_level_over_private, shapes)
+    monkeypatch.setattr(calibration, "measure_streamed_beyond",
+                        lambda schedule: schedules.append(schedule) or fake(schedule))
+    monkeypatch.setattr(cpu, "_serial_tuned", 0)
+    monkeypatch.delenv("PLRNN_STREAM_BYTES", raising=False)
+    before = torch.ops.plrnn.cpu_streamed_beyond(-1)
+    try:
+        num_threads(2)
+        x = torch.randn(40, 3)
+        torch.testing.assert_close(cpu.serial(torch.rand(40, 3), x, None, False)[0], x[0])
+        assert torch.ops.plrnn.cpu_streamed_beyond(-1) == calibration.STREAMED_BEYOND[want]
+        assert schedules == [calibration.STREAMING["time_split"]]  # measured under the schedule
+        record = json.loads(calibration.cache_file(2).read_text())
+        assert record["streamed_beyond"] == want
+        assert record["last_level_over_private"] == {
+            f"{T}x{C}": last_level_over_private for T, C in shapes}
+        # auto's in-cache rule counts with the kernels' threshold
+        assert registry._stream_bytes() == torch.ops.plrnn.cpu_stream_bytes()
+        # a record without the answer is measured anew
+        calibration.cache_file(2).write_text(json.dumps(
+            {k: v for k, v in record.items() if k != "streamed_beyond"}))
+        monkeypatch.setattr(calibration, "_cache", {})
+        assert calibration.streamed_beyond(2) == calibration.STREAMED_BEYOND[want]
+        assert len(schedules) == 2
+        num_threads(1)  # one thread has nothing to split
+        cpu.serial(torch.rand(40, 3), torch.randn(40, 3), None, False)
+        assert torch.ops.plrnn.cpu_streamed_beyond(-1) == calibration.STREAMED_BEYOND["last_level"]
+    finally:
+        torch.ops.plrnn.cpu_streamed_beyond(before)
+
+
+def test_where_scans_stream_is_compared_inside_the_last_level_cache(monkeypatch):
+    """The shape lies between BEYOND_MIN_PRIVATE times one core's cache and half the last-level
+    cache, in rows of BEYOND_CHANNELS fp32 channels; with no room between them nothing is."""
+    from plrnn.recurrence import cpu
+
+    cpu.load()
+    monkeypatch.delenv("PLRNN_STREAM_BYTES", raising=False)
+    ops = torch.ops.plrnn
+    before = ops.cpu_streamed_beyond(0)
+    last_level = ops.cpu_stream_bytes()
+    ops.cpu_streamed_beyond(1)
+    private = ops.cpu_stream_bytes()
+    ops.cpu_streamed_beyond(before)
+    shapes = calibration.beyond_shapes()
+    assert ops.cpu_streamed_beyond(-1) == before
+    if not shapes:
+        assert 2 * calibration.BEYOND_MAX_STEPS * 3 * 128 * 4 > last_level or (
+            last_level <= 2 * calibration.BEYOND_MIN_PRIVATE * private)
+        return
+    ((T, C),) = shapes
+    assert C == calibration.BEYOND_CHANNELS and T <= calibration.BEYOND_MAX_STEPS
+    assert calibration.BEYOND_MIN_PRIVATE * private < 3 * T * C * 4 <= last_level // 2
+    monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")  # both settings alike: nothing to compare
+    assert calibration.beyond_shapes() == ()
+
+
 @pytest.mark.parametrize(("answers", "tries", "want"), [
     ((1.3,), 1, 1.3),  # clear at once
     ((0.9,), 1, 0.9),
@@ -432,6 +512,8 @@ SETTINGS = {
                   calibration.LAYOUT_SHAPES),
     "streaming": ("cpu_streaming_schedule", "measure_streaming", calibration.STREAMING,
                   "schedule must be 0", calibration.STREAM_SHAPES),
+    "beyond": ("cpu_streamed_beyond", "measure_streamed_beyond", calibration.STREAMED_BEYOND,
+               "where must be 0", None),
 }
 
 
@@ -441,7 +523,15 @@ def test_the_real_setting_measurement_runs(num_threads, setting):
     op = getattr(torch.ops.plrnn, op_name)
     num_threads(2)
     before = op(-1)
-    times = getattr(calibration, measure)()
+    if shapes is None:  # where scans stream: under a schedule, where the caches leave room
+        schedule = torch.ops.plrnn.cpu_streaming_schedule(-1)
+        shapes = calibration.beyond_shapes()
+        if not shapes:
+            pytest.skip("this CPU's last-level cache leaves nothing to compare")
+        times = getattr(calibration, measure)(1 - schedule)
+        assert torch.ops.plrnn.cpu_streaming_schedule(-1) == schedule
+    else:
+        times = getattr(calibration, measure)()
     assert sorted(times) == sorted(shapes)
     assert all(sorted(t) == sorted(values) for t in times.values())
     assert all(math.isfinite(s) and s > 0 for t in times.values() for s in t.values())

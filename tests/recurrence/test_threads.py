@@ -20,6 +20,7 @@ from .helpers import (
     scale_of,
     seed_for,
     shape_id,
+    sysfs_cache_bytes,
 )
 
 THREADS = (1, 2, 3, 4)
@@ -153,19 +154,26 @@ def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
 # misaligns the whole output. The result is the same bits at any alignment and agrees with the
 # reference. T = 1500 is several of the pipelined schedule's blocks at these widths; T = 7001
 # gives the time split's reduced third 2 to 5 of its 1 MiB blocks, the last one partial, folded
-# from the last to the first.
+# from the last to the first. "in_cache": data beyond one core's own cache (the L2) but counted
+# as in the last-level cache take the time split with plain stores.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("channels", [67, 128])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize(("schedule", "T"), [("pipelined", 1500), ("time_split", 1500),
-                                             ("time_split", 7001)])
+                                             ("time_split", 7001), ("in_cache", 7001)])
 def test_streaming_schedules_at_every_alignment(dtype, channels, reverse, schedule, T,
                                                num_threads, monkeypatch, streaming_schedule):
     import plrnn
 
-    streaming_schedule(schedule)
     num_threads(2)
-    monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
+    if schedule == "in_cache":
+        l2 = sysfs_cache_bytes(2)
+        if l2 is None or 3 * T * channels * dtype.itemsize <= l2:
+            pytest.skip("no L2 size in sysfs, or these inputs fit in it")
+        monkeypatch.setenv("PLRNN_STREAM_BYTES", str(1 << 50))
+    else:
+        streaming_schedule(schedule)
+        monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
     seed = seed_for("streaming", dtype, channels, reverse)
     a, x, h0 = make_inputs(T, (channels,), "near_one", True, seed, dtype)
     up = torch.randn(T, channels, generator=torch.Generator().manual_seed(seed), dtype=dtype)

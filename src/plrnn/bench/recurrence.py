@@ -1430,9 +1430,12 @@ def kernel_settings() -> dict | None:
     ops = torch.ops.plrnn
     name = {table_name: {v: k for k, v in table.items()}
             for table_name, table in (("rows", calibration.WIDE_ROWS),
-                                      ("stream", calibration.STREAMING))}
+                                      ("stream", calibration.STREAMING),
+                                      ("beyond", calibration.STREAMED_BEYOND))}
     settings = {"wide_rows": name["rows"][ops.cpu_wide_rows(-1)],
                 "streaming_schedule": name["stream"][ops.cpu_streaming_schedule(-1)],
+                "streamed_beyond": name["beyond"][ops.cpu_streamed_beyond(-1)],
+                "stream_bytes": ops.cpu_stream_bytes(),
                 "ilp_channels": ops.cpu_ilp_channels(-1),
                 "calibrated": calibration.enabled()}
     # What the schedule was chosen on: a choice the benchmark then contradicts is worth a look.
@@ -1440,6 +1443,7 @@ def kernel_settings() -> dict | None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             record = json.loads(calibration.cache_file(torch.get_num_threads()).read_text())
             settings["pipelined_over_time_split"] = record.get("pipelined_over_time_split")
+            settings["last_level_over_private"] = record.get("last_level_over_private")
             settings["calibration_round_trip_ns"] = record.get("thread_round_trip_ns")
             settings["calibration_others_cores"] = record.get("others_cores")
     return settings

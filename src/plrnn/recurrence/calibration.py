@@ -105,11 +105,13 @@ class Choice(NamedTuple):
     short: frozenset[int]  # ... at SHORT_MIN_STEPS <= T < MIN_STEPS
     ilp: int  # cpu_parallel's in-thread chunks up to this many channels
     stream: str  # cpu_serial's schedule for scans streamed from memory: one of STREAMING
+    beyond: str  # where scans count as streamed from memory: one of STREAMED_BEYOND
 
 
 # Without calibration (PLRNN_AUTO_CALIBRATION=0): the AMD EPYC measurement for long sequences,
-# cpu_serial's channel split for short ones, and the pipelined streaming schedule.
-FIXED_CHOICE = Choice(FIXED_RULE, FIXED_RULE, frozenset(), FIXED_ILP, "pipelined")
+# cpu_serial's channel split for short ones, the pipelined streaming schedule, and scans streamed
+# only beyond the last-level cache.
+FIXED_CHOICE = Choice(FIXED_RULE, FIXED_RULE, frozenset(), FIXED_ILP, "pipelined", "last_level")
 
 _cache: dict[int, Choice] = {}
 _layout: str | None = None  # wide_rows()'s answer once known
@@ -120,6 +122,15 @@ WIDE_ROWS = {"sequential": 0, "strips": 1}
 # cpu_serial's schedules for scans streamed from memory on several threads (cpu_kernels.h,
 # streaming_schedule).
 STREAMING = {"pipelined": 0, "time_split": 1}
+# Where scans count as streamed from memory (cpu_kernels.h, streamed_beyond): beyond the
+# last-level cache, or already beyond one core's own cache.
+STREAMED_BEYOND = {"last_level": 0, "private": 1}
+# Where to compare them: rows as wide as the widest of STREAM_SHAPES' narrow ones, inputs and
+# output together at most half the last-level cache and more than BEYOND_MIN_PRIVATE times one
+# core's own cache (else it is not asked: last_level).
+BEYOND_CHANNELS = 128
+BEYOND_MAX_STEPS = 16384
+BEYOND_MIN_PRIVATE = 4
 # Where to compare layouts of wide rows: each input 32 MiB, beyond the last-level cache of the
 # CPUs we met.
 LAYOUT_SHAPES = ((65536, 128), (8192, 1024))
@@ -133,7 +144,8 @@ STREAM_SHAPES = ((65536, 128), (32768, 256))
 # either way: a single one on a shared machine can land anywhere in between.
 STREAM_TRIES = 3
 # What measure_streaming times; records that compared the schedules another way are measured anew.
-STREAM_MEASURE = "forward and reverse scans into preallocated outputs"
+STREAM_MEASURE = ("forward and reverse scans into preallocated outputs; where scans count as "
+                  "streamed, under the measured schedule")
 # Measurements of cpu_serial against cpu_parallel taken at most per regime (settled).
 CHANNEL_TRIES = 3
 # How cpu_serial and cpu_parallel are timed against each other (_timed, settled); records that
@@ -198,6 +210,14 @@ def streaming_schedule(threads: int) -> int:
     return STREAMING[_choice(threads).stream]
 
 
+def streamed_beyond(threads: int) -> int:
+    """Where scans count as streamed from memory here on `threads` threads: one of
+    STREAMED_BEYOND's values."""
+    if threads < 2:
+        return STREAMED_BEYOND["last_level"]
+    return STREAMED_BEYOND[_choice(threads).beyond]
+
+
 def ilp_channels(threads: int) -> int:
     """The widest rows (channels) for which cpu_parallel chunks time inside each thread here."""
     return _choice(threads).ilp
@@ -252,7 +272,7 @@ def _load_or_measure_one_thread() -> Choice:
 
 
 def _one_thread_choice(ilp: int) -> Choice:
-    return Choice(frozenset(), frozenset(), frozenset(), ilp, "pipelined")
+    return Choice(frozenset(), frozenset(), frozenset(), ilp, "pipelined", "last_level")
 
 
 def _load_or_measure(threads: int) -> Choice:
@@ -263,13 +283,14 @@ def _load_or_measure(threads: int) -> Choice:
         # through the backward), that timed the kernels width after width, and records from
         # before the longest regime: measured again.
         if (record["streaming_schedule"] in STREAMING
+                and record.get("streamed_beyond") in STREAMED_BEYOND
                 and record.get("streaming_measured_by") == STREAM_MEASURE
                 and record.get("channels_measured_by") == CHANNELS_MEASURE
                 and _reusable(record, threads)):
             return Choice(frozenset(record["parallel_channels"]),
                           frozenset(record["longest_parallel_channels"]),
                           frozenset(record["short_parallel_channels"]), int(record["ilp_channels"]),
-                          record["streaming_schedule"])
+                          record["streaming_schedule"], record["streamed_beyond"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     _announce(f"which CPU backend each shape takes with {threads} thread(s)", "about 12 s", path)
@@ -291,10 +312,12 @@ def _load_or_measure(threads: int) -> Choice:
         short_ratios = _parallel_ratios(regimes["short"])
         trips.append(cpu.thread_round_trip_ns())
         stream_ratios, stream_tries = stream_from(measure_streaming)
+        stream = stream_schedule_from(stream_ratios)
+        beyond_ratios = _beyond_ratios(measure_streamed_beyond(STREAMING[stream]))
         trips.append(cpu.thread_round_trip_ns())
     choice = Choice(channels_from(ratios), channels_from(longest_ratios),
                     channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
-                    ilp, stream_schedule_from(stream_ratios))
+                    ilp, stream, beyond_from(beyond_ratios))
     record = {
         "cpu": _cpu_model().partition(":")[2].strip(),
         "threads": threads,
@@ -314,6 +337,9 @@ def _load_or_measure(threads: int) -> Choice:
         "channels_measured_by": CHANNELS_MEASURE,
         "channel_measurements": taken,
         "streaming_schedule": choice.stream,
+        "last_level_over_private": {f"{T}x{C}": round(r, 3)
+                                    for (T, C), r in beyond_ratios.items()},
+        "streamed_beyond": choice.beyond,
         # before the measurements, after the three regimes' and after the streaming schedules'
         # (None: one thread)
         "thread_round_trip_ns": [round(t) if math.isfinite(t) else None for t in trips],
@@ -322,9 +348,9 @@ def _load_or_measure(threads: int) -> Choice:
     }
     _write_record(path, record)
     log.info("plrnn: auto calibrated for this CPU (%s): long %s, longest %s, short %s, in-thread "
-             "chunks up to %d channels, streaming %s", path, record["serial_over_parallel"],
-             record["longest_serial_over_parallel"], record["short_serial_over_parallel"], ilp,
-             choice.stream)
+             "chunks up to %d channels, streaming %s beyond the %s cache", path,
+             record["serial_over_parallel"], record["longest_serial_over_parallel"],
+             record["short_serial_over_parallel"], ilp, choice.stream, choice.beyond)
     return choice
 
 
@@ -505,6 +531,58 @@ def stream_schedule_from(ratios: dict[tuple[int, int], float]) -> str:
     about 2x; Sapphire Rapids 1.5-1.6x at (65536, 128), 2 threads, in a run whose calibration had
     picked the pipelined schedule)."""
     return "pipelined" if _geomean(ratios) <= 1 / MARGIN else "time_split"
+
+
+def beyond_from(ratios: dict[tuple[int, int], float]) -> str:
+    """'private' where treating scans beyond one core's own cache as streamed was at least MARGIN
+    faster (geometric mean of last-level time / private time; none measured: 'last_level').
+    A tie keeps the last level: plain stores leave a scan's output cached for whoever reads it
+    next, streaming stores do not."""
+    return "private" if ratios and _geomean(ratios) >= MARGIN else "last_level"
+
+
+def _beyond_ratios(times: dict[tuple[int, int], dict[str, float]]
+                   ) -> dict[tuple[int, int], float]:
+    return {shape: t["last_level"] / t["private"] for shape, t in times.items()}
+
+
+def beyond_shapes() -> tuple[tuple[int, int], ...]:
+    """Where measure_streamed_beyond compares: one shape of BEYOND_CHANNELS fp32 channels, the
+    longest power-of-two length up to BEYOND_MAX_STEPS whose inputs and output fit in half the
+    last-level cache, if they exceed BEYOND_MIN_PRIVATE times one core's own cache; none
+    otherwise (a small last-level cache, or PLRNN_STREAM_BYTES set, which both settings obey)."""
+    ops = torch.ops.plrnn
+    before = ops.cpu_streamed_beyond(STREAMED_BEYOND["last_level"])
+    last_level = ops.cpu_stream_bytes()
+    ops.cpu_streamed_beyond(STREAMED_BEYOND["private"])
+    private = ops.cpu_stream_bytes()
+    ops.cpu_streamed_beyond(before)
+    row = 3 * BEYOND_CHANNELS * 4
+    T = BEYOND_MAX_STEPS
+    while T > 1 and T * row > last_level // 2:
+        T //= 2
+    fits = BEYOND_MIN_PRIVATE * private < T * row <= last_level // 2
+    return ((T, BEYOND_CHANNELS),) if fits else ()
+
+
+def measure_streamed_beyond(schedule: int) -> dict[tuple[int, int], dict[str, float]]:
+    """Median seconds of cpu_serial's forward and reverse scans into preallocated outputs (as
+    measure_streaming) with each of STREAMED_BEYOND's settings, under the streaming `schedule`
+    (restored afterwards) and this CPU's layout of wide rows, at beyond_shapes()."""
+    from . import cpu
+
+    cpu.load()
+    shapes = beyond_shapes()
+    if not shapes:
+        return {}
+    before = (torch.ops.plrnn.cpu_wide_rows(wide_rows()),
+              torch.ops.plrnn.cpu_streaming_schedule(schedule))
+    try:
+        return _timed_settings("cpu_streamed_beyond", STREAMED_BEYOND, reverse_too=True,
+                               shapes=shapes)
+    finally:
+        torch.ops.plrnn.cpu_wide_rows(before[0])
+        torch.ops.plrnn.cpu_streaming_schedule(before[1])
 
 
 def _geomean(ratios: dict) -> float:

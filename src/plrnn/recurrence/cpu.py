@@ -154,16 +154,17 @@ _serial_tuned = 0  # the thread count cpu_serial's measured settings were last a
 
 @torch._dynamo.assume_constant_result
 def _tune_serial() -> int:
-    """Applies this CPU's measured layout of wide rows (calibration.wide_rows, any kernel) and
-    cpu_serial's schedule for scans streamed from memory (calibration.streaming_schedule) before
-    the first call of a CPU kernel at each thread count; under torch.compile once, at trace
-    time."""
+    """Applies this CPU's measured layout of wide rows (calibration.wide_rows, any kernel),
+    cpu_serial's schedule for scans streamed from memory (calibration.streaming_schedule) and where
+    scans count as streamed (calibration.streamed_beyond) before the first call of a CPU kernel
+    at each thread count; under torch.compile once, at trace time."""
     global _serial_tuned
     threads = torch.get_num_threads()
     if threads != _serial_tuned:
         _serial_tuned = threads  # first: the calibration runs the kernels itself
         torch.ops.plrnn.cpu_wide_rows(calibration.wide_rows())
         torch.ops.plrnn.cpu_streaming_schedule(calibration.streaming_schedule(threads))
+        torch.ops.plrnn.cpu_streamed_beyond(calibration.streamed_beyond(threads))
     return threads
 
 

@@ -160,7 +160,9 @@ def _short_parallel_channels() -> frozenset[int]:
 
 @torch._dynamo.assume_constant_result
 def _stream_bytes() -> int:
-    # The C++ kernels' own threshold (the last-level cache, or PLRNN_STREAM_BYTES).
+    # The C++ kernels' own threshold (the last-level cache or one core's own, as measured here, or
+    # PLRNN_STREAM_BYTES), once this thread count's measured settings are applied.
+    cpu._tune_serial()
     return torch.ops.plrnn.cpu_stream_bytes()
 
 

@@ -102,6 +102,20 @@ inline std::atomic<int64_t>& streaming_schedule() {
   return schedule;
 }
 
+// Where scans count as streamed from memory (stream_bytes): beyond the last-level cache, or
+// already beyond one core's own cache. With a large last-level cache shared with other tenants,
+// treating data there as streamed (the time split with streaming stores, which leave the cache to
+// the inputs) can pay: on an Emerald Rapids VM (300 MiB of L3) cpu_serial moved 0.82-0.98 of
+// torch.mul's bandwidth that way against 0.67-0.82 from 6 to 192 MiB (2 threads, fp32, out=),
+// and forward+backward at (65536, 128) rose from 0.78 to 0.98 of y = a * x's. Which holds is
+// measured per CPU and thread count (calibration.py). Process-wide, set through the
+// plrnn::cpu_streamed_beyond op.
+constexpr int64_t kBeyondLastLevel = 0, kBeyondPrivate = 1;
+inline std::atomic<int64_t>& streamed_beyond() {
+  static std::atomic<int64_t> where{kBeyondLastLevel};
+  return where;
+}
+
 // For the tests: the item of a carry-chained parallel region (cpu_parallel's time split,
 // cpu_serial's pipelined schedule) that throws where it is claimed, as a failed allocation inside
 // it would; -1 (the default): none. Process-wide, set through the plrnn::cpu_fail_item op.
@@ -125,23 +139,31 @@ inline bool read_sysfs_number(const std::string& path, long long& value, char& u
   return read;
 }
 
+// Bytes of one instance of CPU 0's cache at `level` as Linux's sysfs lists it (0: the highest
+// level listed), or 0 where sysfs lists none.
+inline int64_t sysfs_cache_bytes(long long level_wanted) {
+  int64_t best_level = 0, b = 0;
+  for (int index = 0; index < 8; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+    long long level = 0, size = 0;
+    char unit = '\0', ignored = '\0';
+    if (!read_sysfs_number(dir + "/level", level, ignored) ||
+        !read_sysfs_number(dir + "/size", size, unit))
+      continue;
+    size *= unit == 'K' ? 1024 : unit == 'M' ? 1 << 20 : 1;
+    if (level_wanted ? level == level_wanted && size > b : level >= best_level && size > 0)
+      best_level = level, b = size;
+  }
+  return b;
+}
+
 // Bytes of one instance of the last-level cache: what Linux's sysfs says of CPU 0's highest
 // cache level, else glibc's figure, else a 32 MiB guess. sysfs first: on a Zen 4 EPYC VM glibc
 // reported 320 MiB of L3 where sysfs (and lscpu) said 32 MiB, which kept every scan of up to 100
 // MiB off the pipelined schedule.
 inline int64_t llc_bytes() {
   static const int64_t bytes = [] {
-    int64_t best_level = 0, b = 0;
-    for (int index = 0; index < 8; ++index) {
-      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
-      long long level = 0, size = 0;
-      char unit = '\0', ignored = '\0';
-      if (!read_sysfs_number(dir + "/level", level, ignored) ||
-          !read_sysfs_number(dir + "/size", size, unit))
-        continue;
-      size *= unit == 'K' ? 1024 : unit == 'M' ? 1 << 20 : 1;
-      if (level >= best_level && size > 0) best_level = level, b = size;
-    }
+    int64_t b = sysfs_cache_bytes(0);
 #if defined(_SC_LEVEL3_CACHE_SIZE)
     if (b <= 0) b = sysconf(_SC_LEVEL3_CACHE_SIZE);
     if (b <= 0) b = sysconf(_SC_LEVEL2_CACHE_SIZE);
@@ -151,12 +173,29 @@ inline int64_t llc_bytes() {
   return bytes;
 }
 
+// Bytes of one core's own cache, the L2 of every x86 CPU we met (1 MiB on Zen 4, 2 MiB on
+// Sapphire and Emerald Rapids): sysfs, else glibc's figure, else a 1 MiB guess.
+inline int64_t private_cache_bytes() {
+  static const int64_t bytes = [] {
+    int64_t b = sysfs_cache_bytes(2);
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    if (b <= 0) b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return b > 0 ? b : int64_t(1) << 20;
+  }();
+  return bytes;
+}
+
 // Above this many bytes of inputs and output together a scan streams from memory: the
-// last-level cache, or PLRNN_STREAM_BYTES (read per call) in its place; the tests set it to 0 to
-// take every scan that could be pipelined through the pipelined schedule.
+// last-level cache or one core's own (streamed_beyond), or PLRNN_STREAM_BYTES (read per call) in
+// their place; the tests set it to 0 to take every scan that could be pipelined through the
+// pipelined schedule.
 inline int64_t stream_bytes() {
   const char* env = std::getenv("PLRNN_STREAM_BYTES");
-  return env && *env ? std::strtoll(env, nullptr, 10) : llc_bytes();
+  if (env && *env) return std::strtoll(env, nullptr, 10);
+  return streamed_beyond().load(std::memory_order_relaxed) == kBeyondPrivate
+             ? private_cache_bytes()
+             : llc_bytes();
 }
 
 // h = scan(a, x, h0) in time order (reverse: from row T-1 down); h0 may be null (zeros).

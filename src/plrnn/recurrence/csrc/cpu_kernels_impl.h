@@ -1115,17 +1115,32 @@ inline bool pipeline_pays(int64_t n, int64_t row_bytes, int64_t threads) {
          exceeds_cache(n, row_bytes);
 }
 
-// Where cpu_serial takes cpu_parallel's time split instead (streaming_schedule): the data come
-// from memory, the threads' shares of a row would be under a page, and rows are wide enough to
-// have been pipelined. Measured on a Zen 4 EPYC VM (fp32, 2 threads, the kernel called from C++,
-// GB/s at 12 bytes per element, torch.mul(out=) swinging between 25 and 50 on that host): the
-// pipelined schedule and the channel split stayed at 17-22 GB/s, what one thread's sequential
-// rows reach alone, whatever the block and piece sizes or the store kind; the time split reached
-// 19-20 at (65536, 128), 23-24 at (65536, 512) and 24-28 at (65536, 1024), and in the backward
-// at (65536, 128) twice the pipelined rate (12 against 6).
+// Where cpu_serial takes cpu_parallel's time split instead of splitting the channels: rows wide
+// enough to have been pipelined, the threads' shares of a row under a page, and data beyond one
+// core's own cache.
+// - From memory, if the streaming schedule says so. Measured on a Zen 4 EPYC VM (fp32, 2
+//   threads, the kernel called from C++, GB/s at 12 bytes per element, torch.mul(out=) swinging
+//   between 25 and 50 on that host): the pipelined schedule and the channel split stayed at
+//   17-22 GB/s, what one thread's sequential rows reach alone, whatever the block and piece sizes
+//   or the store kind; the time split reached 19-20 at (65536, 128), 23-24 at (65536, 512) and
+//   24-28 at (65536, 1024), and in the backward at (65536, 128) twice the pipelined rate (12
+//   against 6).
+// - From the last-level cache, always: there the channel split lost to the time split on every
+//   CPU we met. Emerald Rapids VM (2 MiB of L2, 300 MiB of L3; fp32, out=, 2 threads, of
+//   torch.mul(out=) in the same process): 0.40-0.55 against 0.69-0.82 with plain stores from 6
+//   to 96 MiB of inputs and output ((4096, 128) to (65536, 128), up to 1024 channels); Zen 4 VM
+//   (32 MiB of L3): (4096, 128) 94 against 69 us, (16384, 128) 1456 against 573 us; Skylake-SP
+//   VM: cpu_serial's second thread gained nothing at T = 4096 where cpu_parallel's ran 1.1-1.5x
+//   faster. (Where the calibration found that such data stream better, exceeds_cache already
+//   counts them as streamed: streamed_beyond, cpu_kernels.h.)
+// Within one core's cache the channel split stays, though on the Emerald Rapids VM neither split
+// paid there: from 0.75 to 1.5 MiB one thread's loop ran 1.2-1.9x faster than either, for
+// reasons not found (no hardware counters on that VM).
 inline bool time_split_pays(int64_t n, int64_t row_bytes, int64_t threads) {
-  return streaming_schedule().load(std::memory_order_relaxed) == kStreamTimeSplit &&
-         row_bytes >= 256 && row_bytes / threads < 4096 && exceeds_cache(n, row_bytes);
+  if (row_bytes < 256 || row_bytes / threads >= 4096) return false;
+  if (exceeds_cache(n, row_bytes))
+    return streaming_schedule().load(std::memory_order_relaxed) == kStreamTimeSplit;
+  return 3 * n * row_bytes > private_cache_bytes();
 }
 
 inline void cpu_relax() {

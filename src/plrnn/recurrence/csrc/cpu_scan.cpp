@@ -347,6 +347,15 @@ int64_t set_streaming_schedule(int64_t schedule) {
   return schedule < 0 ? streaming_schedule().load() : streaming_schedule().exchange(schedule);
 }
 
+// Sets where scans count as streamed from memory (0: beyond the last-level cache, 1: beyond one
+// core's own cache; negative: only reads it); returns the previous value.
+int64_t set_streamed_beyond(int64_t where) {
+  TORCH_CHECK(where < 0 || where == kBeyondLastLevel || where == kBeyondPrivate,
+              "cpu_streamed_beyond: where must be 0 (the last-level cache) or 1 (one core's own "
+              "cache), got ", where);
+  return where < 0 ? streamed_beyond().load() : streamed_beyond().exchange(where);
+}
+
 // The bytes (inputs and output together) above which a scan counts as streamed from memory
 // (exceeds_cache), for auto's choice in registry.py.
 int64_t get_stream_bytes() { return stream_bytes(); }
@@ -356,6 +365,7 @@ int64_t get_stream_bytes() { return stream_bytes(); }
 TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_stream_bytes() -> int", &get_stream_bytes);
   m.def("cpu_streaming_schedule(int schedule) -> int", &set_streaming_schedule);
+  m.def("cpu_streamed_beyond(int where) -> int", &set_streamed_beyond);
   m.def("cpu_ilp_channels(int channels) -> int", &set_ilp_channels);
   m.def("cpu_wide_rows(int layout) -> int", &set_wide_rows);
   m.def("cpu_fail_item(int item) -> int", &set_fail_item);
