@@ -12,7 +12,7 @@ import torch
 import plrnn
 from plrnn.recurrence import reference
 
-from .helpers import ALL_BACKENDS, F64_RTOL, seed_for
+from .helpers import ALL_BACKENDS, F64_RTOL, seed_for, sysfs_cache_bytes
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
@@ -97,8 +97,8 @@ DECAY_SUM_CASES = [
 def test_shared_decay_gradient_sums_every_step(case, backend, reverse, num_threads):
     """Against the same recurrence on the decays expanded to every step (whose kernels write one
     gradient term per step and channel, summed here in float64), within a few ulps of the terms'
-    magnitude, with h0; the same bits from one call to the next and, for cpu_serial, on one
-    thread or two."""
+    magnitude, with h0; the same bits from one call to the next and, for cpu_serial within one
+    core's cache, on one thread or two."""
     shape, a_shape, lengths, dtype = case
     g = torch.Generator().manual_seed(seed_for("decay-sum", shape, lengths, reverse))
     real = torch.float64 if dtype == torch.complex128 else dtype
@@ -126,7 +126,9 @@ def test_shared_decay_gradient_sums_every_step(case, backend, reverse, num_threa
 
     got = decay_grad(a, 2)
     assert torch.equal(got, decay_grad(a, 2))
-    if backend == "cpu_serial":
+    # Within one core's cache cpu_serial's threads split the channels, one thread's arithmetic;
+    # beyond it they may split time, which differs by rounding (checked against `want` below).
+    if backend == "cpu_serial" and 3 * x.numel() * x.element_size() <= (sysfs_cache_bytes(2) or 0):
         assert torch.equal(got, decay_grad(a, 1))
     terms = decay_grad(a.expand(shape), 2).to(torch.complex128 if dtype.is_complex else
                                                torch.float64)
