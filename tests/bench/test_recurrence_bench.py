@@ -60,6 +60,8 @@ def test_writes_the_three_files_with_both_allocators(smoke):
     # The kernels' measured settings the run used (the tests run the fixed ones).
     settings = meta["machine"]["kernel_settings"]
     assert settings == {"wide_rows": "sequential", "streaming_schedule": "pipelined",
+                        "streamed_beyond": "last_level",
+                        "stream_bytes": torch.ops.plrnn.cpu_stream_bytes(),
                         "ilp_channels": settings["ilp_channels"], "calibrated": False}
     assert "CPU kernel settings (plrnn.recurrence.calibration" in head and '"sequential"' in head
     # Every comparison table has both allocator columns.
