@@ -40,12 +40,14 @@ above use the faster way. On one thread, where auto never takes cpu_parallel, on
 is measured (about 2 s, its own record), the first time cpu_parallel is asked for by name there.
 The first cpu_parallel call at each thread count applies the answer (cpu.py).
 
-Two settings of the kernels themselves are measured too (docs/op.md, "How auto chooses"), since
-the CPUs we met disagree on them by up to 2x: how rows wider than one register strip are
-stepped (wide_rows: one thread, any backend, once per CPU, under a second) and how cpu_serial
+Three settings of the kernels themselves are measured too (docs/op.md, "How auto chooses"),
+since the CPUs we met disagree on them by up to 2x: how rows wider than one register strip are
+stepped (wide_rows: one thread, any backend, once per CPU, under a second), how cpu_serial
 spreads a scan streamed from memory over 2+ threads (streaming_schedule: in the per-thread-count
 record, about 3 s more, measured again up to STREAM_TRIES times while the two schedules come out
-within MARGIN of each other). The first call of a CPU kernel at each thread count applies them.
+within MARGIN of each other), and whether scans already count as streamed beyond one core's own
+cache rather than beyond the last-level cache (streamed_beyond: in the same record, about a
+second more). The first call of a CPU kernel at each thread count applies them.
 
 A measurement that other processes disturbed (they kept more CPUs busy than it left free: a build
 on the second core of a 2-core VM) is used, with a warning, and its record says so; the first
