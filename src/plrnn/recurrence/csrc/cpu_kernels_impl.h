@@ -745,6 +745,9 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
   acc_t* st;    // K x C
   acc_t* prod;  // K x C (REDUCE only)
   const Emit& emit;
+  // Other threads step other channels of the same rows meanwhile, within the same pages: then
+  // wide rows take strips whatever the layout (the channel split in scan() says why).
+  bool interleaved = false;
 
   // Steps [s0, s1) of chunks [ka, kb), KI at a time, then the remainder by halves.
   template <int VW, int NV, int KI, bool REDUCE>
@@ -771,7 +774,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Pass {
   template <bool REDUCE> void group(int64_t k0, int64_t k1, int64_t c0, int64_t c1) const {
     const int64_t P = in.period;
     if constexpr (!REDUCE) {
-      if (c1 - c0 > kStripVectors * int64_t(32 / sizeof(acc_t)) &&
+      if (!interleaved && c1 - c0 > kStripVectors * int64_t(32 / sizeof(acc_t)) &&
           wide_rows_layout().load(std::memory_order_relaxed) == kWideRowsSequential) {
         for (int64_t k = k0; k < k1; ++k) rows(k, c0, c1);
         return;
@@ -1034,11 +1037,13 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   // Scans rows [s0, s0 + n) over channels [c0, c1) from `state` (C values, updated in place),
   // emitting every step. With `ilp`, Algorithm 1 runs inside each cache-sized block of rows, so
   // a few channels still give the core independent work while memory is read once.
-  void scan(int64_t s0, int64_t n, int64_t c0, int64_t c1, acc_t* state, bool ilp) const {
+  // `interleaved`: other threads step other channels of these rows meanwhile (Pass).
+  void scan(int64_t s0, int64_t n, int64_t c0, int64_t c1, acc_t* state, bool ilp,
+            bool interleaved = false) const {
     const int64_t K = ilp ? ilp_chunks() : 1;
     if (K == 1) {
       const Chunks one{{s0}, {n}};
-      Pass<in_t, acc_t, Emit> pass{in, one, C, state, nullptr, emit};
+      Pass<in_t, acc_t, Emit> pass{in, one, C, state, nullptr, emit, interleaved};
       pass.template group<false>(0, 1, c0, c1);
       return;
     }
@@ -1133,9 +1138,8 @@ inline bool pipeline_pays(int64_t n, int64_t row_bytes, int64_t threads) {
 //   VM: cpu_serial's second thread gained nothing at T = 4096 where cpu_parallel's ran 1.1-1.5x
 //   faster. (Where the calibration found that such data stream better, exceeds_cache already
 //   counts them as streamed: streamed_beyond, cpu_kernels.h.)
-// Within one core's cache the channel split stays, though on the Emerald Rapids VM neither split
-// paid there: from 0.75 to 1.5 MiB one thread's loop ran 1.2-1.9x faster than either, for
-// reasons not found (no hardware counters on that VM).
+// Within one core's cache the channel split stays (stepping its shares in register strips: see
+// scan()); there the time split ran no faster (Emerald Rapids VM, 0.75 to 1.5 MiB).
 inline bool time_split_pays(int64_t n, int64_t row_bytes, int64_t threads) {
   if (row_bytes < 256 || row_bytes / threads >= 4096) return false;
   if (exceeds_cache(n, row_bytes))
@@ -1264,6 +1268,16 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     // channels ran at 0.54-0.82x the speed of one thread at (65536, 32), (65536, 48), (65536,
     // 64), (4096, 32) and (4096, 64) (there 69 against 50 us); wider rows split the same way
     // either way. On the Skylake-SP VM two threads on such rows gained nothing either.
+    // Shares under a page are stepped in register strips, whatever the layout of wide rows. The
+    // sequential layout reads each row's state back from the output row just written; the likely
+    // cost (no hardware counters to confirm it) is the prefetchers of a core reading lines of a
+    // page fetching the rest of it, the other thread's output lines, which that thread must then
+    // take back before writing them; strips only write the output. Measured on the Emerald Rapids VM
+    // (fp32, out=, 2 threads, the op called directly, medians of 3 interleaved sets): sequential
+    // 33.4 -> strips 15.6 us at (256, 256), 26.0 -> 21.2 at (64, 1024), 68.1 -> 43.8 at (512,
+    // 256), 68.9 -> 52.0 at (256, 512), where one thread took 18.8, 20.0, 50.5 and 57.0 (the
+    // sequential split had run 1.2-2.1x slower than one thread); at (16, 4096), shares of two
+    // pages, both layouts ran alike (16.2 and 15.0 us, one thread 17.4).
     const int64_t U = 256 / int64_t(sizeof(in_t));
     const int64_t tiles = (C + U - 1) / U;
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, n * U));
@@ -1273,7 +1287,8 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // its share at every block of rows, and the shares of two threads meet inside one line.
       const int64_t c0 = b * U, c1 = std::min(e * U, C);
       Buffer<acc_t> mine(state);
-      scanner.scan(0, n, c0, c1, mine.data(), false);
+      scanner.scan(0, n, c0, c1, mine.data(), false,
+                   c1 - c0 < C && (c1 - c0) * int64_t(sizeof(in_t)) < 4096);
       std::copy(mine.begin() + c0, mine.begin() + c1, state.begin() + c0);
     });
   } else {
