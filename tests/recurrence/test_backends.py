@@ -104,9 +104,11 @@ def test_last_level_cache_size_is_read_from_sysfs(monkeypatch):
     try:
         assert torch.ops.plrnn.cpu_stream_bytes() == want
         # Where the calibration measured that scans beyond one core's own cache stream better:
-        # the L2's size (x86 CPUs all have one).
+        # the L2's size (the last level's where the L2 is the last level; sysfs may list no L2).
         assert torch.ops.plrnn.cpu_streamed_beyond(1) == 0
-        assert torch.ops.plrnn.cpu_stream_bytes() == sysfs_cache_bytes(2) < want
+        private = sysfs_cache_bytes(2)
+        if private is not None:
+            assert torch.ops.plrnn.cpu_stream_bytes() == private <= want
         monkeypatch.setenv("PLRNN_STREAM_BYTES", "12345")  # still wins
         assert torch.ops.plrnn.cpu_stream_bytes() == 12345
     finally:
