@@ -1459,17 +1459,22 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
   // Without dL/da the backward is the scan of dL/dh itself, as the forward stores it.
   const StoreState<scalar_t, acc_t> state_only{dx + d0 * C};
 
-  // Edge rows by hand: the first has no decay to apply, the last multiplies h0.
+  // Edge rows by hand: the first has no decay to apply, the last multiplies h0. Channels go by
+  // periods of the decays (P divides C) so that no index takes a division (c % P per channel:
+  // a backward call at (2, 256) took 24.9 us with it, 22.0 without, Emerald Rapids VM).
   std::vector<acc_t> g(C);
   auto edge_row = [&](int64_t r, const acc_t* prev, const acc_t* hprev) {
     const FlushDenormals flush;  // outside scan(), on the calling thread
     const int64_t e = r * step;
-    for (int64_t c = 0; c < C; ++c) {
-      const acc_t decayed =
-          prev ? static_cast<acc_t>(in.a[r * in.a_stride + c % P]) * prev[c] : acc_t(0);
-      g[c] = decayed + static_cast<acc_t>(in.x[e + c]);
-      grads.gx[e + c] = static_cast<scalar_t>(g[c]);
-      if (da) grads.ga[e + c] = static_cast<scalar_t>(hprev[c] * g[c]);
+    const scalar_t* a_row_r = in.a + r * in.a_stride;
+    for (int64_t base = 0; base < C; base += P) {
+      for (int64_t j = 0; j < P; ++j) {
+        const int64_t c = base + j;
+        const acc_t decayed = prev ? static_cast<acc_t>(a_row_r[j]) * prev[c] : acc_t(0);
+        g[c] = decayed + static_cast<acc_t>(in.x[e + c]);
+        grads.gx[e + c] = static_cast<scalar_t>(g[c]);
+        if (da) grads.ga[e + c] = static_cast<scalar_t>(hprev[c] * g[c]);
+      }
     }
   };
   std::vector<acc_t> hp_row = h0;
@@ -1485,8 +1490,9 @@ void scan_backward_kernel(const scalar_t* a, const scalar_t* hs, const scalar_t*
   }
   const scalar_t* a_last = a + (d0 + (T - 1) * dir) * a_row;
   const FlushDenormals flush;
-  for (int64_t c = 0; c < C; ++c)
-    dh0[c] = static_cast<scalar_t>(static_cast<acc_t>(a_last[c % P]) * g[c]);
+  for (int64_t base = 0; base < C; base += P)
+    for (int64_t j = 0; j < P; ++j)
+      dh0[base + j] = static_cast<scalar_t>(static_cast<acc_t>(a_last[j]) * g[base + j]);
 }
 
 #define PLRNN_INSTANTIATE_CPU_KERNELS(scalar_t)                                                  \
