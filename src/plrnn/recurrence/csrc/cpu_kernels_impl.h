@@ -1272,12 +1272,12 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     // sequential layout reads each row's state back from the output row just written; the likely
     // cost (no hardware counters to confirm it) is the prefetchers of a core reading lines of a
     // page fetching the rest of it, the other thread's output lines, which that thread must then
-    // take back before writing them; strips only write the output. Measured on the Emerald Rapids VM
-    // (fp32, out=, 2 threads, the op called directly, medians of 3 interleaved sets): sequential
-    // 33.4 -> strips 15.6 us at (256, 256), 26.0 -> 21.2 at (64, 1024), 68.1 -> 43.8 at (512,
-    // 256), 68.9 -> 52.0 at (256, 512), where one thread took 18.8, 20.0, 50.5 and 57.0 (the
-    // sequential split had run 1.2-2.1x slower than one thread); at (16, 4096), shares of two
-    // pages, both layouts ran alike (16.2 and 15.0 us, one thread 17.4).
+    // take back before writing them; strips only write the output. Measured on the Emerald
+    // Rapids VM (fp32, out=, 2 threads, the op called directly, medians of 3 interleaved sets):
+    // sequential 33.4 -> strips 15.6 us at (256, 256), 26.0 -> 21.2 at (64, 1024), 68.1 -> 43.8
+    // at (512, 256), 68.9 -> 52.0 at (256, 512), where one thread took 18.8, 20.0, 50.5 and 57.0
+    // (the sequential split had run 1.2-2.1x slower than one thread); at (16, 4096), shares of
+    // two pages, both layouts ran alike (16.2 and 15.0 us, one thread 17.4).
     const int64_t U = 256 / int64_t(sizeof(in_t));
     const int64_t tiles = (C + U - 1) / U;
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, n * U));
