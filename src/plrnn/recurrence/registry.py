@@ -43,8 +43,11 @@ def _any_device(device: torch.device) -> str | None:
     return None
 
 
+_CPU = torch.device("cpu")  # what CPU tensors report: comparing with it is cheaper than .type
+
+
 def _cpu_kernels(device: torch.device) -> str | None:
-    if device.type != "cpu":
+    if device != _CPU and device.type != "cpu":
         return f"C++ CPU kernel; inputs are on {device}"
     return cpu.load()
 
@@ -194,7 +197,7 @@ _warned_fallback = False
 def choose_auto(device: torch.device, T: int, channels: int, itemsize: int = 4) -> str:
     """The backend `auto` runs for (T, channels) inputs of `itemsize` bytes each on `device`."""
     global _warned_fallback
-    if device.type == "cpu":
+    if device == _CPU or device.type == "cpu":
         reason = cpu.load()
         if reason is None:
             return _cpu_kernel(T, channels, itemsize)
