@@ -79,8 +79,10 @@ def fake_beyond(last_level_over_private, shapes=((16384, 128),)):
 
 
 def test_channels_from_ratios():
-    assert calibration.channels_from({2: 1.0, 4: 1.0, 8: 1.0, 16: 1.2, 32: 0.9}) == set(range(9, 17))
-    assert calibration.channels_from({2: 1.06, 32: 1.5}) == {1, 2, *range(17, 33)}
+    ratios = {1: 1.0, 2: 1.0, 4: 1.0, 8: 1.0, 16: 1.2, 32: 0.9}
+    assert calibration.channels_from(ratios) == set(range(9, 17))
+    assert calibration.channels_from({1: 1.06, 2: 1.06, 32: 1.5}) == {1, 2, *range(17, 33)}
+    assert calibration.channels_from({1: 0.9, 2: 1.06}) == {2}  # one channel decides alone
     assert calibration.channels_from({c: 1.04 for c in calibration.MEASURED_CHANNELS}) == set()
 
 
@@ -95,13 +97,13 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
 
     def fake_measure():
         calls.append(1)
-        return fake_times({2: 0.9, 4: 0.9, 8: 1.1, 16: 1.2, 32: 0.8})
+        return fake_times({1: 0.9, 2: 0.9, 4: 0.9, 8: 1.1, 16: 1.2, 32: 0.8})
 
     monkeypatch.setattr(calibration, "measure", fake_measure)
     monkeypatch.setattr(calibration, "measure_short",
                         fake_short({4: 0.9, 16: 0.9, 32: 1.2, 64: 1.3, 128: 0.9, 256: 0.8}))
     monkeypatch.setattr(calibration, "measure_longest",
-                        fake_short({2: 1.1, 4: 1.5, 8: 1.0, 16: 1.3, 32: 0.9}))
+                        fake_short({1: 1.1, 2: 1.1, 4: 1.5, 8: 1.0, 16: 1.3, 32: 0.9}))
     longest = calibration.LONGEST_MIN_STEPS
     assert calibration.parallel_channels(2, long) == set(range(5, 17))
     assert calibration.parallel_channels(2, longest - 1) == set(range(5, 17))
@@ -167,7 +169,7 @@ def test_a_disturbed_measurement_is_used_then_measured_again_once_the_cpus_are_q
     long = calibration.MIN_STEPS
     busy = float(os.cpu_count())  # more than any measurement on 2 threads leaves free
     monkeypatch.setattr(calibration, "measure_short", fake_short({4: 0.9}))
-    monkeypatch.setattr(calibration, "measure", measure_giving({c: 0.9 for c in (2, 4, 8, 16)}
+    monkeypatch.setattr(calibration, "measure", measure_giving({c: 0.9 for c in (1, 2, 4, 8, 16)}
                                                                | {32: 1.2}))
     monkeypatch.setattr(calibration, "Others", lambda: FakeOthers(busy))
     assert calibration.parallel_channels(2, long) == set(range(17, 33))  # used
@@ -186,7 +188,7 @@ def test_a_disturbed_measurement_is_used_then_measured_again_once_the_cpus_are_q
     monkeypatch.setattr(calibration, "_cache", {})
     monkeypatch.setattr(calibration, "others_now", lambda: 0.0)
     monkeypatch.setattr(calibration, "Others", lambda: FakeOthers(0.0))
-    monkeypatch.setattr(calibration, "measure", measure_giving({c: 1.2 for c in (2, 4, 8, 16)}
+    monkeypatch.setattr(calibration, "measure", measure_giving({c: 1.2 for c in (1, 2, 4, 8, 16)}
                                                                | {32: 0.9}))
     assert calibration.parallel_channels(2, long) == set(range(1, 17))
     assert json.loads(calibration.cache_file(2).read_text())["others_cores"] == 0.0
@@ -209,11 +211,11 @@ def test_one_thread_short_sequences_and_disabled_measure_nothing(monkeypatch, ca
 
 def test_auto_follows_the_calibration(calibrating, monkeypatch, num_threads):
     monkeypatch.setattr(calibration, "measure",
-                        lambda: fake_times({2: 1.3, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
+                        lambda: fake_times({1: 1.3, 2: 1.3, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
     monkeypatch.setattr(calibration, "measure_short",
                         fake_short({4: 0.9, 16: 0.9, 32: 0.9, 64: 1.2, 128: 0.9, 256: 0.9}))
     monkeypatch.setattr(calibration, "measure_longest",
-                        fake_short({2: 0.9, 4: 1.5, 8: 0.9, 16: 0.9, 32: 0.9}))
+                        fake_short({1: 0.9, 2: 0.9, 4: 1.5, 8: 0.9, 16: 0.9, 32: 0.9}))
     num_threads(2)
     cpu = torch.device("cpu")
     long, short = calibration.MIN_STEPS, calibration.SHORT_MIN_STEPS
@@ -268,9 +270,10 @@ def test_in_thread_chunks_kept_up_to_the_widest_width_where_they_paid():
         return {c: {"serial": 1.0, "ilp": 1.0, "plain": q}
                 for c, q in zip(calibration.MEASURED_CHANNELS, plain_over_chunked)}
 
-    assert calibration.ilp_from(times([1.3, 1.2, 1.1, 1.06, 1.05])) == 32
-    assert calibration.ilp_from(times([1.3, 1.2, 1.0, 1.3, 1.3])) == 4  # 8 lost: wider ones too
-    assert calibration.ilp_from(times([1.04, 1.3, 1.3, 1.3, 1.3])) == 0
+    assert calibration.ilp_from(times([1.3, 1.3, 1.2, 1.1, 1.06, 1.05])) == 32
+    # 8 lost: wider ones too
+    assert calibration.ilp_from(times([1.3, 1.3, 1.2, 1.0, 1.3, 1.3])) == 4
+    assert calibration.ilp_from(times([1.04, 1.3, 1.3, 1.3, 1.3, 1.3])) == 0
 
 
 @pytest.mark.parametrize("measured_ilp", [0, 8])
@@ -317,7 +320,8 @@ def test_one_thread_measures_only_the_in_thread_chunks_once(calibrating, monkeyp
     assert len(calls) == 2  # two measurements that agree
     record = json.loads(calibration.cache_file(1).read_text())
     assert record["threads"] == 1 and record["ilp_channels"] == 4
-    assert record["plain_over_chunked"] == {"2": 1.2, "4": 1.2, "8": 0.7, "16": 0.7, "32": 0.7}
+    assert record["plain_over_chunked"] == {"1": 1.2, "2": 1.2, "4": 1.2, "8": 0.7, "16": 0.7,
+                                            "32": 0.7}
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(said) == 1 and "in-thread chunks on one thread" in said[0]
     # nothing else about one thread is measured: auto still takes cpu_serial there
@@ -401,7 +405,7 @@ def test_the_first_serial_call_at_each_thread_count_applies_the_streaming_schedu
         calibrating, monkeypatch, num_threads, pipelined_over_time_split, want):
     from plrnn.recurrence import cpu
 
-    monkeypatch.setattr(calibration, "measure", lambda: fake_times({c: 0.9 for c in (2, 4)}))
+    monkeypatch.setattr(calibration, "measure", lambda: fake_times({c: 0.9 for c in (1, 2, 4)}))
     monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
     monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(pipelined_over_time_split))
     monkeypatch.setattr(cpu, "_serial_tuned", 0)
@@ -430,7 +434,7 @@ def test_the_first_serial_call_at_each_thread_count_applies_where_scans_stream(
         calibrating, monkeypatch, num_threads, last_level_over_private, shapes, want):
     from plrnn.recurrence import cpu, registry
 
-    monkeypatch.setattr(calibration, "measure", lambda: fake_times({c: 0.9 for c in (2, 4)}))
+    monkeypatch.setattr(calibration, "measure", lambda: fake_times({c: 0.9 for c in (1, 2, 4)}))
     monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
     monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(1.3))
     schedules = []
@@ -563,7 +567,7 @@ def test_records_unread_for_a_month_are_pruned_when_one_is_written(calibrating, 
     os.utime(recent, (time.time() - month + 3600,) * 2)
 
     monkeypatch.setattr(calibration, "measure",
-                        lambda: fake_times({2: 0.9, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
+                        lambda: fake_times({1: 0.9, 2: 0.9, 4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}))
     monkeypatch.setattr(calibration, "measure_short",
                         fake_short({c: 0.9 for c in calibration.SHORT_MEASURED_CHANNELS}))
     calibration.parallel_channels(2, calibration.MIN_STEPS)  # measures and writes a record

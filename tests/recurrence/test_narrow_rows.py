@@ -1,9 +1,11 @@
-"""Narrow rows, as the CPU kernels cut them (cpu_kernels_impl.h): rows of one register vector
-(up to 8 floats or 4 doubles) step four rows at a time (lookahead_steps), and rows of up to one
-strip whose width is not a multiple of the vector width overlap their last vector with the one
-before it (strip_steps, tile_steps). Lengths around the groups of four and the kernels' blocks
-of 256 rows, per-step and time-invariant decays, forward and every gradient against the float64
-reference."""
+"""Narrow rows, as the CPU kernels cut them (cpu_kernels_impl.h): rows of one float (float32, or
+16-bit storage) are scanned eight to a 32-byte vector in the AVX builds (packed_steps), other
+rows of one register vector (up to 8 floats or 4 doubles) step four rows at a time
+(lookahead_steps), and rows of up to one strip whose width is not a multiple of the vector width
+overlap their last vector with the one before it (strip_steps, tile_steps). Lengths around the
+groups of four and eight and the kernels' blocks of 256 rows, per-step and time-invariant decays,
+forward and every gradient against the float64 reference, and NaN at every row of the first
+packed vectors."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from .helpers import F64_RTOL, FLOOR_ULPS, grads_of, max_err, run, scale_of, see
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 CPU_BACKENDS = ("cpu_serial", "cpu_parallel")
-LENGTHS = [4, 5, 7, 255, 256, 257, 1027]
+LENGTHS = [4, 5, 7, 9, 17, 255, 256, 257, 1027]
 CHANNELS = [1, 2, 3, 4, 5, 8, 12, 24, 33, 48, 63]
 
 
@@ -76,4 +78,36 @@ def test_gradients_match_reference(T, C, time_invariant, reverse):
             err = (g - w).abs().max().item()
             if g.shape != w.shape or not err <= tol:
                 failures.append(f"{backend} d{name}: {tuple(g.shape)}, max error {err:.3e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("site", ["decays", "impulses"])
+@pytest.mark.parametrize("C", [1, 2], ids=lambda c: f"C={c}")
+def test_nan_in_a_packed_vector_spreads_as_in_the_loop(C, site, dtype, reverse):
+    """A NaN at any row of the first vectors makes exactly the steps NaN that the loop makes NaN,
+    from that step on in scan order; the steps before it keep their values."""
+    T = 40
+    failures = []
+    for step in range(17):  # every row of the first two vectors of 8 rows, and one more
+        a, x, h0 = _inputs(T, C, False, seed_for("narrow-nan", C, site, step, reverse))
+        row = T - 1 - step if reverse else step
+        (a if site == "decays" else x)[row, C - 1] = float("nan")
+        truth = reference.serial(a.double(), x.double(), h0.double(), reverse)
+        finite = ~torch.isnan(truth)
+        scale = max(1.0, scale_of(truth[finite]))
+        if dtype == torch.float64:
+            tol = F64_RTOL * scale
+        else:  # as test_forward_matches_reference: twice the float32 loop's own error, or a floor
+            ref_err = max_err(reference.serial(a, x, h0, reverse)[finite], truth[finite])
+            tol = 2 * ref_err + FLOOR_ULPS * torch.finfo(dtype).eps * scale
+        for backend in CPU_BACKENDS:
+            out = run(backend, a.to(dtype), x.to(dtype), h0.to(dtype), reverse)
+            if not torch.equal(torch.isnan(out), ~finite):
+                failures.append(f"{backend} NaN at step {step}: NaN where the loop has a number "
+                                "or the other way round")
+            elif not max_err(out[finite], truth[finite]) <= tol:
+                failures.append(f"{backend} NaN at step {step}: max error "
+                                f"{max_err(out[finite], truth[finite]):.3e} > {tol:.3e}")
     assert not failures, "\n".join(failures)

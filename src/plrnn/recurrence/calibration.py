@@ -11,7 +11,7 @@ or short sequences cpu_serial is chosen without measuring: it moves the least me
 Three regimes are measured, forward into a preallocated output (a fresh one per call measured
 page faults: _timed), inputs as real forget gates (sigmoid(N(2, 1))), medians of interleaved
 rounds, each regime twice or three times, the three in turns (settled_in_turns):
-- long sequences (T >= MIN_STEPS): T = 65536 at 2, 4, 8, 16 and 32 channels, where one thread's
+- long sequences (T >= MIN_STEPS): T = 65536 at 1, 2, 4, 8, 16 and 32 channels, where one thread's
   loop is bound by its dependency chain or by memory;
 - the longest (T >= LONGEST_MIN_STEPS): T = 262144 at the same channel counts. cpu_parallel's
   fixed costs (two parallel regions, a second read of a third of the inputs from cache) weigh
@@ -78,7 +78,8 @@ log = logging.getLogger(__name__)
 
 MIN_STEPS = 16384  # from here on, the long regime's choice
 LONGEST_MIN_STEPS = 131072  # from here on, the choice measured at _LONGEST_STEPS
-MEASURED_CHANNELS = (2, 4, 8, 16, 32)  # each stands for the channel counts above the previous
+# Each stands for the channel counts above the one before it.
+MEASURED_CHANNELS = (1, 2, 4, 8, 16, 32)
 SHORT_MIN_STEPS = 1024  # shorter sequences: cpu_serial (the threads' second pass does not pay)
 SHORT_MEASURED_CHANNELS = (4, 16, 32, 64, 128, 256)
 MIN_WORK = 1 << 16  # below T * channels = 2**16 cpu_parallel runs on one thread (cpu_kernels_impl.h)
