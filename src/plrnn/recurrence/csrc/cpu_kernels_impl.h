@@ -687,13 +687,13 @@ inline V last_row(const V& v, std::integer_sequence<int, I...>) {
 }
 
 // x <- the scan of the vector's rows from a zero state, a <- their running products.
-template <int D, int R, bool DOWN, typename V, typename Lanes>
+template <int D, bool DOWN, typename V, typename Lanes>
 inline void scan_lanes(V& a, V& x, Lanes lanes) {
   if constexpr (D < int(sizeof(V) / sizeof(a[0]))) {
     const V zero{}, one = zero + 1;
     x = a * shift_lanes<D, DOWN>(x, zero, lanes) + x;
     a = a * shift_lanes<D, DOWN>(a, one, lanes);
-    scan_lanes<2 * D, R, DOWN>(a, x, lanes);
+    scan_lanes<2 * D, DOWN>(a, x, lanes);
   }
 }
 
@@ -723,7 +723,7 @@ __attribute__((noinline)) int64_t packed_steps(const in_t* __restrict__ a,
       const int64_t base = DOWN ? -(s + m - 1) * R : s * R;  // the vector's lowest element
       vec av = decltype(shared_decays)::value ? tile : load<W, acc_t>(a + base);
       vec xv = load<W, acc_t>(x + base);
-      scan_lanes<R, R, DOWN>(av, xv, lanes);
+      scan_lanes<R, DOWN>(av, xv, lanes);  // D = R: one row, then 2, 4, ...
       carry = av * last_row<R, DOWN>(carry, lanes) + xv;
       emit.template put_vec<W>(base, carry);
     }
