@@ -273,7 +273,13 @@ def test_in_thread_chunks_kept_up_to_the_widest_width_where_they_paid():
     assert calibration.ilp_from(times([1.3, 1.3, 1.2, 1.1, 1.06, 1.05])) == 32
     # 8 lost: wider ones too
     assert calibration.ilp_from(times([1.3, 1.3, 1.2, 1.0, 1.3, 1.3])) == 4
-    assert calibration.ilp_from(times([1.04, 1.3, 1.3, 1.3, 1.3, 1.3])) == 0
+    # ties at the narrowest widths (one float a row runs the same loop both ways) say nothing
+    assert calibration.ilp_from(times([1.04, 1.3, 1.3, 1.3, 1.3, 1.3])) == 32
+    assert calibration.ilp_from(times([1.0, 1.0, 1.2, 1.0, 1.3, 1.3])) == 4
+    # a loss at any width before they paid, or ties everywhere: never
+    assert calibration.ilp_from(times([0.9, 1.3, 1.3, 1.3, 1.3, 1.3])) == 0
+    assert calibration.ilp_from(times([1.0, 0.9, 1.3, 1.3, 1.3, 1.3])) == 0
+    assert calibration.ilp_from(times([1.0] * 6)) == 0
 
 
 @pytest.mark.parametrize("measured_ilp", [0, 8])

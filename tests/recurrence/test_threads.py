@@ -9,6 +9,7 @@ import torch
 
 from .helpers import (
     F64_RTOL,
+    FLOOR_ULPS,
     cast,
     check_float64,
     check_low_precision,
@@ -298,3 +299,47 @@ def test_a_failing_item_raises_rather_than_leaving_the_others_waiting(schedule, 
     for name in ("forward", "backward"):
         assert f"item {item} failed on purpose" in said[name], (name, said[name])
     assert said["after"] < 1e-3  # the kernels still work afterwards
+
+
+# Rows of one float (float32, or 16-bit storage) are scanned eight to a vector in the AVX builds,
+# and on 2+ threads so are the reductions of cpu_parallel's time chunks (T * C >= 2**16), forward
+# and in the backward. Lengths that leave every chunk a few rows past its last vector of eight,
+# per-step and time-invariant decays, the result and gradients against the float64 reference.
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("time_invariant", [False, True], ids=["per_step", "invariant"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_rows_of_one_float_through_the_time_split(dtype, time_invariant, reverse, num_threads):
+    from plrnn.recurrence import reference
+
+    T = 2**16 + 13
+    g = torch.Generator().manual_seed(seed_for("packed-split", str(dtype), time_invariant, reverse))
+    a = torch.sigmoid(torch.randn((1 if time_invariant else T, 1), generator=g,
+                                  dtype=torch.float64) + 2).to(dtype)
+    if time_invariant:
+        a = a[0]
+    x = torch.randn((T, 1), generator=g, dtype=torch.float64).to(dtype)
+    h0 = torch.randn((1,), generator=g, dtype=torch.float64).to(dtype)
+    inputs64 = cast((a.expand(T, 1), x, h0), torch.float64)
+    truth = ref64(*inputs64, reverse)
+    ref_err = max_err(reference.serial(a.expand(T, 1), x, h0, reverse), truth)
+    allowed = 2 * ref_err + FLOOR_ULPS * torch.finfo(dtype).eps * scale_of(truth)
+    upstream = torch.randn((T, 1), generator=g, dtype=torch.float64)
+    _, want = grads_of(lambda a, x, h0: run("reference", a, x, h0, reverse), inputs64, upstream)
+    grad_rtol = 1e-4 if dtype == torch.float32 else 2e-2
+    failures = []
+    for n in (2, 3):
+        num_threads(n)
+        out = run("cpu_parallel", a, x, h0, reverse)
+        err = max_err(out, truth)
+        if out.dtype != dtype or not err <= allowed:
+            failures.append(f"{n} threads: {out.dtype} max error {err:.3e} > {allowed:.3e}")
+        leaves = [t.detach().clone().requires_grad_(True) for t in (a, x, h0)]
+        run("cpu_parallel", *leaves, reverse).double().backward(upstream)
+        got = [leaf.grad.double() for leaf in leaves]
+        want_a = want[0].sum(0) if time_invariant else want[0]  # shared decays: summed over time
+        for which, gr, w in zip(("decays", "impulses", "initial_state"), got,
+                                (want_a, want[1], want[2])):
+            err = max_err(gr, w)
+            if not err <= grad_rtol * max(1.0, scale_of(w)):
+                failures.append(f"{n} threads: dL/d{which} differs by {err:.3e}")
+    assert not failures, "\n".join(failures)

@@ -35,7 +35,8 @@ also cut each thread's share of time into chunks run side by side in registers (
 again, reading each cache-sized block twice), which paid up to 32 channels on the AMD EPYC VM and
 lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop, 1 and 2 threads, 1 to 32
 channels). cpu_parallel is timed both ways at the long length; the in-thread chunks are kept up
-to the widest measured width where they were at least 5% faster (`ilp_channels`), and the choices
+to the widest measured width where they were at least 5% faster (`ilp_channels`; rows of one
+float never take them, ilp_from), and the choices
 above use the faster way. On one thread, where auto never takes cpu_parallel, only this question
 is measured (about 2 s, its own record), the first time cpu_parallel is asked for by name there.
 The first cpu_parallel call at each thread count applies the answer (cpu.py).
@@ -692,12 +693,17 @@ def _rounds(ways: dict[Hashable, tuple[Callable[[], object], Callable[[], object
 
 def ilp_from(times: dict[int, dict[str, float]]) -> int:
     """The widest of MEASURED_CHANNELS up to which cpu_parallel's in-thread chunks ("ilp") were
-    at least MARGIN faster than its plain loop at every measured width; 0 where they never were."""
+    at least MARGIN faster than its plain loop at every measured width; 0 where they never were.
+    Ties (within MARGIN either way) at the narrowest widths, before the chunks first paid, do not
+    end the run: rows of one float, packed several to a vector, never take the chunks in the AVX
+    builds, so there the two ways run the same loop and say nothing about wider rows."""
     widest = 0
     for c in MEASURED_CHANNELS:
-        if times[c]["plain"] < MARGIN * times[c]["ilp"]:
+        plain, ilp = times[c]["plain"], times[c]["ilp"]
+        if plain >= MARGIN * ilp:
+            widest = c
+        elif widest or ilp > MARGIN * plain:
             break
-        widest = c
     return widest
 
 

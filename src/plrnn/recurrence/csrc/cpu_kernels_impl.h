@@ -645,6 +645,12 @@ __attribute__((noinline)) int64_t lookahead_steps(const in_t* __restrict__ a,
 // 0.87; so those keep lookahead_steps, and the baseline build's 16-byte vectors never pack. With
 // 64-byte vectors, which the shipped builds do not use (setup.py), one float a row reached
 // 0.32-0.36 ns per row in the C++ loop against 0.45-0.48 with 32 bytes.
+// cpu_parallel's reductions pack the same rows (REDUCE), and such rows never take its in-thread
+// chunks (Scanner::ilp_chunks), whose register tiles stepped them one lane per chain. Same VM,
+// fp32, one float a row, the op into a given output, old and new library in 6 alternating pairs
+// of processes: 2 threads, forward 0.83x the time at T = 65536 and 0.84x at 262144, reverse
+// 0.82x and 0.90x (the serial control 1.02x); with the in-thread chunks on, as the Zen 4 VM's
+// calibration chose them, 0.40x on 2 threads and 0.28x on one.
 constexpr int kPackBytes =
 #if defined(__AVX__)
     32;
@@ -699,11 +705,14 @@ inline void scan_lanes(V& a, V& x, Lanes lanes) {
 
 // Steps the first n / m * m of n rows of R channels that lie back to back (ascending from the
 // first row's a and x, descending when DOWN), the state in h; returns how many it stepped.
-// Decays are read per row, or, with `shared`, the one row at `a` for every step.
-template <int R, typename acc_t, bool DOWN, typename in_t, typename Emit>
+// Decays are read per row, or, with `shared`, the one row at `a` for every step. A REDUCE pass
+// emits nothing and multiplies p by the rows' decays, carrying the running product as the
+// state is carried: vectors of prefix products, whose last row goes into the next vector.
+template <int R, typename acc_t, bool DOWN, bool REDUCE, typename in_t, typename Emit>
 __attribute__((noinline)) int64_t packed_steps(const in_t* __restrict__ a,
                                                const in_t* __restrict__ x, bool shared,
                                                int64_t n, typename VecOf<R, acc_t>::type& h,
+                                               typename VecOf<R, acc_t>::type& p,
                                                const Emit emit) {
   constexpr int W = kPackBytes / int(sizeof(acc_t)), m = W / R;
   using vec = typename VecOf<W, acc_t>::type;
@@ -711,10 +720,11 @@ __attribute__((noinline)) int64_t packed_steps(const in_t* __restrict__ a,
   auto lane_of = [](const typename VecOf<R, acc_t>::type& v, int i) {
     if constexpr (R == 1) return v; else return v[i];
   };
-  vec carry, tile;
+  vec carry, tile, product{};
   for (int i = 0; i < W; ++i) {
     carry[i] = lane_of(h, i % R);
     tile[i] = shared ? static_cast<acc_t>(a[i % R]) : acc_t(0);
+    if constexpr (REDUCE) product[i] = lane_of(p, i % R);
   }
   // Two loops, so that with shared decays their scan (the same every vector) leaves the loop.
   auto run = [&](auto shared_decays) {
@@ -725,15 +735,23 @@ __attribute__((noinline)) int64_t packed_steps(const in_t* __restrict__ a,
       vec xv = load<W, acc_t>(x + base);
       scan_lanes<R, DOWN>(av, xv, lanes);  // D = R: one row, then 2, 4, ...
       carry = av * last_row<R, DOWN>(carry, lanes) + xv;
-      emit.template put_vec<W>(base, carry);
+      if constexpr (REDUCE) {
+        product = av * last_row<R, DOWN>(product, lanes);
+      } else {
+        emit.template put_vec<W>(base, carry);
+      }
     }
     return s;
   };
   const int64_t s = shared ? run(std::true_type{}) : run(std::false_type{});
   if constexpr (R == 1) {
     h = carry[DOWN ? 0 : W - 1];
+    if constexpr (REDUCE) p = product[DOWN ? 0 : W - 1];
   } else {
-    for (int i = 0; i < R; ++i) h[i] = carry[DOWN ? i : W - R + i];
+    for (int i = 0; i < R; ++i) {
+      h[i] = carry[DOWN ? i : W - R + i];
+      if constexpr (REDUCE) p[i] = product[DOWN ? i : W - R + i];
+    }
   }
   return s;
 }
@@ -762,15 +780,16 @@ void strip_steps(const Inputs<in_t> in, int64_t start, int64_t s0, int64_t s1, i
   }
   int64_t e = (start + s0) * stride + c, ea = (start + s0) * a_stride + c % in.period;
   int64_t s = s0;
-  if constexpr (!REDUCE && NV == 1 && kPacksRows<VW, acc_t>) {
+  if constexpr (NV == 1 && kPacksRows<VW, acc_t>) {
     // Whole rows back to back, their decays too or one row for every step (packed_steps).
     if (c == 0 && (stride == VW || stride == -VW) && (in.a_like_x() || a_stride == 0)) {
       const int64_t n = s1 - s0;
       const int64_t done =
-          stride > 0 ? packed_steps<VW, acc_t, false>(a + ea, x + e, a_stride == 0, n, h[0],
-                                                       emit.shifted(e))
-                     : packed_steps<VW, acc_t, true>(a + ea, x + e, a_stride == 0, n, h[0],
-                                                      emit.shifted(e));
+          stride > 0
+              ? packed_steps<VW, acc_t, false, REDUCE>(a + ea, x + e, a_stride == 0, n, h[0],
+                                                       p[0], emit.shifted(e))
+              : packed_steps<VW, acc_t, true, REDUCE>(a + ea, x + e, a_stride == 0, n, h[0],
+                                                      p[0], emit.shifted(e));
       s += done;
       e += done * stride;
       ea += done * a_stride;
@@ -1044,10 +1063,14 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   Emit emit;
 
   // Chunks that keep every FMA pipe busy: chunks_in_flight<W, false>() of the widest tile of C
-  // channels; one when the channels are wide enough by themselves.
+  // channels; one when the channels are wide enough by themselves, and one for rows that
+  // packed_steps scans several to a vector, whose one chain already runs ahead of memory and
+  // which register tiles would step one lane at a time.
   int64_t row_bytes() const { return C * int64_t(sizeof(in_t)); }
 
   int64_t ilp_chunks() const {
+    if (C * int64_t(sizeof(acc_t)) * 8 <= kPackBytes && (in.a_like_x() || in.a_stride == 0))
+      return 1;
     return C < 32 ? kMaxChains : C <= kNarrowMax ? 2 : 1;
   }
 
