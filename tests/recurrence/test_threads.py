@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from plrnn.recurrence import reference
+
 from .helpers import (
     F64_RTOL,
     FLOOR_ULPS,
@@ -105,8 +107,6 @@ NEW_INPUTS = {
 @pytest.mark.parametrize("kind", list(NEW_INPUTS))
 def test_newer_inputs_on_every_thread_count(kind, reverse, num_threads):
     import plrnn
-    from plrnn.recurrence import reference
-
     spec = NEW_INPUTS[kind]
     g = torch.Generator().manual_seed(seed_for("threads-new", kind, reverse))
     lengths = spec["lengths"] or [5000]
@@ -309,8 +309,6 @@ def test_a_failing_item_raises_rather_than_leaving_the_others_waiting(schedule, 
 @pytest.mark.parametrize("time_invariant", [False, True], ids=["per_step", "invariant"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_rows_of_one_float_through_the_time_split(dtype, time_invariant, reverse, num_threads):
-    from plrnn.recurrence import reference
-
     T = 2**16 + 13
     g = torch.Generator().manual_seed(seed_for("packed-split", str(dtype), time_invariant, reverse))
     a = torch.sigmoid(torch.randn((1 if time_invariant else T, 1), generator=g,
@@ -343,3 +341,26 @@ def test_rows_of_one_float_through_the_time_split(dtype, time_invariant, reverse
             if not err <= grad_rtol * max(1.0, scale_of(w)):
                 failures.append(f"{n} threads: dL/d{which} differs by {err:.3e}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("site", ["decays", "impulses"])
+def test_nan_in_a_reduced_chunk_spreads_as_in_the_loop(site, reverse, num_threads):
+    """One float a row, 2 threads: a NaN inside the chunk that a thread reduces (packed eight rows
+    a vector) makes NaN exactly the steps that the loop makes NaN, and the steps before it keep
+    the loop's values."""
+    T = 2**16 + 13
+    g = torch.Generator().manual_seed(seed_for("packed-split-nan", site, reverse))
+    a = torch.sigmoid(torch.randn((T, 1), generator=g) + 2)
+    x = torch.randn((T, 1), generator=g)
+    h0 = torch.randn((1,), generator=g)
+    step = T // 2 + 3  # inside the middle of the three chunks, off a vector's first row
+    (a if site == "decays" else x)[T - 1 - step if reverse else step, 0] = float("nan")
+    truth = ref64(a, x, h0, reverse)
+    finite = ~torch.isnan(truth)
+    num_threads(2)
+    out = run("cpu_parallel", a, x, h0, reverse)
+    assert torch.equal(torch.isnan(out), ~finite)
+    ref_err = max_err(reference.serial(a, x, h0, reverse)[finite], truth[finite])
+    tol = 2 * ref_err + FLOOR_ULPS * torch.finfo(torch.float32).eps * scale_of(truth[finite])
+    assert max_err(out[finite], truth[finite]) <= tol
