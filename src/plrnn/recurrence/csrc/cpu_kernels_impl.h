@@ -480,6 +480,8 @@ template <typename in_t> struct Inputs {
     return {a + rows * a_stride, x + rows * stride, stride, a_stride, period};
   }
   bool a_like_x() const { return a_stride == stride && (period == stride || period == -stride); }
+  // Decays that packed_steps can walk: laid out as the impulses, or one row for every step.
+  bool packable_decays() const { return a_like_x() || a_stride == 0; }
 };
 
 // Channels [c, c + len) of a row that read one run of decays, from column ca (Inputs).
@@ -657,8 +659,12 @@ constexpr int kPackBytes =
 #else
     16;
 #endif
-template <int R, typename acc_t> constexpr bool kPacksRows =
-    R * int(sizeof(acc_t)) * 8 <= kPackBytes;
+// Whether rows of R channels of acc_t_bytes each go eight to a vector (with their decays laid
+// out as Inputs::packable_decays says).
+constexpr bool packs_rows(int64_t R, int64_t acc_t_bytes) {
+  return R * acc_t_bytes * 8 <= kPackBytes;
+}
+template <int R, typename acc_t> constexpr bool kPacksRows = packs_rows(R, sizeof(acc_t));
 
 template <int W, typename acc_t> struct MaskOf {
   using lane = std::conditional_t<sizeof(acc_t) == 4, int32_t, int64_t>;
@@ -782,7 +788,7 @@ void strip_steps(const Inputs<in_t> in, int64_t start, int64_t s0, int64_t s1, i
   int64_t s = s0;
   if constexpr (NV == 1 && kPacksRows<VW, acc_t>) {
     // Whole rows back to back, their decays too or one row for every step (packed_steps).
-    if (c == 0 && (stride == VW || stride == -VW) && (in.a_like_x() || a_stride == 0)) {
+    if (c == 0 && (stride == VW || stride == -VW) && in.packable_decays()) {
       const int64_t n = s1 - s0;
       const int64_t done =
           stride > 0
@@ -1069,8 +1075,7 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   int64_t row_bytes() const { return C * int64_t(sizeof(in_t)); }
 
   int64_t ilp_chunks() const {
-    if (C * int64_t(sizeof(acc_t)) * 8 <= kPackBytes && (in.a_like_x() || in.a_stride == 0))
-      return 1;
+    if (packs_rows(C, sizeof(acc_t)) && in.packable_decays()) return 1;
     return C < 32 ? kMaxChains : C <= kNarrowMax ? 2 : 1;
   }
 
