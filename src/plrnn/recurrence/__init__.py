@@ -8,7 +8,7 @@ from functools import partial
 import torch
 
 from . import cpu, cuda, triton
-from .registry import REGISTRY, BackendStatus, backends, resolve
+from .registry import REGISTRY, BackendStatus, backends, choice_is_fixed, resolve
 from .validation import check_inputs, check_out, type_name
 from .varlen import final_states, per_sequence
 
@@ -62,6 +62,12 @@ def linear_recurrence(
     torch's convention (the conjugate Wirtinger derivative, as torch.autograd gives for a * b).
     Complex inputs run on the backends that list complex=True in `plrnn.backends()`.
     """
+    plain = (out is None and cu_seqlens is None and return_final_state is False
+             and not torch.compiler.is_compiling())
+    if plain:
+        h = cpu.shortcut(backend, decays, impulses, initial_state, reverse)
+        if h is not None:
+            return h
     bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
     if out is not None:
         check_out(out, decays, impulses, initial_state)
@@ -76,9 +82,13 @@ def linear_recurrence(
     if T == 0 or channels == 0:
         h = out if out is not None else impulses + 0 * decays  # empty, still in the graph
     else:
+        given = decays
         if decays.shape != shape:
             decays = _kernel_decays(chosen.name, decays, shape)
         h = _run(chosen, decays, impulses, initial_state, bounds, reverse, out)
+        parallel = _CPU_OUT_PARALLEL.get(chosen.name)
+        if plain and parallel is not None and choice_is_fixed(backend, T, channels):
+            cpu.remember(backend, given, impulses, initial_state, reverse, parallel)
     if not return_final_state:
         return h
     if bounds is not None:

@@ -169,16 +169,29 @@ def _stream_bytes() -> int:
     return torch.ops.plrnn.cpu_stream_bytes()
 
 
+_WIDEST_MEASURED = max(calibration.MEASURED_CHANNELS)
+
+
+def _reads_cache_size(T: int, channels: int) -> bool:
+    # Rows wider than the long regime measures, with inputs and output that fit in the
+    # last-level cache, are the case the short regime measures (at T = 4096). There, on 2
+    # threads of the Zen 4 VM, cpu_serial's channel split ran no faster than one thread and
+    # cpu_parallel's time chunks 1.3-2.5x faster than it: (16384, 64) 202 -> 154 us,
+    # (16384, 128) 1456 -> 573 us, (32768, 64) 992 -> 421 us through auto.
+    return T >= PARALLEL_MIN_STEPS and channels > _WIDEST_MEASURED
+
+
+def choice_is_fixed(backend: str, T: int, channels: int) -> bool:
+    """Whether `backend` names the same CPU kernel for (T, channels) inputs at every call at this
+    thread count: all but auto's choice for the wide rows that ask the kernels' cache size,
+    which PLRNN_STREAM_BYTES changes between calls."""
+    return backend != "auto" or not _reads_cache_size(T, channels)
+
+
 def _cpu_kernel(T: int, channels: int, itemsize: int = 4) -> str:
     if T >= PARALLEL_MIN_STEPS:
-        # Rows wider than the long regime measures, with inputs and output that fit in the
-        # last-level cache, are the case the short regime measures (at T = 4096). There, on 2
-        # threads of the Zen 4 VM, cpu_serial's channel split ran no faster than one thread and
-        # cpu_parallel's time chunks 1.3-2.5x faster than it: (16384, 64) 202 -> 154 us,
-        # (16384, 128) 1456 -> 573 us, (32768, 64) 992 -> 421 us through auto.
-        wide = channels > max(calibration.MEASURED_CHANNELS)
         # (Inputs and output counted as cpu_kernels_impl.h's exceeds_cache counts them.)
-        if wide and 3 * T * channels * itemsize <= _stream_bytes():
+        if _reads_cache_size(T, channels) and 3 * T * channels * itemsize <= _stream_bytes():
             parallel = _short_parallel_channels()
         elif T >= calibration.LONGEST_MIN_STEPS:
             parallel = _longest_parallel_channels()
