@@ -113,15 +113,41 @@ def test_auto_for_rows_that_ask_the_cache_size_is_not_recorded(no_shortcuts, mon
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"out": "fresh"}, {"return_final_state": True}, {"backend": "torch"},
-    {"cu_seqlens": torch.tensor([0, 5, 16])},
+    {"return_final_state": True}, {"backend": "torch"}, {"cu_seqlens": torch.tensor([0, 5, 16])},
 ])
 def test_other_calls_are_not_recorded(no_shortcuts, kwargs):
     a, x, _ = _inputs(16, 4)
-    if kwargs.get("out") == "fresh":
-        kwargs = {"out": torch.empty_like(x)}
     plrnn.linear_recurrence(a, x, **kwargs)
     assert not no_shortcuts
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpu_serial", "cpu_parallel"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_out_through_the_shortcut(no_shortcuts, backend, layout):
+    a, x, h0 = _inputs(2049, 5)
+    want = plrnn.linear_recurrence(a, x, h0, backend=backend)
+    assert len(no_shortcuts) == 1
+    out = torch.empty_like(x) if layout == "contiguous" else torch.empty(5, 2049).t()
+    version = out._version
+    assert plrnn.linear_recurrence(a, x, h0, backend=backend, out=out) is out
+    assert torch.equal(out, want)
+    assert out._version > version  # autograd still refuses a backward through an earlier use
+
+
+@pytest.mark.parametrize("bad, error", [
+    (lambda a, x: x, ValueError),  # shares memory with impulses
+    (lambda a, x: a[:, :2], ValueError),  # another shape
+    (lambda a, x: torch.empty(16, 4, dtype=torch.float64), TypeError),
+    (lambda a, x: torch.empty(16, 4, requires_grad=True), RuntimeError),
+    (lambda a, x: torch.empty(1, 4).expand(16, 4), ValueError),  # elements share memory
+    (lambda a, x: x.tolist(), TypeError),
+])
+def test_out_the_full_path_refuses_is_refused_by_the_shortcut(no_shortcuts, bad, error):
+    a, x, _ = _inputs(16, 4)
+    plrnn.linear_recurrence(a, x, out=torch.empty_like(x))
+    assert no_shortcuts
+    with pytest.raises(error, match="^out must|out= does not support"):
+        plrnn.linear_recurrence(a, x, out=bad(a, x))
 
 
 def test_broadcast_decays_are_not_recorded_and_miss_a_recorded_shape(no_shortcuts):

@@ -62,10 +62,10 @@ def linear_recurrence(
     torch's convention (the conjugate Wirtinger derivative, as torch.autograd gives for a * b).
     Complex inputs run on the backends that list complex=True in `plrnn.backends()`.
     """
-    plain = (out is None and cu_seqlens is None and return_final_state is False
+    plain = (cu_seqlens is None and return_final_state is False
              and not torch.compiler.is_compiling())
     if plain:
-        h = cpu.shortcut(backend, decays, impulses, initial_state, reverse)
+        h = cpu.shortcut(backend, decays, impulses, initial_state, reverse, out)
         if h is not None:
             return h
     bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
@@ -226,10 +226,6 @@ def _into(out, chosen, decays, impulses, initial_state, reverse):
     else:
         target = torch.empty_like(out, memory_format=torch.contiguous_format)
     cpu.scan_into(decays.contiguous(), impulses.contiguous(), h0, reverse, parallel, target)
-    if target is out:
-        # The op has no ADInplaceOrView kernel, so it leaves out's version counter alone; bumped
-        # here so that autograd still refuses a backward through an earlier use of out.
-        torch.autograd.graph.increment_version(out)
-    else:
+    if target is not out:
         out.copy_(target)
     return out

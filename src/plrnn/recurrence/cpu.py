@@ -20,6 +20,7 @@ import torch
 from . import calibration, prebuilt, sources
 from .autograd import refuse_double_backward, register_scan_autograd
 from .jit import build_at_first_use, build_once, missing_toolchain
+from .validation import check_out
 
 SOURCES = [sources.CSRC / name for name in sources.CPU_COMPILED]
 _FLAGS = sources.CPU_FLAGS + ["-march=native"]  # built on the machine that runs it
@@ -160,19 +161,24 @@ def _plain_key(backend, decays, impulses, initial_state, reverse) -> tuple | Non
     return None
 
 
-def shortcut(backend, decays, impulses, initial_state, reverse):
+def shortcut(backend, decays, impulses, initial_state, reverse, out):
     """h from the kernel an earlier call with the same key went to, or None (take the full
-    path). It skips the checks and the choice, a dozen Python calls: `linear_recurrence(a, x)`
-    at (16, 4) fp32, 2 threads, went from 7.7 to 6.0 us a call in a loop that takes turns with
-    torch.mul (1.9 us), and from 106.9 to 104.3 us at (65536, 4) (Emerald Rapids VM, old and
-    new code in 6 alternating pairs of processes; the median of the pairwise ratios of each
-    call's time to torch.mul's, new over old: 0.79 and 0.95)."""
+    path). It skips the checks (but check_out) and the choice, a dozen Python calls: 0.79x the
+    time of `linear_recurrence(a, x)` at (16, 4) fp32 on 2 threads, 0.88x with out=, 0.90x and
+    0.94x at (65536, 4) (Emerald Rapids VM; docs/benchmarks.md, "Python between kernel
+    calls")."""
     key = _plain_key(backend, decays, impulses, initial_state, reverse)
     parallel = None if key is None else _shortcuts.get(key)
     if parallel is None:
         return None
     h0 = None if initial_state is None else initial_state.contiguous()
-    return _scan(decays.contiguous(), impulses.contiguous(), h0, reverse, parallel)
+    if out is None:
+        return _scan(decays.contiguous(), impulses.contiguous(), h0, reverse, parallel)
+    check_out(out, decays, impulses, initial_state)  # the full path's first error, if any
+    if not out.is_contiguous():
+        return None
+    scan_into(decays.contiguous(), impulses.contiguous(), h0, reverse, parallel, out)
+    return out
 
 
 def remember(backend, decays, impulses, initial_state, reverse, parallel: bool) -> None:
@@ -227,11 +233,14 @@ def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
 
 
 def scan_into(decays, impulses, initial_state, reverse, parallel, out):
-    """The kernel writing into `out` ((T, C) contiguous), allocating nothing."""
+    """The kernel writing into `out` (contiguous (T, *)), allocating nothing."""
     _tune_serial()
     if parallel:
         _tune_parallel()
     _scan_out(decays, impulses, initial_state, reverse, parallel, out=out)
+    # The op has no ADInplaceOrView kernel, so it leaves out's version counter alone; bumped
+    # here so that autograd still refuses a backward through an earlier use of out.
+    torch.autograd.graph.increment_version(out)
 
 
 def serial(decays, impulses, initial_state, reverse):
