@@ -1150,7 +1150,9 @@ def latency_section(df: pd.DataFrame, allocators) -> Section:
              f"reduced, then p scanned), each pass as costly per step as the serial loop, take "
              f"2/(p + 1) of its time: a speedup of about {(threads + 1) / 2:g}x on the {threads} "
              f"thread(s) here, so the {GOAL_LATENCY_SPEEDUP:g}x goal needs "
-             f"{math.ceil(2 * GOAL_LATENCY_SPEEDUP - 1)} threads or more",
+             f"{math.ceil(2 * GOAL_LATENCY_SPEEDUP - 1)} threads or more; where the decays "
+             "forget within an eighth of a chunk (U[0,1) does), p chunks are scanned once each "
+             "from zero and only their first rows again, up to p times faster",
              "where the host had put the two threads in each round: a round trip of one cache "
              "line between them before and after it (round_trip_ns, the slower of the two); the "
              "run's round trips fall into levels (each level's median below): on the Zen 4 VM "

@@ -116,6 +116,15 @@ inline std::atomic<int64_t>& streamed_beyond() {
   return where;
 }
 
+// Whether cpu_parallel's time split scans chunks whose decays forget from zero at once
+// (scan_forgetting in cpu_kernels_impl.h) where they forget soon enough; on by default, off to
+// compare it with Algorithm 1's two passes. Process-wide, set through the
+// plrnn::cpu_forgetting_split op.
+inline std::atomic<int64_t>& forgetting_split() {
+  static std::atomic<int64_t> on{1};
+  return on;
+}
+
 // For the tests: the item of a carry-chained parallel region (cpu_parallel's time split,
 // cpu_serial's pipelined schedule) that throws where it is claimed, as a failed allocation inside
 // it would; -1 (the default): none. Process-wide, set through the plrnn::cpu_fail_item op.

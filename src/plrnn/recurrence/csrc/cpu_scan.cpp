@@ -326,6 +326,11 @@ int64_t set_ilp_channels(int64_t channels) {
   return channels < 0 ? ilp_max_channels().load() : ilp_max_channels().exchange(channels);
 }
 
+// Turns scan_forgetting on (1) or off (0) (negative: only reads it); returns the previous value.
+int64_t set_forgetting_split(int64_t on) {
+  return on < 0 ? forgetting_split().load() : forgetting_split().exchange(on ? 1 : 0);
+}
+
 // For the tests: makes the carry-chained item `item` of every later threaded scan throw
 // (negative: none); returns the previous value.
 int64_t set_fail_item(int64_t item) { return fail_item().exchange(item < 0 ? -1 : item); }
@@ -369,6 +374,7 @@ TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_ilp_channels(int channels) -> int", &set_ilp_channels);
   m.def("cpu_wide_rows(int layout) -> int", &set_wide_rows);
   m.def("cpu_fail_item(int item) -> int", &set_fail_item);
+  m.def("cpu_forgetting_split(int on) -> int", &set_forgetting_split);
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
   m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> ()");
   m.def("cpu_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, bool parallel) -> (Tensor, Tensor, Tensor)");

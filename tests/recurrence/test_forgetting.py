@@ -1,0 +1,127 @@
+"""cpu_parallel's time split where the decays forget (scan_forgetting, cpu_kernels_impl.h): each
+thread's chunk is scanned from zero at once, then its first rows again from the carry into it,
+where the product of the chunk's decays reaches zero within an eighth of it. Checked against
+the float64 loop, forward and every gradient, against Algorithm 1's two passes (the schedule
+switched off with plrnn::cpu_forgetting_split), and for the loop's NaN and inf."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import plrnn
+
+from .helpers import ref64
+
+
+@pytest.fixture
+def forgetting():
+    """set(on) for the rest of the test; the setting before is restored afterwards."""
+    before = torch.ops.plrnn.cpu_forgetting_split(-1)
+    yield lambda on: torch.ops.plrnn.cpu_forgetting_split(int(on))
+    torch.ops.plrnn.cpu_forgetting_split(before)
+
+
+def _inputs(T, C, kind, seed, dtype=torch.float64, time_invariant=False):
+    g = torch.Generator().manual_seed(seed)
+    shape = (C,) if time_invariant else (T, C)
+    if kind == "gates":  # forget gates as a model makes them: sigmoid(N(2, 1)), mean 0.86
+        a = torch.sigmoid(torch.randn(shape, generator=g, dtype=torch.float64) + 2)
+    elif kind == "uniform":
+        a = torch.rand(shape, generator=g, dtype=torch.float64)
+    else:  # near one: too slow to forget, Algorithm 1 runs
+        a = 1 - 1e-4 * torch.rand(shape, generator=g, dtype=torch.float64)
+    x = torch.randn(T, C, generator=g, dtype=torch.float64)
+    h0 = 100 * torch.randn(C, generator=g, dtype=torch.float64)
+    return a.to(dtype), x.to(dtype), h0.to(dtype)
+
+
+def _parallel(a, x, h0, reverse=False):
+    return plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend="cpu_parallel")
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("T, C, time_invariant", [
+    (65549, 4, False), (40001, 1, False), (9001, 37, False), (30011, 5, True)])
+@pytest.mark.parametrize("kind", ["gates", "uniform"])
+def test_forward_and_gradients_match_the_loop(forgetting, num_threads, threads, reverse, dtype,
+                                              T, C, time_invariant, kind):
+    forgetting(True)
+    num_threads(threads)
+    a64, x64, h064 = _inputs(T, C, kind, seed=T + C, time_invariant=time_invariant)
+    leaves = [t.detach().to(dtype).clone().requires_grad_() for t in (a64, x64, h064)]
+    h = _parallel(*leaves, reverse)
+    upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    h.backward(upstream.to(dtype))
+    ref_leaves = [t.detach().clone().requires_grad_() for t in (a64, x64, h064)]
+    truth = ref64(ref_leaves[0].expand(T, C), *ref_leaves[1:], reverse)
+    truth.backward(upstream)
+    rtol = 2e-5 if dtype == torch.float32 else 1e-12
+    for name, got, want in zip(("h", "grad decays", "grad impulses", "grad initial state"),
+                               (h, *(t.grad for t in leaves)),
+                               (truth, *(t.grad for t in ref_leaves))):
+        scale = max(1.0, want.abs().max().item())
+        err = (got.double() - want).abs().max().item()
+        assert err <= rtol * scale * (4 if name == "grad decays" else 1), (name, err, scale)
+
+
+@pytest.fixture
+def no_in_thread_chunks():
+    before = torch.ops.plrnn.cpu_ilp_channels(0)
+    yield
+    torch.ops.plrnn.cpu_ilp_channels(before)
+
+
+def test_the_schedule_runs_where_decays_forget_and_not_where_they_do_not(
+        forgetting, num_threads, no_in_thread_chunks):
+    """Its rows from the forgetting point on are the scan from zero, so they round differently
+    from Algorithm 1's re-scan from the carry (without the in-thread chunks, which regroup those
+    rows the same way); with decays near 1 the probe declines and the two are one schedule."""
+    num_threads(2)
+    results = {}
+    for kind in ("gates", "near_one"):
+        a, x, h0 = _inputs(65536, 4, kind, seed=7, dtype=torch.float32)
+        for on in (True, False):
+            forgetting(on)
+            # The op itself: the Python layer would apply the calibrated in-thread chunks.
+            results[kind, on] = torch.ops.plrnn.cpu_scan(a, x, h0, False, True)
+        truth = ref64(a, x, h0)
+        err = (results[kind, True].double() - truth).abs().max().item()
+        assert err <= 1e-4 * truth.abs().max().item(), (kind, err)  # 65536 float32 steps
+    assert not torch.equal(results["gates", True], results["gates", False])
+    assert torch.equal(results["near_one", True], results["near_one", False])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e36], ids=["nan", "inf", "huge"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_a_carry_the_loop_does_not_forget(forgetting, num_threads, value, reverse):
+    """A NaN, an infinity or a carry so large that its product with a vanished product of decays
+    still shows (1e36 x 1e-38) enters the next chunk as the loop takes it: that chunk is scanned
+    again whole from it."""
+    forgetting(True)
+    num_threads(2)
+    T, C = 65536, 4
+    a, x, h0 = _inputs(T, C, "gates", seed=3)
+    last_of_first_chunk = T // 2 if reverse else T // 2 - 1
+    x[last_of_first_chunk, 1] = value
+    got = _parallel(a.float(), x.float(), h0.float(), reverse).double()
+    truth = ref64(a.float(), x.float(), h0.float(), reverse)
+    # As docs/op.md has it for every regrouping backend: NaN where the loop has NaN, and no
+    # number after a non-finite state (an infinity may turn NaN).
+    assert torch.equal(got.isfinite(), truth.isfinite())
+    assert bool((got.isnan() | ~truth.isnan()).all())
+    finite = truth.isfinite()
+    err = (got[finite] - truth[finite]).abs() / truth[finite].abs().clamp_min(1.0)
+    assert err.max().item() <= 1e-5
+
+
+def test_a_zero_carry_is_the_scan_from_zero(forgetting, num_threads):
+    forgetting(True)
+    num_threads(2)
+    a, x, _ = _inputs(65536, 3, "gates", seed=5, dtype=torch.float32)
+    x[: 65536 // 2] = 0
+    got = _parallel(a, x, None)
+    torch.testing.assert_close(got.double(), ref64(a, x), rtol=1e-5, atol=1e-6)
+    assert torch.equal(got[: 65536 // 2], torch.zeros(65536 // 2, 3))
