@@ -246,8 +246,9 @@ _FAILING_ITEM = """
 import json, sys, torch
 from plrnn.recurrence import cpu
 assert cpu.load() is None
-threads, parallel, T, C, item = map(int, sys.argv[1:])
+threads, parallel, T, C, item, forgetting = map(int, sys.argv[1:])
 torch.set_num_threads(threads)
+torch.ops.plrnn.cpu_forgetting_split(forgetting)
 g = torch.Generator().manual_seed(0)
 a, x = torch.sigmoid(torch.randn(T, C, generator=g) + 2), torch.randn(T, C, generator=g)
 said = {}
@@ -273,8 +274,11 @@ print(json.dumps(said))
 @pytest.mark.parametrize("schedule,parallel,shape,item", [
     ("time_split", True, (65536, 4), 1),  # item 2 waits for the carry item 1 never publishes
     ("time_split", True, (65536, 4), 2),
+    # The time split where the decays forget (these do): one chunk per thread, item 1 the last
+    # with 2 threads; with 3, item 2 waits for item 1's carry.
+    ("forgetting", True, (65536, 4), 1),
     ("pipelined", False, (65536, 128), 5),
-], ids=["time_split-1", "time_split-2", "pipelined-5"])
+], ids=["time_split-1", "time_split-2", "forgetting-1", "pipelined-5"])
 def test_a_failing_item_raises_rather_than_leaving_the_others_waiting(schedule, parallel, shape,
                                                                        item, threads):
     """A throw inside a carry-chained parallel region (a failed allocation, here made on
@@ -293,7 +297,8 @@ def test_a_failing_item_raises_rather_than_leaving_the_others_waiting(schedule, 
     env = {**os.environ, "PLRNN_STREAM_BYTES": "0", "PLRNN_AUTO_CALIBRATION": "0"}
     proc = subprocess.run(
         [sys.executable, "-c", _FAILING_ITEM, str(threads), str(int(parallel)), *map(str, shape),
-         str(item)], capture_output=True, text=True, timeout=120, env=env)
+         str(item), str(int(schedule == "forgetting"))], capture_output=True, text=True,
+        timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     said = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in ("forward", "backward"):
