@@ -94,6 +94,39 @@ def test_the_schedule_runs_where_decays_forget_and_not_where_they_do_not(
     assert torch.equal(results["near_one", True], results["near_one", False])
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("C", [4, 5, 37])
+def test_the_slowest_channel_decides_where_a_chunk_forgets(forgetting, num_threads,
+                                                           no_in_thread_chunks, C, reverse):
+    """Every channel but the last forgets in about 90 rows (U[0, 1)), the last in about 1500
+    (sigmoid(N(3, 1))): had the probe missed its lanes (C = 4 and 5 pack rows into blocks of 16
+    and 80 lanes, 37 leaves 5 lanes past the last group of 16), the rows between would lack a
+    carry times products of 1e-2 to 1e-38 and stand far off Algorithm 1's."""
+    num_threads(2)
+    T = 32768
+    g = torch.Generator().manual_seed(C)
+    a = torch.rand(T, C, generator=g)
+    a[:, -1] = torch.sigmoid(torch.randn(T, generator=g) + 3)
+    x = torch.randn(T, C, generator=g)
+    h0 = 100 * torch.randn(C, generator=g)
+    results = {}
+    forgetting(True)
+    # It runs items 0 and 1 (one chunk per thread) where Algorithm 1 would also take item 2,
+    # which here throws (test_threads.py: such a throw reaches the caller): proof that it ran,
+    # where bits cannot tell (both match the loop's bits on most rows at these widths).
+    torch.ops.plrnn.cpu_fail_item(2)
+    try:
+        results[True] = torch.ops.plrnn.cpu_scan(a, x, h0, reverse, True)
+    finally:
+        torch.ops.plrnn.cpu_fail_item(-1)
+    forgetting(False)
+    results[False] = torch.ops.plrnn.cpu_scan(a, x, h0, reverse, True)
+    gap = (results[True] - results[False]).abs() / (results[False].abs() + 1)
+    assert gap.max().item() <= 1e-5, gap.max(dim=0)
+    truth = ref64(a, x, h0, reverse)
+    assert (results[True].double() - truth).abs().max().item() <= 1e-4 * truth.abs().max().item()
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e36], ids=["nan", "inf", "huge"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_a_carry_the_loop_does_not_forget(forgetting, num_threads, value, reverse):
