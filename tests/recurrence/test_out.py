@@ -217,6 +217,26 @@ def test_out_beside_an_input_in_one_buffer_is_allowed():
     torch.testing.assert_close(out, plrnn.linear_recurrence(A, x, backend="reference"))
 
 
+@pytest.mark.parametrize("name", ["decays", "impulses", "initial_state"])
+def test_the_op_refuses_out_over_an_input(name):
+    # plrnn::cpu_scan_out checks by itself: linear_recurrence's shortcut leaves it to the op.
+    buffer = torch.randn(7, 3)
+    args = {"decays": A.clone(), "impulses": X.clone(), "initial_state": H0.clone()}
+    args[name] = buffer[1] if name == "initial_state" else buffer[:6]
+    before = {k: v.clone() for k, v in args.items()}
+    with pytest.raises(ValueError, match=rf"^out must not share memory with {name}; "):
+        torch.ops.plrnn.cpu_scan_out(args["decays"], args["impulses"], args["initial_state"],
+                                     False, False, out=buffer[1:])
+    assert all(torch.equal(args[k], v) for k, v in before.items())  # refused before writing
+
+
+def test_the_op_writes_beside_an_input_in_one_buffer():
+    buffer = torch.randn(12, 3)
+    x, out = buffer[:6], buffer[6:]
+    torch.ops.plrnn.cpu_scan_out(A, x, H0, False, False, out=out)
+    torch.testing.assert_close(out, plrnn.linear_recurrence(A, x, H0, backend="reference"))
+
+
 def test_out_overlaps_itself():
     with pytest.raises(ValueError, match=r"^out must not have elements that share memory"):
         call(torch.empty(1, 3).expand(6, 3))

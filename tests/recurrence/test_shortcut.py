@@ -136,6 +136,8 @@ def test_out_through_the_shortcut(no_shortcuts, backend, layout):
 
 @pytest.mark.parametrize("bad, error", [
     (lambda a, x: x, ValueError),  # shares memory with impulses
+    (lambda a, x: a, ValueError),  # shares memory with decays
+    (lambda a, x: torch.from_numpy(x.numpy()), ValueError),  # impulses' buffer, its own storage
     (lambda a, x: a[:, :2], ValueError),  # another shape
     (lambda a, x: torch.empty(16, 4, dtype=torch.float64), TypeError),
     (lambda a, x: torch.empty(16, 4, requires_grad=True), RuntimeError),
@@ -148,6 +150,18 @@ def test_out_the_full_path_refuses_is_refused_by_the_shortcut(no_shortcuts, bad,
     assert no_shortcuts
     with pytest.raises(error, match="^out must|out= does not support"):
         plrnn.linear_recurrence(a, x, out=bad(a, x))
+
+
+def test_out_over_a_non_contiguous_input_is_refused_by_the_shortcut(no_shortcuts):
+    # The op would see a contiguous copy of such an input, apart from out: the shortcut leaves
+    # the call to the full path's check.
+    a, x, _ = _inputs(16, 4)
+    buffer = a.t().contiguous()
+    decays = buffer.t()  # a's values, not contiguous
+    plrnn.linear_recurrence(decays, x, out=torch.empty_like(x))
+    assert no_shortcuts
+    with pytest.raises(ValueError, match="^out must not share memory with decays; "):
+        plrnn.linear_recurrence(decays, x, out=buffer.view(16, 4))
 
 
 def test_broadcast_decays_are_not_recorded_and_miss_a_recorded_shape(no_shortcuts):

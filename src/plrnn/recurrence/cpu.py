@@ -20,7 +20,6 @@ import torch
 from . import calibration, prebuilt, sources
 from .autograd import refuse_double_backward, register_scan_autograd
 from .jit import build_at_first_use, build_once, missing_toolchain
-from .validation import check_out
 
 SOURCES = [sources.CSRC / name for name in sources.CPU_COMPILED]
 _FLAGS = sources.CPU_FLAGS + ["-march=native"]  # built on the machine that runs it
@@ -163,21 +162,31 @@ def _plain_key(backend, decays, impulses, initial_state, reverse) -> tuple | Non
 
 def shortcut(backend, decays, impulses, initial_state, reverse, out):
     """h from the kernel an earlier call with the same key went to, or None (take the full
-    path). It skips the checks (but check_out) and the choice, a dozen Python calls: 0.79x the
-    time of `linear_recurrence(a, x)` at (16, 4) fp32 on 2 threads, 0.88x with out=, 0.90x and
-    0.94x at (65536, 4) (Emerald Rapids VM; docs/benchmarks.md, "Python between kernel
-    calls")."""
+    path). It skips the checks and the choice, a dozen Python calls: 0.79x the time of
+    `linear_recurrence(a, x)` at (16, 4) fp32 on 2 threads, 0.90x at (65536, 4) (Emerald Rapids
+    VM). With out=, the op's own test for shared memory stands in for check_out's: 0.74x the
+    time of the shortcut running check_out, at (16, 4) and (256, 16) (Zen 4 VM;
+    docs/benchmarks.md, "Python between kernel calls")."""
     key = _plain_key(backend, decays, impulses, initial_state, reverse)
     parallel = None if key is None else _shortcuts.get(key)
     if parallel is None:
         return None
-    h0 = None if initial_state is None else initial_state.contiguous()
     if out is None:
+        h0 = None if initial_state is None else initial_state.contiguous()
         return _scan(decays.contiguous(), impulses.contiguous(), h0, reverse, parallel)
-    check_out(out, decays, impulses, initial_state)  # the full path's first error, if any
-    if not out.is_contiguous():
+    # Only what the op takes as it is: it refuses memory shared with its inputs itself, and
+    # anything else check_out might refuse takes the full path, whose error says what is wrong.
+    if not (isinstance(out, torch.Tensor) and out.dtype is impulses.dtype
+            and out.shape == impulses.shape and out.is_cpu and out.is_contiguous()
+            and decays.is_contiguous() and impulses.is_contiguous()
+            and (initial_state is None or initial_state.is_contiguous())):
         return None
-    scan_into(decays.contiguous(), impulses.contiguous(), h0, reverse, parallel, out)
+    if torch.is_grad_enabled() and (
+        out.requires_grad or decays.requires_grad or impulses.requires_grad
+        or (initial_state is not None and initial_state.requires_grad)
+    ):
+        return None
+    _write_into(decays, impulses, initial_state, reverse, parallel, out)
     return out
 
 
@@ -237,6 +246,10 @@ def scan_into(decays, impulses, initial_state, reverse, parallel, out):
     _tune_serial()
     if parallel:
         _tune_parallel()
+    _write_into(decays, impulses, initial_state, reverse, parallel, out)
+
+
+def _write_into(decays, impulses, initial_state, reverse, parallel, out):
     _scan_out(decays, impulses, initial_state, reverse, parallel, out=out)
     # The op has no ADInplaceOrView kernel, so it leaves out's version counter alone; bumped
     # here so that autograd still refuses a backward through an earlier use of out.

@@ -89,6 +89,17 @@ const scalar_t* data_or_null(const c10::optional<at::Tensor>& t) {
   return t ? t->const_data_ptr<scalar_t>() : nullptr;
 }
 
+// Refuses an output that shares memory with an input, compared by address as
+// linear_recurrence's check_out does (two storages over one buffer count too), with its message:
+// the kernel would read what it has already overwritten. Every tensor here is contiguous.
+void check_apart(const at::Tensor& out, const at::Tensor& input, const char* name) {
+  if (out.numel() == 0 || input.numel() == 0) return;
+  const auto* o = static_cast<const char*>(out.const_data_ptr());
+  const auto* i = static_cast<const char*>(input.const_data_ptr());
+  TORCH_CHECK_VALUE(o + out.nbytes() <= i || i + input.nbytes() <= o,
+                    "out must not share memory with ", name, "; pass a separate tensor");
+}
+
 void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
                       const c10::optional<at::Tensor>& initial_state, bool reverse, bool parallel,
                       at::Tensor& out) {
@@ -96,6 +107,9 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
   TORCH_CHECK(out.sizes() == impulses.sizes() && out.is_contiguous() &&
                   out.scalar_type() == impulses.scalar_type() && out.device().is_cpu(),
               "out must be a contiguous CPU tensor with the impulses' shape and dtype");
+  check_apart(out, decays, "decays");
+  check_apart(out, impulses, "impulses");
+  if (initial_state) check_apart(out, *initial_state, "initial_state");
   const int64_t T = impulses.size(0), C = channels_of(impulses);
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan", [&] {
     scan_forward_kernel<scalar_t>(decays.const_data_ptr<scalar_t>(),
