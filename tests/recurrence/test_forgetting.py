@@ -127,6 +127,52 @@ def test_the_slowest_channel_decides_where_a_chunk_forgets(forgetting, num_threa
     assert (results[True].double() - truth).abs().max().item() <= 1e-4 * truth.abs().max().item()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("channels", [67, 128])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_rows_streamed_from_memory(forgetting, num_threads, streaming_schedule, monkeypatch,
+                                   dtype, channels, reverse):
+    """cpu_serial's time split of rows streamed from memory (PLRNN_STREAM_BYTES=0 sends these
+    small inputs there), forward and backward: with streaming stores where rows start on cache
+    lines (128 channels), plain ones otherwise (67 channels, and the out= one element into its
+    storage), each chunk's first rows streamed twice."""
+    forgetting(True)
+    num_threads(2)
+    streaming_schedule("time_split")
+    monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
+    T = 6007 if dtype == torch.float32 else 32003  # doubles forget U[0, 1) in ~710 rows, not 90
+    a64, x64, h064 = _inputs(T, channels, "uniform", seed=channels + reverse)
+    a, x, h0 = (t.to(dtype) for t in (a64, x64, h064))
+    leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
+    h = plrnn.linear_recurrence(*leaves, reverse=reverse, backend="cpu_serial")
+    upstream = torch.randn(T, channels, generator=torch.Generator().manual_seed(1),
+                           dtype=torch.float64)
+    h.backward(upstream.to(dtype))
+    ref_leaves = [t.clone().requires_grad_() for t in (a64, x64, h064)]
+    truth = ref64(*ref_leaves, reverse)
+    truth.backward(upstream)
+    rtol = 2e-5 if dtype == torch.float32 else 1e-12
+    for name, got, want in zip(("h", "grad decays", "grad impulses", "grad initial state"),
+                               (h, *(t.grad for t in leaves)),
+                               (truth, *(t.grad for t in ref_leaves))):
+        scale = max(1.0, want.abs().max().item())
+        err = (got.double() - want).abs().max().item()
+        assert err <= rtol * scale * (4 if name == "grad decays" else 1), (name, err, scale)
+    # Algorithm 1 would take item 2, which throws here: proof that the forgetting split ran, in
+    # the forward (into a misaligned out=) and in the backward.
+    out = torch.empty(T * channels + 1, dtype=dtype)[1:].view(T, channels)
+    torch.ops.plrnn.cpu_fail_item(2)
+    try:
+        with torch.no_grad():
+            plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend="cpu_serial", out=out)
+        grads = torch.ops.plrnn.cpu_scan_backward(a, h.detach(), upstream.to(dtype), h0,
+                                                  reverse, False)
+    finally:
+        torch.ops.plrnn.cpu_fail_item(-1)
+    assert torch.equal(out, h.detach())
+    assert torch.equal(grads[0], leaves[1].grad) and torch.equal(grads[1], leaves[0].grad)
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e36], ids=["nan", "inf", "huge"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_a_carry_the_loop_does_not_forget(forgetting, num_threads, value, reverse):

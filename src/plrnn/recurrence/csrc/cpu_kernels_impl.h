@@ -1474,9 +1474,10 @@ class CarryChain {
 // (262144, 4) 0.84 / 0.97 and 0.80 / 0.83 (sigmoid(N(5, 1)), U[0.9, 1)); (65536, 1) 0.78 /
 // 1.00; (65536, 32) 0.81 / 0.82 and (16384, 128) 0.83 / 0.83; (16384, 4) 0.92 / 1.00; at
 // (4096, 32), where the gates take longer to forget than an eighth of a chunk, 1.05 / 1.06.
+// With stream_stores (rows streamed from memory, scan()), every scan writes with streaming stores.
 template <typename in_t, typename acc_t, typename Emit>
 bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64_t C,
-                     int64_t threads, bool ilp, acc_t* state) {
+                     int64_t threads, bool ilp, bool stream_stores, acc_t* state) {
   const Chunks chunks = plan_chunks(0, n, threads, 0);
   const int64_t M = chunks.count();
   if (M < 2) return false;
@@ -1500,6 +1501,17 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
   // threads on one die of the host, and 1.72 at (16384, 128) with them on two.
   const bool down = scanner.in.stride < 0;
   auto own = [&](int64_t t) { return down ? M - 1 - t : t; };
+  // Rows [s0, s0 + len) from the state st, from memory with streaming stores where the time
+  // split writes with them (scan() says why), fenced: a chunk's second scan of its first rows
+  // overwrites lines its first scan streamed, and streaming stores are not kept in order.
+  auto scan_rows = [&](int64_t s0, int64_t len, acc_t* st) {
+    if (stream_stores) {
+      scanner.scan_and_reduce(s0, len, st, 0, 0, nullptr, nullptr);
+      stream_fence();
+    } else {
+      scanner.scan(s0, len, 0, C, st, ilp);
+    }
+  };
   at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
     chain.run([&] {
       const FlushDenormals worker_flush;
@@ -1510,7 +1522,7 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
         acc_t* out = k == M - 1 ? state : carry.data() + (k + 1) * C;
         Buffer<acc_t> mine(C, acc_t(0));
         if (k == 0) std::copy(in_carry, in_carry + C, mine.begin());
-        scanner.scan(s0, len, 0, C, mine.data(), ilp);
+        scan_rows(s0, len, mine.data());
         if (k > 0) {
           for (int64_t j = 0; j < k; ++j)
             if (chain.take(j) && !run(j)) return false;
@@ -1522,13 +1534,13 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
           }
           if (!tame) {
             std::copy(in_carry, in_carry + C, mine.begin());
-            scanner.scan(s0, len, 0, C, mine.data(), ilp);
+            scan_rows(s0, len, mine.data());
           }
           std::copy(mine.begin(), mine.end(), out);
           chain.publish(k + 2);
           if (tame && !zero) {
             std::copy(in_carry, in_carry + C, mine.begin());
-            scanner.scan(s0, forget[k], 0, C, mine.data(), ilp);
+            scan_rows(s0, forget[k], mine.data());
           }
           return true;
         }
@@ -1631,8 +1643,18 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
     const bool split = threads > 1 && work >= (int64_t(1) << 16);
     const int64_t row_bytes = C * int64_t(sizeof(in_t));
     const bool streamed = row_bytes >= 256 && exceeds_cache(n, row_bytes);
-    if (split && !streamed && forgetting_split().load(std::memory_order_relaxed) &&
-        scan_forgetting(scanner, n, C, threads, ilp, state.data())) {
+    const bool stream_stores = streamed && emit.streams_lines(row_bytes);
+    // The forgetting split also runs from memory (cpu_serial's time split of wide rows), with
+    // Algorithm 1's streaming stores (below): about 12 bytes of memory traffic per element
+    // against Algorithm 1's 14.7. Measured on the Zen 4 VM (2 threads, fp32, the ops called from
+    // Python with freed pages reused, the split switched on and off in one build over 10 rounds,
+    // median of the pairwise ratios), forward / backward: U[0, 1) 0.83 / 0.83 at (65536, 128),
+    // 0.79 / 0.80 at (65536, 512), 0.79 / 0.82 at (65536, 1024), 0.84 / 0.88 at (32768, 256);
+    // over the same shapes 0.75-0.98 / 0.77-0.99 under sigmoid(N(2, 1)) and 0.85-0.89 /
+    // 0.77-0.91 under U[0.9, 1). Under U[0, 1) the forward went from 0.90-1.06 to 1.21-1.27 of
+    // torch.mul(out=) in the same rounds.
+    if (split && forgetting_split().load(std::memory_order_relaxed) &&
+        scan_forgetting(scanner, n, C, threads, ilp, stream_stores, state.data())) {
       if (final_state) std::copy(state.begin(), state.end(), final_state);
       return;
     }
@@ -1661,7 +1683,6 @@ void scan(const Inputs<in_t> in, int64_t n, int64_t C, const acc_t* init, bool p
       // the state back from the streamed output, had made streaming stores 2-3x slower than plain
       // ones there.) Giving the first chunk (scanned while the others are only reduced) fewer
       // rows, in proportion to the two passes' traffic, measured no faster.
-      const bool stream_stores = streamed && emit.streams_lines(row_bytes);
       // Chunk m scanned from the state `from`; the state it ends in goes to `to` if given.
       auto scan_private = [&](int64_t m, const acc_t* from, acc_t* to) {
         Buffer<acc_t> mine(from, from + C);
