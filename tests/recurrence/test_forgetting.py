@@ -40,19 +40,12 @@ def _parallel(a, x, h0, reverse=False):
     return plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend="cpu_parallel")
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("T, C, time_invariant", [
-    (65549, 4, False), (40001, 1, False), (9001, 37, False), (30011, 5, True)])
-@pytest.mark.parametrize("kind", ["gates", "uniform"])
-def test_forward_and_gradients_match_the_loop(forgetting, num_threads, threads, reverse, dtype,
-                                              T, C, time_invariant, kind):
-    forgetting(True)
-    num_threads(threads)
-    a64, x64, h064 = _inputs(T, C, kind, seed=T + C, time_invariant=time_invariant)
+def _matches_the_loop(run, a64, x64, h064, dtype, reverse):
+    """run(a, x, h0) on the float64 inputs cast to dtype: h and every gradient within the
+    dtype's tolerance of the float64 loop's. Returns h, the leaves and the upstream gradient."""
+    T, C = x64.shape
     leaves = [t.detach().to(dtype).clone().requires_grad_() for t in (a64, x64, h064)]
-    h = _parallel(*leaves, reverse)
+    h = run(*leaves)
     upstream = torch.randn(T, C, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     h.backward(upstream.to(dtype))
     ref_leaves = [t.detach().clone().requires_grad_() for t in (a64, x64, h064)]
@@ -65,6 +58,21 @@ def test_forward_and_gradients_match_the_loop(forgetting, num_threads, threads, 
         scale = max(1.0, want.abs().max().item())
         err = (got.double() - want).abs().max().item()
         assert err <= rtol * scale * (4 if name == "grad decays" else 1), (name, err, scale)
+    return h, leaves, upstream
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("T, C, time_invariant", [
+    (65549, 4, False), (40001, 1, False), (9001, 37, False), (30011, 5, True)])
+@pytest.mark.parametrize("kind", ["gates", "uniform"])
+def test_forward_and_gradients_match_the_loop(forgetting, num_threads, threads, reverse, dtype,
+                                              T, C, time_invariant, kind):
+    forgetting(True)
+    num_threads(threads)
+    a64, x64, h064 = _inputs(T, C, kind, seed=T + C, time_invariant=time_invariant)
+    _matches_the_loop(lambda *t: _parallel(*t, reverse), a64, x64, h064, dtype, reverse)
 
 
 @pytest.fixture
@@ -142,22 +150,10 @@ def test_rows_streamed_from_memory(forgetting, num_threads, streaming_schedule, 
     monkeypatch.setenv("PLRNN_STREAM_BYTES", "0")
     T = 6007 if dtype == torch.float32 else 32003  # doubles forget U[0, 1) in ~710 rows, not 90
     a64, x64, h064 = _inputs(T, channels, "uniform", seed=channels + reverse)
-    a, x, h0 = (t.to(dtype) for t in (a64, x64, h064))
-    leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
-    h = plrnn.linear_recurrence(*leaves, reverse=reverse, backend="cpu_serial")
-    upstream = torch.randn(T, channels, generator=torch.Generator().manual_seed(1),
-                           dtype=torch.float64)
-    h.backward(upstream.to(dtype))
-    ref_leaves = [t.clone().requires_grad_() for t in (a64, x64, h064)]
-    truth = ref64(*ref_leaves, reverse)
-    truth.backward(upstream)
-    rtol = 2e-5 if dtype == torch.float32 else 1e-12
-    for name, got, want in zip(("h", "grad decays", "grad impulses", "grad initial state"),
-                               (h, *(t.grad for t in leaves)),
-                               (truth, *(t.grad for t in ref_leaves))):
-        scale = max(1.0, want.abs().max().item())
-        err = (got.double() - want).abs().max().item()
-        assert err <= rtol * scale * (4 if name == "grad decays" else 1), (name, err, scale)
+    h, leaves, upstream = _matches_the_loop(
+        lambda *t: plrnn.linear_recurrence(*t, reverse=reverse, backend="cpu_serial"),
+        a64, x64, h064, dtype, reverse)
+    a, x, h0 = (t.detach() for t in leaves)
     # Algorithm 1 would take item 2, which throws here: proof that the forgetting split ran, in
     # the forward (into a misaligned out=) and in the backward.
     out = torch.empty(T * channels + 1, dtype=dtype)[1:].view(T, channels)
