@@ -8,11 +8,12 @@ from functools import partial
 import torch
 
 from . import cpu, cuda, triton
+from .cpu import empty_cache
 from .registry import REGISTRY, BackendStatus, backends, choice_is_fixed, resolve
 from .validation import check_inputs, check_out, type_name
 from .varlen import final_states, per_sequence
 
-__all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY"]
+__all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY", "empty_cache"]
 
 
 def linear_recurrence(

@@ -275,3 +275,11 @@ def thread_round_trip_ns(round_trips: int = 2000) -> float:
     if torch.get_num_threads() < 2 or load() is not None:
         return math.nan
     return torch.ops.plrnn.cpu_thread_round_trip_ns(round_trips)
+
+
+def empty_cache() -> int:
+    """Hands the buffers of freed outputs that the CPU kernels keep for reuse back to the system
+    allocator (csrc/cpu_output_cache.cpp); returns how many bytes that was."""
+    if not _origin:  # kernels never loaded in this process: nothing is held
+        return 0
+    return torch.ops.plrnn.cpu_empty_output_cache()

@@ -18,8 +18,9 @@ CPU_COMPILED = [
     "cpu_kernels_complex.cpp",
     "cpu_decay_grad.cpp",
     "cpu_threads_probe.cpp",
+    "cpu_output_cache.cpp",
 ]
-CPU_ALL = CPU_COMPILED + ["cpu_kernels.h", "cpu_kernels_impl.h"]
+CPU_ALL = CPU_COMPILED + ["cpu_kernels.h", "cpu_kernels_impl.h", "cpu_output_cache.h"]
 CUDA_COMPILED = ["cuda_binding.cpp", "scan_serial.cu", "scan_paper.cu", "scan_parallel.cu"]
 CUDA_ALL = CUDA_COMPILED + ["cuda_compat.h", "cuda_scan.h"]
 

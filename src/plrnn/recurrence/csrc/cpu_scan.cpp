@@ -5,8 +5,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -16,6 +14,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "cpu_output_cache.h"
 
 namespace plrnn {
 namespace {
@@ -63,7 +62,7 @@ bool per_element(const DecayLayout& layout, int64_t C) {
 // Where dL/da goes: the impulses' (T, C) for per-element decays (viewed in the decays' shape
 // afterwards), the decays' own shape otherwise.
 at::Tensor decay_grad_buffer(const at::Tensor& a, const at::Tensor& grad_h, bool per_element) {
-  return per_element ? at::empty_like(grad_h) : at::empty(a.sizes(), grad_h.options());
+  return cached_empty(per_element ? grad_h.sizes() : a.sizes(), grad_h.options());
 }
 
 // Faults the pages of a fresh output in, each thread a contiguous range, before the kernel writes
@@ -123,7 +122,7 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
 at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
                         const c10::optional<at::Tensor>& initial_state, bool reverse,
                         bool parallel) {
-  at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
+  at::Tensor out = cached_empty(impulses.sizes(), impulses.options());
   first_touch(out);
   scan_forward_out(decays, impulses, initial_state, reverse, parallel, out);
   return out;
@@ -138,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   const DecayLayout layout = layout_of(decays, grad_h);
   const int64_t T = grad_h.size(0), C = channels_of(grad_h);
   const bool own = per_element(layout, C);
-  at::Tensor gx = at::empty_like(grad_h), ga = decay_grad_buffer(decays, grad_h, own);
+  at::Tensor gx = cached_empty(grad_h.sizes(), grad_h.options()), ga = decay_grad_buffer(decays, grad_h, own);
   first_touch(gx);
   first_touch(ga);
   at::Tensor gh0 = at::zeros(grad_h.sizes().slice(1), grad_h.options());
@@ -213,7 +212,7 @@ at::Tensor scan_varlen(const at::Tensor& decays, const at::Tensor& impulses,
                     initial_states->numel() == N * C,
                 "initial_state must be a contiguous (N, *) tensor with the impulses' dtype");
   }
-  at::Tensor out = at::empty_like(impulses, at::MemoryFormat::Contiguous);
+  at::Tensor out = cached_empty(impulses.sizes(), impulses.options());
   first_touch(out);
   AT_DISPATCH_FLOATING_AND_COMPLEX_TYPES_AND2(at::kHalf, at::kBFloat16, impulses.scalar_type(), "plrnn_cpu_scan_varlen", [&] {
     const scalar_t* a = decays.const_data_ptr<scalar_t>();
@@ -246,7 +245,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
   }
   const DecayLayout layout = layout_of(decays, grad_h);
   const bool own = per_element(layout, C);
-  at::Tensor gx = at::empty_like(grad_h), ga = decay_grad_buffer(decays, grad_h, own);
+  at::Tensor gx = cached_empty(grad_h.sizes(), grad_h.options()), ga = decay_grad_buffer(decays, grad_h, own);
   first_touch(gx);
   first_touch(ga);
   std::vector<int64_t> state_shape{N};
