@@ -62,7 +62,9 @@ def test_writes_the_three_files_with_both_allocators(smoke):
     assert settings == {"wide_rows": "sequential", "streaming_schedule": "pipelined",
                         "streamed_beyond": "last_level",
                         "stream_bytes": torch.ops.plrnn.cpu_stream_bytes(),
-                        "ilp_channels": settings["ilp_channels"], "calibrated": False}
+                        "ilp_channels": settings["ilp_channels"],
+                        "output_cache_bytes": torch.ops.plrnn.cpu_output_cache(-1),
+                        "calibrated": False}
     assert "CPU kernel settings (plrnn.recurrence.calibration" in head and '"sequential"' in head
     # Every comparison table has both allocator columns.
     for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):

@@ -10,7 +10,9 @@ What users pay: every method is called in a plain loop with a fresh output per c
 `out=` write into a preallocated buffer instead), and every measurement is taken twice:
 * allocator `default`: this process as it starts, glibc malloc untouched. A large fresh output is
   then mmap'd from the OS and page-faulted on every call, which can cost several times the
-  kernel itself: that is what a user's loop pays.
+  kernel itself: that is what a user's loop pays. The CPU kernels' own outputs of 1 MiB and more
+  come from their cache of freed outputs (csrc/cpu_output_cache.cpp), so theirs do not fault
+  after the first call where torch's ops' may.
 * allocator `steady`: a child process (`python -m plrnn.bench.recurrence ... --allocator steady`)
   that first calls timing.reuse_freed_pages() (glibc mallopt), so freed pages are reused and a
   fresh output costs no page faults: the kernels' own speed. mallopt cannot be undone in-process,
@@ -1439,6 +1441,7 @@ def kernel_settings() -> dict | None:
                 "streamed_beyond": name["beyond"][ops.cpu_streamed_beyond(-1)],
                 "stream_bytes": ops.cpu_stream_bytes(),
                 "ilp_channels": ops.cpu_ilp_channels(-1),
+                "output_cache_bytes": ops.cpu_output_cache(-1),
                 "calibrated": calibration.enabled()}
     # What the schedule was chosen on: a choice the benchmark then contradicts is worth a look.
     if calibration.enabled():
@@ -1476,7 +1479,9 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         f"count unless PLRNN_AUTO_CALIBRATION=0): {json.dumps(info.get('kernel_settings'))}",
         "- calls: a plain loop, a fresh output per call unless the row says out= (preallocated)",
         "- allocator columns: `default` = the process as users run it (glibc malloc untouched: "
-        "a large fresh output is mmap'd and page-faulted on every call); `steady` = a child "
+        "a large fresh output is mmap'd and page-faulted on every call, except the CPU "
+        "kernels' own outputs of 1 MiB and more, which they recycle from their freed ones "
+        "unless PLRNN_CPU_OUTPUT_CACHE=0); `steady` = a child "
         "process that first calls plrnn.bench.timing.reuse_freed_pages(), so freed pages are "
         "reused and outputs cost no page faults (the kernels' own speed). The CSV's `allocator` "
         f"column says which each row used. This run: {alloc}",
