@@ -191,3 +191,35 @@ def test_the_environment_variable_sets_the_cap():
     bad = _child("1GiB")
     assert bad.returncode != 0
     assert "PLRNN_CPU_OUTPUT_CACHE must be a number of bytes" in bad.stderr
+
+
+def test_the_profiler_counts_cached_outputs(cache):
+    a, x = inputs(11)
+    plrnn.linear_recurrence(a, x, backend="cpu_serial")  # freed at once: the next call reuses it
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        h = plrnn.linear_recurrence(a, x, backend="cpu_serial")
+    nbytes = CACHED[0] * CACHED[1] * 8
+    scans = [e for e in prof.events() if e.name == "plrnn::cpu_scan"]
+    assert scans and max(e.cpu_memory_usage for e in scans) >= nbytes, "the output went uncounted"
+    del h
+
+
+def test_a_forked_child_uses_the_cache():
+    # The child inherits the cache's buffers, and its lock released (pthread_atfork); its one
+    # thread may split the scan otherwise than the parent's two did, hence allclose.
+    code = textwrap.dedent("""
+        import os, torch, plrnn
+        a, x = torch.rand(2049, 65, dtype=torch.float64), torch.rand(2049, 65, dtype=torch.float64)
+        want = plrnn.linear_recurrence(a, x, backend="cpu_serial", reverse=True).clone()
+        pid = os.fork()
+        if pid == 0:
+            torch.set_num_threads(1)  # as DataLoader workers do: OpenMP's pool does not fork
+            h = plrnn.linear_recurrence(a, x, backend="cpu_serial", reverse=True)
+            os._exit(0 if torch.allclose(h, want, rtol=1e-12, atol=1e-12) else 3)
+        print("child", os.waitpid(pid, 0)[1])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "0", done.stdout

@@ -24,6 +24,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <torch/library.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -76,8 +77,12 @@ class OutputCache final : public c10::Allocator {
         p = c10::alloc_cpu(n);
       }
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    live_[p] = n;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      live_[p] = n;
+    }
+    // As torch's own CPU allocator does, so that the profiler's memory view counts our outputs.
+    c10::profiledCPUMemoryReporter().New(p, n);
     return {p, p, &give_back, c10::Device(c10::DeviceType::CPU)};
   }
 
@@ -126,7 +131,12 @@ class OutputCache final : public c10::Allocator {
   }
 
  private:
-  OutputCache() : cap_(default_cap()) {}
+  OutputCache() : cap_(default_cap()) {
+    // A fork while another thread holds the lock (autograd freeing an output as a DataLoader
+    // forks its workers) would leave the child's copy locked for good.
+    pthread_atfork([] { get().mutex_.lock(); }, [] { get().mutex_.unlock(); },
+                   [] { get().mutex_.unlock(); });
+  }
 
   // The most recently freed buffer of exactly n bytes, or null.
   void* take(size_t n) {
@@ -147,7 +157,10 @@ class OutputCache final : public c10::Allocator {
     return p;
   }
 
-  static void give_back(void* p) { get().put(p); }
+  static void give_back(void* p) {
+    c10::profiledCPUMemoryReporter().Delete(p);
+    get().put(p);
+  }
 
   void put(void* p) {
     std::vector<void*> drop;
