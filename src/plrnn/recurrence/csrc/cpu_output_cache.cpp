@@ -14,7 +14,7 @@
 // So buffers of 1 MiB and more that our ops allocate go back, when their tensor is freed, into a
 // small cache here rather than to glibc, up to a cap in bytes (PLRNN_CPU_OUTPUT_CACHE, default
 // the lesser of 1 GiB and 1/16 of physical memory; 0 turns it off), and the next output of the
-// same byte size takes one. Buffers idle for 10 s, or beyond the cap (least recently freed
+// same size class (size_class) takes one. Buffers idle for 10 s, or beyond the cap (least recently freed
 // first), go back to glibc; plrnn.empty_cache() releases them all. Only our outputs pass through
 // here: the process's other allocations and glibc's settings are untouched.
 #include "cpu_output_cache.h"
@@ -58,6 +58,15 @@ int64_t default_cap() {
   return pages > 0 && page > 0 ? std::min(gib, int64_t(pages) * page / 16) : gib;
 }
 
+// Requests round up to one of eight sizes per power of two, so that outputs whose lengths vary
+// a little from call to call (packed batches of varying total length, say) share buffers; at
+// most 1/8 of a buffer goes unused, and its untouched pages cost no memory.
+size_t size_class(size_t n) {
+  size_t step = size_t(1) << 17;  // kMinBytes / 8
+  while (step * 16 <= n) step <<= 1;
+  return (n + step - 1) / step * step;
+}
+
 struct Freed {
   void* ptr;
   size_t bytes;
@@ -68,18 +77,19 @@ class OutputCache final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
     if (n < kMinBytes) return c10::GetDefaultCPUAllocator()->allocate(n);
-    void* p = take(n);
+    const size_t block = size_class(n);
+    void* p = take(block);
     if (!p) {
       try {
-        p = c10::alloc_cpu(n);
+        p = c10::alloc_cpu(block);
       } catch (const c10::Error&) {
         release_all();  // what the cache holds may be what the allocation lacks
-        p = c10::alloc_cpu(n);
+        p = c10::alloc_cpu(block);
       }
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      live_[p] = n;
+      live_[p] = block;
     }
     // As torch's own CPU allocator does, so that the profiler's memory view counts our outputs.
     c10::profiledCPUMemoryReporter().New(p, n);
@@ -138,7 +148,7 @@ class OutputCache final : public c10::Allocator {
                    [] { get().mutex_.unlock(); });
   }
 
-  // The most recently freed buffer of exactly n bytes, or null.
+  // The most recently freed buffer of exactly n bytes (a size class), or null.
   void* take(size_t n) {
     std::vector<void*> drop;
     void* p = nullptr;
