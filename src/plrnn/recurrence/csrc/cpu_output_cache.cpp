@@ -14,9 +14,9 @@
 // So buffers of 1 MiB and more that our ops allocate go back, when their tensor is freed, into a
 // small cache here rather than to glibc, up to a cap in bytes (PLRNN_CPU_OUTPUT_CACHE, default
 // the lesser of 1 GiB and 1/16 of physical memory; 0 turns it off), and the next output of the
-// same size class (size_class) takes one. Buffers idle for 10 s, or beyond the cap (least recently freed
-// first), go back to glibc; plrnn.empty_cache() releases them all. Only our outputs pass through
-// here: the process's other allocations and glibc's settings are untouched.
+// same size class (size_class) takes one. Buffers idle for 10 s, or beyond the cap (least
+// recently freed first), go back to glibc; plrnn.empty_cache() releases them all. Only our
+// outputs pass through here: the process's other allocations and glibc's settings are untouched.
 #include "cpu_output_cache.h"
 
 #include <ATen/EmptyTensor.h>

@@ -72,7 +72,8 @@ at::Tensor decay_grad_buffer(const at::Tensor& a, const at::Tensor& grad_h, bool
 // elementwise ops split memory into contiguous ranges and fault in parallel. Measured on a 2-core
 // Xeon (Skylake-SP), T = 65536 x 128 fp32 forward with a fresh output: 2.1 -> 3.2 GB/s, against
 // torch.mul's 3.6-4.4 GB/s under the same conditions. One byte per page: the kernel zeroes the
-// page anyway, and pages already mapped (a reused allocation) cost a store each.
+// page anyway, and pages already mapped (a buffer recycled by cpu_output_cache.cpp) cost a store
+// each.
 void first_touch(const at::Tensor& t) {
   const int64_t bytes = t.numel() * t.element_size();
   if (bytes < (int64_t(1) << 20) || at::get_num_threads() < 2) return;
@@ -137,7 +138,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_backward(
   const DecayLayout layout = layout_of(decays, grad_h);
   const int64_t T = grad_h.size(0), C = channels_of(grad_h);
   const bool own = per_element(layout, C);
-  at::Tensor gx = cached_empty(grad_h.sizes(), grad_h.options()), ga = decay_grad_buffer(decays, grad_h, own);
+  at::Tensor gx = cached_empty(grad_h.sizes(), grad_h.options());
+  at::Tensor ga = decay_grad_buffer(decays, grad_h, own);
   first_touch(gx);
   first_touch(ga);
   at::Tensor gh0 = at::zeros(grad_h.sizes().slice(1), grad_h.options());
@@ -245,7 +247,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
   }
   const DecayLayout layout = layout_of(decays, grad_h);
   const bool own = per_element(layout, C);
-  at::Tensor gx = cached_empty(grad_h.sizes(), grad_h.options()), ga = decay_grad_buffer(decays, grad_h, own);
+  at::Tensor gx = cached_empty(grad_h.sizes(), grad_h.options());
+  at::Tensor ga = decay_grad_buffer(decays, grad_h, own);
   first_touch(gx);
   first_touch(ga);
   std::vector<int64_t> state_shape{N};
