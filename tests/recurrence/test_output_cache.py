@@ -5,6 +5,7 @@ PLRNN_CPU_OUTPUT_CACHE=0 hand everything back."""
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -200,7 +201,7 @@ def _child(env_value: str) -> subprocess.CompletedProcess:
         del h
         print(torch.ops.plrnn.cpu_output_cache_held())
     """)
-    env = {**__import__("os").environ, "PLRNN_CPU_OUTPUT_CACHE": env_value}
+    env = {**os.environ, "PLRNN_CPU_OUTPUT_CACHE": env_value}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=240, env=env)
 
