@@ -1,8 +1,10 @@
 """cpu_parallel's time split where the decays forget (scan_forgetting, cpu_kernels_impl.h): each
 thread's chunk is scanned from zero at once, then its first rows again from the carry into it,
-where the product of the chunk's decays reaches zero within an eighth of it. Checked against
+where the product of the chunk's decays reaches zero within an eighth of it; in rows of 256
+bytes or more, until the second scan's state meets the first's bit for bit. Checked against
 the float64 loop, forward and every gradient, against Algorithm 1's two passes (the schedule
-switched off with plrnn::cpu_forgetting_split), and for the loop's NaN and inf."""
+switched off with plrnn::cpu_forgetting_split), against one thread's bits where the scans
+meet, and for the loop's NaN and inf."""
 
 from __future__ import annotations
 
@@ -169,15 +171,17 @@ def test_rows_streamed_from_memory(forgetting, num_threads, streaming_schedule, 
     assert torch.equal(grads[0], leaves[1].grad) and torch.equal(grads[1], leaves[0].grad)
 
 
+@pytest.mark.parametrize("C", [4, 128])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e36], ids=["nan", "inf", "huge"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_a_carry_the_loop_does_not_forget(forgetting, num_threads, value, reverse):
+def test_a_carry_the_loop_does_not_forget(forgetting, num_threads, value, reverse, C):
     """A NaN, an infinity or a carry so large that its product with a vanished product of decays
     still shows (1e36 x 1e-38) enters the next chunk as the loop takes it: that chunk is scanned
-    again whole from it."""
+    again whole from it (at 128 channels, rows streamed from memory, because the second scan
+    never meets the first)."""
     forgetting(True)
     num_threads(2)
-    T, C = 65536, 4
+    T = 65536
     a, x, h0 = _inputs(T, C, "gates", seed=3)
     last_of_first_chunk = T // 2 if reverse else T // 2 - 1
     x[last_of_first_chunk, 1] = value
@@ -200,3 +204,82 @@ def test_a_zero_carry_is_the_scan_from_zero(forgetting, num_threads):
     got = _parallel(a, x, None)
     torch.testing.assert_close(got.double(), ref64(a, x), rtol=1e-5, atol=1e-6)
     assert torch.equal(got[: 65536 // 2], torch.zeros(65536 // 2, 3))
+
+
+def _one_thread_bits(num_threads, a, x, h0, upstream, reverse):
+    """One thread's loop (cpu_serial's op): h, and the op's gradients for the upstream one."""
+    num_threads(1)
+    h = torch.ops.plrnn.cpu_scan(a, x, h0, reverse, False)
+    return h, torch.ops.plrnn.cpu_scan_backward(a, h, upstream, h0, reverse, False)
+
+
+def _split_bits(num_threads, threads, backend, a, x, h0, upstream, reverse):
+    """h and the gradients (x, a, h0) through the op and autograd on `threads` threads, where
+    Algorithm 1's item 2 throws: proof that the forgetting split ran, forward and backward."""
+    num_threads(threads)
+    leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
+    torch.ops.plrnn.cpu_fail_item(2)
+    try:
+        h = plrnn.linear_recurrence(*leaves, reverse=reverse, backend=backend)
+        h.backward(upstream)
+    finally:
+        torch.ops.plrnn.cpu_fail_item(-1)
+    return h.detach(), leaves[1].grad, leaves[0].grad, leaves[2].grad
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "cached"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("dtype, C, bias", [(torch.float32, 128, 5.0), (torch.float32, 67, 5.0),
+                                            (torch.float64, 33, 3.0)], ids=["f32x128", "f32x67",
+                                                                            "f64x33"])
+def test_wide_rows_give_one_threads_bits(forgetting, num_threads, streaming_schedule, monkeypatch,
+                                         dtype, C, bias, reverse, streamed):
+    """Rows of 256 bytes or more: each chunk's second scan stops at the first block whose state
+    equals the first scan's bit for bit, so the forward and every gradient are one thread's
+    bits. sigmoid(N(5, 1)) gates take about 8000 rows for their product to vanish, past the
+    eighth of a 15006-row chunk that the underflow probe allows (Algorithm 1 ran there before);
+    the scans meet after about 2000. Rows from memory (cpu_serial's time split, streaming
+    stores at 128 channels, plain ones at 67) and from cache (cpu_parallel)."""
+    forgetting(True)
+    streaming_schedule("time_split")
+    monkeypatch.setenv("PLRNN_STREAM_BYTES", "0" if streamed else str(1 << 40))
+    T = 30011
+    g = torch.Generator().manual_seed(C + 2 * reverse + streamed)
+    a = torch.sigmoid(torch.randn(T, C, generator=g, dtype=torch.float64) + bias).to(dtype)
+    x = torch.randn(T, C, generator=g, dtype=torch.float64).to(dtype)
+    h0 = (100 * torch.randn(C, generator=g, dtype=torch.float64)).to(dtype)
+    upstream = torch.randn(T, C, generator=g, dtype=torch.float64).to(dtype)
+    h1, (gx1, ga1, gh01) = _one_thread_bits(num_threads, a, x, h0, upstream, reverse)
+    got = _split_bits(num_threads, 2, "cpu_serial" if streamed else "cpu_parallel",
+                      a, x, h0, upstream, reverse)
+    for name, mine, loop in zip(("h", "grad impulses", "grad decays", "grad initial state"), got,
+                                (h1, gx1, ga1, gh01)):
+        assert torch.equal(mine, loop), (name, (mine.double() - loop.double()).abs().max())
+
+
+def test_a_chunk_whose_scans_never_meet_publishes_its_second_scans_state(forgetting,
+                                                                          num_threads):
+    """The probe's bet lost: the middle chunk of three forgets at first (decays of 0.9 for 200
+    rows, a product of 7e-10) and then holds (decays of 1), and the carry into it is 1e6, so
+    its second scan stays 7e-4 off the first to the chunk's end. Its final state, the carry
+    into the last chunk, is then the second scan's: the result is one thread's bits."""
+    forgetting(True)
+    T, C = 3 * 16384, 64
+    g = torch.Generator().manual_seed(11)
+    a = torch.rand(T, C, generator=g)
+    a[16384:16384 + 200] = 0.9
+    a[16384 + 200:32768] = 1.0
+    x = torch.randn(T, C, generator=g)
+    x[16383] = 1e6
+    upstream = torch.randn(T, C, generator=g)
+    h0 = torch.zeros(C)
+    h1, (gx1, ga1, _) = _one_thread_bits(num_threads, a, x, h0, upstream, False)
+    from_zero = torch.ops.plrnn.cpu_scan(a[16384:32768], x[16384:32768], None, False, False)
+    assert (h1[32767] - from_zero[-1]).abs().min().item() > 1e-4  # the two never meet
+    num_threads(3)
+    torch.ops.plrnn.cpu_fail_item(3)  # Algorithm 1's item 3 (of 4 chunks) would throw
+    try:
+        h = torch.ops.plrnn.cpu_scan(a, x, h0, False, True)
+    finally:
+        torch.ops.plrnn.cpu_fail_item(-1)
+    assert torch.equal(h, h1), (h.double() - h1.double()).abs().max()

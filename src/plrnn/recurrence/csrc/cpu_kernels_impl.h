@@ -891,6 +891,7 @@ constexpr int64_t kReduceBlockBytes = int64_t(1) << 20;  // reduce_rows' blocks 
 constexpr int64_t kForgetCheck = 64;  // rows_to_forget tests its products this often
 constexpr int64_t kForgetRateRows = 64;  // ... and judges their rate from this many rows on
 constexpr int64_t kForgetShare = 8;  // scan_forgetting: chunks forget within 1/8 of their rows
+constexpr int64_t kMeetBlockBytes = int64_t(1) << 16;  // scan_forgetting's rescan compares this often
 // scan_forgetting: the largest carry that times a product of decays below the smallest normal
 // number (1.2e-38 in float) stays below any float rounding: 2^64 x 2^-126 = 2^-62.
 template <typename acc_t> constexpr acc_t kForgetCarryMax = acc_t(18446744073709551616.0);
@@ -1145,8 +1146,8 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   }
 
   // The rows from s0 (in scan order), at most `limit`, after which the product of every
-  // channel's decays is zero, or -1 where that takes more rows. The caller flushes subnormals,
-  // so a product below the smallest normal number is zero. Rows of decays narrower than 16
+  // channel's decays is below 2^target (by default zero: the caller flushes subnormals, so a
+  // product below the smallest normal number is zero), or -1 where that takes more rows. Rows of decays narrower than 16
   // values lie several to a block of lcm(width, 16) lanes that one vectorised loop multiplies
   // in, lane l holding a partial product of column l % width (the product of a column is that
   // of its lanes, checked every kForgetCheck rows); wider rows are one block each. At 4
@@ -1157,7 +1158,8 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
   // rows the forward at (262144, 4) took 1.15-1.17x as long under sigmoid(N(5, 1)) gates as
   // under U[0, 1); now 1.08-1.12x (Zen 4 VM, 2 threads, the op into a given output, medians of
   // 20 rounds, three processes of each build in turn).
-  int64_t rows_to_forget(int64_t s0, int64_t limit) const {
+  int64_t rows_to_forget(int64_t s0, int64_t limit,
+                         int target = std::numeric_limits<acc_t>::min_exponent - 1) const {
     const int64_t R = in.a_stride < 0 ? -in.a_stride : in.a_stride;  // 0: one row every step
     const int64_t width = R ? R : in.period;
     const int64_t g = R > 0 && R < 16 ? 16 / std::gcd(R, int64_t(16)) : 1;  // rows per block
@@ -1199,12 +1201,12 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
         if (std::isnan(column)) return -1;
         largest = std::max(largest, std::abs(column));
       }
-      if (largest == acc_t(0)) return i;
-      // Where the products shrink too slowly to reach the smallest exponent within the limit at
-      // the rate of the rows so far, stop at once: decays near 1 then cost one check.
+      if (largest == acc_t(0) || std::ilogb(largest) < target) return i;
+      // Where the products shrink too slowly to reach the target within the limit at the rate
+      // of the rows so far, stop at once: decays near 1 then cost one check.
       if (i >= kForgetRateRows) {
         const int64_t e = std::ilogb(largest);  // negative while they shrink
-        if (e >= 0 || i * (std::numeric_limits<acc_t>::min_exponent - 1) < e * rows_end)
+        if (e >= 0 || i * target < e * rows_end)
           return -1;
       }
     }
@@ -1475,17 +1477,45 @@ class CarryChain {
 // 1.00; (65536, 32) 0.81 / 0.82 and (16384, 128) 0.83 / 0.83; (16384, 4) 0.92 / 1.00; at
 // (4096, 32), where the gates take longer to forget than an eighth of a chunk, 1.05 / 1.06.
 // With stream_stores (rows streamed from memory, scan()), every scan writes with streaming stores.
+//
+// Where the second scan can meet the first (`meets`: the output holds the state as the scan
+// carries it, not rounded to 16 bits, and each element steps as in the loop, without in-thread
+// chunks or rows packed to a vector, in rows of 256 bytes or more), it needs no z: it scans the
+// chunk again block by block and stops at the first block whose last state equals, bit for bit,
+// the one the first scan stored there. Every later row of the first scan is then the loop's
+// from the true carry, so the chunk's result is the loop's bits, and any carry (NaN, inf, any
+// size) is handled alike; a chunk where they never meet is scanned again whole, and its final
+// state is the second scan's. That happens long before the product of the decays vanishes: the
+// carry's share of a state drops below half its last bit once the product is below about 2^-25
+// times the state's ratio to the carry (float32). Scans from zero and from a random carry met at
+// row 1832 under sigmoid(N(5, 1)) gates, where the product vanishes at 8272 (416 against 1746
+// for U[0.9, 1), 155 against 540 for sigmoid(N(2, 1)); 128 channels). So the probe asks less:
+// a product below 2^-(digits + 2) within 1/(2p) of a chunk, a quarter on 2 threads (the rescans
+// pass the carries down the chain one after the other, p - 1 of them before the last chunk's;
+// at most half a chunk in all). A chunk publishes its carry once its rescan has stopped.
+// Measured on the Zen 4 VM (2 threads, fp32, cpu_serial's time split from memory, the op into a
+// given output for the forward, both modes in one build taking turns over 8-15 rounds, median of
+// the pairwise ratios, this over the underflow probe, forward / backward): sigmoid(N(5, 1)),
+// which had run Algorithm 1, 0.90-0.95 / 0.86-0.98 at (65536, 128) and 0.84 / 0.85 at (65536,
+// 1024); the distributions that forget sooner 0.95-1.06 / 0.90-1.00, all exact now.
 template <typename in_t, typename acc_t, typename Emit>
 bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64_t C,
                      int64_t threads, bool ilp, bool stream_stores, acc_t* state) {
   const Chunks chunks = plan_chunks(0, n, threads, 0);
   const int64_t M = chunks.count();
   if (M < 2) return false;
+  using stored_t = std::remove_const_t<std::remove_pointer_t<decltype(scanner.emit.state_at(0))>>;
+  constexpr bool kStatesStored = std::is_same_v<stored_t, acc_t>;
+  const int64_t row_bytes = scanner.row_bytes();
+  const bool meets = kStatesStored && !ilp && row_bytes >= 256 &&
+                     (scanner.in.stride == C || scanner.in.stride == -C);
   std::vector<int64_t> forget(M, 0);  // rows of chunk k until its decays' product is zero
   {
     const FlushDenormals flush;
     for (int64_t k = 1; k < M; ++k) {
-      forget[k] = scanner.rows_to_forget(chunks.start[k], chunks.len[k] / kForgetShare);
+      forget[k] = meets ? scanner.rows_to_forget(chunks.start[k], chunks.len[k] / (2 * M),
+                                                 -(std::numeric_limits<acc_t>::digits + 2))
+                        : scanner.rows_to_forget(chunks.start[k], chunks.len[k] / kForgetShare);
       if (forget[k] < 0) return false;
     }
   }
@@ -1512,6 +1542,24 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
       scanner.scan(s0, len, 0, C, st, ilp);
     }
   };
+  // Where `meets`: rows [s0, s0 + len) again from the state `from`, a block at a time, until a
+  // block ends in the state the first scan stored there; `reached` (the first scan's final state)
+  // becomes the second scan's where they never meet. A row's state is compared every
+  // kMeetBlockBytes of rows, a few hundred bytes read against the block's stream.
+  const int64_t block = std::max<int64_t>(16, kMeetBlockBytes / row_bytes);
+  auto scan_until_met = [&](int64_t s0, int64_t len, const acc_t* from, acc_t* reached) {
+    if constexpr (kStatesStored) {
+      Buffer<acc_t> st(from, from + C), stored(C);
+      for (int64_t b = 0; b < len; b += block) {
+        const int64_t m = std::min(block, len - b);
+        const acc_t* last = scanner.emit.state_at((s0 + b + m - 1) * scanner.in.stride);
+        std::copy(last, last + C, stored.begin());
+        scan_rows(s0 + b, m, st.data());
+        if (std::memcmp(stored.data(), st.data(), C * sizeof(acc_t)) == 0) return;
+      }
+      std::copy(st.begin(), st.end(), reached);
+    }
+  };
   at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
     chain.run([&] {
       const FlushDenormals worker_flush;
@@ -1531,6 +1579,12 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
           for (int64_t c = 0; c < C; ++c) {
             zero = zero && in_carry[c] == acc_t(0);
             tame = tame && std::abs(in_carry[c]) <= kForgetCarryMax<acc_t>;  // false for NaN
+          }
+          if (meets) {
+            if (!zero) scan_until_met(s0, len, in_carry, mine.data());
+            std::copy(mine.begin(), mine.end(), out);
+            chain.publish(k + 2);
+            return true;
           }
           if (!tame) {
             std::copy(in_carry, in_carry + C, mine.begin());
