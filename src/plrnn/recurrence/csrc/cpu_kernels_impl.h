@@ -891,7 +891,7 @@ constexpr int64_t kReduceBlockBytes = int64_t(1) << 20;  // reduce_rows' blocks 
 constexpr int64_t kForgetCheck = 64;  // rows_to_forget tests its products this often
 constexpr int64_t kForgetRateRows = 64;  // ... and judges their rate from this many rows on
 constexpr int64_t kForgetShare = 8;  // scan_forgetting: chunks forget within 1/8 of their rows
-constexpr int64_t kMeetBlockBytes = int64_t(1) << 16;  // scan_forgetting's rescan compares this often
+constexpr int64_t kMeetBlockBytes = int64_t(1) << 16;  // scan_until_met compares this often
 // scan_forgetting: the largest carry that times a product of decays below the smallest normal
 // number (1.2e-38 in float) stays below any float rounding: 2^64 x 2^-126 = 2^-62.
 template <typename acc_t> constexpr acc_t kForgetCarryMax = acc_t(18446744073709551616.0);
@@ -1147,17 +1147,17 @@ template <typename in_t, typename acc_t, typename Emit> struct Scanner {
 
   // The rows from s0 (in scan order), at most `limit`, after which the product of every
   // channel's decays is below 2^target (by default zero: the caller flushes subnormals, so a
-  // product below the smallest normal number is zero), or -1 where that takes more rows. Rows of decays narrower than 16
-  // values lie several to a block of lcm(width, 16) lanes that one vectorised loop multiplies
-  // in, lane l holding a partial product of column l % width (the product of a column is that
-  // of its lanes, checked every kForgetCheck rows); wider rows are one block each. At 4
-  // channels a row-by-row loop took 0.45 ns per row (Emerald Rapids VM), as long as 7900 rows
-  // of sigmoid(N(5, 1)) gates took to forget, on the critical path of a 50 us call. Lanes go
-  // 16 at a time through registers, with two products each over alternate blocks: kept in
-  // memory, each block's multiply waited on the last one's store, and with checks every 16
-  // rows the forward at (262144, 4) took 1.15-1.17x as long under sigmoid(N(5, 1)) gates as
-  // under U[0, 1); now 1.08-1.12x (Zen 4 VM, 2 threads, the op into a given output, medians of
-  // 20 rounds, three processes of each build in turn).
+  // product below the smallest normal number is zero), or -1 where that takes more rows. Rows
+  // of decays narrower than 16 values lie several to a block of lcm(width, 16) lanes that one
+  // vectorised loop multiplies in, lane l holding a partial product of column l % width (the
+  // product of a column is that of its lanes, checked every kForgetCheck rows); wider rows are
+  // one block each. At 4 channels a row-by-row loop took 0.45 ns per row (Emerald Rapids VM),
+  // as long as 7900 rows of sigmoid(N(5, 1)) gates took to forget, on the critical path of a
+  // 50 us call. Lanes go 16 at a time through registers, with two products each over alternate
+  // blocks: kept in memory, each block's multiply waited on the last one's store, and with
+  // checks every 16 rows the forward at (262144, 4) took 1.15-1.17x as long under
+  // sigmoid(N(5, 1)) gates as under U[0, 1); now 1.08-1.12x (Zen 4 VM, 2 threads, the op into a
+  // given output, medians of 20 rounds, three processes of each build in turn).
   int64_t rows_to_forget(int64_t s0, int64_t limit,
                          int target = std::numeric_limits<acc_t>::min_exponent - 1) const {
     const int64_t R = in.a_stride < 0 ? -in.a_stride : in.a_stride;  // 0: one row every step

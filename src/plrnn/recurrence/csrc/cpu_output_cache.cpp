@@ -193,20 +193,19 @@ class OutputCache final : public c10::Allocator {
 
   // Evicts the least recently freed buffers until `incoming` more bytes fit under the cap.
   void evict_locked(size_t incoming, std::vector<void*>& drop) {
-    while (!freed_.empty() && int64_t(held_ + incoming) > cap_) {
-      drop.push_back(freed_.front().ptr);
-      held_ -= freed_.front().bytes;
-      freed_.pop_front();
-    }
+    while (!freed_.empty() && int64_t(held_ + incoming) > cap_) pop_oldest_locked(drop);
   }
 
   void drop_idle_locked(std::vector<void*>& drop) {
     const auto now = Clock::now();
-    while (!freed_.empty() && now - freed_.front().at > kIdle) {
-      drop.push_back(freed_.front().ptr);
-      held_ -= freed_.front().bytes;
-      freed_.pop_front();
-    }
+    while (!freed_.empty() && now - freed_.front().at > kIdle) pop_oldest_locked(drop);
+  }
+
+  // The buffer freed least recently leaves the cache; the caller frees it outside the lock.
+  void pop_oldest_locked(std::vector<void*>& drop) {
+    drop.push_back(freed_.front().ptr);
+    held_ -= freed_.front().bytes;
+    freed_.pop_front();
   }
 
   static void free_all(const std::vector<void*>& drop) {
