@@ -229,9 +229,9 @@ def _split_bits(num_threads, threads, backend, a, x, h0, upstream, reverse):
 
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "cached"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("dtype, C, bias", [(torch.float32, 128, 5.0), (torch.float32, 67, 5.0),
-                                            (torch.float64, 33, 3.0)], ids=["f32x128", "f32x67",
-                                                                            "f64x33"])
+@pytest.mark.parametrize("dtype, C, bias", [
+    (torch.float32, 128, 5.0), (torch.float32, 67, 5.0), (torch.float64, 33, 3.0),
+    (torch.complex64, 64, 5.0)], ids=["f32x128", "f32x67", "f64x33", "c64x64"])
 def test_wide_rows_give_one_threads_bits(forgetting, num_threads, streaming_schedule, monkeypatch,
                                          dtype, C, bias, reverse, streamed):
     """Rows of 256 bytes or more: each chunk's second scan stops at the first block whose state
@@ -239,16 +239,19 @@ def test_wide_rows_give_one_threads_bits(forgetting, num_threads, streaming_sche
     bits. sigmoid(N(5, 1)) gates take about 8000 rows for their product to vanish, past the
     eighth of a 15006-row chunk that the underflow probe allows (Algorithm 1 ran there before);
     the scans meet after about 2000. Rows from memory (cpu_serial's time split, streaming
-    stores at 128 channels, plain ones at 67) and from cache (cpu_parallel)."""
+    stores at 128 channels, plain ones at 67) and from cache (cpu_parallel); complex decays
+    with those moduli and phases up to 0.1."""
     forgetting(True)
     streaming_schedule("time_split")
     monkeypatch.setenv("PLRNN_STREAM_BYTES", "0" if streamed else str(1 << 40))
     T = 30011
     g = torch.Generator().manual_seed(C + 2 * reverse + streamed)
-    a = torch.sigmoid(torch.randn(T, C, generator=g, dtype=torch.float64) + bias).to(dtype)
-    x = torch.randn(T, C, generator=g, dtype=torch.float64).to(dtype)
-    h0 = (100 * torch.randn(C, generator=g, dtype=torch.float64)).to(dtype)
-    upstream = torch.randn(T, C, generator=g, dtype=torch.float64).to(dtype)
+    a = torch.sigmoid(torch.randn(T, C, generator=g, dtype=torch.float64) + bias)
+    if dtype.is_complex:
+        a = torch.polar(a, 0.1 * torch.rand(T, C, generator=g, dtype=torch.float64))
+    a = a.to(dtype)
+    x, upstream = (torch.randn(T, C, generator=g, dtype=dtype) for _ in range(2))
+    h0 = 100 * torch.randn(C, generator=g, dtype=dtype)
     h1, (gx1, ga1, gh01) = _one_thread_bits(num_threads, a, x, h0, upstream, reverse)
     got = _split_bits(num_threads, 2, "cpu_serial" if streamed else "cpu_parallel",
                       a, x, h0, upstream, reverse)
