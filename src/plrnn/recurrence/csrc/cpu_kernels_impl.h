@@ -1490,9 +1490,10 @@ class CarryChain {
 // times the state's ratio to the carry (float32). Scans from zero and from a random carry met at
 // row 1832 under sigmoid(N(5, 1)) gates, where the product vanishes at 8272 (416 against 1746
 // for U[0.9, 1), 155 against 540 for sigmoid(N(2, 1)); 128 channels). So the probe asks less:
-// a product below 2^-(digits + 2) within 1/(2p) of a chunk, a quarter on 2 threads (the rescans
-// pass the carries down the chain one after the other, p - 1 of them before the last chunk's;
-// at most half a chunk in all). A chunk publishes its carry once its rescan has stopped.
+// a product below 2^-(digits + 2) within 1/(2p) of a chunk from memory, a quarter on 2 threads
+// (the rescans pass the carries down the chain one after the other, p - 1 of them before the
+// last chunk's; at most half a chunk in all), and within an eighth from cache. A chunk
+// publishes its carry once its rescan has stopped.
 // Measured on the Zen 4 VM (2 threads, fp32, cpu_serial's time split from memory, the op into a
 // given output for the forward, both modes in one build taking turns over 8-15 rounds, median of
 // the pairwise ratios, this over the underflow probe, forward / backward): sigmoid(N(5, 1)),
@@ -1510,11 +1511,16 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
   const int64_t row_bytes = scanner.row_bytes();
   const bool meets = kStatesStored && !ilp && row_bytes >= 256 &&
                      (scanner.in.stride == C || scanner.in.stride == -C);
+  // From cache, Algorithm 1's second pass costs less than a rescan that one thread runs alone,
+  // so there the probe keeps the eighth: allowing a quarter, sigmoid(N(5, 1)) gates at (16384,
+  // 128) took 1.16x Algorithm 1's time in one A/B (Zen 4 VM, 2 threads, fp32, 15 rounds; with
+  // the threads on two dies, where rows running one path in both modes spread by up to 1.2x).
+  const int64_t meet_share = exceeds_cache(n, row_bytes) ? 2 * M : kForgetShare;
   std::vector<int64_t> forget(M, 0);  // rows of chunk k until its decays' product is zero
   {
     const FlushDenormals flush;
     for (int64_t k = 1; k < M; ++k) {
-      forget[k] = meets ? scanner.rows_to_forget(chunks.start[k], chunks.len[k] / (2 * M),
+      forget[k] = meets ? scanner.rows_to_forget(chunks.start[k], chunks.len[k] / meet_share,
                                                  -(std::numeric_limits<acc_t>::digits + 2))
                         : scanner.rows_to_forget(chunks.start[k], chunks.len[k] / kForgetShare);
       if (forget[k] < 0) return false;
