@@ -1516,7 +1516,10 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
   // 128) took 1.16x Algorithm 1's time in one A/B (Zen 4 VM, 2 threads, fp32, 15 rounds; with
   // the threads on two dies, where rows running one path in both modes spread by up to 1.2x).
   const int64_t meet_share = exceeds_cache(n, row_bytes) ? 2 * M : kForgetShare;
-  std::vector<int64_t> forget(M, 0);  // rows of chunk k until its decays' product is zero
+  // forget[k]: the rows of chunk k a carry reaches before its decays' product underflows to
+  // zero, which the rescan covers; where `meets`, only whether the probe's smaller product came
+  // within its limit (the rescan stops where the two scans agree).
+  std::vector<int64_t> forget(M, 0);
   {
     const FlushDenormals flush;
     for (int64_t k = 1; k < M; ++k) {
@@ -1582,17 +1585,17 @@ bool scan_forgetting(const Scanner<in_t, acc_t, Emit>& scanner, int64_t n, int64
           for (int64_t j = 0; j < k; ++j)
             if (chain.take(j) && !run(j)) return false;
           if (!chain.wait(k + 1)) return false;
-          bool zero = true, tame = true;
-          for (int64_t c = 0; c < C; ++c) {
-            zero = zero && in_carry[c] == acc_t(0);
-            tame = tame && std::abs(in_carry[c]) <= kForgetCarryMax<acc_t>;  // false for NaN
-          }
+          const bool zero =
+              std::all_of(in_carry, in_carry + C, [](acc_t v) { return v == acc_t(0); });
           if (meets) {
             if (!zero) scan_until_met(s0, len, in_carry, mine.data());
             std::copy(mine.begin(), mine.end(), out);
             chain.publish(k + 2);
             return true;
           }
+          const bool tame = std::all_of(in_carry, in_carry + C, [](acc_t v) {
+            return std::abs(v) <= kForgetCarryMax<acc_t>;  // false for NaN
+          });
           if (!tame) {
             std::copy(in_carry, in_carry + C, mine.begin());
             scan_rows(s0, len, mine.data());
