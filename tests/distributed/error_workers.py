@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import plrnn
 import plrnn.distributed as pd
 
 
@@ -15,6 +16,11 @@ def good_call(rank):
     a = torch.rand(3 + rank, 4, dtype=torch.float64)
     h = pd.linear_recurrence(a, torch.ones_like(a))
     assert h.shape == a.shape
+
+
+def without_grad_on_rank_1(rank, a, x):
+    with torch.set_grad_enabled(rank != 1):
+        return pd.linear_recurrence(a, x)
 
 
 def every_rank_refuses(rank, world):
@@ -30,9 +36,9 @@ def every_rank_refuses(rank, world):
             "dtype",
         ),
         "reverse differs": (lambda: pd.linear_recurrence(a, x, reverse=bool(rank)), "reverse"),
-        "grad differs": (
-            lambda: pd.linear_recurrence(a.clone().requires_grad_(rank == 1), x),
-            "requires_grad",
+        "grad mode off on a rank while another asks for gradients": (
+            lambda: without_grad_on_rank_1(rank, a.clone().requires_grad_(rank == 0), x),
+            "grad mode",
         ),
         "final state asked by one rank": (
             lambda: pd.linear_recurrence(a, x, return_final_state=rank == 0),
@@ -69,3 +75,50 @@ def every_rank_refuses(rank, world):
         with pytest.raises(ValueError, match="not a member of the process group"):
             pd.linear_recurrence(a, x, group=solo)
     good_call(rank)
+
+
+def every_rank_refuses_a_bad_layer_call(rank, world):
+    """A sharded layer's call refused on one rank raises on every rank before any collective,
+    and the next good call (forward and backward) goes through on all of them."""
+    from torch.nn.utils.rnn import pack_sequence
+
+    torch.manual_seed(0)  # the same parameters on every rank
+    model = pd.shard_sequence(plrnn.QRNN(3, 4, num_layers=2, window=3).double())
+
+    def x(T=5, features=3, dtype=torch.float64):
+        return torch.randn(T, 2, features, dtype=dtype)
+
+    state = (torch.zeros(2, 2, 4, dtype=torch.float64),
+             [torch.zeros(2, 2, 3, dtype=torch.float64), torch.zeros(2, 2, 4, dtype=torch.float64)])
+
+    def good():
+        y, _ = model(x(4 + rank), state if rank == 0 else None)
+        y.sum().backward()
+
+    bad_calls = {
+        "wrong input size on rank 1": (lambda: model(x(features=3 - rank)), "input_size=3"),
+        "no time step on rank 1": (lambda: model(x(T=5 - 5 * rank)), "at least one time step"),
+        "float32 on rank 0": (
+            lambda: model(x(dtype=torch.float32 if rank == 0 else torch.float64)), "dtype"
+        ),
+        "state on rank 1": (lambda: model(x(), state), "belongs to rank 0"),
+        "a bad state on rank 0": (
+            lambda: model(x(), (state[0][:1], state[1]) if rank == 0 else None), "shape"
+        ),
+        "packed input on rank 1": (
+            lambda: model(pack_sequence([x()[:, 0]]) if rank == 1 else x()), "PackedSequence"
+        ),
+        "batch differs": (lambda: model(torch.randn(5, 2 + rank, 3, dtype=torch.float64)),
+                          "channel shape"),
+        "grad mode differs": (lambda: grad_mode_on_rank_0(rank, model, x()), "grad mode"),
+    }
+    for what, (call, needle) in bad_calls.items():
+        with pytest.raises((ValueError, TypeError, RuntimeError)) as info:
+            call()
+        assert needle in str(info.value), f"rank {rank}, {what}: {info.value}"
+        good()
+
+
+def grad_mode_on_rank_0(rank, model, x):
+    with torch.set_grad_enabled(rank == 0):
+        return model(x)

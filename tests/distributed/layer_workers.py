@@ -5,6 +5,7 @@ sequence's final state, its slice of dL/dx, and, summed over ranks, every parame
 from __future__ import annotations
 
 import copy
+import pickle
 
 import torch
 
@@ -104,3 +105,56 @@ def _leaves(state):
     if isinstance(state, torch.Tensor):
         return state.clone().requires_grad_()
     return type(state)(_leaves(s) for s in state)
+
+
+def window_gradient_asked_on_rank_0_alone(rank, world):
+    """QRNN(3) with inputs that need no gradient and a learned window state on rank 0: the
+    halo's backward runs on every rank (the others' losses read rank 0's window through it),
+    and a second backward through a retained graph adds the same again."""
+    lengths = [1, 3, 2][:world]
+    T, start = sum(lengths), sum(lengths[:rank])
+    rows = slice(start, start + lengths[rank])
+    torch.manual_seed(0)
+    model = plrnn.QRNN(3, 4, window=3).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, 2, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(T, 2, 4, generator=g, dtype=torch.float64)
+    c0 = torch.randn(1, 2, 4, generator=g, dtype=torch.float64)
+    window = torch.randn(2, 2, 3, generator=g, dtype=torch.float64)
+
+    one = copy.deepcopy(model)
+    win_one = window.clone().requires_grad_()
+    y, _ = one(x, (c0, [win_one]))
+    (y * w).sum().backward()
+
+    sharded = pd.shard_sequence(copy.deepcopy(model))
+    win = window.clone().requires_grad_() if rank == 0 else None
+    y_r, _ = sharded(x[rows], (c0, [win]) if rank == 0 else None)
+    loss = (y_r * w[rows]).sum()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    pd.sync_gradients(sharded)
+    checks = [(f"grad {n}", p.grad, 2 * q.grad)
+              for (n, p), q in zip(sharded.named_parameters(), one.parameters())]
+    if rank == 0:
+        checks.append(("dL/d(window)", win.grad, 2 * win_one.grad))
+    for what, got, want in checks:
+        err = (got - want).abs().max().item() / max(1.0, want.abs().max().item())
+        assert err <= RTOL, f"rank {rank} lengths={lengths}: {what} rel. error {err:.2e}"
+
+
+def copies_stay_sharded_and_pickles_load_unsharded(rank, world):
+    """copy.deepcopy of a sharded model runs over the same group; pickling drops the group."""
+    torch.manual_seed(0)
+    sharded = pd.shard_sequence(plrnn.GILRLSTM(3, 4).double())
+    twin = copy.deepcopy(sharded)
+    x = torch.randn(2 + rank, 2, 3, dtype=torch.float64)
+    for m in (sharded, twin):
+        _, final = m(x)
+        assert final[0].shape == (1, 2, 4)
+    assert torch.equal(sharded(x)[0], twin(x)[0])
+    loaded = pickle.loads(pickle.dumps(sharded))  # a process group lives in its process
+    assert loaded.process_group is None
+    alone = pd.unshard_sequence(copy.deepcopy(sharded))
+    assert sharded.process_group is not None
+    assert torch.equal(loaded(x)[0], alone(x)[0])

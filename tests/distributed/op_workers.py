@@ -149,3 +149,35 @@ def restarting_state_fails(rank, world):
     assert not compare(
         rank, world, lengths, False, True, False, "uniform", "cpu_serial", distributed_op
     )
+
+
+def gradients_asked_by_some_ranks(rank, world):
+    """Gradients wanted on some ranks only (a learned initial state with fixed inputs, or one
+    rank's decays): every rank's loss still reaches them. And a second backward through a
+    retained graph adds the same gradients again."""
+    lengths = [4, 2, 5][:world]
+    T, start = sum(lengths), sum(lengths[:rank])
+    rows = slice(start, start + lengths[rank])
+    a, x, h0, w, _ = whole_sequence(7, T, (3,), "near_one", True)
+    failures = []
+    # (tensor that asks, on which rank): "h0" on rank 0, "a" on the last rank
+    for name, asking in (("h0", 0), ("a", world - 1)):
+        leaf = (h0 if name == "h0" else a).clone().requires_grad_()
+        whole = plrnn.linear_recurrence(
+            leaf if name == "a" else a, x, leaf if name == "h0" else h0, backend="reference"
+        )
+        (want,) = torch.autograd.grad((whole * w).sum(), [leaf])
+        mine_a = a[rows].clone().requires_grad_(name == "a" and rank == asking)
+        mine_h0 = h0.clone().requires_grad_(name == "h0") if rank == 0 else None
+        h = pd.linear_recurrence(mine_a, x[rows], mine_h0, backend="cpu_serial")
+        loss = (h * w[rows]).sum()
+        assert loss.requires_grad, f"rank {rank}: {name} asked on rank {asking}, no graph here"
+        loss.backward(retain_graph=True)
+        loss.backward()
+        if rank == asking:
+            got = mine_h0.grad if name == "h0" else mine_a.grad
+            wanted = 2 * (want if name == "h0" else want[rows])
+            err = relerr(got, wanted)
+            if not err <= RTOL:
+                failures.append(f"rank {rank}: dL/d{name} (asked alone), relative error {err:.2e}")
+    assert not failures, "\n".join(failures)

@@ -19,3 +19,7 @@ def test_without_a_process_group():
     a = torch.rand(3, 2)
     with pytest.raises(RuntimeError, match="init_process_group"):
         pd.linear_recurrence(a, a)
+
+
+def test_every_rank_refuses_a_bad_layer_call(tmp_path):
+    run_ranks(2, error_workers.every_rank_refuses_a_bad_layer_call, tmp_path=tmp_path)

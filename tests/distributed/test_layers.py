@@ -19,3 +19,12 @@ def test_layers_match_one_process(lengths, with_state, tmp_path):
     run_ranks(
         len(lengths), layer_workers.layers_match_one_process, lengths, with_state, tmp_path=tmp_path
     )
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_window_gradient_asked_on_rank_0_alone(world, tmp_path):
+    run_ranks(world, layer_workers.window_gradient_asked_on_rank_0_alone, tmp_path=tmp_path)
+
+
+def test_copies_stay_sharded_and_pickles_load_unsharded(tmp_path):
+    run_ranks(2, layer_workers.copies_stay_sharded_and_pickles_load_unsharded, tmp_path=tmp_path)

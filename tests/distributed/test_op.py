@@ -22,3 +22,7 @@ def test_communication_is_two_rows_each_way(world, tmp_path):
 
 def test_restarting_the_state_fails_the_same_comparison(tmp_path):
     run_ranks(3, op_workers.restarting_state_fails, tmp_path=tmp_path)
+
+
+def test_gradients_asked_by_some_ranks_and_retained_graphs(tmp_path):
+    run_ranks(3, op_workers.gradients_asked_by_some_ranks, tmp_path=tmp_path)

@@ -113,6 +113,8 @@ def agree(description: dict, error: BaseException | None, place: Place) -> list[
         lines = "; ".join(f"rank {r}: {msg}" for r, msg in failed)
         raise ShardMismatchError(f"another rank's shard was refused ({lines})")
     for key, what in CONSISTENT.items():
+        if key not in mine:
+            continue
         values = [d[key] for d in everyone]
         if any(v != values[0] for v in values):
             listing = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
@@ -125,6 +127,23 @@ CONSISTENT = {
     "dtype": "dtype",
     "device_type": "device type",
     "reverse": "reverse flag",
-    "grad": "requires_grad state (all ranks must run the backward together)",
+    "grad_mode": "grad mode (torch.is_grad_enabled(); all ranks run the backward together)",
     "final": "final_state request",
 }
+
+
+def wants_grad(everyone: list[dict]) -> bool:
+    """Whether the call records a graph on every rank: as soon as one rank's inputs require
+    grad, every rank must take part in the backward's collective, even a rank whose own inputs
+    need no gradient (its loss still reaches the carry-in of the rank that asked). A rank that
+    cannot, being in no-grad mode, is refused on every rank."""
+    asking = [r for r, d in enumerate(everyone) if d["wants_grad"]]
+    if not asking:
+        return False
+    off = [r for r, d in enumerate(everyone) if not d["grad_enabled"]]
+    if off:
+        raise ShardMismatchError(
+            f"the inputs of rank(s) {asking} require grad, but rank(s) {off} run without grad "
+            "mode (torch.no_grad or inference_mode): every rank must run the backward together"
+        )
+    return True

@@ -3,7 +3,8 @@ k-1 inputs before its first step, the GILR-LSTM the surrogate's previous step).
 
 One all_gather carries every rank's last m rows (and, from the first rank, the m rows before the
 sequence), so a shard shorter than its halo still gets its steps from further back. The gradient
-that a rank's layer sends into another rank's rows goes back with one all_reduce.
+that a rank's layer sends into another rank's rows goes back with one all_reduce, which every
+rank enters as soon as one rank's rows require grad: the all_gather carries each rank's flag.
 """
 
 from __future__ import annotations
@@ -14,19 +15,32 @@ import torch.distributed as dist
 from .group import STATS, Place, gather_tensors
 
 
-class _GatherEdges(torch.autograd.Function):
-    """(world, 2m, *): per rank, [m rows before the sequence (first rank only, else zeros),
-    the last m rows of its shard, zero-padded in front when the shard is shorter]."""
-
-    @staticmethod
-    def forward(ctx, before, x, m: int, place: Place):
-        n = min(m, x.shape[0])
+def _gather_edges(before, x, m: int, place: Place) -> tuple[torch.Tensor, bool]:
+    """(world, 2m, *): per rank, [m rows before the sequence (first rank only, else zeros), the
+    last m rows of its shard, zero-padded in front when the shard is shorter]; and whether any
+    rank's rows require grad."""
+    n = min(m, x.shape[0])
+    mine = any(t is not None and t.requires_grad for t in (before, x))
+    with torch.no_grad():
         edge = x.new_zeros((2 * m, *x.shape[1:]))
         if before is not None:
             edge[:m] = before
         edge[2 * m - n :] = x[x.shape[0] - n :]
-        ctx.m, ctx.n, ctx.T, ctx.place, ctx.has_before = m, n, x.shape[0], place, before is not None
-        return torch.stack(gather_tensors("halo", edge, place))
+        flat = torch.cat([edge.reshape(-1), edge.new_full((1,), float(mine))])
+        parts = torch.stack(gather_tensors("halo", flat, place))
+    asked = torch.is_grad_enabled() and bool(parts[:, -1].any())
+    return parts[:, :-1].reshape(place.world, *edge.shape), asked
+
+
+class _EdgesGrad(torch.autograd.Function):
+    """The gathered edges as a function of this rank's rows; `anchor`: a leaf requiring grad,
+    passed where this rank's rows need none while another rank's do."""
+
+    @staticmethod
+    def forward(ctx, edges, before, x, anchor, m: int, place: Place):
+        ctx.m, ctx.n, ctx.T = m, min(m, x.shape[0]), x.shape[0]
+        ctx.place, ctx.has_before = place, before is not None
+        return edges.clone()
 
     @staticmethod
     def backward(ctx, grad):
@@ -37,7 +51,7 @@ class _GatherEdges(torch.autograd.Function):
         m, n, T = ctx.m, ctx.n, ctx.T
         gx = mine.new_zeros((T, *mine.shape[1:]))
         gx[T - n :] = mine[2 * m - n :]
-        return (mine[:m] if ctx.has_before else None), gx, None, None
+        return None, (mine[:m] if ctx.has_before else None), gx, None, None, None
 
 
 def halo(x, m: int, before, place: Place, lengths: list[int]):
@@ -47,7 +61,11 @@ def halo(x, m: int, before, place: Place, lengths: list[int]):
     only; zeros when None); lengths: every rank's shard length, by group rank."""
     if m == 0:
         return x[:0], x[:0]
-    edges = _GatherEdges.apply(before, x, m, place)
+    edges, asked = _gather_edges(before, x, m, place)
+    if asked:
+        needs = any(t is not None and t.requires_grad for t in (before, x))
+        anchor = None if needs else x.new_zeros((), requires_grad=True)
+        edges = _EdgesGrad.apply(edges, before, x, anchor, m, place)
     # Group rank order is time order: the first rank's rows before the sequence, then every
     # rank's own last rows.
     pieces = [edges[0, :m]] + [edges[r, 2 * m - min(m, T) :] for r, T in enumerate(lengths)]

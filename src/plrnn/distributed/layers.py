@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..layers.base import StackedRecurrence
-from .group import agree, locate
+from .group import Place, agree, locate
 from .halo import halo
 from .scan import linear_recurrence
 
@@ -22,23 +22,35 @@ from .scan import linear_recurrence
 class ShardedTime:
     """The time axis of one forward call, split across `group` in rank order."""
 
-    def __init__(self, group, backend: str, x: torch.Tensor) -> None:
-        self.group, self.backend = group, backend
-        self.place = locate(group, reverse=False)
-        described = agree(
-            {
-                "T": x.shape[0],
-                "channels": tuple(x.shape[1:]),
+    def __init__(self, group, backend: str, place: Place, lengths: list[int]) -> None:
+        self.group, self.backend, self.place, self.lengths = group, backend, place, lengths
+
+    @classmethod
+    def open(cls, shared: SharedGroup, backend: str, x, state, checks, time_dim: int):
+        """The time axis of a layer's call, and its per-layer states `checks(x, state)`. Each
+        rank runs its own checks, then every rank learns every rank's outcome and shard length
+        in one exchange: a call refused on one rank raises on all of them."""
+        group = shared.group
+        place = locate(group, reverse=False)
+        error, per_layer, described = None, None, {}
+        try:
+            if state is not None and not place.first:
+                raise ValueError(
+                    f"the state before the sequence belongs to rank 0; rank {place.rank} must "
+                    "pass None"
+                )
+            per_layer = checks(x, state)
+            described = {
+                "T": x.shape[time_dim],
+                "channels": tuple(n for d, n in enumerate(x.shape) if d != time_dim),
                 "dtype": str(x.dtype),
                 "device_type": x.device.type,
-                "reverse": False,
-                "grad": torch.is_grad_enabled(),
-                "final": True,
-            },
-            None,
-            self.place,
-        )
-        self.lengths = [d["T"] for d in described]
+                "grad_mode": torch.is_grad_enabled(),
+            }
+        except (TypeError, ValueError, RuntimeError) as e:
+            error = e
+        everyone = agree(described, error, place)
+        return cls(group, backend, place, [d["T"] for d in everyone]), per_layer
 
     def scan(self, decays, impulses, h0):
         return linear_recurrence(
@@ -46,12 +58,25 @@ class ShardedTime:
         )
 
     def window(self, x, m: int, before):
-        if before is not None and not self.place.first:
-            raise ValueError(
-                f"the state before the sequence belongs to rank 0; rank {self.place.rank} "
-                "must pass None"
-            )
         return halo(x, m, before, self.place, self.lengths)
+
+
+class SharedGroup:
+    """A layer's process group. A copy of the model (copy.deepcopy) shares it; a pickled model
+    (torch.save) loads unsharded, as a process group lives in the process that made it."""
+
+    def __init__(self, group) -> None:
+        self.group = group
+
+    def __deepcopy__(self, memo) -> SharedGroup:
+        return self
+
+    def __reduce__(self):
+        return _unsharded, ()
+
+
+def _unsharded() -> None:
+    return None
 
 
 def shard_sequence(model: nn.Module, group=None) -> nn.Module:
@@ -62,12 +87,13 @@ def shard_sequence(model: nn.Module, group=None) -> nn.Module:
     rank), the recurrent state only on rank 0, and gets its slice of the output; the returned
     final state is that of the whole sequence, on every rank. The parameter gradients of each
     rank are its share: `sync_gradients(model, group)` sums them into the single-process
-    gradients. `unshard_sequence(model)` undoes it.
+    gradients. `unshard_sequence(model)` undoes it. A copy of the model (copy.deepcopy) runs
+    over the same group; a pickled one (torch.save) loads unsharded.
     """
     locate(group, reverse=False)  # fails now, not at the first forward
     for module in model.modules():
         if isinstance(module, StackedRecurrence):
-            module.process_group = group if group is not None else dist.group.WORLD
+            module.process_group = SharedGroup(group if group is not None else dist.group.WORLD)
     return model
 
 

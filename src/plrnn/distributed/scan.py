@@ -27,7 +27,7 @@ import torch
 from ..recurrence import linear_recurrence as local_recurrence
 from ..recurrence.registry import resolve
 from ..recurrence.validation import check_inputs
-from .group import Place, agree, gather_tensors, locate
+from .group import Place, agree, gather_tensors, locate, wants_grad
 
 CHUNK_ELEMENTS = 1 << 20  # elements per chunk of the streaming reductions
 
@@ -86,8 +86,11 @@ def _fold(totals: list[torch.Tensor], start: torch.Tensor) -> torch.Tensor:
 
 
 class _ShardedScan(torch.autograd.Function):
+    """`anchor`: a leaf that requires grad, passed by a rank whose own inputs need no gradient
+    while another rank's do, so that this rank's loss still enters the backward's collective."""
+
     @staticmethod
-    def forward(ctx, decays, impulses, h0, place: Place, backend: str, want_final: bool):
+    def forward(ctx, decays, impulses, h0, anchor, place: Place, backend: str, want_final: bool):
         acc, dtype = _acc(decays.dtype), decays.dtype
         zeros = decays.new_zeros(decays.shape[1:], dtype=acc)
         if place.last and not want_final:
@@ -101,6 +104,7 @@ class _ShardedScan(torch.autograd.Function):
         final = _fold(totals, zeros).to(dtype) if want_final else zeros[:0]
 
         grads = ctx.needs_input_grad[:3]
+        ctx.inner = None
         if any(grads):
             with torch.enable_grad():
                 a = decays.detach().requires_grad_(grads[0])
@@ -112,10 +116,11 @@ class _ShardedScan(torch.autograd.Function):
                 )
                 h = local_recurrence(a, x, c, reverse=place.reverse, backend=backend)
             ctx.inner = (h, a, x, c)
-            ctx.decays = decays.detach()
-            ctx.P = [t[0] for t in totals]
         else:
             h = local_recurrence(decays, impulses, carry, reverse=place.reverse, backend=backend)
+        if any(ctx.needs_input_grad[:4]):
+            ctx.decays = decays.detach()
+            ctx.P = [t[0] for t in totals]
         ctx.place, ctx.want_final = place, want_final
         if not want_final:
             ctx.mark_non_differentiable(final)
@@ -124,7 +129,7 @@ class _ShardedScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h, grad_final):
         place = ctx.place
-        h, a, x, c = ctx.inner
+        h, a, x, c = ctx.inner or (None, None, None, None)
         decays = ctx.decays
         acc = _acc(decays.dtype)
         zeros = decays.new_zeros(decays.shape[1:], dtype=acc)
@@ -135,9 +140,11 @@ class _ShardedScan(torch.autograd.Function):
         for q in range(place.world - 1, place.pos, -1):
             beyond = parts[q][0] + ctx.P[q] * beyond
 
-        T = h.shape[0]
+        T = decays.shape[0]
         wanted = [t for t in (a, x, c) if t is not None and t.requires_grad]
-        if T == 0:  # an empty shard passes the gradient through to its carry-in
+        if not wanted:  # only the anchor: this rank's part was its D in the all_gather
+            got = {}
+        elif T == 0:  # an empty shard passes the gradient through to its carry-in
             got = {id(t): torch.zeros_like(t) for t in wanted}
             if c is not None and c.requires_grad:
                 got[id(c)] = beyond.to(c.dtype)
@@ -146,10 +153,14 @@ class _ShardedScan(torch.autograd.Function):
                 grad_h = grad_h.clone()
                 row = 0 if place.reverse else T - 1
                 grad_h[row] += beyond.to(grad_h.dtype)
-            got = dict(zip(map(id, wanted), torch.autograd.grad(h, wanted, grad_h)))
-        ctx.inner = None
+            # The inner graph stays (retain_graph) for a second backward through the outer one
+            # (retain_graph=True there); what it holds (the local op's decays, h and carry-in)
+            # lives as long as the outer graph's output anyway.
+            got = dict(
+                zip(map(id, wanted), torch.autograd.grad(h, wanted, grad_h, retain_graph=True))
+            )
         out = [got.get(id(t)) if t is not None else None for t in (a, x, c)]
-        return out[0], out[1], out[2], None, None, None
+        return out[0], out[1], out[2], None, None, None, None
 
 
 def _describe(decays, impulses, initial_state, reverse, want_final) -> dict:
@@ -161,7 +172,8 @@ def _describe(decays, impulses, initial_state, reverse, want_final) -> dict:
         "dtype": str(decays.dtype) if ok else None,
         "device_type": decays.device.type if ok else None,
         "reverse": reverse,
-        "grad": torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
+        "grad_enabled": torch.is_grad_enabled(),
+        "wants_grad": torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
         "final": want_final,
     }
 
@@ -234,8 +246,12 @@ def linear_recurrence(
         else:
             final = h[0] if reverse else h[-1]
         return h, final
-    agree(_describe(decays, impulses, initial_state, reverse, return_final_state), error, place)
+    described = _describe(decays, impulses, initial_state, reverse, return_final_state)
+    everyone = agree(described, error, place)
+    anchor = None
+    if wants_grad(everyone) and not described["wants_grad"]:
+        anchor = decays.new_zeros((), requires_grad=True)
     h, final = _ShardedScan.apply(
-        decays, impulses, initial_state, place, backend, bool(return_final_state)
+        decays, impulses, initial_state, anchor, place, backend, bool(return_final_state)
     )
     return (h, final) if return_final_state else h

@@ -133,7 +133,7 @@ class StackedRecurrence(nn.Module):
         self.batch_first = bool(batch_first)
         self.backend = backend
         self.compile_gates = compile_gates
-        self.process_group = None  # plrnn.distributed.shard_sequence sets it
+        self.process_group = None  # plrnn.distributed.shard_sequence sets it (a SharedGroup)
 
     @property
     def backend(self) -> str:
@@ -188,21 +188,39 @@ class StackedRecurrence(nn.Module):
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor | PackedSequence,
                 state: object = None) -> tuple[torch.Tensor | PackedSequence, object]:
-        if isinstance(x, PackedSequence):
-            return self._forward_packed(x, state)
-        self.check_input(x)
+        shared = getattr(self, "process_group", None)  # modules pickled before it existed
+        if shared is not None:
+            from ..distributed.layers import ShardedTime  # torch.distributed only when asked for
+
+            # Every rank's checks end in one exchange, so that a call refused on one rank is
+            # refused on all of them instead of leaving the others in a collective.
+            time, per_layer = ShardedTime.open(
+                shared, self.backend, x, state, self._checked, int(self.batch_first)
+            )
+        else:
+            if isinstance(x, PackedSequence):
+                return self._forward_packed(x, state)
+            time, per_layer = LocalTime(self.backend), self._checked(x, state)
         if self.batch_first:
             x = x.transpose(0, 1).contiguous()
-        x, final = self._run(x, state, self.time_axis(x))
+        x, final = self._run(x, per_layer, time)
         if self.batch_first:
             x = x.transpose(0, 1)
         return x, final
 
-    def _run(self, x: torch.Tensor, state: object, time) -> tuple[torch.Tensor, object]:
-        """The stack over time-major x [T, B, input_size]."""
-        per_layer = (
-            [None] * self.num_layers if state is None else self.split_state(state, x.shape[1])
-        )
+    def _checked(self, x: object, state: object) -> list:
+        """Checks a padded call; returns the per-layer states."""
+        if isinstance(x, PackedSequence):
+            raise ValueError("a PackedSequence input needs the whole time axis in this process; "
+                             "the layers sharded with plrnn.distributed take padded tensors")
+        self.check_input(x)
+        return self._per_layer(state, x.shape[0 if self.batch_first else 1])
+
+    def _per_layer(self, state: object, batch: int) -> list:
+        return [None] * self.num_layers if state is None else self.split_state(state, batch)
+
+    def _run(self, x: torch.Tensor, per_layer: list, time) -> tuple[torch.Tensor, object]:
+        """The stack over time-major x [T, B, input_size], from the per-layer states."""
         finals = []
         last = self.num_layers - 1
         for index, (layer, layer_state) in enumerate(zip(self.layers, per_layer)):
@@ -215,9 +233,6 @@ class StackedRecurrence(nn.Module):
     def _forward_packed(self, packed: PackedSequence, state: object):
         """As torch.nn.LSTM: a PackedSequence in, one with the same layout out, and the state
         after each sequence's own last step, in the batch's original order."""
-        if getattr(self, "process_group", None) is not None:
-            raise ValueError("a PackedSequence input needs the whole time axis in this process; "
-                             "the layers sharded with plrnn.distributed take padded tensors")
         data = packed.data
         if not isinstance(data, torch.Tensor) or data.dim() != 2 or (
                 data.shape[-1] != self.input_size):
@@ -227,7 +242,8 @@ class StackedRecurrence(nn.Module):
         check_like("x", data, self._param())
         padded, lengths = pad_packed_sequence(packed)  # [T, B, in], the original batch order
         lengths = lengths.to(padded.device)
-        y, final = self._run(padded, state, PaddedTime(self.backend, lengths))
+        per_layer = self._per_layer(state, padded.shape[1])
+        y, final = self._run(padded, per_layer, PaddedTime(self.backend, lengths))
         # Back to the packed layout: time-major, within a step the sequences in sorted order.
         order = packed.sorted_indices
         y_sorted = y if order is None else y.index_select(1, order)
@@ -235,14 +251,6 @@ class StackedRecurrence(nn.Module):
         valid = torch.arange(y.shape[0], device=y.device)[:, None] < sorted_lengths
         return PackedSequence(y_sorted[valid], packed.batch_sizes, packed.sorted_indices,
                               packed.unsorted_indices), final
-
-    def time_axis(self, x: torch.Tensor):
-        group = getattr(self, "process_group", None)  # modules pickled before it existed
-        if group is None:
-            return LocalTime(self.backend)
-        from ..distributed.layers import ShardedTime  # torch.distributed only when asked for
-
-        return ShardedTime(group, self.backend, x)
 
     def _param(self) -> torch.Tensor:
         return next(self.parameters())
