@@ -109,6 +109,7 @@ def test_build_killed_midway_then_next_process_builds(tmp_path):
     assert out["origin"] == f"built at first use ({build_dir})"
     assert out["status"][3] == out["origin"]  # backends() reports it
     assert "removing the unfinished or outdated build" in second.stderr
+    assert "compiled now" in second.stderr
     assert (build_dir / jit._COMPLETE).exists() and not (build_dir / "lock").exists()
 
     # A third process finds the finished build and loads it without building.
@@ -123,6 +124,7 @@ def test_build_killed_midway_then_next_process_builds(tmp_path):
     out = _result(third)
     assert out["reason"] is None and out["err"] <= 1e-12
     assert "removing" not in third.stderr
+    assert "compiled now" not in third.stderr and "built at first use in" in third.stderr
 
 
 def test_wait_for_a_live_builder_is_bounded_and_says_where(tmp_path):

@@ -151,6 +151,12 @@ def _build_key(sources: list[str], flags: list) -> str:
     return digest.hexdigest()
 
 
+def _built(build_dir: Path, sources: list[str], **kwargs) -> bool:
+    """Whether build_dir holds a finished build of these sources with these flags."""
+    stamp = build_dir / _COMPLETE
+    return stamp.exists() and stamp.read_text() == _build_key(sources, sorted(kwargs.items()))
+
+
 def build_extension(what: str, name: str, sources: list[str], **kwargs) -> str | None:
     """torch.utils.cpp_extension.load of an extension that registers torch ops, under the build
     lock; returns why it failed ("building the <what> failed: <last line of the error>"), or
@@ -163,7 +169,7 @@ def build_extension(what: str, name: str, sources: list[str], **kwargs) -> str |
         with build_lock(root / f"{name}.lock", what, timeout_s()):
             stamp = build_dir / _COMPLETE
             key = _build_key(sources, sorted(kwargs.items()))
-            if build_dir.exists() and not (stamp.exists() and stamp.read_text() == key):
+            if build_dir.exists() and not _built(build_dir, sources, **kwargs):
                 log.warning("plrnn: removing the unfinished or outdated build in %s", build_dir)
                 shutil.rmtree(build_dir)
             stale = build_dir / "lock"
@@ -204,9 +210,12 @@ def build_at_first_use(
     if missing:
         return f"{missing}; and {why}", ""
     where = extensions_root() / name
-    log.warning(
-        "plrnn: %s, so the %s are compiled now (first use only, %s; cached in %s)",
-        why, what, duration, where,
-    )
+    if _built(where, **kwargs):  # every later process: a load, no compiler
+        log.warning("plrnn: %s, so the %s built at first use in %s are loaded", why, what, where)
+    else:
+        log.warning(
+            "plrnn: %s, so the %s are compiled now (first use only, %s; cached in %s)",
+            why, what, duration, where,
+        )
     reason = build_extension(what, name, **kwargs)
     return reason, "" if reason else f"built at first use ({where})"
