@@ -41,7 +41,7 @@ import plrnn
 import plrnn.distributed as cp
 from plrnn.bench.tables import markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common
+from plrnn.repro.config import Common, require
 
 CHUNK = 1 << 16  # rows per generator seed: any rank regenerates any part of the sequence
 
@@ -241,6 +241,18 @@ def rank_environment() -> None:
     os.environ.setdefault("MASTER_PORT", "29511")
 
 
+def check(cfg: DictConfig, world: int) -> None:
+    """Refuses, before anything is timed, what would fail inside a rank (the driver checks for
+    its largest rank count, so that no launch fails after others were measured)."""
+    require(cfg, "scale.op_lengths", "scale.channels", "scale.model_hidden", "scale.repeats",
+            "timeout_s", "device.threads")
+    require(cfg, "scale.model_T", "scale.check_max_T", "scale.model_check_max_T", minimum=0)
+    lengths = [*cfg.scale.op_lengths, *([cfg.scale.model_T] if cfg.scale.model_T else [])]
+    if min(lengths) < world:  # a rank with no step of its own
+        raise ValueError(f"scale.op_lengths and scale.model_T must be at least the number of "
+                         f"ranks, {world}; got {lengths}")
+
+
 def measure(cfg: DictConfig) -> list[dict]:
     """Every case on this rank of the process group the environment describes."""
     device = resolve_device(cfg.device)
@@ -249,6 +261,7 @@ def measure(cfg: DictConfig) -> list[dict]:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    check(cfg, world)
     if device.type == "cpu" and cfg.device.threads is None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # ranks share the cores
     rows = [op_case(cfg, T, device, rank, world) for T in cfg.scale.op_lengths]
@@ -377,6 +390,8 @@ def figure(summary: pd.DataFrame):
 
 
 def run(cfg: DictConfig) -> Path:
+    require(cfg, "ranks")
+    check(cfg, max(cfg.ranks))
     started = time.perf_counter()
     scratch = Path(HydraConfig.get().runtime.output_dir) / "ranks"
     rows = []

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from plrnn.bench.tables import markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common
+from plrnn.repro.config import Common, require
 from plrnn.tasks import (
     NUM_CLASSES,
     NUM_SYMBOLS,
@@ -417,11 +417,11 @@ def paper_sizes(drawn: int | None) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig) -> Path:
+    require(cfg, "scale.seq_len", minimum=2)
+    require(cfg, "scale.hidden", "scale.num_layers", "scale.steps_shown", "device.threads")
     device = resolve_device(cfg.device)  # names results/<machine>/; nothing runs on it
     started = time.perf_counter()
     T = int(cfg.scale.seq_len)
-    if T < 2:
-        raise ValueError(f"scale.seq_len must be >= 2, got {T}")
     mc, source = model_config(cfg)
     model = build_model(mc)
     if model.body.input_size != NUM_SYMBOLS or model.head.out_features != NUM_CLASSES:

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.artifacts import results_dir
-from plrnn.repro.config import Common
+from plrnn.repro.config import Common, require
 from plrnn.repro.tuning import setting_text
 
 NAMES = {"gilr_lstm": "GILR-LSTM", "lstm": "LSTM"}
@@ -142,6 +142,8 @@ def summary_table(logs: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig) -> Path:
+    require(cfg, "scale.smoothing", "device.threads")
+    require(cfg, "scale.grid_points", minimum=2)  # a curve needs two points
     device = resolve_device(cfg.device)
     started = time.perf_counter()
     folder = results_dir(cfg, device) / f"{cfg.runs}{cfg.tag}" / "compare"

@@ -31,7 +31,7 @@ from plrnn.bench.tables import fmt_ms, fmt_x, markdown_table
 from plrnn.bench.timing import paired_ratio, reuse_freed_pages
 from plrnn.recurrence.cpu import thread_round_trip_ns
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common
+from plrnn.repro.config import Common, require
 from plrnn.repro.measure import cold_calls, interleaved
 
 PAPER = Path(__file__).parent / "paper" / "table1.csv"
@@ -242,6 +242,8 @@ def notes(summary: pd.DataFrame, plan: dict, device, chosen: dict) -> list[str]:
 
 
 def run(cfg: DictConfig) -> Path:
+    require(cfg, "scale.features", "scale.seq_lens", "scale.batch", "scale.rounds",
+            "scale.min_run_time", "scale.paper_way_repeats", "device.threads")
     device = resolve_device(cfg.device)
     plan = PLANS[device.type]
     started = time.perf_counter()

@@ -32,7 +32,7 @@ from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.bench.timing import reuse_freed_pages
 from plrnn.layers import set_backend
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common
+from plrnn.repro.config import Common, require
 from plrnn.repro.measure import interleaved
 from plrnn.repro.models import LSTM, build, inputs, step_fn
 
@@ -182,7 +182,20 @@ def figure(summary: pd.DataFrame, device):
     return grid.figure
 
 
+def check(cfg: DictConfig) -> None:
+    s = cfg.scale
+    require(cfg, "scale.steps", "scale.seq_lens", "scale.hidden", "scale.num_layers",
+            "scale.rounds", "scale.min_run_time", "variant.input_size",
+            "variant.qrnn_sru_hidden", "device.threads")
+    require(cfg, "variant.passes", choices=("train", "forward"))
+    if min(s.seq_lens) > s.steps:  # b = steps // T would be 0 in every cell
+        raise ValueError(f"scale.steps must be at least the shortest of scale.seq_lens, so that "
+                         f"a cell has b >= 1; got scale.steps={s.steps}, "
+                         f"scale.seq_lens={list(s.seq_lens)}")
+
+
 def run(cfg: DictConfig) -> Path:
+    check(cfg)
     device = resolve_device(cfg.device)
     backends = (cfg.recurrence.serial or RECURRENCES[device.type][0],
                 cfg.recurrence.parallel or RECURRENCES[device.type][1])

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.artifacts import results_dir
-from plrnn.repro.config import Common
+from plrnn.repro.config import Common, require
 from plrnn.repro.tuning import SETTINGS, choose, setting_text, sweep_figure, sweep_table
 from plrnn.tasks import ModelConfig, RunConfig, TrainConfig, paper_config
 from plrnn.tasks import run as train_run
@@ -523,8 +523,24 @@ def summarize_runs(cfg: DictConfig, device, started: float) -> Path:
     return path
 
 
+def check(cfg: DictConfig) -> None:
+    """Refuses what would otherwise fail in every job of a multirun, or only at the end, when
+    Figure 2 is drawn."""
+    require(cfg, "scale.batch_size", "scale.window", "scale.check_every", "scale.log_every",
+            "scale.n_jobs", "scale.sweep.lr", "scale.sweep.hidden", "scale.sweep.seeds",
+            "scale.sweep.max_steps", "scale.sweep.max_wall_time_s", "scale.compare.seeds",
+            "scale.compare.max_steps", "scale.compare.max_wall_time_s", "scale.sweep.seq_len",
+            "scale.compare.seq_lens", "job.seq_len", "job.hidden", "job.lr", "device.threads",
+            *(f"scale.{kind}.{key}" for kind in NAMES for key in
+              ("hidden", "lr", "clip", "init_scale")))
+    require(cfg, "scale.models", choices=tuple(NAMES))
+    require(cfg, "scale.figure2_scale", choices=sorted(
+        p.stem for p in (HERE / "conf" / "figure2" / "scale").glob("*.yaml")))
+
+
 def run(cfg: DictConfig) -> Path:
     """stage=all: sweep, compare, summary; stage=summary: the last; stage=run: one job."""
+    check(cfg)
     device = resolve_device(cfg.device)
     started = time.perf_counter()
     if cfg.stage == "run":

@@ -27,7 +27,7 @@ import plrnn
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.bench.timing import reuse_freed_pages
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common
+from plrnn.repro.config import Common, require
 from plrnn.repro.measure import interleaved
 from plrnn.repro.models import LSTM, build, inputs, step_fn
 
@@ -147,7 +147,19 @@ def figure(g: dict[str, pd.DataFrame], device):
     return fig
 
 
+def check(cfg: DictConfig) -> None:
+    s = cfg.scale
+    require(cfg, "scale.batches", "scale.seq_lens", "scale.max_steps", "scale.hidden",
+            "scale.num_layers", "scale.input_size", "scale.lstm_seq_len", "scale.rounds",
+            "scale.min_run_time", "device.threads")
+    require(cfg, "step", choices=("forward", "train"))
+    if min(s.batches) * min(s.seq_lens) > s.max_steps:  # the GILR-LSTM grid would be empty
+        raise ValueError(f"scale.max_steps must be at least the smallest batch x T, "
+                         f"{min(s.batches) * min(s.seq_lens)}; got {s.max_steps}")
+
+
 def run(cfg: DictConfig) -> Path:
+    check(cfg)
     device = resolve_device(cfg.device)
     started = time.perf_counter()
     allocator = reuse_freed_pages() if device.type == "cpu" else "torch CUDA caching allocator"

@@ -6,10 +6,12 @@ lives in the ConfigStore here, so every script offers `device=auto|cpu|cuda` wit
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 @dataclass
@@ -35,6 +37,39 @@ def register_common(cs: ConfigStore | None = None) -> None:
     cs = cs or ConfigStore.instance()
     for name in ("auto", "cpu", "cuda"):
         cs.store(group="device", name=name, node=DeviceConfig(name=name))
+
+
+def require(cfg: DictConfig, *keys: str, minimum: float | None = None,
+            choices: Collection | None = None) -> None:
+    """Raises a ValueError naming the first of `keys` (dotted, as on the command line) whose
+    value is out of range: each must be > 0, or >= `minimum`, or one of `choices`; a list must be
+    non-empty and hold only such values. None, an optional key left unset, passes.
+
+    Hydra checks the types only: a zero round count or a negative length would otherwise fail deep
+    in torch or pandas, or write an empty table, after the measuring has begun.
+    """
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=KeyError)
+        if value is KeyError:
+            raise KeyError(f"no config key {key!r}")  # a typo in the script's own list
+        if value is None:
+            continue
+        many = isinstance(value, ListConfig)
+        values = list(value) if many else [value]
+        whole = all(isinstance(v, int) for v in values)
+        if choices is not None:
+            fits = [v in choices for v in values]
+            allowed = "one of " + ", ".join(map(repr, choices))
+        elif minimum is None:
+            fits = [v > 0 for v in values]
+            allowed = "a positive " + ("integer" if whole else "number")
+        else:
+            fits = [v >= minimum for v in values]
+            allowed = ("an integer" if whole else "a number") + f" >= {minimum}"
+        if not values or not all(fits):
+            shown = OmegaConf.to_container(value) if many else value
+            what = f"a non-empty list, each item {allowed}" if many else allowed
+            raise ValueError(f"{key} must be {what}; got {shown!r}")
 
 
 def resolve_device(cfg: DeviceConfig) -> torch.device:
