@@ -79,3 +79,27 @@ def test_torch_compile_fullgraph_as_first_use():
     assert proc.returncode == 0, proc.stderr[-3000:]
     err = float(next(s for s in proc.stdout.splitlines() if s.startswith("ERR ")).split()[1])
     assert err <= 1e-12
+
+
+@pytest.mark.parametrize("shape", [(16384, 4), (4096, 16), (2048, 1024)], ids=str)
+def test_auto_compiles_where_it_asks_its_calibration(shape):
+    """At these sizes auto reads the measured channel sets (and, at (2048, 1024), the kernels'
+    cache size) at trace time; a frozenset there was an internal dynamo error."""
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(seed_for("compile auto", shape))
+    a, x = torch.rand(*shape, generator=g), torch.randn(*shape, generator=g)
+    got = torch.compile(lambda a, x: plrnn.linear_recurrence(a, x), fullgraph=True)(a, x)
+    torch.testing.assert_close(got, plrnn.linear_recurrence(a, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpu_serial", "torch"])
+def test_out_compiles_without_a_graph_break(backend):
+    torch._dynamo.reset()
+    a, x, _ = make_inputs(9, (3,), "uniform", False, seed_for("compile out"), dtype=torch.float32)
+
+    def f(a, x, out):
+        plrnn.linear_recurrence(a, x, backend=backend, out=out)
+        return out * 2
+
+    got = torch.compile(f, fullgraph=True)(a, x, torch.empty(9, 3))
+    torch.testing.assert_close(got, 2 * plrnn.linear_recurrence(a, x), rtol=1e-6, atol=1e-6)

@@ -252,3 +252,46 @@ def test_out_refuses_autograd(grad_of):
         r"requires grad",
     ):
         call(**args)
+
+
+def _conj_view():
+    return torch.zeros(6, 3, dtype=torch.complex64).conj()
+
+
+def _neg_view():
+    return torch._neg_view(torch.zeros(6, 3))
+
+
+@backend_param
+@pytest.mark.parametrize("view", [_conj_view, _neg_view], ids=["conj", "neg"])
+def test_out_refuses_a_lazy_view(backend, view):
+    """A conj/neg view looks contiguous but reads its values negated or conjugated: the kernels
+    would write plain values into it (the C++ op aborted the process). Refused also after a
+    plain call has primed the shortcut for these arguments."""
+    out = view()
+    a = torch.rand(6, 3, dtype=out.dtype) * 0.5
+    x = torch.randn(6, 3, dtype=out.dtype)
+    with torch.no_grad():
+        for _ in range(2):
+            plrnn.linear_recurrence(a, x, backend=backend, out=torch.empty_like(x))
+            with pytest.raises(ValueError, match=r"^out must not be a conjugate or negated view"):
+                plrnn.linear_recurrence(a, x, backend=backend, out=out)
+
+
+@backend_param
+def test_an_inference_tensor_is_written_only_in_inference_mode(backend):
+    with torch.inference_mode():
+        out = torch.zeros(6, 3)
+    with torch.no_grad():
+        for _ in range(2):  # the second call would take the shortcut
+            plrnn.linear_recurrence(A, X, backend=backend, out=torch.empty(6, 3))
+            with pytest.raises(RuntimeError, match=r"^out is an inference tensor"):
+                plrnn.linear_recurrence(A, X, backend=backend, out=out)
+    with torch.inference_mode():
+        assert plrnn.linear_recurrence(A, X, backend=backend, out=out) is out
+    torch.testing.assert_close(out, ref64(A, X).float(), rtol=1e-5, atol=1e-5)
+
+
+def test_out_must_be_dense():
+    with pytest.raises(TypeError, match=r"^out must be a dense \(strided\) tensor"):
+        call(torch.zeros(6, 3).to_sparse())

@@ -184,6 +184,7 @@ def test_cpu_kernel_unavailable_on_meta(name):
 
 def test_unavailable_kernel_names_its_reason(monkeypatch):
     monkeypatch.setattr(cpu, "load", lambda: "pretend the build failed")
+    monkeypatch.setattr(cpu, "_shortcuts", {})  # calls of other tests, made while it loaded
     with pytest.raises(
         RuntimeError,
         match=re.escape(
@@ -221,3 +222,18 @@ def test_meta_tensors_run_through_torch_backend():
         h = plrnn.linear_recurrence(meta, meta, torch.empty(2, 3, device="meta"), backend=backend)
         assert h.device.type == "meta" and h.shape == (6, 2, 3)
     assert choose_auto(torch.device("meta"), 6, 6) == "torch"
+
+
+@pytest.mark.parametrize(
+    "name, sparse",
+    [("decays", torch.Tensor.to_sparse), ("impulses", torch.Tensor.to_sparse_csr),
+     ("initial_state", torch.Tensor.to_sparse)],
+    ids=["decays-coo", "impulses-csr", "initial_state-coo"],
+)
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_inputs_are_refused_by_name(name, sparse):
+    args = {"decays": A, "impulses": X, "initial_state": torch.zeros(3)}
+    call(**args)  # dense, as a shortcut for the next call's shape and dtype would remember
+    args[name] = sparse(args[name])
+    with pytest.raises(TypeError, match=rf"^{name} must be a dense \(strided\) tensor"):
+        call(**args)

@@ -151,9 +151,11 @@ def _plain_key(backend, decays, impulses, initial_state, reverse) -> tuple | Non
     if (backend.__class__ is str and (reverse is False or reverse is True)
             and isinstance(impulses, torch.Tensor) and isinstance(decays, torch.Tensor)
             and impulses.is_cpu and decays.is_cpu and decays.dtype is impulses.dtype
+            and impulses.layout is torch.strided and decays.layout is torch.strided
             and decays.shape == impulses.shape
             and (initial_state is None
                  or (isinstance(initial_state, torch.Tensor) and initial_state.is_cpu
+                     and initial_state.layout is torch.strided
                      and initial_state.dtype is impulses.dtype
                      and initial_state.shape == impulses.shape[1:]))):
         return backend, impulses.shape, impulses.dtype, torch.get_num_threads()
@@ -177,9 +179,11 @@ def shortcut(backend, decays, impulses, initial_state, reverse, out):
     # Only what the op takes as it is: it refuses memory shared with its inputs itself, and
     # anything else check_out might refuse takes the full path, whose error says what is wrong.
     if not (isinstance(out, torch.Tensor) and out.dtype is impulses.dtype
-            and out.shape == impulses.shape and out.is_cpu and out.is_contiguous()
+            and out.shape == impulses.shape and out.is_cpu and out.layout is torch.strided
+            and out.is_contiguous()
             and decays.is_contiguous() and impulses.is_contiguous()
-            and (initial_state is None or initial_state.is_contiguous())):
+            and (initial_state is None or initial_state.is_contiguous())
+            and not (out.is_conj() or out.is_neg() or out.is_inference())):
         return None
     if torch.is_grad_enabled() and (
         out.requires_grad or decays.requires_grad or impulses.requires_grad

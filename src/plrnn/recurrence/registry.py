@@ -145,20 +145,22 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+# Sorted tuples, not the calibration's frozensets: dynamo cannot guard `channels in` a frozenset
+# it took as a constant result (an internal error at every shape where auto asks).
 @torch._dynamo.assume_constant_result
-def _parallel_channels() -> frozenset[int]:
+def _parallel_channels() -> tuple[int, ...]:
     # Measured (once per CPU and thread count) outside any trace.
-    return calibration.parallel_channels(_threads(), calibration.MIN_STEPS)
+    return tuple(sorted(calibration.parallel_channels(_threads(), calibration.MIN_STEPS)))
 
 
 @torch._dynamo.assume_constant_result
-def _longest_parallel_channels() -> frozenset[int]:
-    return calibration.parallel_channels(_threads(), calibration.LONGEST_MIN_STEPS)
+def _longest_parallel_channels() -> tuple[int, ...]:
+    return tuple(sorted(calibration.parallel_channels(_threads(), calibration.LONGEST_MIN_STEPS)))
 
 
 @torch._dynamo.assume_constant_result
-def _short_parallel_channels() -> frozenset[int]:
-    return calibration.parallel_channels(_threads(), calibration.SHORT_MIN_STEPS)
+def _short_parallel_channels() -> tuple[int, ...]:
+    return tuple(sorted(calibration.parallel_channels(_threads(), calibration.SHORT_MIN_STEPS)))
 
 
 @torch._dynamo.assume_constant_result

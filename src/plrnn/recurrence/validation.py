@@ -24,6 +24,8 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
             raise TypeError(
                 f"{name} must be a torch.Tensor of shape (T, *), got {type_name(value)}"
             )
+        if value.layout is not torch.strided:
+            raise TypeError(f"{name} must be a dense (strided) tensor; got layout {value.layout}")
         if value.dim() == 0 and name == "impulses":
             raise ValueError(
                 f"{name} must have a leading time axis, shape (T, *); got a 0-d tensor"
@@ -63,6 +65,10 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
         if not isinstance(initial_state, torch.Tensor):
             raise TypeError(
                 f"initial_state must be a torch.Tensor or None, got {type_name(initial_state)}"
+            )
+        if initial_state.layout is not torch.strided:
+            raise TypeError(
+                f"initial_state must be a dense (strided) tensor; got layout {initial_state.layout}"
             )
         if bounds is not None:
             check_initial_states(initial_state, impulses, len(bounds) - 1)
@@ -123,6 +129,8 @@ def check_out(out, decays, impulses, initial_state) -> None:
     dtype and device (no resize, no casting), no memory shared with an input, no autograd."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out must be a torch.Tensor or None, got {type_name(out)}")
+    if out.layout is not torch.strided:
+        raise TypeError(f"out must be a dense (strided) tensor; got layout {out.layout}")
     if out.dtype is not impulses.dtype:
         raise TypeError(f"out must have the impulses' dtype {impulses.dtype}; got {out.dtype}")
     if out.shape != impulses.shape:
@@ -137,6 +145,19 @@ def check_out(out, decays, impulses, initial_state) -> None:
         raise RuntimeError(
             "linear_recurrence(): out= does not support automatic differentiation, but one of "
             "the arguments requires grad; call it under torch.no_grad() or without out="
+        )
+    # Under torch.compile the tensors are fakes, without addresses or a view's lazy bits to read
+    # at trace time: what follows is checked in eager mode only.
+    if torch.compiler.is_compiling():
+        return
+    if out.is_conj() or out.is_neg():  # a lazy view: the kernels write plain values
+        raise ValueError(
+            "out must not be a conjugate or negated view (conj(), _neg_view()); pass the tensor "
+            "it views, or one from resolve_conj() / resolve_neg()"
+        )
+    if out.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(  # torch's own rule for out= and in-place ops
+            "out is an inference tensor, which is written only inside torch.inference_mode()"
         )
     # A contiguous tensor cannot overlap itself; 1: certainly overlapping (2: unknown).
     if not out.is_contiguous() and torch._debug_has_internal_overlap(out) == 1:
