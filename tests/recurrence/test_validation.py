@@ -237,3 +237,17 @@ def test_sparse_inputs_are_refused_by_name(name, sparse):
     args[name] = sparse(args[name])
     with pytest.raises(TypeError, match=rf"^{name} must be a dense \(strided\) tensor"):
         call(**args)
+
+
+@pytest.mark.parametrize("name", ["decays", "impulses", "initial_state", "out"])
+def test_mkldnn_tensors_are_refused_by_name(name):
+    args = {"decays": A, "impulses": X, "initial_state": torch.zeros(3)}
+    with torch.no_grad():
+        call(**args, out=torch.empty(6, 3))  # dense calls, which a shortcut would remember
+        call(**args)
+        if name == "out":
+            args["out"] = torch.empty(6, 3).to_mkldnn()
+        else:
+            args[name] = args[name].to_mkldnn()
+        with pytest.raises(TypeError, match=rf"^{name} must be a dense \(strided\) tensor"):
+            call(**args)

@@ -146,19 +146,10 @@ def check_out(out, decays, impulses, initial_state) -> None:
             "linear_recurrence(): out= does not support automatic differentiation, but one of "
             "the arguments requires grad; call it under torch.no_grad() or without out="
         )
-    # Under torch.compile the tensors are fakes, without addresses or a view's lazy bits to read
-    # at trace time: what follows is checked in eager mode only.
+    # Under torch.compile the tensors are fakes, without addresses: what follows is checked in
+    # eager mode only.
     if torch.compiler.is_compiling():
         return
-    if out.is_conj() or out.is_neg():  # a lazy view: the kernels write plain values
-        raise ValueError(
-            "out must not be a conjugate or negated view (conj(), _neg_view()); pass the tensor "
-            "it views, or one from resolve_conj() / resolve_neg()"
-        )
-    if out.is_inference() and not torch.is_inference_mode_enabled():
-        raise RuntimeError(  # torch's own rule for out= and in-place ops
-            "out is an inference tensor, which is written only inside torch.inference_mode()"
-        )
     # A contiguous tensor cannot overlap itself; 1: certainly overlapping (2: unknown).
     if not out.is_contiguous() and torch._debug_has_internal_overlap(out) == 1:
         raise ValueError(

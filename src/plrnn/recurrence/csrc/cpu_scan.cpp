@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -100,10 +101,15 @@ void check_apart(const at::Tensor& out, const at::Tensor& input, const char* nam
                     "out must not share memory with ", name, "; pass a separate tensor");
 }
 
-void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
-                      const c10::optional<at::Tensor>& initial_state, bool reverse, bool parallel,
-                      at::Tensor& out) {
+// Returns `out`, as torch's own out= ops do: the conjugate and negation fallbacks run an op on a
+// resolved copy of a conj()/neg view and copy back what it returns (with `-> ()` they aborted).
+at::Tensor& scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
+                             const c10::optional<at::Tensor>& initial_state, bool reverse,
+                             bool parallel, at::Tensor& out) {
   check_inputs(decays, impulses, initial_state);
+  // torch's rule for writing into tensors, which the op would skip without an autograd kernel.
+  TORCH_CHECK(!out.is_inference() || c10::InferenceMode::is_enabled(),
+              "out is an inference tensor, which is written only inside torch.inference_mode()");
   TORCH_CHECK(out.sizes() == impulses.sizes() && out.is_contiguous() &&
                   out.scalar_type() == impulses.scalar_type() && out.device().is_cpu(),
               "out must be a contiguous CPU tensor with the impulses' shape and dtype");
@@ -118,6 +124,7 @@ void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
                                   out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel,
                                   layout_of(decays, impulses));
   });
+  return out;
 }
 
 at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
@@ -392,7 +399,7 @@ TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_fail_item(int item) -> int", &set_fail_item);
   m.def("cpu_forgetting_split(int on) -> int", &set_forgetting_split);
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
-  m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> ()");
+  m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> Tensor(a!)");
   m.def("cpu_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, bool parallel) -> (Tensor, Tensor, Tensor)");
   m.def("cpu_scan_varlen(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, Tensor cu_seqlens, bool parallel) -> Tensor");
   m.def("cpu_scan_varlen_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, Tensor cu_seqlens, bool parallel) -> (Tensor, Tensor, Tensor)");
