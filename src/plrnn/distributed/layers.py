@@ -26,11 +26,11 @@ class ShardedTime:
         self.group, self.backend, self.place, self.lengths = group, backend, place, lengths
 
     @classmethod
-    def open(cls, shared: SharedGroup, backend: str, x, state, checks, time_dim: int):
-        """The time axis of a layer's call, and its per-layer states `checks(x, state)`. Each
-        rank runs its own checks, then every rank learns every rank's outcome and shard length
-        in one exchange: a call refused on one rank raises on all of them."""
-        group = shared.group
+    def open(cls, group, backend: str, x, state, checks, time_dim: int = 0):
+        """The time axis of a layer's call on input `x` (time along `time_dim`) with `state`
+        (None on every rank but 0), and what `checks(x, state)` returns (the layers: their
+        per-layer states). Each rank runs its own checks, then every rank learns every rank's
+        outcome and shard length in one exchange: a call refused on one rank raises on all."""
         place = locate(group, reverse=False)
         error, per_layer, described = None, None, {}
         try:

@@ -195,7 +195,7 @@ class StackedRecurrence(nn.Module):
             # Every rank's checks end in one exchange, so that a call refused on one rank is
             # refused on all of them instead of leaving the others in a collective.
             time, per_layer = ShardedTime.open(
-                shared, self.backend, x, state, self._checked, int(self.batch_first)
+                shared.group, self.backend, x, state, self._checked, int(self.batch_first)
             )
         else:
             if isinstance(x, PackedSequence):
