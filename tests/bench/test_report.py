@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -194,6 +195,20 @@ def test_asv_results_newest_commit_and_skips(tmp_path):
     assert row(older, suite="kernels")["value"] == pytest.approx(2e-4)
     with pytest.raises(report_sources.ReportInputError, match="cccc"):
         report_sources.load_asv_results(root, commit="cccc")
+
+
+def test_asv_machines_named_by_plrnn_stay_apart(tmp_path):
+    """asv machine.json files written by `asv machine --machine <name>` hold only the name: two
+    such machines are two reports, not one machine built from missing CPU fields."""
+    root = asv_dir(tmp_path / "asv", {
+        "aaaa1111-env.json": asv_result("aaaa1111" + "0" * 32, 1_000, 2e-4)},
+        machine_json={"machine": "cpu-first-2c", "version": 1})
+    other = root / "other"
+    shutil.copytree(root / "box", other)
+    (other / "machine.json").write_text(json.dumps({"machine": "cpu-second-2c", "version": 1}))
+    df = report_sources.load_asv_results(root)
+    assert set(df["machine"]) == {"cpu-first-2c", "cpu-second-2c"}
+    assert len(df[df["machine"] == "cpu-first-2c"]) == len(df) // 2
 
 
 def test_asv_cuda_results_are_named_apart_from_cpu(tmp_path):

@@ -117,15 +117,19 @@ def _literal(text):
 
 
 def asv_machine(machine_json: dict, device: str) -> str:
-    """The results/<machine> name of an asv machine.json (asv records no GPU: a CUDA run is named
-    after this host's GPU when the asv machine is named after this host, e.g. "<host>-gpu", else
-    after the asv machine)."""
+    """The results/<machine> name of an asv machine.json: the asv machine's own name where
+    plrnn.bench.machine gave it, else one made from its CPU and core count (asv records no GPU:
+    a CUDA run is named after this host's GPU when the asv machine is named after this host,
+    e.g. "<host>-gpu", else after the asv machine)."""
     if device == "cuda":
         host = platform.node()
         here = host and str(machine_json.get("machine", "")).startswith(host)
         if here and torch.cuda.is_available():
             return machine_name("cuda")
         return "cuda-on-" + _slug(str(machine_json.get("machine", "unknown")))
+    name = str(machine_json.get("machine", ""))
+    if name.startswith("cpu-"):  # named by plrnn.bench.machine, as every results/<machine> is
+        return name
     return _cpu_machine_name(machine_json.get("cpu", ""), machine_json.get("num_cpu", "?"))
 
 
