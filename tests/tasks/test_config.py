@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from plrnn.tasks import RunConfig, paper_config, resolve_device, resolve_dtype
+from plrnn.tasks import ModelConfig, RunConfig, paper_config, resolve_device, resolve_dtype
 
 
 def test_configs_are_structured_configs():
@@ -39,6 +39,13 @@ def test_paper_settings(seq_len):
     driver = paper_config("gilr_lstm", seq_len, window="driver")
     assert driver.train.check_every == 10
     assert driver.train.window == {1024: 20, 8192: 50, 1_048_576: 75}[seq_len]
+
+
+def test_paper_config_overrides_any_run_field():
+    small = ModelConfig("lstm", hidden=8)
+    config = paper_config("lstm", 1024, batch_size=2, model=small, device="cpu")
+    assert (config.batch_size, config.model, config.device) == (2, small, "cpu")
+    assert config.seq_len == 1024
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import math
 
 import pytest
@@ -174,6 +175,34 @@ def test_nonfinite_loss_stops_the_run(monkeypatch):
     result = run(tiny(window=1000))
     assert result.stop_reason == "nonfinite_loss" and result.iterations == 10
     assert not result.converged
+
+
+def test_a_loss_that_turns_nonfinite_between_log_steps_is_the_stop_reason(monkeypatch):
+    real_step = train_mod.train_step
+    calls = []
+
+    def nan_from_step_4(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        calls.append(1)
+        return out._replace(loss=torch.tensor(math.nan)) if len(calls) >= 4 else out
+
+    monkeypatch.setattr(train_mod, "train_step", nan_from_step_4)
+    result = run(tiny(window=1000, max_steps=5))  # logs every 10 steps: none before the end
+    assert result.stop_reason == "nonfinite_loss" and result.iterations == 5
+
+
+def test_float16_training_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="dtype float16 cannot train here: Adam's eps"):
+        run(dataclasses.replace(tiny(), dtype="float16"))
+
+
+def test_a_seeded_model_leaves_every_global_generator_alone(monkeypatch):
+    seeded = []
+    monkeypatch.setattr(torch, "manual_seed", lambda s: seeded.append(s))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(s))
+    state = torch.get_rng_state()
+    make_model("gilr_lstm", 4, seed=7)
+    assert seeded == [] and torch.equal(torch.get_rng_state(), state)
 
 
 def test_convergence_stops_at_the_window(monkeypatch):

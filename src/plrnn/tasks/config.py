@@ -111,5 +111,5 @@ def paper_config(kind: str, seq_len: int, *, seed: int = 0, window: str = "text"
         raise ValueError(f"kind must be 'gilr_lstm' or 'lstm', got {kind!r}")
     win, every = (5, 1) if window == "text" else (p["driver_window"], 10)
     train = TrainConfig(lr=1e-4, clip=clip, max_steps=max_steps, window=win, check_every=every)
-    return RunConfig(seq_len=seq_len, batch_size=p["batch"], seed=seed, model=model, train=train,
-                     **run_overrides)
+    fields = dict(seq_len=seq_len, batch_size=p["batch"], seed=seed, model=model, train=train)
+    return RunConfig(**{**fields, **run_overrides})

@@ -116,8 +116,8 @@ def make_model(
 
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng:
-        if seed is not None:
-            torch.manual_seed(seed)
+        if seed is not None:  # the CPU generator alone: the model is built on the CPU
+            torch.default_generator.manual_seed(seed)  # (torch.manual_seed seeds every GPU too)
         if kind == "lstm":
             body: nn.Module = nn.LSTM(input_size, hidden, num_layers=num_layers)
             _init_lstm(body, init_scale, forget_bias)

@@ -82,6 +82,12 @@ def setup(config: RunConfig) -> Training:
     """Model, optimizer and data stream of a run (cheap: also what a step benchmark builds)."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype)
+    if dtype == torch.float16:
+        raise ValueError(
+            "dtype float16 cannot train here: Adam's eps (1e-8) is 0 in float16, so a weight "
+            "whose gradient is 0 becomes 0/0 = NaN at the first step, and this loop keeps no "
+            "float32 master weights; use bfloat16 or float32"
+        )
     m = config.model
     model = make_model(
         m.kind, m.hidden, m.num_layers, backend=m.backend, forget_bias=m.forget_bias,
@@ -209,6 +215,8 @@ def run(config: RunConfig) -> RunResult:
                 break
         if out is not None:
             accuracy, loss = out.accuracy.item(), out.loss.item()
+            if not math.isfinite(loss):  # diverged since the last log step
+                stop_reason = "nonfinite_loss"
         wall = time.perf_counter() - start
         if step and logged_step != step:
             log.write(step=step, wall_time_s=wall, accuracy=accuracy, loss=loss,
