@@ -211,6 +211,13 @@ def test_asv_machines_named_by_plrnn_stay_apart(tmp_path):
     assert len(df[df["machine"] == "cpu-first-2c"]) == len(df) // 2
 
 
+def test_an_unknown_asv_machine_is_named(tmp_path):
+    root = asv_dir(tmp_path / "asv", {
+        "aaaa1111-env.json": asv_result("aaaa1111" + "0" * 32, 1_000, 2e-4)})
+    with pytest.raises(report_sources.ReportInputError, match="no asv machine nosuch .* box"):
+        report_sources.load_asv_results(root, machines=["nosuch"])
+
+
 def test_asv_cuda_results_are_named_apart_from_cpu(tmp_path):
     root = asv_dir(tmp_path / "asv", {
         "cccc-env.json": asv_result("cccc" + "0" * 36, 1_000, 1e-4, cuda_bytes=1e6)})

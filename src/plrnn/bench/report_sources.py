@@ -179,6 +179,12 @@ def load_asv_results(results_dir: str | os.PathLike, commit: str | None = None,
         raise ReportInputError(f"{root} is not an asv results directory (no benchmarks.json)")
     benchmarks = json.loads(bench_file.read_text())
     wanted = set(machines) if machines else None
+    present = {p.name for p in root.iterdir() if (p / "machine.json").is_file()}
+    if wanted is not None and not wanted <= present:
+        raise ReportInputError(
+            f"no asv machine {', '.join(sorted(wanted - present))} in {root}; it has "
+            f"{', '.join(sorted(present)) or 'none'}"
+        )
     rows = []
     for machine_dir in sorted(p for p in root.iterdir() if (p / "machine.json").is_file()):
         if wanted is not None and machine_dir.name not in wanted:
