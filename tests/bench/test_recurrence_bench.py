@@ -669,3 +669,14 @@ def test_faults_per_call_counts_the_pages_a_fresh_mapping_writes():
 
     assert timing.faults_per_call(fresh) >= pages / 512  # 2 MiB pages where the OS gives them
     assert timing.faults_per_call(lambda: None) <= 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--min-run-time", "-1"], "--min-run-time must be a positive number"),
+    (["--min-run-time", "0"], "--min-run-time must be a positive number"),
+    (["--out", __file__], "--out must be a directory"),
+])
+def test_bad_arguments_are_refused_before_any_measuring(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        rb.parse_args(argv)
+    assert message in capsys.readouterr().err

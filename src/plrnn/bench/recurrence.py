@@ -1540,7 +1540,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run only the channels x T sweep of cpu_serial vs cpu_parallel that the "
                         "auto rule is derived from; writes auto_sweep.{csv,md,json}")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.min_run_time is not None and not args.min_run_time > 0:
+        p.error(f"--min-run-time must be a positive number of seconds, got {args.min_run_time}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        p.error(f"--out must be a directory; {args.out} is a file")
+    return args
 
 
 def steady_child_argv(args: argparse.Namespace, out: Path) -> list[str]:
