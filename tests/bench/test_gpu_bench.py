@@ -59,6 +59,28 @@ def test_dry_run_prints_the_plan():
     assert len(lines) == 145 and all(line.split()[0] == "table1" for line in lines[1:])
 
 
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ("headlin", "--sections: unknown section headlin;"),
+        ("table1,tabel1", "--sections: unknown section tabel1;"),
+        (",", "--sections: none given;"),
+    ],
+)
+def test_an_unknown_section_is_a_usage_error_naming_the_valid_ones(sections, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu.main(["--dry-run", "--sections", sections])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "subset of: headline, table1, accelerated_scan" in err
+
+
+def test_sections_may_be_spaced_and_repeated(capsys):
+    assert gpu.main(["--dry-run", "--sections", " table1 , table1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "plrnn.bench.gpu plan: 144 cases"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine-without-a-GPU path")
 def test_without_a_gpu_it_says_so(capsys):
     assert gpu.main(["--out", "unused"]) == 2

@@ -45,6 +45,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PLRNN_BACKENDS = ("torch", "cuda_serial", "cuda_paper", "cuda_parallel", "triton")
 FP32_ONLY = ("cuda_serial", "cuda_paper")
 ACCELERATED_SCAN = ("accelerated_scan.warp", "accelerated_scan.scalar")
+SECTIONS = ("headline", "table1", "accelerated_scan")  # the sections plan() makes cases in
 WARP_MAX_T = 65536  # accelerated_scan.warp: T a power of two in [32, 65536]
 # Relative error (max |out - truth| / max |truth|) above which a case is flagged, not timed.
 VALIDATION_LIMIT = {"fp32": 1e-4, "bf16": 5e-2}
@@ -364,10 +365,18 @@ def parse_args(argv):
     p.add_argument(
         "--sections",
         default="headline,accelerated_scan,table1",
-        help="comma-separated subset of: headline, table1, accelerated_scan",
+        help=f"comma-separated subset of: {', '.join(SECTIONS)}",
     )
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown or not wanted:
+        p.error(
+            f"--sections: {'unknown section ' + ', '.join(unknown) if unknown else 'none given'};"
+            f" give a comma-separated subset of: {', '.join(SECTIONS)}"
+        )
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

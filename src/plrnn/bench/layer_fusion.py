@@ -1,7 +1,7 @@
 """Does compile_gates pay? Forward+backward time of each layer type with the gate math eager
 and fused by torch.compile (inductor), at the paper's Table 2 sizes.
 
-    python -m plrnn.bench.layer_fusion [--shapes 4096x16 256x256] [--layers GILRLSTM QRNN]
+    python -m plrnn.bench.layer_fusion [--shapes 4096x16 256x256] [--layers GILRLSTM QRNN2]
 
 Two stacked layers, 256 hidden, input size 4, T x B = 65,536 by default. Each cell: the compiled
 model is checked against the eager one first, then both are timed in interleaved rounds (a slow
@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.benchmark import Timer
@@ -148,23 +149,53 @@ def _load() -> str | None:
         return None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _shape(text: str) -> tuple[int, int]:
+    """'4096x16' -> (4096, 16): T and B, positive integers."""
+    try:
+        T, B = (_positive_int(n) for n in text.split("x"))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected TxB with positive integers T and B (e.g. 4096x16), got {text!r}"
+        ) from None
+    return T, B
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", nargs="*", default=list(LAYERS), choices=list(LAYERS))
-    parser.add_argument("--shapes", nargs="+", default=["4096x16", "256x256"], help="TxB")
+    parser.add_argument(
+        "--shapes", nargs="+", type=_shape, default=[(4096, 16), (256, 256)], help="TxB"
+    )
     parser.add_argument("--gates", action="store_true", help="time the gate functions alone")
-    parser.add_argument("--input-size", type=int, default=4)
-    parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--input-size", type=_positive_int, default=4)
+    parser.add_argument("--hidden-size", type=_positive_int, default=256)
+    parser.add_argument("--num-layers", type=_positive_int, default=2)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=_positive_int, default=3)
     parser.add_argument("--min-run-time", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    parser.add_argument("--json", help="also write the records here")
+    parser.add_argument("--json", type=Path, help="also write the records here")
     args = parser.parse_args(argv)
+    if not args.layers and not args.gates:
+        parser.error(f"--layers needs at least one of: {', '.join(LAYERS)} (or add --gates)")
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu needs --threads 1 (CPU seconds of all threads are summed)")
+    if args.json:
+        try:  # before measuring, so that a bad path does not lose the measurements
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"--json: cannot create the directory {args.json.parent}: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator = reuse_freed_pages()
@@ -181,8 +212,7 @@ def main(argv=None) -> None:
         print("| gate function | T | B | eager ms | compiled ms | speedup |")
         print("|---|---|---|---|---|---|")
         for name in GATE_FUNCTIONS:
-            for shape in args.shapes:
-                T, B = map(int, shape.split("x"))
+            for T, B in args.shapes:
                 rec = run_gates(name, T, B, args)
                 records.append(rec)
                 print(
@@ -190,11 +220,11 @@ def main(argv=None) -> None:
                     f"| {rec['eager_ms'] / rec['compiled_ms']:.2f}x |",
                     flush=True,
                 )
-    print("| layer | T | B | eager ms | compiled ms | speedup | max rel diff |")
-    print("|---|---|---|---|---|---|---|")
+    if args.layers:
+        print("| layer | T | B | eager ms | compiled ms | speedup | max rel diff |")
+        print("|---|---|---|---|---|---|---|")
     for layer in args.layers:
-        for shape in args.shapes:
-            T, B = map(int, shape.split("x"))
+        for T, B in args.shapes:
             rec = run(layer, T, B, args)
             records.append(rec)
             print(
@@ -204,8 +234,10 @@ def main(argv=None) -> None:
             )
     print(f"load average before/after: {info['load_average']} / {_load()}")
     if args.json:
+        shapes = [f"{T}x{B}" for T, B in args.shapes]  # as given, not as parsed
+        config = {**vars(args), "shapes": shapes, "json": str(args.json)}
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "config": vars(args), "records": records}, f, indent=1)
+            json.dump({"machine": info, "config": config, "records": records}, f, indent=1)
 
 
 if __name__ == "__main__":
