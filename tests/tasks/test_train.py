@@ -191,6 +191,12 @@ def test_a_loss_that_turns_nonfinite_between_log_steps_is_the_stop_reason(monkey
     assert result.stop_reason == "nonfinite_loss" and result.iterations == 5
 
 
+@pytest.mark.parametrize("seed", [None, 1.5, -1, 2**64, True], ids=str)
+def test_a_bad_seed_names_itself(seed):
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        run(dataclasses.replace(tiny(), seed=seed))
+
+
 def test_float16_training_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="dtype float16 cannot train here: Adam's eps"):
         run(dataclasses.replace(tiny(), dtype="float16"))

@@ -80,6 +80,9 @@ class Training(NamedTuple):
 
 def setup(config: RunConfig) -> Training:
     """Model, optimizer and data stream of a run (cheap: also what a step benchmark builds)."""
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype)
     if dtype == torch.float16:
