@@ -65,10 +65,13 @@ def test_asv_and_paper_folders_can_be_given(fake_tree, tmp_path, capsys):
     [
         (["--results", "/nonexistent/results"], "--results /nonexistent/results: not a directory"),
         (["--out", "{results}"], "is a directory"),
+        (["--out", "{file}/index.html"], "is a file, not a directory"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_option(fake_tree, capsys, args, message):
-    args = [a.format(results=fake_tree.results) for a in args]
+    a_file = fake_tree.results / "a_file"
+    a_file.write_text("")
+    args = [a.format(results=fake_tree.results, file=a_file) for a in args]
     if "--results" not in args:
         args += ["--results", str(fake_tree.results)]
     with pytest.raises(SystemExit) as exc:

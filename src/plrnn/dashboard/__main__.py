@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.out is not None and Path(args.out).is_dir():
         parser.error(f"--out {args.out}: is a directory; give the HTML file to write")
+    if args.out is not None:
+        blocked = next((p for p in Path(args.out).parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            parser.error(f"--out {args.out}: {blocked} is a file, not a directory")
     result = build_dashboard(args.results, args.out, asv_html=args.asv_html, paper_dir=args.paper)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
