@@ -133,7 +133,7 @@ def test_cpu_scan_ops_direct(parallel, dtype):
             got = torch.ops.plrnn.cpu_scan(a, x, init, reverse, parallel)
             assert got.dtype == dtype and got.shape == x.shape
             buf = torch.full_like(x, float("nan"))
-            assert torch.ops.plrnn.cpu_scan_out(a, x, init, reverse, parallel, out=buf) is buf
+            assert torch.ops.plrnn.cpu_scan_out(a, x, init, reverse, parallel, out=buf) is None
             assert torch.equal(buf, got)
             if dtype == torch.float64:
                 allowed = F64_RTOL * scale_of(truth)

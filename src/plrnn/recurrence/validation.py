@@ -150,6 +150,11 @@ def check_out(out, decays, impulses, initial_state) -> None:
     # eager mode only.
     if torch.compiler.is_compiling():
         return
+    if out.is_conj() or out.is_neg():  # a lazy view, which the C++ op cannot write through
+        raise ValueError(
+            "out must not be a conjugate or negated view (conj(), .imag of one); pass the tensor "
+            "it views, or one from resolve_conj() / resolve_neg()"
+        )
     # A contiguous tensor cannot overlap itself; 1: certainly overlapping (2: unknown).
     if not out.is_contiguous() and torch._debug_has_internal_overlap(out) == 1:
         raise ValueError(

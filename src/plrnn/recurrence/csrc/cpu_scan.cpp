@@ -101,11 +101,12 @@ void check_apart(const at::Tensor& out, const at::Tensor& input, const char* nam
                     "out must not share memory with ", name, "; pass a separate tensor");
 }
 
-// Returns `out`, as torch's own out= ops do: the conjugate and negation fallbacks run an op on a
-// resolved copy of a conj()/neg view and copy back what it returns (with `-> ()` they aborted).
-at::Tensor& scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
-                             const c10::optional<at::Tensor>& initial_state, bool reverse,
-                             bool parallel, at::Tensor& out) {
+// Returns nothing: torch.compile cannot functionalize a custom op whose output aliases an input
+// (-> Tensor(a!)). So torch's conjugate and negation fallbacks, which copy back what an op
+// returns, cannot serve a conj()/neg view as `out` (they abort): Python refuses those.
+void scan_forward_out(const at::Tensor& decays, const at::Tensor& impulses,
+                      const c10::optional<at::Tensor>& initial_state, bool reverse, bool parallel,
+                      at::Tensor& out) {
   check_inputs(decays, impulses, initial_state);
   // torch's rule for writing into tensors, which the op would skip without an autograd kernel.
   TORCH_CHECK(!out.is_inference() || c10::InferenceMode::is_enabled(),
@@ -124,7 +125,6 @@ at::Tensor& scan_forward_out(const at::Tensor& decays, const at::Tensor& impulse
                                   out.mutable_data_ptr<scalar_t>(), T, C, reverse, parallel,
                                   layout_of(decays, impulses));
   });
-  return out;
 }
 
 at::Tensor scan_forward(const at::Tensor& decays, const at::Tensor& impulses,
@@ -399,7 +399,7 @@ TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_fail_item(int item) -> int", &set_fail_item);
   m.def("cpu_forgetting_split(int on) -> int", &set_forgetting_split);
   m.def("cpu_scan(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel) -> Tensor");
-  m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> Tensor(a!)");
+  m.def("cpu_scan_out(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, bool parallel, *, Tensor(a!) out) -> ()");
   m.def("cpu_scan_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, bool parallel) -> (Tensor, Tensor, Tensor)");
   m.def("cpu_scan_varlen(Tensor decays, Tensor impulses, Tensor? initial_state, bool reverse, Tensor cu_seqlens, bool parallel) -> Tensor");
   m.def("cpu_scan_varlen_backward(Tensor decays, Tensor h, Tensor grad_h, Tensor? initial_state, bool reverse, Tensor cu_seqlens, bool parallel) -> (Tensor, Tensor, Tensor)");
