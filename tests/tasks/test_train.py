@@ -197,6 +197,12 @@ def test_a_bad_seed_names_itself(seed):
         run(dataclasses.replace(tiny(), seed=seed))
 
 
+def test_a_numpy_seed_is_the_same_run():
+    np = pytest.importorskip("numpy")
+    a, b = run(tiny(seed=3)), run(tiny(seed=np.int64(3)))
+    assert (a.final_loss, a.iterations) == (b.final_loss, b.iterations)
+
+
 def test_float16_training_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="dtype float16 cannot train here: Adam's eps"):
         run(dataclasses.replace(tiny(), dtype="float16"))

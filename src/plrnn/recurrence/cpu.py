@@ -172,9 +172,9 @@ def shortcut(backend, decays, impulses, initial_state, reverse, out):
     if parallel is None:
         return None
     # A tensor of another layout (sparse, mkldnn) fails here, in contiguous() or is_contiguous()
-    # or as an op without a kernel for it, and takes the full path, whose checks name it: what
-    # that costs only such calls, where checking every call's layouts cost 0.15 us, 4% of a
-    # (16, 4) fp32 call (Zen 4 VM, 2 threads).
+    # or as an op without a kernel for it, and takes the full path, whose checks name it. Only
+    # such calls pay for that; checking the layouts of every call cost 0.15 us, 4% of a (16, 4)
+    # fp32 call (Zen 4 VM, 2 threads).
     if out is None:
         try:
             h0 = None if initial_state is None else initial_state.contiguous()

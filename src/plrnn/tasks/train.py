@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import operator
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,9 +81,12 @@ class Training(NamedTuple):
 
 def setup(config: RunConfig) -> Training:
     """Model, optimizer and data stream of a run (cheap: also what a step benchmark builds)."""
-    seed = config.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    try:  # numpy integers too, as plain ints (the data seed adds an offset to it)
+        seed = None if isinstance(config.seed, bool) else operator.index(config.seed)
+    except TypeError:
+        seed = None
+    if seed is None or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {config.seed!r}")
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype)
     if dtype == torch.float16:
@@ -95,13 +99,13 @@ def setup(config: RunConfig) -> Training:
     model = make_model(
         m.kind, m.hidden, m.num_layers, backend=m.backend, forget_bias=m.forget_bias,
         surrogate=m.surrogate, init_scale=m.init_scale, device=device, dtype=dtype,
-        seed=config.seed,
+        seed=seed,
     )
     if not config.train.lr > 0:
         raise ValueError(f"train.lr must be > 0, got {config.train.lr!r}")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     batches = SyntheticBatches(config.seq_len, config.batch_size, device=device,
-                               seed=data_seed(config.seed))
+                               seed=data_seed(seed))
     return Training(model, optimizer, batches, device, dtype)
 
 
