@@ -186,9 +186,8 @@ def load_asv_results(results_dir: str | os.PathLike, commit: str | None = None,
             f"{', '.join(sorted(present)) or 'none'}"
         )
     rows = []
-    for machine_dir in sorted(p for p in root.iterdir() if (p / "machine.json").is_file()):
-        if wanted is not None and machine_dir.name not in wanted:
-            continue
+    for name in sorted(present if wanted is None else wanted):
+        machine_dir = root / name
         machine_json = json.loads((machine_dir / "machine.json").read_text())
         loaded = [Results.load(str(p)) for p in sorted(machine_dir.glob("*.json"))
                   if p.name != "machine.json"]

@@ -15,12 +15,11 @@ import torch.distributed as dist
 from .group import STATS, Place, gather_tensors
 
 
-def _gather_edges(before, x, m: int, place: Place) -> tuple[torch.Tensor, bool]:
+def _gather_edges(before, x, m: int, place: Place, mine: bool) -> tuple[torch.Tensor, bool]:
     """(world, 2m, *): per rank, [m rows before the sequence (first rank only, else zeros), the
     last m rows of its shard, zero-padded in front when the shard is shorter]; and whether any
-    rank's rows require grad."""
+    rank's rows require grad (`mine`: whether this rank's do)."""
     n = min(m, x.shape[0])
-    mine = any(t is not None and t.requires_grad for t in (before, x))
     with torch.no_grad():
         edge = x.new_zeros((2 * m, *x.shape[1:]))
         if before is not None:
@@ -61,10 +60,10 @@ def halo(x, m: int, before, place: Place, lengths: list[int]):
     only; zeros when None); lengths: every rank's shard length, by group rank."""
     if m == 0:
         return x[:0], x[:0]
-    edges, asked = _gather_edges(before, x, m, place)
+    mine = any(t is not None and t.requires_grad for t in (before, x))
+    edges, asked = _gather_edges(before, x, m, place, mine)
     if asked:
-        needs = any(t is not None and t.requires_grad for t in (before, x))
-        anchor = None if needs else x.new_zeros((), requires_grad=True)
+        anchor = None if mine else x.new_zeros((), requires_grad=True)
         edges = _EdgesGrad.apply(edges, before, x, anchor, m, place)
     # Group rank order is time order: the first rank's rows before the sequence, then every
     # rank's own last rows.
