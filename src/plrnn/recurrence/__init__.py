@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from . import cpu, cuda, triton
+from . import cpu, cuda, transforms, triton
 from .cpu import empty_cache
 from .registry import REGISTRY, BackendStatus, backends, choice_is_fixed, resolve
 from .validation import check_inputs, check_out, type_name
@@ -70,7 +70,13 @@ def linear_recurrence(
         if h is not None:
             return h
     bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
+    transformed = not torch.compiler.is_compiling() and transforms.active()
     if out is not None:
+        if transformed:  # before check_out, which reads addresses that batched tensors lack
+            raise RuntimeError(
+                "linear_recurrence(): out= cannot be used under torch.func transforms or "
+                "forward-mode AD; call it without out="
+            )
         check_out(out, decays, impulses, initial_state)
     if not isinstance(return_final_state, bool):
         raise TypeError(
@@ -82,6 +88,13 @@ def linear_recurrence(
                      impulses.element_size())
     if T == 0 or channels == 0:
         h = out if out is not None else impulses + 0 * decays  # empty, still in the graph
+    elif transformed:
+        compute = partial(transforms.scan, partial(_compute, chosen), chosen.name)
+        decays = decays.expand(shape)
+        if bounds is None:
+            h = compute(decays, impulses, initial_state, reverse)
+        else:
+            h = per_sequence(compute, decays, impulses, initial_state, bounds, reverse)
     else:
         given = decays
         if decays.shape != shape:

@@ -16,10 +16,12 @@ import platform
 from pathlib import Path
 
 import torch
+from torch.autograd import forward_ad
 
 from . import calibration, prebuilt, sources
 from .autograd import refuse_double_backward, register_scan_autograd
 from .jit import build_at_first_use, build_once, missing_toolchain
+from .transforms import batch_as_channels
 
 SOURCES = [sources.CSRC / name for name in sources.CPU_COMPILED]
 _FLAGS = sources.CPU_FLAGS + ["-march=native"]  # built on the machine that runs it
@@ -119,6 +121,13 @@ def _register_python_side() -> None:
         states = (cu_seqlens.shape[0] - 1, *grad_h.shape[1:])
         return torch.empty_like(grad_h), torch.empty_like(decays), grad_h.new_empty(states)
 
+    @torch.library.register_vmap("plrnn::cpu_scan")
+    def _(info, in_dims, decays, impulses, initial_state, reverse, parallel):
+        # Reached from the shortcut only: the full path runs vmap through transforms._Scan.
+        a, x, h0 = batch_as_channels(info.batch_size, in_dims, decays, impulses, initial_state)
+        h0 = None if h0 is None else h0.contiguous()
+        return _scan(a.contiguous(), x.contiguous(), h0, reverse, parallel), 1
+
     refuse_double_backward(ops.cpu_scan_backward.default)  # the forward's rule is in C++
     # Packed batches take the Python-registered rule: a few microseconds more per call, once for
     # all the sequences of the batch.
@@ -167,6 +176,11 @@ def shortcut(backend, decays, impulses, initial_state, reverse, out):
     VM). With out=, the op's own test for shared memory stands in for check_out's: 0.74x the
     time of the shortcut running check_out, at (16, 4) and (256, 16) (Zen 4 VM;
     docs/benchmarks.md, "Python between kernel calls")."""
+    if forward_ad._current_level >= 0:
+        # The C++ op has no forward-mode rule, and torch drops tangents through it silently;
+        # the full path takes them (transforms.py). 12 ns; torch.func's other transforms need no
+        # test: grad fails in the op (below) and vmap has the op's rule (_register_python_side).
+        return None
     key = _plain_key(backend, decays, impulses, initial_state, reverse)
     parallel = None if key is None else _shortcuts.get(key)
     if parallel is None:
