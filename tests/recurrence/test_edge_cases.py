@@ -374,3 +374,42 @@ def test_under_inference_mode_and_no_grad(backend):
         h = plrnn.linear_recurrence(a.requires_grad_(True), x, h0, backend=backend)
     assert not h.requires_grad
     assert_close64(h, want)
+
+
+# -------------------------------------------------------------------------------- final state
+
+
+@pytest.mark.parametrize("with_h0", [False, True], ids=["zeros", "h0"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("T", [0, 1, 6])
+@pytest.mark.parametrize("backend", ALL_NAMES)
+def test_final_state_is_its_own_tensor(backend, T, reverse, with_h0):
+    """The last step's state (h0 or zeros when T = 0), in memory of its own: a view would keep
+    all of h alive for a caller that keeps only the state, and writing to either would change
+    the other. Gradients reach every input through it."""
+    inputs = make_inputs(T, (2, 3), "uniform", with_h0, seed_for("final", backend, T))
+    weights = torch.arange(1.0, 7.0, dtype=torch.float64).reshape(2, 3)
+
+    def run_final(name):
+        a, x, h0 = (None if t is None else t.clone().requires_grad_() for t in inputs)
+        h, final = plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend=name,
+                                           return_final_state=True)
+        grads = []
+        if final.requires_grad:
+            grads = torch.autograd.grad((final * weights).sum(),
+                                        [t for t in (a, x, h0) if t is not None],
+                                        materialize_grads=True)  # T = 0: empty a and x
+        return h, h0, final, grads
+
+    h, h0, final, grads = run_final(backend)
+    if T:
+        want = h[0] if reverse else h[-1]
+    else:
+        want = h0 if with_h0 else torch.zeros(2, 3, dtype=torch.float64)
+    assert_close64(final.detach(), want.detach(), "final state")
+    storage = final.untyped_storage().data_ptr()
+    assert storage != h.untyped_storage().data_ptr()
+    assert h0 is None or storage != h0.untyped_storage().data_ptr()
+    assert len(grads) == (0 if T == 0 and not with_h0 else 3 if with_h0 else 2)
+    for got, w in zip(grads, run_final("reference")[3]):
+        assert_close64(got, w, "gradient through the final state")

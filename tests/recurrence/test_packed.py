@@ -131,6 +131,7 @@ def test_all_sequences_empty():
     h, final = plrnn.linear_recurrence(a, x, h0, cu_seqlens=torch.tensor([0, 0, 0]),
                                        return_final_state=True)
     assert h.shape == (0, 3) and torch.equal(final, h0)
+    assert final.data_ptr() != h0.data_ptr()  # a copy: writing to it leaves h0 alone
 
 
 @pytest.mark.parametrize(("cu", "error", "message"), [

@@ -238,14 +238,8 @@ def linear_recurrence(
     if place.world == 1:
         if error is not None:
             raise error
-        h = local_recurrence(decays, impulses, initial_state, reverse=reverse, backend=backend)
-        if not return_final_state:
-            return h
-        if h.shape[0] == 0:
-            final = initial_state if initial_state is not None else h.new_zeros(h.shape[1:])
-        else:
-            final = h[0] if reverse else h[-1]
-        return h, final
+        return local_recurrence(decays, impulses, initial_state, reverse=reverse,
+                                backend=backend, return_final_state=bool(return_final_state))
     described = _describe(decays, impulses, initial_state, reverse, return_final_state)
     everyone = agree(described, error, place)
     anchor = None

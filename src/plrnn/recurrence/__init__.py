@@ -54,7 +54,8 @@ def linear_recurrence(
 
         return_final_state: also return the state after the last step, [*] (h[-1], or h[0]
             with reverse=True; initial_state or zeros when T = 0); with cu_seqlens, [N, *], each
-            sequence's own (an empty sequence keeps its initial state).
+            sequence's own (an empty sequence keeps its initial state). A new tensor, never a
+            view of h or the initial state.
 
     Returns:
         h: [T, *], the impulses' dtype. float16/bfloat16 accumulate in float32.
@@ -107,9 +108,12 @@ def linear_recurrence(
         return h
     if bounds is not None:
         return h, final_states(h, bounds, initial_state, reverse)
+    # A tensor of its own, as torch.nn.LSTM's h_n: a view of h would keep all of h alive for a
+    # caller that keeps only the state (as chunked inference does), and writing to one would
+    # change the other (or the caller's initial_state, when T = 0).
     if T == 0:
-        return h, impulses.new_zeros(shape[1:]) if initial_state is None else initial_state
-    return h, h[0] if reverse else h[-1]
+        return h, impulses.new_zeros(shape[1:]) if initial_state is None else initial_state.clone()
+    return h, (h[0] if reverse else h[-1]).clone()
 
 
 def _run(chosen, decays, impulses, initial_state, bounds, reverse, out):

@@ -86,7 +86,7 @@ def final_states(h, bounds, initial_state, reverse):
     start = (h.new_zeros((len(pairs), *h.shape[1:])) if initial_state is None
              else initial_state)
     if all(empty):
-        return start
+        return start.clone()  # never the caller's own tensor
     last = h.shape[0] - 1
     rows = [min(max(lo if reverse else hi - 1, 0), last) for lo, hi in pairs]
     picked = h[torch.tensor(rows, device=h.device)]
