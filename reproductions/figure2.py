@@ -82,6 +82,10 @@ def curves(logs: pd.DataFrame, smoothing: list[int], grid_points: int) -> pd.Dat
     """
     out = []
     lengths = sorted(logs["T"].unique())
+    if len(smoothing) not in (1, len(lengths)):
+        raise ValueError(
+            f"scale.smoothing must hold one window, or one per panel in order of T "
+            f"({', '.join(map(str, lengths))}: {len(lengths)}); got {smoothing}")
     for i, T in enumerate(lengths):
         window = smoothing[i] if len(smoothing) == len(lengths) else smoothing[0]
         panel = logs[logs["T"] == T]

@@ -188,6 +188,10 @@ def check(cfg: DictConfig) -> None:
             "scale.rounds", "scale.min_run_time", "variant.input_size",
             "variant.qrnn_sru_hidden", "device.threads")
     require(cfg, "variant.passes", choices=("train", "forward"))
+    if not s.architectures:
+        raise ValueError("scale.architectures must name at least one of SRU, QRNN(k), GILR-LSTM")
+    for arch in s.architectures:  # build's own error for a bad name, before any measuring
+        build(arch, 1, 1, 1, "reference", qrnn_taps=cfg.variant.qrnn_taps)
     if min(s.seq_lens) > s.steps:  # b = steps // T would be 0 in every cell
         raise ValueError(f"scale.steps must be at least the shortest of scale.seq_lens, so that "
                          f"a cell has b >= 1; got scale.steps={s.steps}, "

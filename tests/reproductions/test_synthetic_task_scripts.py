@@ -102,6 +102,15 @@ def test_curves_smooth_within_each_run():
     assert curve["accuracy_mean"].tolist() == pytest.approx([0.0, 0.5, 1.0])
 
 
+def test_curves_take_one_window_or_one_per_panel():
+    logs = pd.DataFrame({"T": [8, 8, 16, 16], "model": "LSTM", "run": "a",
+                         "wall_time_s": [0.0, 1.0, 0.0, 1.0], "accuracy": [0.0, 1.0, 0.0, 1.0]})
+    curves = load_script("figure2").curves
+    assert set(curves(logs, smoothing=[1, 2], grid_points=2)["smoothing"]) == {1, 2}
+    with pytest.raises(ValueError, match=r"one per panel in order of T \(8, 16: 2\); got \[1, 2, 3\]"):
+        curves(logs, smoothing=[1, 2, 3], grid_points=2)
+
+
 def _summary(lstm_converged: bool):
     raw = pd.DataFrame([
         *({"seq_len": 1024, "model": "GILR-LSTM", "seed": s, "converged": True,

@@ -66,8 +66,13 @@ def test_resolve_helpers():
             resolve_dtype(bad)
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="device"):
-        resolve_device("gpu0")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    for bad in ("gpu0", None, 3.5):
+        with pytest.raises(ValueError, match="device must be 'auto' or a torch device string"):
+            resolve_device(bad)
+    for bad in ("meta", torch.device("meta")):  # a device without data: nothing to train
+        with pytest.raises(ValueError, match="a CPU or a CUDA device; got"):
+            resolve_device(bad)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
             resolve_device("cuda")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -159,6 +160,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _shape(text: str) -> tuple[int, int]:
     """'4096x16' -> (4096, 16): T and B, positive integers."""
     try:
@@ -182,7 +193,7 @@ def main(argv=None) -> None:
     parser.add_argument("--num-layers", type=_positive_int, default=2)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--rounds", type=_positive_int, default=3)
-    parser.add_argument("--min-run-time", type=float, default=2.0)
+    parser.add_argument("--min-run-time", type=_positive_float, default=2.0)
     parser.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--json", type=Path, help="also write the records here")

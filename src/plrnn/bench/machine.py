@@ -5,6 +5,7 @@ Nothing here records the hostname or user; only hardware, software versions and 
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
@@ -194,5 +195,18 @@ def machine_name(device: str | torch.device = "cpu") -> str:
     return f"cpu-{model}-{os.cpu_count()}c"
 
 
-if __name__ == "__main__":  # `asv machine --machine "$(python -m plrnn.bench.machine)"`
-    print(machine_name())
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m plrnn.bench.machine",
+        description="Print this machine's name: the folder results/<name>/ and asv's machine "
+                    "name, e.g. `asv machine --machine \"$(python -m plrnn.bench.machine)\"`.")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: the GPU's name (cuda-<gpu>), as the GPU results are filed")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible here")
+    print(machine_name(args.device))
+
+
+if __name__ == "__main__":
+    main()

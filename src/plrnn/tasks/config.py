@@ -53,14 +53,14 @@ class RunConfig:
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    if isinstance(name, torch.device):
-        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
+    except (RuntimeError, TypeError) as err:
         raise ValueError(f"device must be 'auto' or a torch device string, got {name!r}") from err
+    if device.type not in ("cpu", "cuda"):  # meta has no data to train on
+        raise ValueError(f"device must be 'auto', a CPU or a CUDA device; got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} was requested but torch sees no CUDA GPU")
     return device
