@@ -149,3 +149,19 @@ def test_qrnn_taps(window, taps, n):
     model = QRNN(3, 4, window=window, taps=taps)
     assert model.num_taps == n
     assert model.layers[0].weight.shape == (n, 12, 3)
+
+
+@pytest.mark.parametrize("kind", EVERY_TYPE, ids=lambda k: k.id)
+def test_reset_parameters_of_the_stack(kind):
+    """model.reset_parameters(), as torch.nn.LSTM's, and the meta-device recipe built on it."""
+    fresh = kind.cls(3, 4, 2, **kind.kwargs)
+    model = make_model(kind, 3, 4, 2, 0, dtype=torch.float32)  # weights far outside +-0.05
+    model.reset_parameters()
+    meta = kind.cls(3, 4, 2, **kind.kwargs).to("meta").to_empty(device="cpu")
+    meta.reset_parameters()
+    for m in (model, meta):
+        for (name, p), want in zip(m.named_parameters(), fresh.parameters()):
+            if name.endswith("weight"):
+                assert p.abs().max() <= 0.05, name
+            else:
+                torch.testing.assert_close(p, want, rtol=0, atol=0, msg=name)

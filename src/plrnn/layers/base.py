@@ -159,6 +159,11 @@ class StackedRecurrence(nn.Module):
             )
         self._compile_gates = value
 
+    def reset_parameters(self) -> None:
+        """Redraws every parameter with the paper's initialisation, as torch.nn.LSTM's does."""
+        for layer in self.layers:
+            layer.reset_parameters()
+
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.hidden_size
 
@@ -290,15 +295,34 @@ class StackedRecurrence(nn.Module):
 
 
 def check_like(arg: str, value: torch.Tensor, param: torch.Tensor) -> None:
-    if value.dtype != param.dtype:
+    autocast = autocast_dtype(param)
+    if value.dtype != param.dtype and value.dtype != autocast:
+        also = "" if autocast is None else f" or autocast's {autocast}"
         raise TypeError(
-            f"{arg} must have the parameters' dtype {param.dtype}; got {value.dtype} "
+            f"{arg} must have the parameters' dtype {param.dtype}{also}; got {value.dtype} "
             "(convert the input, or the module with .to(dtype))"
         )
     if value.device != param.device:
         raise ValueError(
             f"{arg} must be on the parameters' device {param.device}; got {value.device}"
         )
+
+
+def autocast_dtype(param: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast runs param's matmuls in, or None where it leaves them alone."""
+    kind = param.device.type
+    # Autocast casts float parameters to its dtype but never float64 ones.
+    if (param.dtype == torch.float64 or not param.is_floating_point()
+            or not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind)):
+        return None
+    return torch.get_autocast_dtype(kind)
+
+
+def like_impulses(state: torch.Tensor | None, impulses: torch.Tensor) -> torch.Tensor | None:
+    """A layer's initial state in the dtype of its recurrence."""
+    # Under autocast the gates come out in autocast's dtype, while the state passed in may be in
+    # the parameters' dtype (a fresh one) or autocast's (one carried from the previous call).
+    return None if state is None else state.to(impulses.dtype)
 
 
 def set_backend(module: nn.Module, name: str) -> nn.Module:

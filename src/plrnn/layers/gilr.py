@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import StackedRecurrence, check_choice, init_linear
+from .base import StackedRecurrence, check_choice, init_linear, like_impulses
 from .gates import ACTIVATIONS, fused, gilr_gates
 
 
@@ -28,7 +28,7 @@ class GILRLayer(nn.Module):
     def forward(self, x, h0, time, compile_gates):
         pre = self.linear(x)
         decays, impulses = fused(gilr_gates, compile_gates)(pre, self.activation)
-        return time.scan(decays, impulses, h0)
+        return time.scan(decays, impulses, like_impulses(h0, impulses))
 
 
 class GILR(StackedRecurrence):

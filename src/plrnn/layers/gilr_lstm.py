@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import StackedRecurrence, check_choice, init_linear
+from .base import StackedRecurrence, check_choice, init_linear, like_impulses
 from .gates import ACTIVATIONS, fused, gilr_gates, lstm_gates, lstm_output
 
 SURROGATES = ("previous_step", "same_step")
@@ -41,6 +41,7 @@ class GILRLSTMLayer(nn.Module):
     def forward(self, x, state, time, compile_gates):
         s0, c0 = (None, None) if state is None else state
         g, impulses = fused(gilr_gates, compile_gates)(self.gilr(x), self.surrogate_activation)
+        s0 = like_impulses(s0, impulses)
         s, s_final = time.scan(g, impulses, s0)
         if self.surrogate_mode == "previous_step":
             before, _ = time.window(s, 1, None if s0 is None else s0.unsqueeze(0))
@@ -49,7 +50,7 @@ class GILRLSTMLayer(nn.Module):
             s_in = s
         pre = self.gates(torch.cat([s_in, x], dim=-1))
         f, i_z = fused(lstm_gates, compile_gates)(pre)
-        c, c_final = time.scan(f, i_z, c0)
+        c, c_final = time.scan(f, i_z, like_impulses(c0, i_z))
         h = fused(lstm_output, compile_gates)(pre, c)
         return h, (s_final, c_final)
 

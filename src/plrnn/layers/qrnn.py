@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import INIT_RANGE, StackedRecurrence, check_choice, init_bias
+from .base import INIT_RANGE, StackedRecurrence, check_choice, init_bias, like_impulses
 from .gates import fo_gates, fo_output, fused
 
 TAPS = ("full", "authors")
@@ -48,7 +48,7 @@ class QRNNLayer(nn.Module):
         for j in range(1, self.taps):
             pre = pre + F.linear(padded[lag0 - j : lag0 - j + T], self.weight[j])
         f, impulses = fused(fo_gates, compile_gates)(pre)
-        c, c_final = time.scan(f, impulses, c0)
+        c, c_final = time.scan(f, impulses, like_impulses(c0, impulses))
         h = fused(fo_output, compile_gates)(pre, c)
         return h, (c_final, last_window)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import StackedRecurrence, init_linear
+from .base import StackedRecurrence, init_linear, like_impulses
 from .gates import fused, sru_gates, sru_output
 
 
@@ -30,7 +30,7 @@ class SRULayer(nn.Module):
     def forward(self, x, c0, time, compile_gates):
         pre = self.linear(x)
         f, impulses = fused(sru_gates, compile_gates)(pre, self.projected)
-        c, final = time.scan(f, impulses, c0)
+        c, final = time.scan(f, impulses, like_impulses(c0, impulses))
         h = fused(sru_output, compile_gates)(pre, c, None if self.projected else x)
         return h, final
 
