@@ -1,17 +1,18 @@
 """linear_recurrence under torch.func transforms and forward-mode AD, every CPU backend against
-the float64 reference loop (whose autograd goes through plain torch ops, so torch.func runs it
-as it is)."""
+the float64 reference loop called directly (`_oracle`: plain torch ops, which torch.func
+differentiates and batches on its own). `backend="reference"` is no oracle here: under a
+transform it runs through transforms._Scan, its rules included, like every backend."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
-from torch.func import grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
+from torch.func import functionalize, grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
 
 import plrnn
 import plrnn.recurrence as recurrence
-from plrnn.recurrence import cpu
+from plrnn.recurrence import cpu, reference, transforms
 
 from .helpers import BACKENDS, complex_inputs, make_inputs, seed_for
 
@@ -40,8 +41,32 @@ def _warm_up(warmth, backend, a, x, h0, reverse):
             plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend=backend)
 
 
+def _oracle(a, x, h0=None, *, reverse=False, cu_seqlens=None, return_final_state=False):
+    """The op's semantics from reference.serial, one call per sequence, in plain torch ops."""
+    a = a.expand(x.shape)  # expand's backward sums the gradient of broadcast decays
+    bounds = [0, x.shape[0]] if cu_seqlens is None else cu_seqlens.tolist()
+    pieces, finals = [], []
+    for n, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        start = h0 if cu_seqlens is None or h0 is None else h0[n]
+        if hi > lo:
+            pieces.append(reference.serial(a[lo:hi], x[lo:hi], start, reverse))
+            finals.append(pieces[-1][0] if reverse else pieces[-1][-1])
+        else:
+            finals.append(torch.zeros_like(x[0]) if start is None else start.clone())
+    h = torch.cat(pieces) if pieces else x + 0 * a
+    if not return_final_state:
+        return h
+    return h, finals[0] if cu_seqlens is None else torch.stack(finals)
+
+
+def _call(backend, *args, **kwargs):
+    if backend == "reference":
+        return _oracle(*args, **kwargs)
+    return plrnn.linear_recurrence(*args, backend=backend, **kwargs)
+
+
 def _op(backend, reverse=False):
-    return lambda a, x, h0: plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend=backend)
+    return lambda a, x, h0: _call(backend, a, x, h0, reverse=reverse)
 
 
 def _loss(backend, reverse=False):
@@ -194,8 +219,7 @@ def test_packed_batches_and_final_states(backend):
 
     def loss(backend):
         def f(a, x, h0):
-            h, last = plrnn.linear_recurrence(a, x, h0, cu_seqlens=cu, backend=backend,
-                                              return_final_state=True)
+            h, last = _call(backend, a, x, h0, cu_seqlens=cu, return_final_state=True)
             return (h ** 2).sum() + (last ** 3).sum()
         return f
 
@@ -247,3 +271,41 @@ def test_outside_transforms_the_kernels_keep_their_own_backward(monkeypatch):
         t.requires_grad_(True)
     for backend in BACKENDS:
         plrnn.linear_recurrence(a, x, h0, backend=backend).sum().backward()
+
+
+def test_the_oracle_is_plain_torch(monkeypatch):
+    """The comparisons above mean something only if the oracle never meets transforms._Scan."""
+    def refuse(*args):
+        raise AssertionError("the oracle ran through transforms._Scan")
+
+    monkeypatch.setattr(transforms._Scan, "apply", refuse)
+    a, x, h0 = make_inputs(5, (2,), "uniform", True, seed_for("oracle"))
+    cu = torch.tensor([0, 2, 2, 5])
+    h0s = torch.stack([h0, h0, h0])
+    grad(_loss("reference"), argnums=(0, 1, 2))(a, x, h0)
+    jvp(_op("reference"), (a, x, h0), (x, a, h0))
+    vmap(_op("reference"))(a[None], x[None], h0[None])
+    grad(lambda a: _oracle(a, x, h0s, cu_seqlens=cu, return_final_state=True)[1].sum())(a[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_functionalize_runs_the_kernels(backend, warmth):
+    """torch.func.functionalize alone needs no rule, and transforms._Scan cannot run under it
+    ("NYI: Functionalize rule for custom_function_call"): the kernels run as they are."""
+    a, x, h0 = make_inputs(7, (3,), "uniform", True, seed_for("functionalize", backend))
+    _warm_up(warmth, backend, a, x, h0, False)
+    for decays in (a, a[0]):  # broadcast decays miss the shortcut even when warm
+        got = functionalize(_op(backend))(decays, x, h0)
+        torch.testing.assert_close(got, _oracle(decays, x, h0), **TOL)
+
+
+def test_transforms_inside_torch_compile():
+    """Transforms inside a compiled function: grad met the C++ autograd rule (refused under
+    functorch) and jvp came out with zero tangents while the op left transforms out when traced;
+    now dynamo runs the op's autograd.Function eagerly (graph break), or raises under forward AD."""
+    a, x, h0 = make_inputs(6, (3,), "uniform", True, seed_for("compile transforms"))
+    torch._dynamo.reset()
+    got = torch.compile(lambda *p: jvp(_op("cpu_serial"), p, (x, a, h0)), backend="aot_eager")(a, x, h0)
+    torch.testing.assert_close(got, jvp(_op("reference"), (a, x, h0), (x, a, h0)), **TOL)
+    got = torch.compile(grad(_loss("cpu_serial"), argnums=(0, 1, 2)), backend="aot_eager")(a, x, h0)
+    torch.testing.assert_close(got, grad(_loss("reference"), argnums=(0, 1, 2))(a, x, h0), **TOL)

@@ -71,7 +71,7 @@ def linear_recurrence(
         if h is not None:
             return h
     bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
-    transformed = not torch.compiler.is_compiling() and transforms.active()
+    transformed = transforms.active()
     if out is not None:
         if transformed:  # before check_out, which reads addresses that batched tensors lack
             raise RuntimeError(

@@ -38,8 +38,10 @@ def refuse_double_backward(backward_op) -> None:
 
     def no_double_backward(ctx, *grads):
         raise RuntimeError(
-            "plrnn.linear_recurrence supports first-order gradients only; double backward "
-            "(e.g. create_graph=True followed by another backward) is not implemented"
+            "plrnn.linear_recurrence supports first-order gradients only through "
+            "torch.autograd; double backward (e.g. create_graph=True followed by another "
+            "backward) is not implemented. Higher derivatives work under torch.func "
+            "(torch.func.hessian, jacfwd(jacrev(f)), grad(grad(f)))"
         )
 
     torch.library.register_autograd(backward_op, no_double_backward)

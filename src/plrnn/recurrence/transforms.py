@@ -16,17 +16,37 @@ Outside transforms nothing here runs: the kernels keep their own fused backward.
 from __future__ import annotations
 
 import torch
+from torch._C._functorch import TransformType
 from torch.autograd import forward_ad
 
 
 def active() -> bool:
-    """Whether a torch.func transform or a forward-mode AD level is active in this thread."""
-    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
+    """Whether a torch.func transform that needs `_Scan` (grad, vjp, jvp, vmap and those built on
+    them) or a forward-mode AD level is active."""
+    if forward_ad._current_level >= 0:
+        return True
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    # torch.func.functionalize alone needs no rule (the kernels mutate nothing) and cannot run
+    # an autograd.Function ("NYI: Functionalize rule for custom_function_call"). Dynamo cannot
+    # trace the interpreter stack (a warning and a graph break), so a trace does not look.
+    return torch.compiler.is_compiling() or any(
+        level.key() != TransformType.Functionalize
+        for level in torch._C._functorch.get_interpreter_stack()
+    )
 
 
 def scan(compute, backend: str, decays, impulses, initial_state, reverse):
     """h from `compute(decays, impulses, initial_state, reverse)`, the backend named `backend`
     on (T, *) inputs of one shape, differentiable and batchable by every torch.func transform."""
+    if torch.compiler.is_compiling() and forward_ad._current_level >= 0:
+        # Dynamo traces an autograd.Function's forward ops in place of its jvp rule, and the
+        # kernels have no forward-mode rule: the tangents would come out zero. Raising makes
+        # dynamo run this frame eagerly (and names the reason under fullgraph=True).
+        raise RuntimeError(
+            "linear_recurrence(): forward-mode AD (torch.func.jvp, jacfwd, hessian, "
+            "torch.autograd.forward_ad) cannot be traced by torch.compile; apply it outside"
+        )
     return _Scan.apply(decays, impulses, initial_state, reverse, backend, compute)
 
 
