@@ -40,7 +40,8 @@ COMPLEX_METHODS = ("plrnn", "associative_scan")
 STORAGE_DTYPES = ("float32", "bfloat16", "float16")
 STORAGE_METHODS = ("plrnn", "torch.mul")
 # Tolerance against the float64 loop on the rounded inputs: a few units of the dtype's last place
-# at outputs of order 10 (a wrong kernel lands O(1) away).
+# at outputs of order 10 (a wrong kernel lands O(1) away). Absolute only: as a relative tolerance
+# too it would pass bfloat16 outputs 30% off.
 STORAGE_TOL = {"float32": 1e-4, "bfloat16": 0.3, "float16": 0.04}
 PASSES = ("forward", "forward_backward")
 
@@ -75,8 +76,8 @@ def _associative_scan(torch):
     return lambda a, x: associative_scan(_combine, (a, x), dim=0, combine_mode="generic")[1]
 
 
-def _check(got, want, label, tol=1e-4):
-    if not np.allclose(got, want, rtol=tol, atol=tol):
+def _check(got, want, label, tol=1e-4, rtol=None):
+    if not np.allclose(got, want, rtol=tol if rtol is None else rtol, atol=tol):
         err = float(np.abs(got - want).max())
         raise AssertionError(f"{label}: differs from the float64 loop (max abs error {err:.3g})")
 
@@ -120,17 +121,16 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
             "pass": pass_, "sequences": len(lengths), "rows": sum(lengths),
             "max_length": max(lengths), "channels": C}
     label = f"packed {layout} {backend} {pass_}"
+    pieces = list(zip(cu[:-1].tolist(), cu[1:].tolist()))
+    want = np.concatenate([_truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
+                                    x[lo:hi, :CHECK_CHANNELS].double().numpy())
+                           for lo, hi in pieces])
     if layout == "packed":
         _backend_status("cpu", backend)
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, cu_seqlens=cu, backend=backend)  # noqa: E731
-        got = fn(a, x)[:, :CHECK_CHANNELS].double().numpy()
-        want = np.concatenate([_truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
-                                     x[lo:hi, :CHECK_CHANNELS].double().numpy())
-                               for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist())])
-        _check(got, want, label)
+        _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label)
         return _timed(torch, fn, (a, x), pass_, gen, label, info)
     pad = torch.nn.utils.rnn.pad_sequence
-    pieces = list(zip(cu[:-1].tolist(), cu[1:].tolist()))
     # Padding decays of 1 and impulses of 0 carry each sequence's last state to the end.
     a_pad = pad([a[lo:hi] for lo, hi in pieces], padding_value=1.0)
     x_pad = pad([x[lo:hi] for lo, hi in pieces])
@@ -139,10 +139,10 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
     else:
         fn = _associative_scan(torch)
-    lo, hi = pieces[0]
-    _check(fn(a_pad, x_pad)[: hi - lo, 0, :CHECK_CHANNELS].double().numpy(),
-           _truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
-                 x[lo:hi, :CHECK_CHANNELS].double().numpy()), label)
+    # Every sequence: a kernel wrong only past the first one of a batch must not be timed.
+    h = fn(a_pad, x_pad)
+    _check(np.concatenate([h[: hi - lo, n, :CHECK_CHANNELS].double().numpy()
+                           for n, (lo, hi) in enumerate(pieces)]), want, label)
     info["padded_rows"] = max(lengths) * len(lengths)
     return _timed(torch, fn, (a_pad, x_pad), pass_, gen, label, info)
 
@@ -184,9 +184,13 @@ def _broadcast(decay_shape, materialize, backend, pass_, label, info) -> Case:
             a_.expand(T, B, C).contiguous(), x_, backend=backend)
     else:
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
-    _check(fn(a, x)[:, 0, :CHECK_CHANNELS].double().numpy(),
-           _truth64(a.expand(T, B, C)[:, 0, :CHECK_CHANNELS].double().numpy(),
-                 x[:, 0, :CHECK_CHANNELS].double().numpy()), label)
+    # A few channels of every sequence: broadcast decays are read at another offset for each.
+    k = max(1, CHECK_CHANNELS // B)
+
+    def cols(t):
+        return t[:, :, :k].reshape(T, B * k).double().numpy()
+
+    _check(cols(fn(a, x)), _truth64(cols(a.expand(T, B, C)), cols(x)), label)
     info = {"suite": "op_inputs", **info, "backend": backend, "pass": pass_, "seq_len": T,
             "batch": B, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)
@@ -239,7 +243,7 @@ def storage_case(dtype: str, method: str, pass_: str) -> Case:
         fn = torch.mul
         want = (a[:, :CHECK_CHANNELS].double() * x[:, :CHECK_CHANNELS].double()).numpy()
     label = f"{dtype} storage {method} {pass_}"
-    _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label, STORAGE_TOL[dtype])
+    _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label, STORAGE_TOL[dtype], rtol=0)
     info = {"suite": "op_inputs", "op": "storage", "dtype": dtype, "method": method,
             "pass": pass_, "seq_len": T, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)

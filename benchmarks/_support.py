@@ -202,20 +202,51 @@ def _truth64(a, x):
 def check_recurrence(h, decays, impulses, label: str) -> None:
     """AssertionError unless h (T, *) is the recurrence of (decays, impulses) on a channel subset,
     against float64 on the CPU: a wrong kernel must not be timed."""
-    import torch
-
     T = decays.shape[0]
     if T == 0:
         return
+    want = _truth64(_check_cols(decays), _check_cols(impulses))
+    _assert_close(_check_cols(h), want, f"{label}: output")
 
-    def cols(t):
-        return t.detach().reshape(T, -1)[:, :CHECK_CHANNELS].to("cpu", torch.float64)
 
-    got = cols(h)
-    want = torch.from_numpy(_truth64(cols(decays).numpy(), cols(impulses).numpy()))
-    if not torch.allclose(got, want, rtol=CHECK_RTOL, atol=CHECK_ATOL):
-        err = (got - want).abs().max().item()
-        raise AssertionError(f"{label}: output differs from the float64 reference "
+def gradients64(decays, impulses, grad_out) -> tuple:
+    """(d decays, d impulses) of sum(h * grad_out) on the channels check_recurrence checks, from
+    float64 loops. Paper section 3.3: G[t] = a[t+1] G[t+1] + g[t], d impulses = G,
+    d decays[t] = h[t-1] G[t]."""
+    import numpy as np
+
+    if decays.shape[0] == 0:
+        return ()
+    a = _check_cols(decays)
+    G = _truth64(np.concatenate([a[1:], np.zeros_like(a[:1])])[::-1],
+                 _check_cols(grad_out)[::-1])[::-1]
+    h = _truth64(a, _check_cols(impulses))
+    h[1:] = h[:-1].copy()
+    h[:1] = 0
+    h *= G
+    return h, G
+
+
+def check_gradients(grads, want, label: str) -> None:
+    """AssertionError unless grads (tensors of (T, *)) are gradients64's `want`: a
+    forward+backward case must not time a wrong backward either."""
+    for name, got, ref in zip(("decays", "impulses"), grads, want):
+        _assert_close(_check_cols(got), ref, f"{label}: gradient of the {name}")
+
+
+def _check_cols(t):
+    """The first CHECK_CHANNELS channels of a (T, *) tensor as a (T, k) float64 array."""
+    import torch
+
+    return t.detach().reshape(t.shape[0], -1)[:, :CHECK_CHANNELS].to("cpu", torch.float64).numpy()
+
+
+def _assert_close(got, want, what: str) -> None:
+    import numpy as np
+
+    if not np.allclose(got, want, rtol=CHECK_RTOL, atol=CHECK_ATOL):
+        err = float(np.abs(got - want).max())
+        raise AssertionError(f"{what} differs from the float64 reference "
                              f"(max abs error {err:.3g}); not timing a wrong result")
 
 
@@ -283,7 +314,9 @@ def kernel_case(seq_len: int, batch: int, hidden: int, backend: str, pass_: str,
     def forward_backward():
         return torch.autograd.grad(op(a, x), (a, x), g)
 
-    forward_backward()
+    # The reference first, while the process holds the least: asv's peakmem_ includes setup.
+    want = gradients64(a, x, g)
+    check_gradients(forward_backward(), want, label)  # also the warm-up call
     return Case(forward_backward, device, label, (a, x, g), info)
 
 

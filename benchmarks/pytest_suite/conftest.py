@@ -35,6 +35,14 @@ def _loadavg():
         return None
 
 
+def pytest_configure(config):
+    # pytest-benchmark opens --benchmark-json only after the last benchmark and does not create
+    # its folder: on a fresh clone (no .benchmarks/) the documented command lost the whole run.
+    path = config.getoption("benchmark_json", None)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def pytest_sessionstart(session):
     # On a shared machine other processes skew the timings: record how busy it was.
     session.config._plrnn_load_at_start = _loadavg()

@@ -83,6 +83,25 @@ def test_check_recurrence_refuses_a_wrong_result():
         S.check_recurrence(bad, a, x, "bad")
 
 
+@pytest.mark.parametrize("wrong", ["decays", "impulses"])
+def test_kernel_case_refuses_a_wrong_backward(monkeypatch, wrong):
+    # The forward is right, the gradient of one input is off by half: forward+backward cases
+    # must not time it.
+    import plrnn
+
+    real = plrnn.linear_recurrence
+
+    def op(a, x, **kwargs):
+        t = a if wrong == "decays" else x
+        return real(a, x, **kwargs) + 0.5 * (t - t.detach())
+
+    monkeypatch.setattr(plrnn, "linear_recurrence", op)
+    S.kernel_case(64, 2, 3, "cpu_serial", grid.FORWARD, kernel_grid=TINY.kernels, device="cpu")
+    with pytest.raises(AssertionError, match=f"gradient of the {wrong} differs"):
+        S.kernel_case(64, 2, 3, "cpu_serial", grid.FORWARD_BACKWARD, kernel_grid=TINY.kernels,
+                      device="cpu")
+
+
 def test_grid_skips_raise_not_implemented():
     kg = grid.KernelGrid(seq_len=(8,), batch=(1,), hidden=(1,), backends=("reference",),
                          max_seq_len={"reference": 4})
@@ -173,7 +192,7 @@ def test_cuda_only_params_on_a_cpu_grid_start_one_process():
         assert S.cuda_only_params(params) == params
 
 
-@pytest.mark.parametrize("module", ["kernels", "layers", "train"])
+@pytest.mark.parametrize("module", ["kernels", "layers", "train", "op_inputs"])
 def test_asv_classes_are_consistent(module):
     mod = benchmarks_module(module)
     classes = [c for name, c in vars(mod).items()
