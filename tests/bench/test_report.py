@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -302,3 +303,34 @@ def test_written_files_are_readable_by_others_and_the_copy_is_compact(tmp_path, 
     copy = json.loads((results / MACHINE / report.PYTEST_COPY_NAME).read_text())
     assert "data" not in copy["benchmarks"][1]["stats"]
     assert copy["benchmarks"][1]["stats"]["median"] == pytest.approx(1e-4)
+
+
+def test_asv_op_inputs_are_reported(tmp_path):
+    """benchmarks/op_inputs.py's cases: their own parameters as the case, pass_ as pass."""
+    result = asv_result("cccc3333" + "0" * 32, 3_000, 1e-4)
+    result["results"]["op_inputs.PackedBatch.time_packed_batch"] = [
+        [1e-3, 2e-3, 5e-3, None],
+        [["'packed'", "'padded'"], ["'cpu_serial'"], ["'forward'", "'forward_backward'"]],
+        "v", 3_000, 1.0]
+    result["results"]["op_inputs.ComplexRecurrence.time_complex_recurrence"] = [
+        [3e-3], [["'plrnn'"], ["'forward'"]], "v", 3_000, 1.0]
+    root = asv_dir(tmp_path / "asv", {"cccc3333-env.json": result})
+    names = json.loads((root / "benchmarks.json").read_text())
+    names["op_inputs.PackedBatch.time_packed_batch"] = {
+        "param_names": ["layout", "backend", "pass_"], "unit": "seconds"}
+    names["op_inputs.ComplexRecurrence.time_complex_recurrence"] = {
+        "param_names": ["method", "pass_"], "unit": "seconds"}
+    (root / "benchmarks.json").write_text(json.dumps(names))
+    df = report_sources.load_asv_results(root)
+    table = report.op_inputs_table(df)
+    got = {(r.case, r.backend, r["pass"]): r.time for _, r in table.iterrows()}
+    assert got == {
+        ("PackedBatch: layout=packed", "cpu_serial", "forward"): pytest.approx(1e-3),
+        ("PackedBatch: layout=packed", "cpu_serial", "forward+backward"): pytest.approx(2e-3),
+        ("PackedBatch: layout=padded", "cpu_serial", "forward"): pytest.approx(5e-3),
+        ("ComplexRecurrence: method=plrnn", "-", "forward"): pytest.approx(3e-3),
+    }
+    built = report.build_report(df, "cpu-test-box-4c", [str(root)])
+    assert re.search(r"PackedBatch: layout=padded *\| cpu_serial *\| forward *\| 5 ",
+                     built.markdown)
+    assert set(built.csv) >= {"bench_kernels", "bench_op_inputs"}

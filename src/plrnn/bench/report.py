@@ -12,8 +12,9 @@ kept), so the report can be regenerated from what is committed.
 Writes into results/<machine>/ (the machine from the JSON's machine info; for asv from
 machine.json): bench_report.md (every table), bench_report.json (inputs, commits), and
 bench_<suite>.csv beside bench_<suite>.png for kernels and layers (time per call against the
-sequence length, log axes, one line per backend), bench_train.csv. Every file is written to a
-temporary name in its directory first and then moved into place (os.replace).
+sequence length, log axes, one line per backend), bench_train.csv and bench_op_inputs.csv. Every
+file is written to a temporary name in its directory first and then moved into place
+(os.replace).
 
 What the tables add to the raw times (asv and pytest-benchmark only record seconds and bytes):
 - effective bandwidth: plrnn.bench.bandwidth.bytes_moved (fp32: 12 B/element forward, 32
@@ -193,6 +194,20 @@ def train_table(df: pd.DataFrame) -> pd.DataFrame:
     return tr.sort_values(keys + ["model"], kind="stable").reset_index(drop=True)
 
 
+def op_inputs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (source, machine, device, commit, case, backend, pass) of the op's newer
+    inputs (asv's op_inputs: packed batches, broadcast decays, complex, 16-bit storage): the
+    time per call, each case beside what a user would otherwise run."""
+    ops = _keyed(df[(df["suite"] == "op_inputs") & (df["metric"] == "time")],
+                 ["commit", "backend"])
+    if ops.empty:
+        return pd.DataFrame()
+    keys = ["source", "machine", "device", "commit", "case", "backend", "pass"]
+    table = ops.groupby(keys, as_index=False)["value"].median()
+    return table.rename(columns={"value": "time"}).sort_values(keys, kind="stable") \
+        .reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------------- markdown
 def _ms(seconds) -> str:
     if seconds is None or not np.isfinite(seconds):
@@ -249,6 +264,11 @@ def train_markdown(t: pd.DataFrame) -> str:
         "step ms": t["step_time"].map(_ms), "steps/s": t["steps_per_s"].map(lambda v: _x(v, 1)),
         "x LSTM": t["speedup_over_lstm"].map(_x),
     }))
+
+
+def op_inputs_markdown(t: pd.DataFrame) -> str:
+    return _md(pd.DataFrame({"case": t["case"], "backend": t["backend"], "pass": t["pass"],
+                             "time ms": t["time"].map(_ms)}))
 
 
 # -------------------------------------------------------------------------------------- plots
@@ -335,6 +355,7 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
     report = Report(machine, device, "")
     sources = [s for s in SOURCE_ORDER if s in set(df["source"])]
     kern, lay, tr = kernels_table(df), layers_table(df), train_table(df)
+    ops = op_inputs_table(df)
     copies = copy_bandwidth(_keyed(df, ["commit"]))
     for source in sources:
         lines += [f"## {source}", ""]
@@ -367,6 +388,11 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
         if not t.empty:
             lines += ["### Synthetic-task train step (forward, backward, clip, Adam)", "",
                       train_markdown(t), ""]
+        o = ops[ops["source"] == source] if not ops.empty else ops
+        if not o.empty:
+            lines += ["### The op's newer inputs, each beside what a user would otherwise run",
+                      "", "Sizes and cases: `benchmarks/_op_inputs.py`.", "",
+                      op_inputs_markdown(o), ""]
     report.markdown = "\n".join(lines)
     plot_source = sources[0] if sources else None
     if not kern.empty:
@@ -383,6 +409,8 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
             report.figures["bench_layers"] = fig
     if not tr.empty:
         report.csv["bench_train"] = tr
+    if not ops.empty:
+        report.csv["bench_op_inputs"] = ops
     if not copies.empty:
         report.csv["bench_copy"] = copies
     report.meta = {"machine": machine, "device": device, "inputs": inputs,

@@ -6,7 +6,9 @@ Every row is one measured value:
     machine   results/<machine>/ name (plrnn.bench.machine.machine_name style)
     device    "cpu" or "cuda"
     commit    git commit of the measured code (None if unknown)
-    suite     "kernels", "copy", "layers" or "train"
+    suite     "kernels", "copy", "layers", "train" or "op_inputs" (asv only)
+    case      op_inputs only: the benchmark and its own parameters, as "PackedBatch:
+              layout=padded" (its backend and pass are in their columns)
     metric    "time" (s/call), "peakmem" (bytes, host, whole process), "cuda_event_time"
               (s/call between CUDA events), "cuda_peak_memory" (bytes a call allocates on the GPU)
     value     the number, in seconds or bytes
@@ -32,7 +34,7 @@ from .machine import _slug, machine_name
 
 PARAM_COLUMNS = ("backend", "pass", "seq_len", "batch", "hidden", "numel", "layer",
                  "recurrence", "model")
-COLUMNS = ("source", "machine", "device", "commit", "date", "suite", "metric", "value",
+COLUMNS = ("source", "machine", "device", "commit", "date", "suite", "metric", "value", "case",
            *PARAM_COLUMNS)
 INT_COLUMNS = ("seq_len", "batch", "hidden", "numel")
 
@@ -44,6 +46,12 @@ _ASV_METRICS = {
     "time_layer": "time",
     "time_lstm": "time",
     "time_train_step": "time",
+    # benchmarks/op_inputs.py
+    "time_packed_batch": "time",
+    "time_time_invariant_decays": "time",
+    "time_batch_shared_decays": "time",
+    "time_complex_recurrence": "time",
+    "time_storage_dtype": "time",
     "track_cuda_event_time": "cuda_event_time",
     "track_cuda_peak_memory": "cuda_peak_memory",
 }
@@ -152,10 +160,24 @@ def _asv_rows(result, benchmarks: dict) -> Iterable[dict]:
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue  # skipped (NotImplementedError in setup) or failed
             row = {"suite": _ASV_SUITES.get(cls, module), "metric": metric, "value": value}
-            row.update({name: _literal(v) for name, v in zip(names, combo)})
+            params = {name: _literal(v) for name, v in zip(names, combo)}
+            if module == "op_inputs":
+                row.update(_op_inputs_params(cls, params))
+            else:
+                row.update(params)
             if method == "time_lstm":
                 row["layer"] = "LSTM"
             yield row
+
+
+def _op_inputs_params(cls: str, params: dict) -> dict:
+    """An op_inputs benchmark's parameters in the report's columns: its pass (asv parameter
+    `pass_`, "forward_backward") as the other suites name it, its backend, and the rest in
+    `case`."""
+    pass_ = str(params.pop("pass_", "")).replace("forward_backward", "forward+backward")
+    backend = params.pop("backend", None)
+    own = ", ".join(f"{k}={v}" for k, v in params.items())
+    return {"case": f"{cls}: {own}" if own else cls, "pass": pass_ or None, "backend": backend}
 
 
 def _asv_device(rows: list[dict]) -> str:
