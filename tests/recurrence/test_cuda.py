@@ -607,3 +607,40 @@ def test_op_checks_its_arguments():
         op(a.cpu(), x.cpu(), None, False, 2)
     empty = op(a[:0], x[:0], None, False, 2)
     assert empty.shape == (0, 3)
+
+
+# ---------------------------------------------------------------------------------- torch.func
+
+
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
+def test_torch_func_transforms(name):
+    """grad, vmap of grad and jvp run the CUDA kernels through transforms._Scan (test_transforms.py
+    covers the rules on the CPU backends); float32 on the GPU against reference.serial in float64
+    on the CPU, called directly (under a transform, backend="reference" takes _Scan too)."""
+    B, T, C = 3, 37, 5
+    a, x, h0 = make_inputs(T, (B, C), "near_one", True, seed_for("cuda func", name))
+
+    def loss(run):
+        return lambda a, x, h0: (run(a, x, h0) ** 2).sum()
+
+    def ours(a, x, h0):
+        return plrnn.linear_recurrence(a, x, h0, backend=name)
+
+    def truth(a, x, h0):
+        return reference.serial(a, x, h0, False)
+
+    def close(got, want):
+        tol = 1e-5 * max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=tol)
+
+    gpu = on_gpu(cast((a, x, h0), torch.float32))
+    got = torch.func.grad(loss(ours), argnums=(0, 1, 2))(*gpu)
+    for g, w in zip(got, torch.func.grad(loss(truth), argnums=(0, 1, 2))(a, x, h0)):
+        close(g, w)
+    per_sample = torch.func.vmap(torch.func.grad(loss(ours), argnums=1), in_dims=(1, 1, 0))
+    want = torch.stack([torch.func.grad(loss(truth), argnums=1)(a[:, b], x[:, b], h0[b])
+                        for b in range(B)])
+    close(per_sample(*gpu), want)
+    tangents = make_inputs(T, (B, C), "uniform", True, seed_for("cuda func tangents"))
+    _, got = torch.func.jvp(ours, gpu, on_gpu(cast(tangents, torch.float32)))
+    close(got, torch.func.jvp(truth, (a, x, h0), tangents)[1])
