@@ -11,6 +11,7 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
 _DTYPE_SET = frozenset(DTYPES)  # a hash lookup, where `in DTYPES` compares up to six times
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
@@ -90,6 +91,25 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type_name(reverse)}")
     return bounds
+
+
+def autocast_promoted(decays, impulses, initial_state):
+    """Under torch.autocast, real float inputs of mixed dtypes in the widest of them, as
+    autocast's "promote" ops (addcmul, cat) run: a float32 decay parameter beside bfloat16
+    impulses from an autocast Linear, or a float32 initial state. Outside autocast mixed dtypes
+    are refused (check_inputs): the op never picks a precision silently."""
+    tensors = (decays, impulses, initial_state)
+    if not (isinstance(decays, torch.Tensor) and isinstance(impulses, torch.Tensor)
+            and (initial_state is None or isinstance(initial_state, torch.Tensor))):
+        return tensors  # check_inputs names what is wrong
+    dtypes = {t.dtype for t in tensors if t is not None}
+    if (len(dtypes) == 1 or not dtypes <= _FLOAT_SET
+            or not torch.is_autocast_enabled(impulses.device.type)):
+        return tensors
+    wide = decays.dtype
+    for dtype in dtypes:
+        wide = torch.promote_types(wide, dtype)
+    return tuple(None if t is None else t.to(wide) for t in tensors)
 
 
 def type_name(value) -> str:

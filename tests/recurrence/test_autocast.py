@@ -1,0 +1,49 @@
+"""The op under torch.autocast: mixed real float dtypes run in the widest of them, as autocast's
+"promote" ops (addcmul, cat) do; outside autocast they stay refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import plrnn
+
+from .helpers import BACKENDS, make_inputs, seed_for
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
+BF16, F32 = torch.bfloat16, torch.float32
+
+
+@pytest.mark.parametrize("dtypes", [(F32, BF16, None), (BF16, F32, BF16), (BF16, BF16, F32),
+                                    (torch.float16, BF16, torch.float64)],
+                         ids=["a32-x16", "x32", "h0_32", "three"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_dtypes_run_in_the_widest(backend, dtypes):
+    a, x, h0 = make_inputs(40, (3,), "near_one", True, seed_for("autocast", backend))
+    inputs = [t.to(d).requires_grad_() for t, d in zip((a, x, h0), dtypes) if d is not None]
+    if dtypes[2] is None:
+        inputs.append(None)
+    wide = torch.promote_types(torch.promote_types(dtypes[0], dtypes[1]), dtypes[2] or dtypes[0])
+    with torch.autocast("cpu", dtype=BF16):
+        h = plrnn.linear_recurrence(*inputs, backend=backend)
+    assert h.dtype == wide
+    want = plrnn.linear_recurrence(*(None if t is None else t.detach().to(wide) for t in inputs),
+                                   backend=backend)
+    assert torch.equal(h.detach(), want)
+    h.sum().backward()
+    for t in inputs:
+        if t is not None:
+            assert t.grad is not None and t.grad.dtype == t.dtype
+
+
+def test_one_dtype_is_left_alone_and_mixing_outside_autocast_is_refused():
+    a, x, _ = make_inputs(9, (2,), "uniform", False, seed_for("autocast alone"), BF16)
+    with torch.autocast("cpu", dtype=BF16):
+        assert plrnn.linear_recurrence(a, x).dtype == BF16
+        with pytest.raises(TypeError, match="both real or both complex"):
+            plrnn.linear_recurrence(a.to(torch.complex64), x)
+    with pytest.raises(TypeError, match="must have the same dtype"):
+        plrnn.linear_recurrence(a.float(), x)
+    with pytest.raises(TypeError, match="initial_state must have the impulses' dtype"):
+        plrnn.linear_recurrence(a, x, torch.zeros(2))
