@@ -10,7 +10,7 @@ import torch
 from . import cpu, cuda, transforms, triton
 from .cpu import empty_cache
 from .registry import REGISTRY, BackendStatus, backends, choice_is_fixed, resolve
-from .validation import autocast_promoted, check_inputs, check_out, type_name
+from .validation import MixedUnderAutocast, check_inputs, check_out, type_name
 from .varlen import final_states, per_sequence
 
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY", "empty_cache"]
@@ -70,8 +70,12 @@ def linear_recurrence(
         h = cpu.shortcut(backend, decays, impulses, initial_state, reverse, out)
         if h is not None:
             return h
-    decays, impulses, initial_state = autocast_promoted(decays, impulses, initial_state)
-    bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
+    try:
+        bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
+    except MixedUnderAutocast as mixed:
+        decays, impulses, initial_state = (
+            None if t is None else t.to(mixed.dtype) for t in (decays, impulses, initial_state))
+        bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
     transformed = transforms.active()
     if out is not None:
         if transformed:  # before check_out, which reads addresses that batched tensors lack

@@ -18,8 +18,33 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
+class MixedUnderAutocast(TypeError):
+    """Real float inputs of mixed dtypes inside torch.autocast: linear_recurrence runs them in
+    `dtype`, the widest, as autocast's "promote" ops (addcmul, cat) do, e.g. a float32 decay
+    parameter beside bfloat16 impulses from an autocast Linear. Outside autocast mixed dtypes
+    are refused (a plain TypeError): the op never picks a precision silently. Raised from the
+    checks' own mismatch branches, so that calls of one dtype pay nothing for it."""
+
+    def __init__(self, message: str, dtype: torch.dtype):
+        super().__init__(message)
+        self.dtype = dtype
+
+
+def _mixed(message, decays, impulses, initial_state) -> TypeError:
+    dtypes = [t.dtype for t in (decays, impulses, initial_state) if t is not None]
+    if (not all(d in _FLOAT_SET for d in dtypes)
+            or not torch.is_autocast_enabled(impulses.device.type)):
+        return TypeError(message)
+    wide = dtypes[0]
+    for dtype in dtypes[1:]:
+        wide = torch.promote_types(wide, dtype)
+    return MixedUnderAutocast(message, wide)
+
+
 def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> list[int] | None:
-    """Raises on the first bad argument; returns cu_seqlens's offsets as ints (None without)."""
+    """Raises on the first bad argument; returns cu_seqlens's offsets as ints (None without).
+    Mixed float dtypes inside torch.autocast raise MixedUnderAutocast, a TypeError naming the
+    dtype to run in."""
     for name, value in (("decays", decays), ("impulses", impulses)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -49,9 +74,9 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
                 f"impulses' dtype); got decays {decays.dtype} and impulses {impulses.dtype}: "
                 "cast the real one, e.g. impulses.to(decays.dtype)"
             )
-        raise TypeError(
+        raise _mixed(
             f"decays and impulses must have the same dtype; got decays {decays.dtype} "
-            f"and impulses {impulses.dtype}"
+            f"and impulses {impulses.dtype}", decays, impulses, initial_state
         )
     # is_cpu first: building two device objects to compare costs twice as much.
     if not (decays.is_cpu and impulses.is_cpu) and decays.device != impulses.device:
@@ -79,9 +104,9 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
                 f"got {_shape(initial_state)}"
             )
         if initial_state.dtype != impulses.dtype:
-            raise TypeError(
+            raise _mixed(
                 f"initial_state must have the impulses' dtype {impulses.dtype}; "
-                f"got {initial_state.dtype}"
+                f"got {initial_state.dtype}", decays, impulses, initial_state
             )
         if initial_state.device != impulses.device:
             raise ValueError(
@@ -91,25 +116,6 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type_name(reverse)}")
     return bounds
-
-
-def autocast_promoted(decays, impulses, initial_state):
-    """Under torch.autocast, real float inputs of mixed dtypes in the widest of them, as
-    autocast's "promote" ops (addcmul, cat) run: a float32 decay parameter beside bfloat16
-    impulses from an autocast Linear, or a float32 initial state. Outside autocast mixed dtypes
-    are refused (check_inputs): the op never picks a precision silently."""
-    tensors = (decays, impulses, initial_state)
-    if not (isinstance(decays, torch.Tensor) and isinstance(impulses, torch.Tensor)
-            and (initial_state is None or isinstance(initial_state, torch.Tensor))):
-        return tensors  # check_inputs names what is wrong
-    dtypes = {t.dtype for t in tensors if t is not None}
-    if (len(dtypes) == 1 or not dtypes <= _FLOAT_SET
-            or not torch.is_autocast_enabled(impulses.device.type)):
-        return tensors
-    wide = decays.dtype
-    for dtype in dtypes:
-        wide = torch.promote_types(wide, dtype)
-    return tuple(None if t is None else t.to(wide) for t in tensors)
 
 
 def type_name(value) -> str:
