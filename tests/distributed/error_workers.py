@@ -4,6 +4,8 @@ it could not if any rank were stuck in a collective."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -122,3 +124,39 @@ def every_rank_refuses_a_bad_layer_call(rank, world):
 def grad_mode_on_rank_0(rank, model, x):
     with torch.set_grad_enabled(rank == 0):
         return model(x)
+
+
+def a_transform_on_one_rank_is_refused_on_every_rank(rank, world):
+    """torch.func's transforms and forward-mode AD are refused across processes (torch refuses
+    the sharded op's autograd.Function there): on every rank, before any collective, when one
+    rank alone runs under one, and after that a good call (forward and backward) goes through."""
+    import torch.autograd.forward_ad as fwAD
+
+    a = torch.rand(3 + rank, 4, dtype=torch.float64)
+    x = torch.randn_like(a)
+    model = pd.shard_sequence(plrnn.QRNN(4, 3, window=2).double())
+
+    def dual(f):
+        with fwAD.dual_level():
+            return f(fwAD.make_dual(a, torch.ones_like(a)))
+
+    transforms = {
+        "grad": lambda f: torch.func.grad(lambda t: f(t).sum())(a),
+        "vmap": lambda f: torch.func.vmap(f)(a[None]),
+        "forward-mode AD": dual,
+    }
+    calls = {
+        "op": lambda t: pd.linear_recurrence(t, x),
+        "layer": lambda t: model(t[:, None])[0],
+    }
+    for (tname, transform), (cname, call) in itertools.product(transforms.items(), calls.items()):
+        with pytest.raises((RuntimeError, ValueError)) as info:
+            if rank == 0:
+                transform(call)
+            else:
+                call(a.clone().requires_grad_()).sum().backward()
+        needle = "torch.autograd only" if rank == 0 else "rank 0: RuntimeError"
+        assert needle in str(info.value), f"rank {rank}, {tname} of the {cname}: {info.value}"
+        good_call(rank)
+        y, _ = model(torch.randn(2 + rank, 1, 4, dtype=torch.float64))
+        y.sum().backward()

@@ -158,3 +158,131 @@ def copies_stay_sharded_and_pickles_load_unsharded(rank, world):
     alone = pd.unshard_sequence(copy.deepcopy(sharded))
     assert sharded.process_group is not None
     assert torch.equal(loaded(x)[0], alone(x)[0])
+
+
+def _cast(state, dtype):
+    if state is None or isinstance(state, torch.Tensor):
+        return None if state is None else state.to(dtype)
+    return type(state)(_cast(s, dtype) for s in state)
+
+
+def _rel(got, want) -> float:
+    got, want = got.double(), want.double()
+    return (got - want).abs().max().item() / max(1.0, want.abs().max().item())
+
+
+RTOL_BF16 = 0.05  # a few bfloat16 roundings of the states and gates; a restarted state is O(1)
+
+
+def layers_under_autocast(rank, world, lengths):
+    """float32 models under torch.autocast(bfloat16), two calls with the state carried from the
+    first (in autocast's dtype) to the second, against one process doing the same: outputs,
+    final states, dL/dx, dL/d(initial state) and every parameter gradient."""
+    T, start = sum(lengths), sum(lengths[:rank])
+    rows = slice(start, start + lengths[rank])
+    failures = []
+    for name, model in models().items():
+        model.float()
+        g = torch.Generator().manual_seed(len(name))
+        x = torch.randn(2, T, 2, model.input_size, generator=g)
+        w = torch.randn(2, T, 2, model.hidden_size, generator=g)
+        state = _cast(initial_state(name, model, 2, g), torch.float32)
+
+        def run(m, xs, first_state, parts, share):
+            outs, carried = [], first_state
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                for i in range(2):
+                    y, carried = m(xs[i][parts], carried if rank == 0 or share == 1 else None)
+                    outs.append(y)
+            loss = sum((y.float() * w[i][parts]).sum() for i, y in enumerate(outs))
+            (loss + sum(f.float().pow(2).sum() for f in flat(carried)) / share).backward()
+            return outs, carried
+
+        one = copy.deepcopy(model)
+        xs, state_one = x.clone().requires_grad_(), _leaves(state)
+        y, final = run(one, xs, state_one, slice(None), 1)
+
+        sharded = pd.shard_sequence(copy.deepcopy(model))
+        mine, state_r = x.clone().requires_grad_(), _leaves(state) if rank == 0 else None
+        y_r, final_r = run(sharded, mine, state_r, rows, world)
+        pd.sync_gradients(sharded)
+
+        checks = [(f"output {i}", y_r[i], y[i][rows]) for i in range(2)]
+        checks += [(f"dL/dx {i}", mine.grad[i][rows], xs.grad[i][rows]) for i in range(2)]
+        checks += [(f"final state {i}", a, b)
+                   for i, (a, b) in enumerate(zip(flat(final_r), flat(final)))]
+        if state_r is not None:
+            checks += [(f"dL/d(state {i})", a.grad, b.grad)
+                       for i, (a, b) in enumerate(zip(flat(state_r), flat(state_one)))]
+        for (pname, p), q in zip(sharded.named_parameters(), one.parameters()):
+            checks.append((f"grad {pname}", p.grad, q.grad))
+        for what, got, want in checks:
+            err = _rel(got, want)
+            if not err <= RTOL_BF16:
+                failures.append(f"rank {rank} {name} lengths={lengths}: {what} rel. error {err:.2e}")
+    assert not failures, "\n".join(failures)
+
+
+def compiled_sharded_model(rank, world):
+    """torch.compile of a sharded model: the exchanges run eagerly (graph breaks), the rest
+    compiled, and the outputs, final state and gradients are one process's."""
+    lengths = [3, 1, 4][:world]
+    T, start = sum(lengths), sum(lengths[:rank])
+    rows = slice(start, start + lengths[rank])
+    torch.manual_seed(0)
+    model = plrnn.QRNN(3, 4, num_layers=2, window=3).double()
+    x = torch.randn(T, 2, 3, dtype=torch.float64)
+    one = copy.deepcopy(model)
+    y, final = one(x)
+    (y.sum() + sum(f.sum() for f in flat(final))).backward()
+
+    sharded = pd.shard_sequence(copy.deepcopy(model))
+    compiled = torch.compile(sharded)
+    for _ in range(2):  # the second call reuses the compiled graphs
+        sharded.zero_grad()
+        y_r, final_r = compiled(x[rows])
+        (y_r.sum() + sum(f.sum() for f in flat(final_r)) / world).backward()
+        pd.sync_gradients(sharded)
+        checks = [("output", y_r, y[rows])]
+        checks += [(f"final {i}", a, b) for i, (a, b) in enumerate(zip(flat(final_r), flat(final)))]
+        checks += [(f"grad {n}", p.grad, q.grad)
+                   for (n, p), q in zip(sharded.named_parameters(), one.parameters())]
+        for what, got, want in checks:
+            err = _rel(got, want)
+            assert err <= RTOL, f"rank {rank}: {what} rel. error {err:.2e}"
+
+
+def gradients_reached_on_some_ranks_only(rank, world):
+    """sync_gradients when the ranks' losses reach different parameters: an auxiliary head on
+    rank 0's output and a classifier on the last rank's, of the same shapes, and a head no loss
+    reaches. Each head gets the one-process gradient on every rank, never the sum of both, and
+    the unreached one keeps grad None everywhere."""
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({
+        "rnn": plrnn.GILR(3, 4), "first": torch.nn.Linear(4, 2), "last": torch.nn.Linear(4, 2),
+        "unused": torch.nn.Linear(4, 2),
+    }).double()
+    lengths = [2, 1, 3][:world]
+    T, start = sum(lengths), sum(lengths[:rank])
+    x = torch.randn(T, 2, 3, dtype=torch.float64)
+
+    one = copy.deepcopy(model)
+    y, _ = one["rnn"](x)
+    (one["first"](y[0]).sum() + one["last"](y[-1]).square().sum()).backward()
+
+    sharded = pd.shard_sequence(copy.deepcopy(model))
+    y_r, _ = sharded["rnn"](x[start : start + lengths[rank]])
+    loss = y_r.sum() * 0  # every rank runs the backward, as with DDP
+    if rank == 0:
+        loss = loss + sharded["first"](y_r[0]).sum()
+    if rank == world - 1:
+        loss = loss + sharded["last"](y_r[-1]).square().sum()
+    loss.backward()
+    pd.sync_gradients(sharded)
+    for (name, p), q in zip(sharded.named_parameters(), one.parameters()):
+        if q.grad is None:
+            assert p.grad is None, f"rank {rank}: {name} got a gradient no loss sent"
+            continue
+        assert p.grad is not None, f"rank {rank}: {name} has no gradient"
+        err = _rel(p.grad, q.grad)
+        assert err <= RTOL, f"rank {rank}: grad {name} rel. error {err:.2e}"

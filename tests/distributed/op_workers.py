@@ -181,3 +181,75 @@ def gradients_asked_by_some_ranks(rank, world):
             if not err <= RTOL:
                 failures.append(f"rank {rank}: dL/d{name} (asked alone), relative error {err:.2e}")
     assert not failures, "\n".join(failures)
+
+
+def op_under_autocast(rank, world):
+    """Inside torch.autocast, mixed real float dtypes run in the widest, as with one process: a
+    float32 decay parameter beside bfloat16 impulses, and a float32 initial state that only the
+    first rank holds (the others, all bfloat16, must run in float32 as well). Outputs, final
+    states (the same on every rank) and gradients, each in its input's dtype, against one
+    process under autocast."""
+    import torch.distributed as dist
+
+    lengths = [3, 1, 5][:world]
+    T, start = sum(lengths), sum(lengths[:rank])
+    rows = slice(start, start + lengths[rank])
+    bf16, f32 = torch.bfloat16, torch.float32
+    for reverse, dtypes in itertools.product((False, True), ((f32, bf16, None), (bf16, bf16, f32))):
+        a, x, h0, w, v = whole_sequence(11, T, (4,), "near_one", dtypes[2] is not None)
+        leaves = [t.to(d).requires_grad_() for t, d in zip((a, x, h0), dtypes) if d is not None]
+        with torch.autocast("cpu", dtype=bf16):
+            h, final = plrnn.linear_recurrence(
+                *leaves, reverse=reverse, return_final_state=True, backend="reference"
+            )
+        want = torch.autograd.grad((h * w).sum() + (final * v).sum(), leaves)
+
+        first = rank == (world - 1 if reverse else 0)
+        mine = [t.detach()[rows].clone().requires_grad_() for t in leaves[:2]]
+        if len(leaves) == 3 and first:
+            mine.append(leaves[2].detach().clone().requires_grad_())
+        with torch.autocast("cpu", dtype=bf16):
+            got_h, got_final = pd.linear_recurrence(
+                mine[0], mine[1], mine[2] if len(mine) == 3 else None, reverse=reverse,
+                return_final_state=True, backend="cpu_serial",
+            )
+        tag = f"rank {rank}/{world} reverse={reverse} dtypes={dtypes}"
+        assert got_h.dtype == h.dtype == got_final.dtype == f32, tag
+        got = torch.autograd.grad(
+            (got_h * w[rows]).sum() + (got_final * v).sum() / world, mine
+        )
+        finals = [torch.empty_like(got_final) for _ in range(world)]
+        dist.all_gather(finals, got_final.detach())
+        assert all(torch.equal(f, finals[0]) for f in finals), f"{tag}: final states differ"
+        checks = [("h", got_h, h[rows]), ("final", got_final, final)]
+        checks += [(f"grad {i}", g, wv[rows]) for i, (g, wv) in enumerate(zip(got[:2], want))]
+        if len(mine) == 3:
+            checks.append(("grad h0", got[2], want[2]))
+        for name, g, wv in checks:
+            assert g.dtype == wv.dtype, f"{tag}: {name} dtype {g.dtype}, want {wv.dtype}"
+            err = relerr(g.detach().double(), wv.detach().double())
+            tol = 1e-5 if wv.dtype == f32 else 1e-2  # the last bit of a bfloat16 gradient
+            assert err <= tol, f"{tag}: {name} relative error {err:.2e}"
+
+
+def half_precision_accumulates_in_float32(rank, world):
+    """float16/bfloat16 shards reduce to their totals in float32, as the local kernels accumulate:
+    with one row per chunk of the streaming reduction, a state rounded to the inputs' dtype
+    between chunks would be rounded at every step. Against the float64 recurrence of the same
+    (rounded) inputs, a shard may then be off by the rounding of its output and of its carry-in,
+    under one unit in the last place."""
+    scan_module.CHUNK_ELEMENTS = 4  # one row per chunk
+    lengths = [700, 500, 800][:world]
+    T, start = sum(lengths), sum(lengths[:rank])
+    rows = slice(start, start + lengths[rank])
+    failures = []
+    for dtype, reverse in itertools.product((torch.bfloat16, torch.float16), (False, True)):
+        a, x, _, _, _ = whole_sequence(5, T, (4,), "near_one", False)
+        a = (1 - 10 * (1 - a)).to(dtype)  # decays in [0.99, 1], memory ~100 steps
+        x = x.abs().to(dtype)
+        want = plrnn.linear_recurrence(a.double(), x.double(), reverse=reverse)
+        got = pd.linear_recurrence(a[rows], x[rows], reverse=reverse, backend="cpu_serial")
+        err = relerr(got.double(), want[rows])
+        if not err <= 0.75 * torch.finfo(dtype).eps:
+            failures.append(f"rank {rank} {dtype} reverse={reverse}: relative error {err:.2e}")
+    assert not failures, "\n".join(failures)

@@ -28,3 +28,17 @@ def test_window_gradient_asked_on_rank_0_alone(world, tmp_path):
 
 def test_copies_stay_sharded_and_pickles_load_unsharded(tmp_path):
     run_ranks(2, layer_workers.copies_stay_sharded_and_pickles_load_unsharded, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("lengths", [[4, 3], [2, 1, 3]], ids=["2 ranks", "3 ranks, T_r=1"])
+def test_layers_under_autocast_with_carried_states(lengths, tmp_path):
+    run_ranks(len(lengths), layer_workers.layers_under_autocast, lengths, tmp_path=tmp_path)
+
+
+def test_compiled_sharded_model(tmp_path):
+    run_ranks(2, layer_workers.compiled_sharded_model, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sync_gradients_of_parameters_some_ranks_reach(world, tmp_path):
+    run_ranks(world, layer_workers.gradients_reached_on_some_ranks_only, tmp_path=tmp_path)

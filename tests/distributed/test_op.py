@@ -26,3 +26,12 @@ def test_restarting_the_state_fails_the_same_comparison(tmp_path):
 
 def test_gradients_asked_by_some_ranks_and_retained_graphs(tmp_path):
     run_ranks(3, op_workers.gradients_asked_by_some_ranks, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_autocast_runs_mixed_dtypes_in_the_widest(world, tmp_path):
+    run_ranks(world, op_workers.op_under_autocast, tmp_path=tmp_path)
+
+
+def test_half_precision_accumulates_in_float32(tmp_path):
+    run_ranks(3, op_workers.half_precision_accumulates_in_float32, tmp_path=tmp_path)

@@ -104,7 +104,10 @@ def agree(description: dict, error: BaseException | None, place: Place) -> list[
     indexed by group rank."""
     mine = dict(description, error=None if error is None else f"{type(error).__name__}: {error}")
     everyone: list[dict] = [None] * place.world  # type: ignore[list-item]
-    dist.all_gather_object(everyone, mine, group=place.group)
+    # Under torch.func.grad the byte tensors that carry the objects would be wrapped, without
+    # storage to read back; the exchange must still complete to refuse the call on every rank.
+    with torch._C._DisableFuncTorch():
+        dist.all_gather_object(everyone, mine, group=place.group)
     STATS.add("check", 0, place.world - 1)
     failed = [(r, d["error"]) for r, d in enumerate(everyone) if d["error"]]
     if failed:
@@ -115,6 +118,8 @@ def agree(description: dict, error: BaseException | None, place: Place) -> list[
     for key, what in CONSISTENT.items():
         if key not in mine:
             continue
+        if key == "dtype" and all(d.get("autocast") for d in everyone):
+            continue  # under torch.autocast the ranks run in the widest of their float dtypes
         values = [d[key] for d in everyone]
         if any(v != values[0] for v in values):
             listing = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..layers.base import StackedRecurrence
+from ..recurrence import transforms
 from .group import Place, agree, locate
 from .halo import halo
 from .scan import linear_recurrence
@@ -25,7 +26,10 @@ class ShardedTime:
     def __init__(self, group, backend: str, place: Place, lengths: list[int]) -> None:
         self.group, self.backend, self.place, self.lengths = group, backend, place, lengths
 
+    # Under torch.compile the exchanges run eagerly (graph breaks), the layers' pointwise rest
+    # compiled: dynamo cannot trace a process group or all_gather_object.
     @classmethod
+    @torch.compiler.disable
     def open(cls, group, backend: str, x, state, checks, time_dim: int = 0):
         """The time axis of a layer's call on input `x` (time along `time_dim`) with `state`
         (None on every rank but 0), and what `checks(x, state)` returns (the layers: their
@@ -38,6 +42,14 @@ class ShardedTime:
                 raise ValueError(
                     f"the state before the sequence belongs to rank 0; rank {place.rank} must "
                     "pass None"
+                )
+            if transforms.active():
+                # Refused here, before any exchange, so that a rank under a transform fails
+                # with the others instead of leaving them in the next collective (the halo's
+                # exchange and autograd.Function cannot run under one, even on one rank).
+                raise RuntimeError(
+                    "layers sharded with plrnn.distributed take torch.autograd only, not "
+                    "torch.func's transforms or forward-mode AD"
                 )
             per_layer = checks(x, state)
             described = {
@@ -57,6 +69,7 @@ class ShardedTime:
             decays, impulses, h0, group=self.group, backend=self.backend, return_final_state=True
         )
 
+    @torch.compiler.disable
     def window(self, x, m: int, before):
         return halo(x, m, before, self.place, self.lengths)
 
@@ -109,13 +122,27 @@ def sync_gradients(model: nn.Module, group=None) -> None:
     """Sums every parameter's gradient over the ranks of the sequence group, so each rank holds
     the gradient of the whole sequence's loss (the sum of the ranks' losses), as one process
     would compute it. With data parallelism on top, run this over the sequence group and let DDP
-    (or an all_reduce) average over the data-parallel group, in either order."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
+    (or an all_reduce) average over the data-parallel group, in either order.
+
+    Every parameter that requires grad takes part, also where this rank's loss did not reach it
+    (its grad None: zeros here); one that no rank's loss reached keeps grad None on every rank."""
+    # The same parameters, in the same order, on every rank: ranks whose losses reach different
+    # parameters (a head on the last rank's output alone) would otherwise sum unrelated
+    # gradients of equal sizes, leave a parameter unsynced on some ranks, or wait forever on
+    # buffers of different sizes.
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    reached = torch.tensor([p.grad is not None for p in params], dtype=pieces[0].dtype,
+                           device=pieces[0].device)
+    flat = torch.cat([*pieces, reached])
     dist.all_reduce(flat, group=group)
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for p, anywhere in zip(params, flat[flat.numel() - len(params) :].tolist()):
+        summed = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+        if p.grad is not None:
+            p.grad.copy_(summed)
+        elif anywhere:
+            p.grad = summed.to(p.dtype, copy=True)

@@ -20,13 +20,15 @@ chunks, so they need O(C) memory beyond the inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from ..recurrence import linear_recurrence as local_recurrence
+from ..recurrence import transforms
 from ..recurrence.registry import resolve
-from ..recurrence.validation import check_inputs
+from ..recurrence.validation import MixedUnderAutocast, check_inputs
 from .group import Place, agree, gather_tensors, locate, wants_grad
 
 CHUNK_ELEMENTS = 1 << 20  # elements per chunk of the streaming reductions
@@ -52,10 +54,12 @@ def shard_totals(decays, impulses, h0, reverse: bool, backend: str):
     R = decays.new_zeros(decays.shape[1:], dtype=acc) if h0 is None else h0.to(acc)
     with torch.no_grad():
         for s, e in _chunks(decays.shape[0], channels, reverse):
+            # Each chunk in the accumulation dtype, as the kernels run float16/bfloat16: a state
+            # handed between chunks in the inputs' dtype would be rounded once per chunk.
             h = local_recurrence(
-                decays[s:e], impulses[s:e], R.to(decays.dtype), reverse=reverse, backend=backend
+                decays[s:e].to(acc), impulses[s:e].to(acc), R, reverse=reverse, backend=backend
             )
-            R = (h[0] if reverse else h[-1]).to(acc)
+            R = h[0] if reverse else h[-1]
             P *= decays[s:e].prod(0, dtype=acc)
     return P, R
 
@@ -170,6 +174,11 @@ def _describe(decays, impulses, initial_state, reverse, want_final) -> dict:
         "T": decays.shape[0] if ok else None,
         "channels": tuple(decays.shape[1:]) if ok else None,
         "dtype": str(decays.dtype) if ok else None,
+        # Under autocast on every rank the dtypes may differ (rank 0 alone holds the initial
+        # state): every rank then runs in the widest of them.
+        "autocast": ok and decays.is_floating_point()
+        and torch.is_autocast_enabled(decays.device.type),
+        "run_dtype": decays.dtype if ok else None,
         "device_type": decays.device.type if ok else None,
         "reverse": reverse,
         "grad_enabled": torch.is_grad_enabled(),
@@ -178,6 +187,13 @@ def _describe(decays, impulses, initial_state, reverse, want_final) -> dict:
     }
 
 
+def _as(dtype, *tensors):
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
+# Under torch.compile the exchanges run eagerly (a graph break): dynamo cannot trace a process
+# group or all_gather_object.
+@torch.compiler.disable
 def linear_recurrence(
     decays: torch.Tensor,
     impulses: torch.Tensor,
@@ -197,7 +213,8 @@ def linear_recurrence(
 
     Args:
         decays, impulses: this rank's shard, `(T_r, *)`; the trailing shape, dtype and device type
-            must be the same on every rank.
+            must be the same on every rank. Under torch.autocast on every rank real float dtypes
+            may differ, within a rank or between ranks: all of them run in the widest.
         initial_state: `(*)`, only on the rank where the recurrence starts (group rank 0, or the
             last rank with reverse=True); None on the others.
         reverse: run from the last step of the last rank down to the first of rank 0.
@@ -217,7 +234,11 @@ def linear_recurrence(
     place = locate(group, reverse)
     error = None
     try:
-        check_inputs(decays, impulses, initial_state, reverse)
+        try:
+            check_inputs(decays, impulses, initial_state, reverse)
+        except MixedUnderAutocast as mixed:  # as plrnn.linear_recurrence: run in the widest
+            decays, impulses, initial_state = _as(mixed.dtype, decays, impulses, initial_state)
+            check_inputs(decays, impulses, initial_state, reverse)
         if decays.shape != impulses.shape:
             raise ValueError("plrnn.distributed.linear_recurrence needs decays of the impulses' "
                              f"shape {tuple(impulses.shape)}; got {tuple(decays.shape)} (expand "
@@ -233,6 +254,14 @@ def linear_recurrence(
                 f"initial_state belongs to the rank where the recurrence starts ({start} of the "
                 f"group); rank {place.rank} must pass None"
             )
+        if place.world > 1 and transforms.active():
+            # Refused here, before the exchange, so that a rank under a transform fails with
+            # the others instead of leaving them in the forward's all_gather.
+            raise RuntimeError(
+                "plrnn.distributed.linear_recurrence takes torch.autograd only across "
+                "processes, not torch.func's transforms or forward-mode AD; with one process "
+                "plrnn.linear_recurrence takes them"
+            )
     except (TypeError, ValueError, RuntimeError) as e:
         error = e
     if place.world == 1:
@@ -242,6 +271,9 @@ def linear_recurrence(
                                 backend=backend, return_final_state=bool(return_final_state))
     described = _describe(decays, impulses, initial_state, reverse, return_final_state)
     everyone = agree(described, error, place)
+    if all(d["autocast"] for d in everyone):
+        wide = functools.reduce(torch.promote_types, [d["run_dtype"] for d in everyone])
+        decays, impulses, initial_state = _as(wide, decays, impulses, initial_state)
     anchor = None
     if wants_grad(everyone) and not described["wants_grad"]:
         anchor = decays.new_zeros((), requires_grad=True)
