@@ -71,10 +71,16 @@ class LocalTime:
         return h, h[-1]
 
     def window(self, x, m: int, before):
-        if before is None:
-            before = x.new_zeros((m, *x.shape[1:]))
+        before = _window_start(x, m, before)
         both = torch.cat([before, x]) if m else x
         return before, both[both.shape[0] - m :]
+
+
+def _window_start(x, m: int, before):
+    """The m rows before x: zeros, or the carried window in x's dtype (under autocast a float32
+    window carried in beside bfloat16 inputs, which torch.cat would promote, as the sharded
+    halo does not)."""
+    return x.new_zeros((m, *x.shape[1:])) if before is None else before.to(x.dtype)
 
 
 class PaddedTime(LocalTime):
@@ -93,8 +99,7 @@ class PaddedTime(LocalTime):
         return h, h[self.lengths - 1, self.batch]
 
     def window(self, x, m: int, before):
-        if before is None:
-            before = x.new_zeros((m, *x.shape[1:]))
+        before = _window_start(x, m, before)
         if not m:
             return before, before
         # With `before` in front, sequence b's last m rows are rows [length_b, length_b + m).
