@@ -86,6 +86,7 @@ def every_rank_refuses_a_bad_layer_call(rank, world):
 
     torch.manual_seed(0)  # the same parameters on every rank
     model = pd.shard_sequence(plrnn.QRNN(3, 4, num_layers=2, window=3).double())
+    other = pd.shard_sequence(plrnn.QRNN(3, 4, num_layers=2 + rank, window=3).double())
 
     def x(T=5, features=3, dtype=torch.float64):
         return torch.randn(T, 2, features, dtype=dtype)
@@ -113,6 +114,7 @@ def every_rank_refuses_a_bad_layer_call(rank, world):
         "batch differs": (lambda: model(torch.randn(5, 2 + rank, 3, dtype=torch.float64)),
                           "channel shape"),
         "grad mode differs": (lambda: grad_mode_on_rank_0(rank, model, x()), "grad mode"),
+        "a deeper model on rank 1": (lambda: other(x()), "same model"),
     }
     for what, (call, needle) in bad_calls.items():
         with pytest.raises((ValueError, TypeError, RuntimeError)) as info:

@@ -134,6 +134,7 @@ CONSISTENT = {
     "reverse": "reverse flag",
     "grad_mode": "grad mode (torch.is_grad_enabled(); all ranks run the backward together)",
     "final": "final_state request",
+    "model": "model (layer type and parameter shapes)",
 }
 
 

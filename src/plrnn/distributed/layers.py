@@ -30,11 +30,13 @@ class ShardedTime:
     # compiled: dynamo cannot trace a process group or all_gather_object.
     @classmethod
     @torch.compiler.disable
-    def open(cls, group, backend: str, x, state, checks, time_dim: int = 0):
+    def open(cls, group, backend: str, x, state, checks, time_dim: int = 0, model=None):
         """The time axis of a layer's call on input `x` (time along `time_dim`) with `state`
         (None on every rank but 0), and what `checks(x, state)` returns (the layers: their
         per-layer states). Each rank runs its own checks, then every rank learns every rank's
-        outcome and shard length in one exchange: a call refused on one rank raises on all."""
+        outcome and shard length in one exchange: a call refused on one rank raises on all.
+        `model` (the layer type and parameter shapes) must be the same on every rank: ranks
+        running different models would wait on each other's collectives forever."""
         place = locate(group, reverse=False)
         error, per_layer, described = None, None, {}
         try:
@@ -58,6 +60,7 @@ class ShardedTime:
                 "dtype": str(x.dtype),
                 "device_type": x.device.type,
                 "grad_mode": torch.is_grad_enabled(),
+                "model": model,
             }
         except (TypeError, ValueError, RuntimeError) as e:
             error = e

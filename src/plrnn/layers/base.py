@@ -205,7 +205,8 @@ class StackedRecurrence(nn.Module):
             # Every rank's checks end in one exchange, so that a call refused on one rank is
             # refused on all of them instead of leaving the others in a collective.
             time, per_layer = ShardedTime.open(
-                shared.group, self.backend, x, state, self._checked, int(self.batch_first)
+                shared.group, self.backend, x, state, self._checked, int(self.batch_first),
+                model=(type(self).__name__, [tuple(p.shape) for p in self.parameters()]),
             )
         else:
             if isinstance(x, PackedSequence):
