@@ -45,5 +45,7 @@ def test_one_dtype_is_left_alone_and_mixing_outside_autocast_is_refused():
             plrnn.linear_recurrence(a.to(torch.complex64), x)
     with pytest.raises(TypeError, match="must have the same dtype"):
         plrnn.linear_recurrence(a.float(), x)
+    with torch.autocast("cpu", dtype=BF16), pytest.raises(TypeError, match="same dtype"):
+        plrnn.linear_recurrence(a.float(), x, [0.0, 0.0])  # a bad state: an error, no crash
     with pytest.raises(TypeError, match="initial_state must have the impulses' dtype"):
         plrnn.linear_recurrence(a, x, torch.zeros(2))

@@ -31,6 +31,8 @@ class MixedUnderAutocast(TypeError):
 
 
 def _mixed(message, decays, impulses, initial_state) -> TypeError:
+    if initial_state is not None and not isinstance(initial_state, torch.Tensor):
+        return TypeError(message)  # not checked yet; a promotion would only fail on it
     dtypes = [t.dtype for t in (decays, impulses, initial_state) if t is not None]
     if (not all(d in _FLOAT_SET for d in dtypes)
             or not torch.is_autocast_enabled(impulses.device.type)):
