@@ -28,7 +28,7 @@ import torch
 from ..recurrence import linear_recurrence as local_recurrence
 from ..recurrence import transforms
 from ..recurrence.registry import resolve
-from ..recurrence.validation import MixedUnderAutocast, check_inputs
+from ..recurrence.validation import MixedUnderAutocast, check_inputs, in_dtype
 from .group import Place, agree, gather_tensors, locate, wants_grad
 
 CHUNK_ELEMENTS = 1 << 20  # elements per chunk of the streaming reductions
@@ -187,10 +187,6 @@ def _describe(decays, impulses, initial_state, reverse, want_final) -> dict:
     }
 
 
-def _as(dtype, *tensors):
-    return tuple(None if t is None else t.to(dtype) for t in tensors)
-
-
 # Under torch.compile the exchanges run eagerly (a graph break): dynamo cannot trace a process
 # group or all_gather_object.
 @torch.compiler.disable
@@ -237,7 +233,7 @@ def linear_recurrence(
         try:
             check_inputs(decays, impulses, initial_state, reverse)
         except MixedUnderAutocast as mixed:  # as plrnn.linear_recurrence: run in the widest
-            decays, impulses, initial_state = _as(mixed.dtype, decays, impulses, initial_state)
+            decays, impulses, initial_state = in_dtype(mixed.dtype, decays, impulses, initial_state)
             check_inputs(decays, impulses, initial_state, reverse)
         if decays.shape != impulses.shape:
             raise ValueError("plrnn.distributed.linear_recurrence needs decays of the impulses' "
@@ -273,7 +269,7 @@ def linear_recurrence(
     everyone = agree(described, error, place)
     if all(d["autocast"] for d in everyone):
         wide = functools.reduce(torch.promote_types, [d["run_dtype"] for d in everyone])
-        decays, impulses, initial_state = _as(wide, decays, impulses, initial_state)
+        decays, impulses, initial_state = in_dtype(wide, decays, impulses, initial_state)
     anchor = None
     if wants_grad(everyone) and not described["wants_grad"]:
         anchor = decays.new_zeros((), requires_grad=True)

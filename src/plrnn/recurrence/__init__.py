@@ -10,7 +10,7 @@ import torch
 from . import cpu, cuda, transforms, triton
 from .cpu import empty_cache
 from .registry import REGISTRY, BackendStatus, backends, choice_is_fixed, resolve
-from .validation import MixedUnderAutocast, check_inputs, check_out, type_name
+from .validation import MixedUnderAutocast, check_inputs, check_out, in_dtype, type_name
 from .varlen import final_states, per_sequence
 
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY", "empty_cache"]
@@ -73,8 +73,7 @@ def linear_recurrence(
     try:
         bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
     except MixedUnderAutocast as mixed:
-        decays, impulses, initial_state = (
-            None if t is None else t.to(mixed.dtype) for t in (decays, impulses, initial_state))
+        decays, impulses, initial_state = in_dtype(mixed.dtype, decays, impulses, initial_state)
         bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
     transformed = transforms.active()
     if out is not None:

@@ -30,6 +30,11 @@ class MixedUnderAutocast(TypeError):
         self.dtype = dtype
 
 
+def in_dtype(dtype: torch.dtype, *tensors):
+    """The tensors (None kept) in `dtype`: how mixed inputs run under torch.autocast."""
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
 def _mixed(message, decays, impulses, initial_state) -> TypeError:
     if initial_state is not None and not isinstance(initial_state, torch.Tensor):
         return TypeError(message)  # not checked yet; a promotion would only fail on it
