@@ -1,11 +1,13 @@
 """Cases for the op's newer inputs: packed variable-length batches, broadcast decays (time-invariant,
 or shared over the batch), complex recurrences and 16-bit storage, each beside what a user would
-otherwise run (or, for a storage dtype, beside torch.mul in that dtype, the practical limit).
+otherwise run (or, for a storage dtype, beside torch.mul in that dtype, the practical limit); and
+the CPU kernels under each decay distribution of plrnn.bench.decays.
 
 Inputs are drawn as models produce them: decays are forget gates, sigmoid(N(3, 1)) (most in
 (0.9, 1)), complex decays have that modulus and a uniform phase (the LRU's diagonal), and the
 lengths of a packed batch are log-normal (many short sequences, a few long ones). Every case is
-checked against a float64 (complex128) loop on a few channels before it is timed.
+checked against a float64 (complex128) loop on a few channels before it is timed, forward+backward
+cases on both gradients too.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from ._support import (
     GRID,
     Case,
     _backend_status,
+    _checkout_module,
     _combine,
     _generator,
     _torch_on,
     _truth64,
 )
+
+decays = _checkout_module("decays")
 
 # The `tiny` grid (CI's check that the benchmark code runs) takes a sixteenth of the lengths.
 _SHORT = 16 if GRID.name == "tiny" else 1
@@ -33,6 +38,8 @@ PACKED = {"sequences": 64, "median_length": 512 // _SHORT, "max_length": 4096 //
 BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
 COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
 STORAGE = {"seq_len": 16384 // _SHORT, "channels": 256}
+# (T, C): few channels over a long sequence (cpu_parallel splits time), and many channels.
+DISTRIBUTION_SHAPES = {"262144x4": (262144 // _SHORT, 4), "65536x128": (65536 // _SHORT, 128)}
 PACKED_LAYOUTS = ("packed", "padded", "padded_associative_scan")
 DECAY_LAYOUTS = ("time_invariant", "materialized")
 SHARED_LAYOUTS = ("batch_shared", "materialized")
@@ -43,6 +50,8 @@ STORAGE_METHODS = ("plrnn", "torch.mul")
 # at outputs of order 10 (a wrong kernel lands O(1) away). Absolute only: as a relative tolerance
 # too it would pass bfloat16 outputs 30% off.
 STORAGE_TOL = {"float32": 1e-4, "bfloat16": 0.3, "float16": 0.04}
+# Gradients, as (rtol, atol of the largest gradient): each is rounded once to the dtype.
+STORAGE_GRAD_TOL = {"float32": (1e-4, 1e-5), "bfloat16": (2e-2, 1e-3), "float16": (4e-3, 1e-4)}
 PASSES = ("forward", "forward_backward")
 
 
@@ -82,18 +91,66 @@ def _check(got, want, label, tol=1e-4, rtol=None):
         raise AssertionError(f"{label}: differs from the float64 loop (max abs error {err:.3g})")
 
 
-def _timed(torch, fn, inputs, pass_, gen, label, info):
+def _cols(t, k=CHECK_CHANNELS):
+    """The first k channels (last dim) of t as a float64 (complex128) array."""
+    import torch
+
+    wide = torch.complex128 if t.is_complex() else torch.float64
+    return t.detach()[..., :k].to(wide).numpy()
+
+
+def _sum_to(grad, shape):
+    """grad summed over the dims a broadcast input of `shape` was expanded along."""
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and grad.shape[lead + i] != 1)
+    return grad.sum(axis=axes).reshape(shape) if axes else grad
+
+
+def recurrence_grads64(a, x, g, pieces=None):
+    """(d decays, d impulses) of sum(real(conj(g) * h)) for h[t] = a[t] h[t-1] + x[t], restarted
+    at each (lo, hi) of `pieces`, on float64 (complex128) arrays with a expanded to x's shape:
+    G[t] = g[t] + conj(a[t+1]) G[t+1], d impulses = G, d decays[t] = conj(h[t-1]) G[t]."""
+    da, dx = np.zeros_like(x), np.zeros_like(x)
+    for lo, hi in pieces or [(0, x.shape[0])]:
+        if hi == lo:
+            continue
+        a_next = np.concatenate([a[lo + 1:hi], np.zeros_like(a[:1])]).conj()
+        G = _truth64(a_next[::-1], g[lo:hi][::-1])[::-1]
+        h = _truth64(a[lo:hi], x[lo:hi])
+        dx[lo:hi] = G
+        da[lo + 1:hi] = h[:-1].conj() * G[1:]
+    return da, dx
+
+
+def _check_grads(got, want, label, rtol, atol):
+    for name, g, w in zip(("decays", "impulses"), got, want):
+        # Scaled to the largest gradient: a decay's gradient sums over the steps it reaches.
+        if not np.allclose(_cols(g), w, rtol=rtol, atol=atol * max(1.0, float(np.abs(w).max()))):
+            err = float(np.abs(_cols(g) - w).max())
+            raise AssertionError(f"{label}: gradient of the {name} differs from the float64 "
+                                 f"loop (max abs error {err:.3g})")
+
+
+def _timed(torch, fn, inputs, pass_, gen, label, info, grads64=None, tol=(1e-4, 1e-5)):
+    """The case's Case. Forward+backward is checked first: grads64(a, x, g) gives the float64
+    (d decays, d impulses) on the first CHECK_CHANNELS channels (a expanded to x's shape;
+    default: the plain recurrence), compared within tol = (rtol, atol of the largest)."""
     if pass_ not in PASSES:
         raise ValueError(f"pass_ must be one of {PASSES}, got {pass_!r}")
     if pass_ == "forward":
         return Case(lambda: fn(*inputs), "cpu", label, inputs, info)
-    leaves = [t.requires_grad_() for t in inputs if t.is_floating_point() or t.is_complex()]
-    up = torch.randn(fn(*inputs).shape, generator=gen, dtype=inputs[-1].dtype)
+    a, x = inputs
+    up = torch.randn(fn(a, x).shape, generator=gen, dtype=x.dtype)
+    da, dx = (grads64 or recurrence_grads64)(_cols(a.expand(x.shape)), _cols(x), _cols(up))
+    want = (_sum_to(da, a[..., :CHECK_CHANNELS].shape), dx)
+    a.requires_grad_()
+    x.requires_grad_()
 
     def forward_backward():
-        return torch.autograd.grad(fn(*inputs), leaves, up)
+        return torch.autograd.grad(fn(a, x), (a, x), up)
 
-    forward_backward()
+    _check_grads(forward_backward(), want, label, *tol)  # also the warm-up call
     return Case(forward_backward, "cpu", label, inputs, info)
 
 
@@ -129,7 +186,8 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
         _backend_status("cpu", backend)
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, cu_seqlens=cu, backend=backend)  # noqa: E731
         _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label)
-        return _timed(torch, fn, (a, x), pass_, gen, label, info)
+        return _timed(torch, fn, (a, x), pass_, gen, label, info,
+                      grads64=lambda *arrays: recurrence_grads64(*arrays, pieces))
     pad = torch.nn.utils.rnn.pad_sequence
     # Padding decays of 1 and impulses of 0 carry each sequence's last state to the end.
     a_pad = pad([a[lo:hi] for lo, hi in pieces], padding_value=1.0)
@@ -246,4 +304,29 @@ def storage_case(dtype: str, method: str, pass_: str) -> Case:
     _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label, STORAGE_TOL[dtype], rtol=0)
     info = {"suite": "op_inputs", "op": "storage", "dtype": dtype, "method": method,
             "pass": pass_, "seq_len": T, "channels": C}
-    return _timed(torch, fn, (a, x), pass_, gen, label, info)
+    return _timed(torch, fn, (a, x), pass_, gen, label, info,
+                  grads64=None if method == "plrnn" else lambda a_, x_, g: (g * x_, g * a_),
+                  tol=STORAGE_GRAD_TOL[dtype])
+
+
+def decay_distribution_case(distribution: str, shape: str, backend: str) -> Case:
+    """Forward of (T, C) fp32 inputs with decays from one of plrnn.bench.decays' distributions
+    (impulses N(0, 1)): a kernel that slows down under gates near 1 (products of decays passing
+    through the subnormal range) shows here, where the other cases draw one distribution."""
+    if distribution not in decays.DISTRIBUTIONS or shape not in DISTRIBUTION_SHAPES:
+        raise ValueError(f"distribution must be one of {decays.DISTRIBUTIONS} and shape one of "
+                         f"{tuple(DISTRIBUTION_SHAPES)}, got {distribution!r}, {shape!r}")
+    torch = _torch_on("cpu")
+    _backend_status("cpu", backend)
+    import plrnn
+
+    T, C = DISTRIBUTION_SHAPES[shape]
+    gen = _generator("decay_distribution", distribution, T, C)
+    a = decays.make_decays(distribution, (T, C), gen)
+    x = torch.randn(T, C, generator=gen)
+    fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
+    label = f"decays {distribution} {shape} {backend}"
+    _check(_cols(fn(a, x)), _truth64(_cols(a), _cols(x)), label)
+    info = {"suite": "op_inputs", "op": "decay_distribution", "decays": distribution,
+            "backend": backend, "pass": "forward", "seq_len": T, "channels": C}
+    return _timed(torch, fn, (a, x), "forward", gen, label, info)

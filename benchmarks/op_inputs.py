@@ -2,12 +2,14 @@
 a packed batch (cu_seqlens) against padding it to the longest sequence (plrnn, or torch's
 associative_scan), time-invariant decays against the same decays materialized over time, decays
 shared over the batch against the same decays materialized over the batch, a complex diagonal
-recurrence against associative_scan, and float32, bfloat16 and float16 storage each beside
-torch.mul in the same dtype."""
+recurrence against associative_scan, float32, bfloat16 and float16 storage each beside
+torch.mul in the same dtype, and the forward of each CPU kernel under every decay distribution
+(U[0,1), U[0.9,1), forget gates sigmoid(N(b, 1))): the kernel cases draw U[0,1) only."""
 
 from ._op_inputs import (
     COMPLEX_METHODS,
     DECAY_LAYOUTS,
+    DISTRIBUTION_SHAPES,
     PACKED_LAYOUTS,
     PASSES,
     SHARED_LAYOUTS,
@@ -16,6 +18,8 @@ from ._op_inputs import (
     batch_shared_case,
     broadcast_case,
     complex_case,
+    decay_distribution_case,
+    decays,
     packed_case,
     storage_case,
 )
@@ -78,4 +82,15 @@ class StorageDtype(AsvDefaults):
         self.case = storage_case(dtype, method, pass_)
 
     def time_storage_dtype(self, dtype, method, pass_):
+        self.case.run()
+
+
+class DecayDistribution(AsvDefaults):
+    params = [list(decays.DISTRIBUTIONS), list(DISTRIBUTION_SHAPES), CPU_KERNELS]
+    param_names = ["decays", "shape", "backend"]
+
+    def setup(self, distribution, shape, backend):
+        self.case = decay_distribution_case(distribution, shape, backend)
+
+    def time_decay_distribution(self, distribution, shape, backend):
         self.case.run()

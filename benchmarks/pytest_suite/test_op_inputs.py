@@ -8,6 +8,7 @@ import pytest
 from benchmarks._op_inputs import (
     COMPLEX_METHODS,
     DECAY_LAYOUTS,
+    DISTRIBUTION_SHAPES,
     PACKED_LAYOUTS,
     PASSES,
     SHARED_LAYOUTS,
@@ -16,6 +17,8 @@ from benchmarks._op_inputs import (
     batch_shared_case,
     broadcast_case,
     complex_case,
+    decay_distribution_case,
+    decays,
     packed_case,
     storage_case,
 )
@@ -51,3 +54,10 @@ def test_complex_recurrence(measure, method, pass_):
                          list(itertools.product(STORAGE_DTYPES, STORAGE_METHODS, PASSES)))
 def test_storage_dtype(measure, dtype, method, pass_):
     measure(storage_case, dtype, method, pass_, group=f"{dtype} storage {pass_}")
+
+
+@pytest.mark.parametrize(("distribution", "shape", "backend"),
+                         list(itertools.product(decays.DISTRIBUTIONS, DISTRIBUTION_SHAPES, BACKENDS)))
+def test_decay_distribution(measure, distribution, shape, backend):
+    measure(decay_distribution_case, distribution, shape, backend,
+            group=f"decay distributions {shape}")

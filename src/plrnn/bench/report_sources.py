@@ -52,6 +52,7 @@ _ASV_METRICS = {
     "time_batch_shared_decays": "time",
     "time_complex_recurrence": "time",
     "time_storage_dtype": "time",
+    "time_decay_distribution": "time",
     "track_cuda_event_time": "cuda_event_time",
     "track_cuda_peak_memory": "cuda_peak_memory",
 }
