@@ -309,10 +309,10 @@ def storage_case(dtype: str, method: str, pass_: str) -> Case:
                   tol=STORAGE_GRAD_TOL[dtype])
 
 
-def decay_distribution_case(distribution: str, shape: str, backend: str) -> Case:
-    """Forward of (T, C) fp32 inputs with decays from one of plrnn.bench.decays' distributions
-    (impulses N(0, 1)): a kernel that slows down under gates near 1 (products of decays passing
-    through the subnormal range) shows here, where the other cases draw one distribution."""
+def decay_distribution_case(distribution: str, shape: str, backend: str, pass_: str) -> Case:
+    """(T, C) fp32 inputs with decays from one of plrnn.bench.decays' distributions (impulses
+    N(0, 1)): a kernel that slows down under gates near 1 (products of decays passing through
+    the subnormal range) shows here, where the other cases draw one distribution."""
     if distribution not in decays.DISTRIBUTIONS or shape not in DISTRIBUTION_SHAPES:
         raise ValueError(f"distribution must be one of {decays.DISTRIBUTIONS} and shape one of "
                          f"{tuple(DISTRIBUTION_SHAPES)}, got {distribution!r}, {shape!r}")
@@ -325,8 +325,8 @@ def decay_distribution_case(distribution: str, shape: str, backend: str) -> Case
     a = decays.make_decays(distribution, (T, C), gen)
     x = torch.randn(T, C, generator=gen)
     fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
-    label = f"decays {distribution} {shape} {backend}"
+    label = f"decays {distribution} {shape} {backend} {pass_}"
     _check(_cols(fn(a, x)), _truth64(_cols(a), _cols(x)), label)
     info = {"suite": "op_inputs", "op": "decay_distribution", "decays": distribution,
-            "backend": backend, "pass": "forward", "seq_len": T, "channels": C}
-    return _timed(torch, fn, (a, x), "forward", gen, label, info)
+            "backend": backend, "pass": pass_, "seq_len": T, "channels": C}
+    return _timed(torch, fn, (a, x), pass_, gen, label, info)

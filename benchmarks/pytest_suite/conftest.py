@@ -84,17 +84,19 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 @pytest.fixture
 def measure(benchmark):
-    """measure(builder, *args, group=...) builds the case (skipping what does not apply), then
-    times case.run with pytest-benchmark: calibrated rounds on the CPU, pedantic rounds with
-    warm-up and a synchronize per call on CUDA."""
+    """measure(builder, *args, group=..., columns=None) builds the case (skipping what does not
+    apply), then times case.run with pytest-benchmark: calibrated rounds on the CPU, pedantic
+    rounds with warm-up and a synchronize per call on CUDA. `columns` go into extra_info over the
+    case's own info (the report's columns where a suite names them its own way)."""
 
-    def run(builder, *args, group: str):
+    def run(builder, *args, group: str, columns: dict | None = None):
         try:
             case = builder(*args)
         except NotImplementedError as err:
             pytest.skip(str(err))
         benchmark.group = group
         benchmark.extra_info.update(case.info)
+        benchmark.extra_info.update(columns or {})
         if case.device != "cuda":
             benchmark(case.run)
             return case

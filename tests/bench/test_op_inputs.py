@@ -133,7 +133,7 @@ def test_gradient_oracle_is_autograd_of_a_plain_loop(dtype):
 @pytest.mark.parametrize("distribution", O.decays.DISTRIBUTIONS)
 def test_decay_distribution_case_draws_its_distribution(monkeypatch, distribution):
     monkeypatch.setitem(O.DISTRIBUTION_SHAPES, "262144x4", (300, 4))
-    case = O.decay_distribution_case(distribution, "262144x4", "cpu_parallel")
+    case = O.decay_distribution_case(distribution, "262144x4", "cpu_parallel", "forward")
     a = case.inputs[0]
     assert a.shape == (300, 4) and float(a.min()) >= 0 and float(a.max()) < 1
     if distribution == "U[0.9,1)":
@@ -142,9 +142,9 @@ def test_decay_distribution_case_draws_its_distribution(monkeypatch, distributio
         assert float(a.mean()) > 0.95
     _swap(monkeypatch, lambda h, a, x: h * 1.01)
     with pytest.raises(AssertionError, match="differs from the float64 loop"):
-        O.decay_distribution_case(distribution, "262144x4", "cpu_parallel")
+        O.decay_distribution_case(distribution, "262144x4", "cpu_parallel", "forward")
 
 
 def test_decay_distribution_case_refuses_unknown_names():
     with pytest.raises(ValueError, match="distribution must be one of"):
-        O.decay_distribution_case("N(0,1)", "262144x4", "cpu_serial")
+        O.decay_distribution_case("N(0,1)", "262144x4", "cpu_serial", "forward")

@@ -334,3 +334,24 @@ def test_asv_op_inputs_are_reported(tmp_path):
     assert re.search(r"PackedBatch: layout=padded *\| cpu_serial *\| forward *\| 5 ",
                      built.markdown)
     assert set(built.csv) >= {"bench_kernels", "bench_op_inputs"}
+
+
+def test_pytest_op_inputs_are_reported_as_asv_names_them(tmp_path):
+    # The pytest suite records its asv twin's columns (benchmarks/pytest_suite/test_op_inputs.py);
+    # without a case every op_inputs row had fallen out of the table.
+    columns = report_sources.op_inputs_columns(
+        "DecayDistribution", {"decays": "U[0.9,1)", "shape": "262144x4",
+                              "backend": "cpu_parallel", "pass_": "forward"})
+    info = {"op": "decay_distribution", "decays": "U[0.9,1)", "seq_len": 262144, "channels": 4,
+            "pass": "forward_backward"}  # as the case's info names it; the columns win
+    stored = bench("op_inputs", 2e-3, **{**info, **columns})
+    df = report_sources.load_pytest_json(pytest_json(tmp_path / "run.json", [stored]))
+    table = report.op_inputs_table(df)
+    assert [(r.case, r.backend, r["pass"]) for _, r in table.iterrows()] == [
+        ("DecayDistribution: decays=U[0.9,1), shape=262144x4", "cpu_parallel", "forward")]
+
+
+def test_op_inputs_rows_without_a_pass_are_kept(tmp_path):
+    stored = bench("op_inputs", 2e-3, case="Other: x=1", backend="cpu_serial")
+    df = report_sources.load_pytest_json(pytest_json(tmp_path / "run.json", [stored]))
+    assert report.op_inputs_table(df)["pass"].tolist() == ["-"]

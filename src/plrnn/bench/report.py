@@ -198,11 +198,10 @@ def op_inputs_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (source, machine, device, commit, case, backend, pass) of the op's newer
     inputs (asv's op_inputs: packed batches, broadcast decays, complex, 16-bit storage): the
     time per call, each case beside what a user would otherwise run."""
-    ops = _keyed(df[(df["suite"] == "op_inputs") & (df["metric"] == "time")],
-                 ["commit", "backend"])
+    keys = ["source", "machine", "device", "commit", "case", "backend", "pass"]
+    ops = _keyed(df[(df["suite"] == "op_inputs") & (df["metric"] == "time")], keys)
     if ops.empty:
         return pd.DataFrame()
-    keys = ["source", "machine", "device", "commit", "case", "backend", "pass"]
     table = ops.groupby(keys, as_index=False)["value"].median()
     return table.rename(columns={"value": "time"}).sort_values(keys, kind="stable") \
         .reset_index(drop=True)

@@ -6,9 +6,10 @@ Every row is one measured value:
     machine   results/<machine>/ name (plrnn.bench.machine.machine_name style)
     device    "cpu" or "cuda"
     commit    git commit of the measured code (None if unknown)
-    suite     "kernels", "copy", "layers", "train" or "op_inputs" (asv only)
-    case      op_inputs only: the benchmark and its own parameters, as "PackedBatch:
-              layout=padded" (its backend and pass are in their columns)
+    suite     "kernels", "copy", "layers", "train" or "op_inputs"
+    case      op_inputs only: the asv benchmark and its own parameters, as "PackedBatch:
+              layout=padded" (its backend and pass are in their columns; the pytest suite
+              records the same columns, op_inputs_columns)
     metric    "time" (s/call), "peakmem" (bytes, host, whole process), "cuda_event_time"
               (s/call between CUDA events), "cuda_peak_memory" (bytes a call allocates on the GPU)
     value     the number, in seconds or bytes
@@ -112,7 +113,7 @@ def load_pytest_json(path: str | os.PathLike) -> pd.DataFrame:
         row = {"source": "pytest-benchmark", "machine": pytest_machine(info, device),
                "device": device, "commit": commit, "date": data.get("datetime"),
                "suite": extra["suite"], "metric": "time", "value": stats["median"]}
-        row.update({k: extra.get(k) for k in PARAM_COLUMNS})
+        row.update({k: extra.get(k) for k in (*PARAM_COLUMNS, "case")})
         rows.append(row)
     return _frame(rows)
 
@@ -163,7 +164,7 @@ def _asv_rows(result, benchmarks: dict) -> Iterable[dict]:
             row = {"suite": _ASV_SUITES.get(cls, module), "metric": metric, "value": value}
             params = {name: _literal(v) for name, v in zip(names, combo)}
             if module == "op_inputs":
-                row.update(_op_inputs_params(cls, params))
+                row.update(op_inputs_columns(cls, params))
             else:
                 row.update(params)
             if method == "time_lstm":
@@ -171,10 +172,11 @@ def _asv_rows(result, benchmarks: dict) -> Iterable[dict]:
             yield row
 
 
-def _op_inputs_params(cls: str, params: dict) -> dict:
-    """An op_inputs benchmark's parameters in the report's columns: its pass (asv parameter
-    `pass_`, "forward_backward") as the other suites name it, its backend, and the rest in
-    `case`."""
+def op_inputs_columns(cls: str, params: dict) -> dict:
+    """An op_inputs benchmark's parameters (asv class name, {param_name: value}) in the report's
+    columns: its pass (asv parameter `pass_`, "forward_backward") as the other suites name it,
+    its backend, and the rest in `case`."""
+    params = dict(params)
     pass_ = str(params.pop("pass_", "")).replace("forward_backward", "forward+backward")
     backend = params.pop("backend", None)
     own = ", ".join(f"{k}={v}" for k, v in params.items())
