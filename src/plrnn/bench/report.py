@@ -196,8 +196,9 @@ def train_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def op_inputs_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (source, machine, device, commit, case, backend, pass) of the op's newer
-    inputs (asv's op_inputs: packed batches, broadcast decays, complex, 16-bit storage): the
-    time per call, each case beside what a user would otherwise run."""
+    inputs (op_inputs: packed batches, broadcast decays, complex, 16-bit storage, decay
+    distributions; from asv or the pytest suite): the time per call, each case beside what a
+    user would otherwise run."""
     keys = ["source", "machine", "device", "commit", "case", "backend", "pass"]
     ops = _keyed(df[(df["suite"] == "op_inputs") & (df["metric"] == "time")], keys)
     if ops.empty:
