@@ -7,10 +7,17 @@ from functools import partial
 
 import torch
 
-from . import cpu, cuda, transforms, triton
+from . import cpu, cuda, jagged, transforms, triton
 from .cpu import empty_cache
 from .registry import REGISTRY, BackendStatus, backends, choice_is_fixed, resolve
-from .validation import MixedUnderAutocast, check_inputs, check_out, in_dtype, type_name
+from .validation import (
+    JaggedInput,
+    MixedUnderAutocast,
+    check_inputs,
+    check_out,
+    in_dtype,
+    type_name,
+)
 from .varlen import final_states, per_sequence
 
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY", "empty_cache"]
@@ -75,6 +82,10 @@ def linear_recurrence(
     except MixedUnderAutocast as mixed:
         decays, impulses, initial_state = in_dtype(mixed.dtype, decays, impulses, initial_state)
         bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
+    except JaggedInput:
+        return jagged.run(linear_recurrence, decays, impulses, initial_state,
+                          cu_seqlens=cu_seqlens, reverse=reverse, backend=backend, out=out,
+                          return_final_state=return_final_state)
     transformed = transforms.active()
     if out is not None:
         if transformed:  # before check_out, which reads addresses that batched tensors lack

@@ -181,7 +181,10 @@ def shortcut(backend, decays, impulses, initial_state, reverse, out):
         # the full path takes them (transforms.py). 12 ns; torch.func's other transforms need no
         # test: grad fails in the op (below) and vmap has the op's rule (_register_python_side).
         return None
-    key = _plain_key(backend, decays, impulses, initial_state, reverse)
+    try:
+        key = _plain_key(backend, decays, impulses, initial_state, reverse)
+    except RuntimeError:  # a nested tensor of layout torch.strided has no shape; the checks say so
+        return None
     parallel = None if key is None else _shortcuts.get(key)
     if parallel is None:
         return None

@@ -30,6 +30,11 @@ class MixedUnderAutocast(TypeError):
         self.dtype = dtype
 
 
+class JaggedInput(TypeError):
+    """A jagged nested tensor among the inputs: linear_recurrence runs its packed values
+    (jagged.run). Raised from the layout test, so that dense calls pay nothing for it."""
+
+
 def in_dtype(dtype: torch.dtype, *tensors):
     """The tensors (None kept) in `dtype`: how mixed inputs run under torch.autocast."""
     return tuple(None if t is None else t.to(dtype) for t in tensors)
@@ -58,6 +63,8 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
                 f"{name} must be a torch.Tensor of shape (T, *), got {type_name(value)}"
             )
         if value.layout is not torch.strided:
+            if value.layout is torch.jagged:
+                raise JaggedInput(f"{name} is a jagged nested tensor")
             raise TypeError(f"{name} must be a dense (strided) tensor; got layout {value.layout}")
         if value.dim() == 0 and name == "impulses":
             raise ValueError(
@@ -68,7 +75,17 @@ def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> l
                 f"{name} must be float16, bfloat16, float32, float64, complex64 or complex128; "
                 f"got {value.dtype}"
             )
-    if not broadcasts_to(decays.shape, impulses.shape):
+    try:
+        fits = broadcasts_to(decays.shape, impulses.shape)
+    except RuntimeError:  # a nested tensor of layout torch.strided has no sizes
+        if not (decays.is_nested or impulses.is_nested):
+            raise
+        raise TypeError(
+            "nested tensors of layout torch.strided are not supported: build them with "
+            "torch.nested.nested_tensor([...], layout=torch.jagged), (B, j, *) with time ragged, "
+            "or pass a packed batch with cu_seqlens"
+        ) from None
+    if not fits:
         raise ValueError(
             "decays must have the impulses' shape (T, *) or broadcast to it (time-invariant "
             "(*) or (1, *), shared over a dimension with size 1 there); got decays "

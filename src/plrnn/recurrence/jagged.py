@@ -1,0 +1,78 @@
+"""Jagged nested tensors (torch.nested, layout=torch.jagged): a batch of B sequences of their own
+lengths as one (B, j, *) tensor, time the ragged dimension. Its values are a packed batch,
+(sum of lengths, *), and its offsets are cu_seqlens, so the op runs on them as it runs on a packed
+batch (varlen.py) and returns h as a jagged tensor with the impulses' offsets.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .validation import broadcasts_to, type_name
+
+
+def _values(name: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, offsets) of a jagged tensor whose ragged dimension is time (dim 1)."""
+    if t._ragged_idx != 1:
+        raise ValueError(
+            f"{name}: a jagged nested tensor must be ragged in dimension 1, time, as (B, j, *) "
+            f"from torch.nested.nested_tensor([...], layout=torch.jagged); got it ragged in "
+            f"dimension {t._ragged_idx} of {t.dim()}"
+        )
+    if t._lengths is not None:
+        raise ValueError(
+            f"{name}: a jagged nested tensor with holes (narrowed, or built with lengths=) has no "
+            "packed values; pass one from torch.nested.nested_tensor(..., layout=torch.jagged) "
+            "or .contiguous()"
+        )
+    return t.values(), t.offsets()
+
+
+def run(op, decays, impulses, initial_state, *, cu_seqlens, reverse, backend, out,
+        return_final_state):
+    """op (linear_recurrence) on the packed values of jagged `impulses` (B, j, *), with decays
+    jagged alike or dense and time-invariant (*), and initial_state (B, *) or None."""
+    if not (isinstance(impulses, torch.Tensor) and impulses.layout is torch.jagged):
+        got = f"layout {impulses.layout}" if isinstance(impulses, torch.Tensor) \
+            else type_name(impulses)
+        raise TypeError(
+            "with jagged nested decays, impulses must be a jagged nested tensor too, (B, j, *) "
+            f"with the same lengths; got {got}"
+        )
+    if cu_seqlens is not None:
+        raise ValueError(
+            "cu_seqlens must be None with jagged nested inputs: their offsets are the sequences"
+        )
+    if out is not None:
+        raise ValueError("out= takes dense tensors; with jagged nested inputs pass out=None")
+    x, offsets = _values("impulses", impulses)
+    if decays.layout is torch.jagged:
+        a, decay_offsets = _values("decays", decays)
+        if decay_offsets is not offsets and not (
+            decay_offsets.shape == offsets.shape
+            and torch.equal(decay_offsets.to(offsets.device), offsets)
+        ):
+            raise ValueError(
+                "decays and impulses must be jagged nested tensors with the same sequence "
+                f"lengths; got offsets {decay_offsets.tolist()} and {offsets.tolist()}"
+            )
+    elif decays.layout is torch.strided and not decays.is_nested:
+        if not broadcasts_to(tuple(decays.shape), (1, *x.shape[1:])):
+            raise ValueError(
+                "dense decays beside jagged nested impulses (B, j, *) must be time-invariant, "
+                f"shape (*) = {tuple(x.shape[1:])} or (1, *), or broadcast to it; got "
+                f"{tuple(decays.shape)} (for decays per step, pass a jagged tensor like the "
+                "impulses)"
+            )
+        a = decays
+    else:
+        raise TypeError(
+            "decays must be a jagged nested tensor like the impulses, or a dense tensor; got "
+            f"layout {decays.layout}"
+        )
+    result = op(a, x, initial_state, cu_seqlens=offsets, reverse=reverse, backend=backend,
+                return_final_state=return_final_state)
+    h = result[0] if return_final_state else result
+    # The impulses' offsets tensor: h gets their ragged size (j1), so h + impulses works.
+    nested = torch.nested.nested_tensor_from_jagged(h, offsets)
+    return (nested, result[1]) if return_final_state else nested
