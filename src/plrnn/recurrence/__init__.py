@@ -44,7 +44,10 @@ def linear_recurrence(
             recurrence, as in the LRU), or any shape that broadcasts to the impulses' as torch
             broadcasts: time-invariant (*) or (1, *) (S4D / LRU), (T, 1, C) shared over a batch
             of (T, B, C) impulses. Its gradient is reduced over the broadcast dimensions.
-        impulses: [T, *] tensor, the decays' dtype and device (x).
+        impulses: [T, *] tensor, the decays' dtype and device (x). Or a batch of sequences of
+            their own lengths as a jagged nested tensor (torch.nested, layout=torch.jagged),
+            [B, j, *] with time ragged: it runs as the packed batch of its values and offsets,
+            h comes back jagged alike, and the decays are jagged alike or time-invariant (*).
         initial_state: [*] or None; with cu_seqlens, [N, *] (one state per sequence) or None.
         cu_seqlens: None, or a packed batch of N sequences: an int32/int64 tensor of N+1
             offsets, 0 = cu_seqlens[0] <= ... <= cu_seqlens[N] = T; sequence n is rows
