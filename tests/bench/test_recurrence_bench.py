@@ -17,8 +17,45 @@ import pytest
 import torch
 
 import plrnn
-from plrnn.bench import recurrence as rb
-from plrnn.bench.recurrence import FWD, FWD_BWD, MUL, UNIFORM
+from plrnn.bench.decays import DISTRIBUTIONS, SIGMOID_MEANS, UNIFORM, make_decays
+from plrnn.bench.recurrence import runner
+from plrnn.bench.recurrence.cli import main, parse_args, steady_child_argv
+from plrnn.bench.recurrence.config import DTYPES, GRID_DISTRIBUTIONS, SIZES, make_config
+from plrnn.bench.recurrence.goals import Goal, make_goal
+from plrnn.bench.recurrence.inputs import (
+    CHECK_CHANNELS,
+    Inputs,
+    WrongResult,
+    check_output,
+    truth64,
+)
+from plrnn.bench.recurrence.rows import _placement_levels
+from plrnn.bench.recurrence.sections import (
+    BANDWIDTH_ROWS,
+    Section,
+    bandwidth_section,
+    distribution_section,
+    dtype_section,
+    fwd_bwd_section,
+    grid_section,
+    latency_section,
+)
+from plrnn.bench.recurrence.tasks import (
+    COMPARED,
+    FWD,
+    FWD_BWD,
+    MUL,
+    SEC_BANDWIDTH,
+    SEC_DIST,
+    SEC_DTYPES,
+    SEC_FWD_BWD,
+    SEC_GRID,
+    SEC_LATENCY,
+    Env,
+    Task,
+    distribution_tasks,
+    latency_tasks,
+)
 
 # ------------------------------------------------------------------------ the command, --smoke
 
@@ -73,9 +110,9 @@ def test_writes_the_three_files_with_both_allocators(smoke):
 
 
 def test_bandwidth_rows_cover_shapes_threads_outputs_and_limits(smoke):
-    d = smoke["df"][smoke["df"]["section"] == rb.SEC_BANDWIDTH]
-    shapes = {"x".join(map(str, s)) for s in rb.SIZES["smoke"]["bandwidth_shapes"]}
-    want = set(rb.BANDWIDTH_ROWS)
+    d = smoke["df"][smoke["df"]["section"] == SEC_BANDWIDTH]
+    shapes = {"x".join(map(str, s)) for s in SIZES["smoke"]["bandwidth_shapes"]}
+    want = set(BANDWIDTH_ROWS)
     for key, g in d.groupby(["shape", "threads", "allocator"]):
         assert set(zip(g["method"], g["output"], strict=True)) == want, key
     assert set(d["shape"]) == shapes
@@ -84,37 +121,37 @@ def test_bandwidth_rows_cover_shapes_threads_outputs_and_limits(smoke):
 
 def test_every_distribution_is_timed_for_every_backend(smoke):
     df = smoke["df"]
-    d = df[df["section"] == rb.SEC_DIST]
+    d = df[df["section"] == SEC_DIST]
     for (shape, method, allocator), g in d.groupby(["shape", "method", "allocator"]):
-        assert sorted(g["decays"]) == sorted(rb.DISTRIBUTIONS), (shape, method, allocator)
-    assert set(d["method"]) == set(rb.COMPARED)
+        assert sorted(g["decays"]) == sorted(DISTRIBUTIONS), (shape, method, allocator)
+    assert set(d["method"]) == set(COMPARED)
     assert len(set(d["shape"])) == 2
-    grid = df[df["section"] == rb.SEC_GRID]
-    assert set(grid["decays"]) == set(rb.GRID_DISTRIBUTIONS)
+    grid = df[df["section"] == SEC_GRID]
+    assert set(grid["decays"]) == set(GRID_DISTRIBUTIONS)
     assert "sigmoid(N(5,1))" in smoke["md"].split("## 4.")[1].split("\n## ")[0]
 
 
 def test_every_dtype_is_timed_against_torch_mul_on_the_same_dtype(smoke):
-    d = smoke["df"][smoke["df"]["section"] == rb.SEC_DTYPES]
+    d = smoke["df"][smoke["df"]["section"] == SEC_DTYPES]
     for key, g in d.groupby(["shape", "allocator"]):
         for method in (MUL, "auto"):
-            assert sorted(g[g["method"] == method]["dtype"]) == sorted(rb.DTYPES), (key, method)
+            assert sorted(g[g["method"] == method]["dtype"]) == sorted(DTYPES), (key, method)
     assert set(d["status"]) == {"ok"}
-    assert set(d["shape"]) == {"x".join(map(str, s)) for s in rb.SIZES["smoke"]["dtype_shapes"]}
-    assert set(smoke["df"][smoke["df"]["section"] != rb.SEC_DTYPES]["dtype"]) == {"float32"}
+    assert set(d["shape"]) == {"x".join(map(str, s)) for s in SIZES["smoke"]["dtype_shapes"]}
+    assert set(smoke["df"][smoke["df"]["section"] != SEC_DTYPES]["dtype"]) == {"float32"}
     table = smoke["md"].split("## 6.")[1].split("\n## ")[0]
-    assert all(f"| {dtype}" in table for dtype in rb.DTYPES)
+    assert all(f"| {dtype}" in table for dtype in DTYPES)
 
 
 def test_dtype_rows_compare_each_dtype_with_its_own_torch_mul():
     rows = []
     for dtype, mul_s, auto_s in (("float32", 1.0, 2.0), ("bfloat16", 0.5, 4.0)):
         for method, t in ((MUL, mul_s), ("auto", auto_s)):
-            rows.append({"section": rb.SEC_DTYPES, "method": method, "dtype": dtype,
+            rows.append({"section": SEC_DTYPES, "method": method, "dtype": dtype,
                          "shape": "100x4", "numel": 400, "allocator": "default", "status": "ok",
                          "median_s": t, "auto_choice": "cpu_serial" if method == "auto" else "",
                          "reason": "", "round_medians_s": ""})
-    table = rb.dtype_section(pd.DataFrame(rows), ("default",)).tables[0]
+    table = dtype_section(pd.DataFrame(rows), ("default",)).tables[0]
     by = table.set_index("dtype")
     assert by.loc["float32", "default auto/torch.mul"] == "0.50"
     assert by.loc["bfloat16", "default auto/torch.mul"] == "0.12"
@@ -124,28 +161,28 @@ def test_dtype_rows_compare_each_dtype_with_its_own_torch_mul():
 
 @pytest.mark.parametrize("dtype", ["complex64", "bfloat16", "float16", "float64"])
 def test_check_output_judges_every_dtype(dtype):
-    inputs = rb.Inputs(0)
+    inputs = Inputs(0)
     a, x = inputs.get((300, 20), dtype=dtype)
     assert a.dtype == x.dtype == getattr(torch, dtype)
     if a.is_complex():  # the distribution's modulus, a phase of its own
         assert 0 <= a.abs().min() and a.abs().max() < 1 and a.angle().std() > 1
     truth = inputs.truth((300, 20), UNIFORM, a, x)
-    rb.check_output(plrnn.linear_recurrence(a, x, backend="cpu_serial"), truth, "ok")
-    with pytest.raises(rb.WrongResult, match="float64"):
-        rb.check_output(plrnn.linear_recurrence(a.flip(0), x, backend="cpu_serial"), truth, "no")
+    check_output(plrnn.linear_recurrence(a, x, backend="cpu_serial"), truth, "ok")
+    with pytest.raises(WrongResult, match="float64"):
+        check_output(plrnn.linear_recurrence(a.flip(0), x, backend="cpu_serial"), truth, "no")
 
 
 def test_forward_backward_has_the_practical_limit_and_baselines(smoke):
-    d = smoke["df"][smoke["df"]["section"] == rb.SEC_FWD_BWD]
+    d = smoke["df"][smoke["df"]["section"] == SEC_FWD_BWD]
     for allocator in ("default", "steady"):
         g = d[d["allocator"] == allocator]
-        assert {MUL, "associative_scan", *rb.COMPARED} <= set(g[g["pass"] == FWD_BWD]["method"])
+        assert {MUL, "associative_scan", *COMPARED} <= set(g[g["pass"] == FWD_BWD]["method"])
 
 
 def _goal_value_from_csv(df, allocator):
     """cpu_serial/torch.mul bandwidth goal recomputed here, independently of the module: the
     median over rounds of each round's ratio, the worst over the cells."""
-    d = df[(df["section"] == rb.SEC_BANDWIDTH) & (df["allocator"] == allocator)]
+    d = df[(df["section"] == SEC_BANDWIDTH) & (df["allocator"] == allocator)]
     ratios = []
     for _, g in d.groupby(["shape", "threads", "output"]):
         rounds = {m: np.array([float(t) for t in r.split(";")])
@@ -194,7 +231,7 @@ def _row(section, method, median_s, allocator="default", **kw):
     return rec
 
 
-def _goal(section: rb.Section, name: str, allocator: str) -> rb.Goal:
+def _goal(section: Section, name: str, allocator: str) -> Goal:
     return next(g for g in section.goals if g.name == name and g.allocator == allocator)
 
 
@@ -202,13 +239,13 @@ def test_bandwidth_ratio_compares_like_with_like():
     rows = []
     for al, serial_out in (("default", 2.0), ("steady", 1.0)):
         rows += [
-            _row(rb.SEC_BANDWIDTH, "copy_", 0.5, al, output="preallocated"),
-            _row(rb.SEC_BANDWIDTH, MUL, 1.0, al, output="fresh"),
-            _row(rb.SEC_BANDWIDTH, "cpu_serial", 1.25, al, output="fresh"),
-            _row(rb.SEC_BANDWIDTH, MUL, 0.8, al, output="out="),
-            _row(rb.SEC_BANDWIDTH, "cpu_serial", serial_out, al, output="out="),
+            _row(SEC_BANDWIDTH, "copy_", 0.5, al, output="preallocated"),
+            _row(SEC_BANDWIDTH, MUL, 1.0, al, output="fresh"),
+            _row(SEC_BANDWIDTH, "cpu_serial", 1.25, al, output="fresh"),
+            _row(SEC_BANDWIDTH, MUL, 0.8, al, output="out="),
+            _row(SEC_BANDWIDTH, "cpu_serial", serial_out, al, output="out="),
         ]
-    section = rb.bandwidth_section(pd.DataFrame(rows), ("default", "steady"))
+    section = bandwidth_section(pd.DataFrame(rows), ("default", "steady"))
     ratios = section.tables[1].set_index("output")
     assert ratios.loc["fresh", "default cpu_serial/torch.mul"] == "0.80"  # 1.0 / 1.25
     assert ratios.loc["out=", "default cpu_serial/torch.mul"] == "0.40"  # 0.8 / 2.0
@@ -228,12 +265,12 @@ def test_bandwidth_ratio_compares_like_with_like():
 def test_distribution_ratios_are_per_backend_shape_and_allocator():
     rows = []
     for b, base in (("cpu_serial", 1.0), ("torch", 10.0)):
-        for dist in rb.DISTRIBUTIONS:
+        for dist in DISTRIBUTIONS:
             slow = 1.3 if (b == "torch" and dist == "sigmoid(N(5,1))") else 1.1
-            rows.append(_row(rb.SEC_DIST, b, base * (1.0 if dist == UNIFORM else slow),
+            rows.append(_row(SEC_DIST, b, base * (1.0 if dist == UNIFORM else slow),
                              decays=dist))
-            rows.append(_row(rb.SEC_DIST, b, base, "steady", decays=dist))
-    section = rb.distribution_section(pd.DataFrame(rows), ("default", "steady"))
+            rows.append(_row(SEC_DIST, b, base, "steady", decays=dist))
+    section = distribution_section(pd.DataFrame(rows), ("default", "steady"))
     table = section.tables[0]
     torch5 = table[(table["backend"] == "torch") & (table["decays"] == "sigmoid(N(5,1))")]
     assert torch5["default x U[0,1)"].iloc[0] == "1.30"
@@ -257,15 +294,15 @@ def test_paired_ratio_is_the_median_of_round_ratios_over_rounds_both_timed():
 def test_ratios_pair_rounds_within_a_cell_only():
     def rows(cell_of_u):
         # the host's two speeds, split unevenly between two rows of one unchanged kernel
-        return [_row(rb.SEC_DIST, "cpu_serial", 1.0, decays=UNIFORM, cell=cell_of_u,
+        return [_row(SEC_DIST, "cpu_serial", 1.0, decays=UNIFORM, cell=cell_of_u,
                      round_medians_s="1.0;1.0;2.0;2.0;2.0"),
-                _row(rb.SEC_DIST, "cpu_serial", 2.0, decays="U[0.9,1)", cell=0,
+                _row(SEC_DIST, "cpu_serial", 2.0, decays="U[0.9,1)", cell=0,
                      round_medians_s="1.0;1.0;2.0;2.0;2.0")]
 
-    paired = rb.distribution_section(pd.DataFrame(rows(0)), ("default",))
+    paired = distribution_section(pd.DataFrame(rows(0)), ("default",))
     assert _goal(paired, "distribution_slowdown", "default").value == pytest.approx(1.0)
     # rounds of two cells are not simultaneous: the ratio of the medians (2.0 / 1.0) stands
-    apart = rb.distribution_section(pd.DataFrame(rows(1)), ("default",))
+    apart = distribution_section(pd.DataFrame(rows(1)), ("default",))
     assert _goal(apart, "distribution_slowdown", "default").value == pytest.approx(2.0)
 
 
@@ -274,9 +311,9 @@ def test_grid_auto_is_judged_by_its_choice_and_its_overhead():
     # (decays, cpu_serial's time, auto's time): auto runs cpu_serial in both cells
     for dist, serial, auto in ((UNIFORM, 1.0, 1.05), ("sigmoid(N(2,1))", 2.5, 2.6)):
         for b, t in (("cpu_serial", serial), ("cpu_parallel", 2.0), ("torch", 9.0), ("auto", auto)):
-            rows.append(_row(rb.SEC_GRID, b, t, decays=dist, T=256, C=4, shape="256x1x4",
+            rows.append(_row(SEC_GRID, b, t, decays=dist, T=256, C=4, shape="256x1x4",
                              auto_choice="cpu_serial" if b == "auto" else ""))
-    section = rb.grid_section(pd.DataFrame(rows), ("default",))
+    section = grid_section(pd.DataFrame(rows), ("default",))
     table = section.tables[0]
     assert list(table["default auto/best"]) == ["1.05", "1.30"]
     assert list(table["default choice/best"]) == ["1.00", "1.25"]
@@ -289,11 +326,11 @@ def test_grid_auto_is_judged_by_its_choice_and_its_overhead():
 
 
 def test_forward_backward_ratios_to_the_practical_limit_and_associative_scan():
-    rows = [_row(rb.SEC_FWD_BWD, b, t, **{"pass": FWD_BWD}) for b, t in (
+    rows = [_row(SEC_FWD_BWD, b, t, **{"pass": FWD_BWD}) for b, t in (
         ("cpu_serial", 1.0), ("cpu_parallel", 1.2), ("torch", 20.0), ("auto", 1.25),
         (MUL, 0.9), ("associative_scan", 9.0))]
-    rows.append(_row(rb.SEC_FWD_BWD, "reference (Python loop)", 50.0, timing="single"))
-    section = rb.fwd_bwd_section(pd.DataFrame(rows), ("default",))
+    rows.append(_row(SEC_FWD_BWD, "reference (Python loop)", 50.0, timing="single"))
+    section = fwd_bwd_section(pd.DataFrame(rows), ("default",))
     ratios = section.tables[1].set_index("backend")
     assert ratios.loc["cpu_serial", "default of a*x"] == "0.90"
     assert ratios.loc["auto", "default of a*x"] == "0.72"
@@ -315,10 +352,10 @@ def test_forward_backward_ratios_are_split_by_the_rounds_page_faults():
         "cpu_serial": ("1;1;1;1", "0;0;0;0"),
         "associative_scan": ("20;30;20;20", "0;52230;52230;0"),
     }
-    rows = [_row(rb.SEC_FWD_BWD, b, 1.0, **{"pass": FWD_BWD}, cell=0, round_medians_s=m,
+    rows = [_row(SEC_FWD_BWD, b, 1.0, **{"pass": FWD_BWD}, cell=0, round_medians_s=m,
                  round_faults=f) for b, (m, f) in timed.items()]
-    rows += [_row(rb.SEC_FWD_BWD, MUL, 1.0, **{"pass": FWD_BWD}, cell=0)]
-    section = rb.fwd_bwd_section(pd.DataFrame(rows), ("default",))
+    rows += [_row(SEC_FWD_BWD, MUL, 1.0, **{"pass": FWD_BWD}, cell=0)]
+    section = fwd_bwd_section(pd.DataFrame(rows), ("default",))
     lines = [line for line in section.lines if "by the rounds' page faults" in line]
     assert lines == [
         "default allocator, cpu_serial x associative_scan, by the rounds' page faults: 20.0 in 2 "
@@ -336,11 +373,11 @@ def test_narrow_rows_judge_auto_against_torch_mul_on_forward_rows_only():
     rows = []
     for C, auto in ((4, 2.0), (32, 1.0)):
         for p in (FWD, FWD_BWD):
-            rows += [_row(rb.SEC_LATENCY, b, t, C=C, **{"pass": p})
+            rows += [_row(SEC_LATENCY, b, t, C=C, **{"pass": p})
                      for b, t in (("cpu_serial", 4.0), ("cpu_parallel", 1.5), ("torch", 9.0),
                                   ("auto", auto))]
-        rows.append(_row(rb.SEC_LATENCY, MUL, 0.7, C=C))
-    section = rb.latency_section(pd.DataFrame(rows), ("default",))
+        rows.append(_row(SEC_LATENCY, MUL, 0.7, C=C))
+    section = latency_section(pd.DataFrame(rows), ("default",))
     assert section.title == "2. Latency-bound regime (4 and 32 channels)"
     table = section.tables[0]
     fwd = table[table["pass"] == FWD].set_index("C")
@@ -357,7 +394,7 @@ def test_round_trips_fall_into_levels_of_placement():
     def levels(*texts, cells=None):
         df = pd.DataFrame({"round_trip_ns": list(texts), "allocator": "default",
                            "cell": cells if cells is not None else range(len(texts))})
-        return [(lv[0], lv[-1]) for lv in rb._placement_levels(df)]
+        return [(lv[0], lv[-1]) for lv in _placement_levels(df)]
 
     # one core's two hardware threads, two cores of one die, two dies
     assert levels("28;30;60;62;64", "90;310;330;nan") == [(28, 30), (60, 90), (310, 330)]
@@ -372,11 +409,11 @@ def test_round_trips_fall_into_levels_of_placement():
 
 def test_the_slowest_latency_row_is_split_by_where_the_threads_were():
     trips = "60;320;61;330;62;300"  # rounds 2 and 4 and 6 on two dies
-    rows = [_row(rb.SEC_LATENCY, b, 1.0, **{"pass": FWD_BWD}, cell=0, round_trip_ns=trips,
+    rows = [_row(SEC_LATENCY, b, 1.0, **{"pass": FWD_BWD}, cell=0, round_trip_ns=trips,
                  round_medians_s=medians)
             for b, medians in (("cpu_serial", "1;1;1;1;1;1"), ("cpu_parallel", "0.8;2;0.8;2;0.8;2"),
                                ("torch", "9;9;9;9;9;9"), ("auto", "1;1;1;1;1;1"))]
-    section = rb.latency_section(pd.DataFrame(rows), ("default",))
+    section = latency_section(pd.DataFrame(rows), ("default",))
     assert _goal(section, "latency_parallel_floor", "default").value == pytest.approx(0.875)
     line = next(line for line in section.lines if line.startswith("default parallel speedup"))
     assert line.endswith("by the threads' round trip: 1.25 in 3 rounds at 61 ns; "
@@ -385,27 +422,27 @@ def test_the_slowest_latency_row_is_split_by_where_the_threads_were():
 
 def test_the_grid_shows_auto_s_worst_choice_by_placement():
     trips = "28;30;64;66"
-    rows = [_row(rb.SEC_GRID, b, 1.0, cell=0, round_trip_ns=trips, round_medians_s=medians,
+    rows = [_row(SEC_GRID, b, 1.0, cell=0, round_trip_ns=trips, round_medians_s=medians,
                  auto_choice="cpu_parallel" if b == "auto" else "")
             for b, medians in (("cpu_serial", "1;1;1;1"), ("cpu_parallel", "1.25;1.25;0.8;0.8"),
                                ("torch", "9;9;9;9"), ("auto", "1.25;1.25;0.8;0.8"))]
-    section = rb.grid_section(pd.DataFrame(rows), ("default",))
+    section = grid_section(pd.DataFrame(rows), ("default",))
     line = next(line for line in section.lines if line.startswith("default cpu_parallel time"))
     assert line.endswith("by the threads' round trip: 1.25 in 2 rounds at 29 ns; "
                          "0.80 in 2 rounds at 65 ns")
 
 
 def test_a_goal_without_numbers_is_not_met_and_says_so():
-    rows = [_row(rb.SEC_LATENCY, b, 1.0) for b in rb.COMPARED]
+    rows = [_row(SEC_LATENCY, b, 1.0) for b in COMPARED]
     rows[1].update(status="unavailable", reason="no compiler", median_s=math.nan)
-    section = rb.latency_section(pd.DataFrame(rows), ("default", "steady"))
+    section = latency_section(pd.DataFrame(rows), ("default", "steady"))
     for al in ("default", "steady"):
         goal = _goal(section, "latency_parallel_speedup", al)
         assert not goal.met
         assert goal.line("m").startswith(f"Goal NOT met [m, {al} allocator]")
         assert "not measured" in goal.line("m")
     assert any("no compiler" in line for line in section.lines)
-    partial = rb.make_goal("g", "default", "text", [(3.0, "a"), (math.nan, "b")], 2.0)
+    partial = make_goal("g", "default", "text", [(3.0, "a"), (math.nan, "b")], 2.0)
     assert partial.value == 3.0 and partial.missing == 1 and not partial.met
 
 
@@ -419,7 +456,7 @@ def test_a_failed_steady_child_leaves_its_columns_and_goals_visible(tmp_path, mo
         return real_run(cmd, *args, **kwargs)
 
     monkeypatch.setattr(subprocess, "run", run)
-    assert rb.main(["--smoke", "--sections", "latency", "--out", str(tmp_path)]) == 0
+    assert main(["--smoke", "--sections", "latency", "--out", str(tmp_path)]) == 0
     meta = json.loads((tmp_path / "recurrence_bench.json").read_text())
     assert meta["steady_child"]["returncode"] == 3
     assert "child went wrong" in meta["steady_child"]["stdout_tail"]
@@ -439,26 +476,26 @@ def test_a_failed_steady_child_leaves_its_columns_and_goals_visible(tmp_path, mo
 def test_decay_distributions():
     gen = torch.Generator().manual_seed(0)
     shape = (20000,)
-    for dist in rb.DISTRIBUTIONS:
-        a = rb.make_decays(dist, shape, gen)
+    for dist in DISTRIBUTIONS:
+        a = make_decays(dist, shape, gen)
         assert a.dtype == torch.float32 and bool(((a >= 0) & (a < 1)).all()), dist
-    assert float(rb.make_decays("U[0.9,1)", shape, gen).min()) >= 0.9
-    means = {d: float(rb.make_decays(d, shape, gen).mean()) for d in rb.SIGMOID_MEANS}
+    assert float(make_decays("U[0.9,1)", shape, gen).min()) >= 0.9
+    means = {d: float(make_decays(d, shape, gen).mean()) for d in SIGMOID_MEANS}
     assert means["sigmoid(N(0,1))"] == pytest.approx(0.5, abs=0.02)
     assert means["sigmoid(N(2,1))"] == pytest.approx(0.84, abs=0.02)
     assert means["sigmoid(N(5,1))"] == pytest.approx(0.99, abs=0.01)
     with pytest.raises(ValueError, match="distribution"):
-        rb.make_decays("N(0,1)", shape, gen)
+        make_decays("N(0,1)", shape, gen)
 
 
 def test_inputs_are_reproducible_across_instances():
     # The steady-allocator child draws its inputs in another process: same seed, same numbers.
-    one, two = rb.Inputs(3), rb.Inputs(3)
+    one, two = Inputs(3), Inputs(3)
     a1, x1 = one.get((32, 4), dist="sigmoid(N(2,1))")
     a2, x2 = two.get((32, 4), dist="sigmoid(N(2,1))")
     assert torch.equal(a1, a2) and torch.equal(x1, x2)
     assert not torch.equal(a1, one.get((32, 4))[0])  # another distribution, other numbers
-    code = ("from plrnn.bench.recurrence import Inputs; "
+    code = ("from plrnn.bench.recurrence.inputs import Inputs; "
             "print(float(Inputs(3).get((32, 4), dist='sigmoid(N(2,1))')[0].sum()))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=120, check=True)
@@ -466,32 +503,32 @@ def test_inputs_are_reproducible_across_instances():
 
 
 def test_check_output_accepts_the_recurrence_and_rejects_a_wrong_one():
-    inputs = rb.Inputs(0)
+    inputs = Inputs(0)
     a, x = inputs.get((300, 20), dist="sigmoid(N(5,1))")
     truth = inputs.truth((300, 20), "sigmoid(N(5,1))", a, x)
-    assert truth.shape == (300, rb.CHECK_CHANNELS)
-    rb.check_output(plrnn.linear_recurrence(a, x, backend="cpu_serial"), truth, "ok")
+    assert truth.shape == (300, CHECK_CHANNELS)
+    check_output(plrnn.linear_recurrence(a, x, backend="cpu_serial"), truth, "ok")
     wrong = plrnn.linear_recurrence(a.flip(0), x, backend="cpu_serial")
-    with pytest.raises(rb.WrongResult, match="float64"):
-        rb.check_output(wrong, truth, "wrong")
+    with pytest.raises(WrongResult, match="float64"):
+        check_output(wrong, truth, "wrong")
     # The benchmark's float64 loop is the reference backend's recurrence, ~10x faster at long T.
     a64, x64 = a.double()[:, :4], x.double()[:, :4]
     want = plrnn.linear_recurrence(a64, x64, backend="reference").numpy()
-    np.testing.assert_allclose(rb.truth64(a64.numpy(), x64.numpy()), want, rtol=1e-12)
+    np.testing.assert_allclose(truth64(a64.numpy(), x64.numpy()), want, rtol=1e-12)
 
 
 def test_a_wrong_backend_is_an_error_row_not_a_time(monkeypatch):
-    args = rb.parse_args(["--smoke", "--allocator", "default"])
-    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    args = parse_args(["--smoke", "--allocator", "default"])
+    env = Env(make_config(args), Inputs(0), {})
     real = plrnn.linear_recurrence
 
     def broken(a, x, *rest, backend="auto", **kw):
         h = real(a, x, *rest, backend=backend, **kw)
         return h + 1 if backend == "cpu_parallel" else h
 
-    monkeypatch.setattr(rb.plrnn, "linear_recurrence", broken)
-    tasks = [t for t in rb.latency_tasks(env) if t.pass_ == FWD][:4]
-    recs = {r["method"]: r for r in rb.run_tasks(env, tasks)}
+    monkeypatch.setattr(plrnn, "linear_recurrence", broken)
+    tasks = [t for t in latency_tasks(env) if t.pass_ == FWD][:4]
+    recs = {r["method"]: r for r in runner.run_tasks(env, tasks)}
     assert recs["cpu_parallel"]["status"] == "error"
     assert "WrongResult" in recs["cpu_parallel"]["reason"]
     assert math.isnan(recs["cpu_parallel"]["median_s"])
@@ -501,8 +538,8 @@ def test_a_wrong_backend_is_an_error_row_not_a_time(monkeypatch):
 def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):
     """A method slower than its share of a round is timed in one round of SLOW_STRIDE, with that
     many shares; one marked every_round is timed in all of them."""
-    args = rb.parse_args(["--smoke", "--allocator", "default"])
-    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    args = parse_args(["--smoke", "--allocator", "default"])
+    env = Env(make_config(args), Inputs(0), {})
     calls = {}
 
     class Fake:
@@ -510,34 +547,34 @@ def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):
             self.median, self.raw_times, self.number_per_run = t, [t], 1
             calls[fn] = calls.get(fn, 0) + 1
 
-    share = env.cfg.min_run_time / rb.ROUNDS
-    monkeypatch.setattr(rb, "measure", lambda fn, t, **kw: Fake(fn, 2 * share))
+    share = env.cfg.min_run_time / runner.ROUNDS
+    monkeypatch.setattr(runner, "measure", lambda fn, t, **kw: Fake(fn, 2 * share))
     fns = {name: (lambda: None) for name in ("strided", "every")}
-    cell = [rb.Task(rb.SEC_DIST, "torch", FWD, (8, 2), lambda f=fns[name]: (f, ()),
+    cell = [Task(SEC_DIST, "torch", FWD, (8, 2), lambda f=fns[name]: (f, ()),
                     every_round=name == "every") for name in fns]
-    recs = rb._run_cell(env, cell, 1)
+    recs = runner._run_cell(env, cell, 1)
     assert [r["status"] for r in recs] == ["ok", "ok"]
-    assert calls[fns["every"]] == rb.ROUNDS
-    assert calls[fns["strided"]] == 1 + (rb.ROUNDS - 1) // rb.SLOW_STRIDE
-    assert [r["blocks"] for r in recs] == [calls[fns["strided"]], rb.ROUNDS]
+    assert calls[fns["every"]] == runner.ROUNDS
+    assert calls[fns["strided"]] == 1 + (runner.ROUNDS - 1) // runner.SLOW_STRIDE
+    assert [r["blocks"] for r in recs] == [calls[fns["strided"]], runner.ROUNDS]
     # each round's steal time, the same for every method of the cell
     assert recs[0]["round_steal_s"] == recs[1]["round_steal_s"]
-    assert len(recs[0]["round_steal_s"].split(";")) == rb.ROUNDS
+    assert len(recs[0]["round_steal_s"].split(";")) == runner.ROUNDS
     # and where the host had put the pool's threads (nan on one thread)
     assert recs[0]["round_trip_ns"] == recs[1]["round_trip_ns"]
     trips = [float(t) for t in recs[0]["round_trip_ns"].split(";")]
-    assert len(trips) == rb.ROUNDS
+    assert len(trips) == runner.ROUNDS
     assert all(t > 0 for t in trips) if torch.get_num_threads() > 1 else all(map(math.isnan, trips))
     # the rounds a method sat out are nan in its round medians, so no ratio pairs them
     strided, every = ([float(t) for t in r["round_medians_s"].split(";")] for r in recs)
-    assert len(strided) == len(every) == rb.ROUNDS
+    assert len(strided) == len(every) == runner.ROUNDS
     assert sum(map(math.isfinite, strided)) == calls[fns["strided"]]
     assert all(t == pytest.approx(2 * share) for t in every)
 
 
 def test_each_round_starts_one_method_later(monkeypatch):
-    args = rb.parse_args(["--smoke", "--allocator", "default"])
-    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    args = parse_args(["--smoke", "--allocator", "default"])
+    env = Env(make_config(args), Inputs(0), {})
     seen = []
 
     class Fake:
@@ -547,13 +584,13 @@ def test_each_round_starts_one_method_later(monkeypatch):
         seen.append(fn())
         return Fake()
 
-    monkeypatch.setattr(rb, "measure", fake_measure)
-    monkeypatch.setattr(rb, "calls_per_block", lambda t: None)  # one measurement per round
-    cell = [rb.Task(rb.SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
+    monkeypatch.setattr(runner, "measure", fake_measure)
+    monkeypatch.setattr(runner, "calls_per_block", lambda t: None)  # one measurement per round
+    cell = [Task(SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
             for k in range(3)]
-    rb._run_cell(env, cell, 1)
+    runner._run_cell(env, cell, 1)
     rounds = [seen[i:i + 3] for i in range(0, len(seen), 3)]
-    assert len(rounds) == rb.ROUNDS
+    assert len(rounds) == runner.ROUNDS
     assert rounds[:4] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
 
 
@@ -563,9 +600,9 @@ def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
     keeps one measurement per round."""
     from plrnn.bench import timing
 
-    args = rb.parse_args(["--smoke", "--allocator", "default"])
-    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
-    share = env.cfg.min_run_time / rb.ROUNDS
+    args = parse_args(["--smoke", "--allocator", "default"])
+    env = Env(make_config(args), Inputs(0), {})
+    share = env.cfg.min_run_time / runner.ROUNDS
     measured, blocks, loads = [], [], []
 
     class Fake:
@@ -579,34 +616,34 @@ def test_short_calls_take_turns_in_blocks_after_their_first_round(monkeypatch):
         blocks.append((fn(), number))
         return share / 2 / number  # two blocks fill a round's share
 
-    monkeypatch.setattr(rb, "measure", fake_measure)
+    monkeypatch.setattr(runner, "measure", fake_measure)
     monkeypatch.setattr(timing, "block_time", fake_block)
-    cell = [rb.Task(rb.SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
+    cell = [Task(SEC_GRID, str(k), FWD, (8, 2), lambda k=k: ((lambda: k), ()))
             for k in range(2)]
-    cell.append(rb.Task(rb.SEC_GRID, "loaded", FWD, (8, 2),
+    cell.append(Task(SEC_GRID, "loaded", FWD, (8, 2),
                         lambda: ((lambda: "L"), (), lambda: loads.append(1))))
-    recs = rb._run_cell(env, cell, 1)
-    calls = rb.calls_per_block(Fake.median)
+    recs = runner._run_cell(env, cell, 1)
+    calls = timing.calls_per_block(Fake.median)
     assert measured[:3] == [0, 1, "L"]  # the first round: one measurement each
-    assert measured[3:] == ["L"] * (rb.ROUNDS - 1) and len(loads) == rb.ROUNDS
+    assert measured[3:] == ["L"] * (runner.ROUNDS - 1) and len(loads) == runner.ROUNDS
     # Round 1 starts with method 1, round 2 with the loaded one; each short method twice a round.
     assert blocks[:6] == [(1, calls), (0, calls), (1, calls), (0, calls), (0, calls), (1, calls)]
-    assert len(blocks) == 2 * 2 * (rb.ROUNDS - 1)
-    assert [r["blocks"] for r in recs] == [1 + 2 * (rb.ROUNDS - 1)] * 2 + [rb.ROUNDS]
+    assert len(blocks) == 2 * 2 * (runner.ROUNDS - 1)
+    assert [r["blocks"] for r in recs] == [1 + 2 * (runner.ROUNDS - 1)] * 2 + [runner.ROUNDS]
     assert all(math.isfinite(r["faults_per_call"]) for r in recs)  # probed in every round
     per_call = [float(t) for t in recs[0]["block_times_s"].split(";")]
     assert per_call[0] == pytest.approx(3e-6) and per_call[1] == pytest.approx(share / 2 / calls)
     # a round's median: the first round's measurement, then the median of that round's blocks
     by_round = [float(t) for t in recs[0]["round_medians_s"].split(";")]
-    assert by_round == pytest.approx([1e-6] + [share / 2 / calls] * (rb.ROUNDS - 1))
+    assert by_round == pytest.approx([1e-6] + [share / 2 / calls] * (runner.ROUNDS - 1))
 
 
 def test_distribution_rows_refill_one_buffer_pair_before_each_round(monkeypatch):
-    args = rb.parse_args(["--smoke", "--allocator", "default"])
-    env = rb.Env(rb.make_config(args), rb.Inputs(0), {})
+    args = parse_args(["--smoke", "--allocator", "default"])
+    env = Env(make_config(args), Inputs(0), {})
     shape = env.cfg.dist_shapes[0]
     dists = env.cfg.distributions[:3]
-    cell = [t for t in rb.distribution_tasks(env)
+    cell = [t for t in distribution_tasks(env)
             if t.shape == shape and t.decays in dists and t.method == "cpu_serial"]
     assert [t.decays for t in cell] == list(dists)
     shared_a, _ = env.inputs.shared(shape)
@@ -620,26 +657,26 @@ def test_distribution_rows_refill_one_buffer_pair_before_each_round(monkeypatch)
         seen.append([d for d in dists if torch.equal(shared_a, env.inputs.get(shape, dist=d)[0])])
         return Fake()
 
-    monkeypatch.setattr(rb, "measure", fake_measure)
-    recs = rb._run_cell(env, cell, 1)
+    monkeypatch.setattr(runner, "measure", fake_measure)
+    recs = runner._run_cell(env, cell, 1)
     assert [r["status"] for r in recs] == ["ok"] * 3
-    order = [dists[(r + k) % 3] for r in range(rb.ROUNDS) for k in range(3)]
+    order = [dists[(r + k) % 3] for r in range(runner.ROUNDS) for k in range(3)]
     assert seen == [[d] for d in order]
 
 
 def test_thread_count_is_set_per_cell_and_restored():
     before = torch.get_num_threads()
-    with rb._num_threads(1):
+    with runner._num_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 
 
 def test_the_steady_child_repeats_the_run():
-    args = rb.parse_args(["--quick", "--all-distributions", "--seed", "7", "--sections", "grid",
+    args = parse_args(["--quick", "--all-distributions", "--seed", "7", "--sections", "grid",
                           "--min-run-time", "0.3"])
     assert args.allocator == "both"
-    child = rb.steady_child_argv(args, Path("/tmp/x"))
-    again = rb.parse_args(child)
+    child = steady_child_argv(args, Path("/tmp/x"))
+    again = parse_args(child)
     assert again.allocator == "steady" and str(again.out) == "/tmp/x"
     for name in ("quick", "smoke", "all_distributions", "seed", "sections", "min_run_time",
                  "sweep_auto"):
@@ -648,7 +685,7 @@ def test_the_steady_child_repeats_the_run():
 
 def test_help_runs_nothing(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        rb.main(["--help"])
+        main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert all(flag in text for flag in ("--smoke", "--quick", "--allocator", "--sweep-auto",
@@ -678,5 +715,5 @@ def test_faults_per_call_counts_the_pages_a_fresh_mapping_writes():
 ])
 def test_bad_arguments_are_refused_before_any_measuring(argv, message, capsys):
     with pytest.raises(SystemExit):
-        rb.parse_args(argv)
+        parse_args(argv)
     assert message in capsys.readouterr().err
