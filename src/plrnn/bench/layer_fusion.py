@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch.utils.benchmark import Timer
 
 from ..layers import GILR, GILRLSTM, QRNN, SRU
 from ..layers import gates as G
+from .arguments import positive_float, positive_int
 from .machine import machine_info
 from .timing import check_not_all_zero, median_time, reuse_freed_pages
 
@@ -150,30 +150,10 @@ def _load() -> str | None:
         return None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def _shape(text: str) -> tuple[int, int]:
     """'4096x16' -> (4096, 16): T and B, positive integers."""
     try:
-        T, B = (_positive_int(n) for n in text.split("x"))
+        T, B = (positive_int(n) for n in text.split("x"))
     except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(
             f"expected TxB with positive integers T and B (e.g. 4096x16), got {text!r}"
@@ -188,13 +168,13 @@ def main(argv=None) -> None:
         "--shapes", nargs="+", type=_shape, default=[(4096, 16), (256, 256)], help="TxB"
     )
     parser.add_argument("--gates", action="store_true", help="time the gate functions alone")
-    parser.add_argument("--input-size", type=_positive_int, default=4)
-    parser.add_argument("--hidden-size", type=_positive_int, default=256)
-    parser.add_argument("--num-layers", type=_positive_int, default=2)
+    parser.add_argument("--input-size", type=positive_int, default=4)
+    parser.add_argument("--hidden-size", type=positive_int, default=256)
+    parser.add_argument("--num-layers", type=positive_int, default=2)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--rounds", type=_positive_int, default=3)
-    parser.add_argument("--min-run-time", type=_positive_float, default=2.0)
-    parser.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's)")
+    parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument("--min-run-time", type=positive_float, default=2.0)
+    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--json", type=Path, help="also write the records here")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ import pandas as pd
 
 import plrnn
 
+from ..arguments import positive_float
 from ..machine import machine_info, machine_name
 from ..tables import markdown_table
 from .config import ALLOCATORS, GRID_DISTRIBUTIONS, Config, make_config
@@ -69,7 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "meaningless (for tests)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: results/<machine_name()>/)")
-    p.add_argument("--min-run-time", type=float, default=None,
+    p.add_argument("--min-run-time", type=positive_float, default=None,
                    help="seconds of timing per measurement (default 0.5, --quick 0.1)")
     p.add_argument("--allocator", choices=("both", *ALLOCATORS), default="both",
                    help="both (default): this process as it starts, then a child process with "
@@ -84,8 +85,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "auto rule is derived from; writes auto_sweep.{csv,md,json}")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.min_run_time is not None and not args.min_run_time > 0:
-        p.error(f"--min-run-time must be a positive number of seconds, got {args.min_run_time}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         p.error(f"--out must be a directory; {args.out} is a file")
     return args
