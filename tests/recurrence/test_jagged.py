@@ -149,6 +149,10 @@ def test_refusals():
         plrnn.linear_recurrence(strided, strided)
     with pytest.raises(TypeError, match="layout torch.strided are not supported"):
         plrnn.linear_recurrence(torch.rand(C), strided)
+    with pytest.raises(TypeError, match="got a nested tensor of layout torch.strided"):
+        plrnn.linear_recurrence(strided, x)
+    with pytest.raises(TypeError, match="got layout torch.sparse_coo"):
+        plrnn.linear_recurrence(torch.rand(C, dtype=torch.float64).to_sparse(), x)
 
 
 def test_strided_nested_refused_after_a_shortcut_hit(monkeypatch):

@@ -66,9 +66,10 @@ def run(op, decays, impulses, initial_state, *, cu_seqlens, reverse, backend, ou
             )
         a = decays
     else:
+        got = "a nested tensor of layout torch.strided" if decays.is_nested \
+            else f"layout {decays.layout}"
         raise TypeError(
-            "decays must be a jagged nested tensor like the impulses, or a dense tensor; got "
-            f"layout {decays.layout}"
+            f"decays must be a jagged nested tensor like the impulses, or a dense tensor; got {got}"
         )
     result = op(a, x, initial_state, cu_seqlens=offsets, reverse=reverse, backend=backend,
                 return_final_state=return_final_state)
