@@ -3,6 +3,7 @@ cache, and that auto follows it. No assertion here depends on which kernel is fa
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import time
 import pytest
 import torch
 
-from plrnn.recurrence import calibration, registry
+from plrnn.recurrence import calibration, calibration_store, registry
 
 
 def fake_times(ratios, plain_over_chunked=0.8):
@@ -36,6 +37,14 @@ def calibrating(monkeypatch, tmp_path):
     # Nothing else runs, whatever the machine running the tests does meanwhile.
     monkeypatch.setattr(calibration, "Others", lambda: FakeOthers(0.0))
     monkeypatch.setattr(calibration, "others_now", lambda: 0.0)
+    # The probe of where the host put the threads (test_threads.py tests it) gives up after a
+    # second when the machine is busy.
+    from plrnn.recurrence import cpu
+
+    monkeypatch.setattr(cpu, "thread_round_trip_ns", lambda: 100.0)
+    # Each test's folder warns afresh.
+    monkeypatch.setattr(calibration, "_said_uncached", False)
+    monkeypatch.setattr(calibration_store, "_said_unwritable", set())
     return tmp_path
 
 
@@ -92,8 +101,13 @@ def fake_short(ratios):
 
 
 def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
+    from plrnn.recurrence import cpu
+
     calls = []
     long, short = calibration.MIN_STEPS, calibration.SHORT_MIN_STEPS
+    # The probe (faked: on a busy machine it gives up after a second and says nan)
+    probes = itertools.cycle([70.4, math.nan, 81.6])
+    monkeypatch.setattr(cpu, "thread_round_trip_ns", lambda: next(probes))
 
     def fake_measure():
         calls.append(1)
@@ -119,10 +133,8 @@ def test_measured_once_then_read_from_disk(calibrating, monkeypatch, caplog):
     assert record["short_serial_over_parallel"]["64"] == 1.3
     assert record["ilp_channels"] == 0 and record["plain_over_chunked"]["2"] == 0.8
     # where the host had the threads: before the measurements, after the three regimes' and
-    # after the streaming schedules'
-    trips = record["thread_round_trip_ns"]
-    assert len(trips) == 3 and all(t is None or t > 0 for t in trips)
-    assert (None in trips) == (torch.get_num_threads() < 2)
+    # after the streaming schedules' (None: not measured)
+    assert record["thread_round_trip_ns"] == [70, None, 82]
     assert calibration.ilp_channels(2) == 0
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(said) == 1 and "with 2 thread(s) on this CPU, once" in said[0]
@@ -561,10 +573,10 @@ def test_an_unknown_setting_is_refused(setting):
 def test_records_unread_for_a_month_are_pruned_when_one_is_written(calibrating, monkeypatch):
     """Each kernel build and CPU gets its own record; old ones must not pile up forever, while
     one that a process still reads (another installation sharing the folder) stays."""
-    month = calibration.STALE_DAYS * 86400
-    stale = calibrating / "auto-cpu-0000000000-oldkernels-t2.json"
-    stale_rows = calibrating / "rows-cpu-0000000000-oldkernels.json"
-    recent = calibrating / "auto-cpu-0000000000-otherbuild-t2.json"
+    month = calibration_store.STALE_DAYS * 86400
+    stale = calibrating / "auto-cpu-0000000000-00000000aa-t2.json"
+    stale_rows = calibrating / "rows-cpu-0000000000-00000000aa.json"
+    recent = calibrating / "auto-cpu-0000000000-00000000bb-t2.json"
     unrelated = calibrating / "notes.json"
     for path in (stale, stale_rows, recent, unrelated):
         path.write_text("{}")
@@ -646,3 +658,390 @@ def test_a_third_measurement_settles_two_that_disagree():
     got, taken = calibration.settled(lambda: next(spell), decide)
     assert taken == calibration.CHANNEL_TRIES == 3 and got[4]["parallel"] == 0.8
     assert decide(got) == {3, 4, *range(9, 17)}
+
+
+# --- The cache as a user meets it: folders that take no record, damaged records, processes and
+# threads calibrating together, the switch's spellings.
+
+def quick_measurements(monkeypatch, calls=None):
+    """Every measurement faked; calls (a list) gets one entry per long-regime measurement.
+    Returns what parallel_channels(2, MIN_STEPS) then answers."""
+    def fake_measure():
+        if calls is not None:
+            calls.append(1)
+        return fake_times({1: 0.9, 2: 0.9, 4: 0.9, 8: 1.1, 16: 1.2, 32: 0.8})
+
+    monkeypatch.setattr(calibration, "measure", fake_measure)
+    monkeypatch.setattr(calibration, "measure_short", fake_short({4: 1.0}))
+    monkeypatch.setattr(calibration, "measure_in_thread_chunks", lambda: (
+        calls is not None and calls.append(1),
+        {c: {"ilp": 1.0, "plain": 1.2 if c <= 4 else 0.7} for c in calibration.MEASURED_CHANNELS}
+    )[1])
+    return set(range(5, 17))
+
+
+def warnings_said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("failure", ["folder_is_a_file", "read_only", "disk_full"])
+def test_a_folder_that_takes_no_record_measures_and_says_so(calibrating, monkeypatch, caplog,
+                                                            failure):
+    """The answer is used all the same; a warning says it was not cached (each process will
+    measure again) and how to avoid that, and no half-written file is left behind."""
+    import errno
+
+    want = quick_measurements(monkeypatch)
+    left = []
+    if failure == "folder_is_a_file":
+        (calibrating / "file").write_text("")
+        monkeypatch.setenv("PLRNN_CACHE_DIR", str(calibrating / "file"))
+        left = ["file"]
+    elif failure == "read_only":  # (the tests may run as root, whom permissions do not stop)
+        real_open = os.open
+
+        def refuse(path, flags, *args, **kwargs):
+            if str(path).startswith(str(calibrating)) and flags & os.O_CREAT:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refuse)
+    else:
+        def dump(obj, f, **kwargs):
+            f.write('{"threads": ')
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(json, "dump", dump)
+    assert calibration.parallel_channels(2, calibration.MIN_STEPS) == want
+    said = [m for m in warnings_said(caplog) if "could not cache" in m]
+    assert len(said) == 1 and "PLRNN_CACHE_DIR" in said[0], warnings_said(caplog)
+    # (a lock file may stay: calibration_store.exclusive)
+    assert sorted(p.name for p in calibrating.iterdir() if p.suffix != ".lock") == left
+
+
+def test_without_a_home_folder_it_measures_and_says_it_cannot_cache(calibrating, monkeypatch,
+                                                                    caplog):
+    """No PLRNN_CACHE_DIR, no HOME and no passwd entry for the user (a container run under an
+    arbitrary uid): Path.home() raises RuntimeError; the op must still run."""
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    want = quick_measurements(monkeypatch)
+    monkeypatch.delenv("PLRNN_CACHE_DIR")
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setattr(calibration, "_layout", None)
+    monkeypatch.setattr(calibration, "measure_layout", lambda: {
+        shape: {"sequential": 1.0, "strips": 0.5} for shape in calibration.LAYOUT_SHAPES})
+    assert calibration.parallel_channels(2, calibration.MIN_STEPS) == want
+    assert calibration.wide_rows() == calibration.WIDE_ROWS["strips"]
+    assert calibration.ilp_channels(1) == 4
+    said = warnings_said(caplog)
+    assert any("PLRNN_CACHE_DIR" in m for m in said), said
+    with pytest.raises(OSError, match="PLRNN_CACHE_DIR"):
+        calibration.cache_file(2)
+
+
+# (threads, what the record holds instead): not a JSON object, or values no measurement writes.
+DAMAGED = [
+    *((threads, text) for threads in (1, 2) for text in ("[]", "[1, 2]", "null", '"text"', "3")),
+    *((threads, {"ilp_channels": value}) for threads in (1, 2)
+      for value in (math.inf, -math.inf, math.nan, 10**30, -5, 7, "8", True, None, [4])),
+    *((2, {key: value})
+      for key in ("parallel_channels", "longest_parallel_channels", "short_parallel_channels")
+      for value in ("abc", [1, "a"], [1.5, 2], [0, 4], [-3], [100000], {"1": 2}, None, [True])),
+]
+
+
+@pytest.mark.parametrize(("threads", "damage"), DAMAGED)
+def test_a_record_of_the_wrong_shape_is_measured_again(calibrating, monkeypatch, threads, damage):
+    calls = []
+    want = quick_measurements(monkeypatch, calls)
+
+    def answer():
+        if threads == 1:
+            return calibration.ilp_channels(1)
+        return (calibration.parallel_channels(2, calibration.MIN_STEPS),
+                calibration.parallel_channels(2, calibration.SHORT_MIN_STEPS),
+                calibration.parallel_channels(2, calibration.LONGEST_MIN_STEPS),
+                calibration.ilp_channels(2))
+
+    good = answer()
+    assert good == 4 if threads == 1 else good[0] == want
+    path = calibration.cache_file(threads)
+    record = json.loads(path.read_text())
+    path.write_text(damage if isinstance(damage, str) else json.dumps({**record, **damage}))
+    monkeypatch.setattr(calibration, "_cache", {})
+    measured = len(calls)
+    assert answer() == good
+    assert len(calls) > measured  # measured again, not read
+    if threads == 2:
+        for T, C in ((calibration.MIN_STEPS, 8), (calibration.SHORT_MIN_STEPS, 64),
+                     (calibration.LONGEST_MIN_STEPS, 4)):
+            assert registry.choose_auto(torch.device("cpu"), T, C) in ("cpu_serial",
+                                                                       "cpu_parallel")
+
+
+@pytest.mark.parametrize(("value", "on"), [
+    ("0", False), ("false", False), ("False", False), ("no", False), ("off", False),
+    (" 0 ", False), ("1", True), ("true", True), ("yes", True), ("on", True), ("", True),
+])
+def test_the_switch_reads_as_its_spellings_say(monkeypatch, value, on):
+    """PLRNN_AUTO_CALIBRATION=false (or no, off) turns the measurement off as 0 does."""
+    monkeypatch.setenv("PLRNN_AUTO_CALIBRATION", value)
+    assert calibration.enabled() is on
+
+
+def test_threads_calibrating_together_measure_once(calibrating, monkeypatch):
+    """Two threads of a process at their first call: one measures, the other waits for its
+    answer (measuring together, each would time the other's kernels as its own)."""
+    import threading
+
+    who = []
+    want = quick_measurements(monkeypatch)
+    fake = calibration.measure
+
+    def slow_measure():
+        who.append(threading.get_ident())
+        time.sleep(0.2)
+        return fake()
+
+    monkeypatch.setattr(calibration, "measure", slow_measure)
+    monkeypatch.setattr(calibration, "_layout", None)
+    layouts = []
+
+    def slow_layout():
+        layouts.append(threading.get_ident())
+        time.sleep(0.2)
+        return {shape: {"sequential": 1.0, "strips": 0.5} for shape in calibration.LAYOUT_SHAPES}
+
+    monkeypatch.setattr(calibration, "measure_layout", slow_layout)
+    start = threading.Barrier(2)
+    got = []
+
+    def first_call():
+        start.wait()
+        got.append((calibration.parallel_channels(2, calibration.MIN_STEPS),
+                    calibration.wide_rows()))
+
+    threads = [threading.Thread(target=first_call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert got == [(want, calibration.WIDE_ROWS["strips"])] * 2
+    assert len(who) == 2 and len(set(who)) == 1  # one calibration: its two measurements
+    assert len(layouts) == 1
+
+
+PROCESS_CALIBRATING = r"""
+import json, os, sys, time
+import torch
+from plrnn.recurrence import calibration
+
+log, barrier, me = sys.argv[1:4]
+
+def note(what):
+    with open(log, "a") as f:
+        f.write(f"{me} {what} {time.time()}\n")
+
+def measure():
+    note("start")
+    time.sleep(0.5)
+    note("end")
+    return {c: {"serial": 1.2 if c in (4, 16) else 0.9, "ilp": 1.0, "plain": 1.0}
+            for c in calibration.MEASURED_CHANNELS}
+
+class Quiet:
+    cores = 0.0
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        pass
+
+calibration.measure = measure
+calibration.measure_short = lambda ilp: {
+    c: {"serial": 1.0, "parallel": 1.0} for c in calibration.SHORT_MEASURED_CHANNELS}
+calibration.measure_longest = lambda ilp: {
+    c: {"serial": 1.0, "parallel": 1.0} for c in calibration.MEASURED_CHANNELS}
+calibration.measure_streaming = lambda: {
+    s: {"pipelined": 1.0, "time_split": 1.0} for s in calibration.STREAM_SHAPES}
+calibration.measure_streamed_beyond = lambda schedule: {}
+calibration.measure_layout = lambda: {
+    s: {"sequential": 1.0, "strips": 1.0} for s in calibration.LAYOUT_SHAPES}
+calibration.Others = Quiet
+calibration.others_now = lambda: 0.0
+import plrnn
+
+torch.set_num_threads(2)
+a, x = torch.rand(20000, 8), torch.randn(20000, 8)
+open(os.path.join(barrier, me), "w").close()
+deadline = time.time() + 60  # the other process may have failed to start
+while len(os.listdir(barrier)) < 2 and time.time() < deadline:
+    time.sleep(0.005)
+h = plrnn.linear_recurrence(a, x, backend="auto")
+assert torch.isfinite(h).all()
+print(json.dumps(sorted(calibration.parallel_channels(2, calibration.MIN_STEPS))))
+"""
+
+
+def test_processes_calibrating_together_measure_one_at_a_time(tmp_path):
+    """Two processes at their first call together (two ranks, two workers): one measures, the
+    other waits for its record and reads it. Measuring at once, each timed the other's kernels
+    and its record said so, and the next processes, finding the CPUs quiet, measured again, all
+    at once again."""
+    import subprocess
+    import sys
+
+    (tmp_path / "barrier").mkdir()
+    env = {**os.environ, "PLRNN_AUTO_CALIBRATION": "1", "PLRNN_CACHE_DIR": str(tmp_path / "c")}
+    procs = [subprocess.Popen([sys.executable, "-c", PROCESS_CALIBRATING, str(tmp_path / "log"),
+                               str(tmp_path / "barrier"), name],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("p", "q")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert [json.loads(out) for out, _ in outs] == [[3, 4, 9, 10, 11, 12, 13, 14, 15, 16]] * 2
+    notes = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    assert len({who for who, _, _ in notes}) == 1 and len(notes) == 4, notes
+    assert [p.name for p in (tmp_path / "c").glob("*.tmp")] == []
+
+
+def test_an_interrupted_calibration_is_applied_by_the_next_call(calibrating, monkeypatch,
+                                                               num_threads,
+                                                               fresh_parallel_tuning):
+    """Ctrl-C during the measurement that a kernel's first call at a thread count starts: the
+    next call measures again and applies the answer (it was taken as applied, and the kernels
+    kept their defaults at that thread count for the rest of the process)."""
+    from plrnn.recurrence import cpu
+
+    quick_measurements(monkeypatch)
+    interrupts = {"ilp_channels": 1, "streaming_schedule": 1}
+    for name in interrupts:
+        real = getattr(calibration, name)
+
+        def once(*args, name=name, real=real):
+            if interrupts[name]:
+                interrupts[name] -= 1
+                raise KeyboardInterrupt
+            return real(*args)
+
+        monkeypatch.setattr(calibration, name, once)
+    monkeypatch.setattr(calibration, "measure_streaming", fake_streaming(0.8))  # pipelined
+    monkeypatch.setattr(cpu, "_serial_tuned", 0)
+    num_threads(2)
+    before = torch.ops.plrnn.cpu_streaming_schedule(STREAMING_TIME_SPLIT)
+    try:
+        a, x = torch.rand(40, 3), torch.randn(40, 3)
+        with pytest.raises(KeyboardInterrupt):
+            cpu.serial(a, x, None, False)
+        cpu.serial(a, x, None, False)
+        assert torch.ops.plrnn.cpu_streaming_schedule(-1) == calibration.STREAMING["pipelined"]
+        torch.ops.plrnn.cpu_ilp_channels(32)
+        with pytest.raises(KeyboardInterrupt):
+            cpu.parallel(a, x, None, False)
+        cpu.parallel(a, x, None, False)
+        assert torch.ops.plrnn.cpu_ilp_channels(-1) == 0  # fake_times: the chunks never paid
+    finally:
+        torch.ops.plrnn.cpu_streaming_schedule(before)
+
+
+STREAMING_TIME_SPLIT = calibration.STREAMING["time_split"]
+
+
+def test_pruning_touches_only_its_own_stale_records_and_unfinished_writes(calibrating,
+                                                                         monkeypatch):
+    """Only files named as it names records (and their temporary files) are pruned: a file of
+    the user's that merely starts alike stays, and so does a write in progress."""
+    month = calibration_store.STALE_DAYS * 86400
+    digest = "0123456789"
+    old = time.time() - month - 60
+    mine = {
+        f"auto-cpu-{digest}-abcdef0123-t2.json": True,
+        f"rows-cpu-{digest}-abcdef0123.json": True,
+        f"auto-cpu-{digest}-abcdef0123-t2.json.4242-0badcafe.tmp": True,  # a killed write
+    }
+    foreign = ["auto-cpu-notes.json", "rows-cpu-backup.json", "auto-cpu-x-y-t2.json.tmp",
+               f"auto-cpu-{digest}-abcdef0123-t2.json.bak", "notes.json"]
+    for name in [*mine, *foreign]:
+        (calibrating / name).write_text("{}")
+        os.utime(calibrating / name, (old, old))
+    (calibrating / f"auto-cpu-{digest}-fedcba9876-t4.json").mkdir()  # not a file
+    os.utime(calibrating / f"auto-cpu-{digest}-fedcba9876-t4.json", (old, old))
+    writing = calibrating / f"auto-cpu-{digest}-abcdef0123-t8.json.4243-0badcafe.tmp"
+    writing.write_text('{"threads"')  # just begun
+
+    quick_measurements(monkeypatch)
+    calibration.parallel_channels(2, calibration.MIN_STEPS)  # writes a record, and prunes
+    left = {p.name for p in calibrating.iterdir()}
+    assert not left & set(mine)
+    assert set(foreign) | {writing.name, f"auto-cpu-{digest}-fedcba9876-t4.json"} <= left
+
+
+def test_records_are_readable_as_the_umask_allows(calibrating, monkeypatch):
+    """As any file the user writes (a folder shared by a group), not only by their owner."""
+    quick_measurements(monkeypatch)
+    umask = os.umask(0o022)
+    try:
+        calibration.parallel_channels(2, calibration.MIN_STEPS)
+    finally:
+        os.umask(umask)
+    assert calibration.cache_file(2).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_child_forked_while_a_thread_measures_calibrates_after_it(calibrating, monkeypatch):
+    """fork (multiprocessing's default on Linux) while another thread holds the calibration
+    lock: that thread does not exist in the child, whose copy of the lock must not stay taken;
+    the child waits for the parent's measurement (the flock), then measures its own."""
+    import multiprocessing
+    import sys
+    import threading
+
+    want = quick_measurements(monkeypatch)
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold():
+        with calibration_store.exclusive(calibration.cache_file(2)):
+            inside.set()
+            leave.wait(30)
+
+    def child():  # no kernel runs here: OpenMP's pool does not survive a fork
+        sys.exit(0 if calibration.parallel_channels(3, calibration.MIN_STEPS) == want else 1)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(10)
+        proc = multiprocessing.get_context("fork").Process(target=child)
+        proc.start()
+        time.sleep(0.3)
+    finally:
+        leave.set()
+        holder.join()
+    proc.join(30)
+    if proc.exitcode is None:
+        proc.kill()
+    assert proc.exitcode == 0
+
+
+def test_a_measurement_held_up_elsewhere_is_waited_for_a_while_then_taken(calibrating,
+                                                                          monkeypatch, caplog):
+    """A process holding the lock without finishing (stopped, say) delays the others'
+    first call by calibration_store.LOCK_WAIT_S at most, with a word on what they wait for."""
+    import fcntl
+
+    want = quick_measurements(monkeypatch)
+    monkeypatch.setattr(calibration_store, "LOCK_WAIT_S", 0.3)
+    lock = calibrating / f"calibrating-{calibration_store._cpu_key()}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file: as another process's
+        assert calibration.parallel_channels(2, calibration.MIN_STEPS) == want
+    finally:
+        os.close(fd)
+    said = warnings_said(caplog)
+    assert any("waiting for another process" in m and str(lock) in m for m in said), said
+    assert any("measuring here too" in m for m in said), said
+    assert calibration.cache_file(2).exists()

@@ -26,9 +26,10 @@ rounds, each regime twice or three times, the three in turns (settled_in_turns):
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
 faster. About 12 s once, announced by a warning; cached in PLRNN_CACHE_DIR (default
 ~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels' source
-digest (a record no process has read for STALE_DAYS is removed when a new one is written).
-PLRNN_AUTO_CALIBRATION=0 uses the fixed rule below instead (the tests do, to be
-deterministic); it is read at the first call that needs the choices at a thread count.
+digest, measured by one process at a time, and pruned once unread (calibration_store.py; a
+record that is damaged, or holds values no measurement writes, is measured again).
+PLRNN_AUTO_CALIBRATION=0 (or false, no, off) uses the fixed rule below instead (the tests do, to
+be deterministic); it is read at the first call that needs the choices at a thread count.
 
 The same measurement decides how cpu_parallel works inside each thread: with few channels it can
 also cut each thread's share of time into chunks run side by side in registers (Algorithm 1
@@ -57,14 +58,10 @@ process that finds the CPUs quiet when it reads such a record measures again (co
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -72,7 +69,8 @@ from typing import NamedTuple
 
 import torch
 
-from . import sources
+from .calibration_store import cache_file, cpu_model, exclusive, layout_cache_file, read_record
+from .calibration_store import write_record as _store_record
 from .contention import Others, others_now, usable_cpus
 
 log = logging.getLogger(__name__)
@@ -93,7 +91,6 @@ _STEPS, _SHORT_STEPS, _LONGEST_STEPS = 65536, 4096, 262144
 # where interleaved millisecond blocks timed cpu_parallel 1.14-1.17x faster (Zen 4 VM).
 _ROUNDS = 25
 _ROUND_S = 0.004  # calls per round fill this long, or one call where it takes longer
-STALE_DAYS = 30  # records unread for this long are removed when a new one is written
 # CPUs that other work may keep busy, on average, beyond those a measurement leaves free, before
 # the measurement counts as disturbed (contention.py): alone, the Zen 4 VM's measurements saw
 # 0-0.02; with a competing process on the other core, 0.7-0.8.
@@ -159,41 +156,58 @@ CHANNELS_MEASURE = ("into preallocated outputs, every width and way in one set o
                     "in turns")
 
 
+# PLRNN_AUTO_CALIBRATION's spellings of "off" (stripped, any case); anything else is on.
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
 def enabled() -> bool:
-    return os.environ.get("PLRNN_AUTO_CALIBRATION", "1") != "0"
+    return os.environ.get("PLRNN_AUTO_CALIBRATION", "1").strip().lower() not in _OFF
 
 
-def cache_file(threads: int) -> Path:
-    return _cache_path(f"auto-cpu-{{cpu}}-{{kernels}}-t{threads}.json")
+_said_uncached = False
 
 
-def layout_cache_file() -> Path:
-    return _cache_path("rows-cpu-{cpu}-{kernels}.json")
-
-
-def _cache_path(pattern: str) -> Path:
-    root = Path(os.environ.get("PLRNN_CACHE_DIR") or Path.home() / ".cache" / "plrnn")
-    cpu = hashlib.sha1((_cpu_model() + _cpu_flags()).encode()).hexdigest()[:10]
-    kernels = sources.digest(sources.CPU_ALL)[:10]
-    return root / pattern.format(cpu=cpu, kernels=kernels)
-
-
-def _cpuinfo_field(prefix: str) -> str:
+def _record_path(where: Callable[[], Path]) -> Path | None:
+    """where(), or None where there is no folder to cache in (said once, in a warning)."""
+    global _said_uncached
     try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith(prefix)), "")
-    except OSError:
-        return ""
+        return where()
+    except OSError as err:
+        if not _said_uncached:
+            _said_uncached = True
+            log.warning("plrnn: the calibration cannot be cached, so each process will measure "
+                        "it again: %s", err)
+        return None
 
 
-def _cpu_model() -> str:
-    import platform
+def _read(path: Path | None) -> dict | None:
+    try:
+        return None if path is None else read_record(path)
+    except (OSError, ValueError):  # missing, unreadable, damaged
+        return None
 
-    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+def _write_record(path: Path | None, record: dict) -> None:
+    if path is not None:
+        _store_record(path, record)
 
 
-def _cpu_flags() -> str:
-    return _cpuinfo_field("flags")
+def _channel_set(record: dict, key: str, widest: int) -> frozenset[int]:
+    """record[key], channel counts as channels_from writes them; ValueError for anything else
+    (a record edited, or written by another version)."""
+    value = record[key]
+    if not (isinstance(value, list)
+            and all(type(c) is int and 1 <= c <= widest for c in value)):
+        raise ValueError(f"{key}: {value!r}")
+    return frozenset(value)
+
+
+def _ilp_of(record: dict) -> int:
+    """record["ilp_channels"] as ilp_from writes it; ValueError for anything else."""
+    value = record["ilp_channels"]
+    if type(value) is not int or value not in (0, *MEASURED_CHANNELS):
+        raise ValueError(f"ilp_channels: {value!r}")
+    return value
 
 
 def parallel_channels(threads: int, steps: int) -> frozenset[int]:
@@ -248,19 +262,36 @@ def _load_or_measure_one_thread() -> Choice:
     cpu_serial's. It is measured on its own, at one thread: on the Zen 4 VM the chunks (the fixed
     32 channels) made cpu_parallel 1.6-2.0x slower than cpu_serial at 2 to 32 channels, where on
     the Zen 3 VM they had paid."""
-    path = cache_file(1)
+    path = _record_path(lambda: cache_file(1))
+    choice = _one_thread_record(path)
+    if choice is not None:
+        return choice
+    with exclusive(path):
+        # Another thread of this process, or another process, may have measured it meanwhile.
+        choice = _cache.get(1) or _one_thread_record(path)
+        if choice is not None:
+            return choice
+        return _measure_one_thread(path)
+
+
+def _one_thread_record(path: Path | None) -> Choice | None:
+    record = _read(path)
     try:
-        record = _read_record(path)
-        if record.get("channels_measured_by") == CHANNELS_MEASURE and _reusable(record, 1):
-            return _one_thread_choice(int(record["ilp_channels"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        if (record is not None and record.get("channels_measured_by") == CHANNELS_MEASURE
+                and _reusable(record, 1)):
+            return _one_thread_choice(_ilp_of(record))
+    except (ValueError, KeyError, TypeError):
         pass
+    return None
+
+
+def _measure_one_thread(path: Path | None) -> Choice:
     _announce("cpu_parallel's in-thread chunks on one thread", "about 2 s", path)
     with Others() as others:
         times, tries = settled(measure_in_thread_chunks, ilp_from)
     ilp = ilp_from(times)
     _write_record(path, {
-        "cpu": _cpu_model().partition(":")[2].strip(),
+        "cpu": cpu_model().partition(":")[2].strip(),
         "threads": 1,
         "torch": torch.__version__,
         "plain_over_chunked": {str(c): round(t["plain"] / t["ilp"], 3) for c, t in times.items()},
@@ -280,23 +311,42 @@ def _one_thread_choice(ilp: int) -> Choice:
 
 
 def _load_or_measure(threads: int) -> Choice:
-    path = cache_file(threads)
+    path = _record_path(lambda: cache_file(threads))
+    choice = _threads_record(path, threads)
+    if choice is not None:
+        return choice
+    with exclusive(path):
+        # Another thread of this process, or another process, may have measured it meanwhile.
+        choice = _cache.get(threads) or _threads_record(path, threads)
+        if choice is not None:
+            return choice
+        return _measure(threads, path)
+
+
+def _threads_record(path: Path | None, threads: int) -> Choice | None:
+    record = _read(path)
     try:
-        record = _read_record(path)
         # Records that compared the streaming schedules otherwise (once, at LAYOUT_SHAPES, or
         # through the backward), that timed the kernels width after width, and records from
         # before the longest regime: measured again.
-        if (record["streaming_schedule"] in STREAMING
+        if (record is not None
+                and record["streaming_schedule"] in STREAMING
                 and record.get("streamed_beyond") in STREAMED_BEYOND
                 and record.get("streaming_measured_by") == STREAM_MEASURE
                 and record.get("channels_measured_by") == CHANNELS_MEASURE
                 and _reusable(record, threads)):
-            return Choice(frozenset(record["parallel_channels"]),
-                          frozenset(record["longest_parallel_channels"]),
-                          frozenset(record["short_parallel_channels"]), int(record["ilp_channels"]),
-                          record["streaming_schedule"], record["streamed_beyond"])
-    except (OSError, ValueError, KeyError, TypeError):
+            widest, short_widest = max(MEASURED_CHANNELS), max(SHORT_MEASURED_CHANNELS)
+            return Choice(_channel_set(record, "parallel_channels", widest),
+                          _channel_set(record, "longest_parallel_channels", widest),
+                          _channel_set(record, "short_parallel_channels", short_widest),
+                          _ilp_of(record), record["streaming_schedule"],
+                          record["streamed_beyond"])
+    except (ValueError, KeyError, TypeError):
         pass
+    return None
+
+
+def _measure(threads: int, path: Path | None) -> Choice:
     _announce(f"which CPU backend each shape takes with {threads} thread(s)", "about 12 s", path)
     # Where the host had the threads at the start and after each measurement: on a VM it moves
     # them between one core, one die and two dies, and which kernel wins near the crossover
@@ -323,7 +373,7 @@ def _load_or_measure(threads: int) -> Choice:
                     channels_from(short_ratios, SHORT_MEASURED_CHANNELS),
                     ilp, stream, beyond_from(beyond_ratios))
     record = {
-        "cpu": _cpu_model().partition(":")[2].strip(),
+        "cpu": cpu_model().partition(":")[2].strip(),
         "threads": threads,
         "torch": torch.__version__,
         "serial_over_parallel": {str(c): round(r, 3) for c, r in ratios.items()},
@@ -424,10 +474,11 @@ def settled_in_turns(long_once: Callable[[], Times],
             {"long": len(long), **{name: len(t) for name, t in tries.items()}})
 
 
-def _announce(what: str, duration: str, path: Path) -> None:
+def _announce(what: str, duration: str, path: Path | None) -> None:
     """A first call that measures would otherwise pause for seconds without a word."""
-    log.warning("plrnn: timing %s on this CPU, once (%s; cached in %s; "
-                "PLRNN_AUTO_CALIBRATION=0 skips it)", what, duration, path.parent)
+    where = "not cached" if path is None else f"cached in {path.parent}"
+    log.warning("plrnn: timing %s on this CPU, once (%s; %s; "
+                "PLRNN_AUTO_CALIBRATION=0 skips it)", what, duration, where)
 
 
 def _disturbed(cores: float, threads: int) -> bool:
@@ -436,13 +487,14 @@ def _disturbed(cores: float, threads: int) -> bool:
     return cores > OTHERS_LIMIT + max(0, usable_cpus() - threads)
 
 
-def _disturbance(others: Others, threads: int, path: Path) -> dict:
+def _disturbance(others: Others, threads: int, path: Path | None) -> dict:
     """The record's word on what other work did during its measurement, said aloud where that
     disturbed it."""
     if _disturbed(others.cores, threads):
         log.warning("plrnn: other processes kept %.2f CPUs busy while %s was measured; its "
                     "answer is used, and measured again by the first process that finds the "
-                    "CPUs quiet", others.cores, path.name)
+                    "CPUs quiet", others.cores,
+                    f"the calibration at {threads} thread(s)" if path is None else path.name)
     return {"others_cores": round(others.cores, 3) if math.isfinite(others.cores) else None}
 
 
@@ -452,37 +504,6 @@ def _reusable(record: dict, threads: int) -> bool:
     while the record stays disturbed)."""
     cores = record.get("others_cores")
     return cores is None or not _disturbed(cores, threads) or _disturbed(others_now(), threads)
-
-
-def _write_record(path: Path, record: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as tmp:
-            json.dump(record, tmp, indent=1)
-        os.replace(tmp.name, path)  # atomic: a concurrent process reads one whole record
-    except OSError as err:
-        log.info("plrnn: could not cache the calibration in %s: %s", path, err)
-    _prune_stale(path.parent)
-
-
-def _read_record(path: Path) -> dict:
-    """A cached record, marked as just used (its mtime) so that _prune_stale keeps it."""
-    record = json.loads(path.read_text())
-    with contextlib.suppress(OSError):
-        os.utime(path)
-    return record
-
-
-def _prune_stale(root: Path) -> None:
-    """Removes the records no process has read for STALE_DAYS: each new build of the kernels
-    (and each CPU) gets its own, and an upgrade would otherwise leave the old ones forever. Two
-    installations that share the folder keep theirs as long as either is used."""
-    cutoff = time.time() - STALE_DAYS * 86400
-    for pattern in ("auto-cpu-*.json", "rows-cpu-*.json"):
-        for old in root.glob(pattern):
-            with contextlib.suppress(OSError):
-                if old.stat().st_mtime < cutoff:
-                    old.unlink()
 
 
 def wide_rows() -> int:
@@ -496,20 +517,36 @@ def wide_rows() -> int:
 
 
 def _load_or_measure_layout() -> str:
-    path = layout_cache_file()
+    path = _record_path(layout_cache_file)
+    layout = _layout_record(path)
+    if layout is not None:
+        return layout
+    with exclusive(path):
+        # Another thread of this process, or another process, may have measured it meanwhile.
+        layout = _layout or _layout_record(path)
+        if layout is not None:
+            return layout
+        return _measure_layout(path)
+
+
+def _layout_record(path: Path | None) -> str | None:
+    record = _read(path)
     try:
-        record = _read_record(path)
-        if record["wide_rows"] in WIDE_ROWS and _reusable(record, 1):
+        if record is not None and record["wide_rows"] in WIDE_ROWS and _reusable(record, 1):
             return record["wide_rows"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         pass
+    return None
+
+
+def _measure_layout(path: Path | None) -> str:
     _announce("how the CPU kernels step wide rows", "under a second", path)
     with Others() as others:
         times = measure_layout()
     ratios = {shape: t["sequential"] / t["strips"] for shape, t in times.items()}
     layout = layout_from(ratios)
     _write_record(path, {
-        "cpu": _cpu_model().partition(":")[2].strip(),
+        "cpu": cpu_model().partition(":")[2].strip(),
         "torch": torch.__version__,
         "sequential_over_strips": {f"{T}x{C}": round(r, 3) for (T, C), r in ratios.items()},
         "wide_rows": layout,

@@ -240,7 +240,11 @@ def _tune_parallel() -> int:
     if threads != _tuned_threads:
         _tuned_threads = threads  # first: the calibration runs the kernels itself
         _shortcuts.clear()
-        torch.ops.plrnn.cpu_ilp_channels(calibration.ilp_channels(threads))
+        try:
+            torch.ops.plrnn.cpu_ilp_channels(calibration.ilp_channels(threads))
+        except BaseException:  # Ctrl-C in the measurement: the next call measures and applies
+            _tuned_threads = 0
+            raise
     return threads
 
 
@@ -258,9 +262,13 @@ def _tune_serial() -> int:
     if threads != _serial_tuned:
         _serial_tuned = threads  # first: the calibration runs the kernels itself
         _shortcuts.clear()
-        torch.ops.plrnn.cpu_wide_rows(calibration.wide_rows())
-        torch.ops.plrnn.cpu_streaming_schedule(calibration.streaming_schedule(threads))
-        torch.ops.plrnn.cpu_streamed_beyond(calibration.streamed_beyond(threads))
+        try:
+            torch.ops.plrnn.cpu_wide_rows(calibration.wide_rows())
+            torch.ops.plrnn.cpu_streaming_schedule(calibration.streaming_schedule(threads))
+            torch.ops.plrnn.cpu_streamed_beyond(calibration.streamed_beyond(threads))
+        except BaseException:  # Ctrl-C in the measurement: the next call measures and applies
+            _serial_tuned = 0
+            raise
     return threads
 
 
