@@ -41,7 +41,13 @@ import plrnn
 import plrnn.distributed as cp
 from plrnn.bench.tables import markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common, require
+from plrnn.repro.config import (
+    Common,
+    ConfigError,
+    one_line_errors,
+    require,
+    require_backend,
+)
 
 CHUNK = 1 << 16  # rows per generator seed: any rank regenerates any part of the sequence
 
@@ -249,8 +255,10 @@ def check(cfg: DictConfig, world: int) -> None:
     require(cfg, "scale.model_T", "scale.check_max_T", "scale.model_check_max_T", minimum=0)
     lengths = [*cfg.scale.op_lengths, *([cfg.scale.model_T] if cfg.scale.model_T else [])]
     if min(lengths) < world:  # a rank with no step of its own
-        raise ValueError(f"scale.op_lengths and scale.model_T must be at least the number of "
-                         f"ranks, {world}; got {lengths}")
+        raise ConfigError(f"scale.op_lengths and scale.model_T must be at least the number of "
+                          f"ranks, {world}; got {lengths}")
+    require(cfg, "launcher", choices=("torchrun", "env"))
+    require_backend(cfg, "backend", resolve_device(cfg.device))
 
 
 def measure(cfg: DictConfig) -> list[dict]:
@@ -435,6 +443,7 @@ register()
 
 
 @hydra.main(config_path="conf/context_parallel", config_name="context_parallel", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     if cfg.worker_out:
         worker(cfg)
@@ -445,7 +454,7 @@ def main(cfg: DictConfig) -> None:
     elif cfg.launcher == "torchrun":
         print(run(cfg))
     else:
-        raise ValueError(f"launcher must be torchrun or env, got {cfg.launcher!r}")
+        raise ConfigError(f"launcher must be one of 'torchrun', 'env'; got {cfg.launcher!r}")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from plrnn.bench.tables import markdown_table
+from plrnn.layers.gilr_lstm import SURROGATES
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common, require
+from plrnn.repro.config import Common, ConfigError, one_line_errors, require
 from plrnn.tasks import (
     NUM_CLASSES,
     NUM_SYMBOLS,
@@ -419,6 +420,10 @@ def paper_sizes(drawn: int | None) -> pd.DataFrame:
 def run(cfg: DictConfig) -> Path:
     require(cfg, "scale.seq_len", minimum=2)
     require(cfg, "scale.hidden", "scale.num_layers", "scale.steps_shown", "device.threads")
+    require(cfg, "scale.surrogate", choices=SURROGATES)
+    if cfg.scale.paper_settings and cfg.scale.seq_len not in PAPER_LENGTHS:
+        raise ConfigError(f"scale.seq_len must be one of the paper's lengths {PAPER_LENGTHS} "
+                          f"with scale.paper_settings=true; got {cfg.scale.seq_len}")
     device = resolve_device(cfg.device)  # names results/<machine>/; nothing runs on it
     started = time.perf_counter()
     T = int(cfg.scale.seq_len)
@@ -485,6 +490,7 @@ register()
 
 
 @hydra.main(config_path="conf/figure1", config_name="figure1", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

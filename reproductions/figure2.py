@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
 from plrnn.repro.artifacts import results_dir
-from plrnn.repro.config import Common, require
+from plrnn.repro.config import Common, ConfigError, MissingInput, one_line_errors, require
 from plrnn.repro.tuning import setting_text
 
 NAMES = {"gilr_lstm": "GILR-LSTM", "lstm": "LSTM"}
@@ -50,14 +50,22 @@ def register() -> None:
 
 
 def load_logs(folder: Path) -> pd.DataFrame:
+    """The logs of the runs that finished: each with its record (JSON) beside it.
+
+    A run writes its log row by row and its record at the end, so a log without a record is a
+    run that was stopped (Ctrl-C, a killed cluster job) or is still going: drawn, it would look
+    like a run that ended where it was cut off.
+    """
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no table3 logs in {folder}: run `python reproductions/table3.py` first (same "
             "device and results_dir)")
-    frames = [pd.read_csv(p).assign(run=p.stem) for p in sorted(folder.glob("*.csv"))]
+    logs = sorted(p for p in folder.glob("*.csv") if p.with_suffix(".json").is_file())
+    frames = [pd.read_csv(p).assign(run=p.stem) for p in logs]
     frames = [f for f in frames if len(f)]
     if not frames:
-        raise FileNotFoundError(f"the logs in {folder} are empty")
+        raise MissingInput(f"no finished run's log in {folder} (a log counts once its run "
+                           "wrote its record, the .json beside it)")
     logs = pd.concat(frames, ignore_index=True)
     logs["model"] = logs["model"].map(lambda k: NAMES.get(k, k))
     return logs
@@ -83,7 +91,7 @@ def curves(logs: pd.DataFrame, smoothing: list[int], grid_points: int) -> pd.Dat
     out = []
     lengths = sorted(logs["T"].unique())
     if len(smoothing) not in (1, len(lengths)):
-        raise ValueError(
+        raise ConfigError(
             f"scale.smoothing must hold one window, or one per panel in order of T "
             f"({', '.join(map(str, lengths))}: {len(lengths)}); got {smoothing}")
     for i, T in enumerate(lengths):
@@ -154,10 +162,11 @@ def run(cfg: DictConfig) -> Path:
     logs = load_logs(folder)
     curve = curves(logs, list(cfg.scale.smoothing), cfg.scale.grid_points)
     kept = settings(folder)
+    origin = ("the setting table3.py's sweep kept; see [the sweep](table3_sweep.md)"
+              if (folder.parent / "sweep").is_dir() else "the setting these runs used; no sweep")
     body = [
         "## The runs behind the curves", "", markdown_table(summary_table(logs)), "",
-        *(f"- {model}: {text} (the setting table3.py's sweep kept; see "
-          "[the sweep](table3_sweep.md))" for model, text in kept.items()),
+        *(f"- {model}: {text} ({origin})" for model, text in kept.items()),
         f"- From `{folder.parent.name}/{folder.name}/` ({logs['run'].nunique()} runs, written by "
         "table3.py's comparison). Each "
         "run's accuracy (logged every few steps) is smoothed with a moving average of "
@@ -182,6 +191,7 @@ register()
 
 
 @hydra.main(config_path="conf/figure2", config_name="figure2", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -24,14 +24,13 @@ import pandas as pd
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 import plrnn
 from plrnn.bench.tables import fmt_ms, fmt_x, markdown_table
 from plrnn.bench.timing import paired_ratio, reuse_freed_pages
 from plrnn.recurrence.cpu import thread_round_trip_ns
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common, require
+from plrnn.repro.config import Common, one_line_errors, progress, require
 from plrnn.repro.measure import cold_calls, interleaved
 
 PAPER = Path(__file__).parent / "paper" / "table1.csv"
@@ -253,7 +252,7 @@ def run(cfg: DictConfig) -> Path:
         available = {s.name: (s.available, s.reason) for s in plrnn.backends(device)}
     cells = [(T, m) for m in cfg.scale.features for T in cfg.scale.seq_lens]
     rows, chosen = [], {}
-    for T, m in tqdm(cells, desc="table1", unit="cell", disable=not cfg.progress):
+    for T, m in progress(cells, cfg, desc="table1", unit="cell"):
         rows += measure_cell(plan, available, T, m, cfg, device)
         chosen[(m, T)] = plrnn.recurrence.registry.choose_auto(device, T, m * cfg.scale.batch)
     raw = pd.DataFrame(rows)
@@ -278,6 +277,7 @@ register()
 
 
 @hydra.main(config_path="conf/table1", config_name="table1", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

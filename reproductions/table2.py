@@ -24,15 +24,21 @@ import hydra
 import pandas as pd
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
-from tqdm import tqdm
+from omegaconf import DictConfig, OmegaConf
 
 import plrnn
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.bench.timing import reuse_freed_pages
 from plrnn.layers import set_backend
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common, require
+from plrnn.repro.config import (
+    Common,
+    ConfigError,
+    one_line_errors,
+    progress,
+    require,
+    require_backend,
+)
 from plrnn.repro.measure import interleaved
 from plrnn.repro.models import LSTM, build, inputs, step_fn
 
@@ -127,7 +133,7 @@ def summarize(raw: pd.DataFrame, backends: tuple[str, str]) -> pd.DataFrame:
     serial, parallel = backends
     med = raw.groupby(["pass", "architecture", "seq_len", "batch", "recurrence"])[
         "steps_per_s"].median()
-    paper = pd.read_csv(PAPER).set_index(["architecture", "seq_len"])["speedup"]
+    published = pd.read_csv(PAPER).set_index(["architecture", "seq_len"])
     out = []
     for (pass_, arch, T, b), _ in raw.groupby(["pass", "architecture", "seq_len", "batch"]):
         if arch == LSTM:
@@ -135,10 +141,13 @@ def summarize(raw: pd.DataFrame, backends: tuple[str, str]) -> pd.DataFrame:
         s = med[(pass_, arch, T, b, serial)]
         p = med[(pass_, arch, T, b, parallel)]
         lstm = med.get((pass_, LSTM, T, b, "-"), math.nan)
-        published = paper.get((arch, T), math.nan)
+        paper = published["speedup"].get((arch, T), math.nan)
+        # The paper's cell at this T had its own batch (b x T = 65,536); scale=small has a
+        # quarter of the steps, so its b is not the paper's.
+        paper_b = published["batch"].get((arch, T), math.nan)
         out.append({"pass": pass_, "architecture": arch, "T": T, "b": b,
                     "serial steps/s": s, "parallel steps/s": p, "speedup": p / s,
-                    "paper speedup": published, "ours / paper": p / s / published,
+                    "paper b": paper_b, "paper speedup": paper, "ours / paper": p / s / paper,
                     "LSTM steps/s": lstm, "parallel / LSTM": p / lstm})
     order = {a: i for i, a in enumerate(["SRU", "QRNN(2)", "QRNN(10)", "GILR-LSTM"])}
     df = pd.DataFrame(out)
@@ -155,6 +164,8 @@ def render(summary: pd.DataFrame) -> pd.DataFrame:
     for col in shown.columns:
         if col.endswith("steps/s"):
             shown[col] = shown[col].map(_fmt_rate)
+        elif col == "paper b":
+            shown[col] = shown[col].map(lambda v: f"{v:.0f}" if math.isfinite(v) else "n/a")
         elif col not in ("architecture", "T", "b"):
             shown[col] = shown[col].map(fmt_x)
     return shown
@@ -188,19 +199,26 @@ def check(cfg: DictConfig) -> None:
             "scale.rounds", "scale.min_run_time", "variant.input_size",
             "variant.qrnn_sru_hidden", "device.threads")
     require(cfg, "variant.passes", choices=("train", "forward"))
+    require(cfg, "variant.qrnn_taps", choices=("full", "authors"))
     if not s.architectures:
-        raise ValueError("scale.architectures must name at least one of SRU, QRNN(k), GILR-LSTM")
+        raise ConfigError("scale.architectures must name at least one of SRU, QRNN(k), GILR-LSTM")
     for arch in s.architectures:  # build's own error for a bad name, before any measuring
-        build(arch, 1, 1, 1, "reference", qrnn_taps=cfg.variant.qrnn_taps)
+        try:
+            build(arch, 1, 1, 1, "reference", qrnn_taps=cfg.variant.qrnn_taps)
+        except ValueError as err:
+            raise ConfigError(f"scale.architectures: {err}") from None
     if min(s.seq_lens) > s.steps:  # b = steps // T would be 0 in every cell
-        raise ValueError(f"scale.steps must be at least the shortest of scale.seq_lens, so that "
-                         f"a cell has b >= 1; got scale.steps={s.steps}, "
-                         f"scale.seq_lens={list(s.seq_lens)}")
+        raise ConfigError(f"scale.steps must be at least the shortest of scale.seq_lens, so that "
+                          f"a cell has b >= 1; got scale.steps={s.steps}, "
+                          f"scale.seq_lens={list(s.seq_lens)}")
 
 
 def run(cfg: DictConfig) -> Path:
     check(cfg)
     device = resolve_device(cfg.device)
+    for key in ("recurrence.serial", "recurrence.parallel"):
+        if OmegaConf.select(cfg, key) is not None:
+            require_backend(cfg, key, device)
     backends = (cfg.recurrence.serial or RECURRENCES[device.type][0],
                 cfg.recurrence.parallel or RECURRENCES[device.type][1])
     with warnings.catch_warnings():
@@ -214,7 +232,7 @@ def run(cfg: DictConfig) -> Path:
     started = time.perf_counter()
     cells = [(T, cfg.scale.steps // T) for T in cfg.scale.seq_lens if cfg.scale.steps // T >= 1]
     rows = []
-    for T, b in tqdm(cells, desc="table2", unit="cell", disable=not cfg.progress):
+    for T, b in progress(cells, cfg, desc="table2", unit="cell"):
         rows += measure_cell(cfg, device, T, b, backends)
     raw = pd.DataFrame(rows)
     summary = summarize(raw, backends)
@@ -227,7 +245,9 @@ def run(cfg: DictConfig) -> Path:
     notes = [
         f"speedup = throughput with `{backends[1]}` / with `{backends[0]}`, medians over "
         f"{cfg.scale.rounds} interleaved rounds; steps/s = b x T / time. `ours / paper` divides by "
-        "the paper's speedup, which is for the train step (paper text) on a ~2017 GPU.",
+        "the paper's speedup, which is for the train step (paper text) on a ~2017 GPU, at the "
+        "same T with the paper's batch `paper b` (b x T = 65,536), which differs from ours `b` "
+        f"wherever scale.steps ({cfg.scale.steps}) does.",
         f"Models: {cfg.scale.num_layers} layers, {cfg.scale.hidden} units (SRU/QRNN "
         f"{_hidden(cfg, 'SRU')}), input {cfg.variant.input_size}, QRNN taps "
         f"'{cfg.variant.qrnn_taps}', gate fusion (torch.compile) "
@@ -264,6 +284,7 @@ register()
 
 
 @hydra.main(config_path="conf/table2", config_name="table2", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -40,10 +40,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.artifacts import results_dir
-from plrnn.repro.config import Common, require
+from plrnn.repro.artifacts import file_tag, results_dir
+from plrnn.repro.config import (
+    Common,
+    ConfigError,
+    MissingInput,
+    one_line_errors,
+    require,
+    require_backend,
+)
 from plrnn.repro.tuning import SETTINGS, choose, setting_text, sweep_figure, sweep_table
-from plrnn.tasks import ModelConfig, RunConfig, TrainConfig, paper_config
+from plrnn.tasks import PAPER_LENGTHS, ModelConfig, RunConfig, TrainConfig, paper_config
 from plrnn.tasks import run as train_run
 
 HERE = Path(__file__).resolve().parent
@@ -138,7 +145,11 @@ def register() -> None:
 
 
 def runs_dir(cfg: DictConfig, device) -> Path:
-    return results_dir(cfg, device) / f"{cfg.runs}{cfg.tag}"
+    """results/<machine>/table3_runs<tag>/. A command that is one job of a multirun of this
+    script (-m) gets the tag of its files, so that each job keeps its own runs; a training job
+    (stage=run, launched by a multirun) is told its folder by `runs` and `tag`."""
+    tag = cfg.tag if cfg.stage == "run" else file_tag(cfg)
+    return results_dir(cfg, device) / f"{cfg.runs}{tag}"
 
 
 # --- one run ------------------------------------------------------------------------------------
@@ -170,7 +181,7 @@ def run_config(cfg: DictConfig, device, kind: str, T: int, seed: int, setting: d
 def load_records(folder: Path) -> pd.DataFrame:
     files = sorted(folder.glob("*.json"))
     if not files:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no run records in {folder}: run `python reproductions/table3.py` first (same "
             "device, results_dir and tag)")
     return pd.DataFrame([json.loads(p.read_text()) for p in files])
@@ -186,26 +197,22 @@ def kept_setting(cfg: DictConfig, device, kind: str) -> dict | None:
     kept = choose(sweep)
     row = kept[kept["model"] == NAMES[kind]]
     if row.empty:
-        raise ValueError(f"the sweep in {runs_dir(cfg, device)} has no run of {kind}")
+        raise MissingInput(f"the sweep in {runs_dir(cfg, device)} has no run of {kind}")
     return {k: row.iloc[0][k] for k in SETTINGS}
 
 
 def run_job(cfg: DictConfig, device) -> Path:
     """Trains the one configuration cfg.job names and writes its record and log."""
     j, s = cfg.job, cfg.scale
-    if j.model not in NAMES:
-        raise ValueError(f"job.model must be one of {sorted(NAMES)}, got {j.model!r}")
     if j.phase == "sweep":
         missing = [k for k in SETTINGS if j[k] is None]
         if missing:
-            raise ValueError(f"a sweep job needs job.{', job.'.join(missing)}")
+            raise ConfigError(f"a sweep job needs job.{', job.'.join(missing)}")
         T, caps, setting = s.sweep.seq_len, s.sweep, {k: j[k] for k in SETTINGS}
-    elif j.phase == "compare":
-        if j.seq_len is None:
-            raise ValueError("a compare job needs job.seq_len")
-        T, caps, setting = j.seq_len, s.compare, kept_setting(cfg, device, j.model)
     else:
-        raise ValueError(f"job.phase must be 'sweep' or 'compare', got {j.phase!r}")
+        if j.seq_len is None:
+            raise ConfigError("a compare job needs job.seq_len")
+        T, caps, setting = j.seq_len, s.compare, kept_setting(cfg, device, j.model)
     folder = runs_dir(cfg, device) / j.phase
     folder.mkdir(parents=True, exist_ok=True)
     rc = run_config(cfg, device, j.model, T, j.seed, setting, caps, folder / "pending.csv")
@@ -225,8 +232,12 @@ def run_job(cfg: DictConfig, device) -> Path:
         "max_steps": caps.max_steps, "max_wall_time_s": caps.max_wall_time_s,
         "threads": torch.get_num_threads(), "log": f"{j.phase}/{name}.csv",
     }
+    # The record marks the run as finished (figure2.py draws only logs that have one), so it
+    # appears whole or not at all.
     path = folder / f"{name}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(partial, path)
     return path
 
 
@@ -290,7 +301,7 @@ def train_all(cfg: DictConfig, device) -> None:
         "model": s.models, "seq_len": s.compare.seq_lens,
         "seed": [cfg.seed + i for i in range(s.compare.seeds)]}, staged)
     config = OmegaConf.load(staged / "config.yaml")
-    config.runs, config.tag = cfg.runs, cfg.tag  # as they will read after the swap
+    config.runs, config.tag = cfg.runs, file_tag(cfg)  # as they will read after the swap
     (staged / "config.yaml").write_text(OmegaConf.to_yaml(config))
     _swap_dirs(staged, final)
 
@@ -384,12 +395,25 @@ def render(summary: pd.DataFrame) -> pd.DataFrame:
                               summary["wall s lower bound"])],
         "median wall time (s)": [f"{m:.1f}" if math.isfinite(m) else f"> {lb:.0f}" for m, lb in
                                  zip(summary["wall s median"], summary["wall s lower bound"])],
-        "paper iterations (k)": summary["paper iterations (k)"].map(
-            lambda v: fmt_x(v, 2) if math.isfinite(v) else "-"),
-        "paper wall (h)": summary["paper wall (h)"].map(
-            lambda v: fmt_x(v, 3) if math.isfinite(v) else "-"),
+        "paper iterations (k)": [paper_text(T, m, "iterations_k") for T, m in
+                                 zip(summary["T"], summary["model"])],
+        "paper wall (h)": [paper_text(T, m, "wall_hours") for T, m in
+                           zip(summary["T"], summary["model"])],
     })
     return shown
+
+
+def paper_text(T: int, model: str, column: str) -> str:
+    """The paper's cell as printed: "mean ± sd" with its own digits, "not converged" where the
+    paper says so, "-" for a length it did not run."""
+    paper = pd.read_csv(PAPER, dtype=str, keep_default_na=False)
+    row = paper[(paper["seq_len"] == str(T)) & (paper["model"] == PAPER_NAMES[model])]
+    if row.empty:
+        return "-"
+    row = row.iloc[0]
+    if row["converged"].lower() != "true":
+        return "not converged"
+    return f"{row[column + '_mean']} ± {row[column + '_std']}"
 
 
 def figure(raw: pd.DataFrame):
@@ -449,6 +473,7 @@ def write_sweep(cfg: DictConfig, device, sweep: pd.DataFrame, elapsed_s: float) 
 def write_table(cfg: DictConfig, device, raw: pd.DataFrame, kept: pd.DataFrame | None,
                 elapsed_s: float) -> Path:
     s, c = cfg.scale, cfg.scale.compare
+    runs = runs_dir(cfg, device)
     summary = summarize(raw)
     ratio = speedups(summary)
     if kept is not None:
@@ -478,8 +503,11 @@ def write_table(cfg: DictConfig, device, raw: pd.DataFrame, kept: pd.DataFrame |
         "longer than any), since with three runs a single slow one sets the mean. The paper "
         "reports thousands of iterations and hours on a ~2017 GPU (the LSTM is cuDNN there, "
         "torch.nn.LSTM here).",
-        f"- The runs were made by `stage=all` with the config in `{runs_dir(cfg, device).name}/"
-        "config.yaml`; `stage=summary` rebuilds these tables and Figure 2 from them.",
+        (f"- The runs were made by `stage=all` with the config in `{runs.name}/config.yaml`"
+         if (runs / "config.yaml").is_file() else
+         f"- The runs in `{runs.name}/` were made by `stage=run` jobs (each job's config is in "
+         "its Hydra output folder)")
+        + "; `stage=summary` rebuilds these tables and Figure 2 from them.",
         f"- GILR-LSTM recurrence backend '{cfg.backend}'. Learning curves: "
         "[Figure 2](figure2.md).",
     ]
@@ -504,7 +532,7 @@ def draw_figure2(cfg: DictConfig) -> Path:
         OmegaConf.structured(figure2.Figure2Config),
         {"scale": OmegaConf.load(HERE / "conf" / "figure2" / "scale" /
                                  f"{cfg.scale.figure2_scale}.yaml"),
-         "device": cfg.device, "results_dir": cfg.results_dir, "tag": cfg.tag,
+         "device": cfg.device, "results_dir": cfg.results_dir, "tag": file_tag(cfg),
          "progress": cfg.progress})
     return figure2.run(f2)
 
@@ -536,17 +564,27 @@ def check(cfg: DictConfig) -> None:
     require(cfg, "scale.models", choices=tuple(NAMES))
     require(cfg, "scale.figure2_scale", choices=sorted(
         p.stem for p in (HERE / "conf" / "figure2" / "scale").glob("*.yaml")))
+    require(cfg, "stage", choices=("all", "summary", "run"))
+    require(cfg, "job.phase", choices=("sweep", "compare"))
+    require(cfg, "job.model", choices=tuple(NAMES))
+    # float16 too is refused by plrnn.tasks (Adam's eps is 0 in float16).
+    require(cfg, "dtype", choices=("float32", "float64", "bfloat16"))
+    if cfg.scale.paper_settings:  # plrnn.tasks.paper_config knows the paper's lengths only
+        lengths = [*cfg.scale.compare.seq_lens, *([cfg.job.seq_len] if cfg.job.seq_len else [])]
+        if not set(lengths) <= set(PAPER_LENGTHS):
+            raise ConfigError(f"scale.compare.seq_lens must be among the paper's lengths "
+                              f"{PAPER_LENGTHS} with scale.paper_settings=true; got {lengths}")
 
 
 def run(cfg: DictConfig) -> Path:
     """stage=all: sweep, compare, summary; stage=summary: the last; stage=run: one job."""
     check(cfg)
     device = resolve_device(cfg.device)
+    if cfg.stage != "summary":
+        require_backend(cfg, "backend", device)
     started = time.perf_counter()
     if cfg.stage == "run":
         return run_job(cfg, device)
-    if cfg.stage not in ("all", "summary"):
-        raise ValueError(f"stage must be 'all', 'summary' or 'run', got {cfg.stage!r}")
     if cfg.stage == "all":
         train_all(cfg, device)
     return summarize_runs(cfg, device, started)
@@ -556,6 +594,7 @@ register()
 
 
 @hydra.main(config_path="conf/table3", config_name="table3", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -21,13 +21,19 @@ import pandas as pd
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 import plrnn
 from plrnn.bench.tables import fmt_x, markdown_table
 from plrnn.bench.timing import reuse_freed_pages
 from plrnn.repro import Artifact, register_common, resolve_device, write_artifact
-from plrnn.repro.config import Common, require
+from plrnn.repro.config import (
+    Common,
+    ConfigError,
+    one_line_errors,
+    progress,
+    require,
+    require_backend,
+)
 from plrnn.repro.measure import interleaved
 from plrnn.repro.models import LSTM, build, inputs, step_fn
 
@@ -75,7 +81,7 @@ def measure(cfg: DictConfig, device) -> pd.DataFrame:
     cells = [(GILR_LSTM, T, b) for b in s.batches for T in s.seq_lens if b * T <= s.max_steps]
     cells += [(LSTM, s.lstm_seq_len, b) for b in s.batches]
     rows = []
-    for arch, T, b in tqdm(cells, desc="heatmap", unit="cell", disable=not cfg.progress):
+    for arch, T, b in progress(cells, cfg, desc="heatmap", unit="cell"):
         for i, sec in enumerate(_time(cfg, device, arch, T, b)):
             rows.append({"model": arch, "seq_len": T, "batch": b, "round": i, "seconds": sec,
                          "kilo_steps_per_s": T * b / sec / 1e3})
@@ -154,13 +160,14 @@ def check(cfg: DictConfig) -> None:
             "scale.min_run_time", "device.threads")
     require(cfg, "step", choices=("forward", "train"))
     if min(s.batches) * min(s.seq_lens) > s.max_steps:  # the GILR-LSTM grid would be empty
-        raise ValueError(f"scale.max_steps must be at least the smallest batch x T, "
-                         f"{min(s.batches) * min(s.seq_lens)}; got {s.max_steps}")
+        raise ConfigError(f"scale.max_steps must be at least the smallest batch x T, "
+                          f"{min(s.batches) * min(s.seq_lens)}; got {s.max_steps}")
 
 
 def run(cfg: DictConfig) -> Path:
     check(cfg)
     device = resolve_device(cfg.device)
+    require_backend(cfg, "backend", device)
     started = time.perf_counter()
     allocator = reuse_freed_pages() if device.type == "cpu" else "torch CUDA caching allocator"
     with warnings.catch_warnings():
@@ -202,6 +209,7 @@ register()
 
 @hydra.main(config_path="conf/throughput_heatmap", config_name="throughput_heatmap",
             version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

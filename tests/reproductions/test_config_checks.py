@@ -54,6 +54,23 @@ CASES = [
     ("figure1", ["scale.hidden=0"], "scale.hidden"),
     ("figure2", ["scale.grid_points=1"], "scale.grid_points must be an integer >= 2"),
     ("figure2", ["scale.smoothing=[0]"], "scale.smoothing"),
+    # Backends, choices and lengths that used to fail inside torch, a layer or every job
+    # (KeyError, RuntimeError, a traceback per training run, a failed torchrun launch).
+    ("table2", ["recurrence.serial=bogus"],
+     "recurrence.serial must be one of 'auto', .*'cpu_serial'.*; got 'bogus'"),
+    ("table2", ["recurrence.parallel=cuda_parallel"],
+     "recurrence.parallel=cuda_parallel does not run on cpu"),
+    ("table2", ["variant.qrnn_taps=bogus"], "variant.qrnn_taps must be one of 'full', 'authors'"),
+    ("throughput_heatmap", ["backend=bogus"], "backend must be one of 'auto', .*; got 'bogus'"),
+    ("throughput_heatmap", ["backend=cuda_serial"], "backend=cuda_serial does not run on cpu"),
+    ("table3", ["backend=bogus"], "backend must be one of 'auto', .*; got 'bogus'"),
+    ("table3", ["dtype=float99"], "dtype must be one of 'float32', 'float64', 'bfloat16'"),
+    ("table3", ["scale.paper_settings=true"], r"scale.compare.seq_lens must be among the paper's"),
+    ("context_parallel", ["backend=bogus", "ranks=[1]"], "backend must be one of 'auto'"),
+    ("context_parallel", ["launcher=bogus", "ranks=[1]"],
+     "launcher must be one of 'torchrun', 'env'; got 'bogus'"),
+    ("figure1", ["scale.surrogate=bogus"], "scale.surrogate must be one of 'previous_step'"),
+    ("figure1", ["scale.paper_settings=true"], r"scale.seq_len must be one of the paper's lengths"),
 ]
 
 

@@ -224,3 +224,69 @@ def test_an_interrupted_run_keeps_the_previous_logs(tmp_path):
     load_script("table3")._swap_dirs(staged, final)
     assert [p.name for p in final.iterdir()] == ["new.csv"]
     assert not staged.exists() and not (tmp_path / "table3_runs.old").exists()
+
+
+def _copy_runs(smoke_results, tmp_path):
+    """The smoke comparison's runs under a results folder of their own."""
+    import shutil
+
+    _, md = smoke_results
+    machine = tmp_path / md.parent.name
+    shutil.copytree(md.parent / "table3_runs", machine / "table3_runs")
+    return machine / "table3_runs"
+
+
+def test_figure2_leaves_out_a_run_that_was_stopped(smoke_results, tmp_path):
+    """A run cut off (Ctrl-C, a killed cluster job) leaves its log without a record: drawn, it
+    looked like a run that had ended there."""
+    runs = _copy_runs(smoke_results, tmp_path)
+    finished = sorted((runs / "compare").glob("*.json"))
+    log = pd.read_csv(sorted((runs / "compare").glob("*.csv"))[0])
+    log.assign(T=99).to_csv(runs / "compare" / "gilr_lstm_T99_seed7.csv", index=False)
+    cfg = compose_config("figure2", [*SMOKE, f"results_dir={tmp_path}"])
+    out = load_script("figure2").run(cfg)
+    assert set(pd.read_csv(out.with_suffix(".csv"))["T"]) == {8}
+    assert f"({len(finished)} runs, written by" in out.read_text()
+
+
+def test_figure2_names_no_sweep_where_none_ran(smoke_results, tmp_path):
+    import shutil
+
+    runs = _copy_runs(smoke_results, tmp_path)
+    cfg = compose_config("figure2", [*SMOKE, f"results_dir={tmp_path}"])
+    assert "sweep kept" in load_script("figure2").run(cfg).read_text()
+    shutil.rmtree(runs / "sweep")
+    text = load_script("figure2").run(cfg).read_text()
+    assert "sweep kept" not in text and "no sweep" in text
+
+
+def test_jobs_run_apart_then_summarized(tmp_path):
+    """The cluster route of docs/reproductions.md: `stage=run` jobs, then `stage=summary`; no
+    config.yaml is written that way, and the table must not point to one."""
+    table3 = load_script("table3")
+    common = [*SMOKE, f"results_dir={tmp_path}", "scale.tune=false", "job.phase=compare",
+              "job.seq_len=8"]
+    for model in ("gilr_lstm", "lstm"):
+        table3.run(compose_config("table3", [*common, "stage=run", f"job.model={model}"]))
+    md = table3.run(compose_config("table3", [*SMOKE, f"results_dir={tmp_path}",
+                                              "scale.tune=false", "stage=summary"]))
+    assert set(pd.read_csv(md.with_suffix(".csv"))["model"]) == {"GILR-LSTM", "LSTM"}
+    text = md.read_text()
+    assert "config.yaml" not in text and "made by `stage=run` jobs" in text
+    assert not list(md.parent.rglob(".*.tmp"))  # the records were moved into place whole
+
+
+def test_the_papers_cells_read_as_published():
+    """Mean ± sd with the paper's own digits, and its LSTM at 1M steps as not converged (a bare
+    "-" read as "not run")."""
+    table3 = load_script("table3")
+    raw = pd.DataFrame([{"seq_len": T, "model": m, "seed": 0, "converged": False,
+                         "iterations": 10, "wall_time_s": 1.0}
+                        for T in (1024, 1048576, 256) for m in ("GILR-LSTM", "LSTM")])
+    shown = table3.render(table3.summarize(raw)).set_index(["T", "model"])
+    assert shown.loc[("1024", "GILR-LSTM"), "paper iterations (k)"] == "0.55 ± 0.04"
+    assert shown.loc[("1024", "GILR-LSTM"), "paper wall (h)"] == "0.031 ± 0.002"
+    assert shown.loc[("1024", "LSTM"), "paper iterations (k)"] == "1.0 ± 0.4"
+    assert shown.loc[("1048576", "GILR-LSTM"), "paper wall (h)"] == "9.7 ± 1.7"
+    assert shown.loc[("1048576", "LSTM"), "paper wall (h)"] == "not converged"
+    assert shown.loc[("256", "LSTM"), "paper wall (h)"] == "-"  # a length the paper did not run

@@ -5,10 +5,11 @@ The scripts themselves live in reproductions/ (one per table or figure, run as
 """
 
 from .artifacts import Artifact, results_dir, write_artifact
-from .config import DeviceConfig, register_common, resolve_device
+from .config import ConfigError, DeviceConfig, register_common, resolve_device
 
 __all__ = [
     "Artifact",
+    "ConfigError",
     "DeviceConfig",
     "register_common",
     "resolve_device",

@@ -39,7 +39,9 @@ def _hydra():
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def _tag(cfg: DictConfig) -> str:
+def file_tag(cfg: DictConfig) -> str:
+    """What follows the name in this run's file names: cfg.tag, or in a job of a multirun (-m)
+    its overrides ("-seed=1"), so that the jobs of one sweep do not overwrite each other."""
     if cfg.tag:
         return cfg.tag
     hc = _hydra()
@@ -127,11 +129,22 @@ def _png_bytes(figure) -> bytes:
     return buf.getvalue()
 
 
+def _close(figure) -> None:
+    """Frees a written figure: pyplot keeps every figure until closed, so the jobs of a multirun
+    in one process (the basic launcher) would pile them up."""
+    from matplotlib.figure import Figure
+
+    if isinstance(figure, Figure):
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
 def write_artifact(artifact: Artifact, cfg: DictConfig, device, elapsed_s: float) -> Path:
     """Writes the artifact's files under results/<machine>/ and returns the .md path."""
     out = results_dir(cfg, device)
     out.mkdir(parents=True, exist_ok=True)
-    stem = artifact.name + _tag(cfg)
+    stem = artifact.name + file_tag(cfg)
     info = machine_info()
     meta = {
         "name": artifact.name,
@@ -156,5 +169,6 @@ def write_artifact(artifact: Artifact, cfg: DictConfig, device, elapsed_s: float
     if artifact.figure is not None:
         files[out / f"{stem}.png"] = _png_bytes(artifact.figure)
     _atomic_texts(files)
+    _close(artifact.figure)
     print(f"wrote {out / stem}.{{{','.join(p.suffix[1:] for p in files)}}}")
     return out / f"{stem}.md"

@@ -1,0 +1,99 @@
+"""What the scripts show on the command line: a refused value as one line, no progress bar where
+the output is not a terminal, and the jobs of a multirun kept apart."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.types import RunMode
+
+from plrnn.repro import artifacts
+
+from .helpers import REPRO, compose_config, load_script
+
+SMOKE = ["scale=smoke", "device=cpu", "progress=false"]
+
+# (script, overrides, the one line on stderr after "<script>.py: error: ")
+ONE_LINE = [
+    ("table1", ["scale.rounds=-1"], "scale.rounds must be a positive integer; got -1"),
+    ("table2", ["recurrence.serial=bogus"], "recurrence.serial must be one of 'auto', "),
+    ("table3", ["backend=bogus"], "backend must be one of 'auto', "),
+    ("figure2", [], "no table3 logs in "),
+]
+if not torch.cuda.is_available():
+    ONE_LINE.append(("figure1", ["device=cuda"], "device=cuda was requested but torch sees no"))
+
+
+@pytest.mark.parametrize(("script", "overrides", "message"), ONE_LINE,
+                         ids=lambda v: ",".join(v) if isinstance(v, list) else None)
+def test_a_refused_value_is_one_line_on_stderr(script, overrides, message, tmp_path):
+    cmd = [sys.executable, str(REPRO / f"{script}.py"), "scale=smoke", *overrides,
+           "progress=false", f"results_dir={tmp_path / 'results'}",
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}.py: error: {message}"), lines
+    assert not (tmp_path / "results").exists()  # nothing launched, nothing written
+
+
+def test_no_progress_bar_where_stderr_is_not_a_terminal(tmp_path, capsys):
+    cfg = compose_config("table1", ["scale=smoke", "device=cpu", f"results_dir={tmp_path}"])
+    assert cfg.progress  # the default: a bar on a terminal
+    load_script("table1").run(cfg)
+    assert "table1:" not in capsys.readouterr().err  # no bar redrawn into a log or a pipe
+
+
+def test_the_bar_shows_on_a_terminal_unless_turned_off(monkeypatch):
+    from plrnn.repro.config import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for enabled, shown in ((True, True), (False, False)):
+        err = Terminal()
+        monkeypatch.setattr(sys, "stderr", err)
+        assert list(progress(range(3), SimpleNamespace(progress=enabled), desc="bar")) == [0, 1, 2]
+        assert ("bar:" in err.getvalue()) is shown
+
+
+def test_each_job_of_a_table3_multirun_keeps_its_own_runs(tmp_path, monkeypatch):
+    """Two jobs of `table3.py -m ...` shared results/<machine>/table3_runs/: the second replaced
+    the first's runs (and with the joblib launcher removed its staging folder mid-run)."""
+    job = SimpleNamespace(mode=RunMode.MULTIRUN, job=SimpleNamespace(override_dirname="seed=1"),
+                          overrides=SimpleNamespace(task=["seed=1"]))
+    monkeypatch.setattr(artifacts, "_hydra", lambda: job)
+    cfg = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}", "seed=1",
+                                    "scale.tune=false", "scale.models=[gilr_lstm]",
+                                    "scale.compare.seeds=1"])
+    md = load_script("table3").run(cfg)
+    out = md.parent
+    assert md.name == "table3-seed=1.md"
+    assert not (out / "table3_runs").exists()
+    runs = out / "table3_runs-seed=1"
+    assert [p.name for p in (runs / "compare").glob("*.json")] == [
+        "gilr_lstm_T8_h64_lr0.001_fbNone_seed1.json"]
+    assert json.loads((out / "table3-seed=1.json").read_text())["runs"] == runs.name
+    assert json.loads((out / "figure2-seed=1.json").read_text())["logs"] == f"{runs.name}/compare"
+    assert "tag: -seed=1" in (runs / "config.yaml").read_text()  # stage=summary finds them again
+
+
+def test_a_sweep_runs_its_other_jobs_past_a_refused_one(tmp_path):
+    """In a multirun the refused job prints its line and fails as any failed job does: Hydra
+    still runs the rest of the sweep and ends with a non-zero status."""
+    cmd = [sys.executable, str(REPRO / "table1.py"), "-m", *SMOKE, "scale.seq_lens=[16]",
+           "scale.rounds=-1,1", f"results_dir={tmp_path / 'results'}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "table1.py: error: scale.rounds must be a positive integer; got -1" in done.stderr
+    written = [p.name for p in (tmp_path / "results").glob("*/*.csv")]
+    assert len(written) == 1 and "scale.rounds=1" in written[0], written
