@@ -24,7 +24,7 @@ class LinearRecurrence(AsvDefaults):
     param_names = list(grid.KERNEL_PARAM_NAMES)
 
     def setup(self, seq_len, batch, hidden, backend, pass_):
-        self.case = kernel_case(seq_len, batch, hidden, backend, pass_)
+        self.prepare(kernel_case, seq_len, batch, hidden, backend, pass_)
 
     def time_linear_recurrence(self, seq_len, batch, hidden, backend, pass_):
         self.case.run()
@@ -35,7 +35,7 @@ class LinearRecurrenceMemory(AsvDefaults):
     param_names = list(grid.KERNEL_PARAM_NAMES)
 
     def setup(self, seq_len, batch, hidden, backend, pass_):
-        self.case = kernel_case(seq_len, batch, hidden, backend, pass_, kernel_grid=GRID.memory)
+        self.prepare(kernel_case, seq_len, batch, hidden, backend, pass_, kernel_grid=GRID.memory)
 
     def peakmem_linear_recurrence(self, seq_len, batch, hidden, backend, pass_):
         self.case.run()
@@ -49,7 +49,7 @@ class LinearRecurrenceCUDA(AsvDefaults):
 
     def setup(self, seq_len, batch, hidden, backend, pass_):
         require_cuda_grid()
-        self.case = kernel_case(seq_len, batch, hidden, backend, pass_, kernel_grid=GRID.memory)
+        self.prepare(kernel_case, seq_len, batch, hidden, backend, pass_, kernel_grid=GRID.memory)
 
     def track_cuda_event_time(self, seq_len, batch, hidden, backend, pass_):
         return self.case.cuda_event_seconds()
@@ -69,7 +69,7 @@ class Copy(AsvDefaults):
     param_names = list(grid.COPY_PARAM_NAMES)
 
     def setup(self, numel):
-        self.case = copy_case(numel)
+        self.prepare(copy_case, numel)
 
     def time_copy(self, numel):
         self.case.run()

@@ -20,7 +20,7 @@ class Layers(AsvDefaults):
     param_names = list(grid.LAYER_PARAM_NAMES)
 
     def setup(self, layer, recurrence, seq_len, batch, pass_):
-        self.case = layer_case(layer, recurrence, seq_len, batch, pass_)
+        self.prepare(layer_case, layer, recurrence, seq_len, batch, pass_)
 
     def time_layer(self, layer, recurrence, seq_len, batch, pass_):
         self.case.run()
@@ -31,7 +31,7 @@ class LSTM(AsvDefaults):
     param_names = list(grid.LSTM_PARAM_NAMES)
 
     def setup(self, seq_len, batch, pass_):
-        self.case = lstm_case(seq_len, batch, pass_)
+        self.prepare(lstm_case, seq_len, batch, pass_)
 
     def time_lstm(self, seq_len, batch, pass_):
         self.case.run()
@@ -43,7 +43,7 @@ class LayersCUDA(AsvDefaults):
 
     def setup(self, layer, recurrence, seq_len, batch, pass_):
         require_cuda_grid()
-        self.case = layer_case(layer, recurrence, seq_len, batch, pass_)
+        self.prepare(layer_case, layer, recurrence, seq_len, batch, pass_)
 
     def track_cuda_event_time(self, layer, recurrence, seq_len, batch, pass_):
         return self.case.cuda_event_seconds()

@@ -35,7 +35,7 @@ class PackedBatch(AsvDefaults):
     def setup(self, layout, backend, pass_):
         if layout == "padded_associative_scan" and backend != CPU_KERNELS[0]:
             raise NotImplementedError("associative_scan has no backend; timed once")
-        self.case = packed_case(layout, backend, pass_)
+        self.prepare(packed_case, layout, backend, pass_)
 
     def time_packed_batch(self, layout, backend, pass_):
         self.case.run()
@@ -46,7 +46,7 @@ class TimeInvariantDecays(AsvDefaults):
     param_names = ["decays", "backend", "pass_"]
 
     def setup(self, decays, backend, pass_):
-        self.case = broadcast_case(decays, backend, pass_)
+        self.prepare(broadcast_case, decays, backend, pass_)
 
     def time_time_invariant_decays(self, decays, backend, pass_):
         self.case.run()
@@ -57,7 +57,7 @@ class BatchSharedDecays(AsvDefaults):
     param_names = ["decays", "backend", "pass_"]
 
     def setup(self, decays, backend, pass_):
-        self.case = batch_shared_case(decays, backend, pass_)
+        self.prepare(batch_shared_case, decays, backend, pass_)
 
     def time_batch_shared_decays(self, decays, backend, pass_):
         self.case.run()
@@ -68,7 +68,7 @@ class ComplexRecurrence(AsvDefaults):
     param_names = ["method", "pass_"]
 
     def setup(self, method, pass_):
-        self.case = complex_case(method, pass_)
+        self.prepare(complex_case, method, pass_)
 
     def time_complex_recurrence(self, method, pass_):
         self.case.run()
@@ -79,7 +79,7 @@ class StorageDtype(AsvDefaults):
     param_names = ["dtype", "method", "pass_"]
 
     def setup(self, dtype, method, pass_):
-        self.case = storage_case(dtype, method, pass_)
+        self.prepare(storage_case, dtype, method, pass_)
 
     def time_storage_dtype(self, dtype, method, pass_):
         self.case.run()
@@ -91,7 +91,7 @@ class DecayDistribution(AsvDefaults):
     param_names = ["decays", "shape", "backend", "pass_"]
 
     def setup(self, distribution, shape, backend, pass_):
-        self.case = decay_distribution_case(distribution, shape, backend, pass_)
+        self.prepare(decay_distribution_case, distribution, shape, backend, pass_)
 
     def time_decay_distribution(self, distribution, shape, backend, pass_):
         self.case.run()

@@ -9,7 +9,7 @@ class TrainStep(AsvDefaults):
     param_names = list(grid.TRAIN_PARAM_NAMES)
 
     def setup(self, model, seq_len, batch):
-        self.case = train_case(model, seq_len, batch)
+        self.prepare(train_case, model, seq_len, batch)
 
     def time_train_step(self, model, seq_len, batch):
         self.case.run()

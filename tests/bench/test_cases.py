@@ -229,3 +229,35 @@ def test_every_asv_method_reaches_the_report(module):
         for m in dir(cls):
             if m.startswith(("time_", "peakmem_", "track_")):
                 assert m in _ASV_METRICS, f"{cls.__name__}.{m}"
+
+
+def test_setup_builds_its_case_once_and_sizes_the_samples(monkeypatch):
+    # asv_runner 0.3.2 runs setup before every timed call (asv#966): rebuilding the case there
+    # timed one cold call after the build instead of a user's warm loop.
+    kernels = benchmarks_module("kernels")
+    monkeypatch.setattr(S, "_built", {})
+    builds = []
+
+    def copy_case(numel):
+        builds.append(numel)
+        return S.copy_case(numel, device="cpu")
+
+    monkeypatch.setattr(kernels, "copy_case", copy_case)
+    bench = kernels.Copy()
+    bench.setup(4096)
+    first = bench.case
+    for _ in range(3):
+        bench.setup(4096)
+    assert builds == [4096] and bench.case is first
+    assert bench.number >= 10  # microseconds a call: many calls in a 50 ms sample
+    bench.setup(8192)
+    assert builds == [4096, 8192] and bench.case is not first
+
+
+def test_untimed_benchmarks_take_one_call(monkeypatch):
+    kernels = benchmarks_module("kernels")
+    monkeypatch.setattr(S, "_built", {})
+    bench = kernels.LinearRecurrenceMemory()
+    monkeypatch.setattr(kernels, "kernel_case", lambda *a, **k: S.copy_case(64, device="cpu"))
+    bench.setup(16, 1, 4, "cpu_serial", grid.FORWARD)
+    assert bench.number == 1
