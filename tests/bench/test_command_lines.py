@@ -24,9 +24,20 @@ def test_machine_refuses_a_missing_gpu(capsys):
     assert exit_.value.code == 2 and "no CUDA device" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon", "inf", "1e999"])
 def test_layer_fusion_refuses_a_min_run_time_that_is_not_positive(value, capsys):
     with pytest.raises(SystemExit) as exit_:
         layer_fusion.main(["--min-run-time", value])
     assert exit_.value.code == 2
-    assert f"expected a positive number, got {value!r}" in capsys.readouterr().err
+    assert f"expected a positive finite number, got {value!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["inf", "1e999"])
+def test_recurrence_refuses_an_infinite_min_run_time(value, capsys):
+    # An infinite --min-run-time would time its first measurement forever.
+    from plrnn.bench.recurrence.cli import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--min-run-time", value])
+    assert exit_.value.code == 2
+    assert f"expected a positive finite number, got {value!r}" in capsys.readouterr().err

@@ -709,8 +709,8 @@ def test_faults_per_call_counts_the_pages_a_fresh_mapping_writes():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--min-run-time", "-1"], "--min-run-time: expected a positive number, got '-1'"),
-    (["--min-run-time", "0"], "--min-run-time: expected a positive number, got '0'"),
+    (["--min-run-time", "-1"], "--min-run-time: expected a positive finite number, got '-1'"),
+    (["--min-run-time", "0"], "--min-run-time: expected a positive finite number, got '0'"),
     (["--out", __file__], "--out must be a directory"),
 ])
 def test_bad_arguments_are_refused_before_any_measuring(argv, message, capsys):

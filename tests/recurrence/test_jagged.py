@@ -173,3 +173,39 @@ def test_under_torch_compile():
     compiled = torch.compile(lambda a, x: plrnn.linear_recurrence(a, x) * 2)
     got = compiled(a, x)
     torch.testing.assert_close(got.values(), 2 * plrnn.linear_recurrence(a, x).values())
+
+
+def test_refused_under_torch_func_transforms():
+    # torch.func wraps a jagged tensor in one that reports layout torch.strided and shape
+    # (B, j, *): it used to run as a dense (T=B) recurrence, or fail deep in torch.
+    gen = torch.Generator().manual_seed(6)
+    a, x = _nested(_pieces(gen, decays=True)), _nested(_pieces(gen))
+    offsets = x.offsets()
+
+    def both_inside(va, vx):
+        return plrnn.linear_recurrence(torch.nested.nested_tensor_from_jagged(va, offsets),
+                                       torch.nested.nested_tensor_from_jagged(vx, offsets)
+                                       ).values().sum()
+
+    def decays_inside(va):
+        return plrnn.linear_recurrence(torch.nested.nested_tensor_from_jagged(va, offsets),
+                                       x).values().sum()
+
+    def dense_decays(d):
+        return plrnn.linear_recurrence(d, x).values().sum()
+
+    for call in (lambda: torch.func.grad(both_inside)(a.values(), x.values()),
+                 lambda: torch.func.grad(decays_inside)(a.values()),
+                 lambda: torch.func.grad(dense_decays)(torch.rand(C, dtype=torch.float64))):
+        with pytest.raises(RuntimeError, match="jagged nested tensors cannot be used under "
+                                               "torch.func"):
+            call()
+
+
+def test_meta_offsets_and_devices_refused_with_a_message():
+    gen = torch.Generator().manual_seed(7)
+    a, x = _nested(_pieces(gen, decays=True)), _nested(_pieces(gen))
+    with pytest.raises(ValueError, match="offsets on the meta device"):
+        plrnn.linear_recurrence(a.to("meta"), x.to("meta"))
+    with pytest.raises(ValueError, match="same device; got decays on meta"):
+        plrnn.linear_recurrence(a.to("meta"), x)

@@ -21,6 +21,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not value > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    # NaN fails the comparison; infinity ("inf", "1e999") passes it but is no duration: a
+    # --min-run-time of inf would time one measurement forever.
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return value

@@ -90,6 +90,8 @@ def linear_recurrence(
                           cu_seqlens=cu_seqlens, reverse=reverse, backend=backend, out=out,
                           return_final_state=return_final_state)
     transformed = transforms.active()
+    if transformed and (jagged.wrapped(decays) or jagged.wrapped(impulses)):
+        raise RuntimeError(jagged.TRANSFORMS_MESSAGE)
     if out is not None:
         if transformed:  # before check_out, which reads addresses that batched tensors lack
             raise RuntimeError(

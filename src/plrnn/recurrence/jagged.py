@@ -8,7 +8,24 @@ from __future__ import annotations
 
 import torch
 
+from . import transforms
 from .validation import broadcasts_to, type_name
+
+TRANSFORMS_MESSAGE = (
+    "linear_recurrence(): jagged nested tensors cannot be used under torch.func transforms or "
+    "forward-mode AD (torch has no rules for them there: their values() has no backward "
+    "under torch.func.grad); pass their packed values and offsets instead, "
+    "linear_recurrence(a.values(), x.values(), cu_seqlens=x.offsets())"
+)
+
+
+def wrapped(t) -> bool:
+    """Whether `t` is a jagged nested tensor inside torch.func wrappers, which report
+    layout torch.strided and would otherwise pass for a dense (B, j, *) tensor."""
+    unwrap = torch._C._functorch
+    while unwrap.is_functorch_wrapped_tensor(t):
+        t = unwrap.get_unwrapped(t)
+    return t.is_nested
 
 
 def _values(name: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +49,8 @@ def run(op, decays, impulses, initial_state, *, cu_seqlens, reverse, backend, ou
         return_final_state):
     """op (linear_recurrence) on the packed values of jagged `impulses` (B, j, *), with decays
     jagged alike or dense and time-invariant (*), and initial_state (B, *) or None."""
+    if transforms.active():
+        raise RuntimeError(TRANSFORMS_MESSAGE)
     if not (isinstance(impulses, torch.Tensor) and impulses.layout is torch.jagged):
         got = f"layout {impulses.layout}" if isinstance(impulses, torch.Tensor) \
             else type_name(impulses)
@@ -46,8 +65,24 @@ def run(op, decays, impulses, initial_state, *, cu_seqlens, reverse, backend, ou
     if out is not None:
         raise ValueError("out= takes dense tensors; with jagged nested inputs pass out=None")
     x, offsets = _values("impulses", impulses)
+    if offsets.is_meta:
+        raise ValueError(
+            "impulses: a jagged nested tensor with offsets on the meta device has no sequence "
+            "lengths to read; build it with nested_tensor_from_jagged(values, offsets) and "
+            "offsets on the CPU (or CUDA)"
+        )
     if decays.layout is torch.jagged:
         a, decay_offsets = _values("decays", decays)
+        if a.device != x.device:
+            raise ValueError(
+                f"decays and impulses must be on the same device; got decays on {a.device} "
+                f"and impulses on {x.device}"
+            )
+        if decay_offsets.is_meta:
+            raise ValueError(
+                "decays: a jagged nested tensor with offsets on the meta device has no sequence "
+                "lengths to compare with the impulses'"
+            )
         if decay_offsets is not offsets and not (
             decay_offsets.shape == offsets.shape
             and torch.equal(decay_offsets.to(offsets.device), offsets)
