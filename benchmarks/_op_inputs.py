@@ -26,7 +26,7 @@ from ._support import (
     _combine,
     _generator,
     _torch_on,
-    _truth64,
+    oracle,
 )
 
 decays = _checkout_module("decays")
@@ -107,22 +107,6 @@ def _sum_to(grad, shape):
     return grad.sum(axis=axes).reshape(shape) if axes else grad
 
 
-def recurrence_grads64(a, x, g, pieces=None):
-    """(d decays, d impulses) of sum(real(conj(g) * h)) for h[t] = a[t] h[t-1] + x[t], restarted
-    at each (lo, hi) of `pieces`, on float64 (complex128) arrays with a expanded to x's shape:
-    G[t] = g[t] + conj(a[t+1]) G[t+1], d impulses = G, d decays[t] = conj(h[t-1]) G[t]."""
-    da, dx = np.zeros_like(x), np.zeros_like(x)
-    for lo, hi in pieces or [(0, x.shape[0])]:
-        if hi == lo:
-            continue
-        a_next = np.concatenate([a[lo + 1:hi], np.zeros_like(a[:1])]).conj()
-        G = _truth64(a_next[::-1], g[lo:hi][::-1])[::-1]
-        h = _truth64(a[lo:hi], x[lo:hi])
-        dx[lo:hi] = G
-        da[lo + 1:hi] = h[:-1].conj() * G[1:]
-    return da, dx
-
-
 def _check_grads(got, want, label, rtol, atol):
     for name, g, w in zip(("decays", "impulses"), got, want):
         # Scaled to the largest gradient: a decay's gradient sums over the steps it reaches.
@@ -142,7 +126,8 @@ def _timed(torch, fn, inputs, pass_, gen, label, info, grads64=None, tol=(1e-4, 
         return Case(lambda: fn(*inputs), "cpu", label, inputs, info)
     a, x = inputs
     up = torch.randn(fn(a, x).shape, generator=gen, dtype=x.dtype)
-    da, dx = (grads64 or recurrence_grads64)(_cols(a.expand(x.shape)), _cols(x), _cols(up))
+    oracle_grads = grads64 or oracle.recurrence_grads64
+    da, dx = oracle_grads(_cols(a.expand(x.shape)), _cols(x), _cols(up))
     want = (_sum_to(da, a[..., :CHECK_CHANNELS].shape), dx)
     a.requires_grad_()
     x.requires_grad_()
@@ -179,7 +164,7 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
             "max_length": max(lengths), "channels": C}
     label = f"packed {layout} {backend} {pass_}"
     pieces = list(zip(cu[:-1].tolist(), cu[1:].tolist()))
-    want = np.concatenate([_truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
+    want = np.concatenate([oracle.truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
                                     x[lo:hi, :CHECK_CHANNELS].double().numpy())
                            for lo, hi in pieces])
     if layout == "packed":
@@ -187,7 +172,7 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, cu_seqlens=cu, backend=backend)  # noqa: E731
         _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label)
         return _timed(torch, fn, (a, x), pass_, gen, label, info,
-                      grads64=lambda *arrays: recurrence_grads64(*arrays, pieces))
+                      grads64=lambda *arrays: oracle.recurrence_grads64(*arrays, pieces))
     pad = torch.nn.utils.rnn.pad_sequence
     # Padding decays of 1 and impulses of 0 carry each sequence's last state to the end.
     a_pad = pad([a[lo:hi] for lo, hi in pieces], padding_value=1.0)
@@ -248,7 +233,7 @@ def _broadcast(decay_shape, materialize, backend, pass_, label, info) -> Case:
     def cols(t):
         return t[:, :, :k].reshape(T, B * k).double().numpy()
 
-    _check(cols(fn(a, x)), _truth64(cols(a.expand(T, B, C)), cols(x)), label)
+    _check(cols(fn(a, x)), oracle.truth64(cols(a.expand(T, B, C)), cols(x)), label)
     info = {"suite": "op_inputs", **info, "backend": backend, "pass": pass_, "seq_len": T,
             "batch": B, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)
@@ -272,7 +257,7 @@ def complex_case(method: str, pass_: str) -> Case:
         fn = _associative_scan(torch)
     label = f"complex {method} {pass_}"
     _check(fn(a, x)[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
-           _truth64(a[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
+           oracle.truth64(a[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
                  x[:, :CHECK_CHANNELS].to(torch.complex128).numpy()), label)
     info = {"suite": "op_inputs", "op": "complex", "method": method, "pass": pass_,
             "seq_len": T, "channels": C}
@@ -295,7 +280,7 @@ def storage_case(dtype: str, method: str, pass_: str) -> Case:
     x = torch.randn(T, C, generator=gen).to(kind)
     if method == "plrnn":
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_)  # noqa: E731
-        want = _truth64(a[:, :CHECK_CHANNELS].double().numpy(),
+        want = oracle.truth64(a[:, :CHECK_CHANNELS].double().numpy(),
                         x[:, :CHECK_CHANNELS].double().numpy())
     else:
         fn = torch.mul
@@ -326,7 +311,7 @@ def decay_distribution_case(distribution: str, shape: str, backend: str, pass_: 
     x = torch.randn(T, C, generator=gen)
     fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
     label = f"decays {distribution} {shape} {backend} {pass_}"
-    _check(_cols(fn(a, x)), _truth64(_cols(a), _cols(x)), label)
+    _check(_cols(fn(a, x)), oracle.truth64(_cols(a), _cols(x)), label)
     info = {"suite": "op_inputs", "op": "decay_distribution", "decays": distribution,
             "backend": backend, "pass": pass_, "seq_len": T, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)

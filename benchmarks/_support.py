@@ -39,6 +39,7 @@ def _checkout_module(name: str):
 
 
 grid = _checkout_module("grid")
+oracle = _checkout_module("oracle")  # the float64 loops every case is checked against
 GRID = grid.selected()
 
 # Outputs are checked on this many channels against a float64 loop written here (the recurrence is
@@ -84,9 +85,9 @@ class AsvDefaults:
         asv_runner 0.3.2 runs a benchmark's setup before every timed call (asv#966), and with
         number unset times one call per sample. Building the case in setup then timed one cold
         call after hundreds of milliseconds of building inputs: 0.68 ms at (262144, 4) for a
-        call that takes 0.18 ms in a user's loop (Zen 4 VM). The cases are pure (no call changes
-        what the next one sees), so the one build serves every call, which then runs warm, as
-        in a user's loop, whichever asv_runner runs it."""
+        call that takes 0.18 ms in a user's loop (Zen 4 VM). No call changes the work of the next
+        (a train step changes weights, not shapes), so the one build serves every call, which
+        then runs warm, as in a user's loop, whichever asv_runner runs it."""
         key = (type(self).__name__, builder.__name__, args, tuple(sorted(kwargs.items())))
         if _built.get("key") != key:
             _built.clear()  # a process times one parameter combination: hold one case
@@ -210,45 +211,23 @@ def _generator(*parts):
     return torch.Generator().manual_seed(grid.seed_for(GRID.seed, *parts))
 
 
-def _truth64(a, x):
-    """h[t] = a[t] * h[t-1] + x[t] from h[-1] = 0 on (T, C) float64 arrays, one step at a time
-    (NumPy: a third of the per-step cost of torch ops, and no allocator growth)."""
-    import numpy as np
-
-    h = np.empty_like(x)
-    prev = np.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        prev = a[t] * prev + x[t]
-        h[t] = prev
-    return h
-
-
 def check_recurrence(h, decays, impulses, label: str) -> None:
     """AssertionError unless h (T, *) is the recurrence of (decays, impulses) on a channel subset,
     against float64 on the CPU: a wrong kernel must not be timed."""
     T = decays.shape[0]
     if T == 0:
         return
-    want = _truth64(_check_cols(decays), _check_cols(impulses))
+    want = oracle.truth64(_check_cols(decays), _check_cols(impulses))
     _assert_close(_check_cols(h), want, f"{label}: output")
 
 
 def gradients64(decays, impulses, grad_out) -> tuple:
     """(d decays, d impulses) of sum(h * grad_out) on the channels check_recurrence checks, from
-    float64 loops. Paper section 3.3: G[t] = a[t+1] G[t+1] + g[t], d impulses = G,
-    d decays[t] = h[t-1] G[t]."""
-    import numpy as np
-
+    float64 loops (oracle.recurrence_grads64)."""
     if decays.shape[0] == 0:
         return ()
-    a = _check_cols(decays)
-    G = _truth64(np.concatenate([a[1:], np.zeros_like(a[:1])])[::-1],
-                 _check_cols(grad_out)[::-1])[::-1]
-    h = _truth64(a, _check_cols(impulses))
-    h[1:] = h[:-1].copy()
-    h[:1] = 0
-    h *= G
-    return h, G
+    return oracle.recurrence_grads64(_check_cols(decays), _check_cols(impulses),
+                                     _check_cols(grad_out))
 
 
 def check_gradients(grads, want, label: str) -> None:

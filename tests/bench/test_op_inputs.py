@@ -124,7 +124,7 @@ def test_gradient_oracle_is_autograd_of_a_plain_loop(dtype):
     x = torch.randn(13, 3, generator=gen, dtype=kind).requires_grad_()
     g = torch.randn(13, 3, generator=gen, dtype=kind)
     want = torch.autograd.grad(_loop64(a.expand(13, 3), x, pieces), (a, x), g)
-    da, dx = O.recurrence_grads64(a.detach().expand(13, 3).numpy(), x.detach().numpy(),
+    da, dx = O.oracle.recurrence_grads64(a.detach().expand(13, 3).numpy(), x.detach().numpy(),
                                   g.numpy(), pieces)
     np.testing.assert_allclose(O._sum_to(da, (3,)), want[0].numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, want[1].numpy(), rtol=1e-12, atol=1e-12)

@@ -18,6 +18,7 @@ import torch
 
 import plrnn
 from plrnn.bench.decays import DISTRIBUTIONS, SIGMOID_MEANS, UNIFORM, make_decays
+from plrnn.bench.oracle import truth64
 from plrnn.bench.recurrence import runner
 from plrnn.bench.recurrence.cli import main, parse_args, steady_child_argv
 from plrnn.bench.recurrence.config import DTYPES, GRID_DISTRIBUTIONS, SIZES, make_config
@@ -27,7 +28,6 @@ from plrnn.bench.recurrence.inputs import (
     Inputs,
     WrongResult,
     check_output,
-    truth64,
 )
 from plrnn.bench.recurrence.rows import _placement_levels
 from plrnn.bench.recurrence.sections import (

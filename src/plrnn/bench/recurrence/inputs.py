@@ -1,6 +1,6 @@
 """The benchmark's inputs: seeded inputs per (shape, decay distribution of plrnn.bench.decays,
-dtype) that the steady-allocator child draws alike, and the float64 loop every backend's output
-is checked against before it is timed."""
+dtype) that the steady-allocator child draws alike, checked against the float64 loop of
+plrnn.bench.oracle before they are timed."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..decays import UNIFORM, make_decays
+from ..oracle import truth64
 
 # Outputs are checked on this many channels over the whole length (the recurrence is independent
 # per channel, so a subset is an exact check). fp32 kernels land ~1e-6 of the state's scale from
@@ -21,17 +22,6 @@ CHECK_TOL = 1e-4
 # 16-bit outputs are rounded to 8 (bfloat16) or 11 (float16) significant bits: 2**-8 of the
 # state's scale at most, where a wrong kernel still lands O(1).
 CHECK_TOL_16BIT = 1e-2
-
-
-def truth64(a: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """h[t] = a[t] * h[t-1] + x[t] from h[-1] = 0 on (T, k) float64 arrays, one step at a time:
-    independent of every backend, so it can judge them all."""
-    h = np.empty_like(x)
-    prev = np.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        prev = a[t] * prev + x[t]
-        h[t] = prev
-    return h
 
 
 def _columns(t: torch.Tensor) -> np.ndarray:
