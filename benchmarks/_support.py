@@ -42,7 +42,7 @@ grid = _checkout_module("grid")
 oracle = _checkout_module("oracle")  # the float64 loops every case is checked against
 GRID = grid.selected()
 
-# Outputs are checked on this many channels against a float64 loop written here (the recurrence is
+# Outputs are checked on this many channels against oracle.truth64 (the recurrence is
 # independent per channel, so a subset over the whole length is an exact check). Few channels keep
 # the check's memory small: asv's peakmem_ is the peak of the whole process, setup included.
 CHECK_CHANNELS = 16
