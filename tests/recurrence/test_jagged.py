@@ -17,11 +17,10 @@ LENGTHS = [5, 0, 1, 8, 3]  # an empty sequence and a single step among them
 C = 3
 
 
-def _nested(pieces, requires_grad=False):
+def _nested(pieces, requires_grad=False, layout=torch.jagged):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.nested calls itself a prototype
-        return torch.nested.nested_tensor(pieces, layout=torch.jagged,
-                                          requires_grad=requires_grad)
+        return torch.nested.nested_tensor(pieces, layout=layout, requires_grad=requires_grad)
 
 
 def _pieces(gen, lengths=LENGTHS, decays=False, low=0.0):
@@ -142,9 +141,7 @@ def test_refusals():
                                 torch.tensor([3, 2, 4]), layout=torch.jagged)
     with pytest.raises(ValueError, match="with holes"):
         plrnn.linear_recurrence(holes, holes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        strided = torch.nested.nested_tensor([torch.rand(4, C), torch.rand(2, C)])
+    strided = _nested([torch.rand(4, C), torch.rand(2, C)], layout=torch.strided)
     with pytest.raises(TypeError, match="layout torch.strided are not supported"):
         plrnn.linear_recurrence(strided, strided)
     with pytest.raises(TypeError, match="layout torch.strided are not supported"):
@@ -160,9 +157,7 @@ def test_strided_nested_refused_after_a_shortcut_hit(monkeypatch):
     a, x = torch.rand(4, C), torch.randn(4, C)
     plrnn.linear_recurrence(a, x)
     plrnn.linear_recurrence(a, x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        strided = torch.nested.nested_tensor([torch.rand(4, C), torch.rand(2, C)])
+    strided = _nested([torch.rand(4, C), torch.rand(2, C)], layout=torch.strided)
     with pytest.raises(TypeError, match="layout torch.strided are not supported"):
         plrnn.linear_recurrence(strided, strided)
 
