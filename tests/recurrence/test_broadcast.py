@@ -261,6 +261,37 @@ def test_batch_shared_decays_in_a_packed_batch_and_out(reverse, num_threads):
         assert _close(out, reference.serial(a.expand(T, 5, 24), x, h0[0], reverse)), backend
 
 
+# Decays the C++ kernels cannot read in place (one per head of (T, B, H, P) impulses, as
+# Mamba-2's; one per sequence and step) are materialized in the impulses' shape, from 1 MiB up in
+# a buffer recycled from freed outputs (cpu.materialized): a fresh one faults its pages in.
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("spec, trailing", [(("T", 1, 4, 1), (2, 4, 33)), (("T", 2, 1), (2, 300))],
+                         ids=["per-head", "per-sequence"])
+def test_materialized_decays_come_from_recycled_buffers(spec, trailing, reverse, num_threads):
+    num_threads(2)
+    T = 600  # 1.2 and 2.9 MB of float64 decays, expanded
+    grads = _broadcast_case(spec, trailing, T, seed_for("bcast-recycled", spec, reverse))
+    want_h, want = grads(lambda a_, x_, h0_: reference.serial(a_.expand(x_.shape), x_, h0_,
+                                                              reverse))
+    g = torch.Generator().manual_seed(seed_for("bcast-recycled-out", spec, reverse))
+    a = 0.9 + 0.1 * torch.rand(_shape(spec, T), generator=g, dtype=torch.float64)
+    x = torch.randn(T, *trailing, generator=g, dtype=torch.float64)
+    for backend in ("cpu_serial", "cpu_parallel"):
+        h, got = grads(lambda a_, x_, h0_: plrnn.linear_recurrence(a_, x_, h0_, reverse=reverse,
+                                                                   backend=backend))
+        assert _close(h, want_h), backend
+        for name, gv, wv in zip(("decays", "impulses", "initial_state"), got, want):
+            assert gv.shape == wv.shape and _close(gv, wv), (backend, name)
+        # Into out=, without autograd, the materialized decays are the call's one buffer from
+        # the cache, back in it once freed.
+        out = torch.empty_like(x)
+        plrnn.empty_cache()
+        with torch.no_grad():
+            plrnn.linear_recurrence(a, x, reverse=reverse, backend=backend, out=out)
+        assert torch.ops.plrnn.cpu_output_cache_held() >= x.numel() * x.element_size(), backend
+        assert _close(out, reference.serial(a.expand(x.shape), x, None, reverse)), backend
+
+
 # The GPU kernels (cuda_parallel, triton) read per-step decays of any period in place, P = 1
 # included, and time-invariant ones as one (1, C) row; per-batch scalars (T, B, 1) have no period
 # and are expanded. Triton runs here under its interpreter.

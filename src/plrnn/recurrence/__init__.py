@@ -157,8 +157,8 @@ def _kernel_decays(name, decays, shape):
     - decays of shape (T, 1, ..., 1, *trailing), with `trailing` the impulses' last dims (shared
       over a batch), as a (T, P) view, P = prod(trailing), read at channel c % P, once P is at
       least the backend's minimum.
-    Anything else is expanded to the impulses' shape (a view, which kernels that need contiguous
-    (T, *) buffers copy)."""
+    Anything else is expanded to the impulses' shape: materialized by cpu.materialized for the
+    C++ CPU kernels, a view for the others (which copy it where they need contiguous buffers)."""
     padded = (1,) * (len(shape) - decays.dim()) + tuple(decays.shape)
     min_period = _PERIOD_DECAYS.get(name)
     if min_period is not None:
@@ -170,6 +170,8 @@ def _kernel_decays(name, decays, shape):
             return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
         if in_place:
             return decays.reshape(1 if padded[0] == 1 else shape[0], period)
+    if name in _CPU_OUT_PARALLEL and not torch.compiler.is_compiling():
+        return cpu.materialized(decays, shape)
     return decays.expand(shape)
 
 
