@@ -36,6 +36,7 @@ _SHORT = 16 if GRID.name == "tiny" else 1
 PACKED = {"sequences": 64, "median_length": 512 // _SHORT, "max_length": 4096 // _SHORT,
           "channels": 64}
 BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
+HEADS = {"seq_len": 16384 // _SHORT, "batch": 2, "heads": 4, "head_dim": 64}
 COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
 STORAGE = {"seq_len": 16384 // _SHORT, "channels": 256}
 # (T, C): few channels over a long sequence (cpu_parallel splits time), and many channels.
@@ -43,6 +44,8 @@ DISTRIBUTION_SHAPES = {"262144x4": (262144 // _SHORT, 4), "65536x128": (65536 //
 PACKED_LAYOUTS = ("packed", "padded", "padded_associative_scan")
 DECAY_LAYOUTS = ("time_invariant", "materialized")
 SHARED_LAYOUTS = ("batch_shared", "materialized")
+HEAD_LAYOUTS = ("head_shared", "materialized")
+SEQUENCE_LAYOUTS = ("batch_first", "time_major")
 COMPLEX_METHODS = ("plrnn", "associative_scan")
 STORAGE_DTYPES = ("float32", "bfloat16", "float16")
 STORAGE_METHODS = ("plrnn", "torch.mul")
@@ -107,35 +110,40 @@ def _sum_to(grad, shape):
     return grad.sum(axis=axes).reshape(shape) if axes else grad
 
 
-def _check_grads(got, want, label, rtol, atol):
+def _check_grads(got, want, label, rtol, atol, k):
     for name, g, w in zip(("decays", "impulses"), got, want):
         # Scaled to the largest gradient: a decay's gradient sums over the steps it reaches.
-        if not np.allclose(_cols(g), w, rtol=rtol, atol=atol * max(1.0, float(np.abs(w).max()))):
-            err = float(np.abs(_cols(g) - w).max())
+        if not np.allclose(_cols(g, k), w, rtol=rtol,
+                           atol=atol * max(1.0, float(np.abs(w).max()))):
+            err = float(np.abs(_cols(g, k) - w).max())
             raise AssertionError(f"{label}: gradient of the {name} differs from the float64 "
                                  f"loop (max abs error {err:.3g})")
 
 
 def _timed(torch, fn, inputs, pass_, gen, label, info, grads64=None, tol=(1e-4, 1e-5)):
     """The case's Case. Forward+backward is checked first: grads64(a, x, g) gives the float64
-    (d decays, d impulses) on the first CHECK_CHANNELS channels (a expanded to x's shape;
-    default: the plain recurrence), compared within tol = (rtol, atol of the largest)."""
+    (d decays, d impulses) on the first CHECK_CHANNELS channels of the last dim, all of it for
+    decays shared along it (a expanded to x's shape; default: the plain recurrence), compared
+    within tol = (rtol, atol of the largest)."""
     if pass_ not in PASSES:
         raise ValueError(f"pass_ must be one of {PASSES}, got {pass_!r}")
     if pass_ == "forward":
         return Case(lambda: fn(*inputs), "cpu", label, inputs, info)
     a, x = inputs
-    up = torch.randn(fn(a, x).shape, generator=gen, dtype=x.dtype)
+    h = fn(a, x)  # the upstream gradient in h's layout, as elementwise ops downstream give it
+    up = torch.empty_like(h).copy_(torch.randn(h.shape, generator=gen, dtype=x.dtype))
     oracle_grads = grads64 or oracle.recurrence_grads64
-    da, dx = oracle_grads(_cols(a.expand(x.shape)), _cols(x), _cols(up))
-    want = (_sum_to(da, a[..., :CHECK_CHANNELS].shape), dx)
+    # Decays shared along the last dim (one per head) take their gradient from all of it.
+    k = x.shape[-1] if a.dim() and a.shape[-1] == 1 < x.shape[-1] else CHECK_CHANNELS
+    da, dx = oracle_grads(_cols(a.expand(x.shape), k), _cols(x, k), _cols(up, k))
+    want = (_sum_to(da, a[..., :k].shape), dx)
     a.requires_grad_()
     x.requires_grad_()
 
     def forward_backward():
         return torch.autograd.grad(fn(a, x), (a, x), up)
 
-    _check_grads(forward_backward(), want, label, *tol)  # also the warm-up call
+    _check_grads(forward_backward(), want, label, *tol, k)  # also the warm-up call
     return Case(forward_backward, "cpu", label, inputs, info)
 
 
@@ -212,30 +220,72 @@ def batch_shared_case(decays: str, backend: str, pass_: str) -> Case:
                       {"op": "batch_shared", "decays": decays})
 
 
-def _broadcast(decay_shape, materialize, backend, pass_, label, info) -> Case:
+def head_shared_case(decays: str, backend: str, pass_: str) -> Case:
+    """(T, B, H, P) impulses with one decay per head and step, (T, B, H, 1) (Mamba-2's), passed
+    as they are or materialized over each head's P channels inside the timed call."""
+    if decays not in HEAD_LAYOUTS:
+        raise ValueError(f"decays must be one of {HEAD_LAYOUTS}, got {decays!r}")
+    T, B, H, P = (HEADS[k] for k in ("seq_len", "batch", "heads", "head_dim"))
+    return _broadcast((T, B, H, 1), decays == "materialized", backend, pass_,
+                      f"head-shared decays {decays} {backend} {pass_}",
+                      {"op": "head_shared", "decays": decays, "heads": H, "head_dim": P},
+                      x_shape=(T, B, H, P))
+
+
+def _broadcast(decay_shape, materialize, backend, pass_, label, info, x_shape=None) -> Case:
     torch = _torch_on("cpu")
     _needs("broadcast")
     _backend_status("cpu", backend)
     import plrnn
 
     T, B, C = BROADCAST["seq_len"], BROADCAST["batch"], BROADCAST["channels"]
-    gen = _generator(info["op"], T, B, C)
+    x_shape = x_shape or (T, B, C)
+    T, B = x_shape[:2]
+    gen = _generator(info["op"], *x_shape)
     a = _gates(torch, decay_shape, gen)
-    x = torch.randn(T, B, C, generator=gen)
+    x = torch.randn(x_shape, generator=gen)
     if materialize:
         fn = lambda a_, x_: plrnn.linear_recurrence(  # noqa: E731
-            a_.expand(T, B, C).contiguous(), x_, backend=backend)
+            a_.expand(x_shape).contiguous(), x_, backend=backend)
     else:
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
     # A few channels of every sequence: broadcast decays are read at another offset for each.
     k = max(1, CHECK_CHANNELS // B)
 
     def cols(t):
+        return t.reshape(T, B, -1)[:, :, :k].reshape(T, B * k).double().numpy()
+
+    _check(cols(fn(a, x)), oracle.truth64(cols(a.expand(x_shape)), cols(x)), label)
+    info = {"suite": "op_inputs", **info, "backend": backend, "pass": pass_, "seq_len": T,
+            "batch": B, "channels": math.prod(x_shape[2:])}
+    return _timed(torch, fn, (a, x), pass_, gen, label, info)
+
+
+def batch_first_case(layout: str, backend: str, pass_: str) -> Case:
+    """B sequences of (T, C) lying batch-first in memory, passed as the (T, B, C) view
+    x.transpose(0, 1) (decays alike), or the same values time-major, the op's own layout."""
+    if layout not in SEQUENCE_LAYOUTS:
+        raise ValueError(f"layout must be one of {SEQUENCE_LAYOUTS}, got {layout!r}")
+    torch = _torch_on("cpu")
+    _backend_status("cpu", backend)
+    import plrnn
+
+    T, B, C = BROADCAST["seq_len"], BROADCAST["batch"], BROADCAST["channels"]
+    gen = _generator("batch_first", T, B, C)
+    a = _gates(torch, (B, T, C), gen).transpose(0, 1)
+    x = torch.randn(B, T, C, generator=gen).transpose(0, 1)
+    if layout == "time_major":
+        a, x = a.contiguous(), x.contiguous()
+    fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
+    label = f"{layout} sequences {backend} {pass_}"
+    k = max(1, CHECK_CHANNELS // B)
+
+    def cols(t):
         return t[:, :, :k].reshape(T, B * k).double().numpy()
 
-    _check(cols(fn(a, x)), oracle.truth64(cols(a.expand(T, B, C)), cols(x)), label)
-    info = {"suite": "op_inputs", **info, "backend": backend, "pass": pass_, "seq_len": T,
-            "batch": B, "channels": C}
+    _check(cols(fn(a, x)), oracle.truth64(cols(a), cols(x)), label)
+    info = {"suite": "op_inputs", "op": "batch_first", "layout": layout, "backend": backend,
+            "pass": pass_, "seq_len": T, "batch": B, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)
 
 

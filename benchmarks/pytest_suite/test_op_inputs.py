@@ -11,16 +11,20 @@ from benchmarks._op_inputs import (
     COMPLEX_METHODS,
     DECAY_LAYOUTS,
     DISTRIBUTION_SHAPES,
+    HEAD_LAYOUTS,
     PACKED_LAYOUTS,
     PASSES,
+    SEQUENCE_LAYOUTS,
     SHARED_LAYOUTS,
     STORAGE_DTYPES,
     STORAGE_METHODS,
+    batch_first_case,
     batch_shared_case,
     broadcast_case,
     complex_case,
     decay_distribution_case,
     decays,
+    head_shared_case,
     packed_case,
     storage_case,
 )
@@ -54,6 +58,20 @@ def test_time_invariant_decays(measure, decays, backend, pass_):
 def test_batch_shared_decays(measure, decays, backend, pass_):
     measure(batch_shared_case, decays, backend, pass_, group=f"batch-shared decays {pass_}",
             columns=_as(asv.BatchSharedDecays, decays, backend, pass_))
+
+
+@pytest.mark.parametrize(("decays", "backend", "pass_"),
+                         list(itertools.product(HEAD_LAYOUTS, BACKENDS, PASSES)))
+def test_head_shared_decays(measure, decays, backend, pass_):
+    measure(head_shared_case, decays, backend, pass_, group=f"head-shared decays {pass_}",
+            columns=_as(asv.HeadSharedDecays, decays, backend, pass_))
+
+
+@pytest.mark.parametrize(("layout", "backend", "pass_"),
+                         list(itertools.product(SEQUENCE_LAYOUTS, BACKENDS, PASSES)))
+def test_batch_first_sequences(measure, layout, backend, pass_):
+    measure(batch_first_case, layout, backend, pass_, group=f"batch-first sequences {pass_}",
+            columns=_as(asv.BatchFirstSequences, layout, backend, pass_))
 
 
 @pytest.mark.parametrize(("method", "pass_"), list(itertools.product(COMPLEX_METHODS, PASSES)))

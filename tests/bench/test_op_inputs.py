@@ -21,6 +21,7 @@ def small(monkeypatch):
     monkeypatch.setitem(O.PACKED, "median_length", 20)
     monkeypatch.setitem(O.PACKED, "max_length", 60)
     monkeypatch.setitem(O.BROADCAST, "seq_len", 64)
+    monkeypatch.setitem(O.HEADS, "seq_len", 64)
     monkeypatch.setitem(O.STORAGE, "seq_len", 256)
     monkeypatch.setitem(O.STORAGE, "channels", 32)
 
@@ -36,7 +37,7 @@ def _swap(monkeypatch, wrong):
 
 
 def _off_past_the_first_sequence(h, a, x):
-    if h.dim() != 3:
+    if h.dim() < 3:
         return h
     h = h.clone()
     h[:, 1:] += 1.0
@@ -48,6 +49,10 @@ def _off_past_the_first_sequence(h, a, x):
     ("broadcast_case", ("time_invariant", "cpu_serial", "forward")),
     ("broadcast_case", ("materialized", "cpu_parallel", "forward")),
     ("batch_shared_case", ("batch_shared", "cpu_serial", "forward")),
+    ("head_shared_case", ("head_shared", "cpu_parallel", "forward")),
+    ("head_shared_case", ("materialized", "cpu_serial", "forward")),
+    ("batch_first_case", ("batch_first", "cpu_serial", "forward")),
+    ("batch_first_case", ("time_major", "cpu_parallel", "forward")),
 ])
 def test_batched_cases_check_every_sequence(small, monkeypatch, builder, args):
     getattr(O, builder)(*args)  # the real op passes
@@ -78,6 +83,8 @@ def _off_in_the_gradient_of(which):
     ("packed_case", ("padded", "cpu_parallel")),
     ("broadcast_case", ("time_invariant", "cpu_serial")),
     ("batch_shared_case", ("batch_shared", "cpu_parallel")),
+    ("head_shared_case", ("head_shared", "cpu_serial")),
+    ("batch_first_case", ("batch_first", "cpu_parallel")),
     ("storage_case", ("bfloat16", "plrnn")),
 ])
 def test_forward_backward_cases_refuse_a_wrong_gradient(small, monkeypatch, builder, args, which):

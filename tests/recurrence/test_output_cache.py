@@ -245,3 +245,39 @@ def test_a_forked_child_uses_the_cache():
                           timeout=240)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "0", done.stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex64, torch.bfloat16])
+def test_strided_inputs_are_copied_into_recycled_buffers(cache, dtype):
+    """cpu.contiguous: a copy of 1 MiB or more comes from the cache, with the values (conjugate
+    views resolved) and a gradient that flows back to the strided input; smaller ones and
+    contiguous tensors are torch's own."""
+    g = torch.Generator().manual_seed(seed_for("recycled-copy", dtype))
+    base = torch.randn(CACHED[1] * 9, CACHED[0], generator=g, dtype=torch.float64).to(dtype)
+    if dtype.is_complex:
+        base = base.conj()  # a conjugate view, resolved by the copy
+    leaf = base.detach().requires_grad_()
+    strided = leaf.t()
+    assert cpu.contiguous(leaf) is leaf
+    copy = cpu.contiguous(strided)
+    assert copy.is_contiguous() and torch.equal(copy.detach(), strided.detach().contiguous())
+    weights = torch.randn(copy.shape, generator=g, dtype=torch.float64).to(dtype)
+    (copy * weights).real.sum().backward()
+    # d(sum re(c * w)) / dc is w, conjugated in torch's convention for complex inputs
+    assert torch.equal(leaf.grad, (weights.conj() if dtype.is_complex else weights).t())
+    del copy
+    assert cache.cpu_output_cache_held() >= strided.numel() * strided.element_size()
+    plrnn.empty_cache()
+    small = torch.randn(40, 30, generator=g, dtype=torch.float64).t()
+    assert torch.equal(cpu.contiguous(small), small.contiguous())
+    assert cache.cpu_output_cache_held() == 0
+
+
+def test_recycled_copies_under_fake_tensors(cache):
+    """torch.compile traces the copy with fake tensors (its registered fake kernel)."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    torch.library.opcheck(cache.cpu_contiguous.default, (torch.randn(600, 1000).t(),))
+    with FakeTensorMode():
+        copy = cpu.contiguous(torch.empty(1000, 600).t())
+    assert isinstance(copy, FakeTensor) and copy.shape == (600, 1000) and copy.is_contiguous()

@@ -158,7 +158,7 @@ def test_out_over_a_non_contiguous_input_is_refused_by_the_shortcut(no_shortcuts
     a, x, _ = _inputs(16, 4)
     buffer = a.t().contiguous()
     decays = buffer.t()  # a's values, not contiguous
-    plrnn.linear_recurrence(decays, x, out=torch.empty_like(x))
+    plrnn.linear_recurrence(a, x, out=torch.empty_like(x))
     assert no_shortcuts
     with pytest.raises(ValueError, match="^out must not share memory with decays; "):
         plrnn.linear_recurrence(decays, x, out=buffer.view(16, 4))
@@ -171,6 +171,19 @@ def test_broadcast_decays_are_not_recorded_and_miss_a_recorded_shape(no_shortcut
     plrnn.linear_recurrence(a, x)
     want = plrnn.linear_recurrence(a[:1].expand(16, 4).contiguous(), x)
     torch.testing.assert_close(plrnn.linear_recurrence(a[0], x), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("strided", ["decays", "impulses"])
+def test_strided_inputs_are_not_recorded_and_miss_a_recorded_shape(no_shortcuts, strided):
+    # The full path reads batch-first layouts in place and copies others into recycled buffers.
+    a, x, _ = _inputs(16, 4)
+    views = {"decays": (a.t().contiguous().t(), x), "impulses": (a, x.t().contiguous().t())}[strided]
+    plrnn.linear_recurrence(*views)
+    assert not no_shortcuts
+    want = plrnn.linear_recurrence(a, x)
+    assert no_shortcuts and cpu.shortcut("auto", a, x, None, False, None) is not None
+    assert cpu.shortcut("auto", *views, None, False, None) is None
+    torch.testing.assert_close(plrnn.linear_recurrence(*views), want, rtol=0, atol=0)
 
 
 def test_the_record_stays_bounded(no_shortcuts, monkeypatch):

@@ -51,6 +51,8 @@ _ASV_METRICS = {
     "time_packed_batch": "time",
     "time_time_invariant_decays": "time",
     "time_batch_shared_decays": "time",
+    "time_head_shared_decays": "time",
+    "time_batch_first_sequences": "time",
     "time_complex_recurrence": "time",
     "time_storage_dtype": "time",
     "time_decay_distribution": "time",

@@ -116,14 +116,18 @@ def linear_recurrence(
             h = compute(decays, impulses, initial_state, reverse)
         else:
             h = per_sequence(compute, decays, impulses, initial_state, bounds, reverse)
+    elif _on_cpu_kernels(chosen) and bounds is None and _batch_first(impulses):
+        h = _batch_first_run(chosen, decays, impulses, initial_state, reverse, out)
     else:
-        given = decays
-        if decays.shape != shape:
-            decays = _kernel_decays(chosen.name, decays, shape)
-        h = _run(chosen, decays, impulses, initial_state, bounds, reverse, out)
+        a, x = decays, impulses
+        if a.shape != shape:
+            a = _kernel_decays(chosen.name, a, shape)
+        if _on_cpu_kernels(chosen):
+            a, x = cpu.contiguous(a), cpu.contiguous(x)
+        h = _run(chosen, a, x, initial_state, bounds, reverse, out)
         parallel = _CPU_OUT_PARALLEL.get(chosen.name)
         if plain and parallel is not None and choice_is_fixed(backend, T, channels):
-            cpu.remember(backend, given, impulses, initial_state, reverse, parallel)
+            cpu.remember(backend, decays, impulses, initial_state, reverse, parallel)
     if not return_final_state:
         return h
     if bounds is not None:
@@ -157,22 +161,60 @@ def _kernel_decays(name, decays, shape):
     - decays of shape (T, 1, ..., 1, *trailing), with `trailing` the impulses' last dims (shared
       over a batch), as a (T, P) view, P = prod(trailing), read at channel c % P, once P is at
       least the backend's minimum.
-    Anything else is expanded to the impulses' shape: materialized by cpu.materialized for the
-    C++ CPU kernels, a view for the others (which copy it where they need contiguous buffers)."""
+    Anything else is expanded to the impulses' shape (a view, which kernels that need contiguous
+    (T, *) buffers copy)."""
     padded = (1,) * (len(shape) - decays.dim()) + tuple(decays.shape)
     min_period = _PERIOD_DECAYS.get(name)
     if min_period is not None:
         period = _period(padded, shape)
         in_place = period is not None and period >= min_period
-        half_grad = (decays.dtype == torch.float16 and decays.requires_grad
-                     and torch.is_grad_enabled())
-        if padded[0] == 1 and not half_grad:
+        if padded[0] == 1 and not _half_grad(decays):
             return decays.reshape(padded).expand(1, *shape[1:]).reshape(1, -1)
         if in_place:
             return decays.reshape(1 if padded[0] == 1 else shape[0], period)
-    if name in _CPU_OUT_PARALLEL and not torch.compiler.is_compiling():
-        return cpu.materialized(decays, shape)
     return decays.expand(shape)
+
+
+def _on_cpu_kernels(chosen) -> bool:
+    """Whether the C++ CPU kernels run this call eagerly: then strided inputs are copied into
+    recycled buffers (cpu.contiguous), and batch-first ones are read in place."""
+    return chosen.name in _CPU_OUT_PARALLEL and not torch.compiler.is_compiling()
+
+
+def _half_grad(decays) -> bool:
+    """float16 decays that need a gradient, which a (1, C) row would sum in float16."""
+    return decays.dtype == torch.float16 and decays.requires_grad and torch.is_grad_enabled()
+
+
+def _batch_first(impulses) -> bool:
+    """Whether (T, B, *) impulses lie in memory as (B, T, *), each sequence's steps together: the
+    view x.transpose(0, 1) of a batch-first tensor, as recurrent layers with batch_first=True and
+    the (B, T, H, D) tensors of today's linear-attention code hold them."""
+    return (impulses.dim() >= 3 and impulses.shape[0] > 1 and impulses.shape[1] > 1
+            and not impulses.is_contiguous() and impulses.transpose(0, 1).is_contiguous())
+
+
+def _batch_first_run(chosen, decays, impulses, initial_state, reverse, out):
+    """Batch-first impulses on the C++ CPU kernels: the B sequences as one packed batch, read and
+    written where they lie, h returned in the impulses' layout (as torch's elementwise ops
+    return theirs). Copying the impulses to time-major first took 7-10x the time of the scan:
+    (T, B, C) = (16384, 8, 256) fp32, 177 ms against 21 (Zen 4 VM, 2 threads)."""
+    T, B, rest = impulses.shape[0], impulses.shape[1], impulses.shape[2:]
+    x = impulses.transpose(0, 1).reshape(B * T, *rest)  # a view
+    padded = (1,) * (impulses.dim() - decays.dim()) + tuple(decays.shape)
+    if decays.shape == impulses.shape and decays.transpose(0, 1).is_contiguous():
+        a = decays.transpose(0, 1).reshape(B * T, *rest)
+    elif padded[0] == padded[1] == 1 and not _half_grad(decays):  # the same for every row
+        a = decays.reshape(padded).expand(1, 1, *rest).reshape(1, -1)
+    else:
+        a = cpu.contiguous(decays.expand(impulses.shape).transpose(0, 1)).reshape(B * T, *rest)
+    h0 = None if initial_state is None else initial_state.contiguous()
+    h = _packed(chosen, a, x, h0, list(range(0, B * T + 1, T)), reverse, None)
+    h = h.reshape(B, T, *rest).transpose(0, 1)
+    if out is None:
+        return h
+    out.copy_(h)
+    return out
 
 
 def _period(padded, shape) -> int | None:

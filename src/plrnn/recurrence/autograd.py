@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 
 
-def register_scan_autograd(scan_op, backward_op) -> None:
+def register_scan_autograd(scan_op, backward_op, contiguous=torch.Tensor.contiguous) -> None:
+    """The autograd rule of `scan_op`, whose backward is `backward_op` on the saved decays and h
+    and the upstream gradient made contiguous by `contiguous`."""
     def setup_context(ctx, inputs, output):
         decays, _impulses, initial_state, reverse, *extra = inputs
         ctx.save_for_backward(decays, output, initial_state)
@@ -24,7 +26,7 @@ def register_scan_autograd(scan_op, backward_op) -> None:
     def backward(ctx, grad_h):
         decays, h, initial_state = ctx.saved_tensors
         gx, ga, gh0 = backward_op(
-            decays, h, grad_h.contiguous(), initial_state, ctx.reverse, *ctx.extra
+            decays, h, contiguous(grad_h), initial_state, ctx.reverse, *ctx.extra
         )
         n_extra = len(ctx.extra)
         return (ga, gx, gh0 if initial_state is not None else None, None) + (None,) * n_extra

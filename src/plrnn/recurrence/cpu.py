@@ -131,10 +131,17 @@ def _register_python_side() -> None:
     refuse_double_backward(ops.cpu_scan_backward.default)  # the forward's rule is in C++
     # Packed batches take the Python-registered rule: a few microseconds more per call, once for
     # all the sequences of the batch.
-    register_scan_autograd(ops.cpu_scan_varlen.default, ops.cpu_scan_varlen_backward.default)
-    global _scan, _scan_out, _scan_varlen, _empty
+    register_scan_autograd(ops.cpu_scan_varlen.default, ops.cpu_scan_varlen_backward.default,
+                           contiguous)
+    @torch.library.register_fake("plrnn::cpu_contiguous")
+    def _(t):
+        return torch.empty(t.shape, dtype=t.dtype)
+
+    torch.library.register_autograd("plrnn::cpu_contiguous", lambda ctx, grad: grad)
+
+    global _scan, _scan_out, _scan_varlen, _copy
     _scan = ops.cpu_scan.default
-    _empty = ops.cpu_empty.default
+    _copy = ops.cpu_contiguous.default
     _scan_out = ops.cpu_scan_out.default
     _scan_varlen = ops.cpu_scan_varlen.default
 
@@ -142,7 +149,7 @@ def _register_python_side() -> None:
 _scan = None  # torch.ops.plrnn.cpu_scan.default once loaded (attribute lookups cost microseconds)
 _scan_out = None  # torch.ops.plrnn.cpu_scan_out.default once loaded
 _scan_varlen = None  # torch.ops.plrnn.cpu_scan_varlen.default once loaded
-_empty = None  # torch.ops.plrnn.cpu_empty.default once loaded
+_copy = None  # torch.ops.plrnn.cpu_contiguous.default once loaded
 
 
 _tuned_threads = 0  # the thread count cpu_parallel's in-thread chunking was last set for
@@ -163,6 +170,8 @@ def _plain_key(backend, decays, impulses, initial_state, reverse) -> tuple | Non
             and isinstance(impulses, torch.Tensor) and isinstance(decays, torch.Tensor)
             and impulses.is_cpu and decays.is_cpu and decays.dtype is impulses.dtype
             and decays.shape == impulses.shape
+            # strided inputs take the full path (recycled copies, batch-first layouts in place)
+            and impulses.is_contiguous() and decays.is_contiguous()
             and (initial_state is None
                  or (isinstance(initial_state, torch.Tensor) and initial_state.is_cpu
                      and initial_state.dtype is impulses.dtype
@@ -185,7 +194,9 @@ def shortcut(backend, decays, impulses, initial_state, reverse, out):
         return None
     try:
         key = _plain_key(backend, decays, impulses, initial_state, reverse)
-    except RuntimeError:  # a nested tensor of layout torch.strided has no shape; the checks say so
+    # A nested tensor of layout torch.strided has no shape, and a jagged one that a torch.func
+    # transform wraps no contiguity: the checks say so.
+    except (RuntimeError, AttributeError):
         return None
     parallel = None if key is None else _shortcuts.get(key)
     if parallel is None:
@@ -279,17 +290,18 @@ def _tune_serial() -> int:
 _RECYCLED_BYTES = 1 << 20
 
 
-def materialized(decays, shape):
-    """`decays` broadcast to `shape` (a contiguous tensor of its dtype), for decays the kernels
-    cannot read where they are (one decay per head of (T, B, H, P) impulses, as Mamba-2's, say).
-    Large ones are written into a buffer recycled from freed outputs: a fresh buffer's pages fault
-    in at the first write, as every expand().contiguous() of them does. (T, 1, 32, 1) decays for
-    (T, 1, 32, 64) impulses, T = 16384, fp32, 2 threads, Zen 4 VM: 55 ms to materialize them
-    fresh, 6 ms into a recycled buffer, beside the 15 ms scan. Autograd sums the gradient back to
-    the decays' shape through the copy."""
-    if decays.element_size() * math.prod(shape) < _RECYCLED_BYTES:
-        return decays.expand(shape).contiguous()
-    return _empty(shape, decays.dtype).copy_(decays.expand(shape))
+def contiguous(t):
+    """t, or a contiguous copy of it for the kernels. Large copies go into a buffer recycled from
+    freed outputs: a fresh buffer's pages fault in at the first write, as every .contiguous() of
+    a large tensor pays. (T, 1, 32, 1) decays (one per head, as Mamba-2's) expanded for
+    (T, 1, 32, 64) impulses, T = 16384, fp32, 2 threads, Zen 4 VM: 55 ms into a fresh buffer,
+    6 ms into a recycled one, beside the 15 ms scan. Autograd takes the gradient back through
+    the copy (summed to the decays' shape through the expand)."""
+    if t.is_contiguous():
+        return t
+    if t.element_size() * t.numel() < _RECYCLED_BYTES:
+        return t.contiguous()
+    return _copy(t)
 
 
 def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel):

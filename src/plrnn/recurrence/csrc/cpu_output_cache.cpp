@@ -16,7 +16,7 @@
 // the lesser of 1 GiB and 1/16 of physical memory; 0 turns it off), and the next output of the
 // same size class (size_class) takes one. Buffers idle for 10 s, or beyond the cap (least
 // recently freed first), go back to glibc; plrnn.empty_cache() releases them all. Only our
-// outputs (and the decays the op materializes for the kernels, plrnn::cpu_empty) pass through
+// outputs (and the copies the op makes of strided inputs for the kernels, plrnn::cpu_contiguous) pass through
 // here: the process's other allocations and glibc's settings are untouched.
 #include "cpu_output_cache.h"
 
@@ -224,9 +224,6 @@ int64_t set_output_cache(int64_t max_bytes) { return OutputCache::get().set_cap(
 int64_t output_cache_held() { return OutputCache::get().held(); }
 int64_t empty_output_cache() { return OutputCache::get().release_all(); }
 
-at::Tensor cached_empty_op(at::IntArrayRef sizes, at::ScalarType dtype) {
-  return cached_empty(sizes, at::TensorOptions().dtype(dtype));
-}
 
 }  // namespace
 
@@ -237,13 +234,21 @@ at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options)
                                    at::MemoryFormat::Contiguous);
 }
 
+at::Tensor cached_copy(const at::Tensor& t) {
+  return cached_empty(t.sizes(), t.options()).copy_(t);
+}
+
+at::Tensor cached_contiguous(const at::Tensor& t) { return t.is_contiguous() ? t : cached_copy(t); }
+
 TORCH_LIBRARY_FRAGMENT(plrnn, m) {
   m.def("cpu_output_cache(int max_bytes) -> int", &set_output_cache);
   m.def("cpu_output_cache_held() -> int", &output_cache_held);
   m.def("cpu_empty_output_cache() -> int", &empty_output_cache);
-  // Buffers the Python side fills for the kernels (decays they cannot read where they are,
-  // materialized in the impulses' shape), recycled as the outputs are.
-  m.def("cpu_empty(int[] size, ScalarType dtype) -> Tensor", &cached_empty_op);
+  // Contiguous copies the Python side makes for the kernels (strided inputs, decays they cannot
+  // read where they are), recycled as the outputs are; its autograd rule is registered there.
+  m.def("cpu_contiguous(Tensor self) -> Tensor");
 }
+
+TORCH_LIBRARY_IMPL(plrnn, CPU, m) { m.impl("cpu_contiguous", &cached_copy); }
 
 }  // namespace plrnn

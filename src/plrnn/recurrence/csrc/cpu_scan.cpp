@@ -321,7 +321,7 @@ struct ScanAutograd : public torch::autograd::Function<ScanAutograd> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& h0 = saved[2];
     auto [gx, ga, gh0] = op.call(
-        saved[0], saved[1], grads[0].contiguous(),
+        saved[0], saved[1], cached_contiguous(grads[0]),
         h0.defined() ? c10::optional<at::Tensor>(h0) : c10::nullopt,
         ctx->saved_data["reverse"].toBool(), ctx->saved_data["parallel"].toBool());
     return {ga, gx, h0.defined() ? gh0 : at::Tensor(), at::Tensor(), at::Tensor()};
