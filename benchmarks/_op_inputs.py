@@ -36,7 +36,9 @@ _SHORT = 16 if GRID.name == "tiny" else 1
 PACKED = {"sequences": 64, "median_length": 512 // _SHORT, "max_length": 4096 // _SHORT,
           "channels": 64}
 BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
-HEADS = {"seq_len": 16384 // _SHORT, "batch": 2, "heads": 4, "head_dim": 64}
+# 64 MiB per float32 tensor: past glibc's largest mmap threshold (32 MiB), so every fresh copy
+# faults its pages in, as a model's activations do.
+HEADS = {"seq_len": 16384 // _SHORT, "batch": 2, "heads": 8, "head_dim": 64}
 COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
 STORAGE = {"seq_len": 16384 // _SHORT, "channels": 256}
 # (T, C): few channels over a long sequence (cpu_parallel splits time), and many channels.

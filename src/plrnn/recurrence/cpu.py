@@ -133,6 +133,7 @@ def _register_python_side() -> None:
     # all the sequences of the batch.
     register_scan_autograd(ops.cpu_scan_varlen.default, ops.cpu_scan_varlen_backward.default,
                            contiguous)
+
     @torch.library.register_fake("plrnn::cpu_contiguous")
     def _(t):
         return torch.empty(t.shape, dtype=t.dtype)
