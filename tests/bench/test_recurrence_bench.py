@@ -39,6 +39,7 @@ from plrnn.bench.recurrence.sections import (
     fwd_bwd_section,
     grid_section,
     latency_section,
+    layout_section,
 )
 from plrnn.bench.recurrence.tasks import (
     COMPARED,
@@ -51,10 +52,12 @@ from plrnn.bench.recurrence.tasks import (
     SEC_FWD_BWD,
     SEC_GRID,
     SEC_LATENCY,
+    SEC_LAYOUTS,
     Env,
     Task,
     distribution_tasks,
     latency_tasks,
+    layout_tasks,
 )
 
 # ------------------------------------------------------------------------ the command, --smoke
@@ -104,7 +107,7 @@ def test_writes_the_three_files_with_both_allocators(smoke):
                         "calibrated": False}
     assert "CPU kernel settings (plrnn.recurrence.calibration" in head and '"sequential"' in head
     # Every comparison table has both allocator columns.
-    for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
+    for title in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."):
         table = md.split(title)[1].split("\n## ")[0]
         assert "default" in table.splitlines()[2] and "steady" in table.splitlines()[2], title
 
@@ -533,6 +536,50 @@ def test_a_wrong_backend_is_an_error_row_not_a_time(monkeypatch):
     assert "WrongResult" in recs["cpu_parallel"]["reason"]
     assert math.isnan(recs["cpu_parallel"]["median_s"])
     assert recs["cpu_serial"]["status"] == "ok" and recs["cpu_serial"]["median_s"] > 0
+
+
+def test_every_layout_is_timed_as_given_copied_and_in_the_kernels_layout(smoke):
+    d = smoke["df"][smoke["df"]["section"] == SEC_LAYOUTS]
+    assert set(d["status"]) == {"ok"}, d[d["status"] != "ok"][["method", "reason"]]
+    for key, g in d.groupby(["note", "pass", "allocator"]):
+        assert sorted(g["method"]) == sorted(["as given", "copied by the caller", "kernel layout",
+                                              MUL]), key
+    T = SIZES["smoke"]["layout_T"]
+    assert set(zip(d["note"], d["shape"])) == {("one decay per head", f"{T}x1x32x64"),
+                                               ("batch-first sequences", f"{T}x8x256")}
+    table = smoke["md"].split("## 7.")[1].split("\n## ")[0]
+    assert "x kernel layout" in table and "copied by the caller" in table
+
+
+def test_layout_rows_compare_with_the_kernel_layout_of_their_own_cell():
+    rows = [{"section": SEC_LAYOUTS, "note": case, "shape": shape, "pass": FWD, "method": m,
+             "allocator": "default", "status": "ok", "median_s": t, "cell": cell}
+            for cell, (case, shape, times) in enumerate((("per head", "8x1x32x64", (3, 6, 2, 1)),
+                                                          ("batch-first", "8x8x256", (4, 4, 2, 1))))
+            for m, t in zip(("as given", "copied by the caller", "kernel layout", MUL), times)]
+    table = layout_section(pd.DataFrame(rows), ("default",)).tables[0]
+    ratio = dict(zip(zip(table["inputs"], table["method"]), table["default x kernel layout"]))
+    assert ratio[("per head", "as given")] == "1.50" and ratio[("per head", MUL)] == "0.50"
+    assert ratio[("batch-first", "copied by the caller")] == "2.00"
+
+
+@pytest.mark.parametrize("method", ["as given", "copied by the caller"])
+def test_a_layout_the_op_gets_wrong_is_an_error_row(monkeypatch, method):
+    """Each layout row checks its own output: an op wrong only on strided or per-head inputs
+    (what the rows exist for) is not timed."""
+    args = parse_args(["--smoke", "--allocator", "default"])
+    env = Env(make_config(args), Inputs(0), {})
+    real = plrnn.linear_recurrence
+
+    def broken(a, x, *rest, **kw):
+        h = real(a, x, *rest, **kw)
+        return h + 1 if (a.shape != x.shape) == (method == "as given") else h
+
+    monkeypatch.setattr(plrnn, "linear_recurrence", broken)
+    tasks = [t for t in layout_tasks(env) if t.pass_ == FWD and t.note == "one decay per head"]
+    recs = {r["method"]: r for r in runner.run_tasks(env, tasks)}
+    assert recs[method]["status"] == "error" and "WrongResult" in recs[method]["reason"]
+    assert recs[MUL]["status"] == "ok"
 
 
 def test_slow_methods_skip_rounds_unless_compared_every_round(monkeypatch):

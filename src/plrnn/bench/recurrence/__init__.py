@@ -40,6 +40,9 @@ Sections (CPU, fp32 but for the last):
    backward (32 bytes/element), torch's associative_scan and the Python loop.
 6. Dtypes: auto's forward in each of DTYPES at (65536, 4) and (65536, 128) against torch.mul on
    the same dtype (no goal).
+7. Input layouts: auto on (T, 1, 32, 64) impulses with one decay per head, and on batch-first
+   (8, T, 256) sequences passed as transposed views, as given, copied by the caller inside the
+   timed call, and contiguous time-major from the start (no goal).
 Each section ends with goal lines computed from this run's medians, per allocator; a goal that
 is not met says so. The Goals section at the end repeats them all.
 
@@ -52,6 +55,6 @@ Modules: config (the sizes of each mode, Config), inputs (seeded inputs, the flo
 the decay distributions come from plrnn.bench.decays), tasks (Task, Env, the tasks of each
 section), runner (cells timed in interleaved rounds, one record per task), rows (a row's time,
 ratios of two rows paired over rounds), goals (thresholds, Goal), sections (the tables of
-sections 1-6), sweep (--sweep-auto), header (the report's header) and cli (arguments, the
+sections 1-7), sweep (--sweep-auto), header (the report's header) and cli (arguments, the
 steady-allocator child, main).
 """

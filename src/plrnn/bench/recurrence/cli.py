@@ -32,6 +32,7 @@ from .sections import (
     fwd_bwd_section,
     grid_section,
     latency_section,
+    layout_section,
 )
 from .sweep import sweep_section, sweep_tasks
 from .tasks import (
@@ -42,6 +43,7 @@ from .tasks import (
     fwd_bwd_tasks,
     grid_tasks,
     latency_tasks,
+    layout_tasks,
 )
 
 # name -> (tasks, section); in the order they run and print
@@ -52,6 +54,7 @@ SECTIONS: dict[str, tuple[Callable, Callable]] = {
     "distributions": (distribution_tasks, distribution_section),
     "fwd-bwd": (fwd_bwd_tasks, fwd_bwd_section),
     "dtypes": (dtype_tasks, dtype_section),
+    "layouts": (layout_tasks, layout_section),
 }
 SECTION_NAMES = tuple(SECTIONS)
 

@@ -30,6 +30,7 @@ SIZES = {
         "dist_shapes": ((262144, 4), (65536, 128)),
         "fb_T": 65536,
         "dtype_shapes": ((65536, 4), (65536, 128)),
+        "layout_T": 16384,
         "sweep_channels": (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
         "sweep_T": (16, 64, 256, 1024, 4096, 16384, 65536),
     },
@@ -42,6 +43,7 @@ SIZES = {
         "dist_shapes": ((65536, 4), (16384, 128)),
         "fb_T": 16384,
         "dtype_shapes": ((16384, 4), (16384, 128)),
+        "layout_T": 4096,
         "sweep_channels": (1, 4, 16, 64, 256, 1024),
         "sweep_T": (16, 256, 4096, 65536),
     },
@@ -55,6 +57,7 @@ SIZES = {
         "dist_shapes": ((1024, 4), (256, 32)),
         "fb_T": 256,
         "dtype_shapes": ((256, 4), (64, 32)),
+        "layout_T": 16,
         "sweep_channels": (1, 32),
         "sweep_T": (16, 256),
     },
@@ -80,6 +83,7 @@ class Config:
     fb_channels: int
     dtype_shapes: tuple[tuple[int, int], ...]
     dtypes: tuple[str, ...]
+    layout_T: int  # section 7: (T, 1, 32, 64) impulses with per-head decays, (8, T, 256) batch-first
     sweep_channels: tuple[int, ...]
     sweep_T: tuple[int, ...]
     sweep_min_run_time: float
@@ -88,9 +92,10 @@ class Config:
     allocators: tuple[str, ...]  # the allocator columns of the tables
     sections: tuple[str, ...]
     device: str = "cpu"
-    dtype: str = "float32"  # of sections 1-5; section 6 times each of `dtypes`
+    dtype: str = "float32"  # of sections 1-5 and 7; section 6 times each of `dtypes`
     inputs: str = ("decays ~ the row's distribution, impulses ~ N(0,1), grad_h ~ N(0,1); fp32 "
-                   "(section 6: each dtype), contiguous, time-major")
+                   "(section 6: each dtype), contiguous, time-major (section 7: the layouts "
+                   "it names)")
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -119,6 +124,7 @@ def make_config(args: argparse.Namespace) -> Config:
         fb_channels=128,
         dtype_shapes=size["dtype_shapes"],
         dtypes=DTYPES,
+        layout_T=size["layout_T"],
         sweep_channels=size["sweep_channels"],
         sweep_T=size["sweep_T"],
         sweep_min_run_time=min(mrt, 0.2),

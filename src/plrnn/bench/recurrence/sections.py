@@ -1,4 +1,4 @@
-"""The report's sections 1-6: each a Section of tables, footnotes and goals built from the
+"""The report's sections 1-7: each a Section of tables, footnotes and goals built from the
 records of both allocators."""
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ from .tasks import (
     COMPARED,
     FWD,
     FWD_BWD,
+    KERNEL_LAYOUT,
+    LAYOUT_DECAYS,
+    LAYOUT_METHODS,
     MUL,
     SEC_BANDWIDTH,
     SEC_DIST,
@@ -47,6 +50,7 @@ from .tasks import (
     SEC_FWD_BWD,
     SEC_GRID,
     SEC_LATENCY,
+    SEC_LAYOUTS,
 )
 
 
@@ -357,3 +361,29 @@ def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
              f"backend's (goal >= {GOAL_VS_ASSOC:.0f})", *by_faults, *_reasons(d)]
     return Section(f"5. Forward+backward, T={T}, {C} channels, decays U[0,1)",
                    [pd.DataFrame(rows), pd.DataFrame(ratio_rows)], lines, goals)
+
+
+def layout_section(df: pd.DataFrame, allocators) -> Section:
+    d = _section_rows(df, SEC_LAYOUTS)
+    rows = []
+    for (case, shape, pass_), g in d.groupby(["note", "shape", "pass"], sort=False):
+        for method in LAYOUT_METHODS:
+            row = {"inputs": case, "T x ...": shape, "pass": pass_, "method": method}
+            for al in allocators:
+                row[f"{al} ms"] = fmt_ms(_time(g, method=method, allocator=al))
+                row[f"{al} faults"] = _faults(g, method=method, allocator=al)
+                row[f"{al} x kernel layout"] = fmt_x(_ratio(
+                    g, dict(method=method, allocator=al), dict(method=KERNEL_LAYOUT, allocator=al)))
+            rows.append(row)
+    lines = [f"auto, fp32, decays {LAYOUT_DECAYS}. One decay per head: (T, 1, 32, 64) impulses "
+             "with (T, 1, 32, 1) decays (Mamba-2's); batch-first sequences: the (T, 8, 256) views "
+             "x.transpose(0, 1) of (8, T, 256) tensors, decays alike, the upstream gradient in "
+             "that layout too",
+             "as given: the op takes them as they are; copied by the caller: the caller makes "
+             "them contiguous time-major (decays expanded) inside the timed call, as a scan "
+             "without those layouts needs; kernel layout: the same values contiguous "
+             "time-major from the start (decays of the impulses' shape); torch.mul: a * x (and "
+             "its backward) on those, the practical limit",
+             "x kernel layout = the row's time / the kernel layout's (same cell and allocator)",
+             FAULTS_LINE, *_reasons(d)]
+    return Section("7. Input layouts (auto)", [pd.DataFrame(rows)], lines)

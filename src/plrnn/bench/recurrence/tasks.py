@@ -25,6 +25,7 @@ SEC_GRID = "3 table-1 grid"
 SEC_DIST = "4 decay distributions"
 SEC_FWD_BWD = "5 forward+backward"
 SEC_DTYPES = "6 dtypes"
+SEC_LAYOUTS = "7 input layouts"
 SEC_SWEEP = "auto sweep"
 
 
@@ -306,3 +307,71 @@ def fwd_bwd_tasks(env: Env) -> list[Task]:
         Task(sec, "reference (Python loop)", FWD_BWD, shape, _reference(env, shape, FWD_BWD),
              how="single", note="autograd through the loop; one cold run"),
     ]
+
+
+# ------------------------------------------------------------------------- section 7: layouts
+AS_GIVEN, CALLER_COPY, KERNEL_LAYOUT = "as given", "copied by the caller", "kernel layout"
+LAYOUT_METHODS = (AS_GIVEN, CALLER_COPY, KERNEL_LAYOUT, MUL)
+HEAD_SHARED, BATCH_FIRST = "one decay per head", "batch-first sequences"
+LAYOUT_DECAYS = "sigmoid(N(2,1))"  # forget gates
+
+
+def _layout_views(case: str, memory, grad: bool, env: Env, dist: str):
+    """(a, x, g, leaves) of a layout case: a and x as the method passes them before its own
+    copies, g (None without grad) in the layout of h, and the leaves that the gradient reaches.
+    Per head: x (T, 1, H, P) and decays (T, 1, H, 1), the first channel of each head of the
+    drawn decays. Batch-first: (T, B, C) views of (B, T, C) memory."""
+    got = env.inputs.get(memory, grad=grad, dist=dist)
+    a, x, g = (*got, None) if not grad else got
+    if case == HEAD_SHARED:
+        a = a.detach()[..., :1].contiguous().requires_grad_(grad)
+        return a, x, g, (a, x)
+    views = a.transpose(0, 1), x.transpose(0, 1)
+    return (*views, None if g is None else g.transpose(0, 1), (a, x))
+
+
+def _layout_build(env: Env, case: str, method: str, memory, pass_: str, dist: str):
+    def build():
+        a, x, g, leaves = _layout_views(case, memory, pass_ == FWD_BWD, env, dist)
+        shape = tuple(x.shape)
+        full = a.detach().expand(shape)
+        if method == KERNEL_LAYOUT or method == MUL:
+            # the same values, contiguous time-major, fresh leaves: what the kernels read as is
+            leaves = (full.contiguous().requires_grad_(g is not None),
+                      x.detach().contiguous().requires_grad_(g is not None))
+            a, x = leaves
+            g = None if g is None else g.contiguous()
+
+        def op(a_, x_):
+            if method == MUL:
+                return torch.mul(a_, x_)
+            if method == CALLER_COPY:  # inside the timed call, as a scan without the layout needs
+                a_, x_ = a_.expand(x_.shape).contiguous(), x_.contiguous()
+            return plrnn.linear_recurrence(a_, x_, backend="auto")
+
+        if method != MUL:
+            with torch.no_grad():
+                env.check(op(a, x), shape, dist, full, x.detach(), f"{case} {method}")
+        if g is None:
+            return (lambda: op(a, x)), (a, x)
+
+        def fwd_bwd():
+            torch.autograd.grad(op(a, x), leaves, g)
+
+        return fwd_bwd, (a, x, g)
+
+    return build
+
+
+def layout_tasks(env: Env) -> list[Task]:
+    """auto on inputs in the layouts of today's models, as given, copied by the caller into
+    the op's own layout inside the timed call, and in that layout from the start, beside
+    torch.mul on the latter: one cell per case and pass."""
+    T = env.cfg.layout_T
+    cases = ((HEAD_SHARED, (T, 1, 32, 64), (T, 1, 32, 64)),
+             (BATCH_FIRST, (8, T, 256), (T, 8, 256)))
+    return [Task(SEC_LAYOUTS, method, p, shape,
+                 _layout_build(env, case, method, memory, p, LAYOUT_DECAYS), decays=LAYOUT_DECAYS,
+                 note=case, every_round=True)
+            for case, memory, shape in cases for p in (FWD, FWD_BWD)
+            for method in LAYOUT_METHODS]
