@@ -16,8 +16,8 @@
 // the lesser of 1 GiB and 1/16 of physical memory; 0 turns it off), and the next output of the
 // same size class (size_class) takes one. Buffers idle for 10 s, or beyond the cap (least
 // recently freed first), go back to glibc; plrnn.empty_cache() releases them all. Only our
-// outputs (and the copies the op makes of strided inputs for the kernels, plrnn::cpu_contiguous) pass through
-// here: the process's other allocations and glibc's settings are untouched.
+// outputs, and the copies the op makes of strided inputs for the kernels (plrnn::cpu_contiguous),
+// pass through here: the process's other allocations and glibc's settings are untouched.
 #include "cpu_output_cache.h"
 
 #include <ATen/EmptyTensor.h>
@@ -223,7 +223,6 @@ class OutputCache final : public c10::Allocator {
 int64_t set_output_cache(int64_t max_bytes) { return OutputCache::get().set_cap(max_bytes); }
 int64_t output_cache_held() { return OutputCache::get().held(); }
 int64_t empty_output_cache() { return OutputCache::get().release_all(); }
-
 
 }  // namespace
 
