@@ -126,3 +126,28 @@ def test_final_state_and_out(reverse):
             assert plrnn.linear_recurrence(a, x, h0, reverse=reverse, backend=backend,
                                            out=out) is out
             assert _close(out, want), backend
+
+
+@pytest.mark.parametrize("backend", CPU_KERNELS)
+def test_h_is_a_tensor_of_its_own_as_any_op_returns(backend):
+    """Not an autograd view of the packed output: in-place ops after no_grad and detach_() take
+    it, and an in-place change before backward is refused as for any saved output."""
+    B, T, C = 4, 600, 64  # 1.2 MB: the recycled buffers
+    g = torch.Generator().manual_seed(seed_for("batch-first-own", backend))
+    a = torch.rand(B, T, C, generator=g, dtype=torch.float64).transpose(0, 1)
+    x = torch.randn(B, T, C, generator=g, dtype=torch.float64).transpose(0, 1)
+    with torch.no_grad():
+        h = plrnn.linear_recurrence(a, x, backend=backend)
+    assert not h._is_view() and h.transpose(0, 1).is_contiguous()
+    scale = torch.full((C,), 2.0, dtype=torch.float64, requires_grad=True)
+    h.mul_(scale)
+    want = reference.serial(a.contiguous(), x.contiguous())
+    assert _close(h.detach(), 2 * want)
+    leaf = x.detach().clone().requires_grad_()
+    h = plrnn.linear_recurrence(a, leaf, backend=backend)
+    h.detach_()
+    assert not h.requires_grad and _close(h, want)
+    h = plrnn.linear_recurrence(a, leaf, backend=backend)
+    h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h.sum().backward()

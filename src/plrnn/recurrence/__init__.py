@@ -206,12 +206,11 @@ def _batch_first_run(chosen, decays, impulses, initial_state, reverse, out):
     if decays.shape == impulses.shape and decays.transpose(0, 1).is_contiguous():
         a = decays.transpose(0, 1).reshape(B * T, *rest)
     elif padded[0] == padded[1] == 1 and not _half_grad(decays):  # the same for every row
-        a = decays.reshape(padded).expand(1, 1, *rest).reshape(1, -1)
+        a = decays.reshape(padded).expand(1, 1, *rest).reshape(1, -1).contiguous()
     else:
         a = cpu.contiguous(decays.expand(impulses.shape).transpose(0, 1)).reshape(B * T, *rest)
     h0 = None if initial_state is None else initial_state.contiguous()
-    h = _packed(chosen, a, x, h0, list(range(0, B * T + 1, T)), reverse, None)
-    h = h.reshape(B, T, *rest).transpose(0, 1)
+    h = cpu.scan_batch_first(a, x, h0, reverse, _CPU_OUT_PARALLEL[chosen.name], T)
     if out is None:
         return h
     out.copy_(h)

@@ -313,6 +313,42 @@ def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
     return _scan_varlen(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
 
 
+class _BatchFirstScan(torch.autograd.Function):
+    """The scan of B sequences lying batch-first, as the (B * T, *) rows of one packed batch,
+    returning h as a (T, B, *) tensor of its own in that layout. A view of the packed output
+    would be an autograd view, which h.detach_() and in-place ops after no_grad refuse, as they
+    take any op's output."""
+
+    @staticmethod
+    def forward(ctx, decays, impulses, initial_states, reverse, parallel, T):
+        B = impulses.shape[0] // T
+        offsets = torch.arange(0, B * T + 1, T, dtype=torch.int64)
+        h = scan_packed(decays, impulses, initial_states, reverse, offsets, parallel)
+        h = h.view(B, T, *h.shape[1:]).transpose(0, 1).detach()  # detached: not a view
+        ctx.save_for_backward(decays, h, initial_states)
+        ctx.reverse, ctx.parallel, ctx.offsets = reverse, parallel, offsets
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        decays, h, initial_states = ctx.saved_tensors
+        T, B = h.shape[:2]
+
+        def rows(t):  # (B, T, *) -> its (B * T, *) rows, a view where t is contiguous
+            return t.reshape(B * T, *t.shape[2:])
+
+        gx, ga, gh0 = torch.ops.plrnn.cpu_scan_varlen_backward(
+            decays, rows(h.transpose(0, 1)), rows(contiguous(grad_h.transpose(0, 1))),
+            initial_states, ctx.reverse, ctx.offsets, ctx.parallel)
+        return ga, gx, gh0 if initial_states is not None else None, None, None, None
+
+
+def scan_batch_first(decays, impulses, initial_states, reverse, parallel, T):
+    """B sequences of T steps in one call: contiguous (B * T, *) impulses, decays of that shape
+    or one (1, P) row, (B, *) states; h is (T, B, *) in the batch-first layout."""
+    return _BatchFirstScan.apply(decays, impulses, initial_states, reverse, parallel, T)
+
+
 def scan_into(decays, impulses, initial_state, reverse, parallel, out):
     """The kernel writing into `out` (contiguous (T, *)), allocating nothing."""
     _tune_serial()
