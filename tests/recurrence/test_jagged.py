@@ -204,3 +204,14 @@ def test_meta_offsets_and_devices_refused_with_a_message():
         plrnn.linear_recurrence(a.to("meta"), x.to("meta"))
     with pytest.raises(ValueError, match="same device; got decays on meta"):
         plrnn.linear_recurrence(a.to("meta"), x)
+
+
+@pytest.mark.parametrize("offsets", [[2, 5, 10], [0, 3, 8]], ids=["late-start", "early-end"])
+def test_offsets_that_leave_rows_out_are_refused_in_their_own_terms(offsets):
+    """Offsets not from 0 to the values' length (nested_tensor_from_jagged by hand): a message
+    about the jagged tensor, not about a cu_seqlens the caller never passed."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.nested.nested_tensor_from_jagged(torch.randn(10, 4, generator=gen),
+                                               torch.tensor(offsets))
+    with pytest.raises(ValueError, match="offsets do not run from 0 to its values' 10 rows"):
+        plrnn.linear_recurrence(torch.rand(4, generator=gen), x)

@@ -71,6 +71,13 @@ def run(op, decays, impulses, initial_state, *, cu_seqlens, reverse, backend, ou
             "lengths to read; build it with nested_tensor_from_jagged(values, offsets) and "
             "offsets on the CPU (or CUDA)"
         )
+    first, last = int(offsets[0]), int(offsets[-1])
+    if first != 0 or last != x.shape[0]:  # built by hand: nested_tensor_from_jagged(v, offsets)
+        raise ValueError(
+            "impulses: a jagged nested tensor whose offsets do not run from 0 to its values' "
+            f"{x.shape[0]} rows (they run from {first} to {last}) has rows in no sequence; "
+            "build it from the values of its sequences alone"
+        )
     if decays.layout is torch.jagged:
         a, decay_offsets = _values("decays", decays)
         if a.device != x.device:
