@@ -1,7 +1,8 @@
 """Cases for the op's newer inputs: packed variable-length batches, broadcast decays (time-invariant,
-or shared over the batch), complex recurrences and 16-bit storage, each beside what a user would
-otherwise run (or, for a storage dtype, beside torch.mul in that dtype, the practical limit); and
-the CPU kernels under each decay distribution of plrnn.bench.decays.
+shared over the batch, one per head), batch-first sequences, complex recurrences and 16-bit
+storage, each beside what a user would otherwise run (or, for a storage dtype, beside torch.mul
+in that dtype, the practical limit); and the CPU kernels under each decay distribution of
+plrnn.bench.decays.
 
 Inputs are drawn as models produce them: decays are forget gates, sigmoid(N(3, 1)) (most in
 (0.9, 1)), complex decays have that modulus and a uniform phase (the LRU's diagonal), and the
