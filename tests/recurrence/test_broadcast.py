@@ -263,7 +263,7 @@ def test_batch_shared_decays_in_a_packed_batch_and_out(reverse, num_threads):
 
 # Decays the C++ kernels cannot read in place (one per head of (T, B, H, P) impulses, as
 # Mamba-2's; one per sequence and step) are materialized in the impulses' shape, from 1 MiB up in
-# a buffer recycled from freed outputs (cpu.materialized): a fresh one faults its pages in.
+# a buffer recycled from freed outputs (cpu.contiguous): a fresh one faults its pages in.
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("spec, trailing", [(("T", 1, 4, 1), (2, 4, 33)), (("T", 2, 1), (2, 300))],
                          ids=["per-head", "per-sequence"])
