@@ -10,6 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import plrnn
+from plrnn import recurrence
 from plrnn.recurrence import reference
 
 from .helpers import F64_RTOL, seed_for
@@ -40,6 +41,12 @@ def _decays(spec, T, B, rest, g):
 
 def _close(got, want):
     return (got - want).abs().max().item() <= F64_RTOL * max(1.0, want.abs().max().item())
+
+
+@pytest.fixture(autouse=True)
+def every_size(monkeypatch):
+    """Small batch-first inputs take the packed path too (by default they are copied)."""
+    monkeypatch.setattr(recurrence, "_BATCH_FIRST_BYTES", 0)
 
 
 class _Calls(TorchDispatchMode):
@@ -151,3 +158,16 @@ def test_h_is_a_tensor_of_its_own_as_any_op_returns(backend):
     h.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         h.sum().backward()
+
+
+def test_small_inputs_are_copied_to_time_major(monkeypatch):
+    monkeypatch.setattr(recurrence, "_BATCH_FIRST_BYTES", 1 << 20)
+    g = torch.Generator().manual_seed(seed_for("batch-first-small"))
+    for B, T, C, packed in ((4, 16, 8, False), (4, 600, 64, True)):  # 4 KiB; 1.2 MB
+        a = torch.rand(B, T, C, generator=g, dtype=torch.float64).transpose(0, 1)
+        x = torch.randn(B, T, C, generator=g, dtype=torch.float64).transpose(0, 1)
+        with _Calls() as seen:
+            h = plrnn.linear_recurrence(a, x, backend="cpu_serial")
+        ops = {name for name, _ in seen.calls}
+        assert ("cpu_scan_varlen" in ops) == packed and ("cpu_scan" in ops) != packed, ops
+        assert _close(h, reference.serial(a.contiguous(), x.contiguous()))

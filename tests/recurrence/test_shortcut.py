@@ -158,7 +158,7 @@ def test_out_over_a_non_contiguous_input_is_refused_by_the_shortcut(no_shortcuts
     a, x, _ = _inputs(16, 4)
     buffer = a.t().contiguous()
     decays = buffer.t()  # a's values, not contiguous
-    plrnn.linear_recurrence(a, x, out=torch.empty_like(x))
+    plrnn.linear_recurrence(decays, x, out=torch.empty_like(x))
     assert no_shortcuts
     with pytest.raises(ValueError, match="^out must not share memory with decays; "):
         plrnn.linear_recurrence(decays, x, out=buffer.view(16, 4))
@@ -174,15 +174,18 @@ def test_broadcast_decays_are_not_recorded_and_miss_a_recorded_shape(no_shortcut
 
 
 @pytest.mark.parametrize("strided", ["decays", "impulses"])
-def test_strided_inputs_are_not_recorded_and_miss_a_recorded_shape(no_shortcuts, strided):
-    # The full path reads batch-first layouts in place and copies others into recycled buffers.
-    a, x, _ = _inputs(16, 4)
+@pytest.mark.parametrize("T", [16, 4096], ids=["small", "1MiB"])
+def test_large_strided_inputs_are_not_recorded_and_miss_a_recorded_shape(no_shortcuts, strided,
+                                                                         T):
+    # From 1 MiB the full path copies strided inputs into recycled buffers (and reads batch-first
+    # layouts in place); smaller ones the shortcut copies as that path would.
+    a, x, _ = _inputs(T, 64)
     views = {"decays": (a.t().contiguous().t(), x), "impulses": (a, x.t().contiguous().t())}[strided]
     plrnn.linear_recurrence(*views)
-    assert not no_shortcuts
+    assert bool(no_shortcuts) == (T == 16)
     want = plrnn.linear_recurrence(a, x)
     assert no_shortcuts and cpu.shortcut("auto", a, x, None, False, None) is not None
-    assert cpu.shortcut("auto", *views, None, False, None) is None
+    assert (cpu.shortcut("auto", *views, None, False, None) is None) == (T == 4096)
     torch.testing.assert_close(plrnn.linear_recurrence(*views), want, rtol=0, atol=0)
 
 

@@ -153,6 +153,10 @@ _scan_varlen = None  # torch.ops.plrnn.cpu_scan_varlen.default once loaded
 _copy = None  # torch.ops.plrnn.cpu_contiguous.default once loaded
 
 
+# Below this size glibc serves buffers from its heap's recycled pages (the output cache's own
+# threshold, csrc/cpu_output_cache.cpp): smaller strided inputs are copied as torch copies them.
+_RECYCLED_BYTES = 1 << 20
+
 _tuned_threads = 0  # the thread count cpu_parallel's in-thread chunking was last set for
 
 # linear_recurrence's shortcut for the common call: the kernels that plain arguments (below) of
@@ -171,8 +175,10 @@ def _plain_key(backend, decays, impulses, initial_state, reverse) -> tuple | Non
             and isinstance(impulses, torch.Tensor) and isinstance(decays, torch.Tensor)
             and impulses.is_cpu and decays.is_cpu and decays.dtype is impulses.dtype
             and decays.shape == impulses.shape
-            # strided inputs take the full path (recycled copies, batch-first layouts in place)
-            and impulses.is_contiguous() and decays.is_contiguous()
+            # large strided inputs take the full path (recycled copies, batch-first layouts in
+            # place); small ones are copied here, as that path would
+            and ((impulses.is_contiguous() and decays.is_contiguous())
+                 or impulses.numel() * impulses.element_size() < _RECYCLED_BYTES)
             and (initial_state is None
                  or (isinstance(initial_state, torch.Tensor) and initial_state.is_cpu
                      and initial_state.dtype is impulses.dtype
@@ -284,11 +290,6 @@ def _tune_serial() -> int:
             _serial_tuned = 0
             raise
     return threads
-
-
-# Below this size glibc serves buffers from its heap's recycled pages (the output cache's own
-# threshold, csrc/cpu_output_cache.cpp).
-_RECYCLED_BYTES = 1 << 20
 
 
 def contiguous(t):
