@@ -317,8 +317,8 @@ def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
 class _BatchFirstScan(torch.autograd.Function):
     """The scan of B sequences lying batch-first, as the (B * T, *) rows of one packed batch,
     returning h as a (T, B, *) tensor of its own in that layout. A view of the packed output
-    would be an autograd view, which h.detach_() and in-place ops after no_grad refuse, as they
-    take any op's output."""
+    would be an autograd view, on which h.detach_() and in-place ops after no_grad raise, where
+    any op's output takes them."""
 
     @staticmethod
     def forward(ctx, decays, impulses, initial_states, reverse, parallel, T):
