@@ -65,25 +65,28 @@ def test_the_bar_shows_on_a_terminal_unless_turned_off(monkeypatch):
         assert ("bar:" in err.getvalue()) is shown
 
 
-def test_each_job_of_a_table3_multirun_keeps_its_own_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("tag", ["", "v2"])
+def test_each_job_of_a_table3_multirun_keeps_its_own_runs(tmp_path, monkeypatch, tag):
     """Two jobs of `table3.py -m ...` shared results/<machine>/table3_runs/: the second replaced
-    the first's runs (and with the joblib launcher removed its staging folder mid-run)."""
+    the first's runs (and with the joblib launcher removed its staging folder mid-run). With a
+    tag the job's overrides follow it, once, in Figure 2's files too."""
     job = SimpleNamespace(mode=RunMode.MULTIRUN, job=SimpleNamespace(override_dirname="seed=1"),
                           overrides=SimpleNamespace(task=["seed=1"]))
     monkeypatch.setattr(artifacts, "_hydra", lambda: job)
-    cfg = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}", "seed=1",
+    cfg = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}", "seed=1", f"tag={tag}",
                                     "scale.tune=false", "scale.models=[gilr_lstm]",
                                     "scale.compare.seeds=1"])
     md = load_script("table3").run(cfg)
     out = md.parent
-    assert md.name == "table3-seed=1.md"
-    assert not (out / "table3_runs").exists()
-    runs = out / "table3_runs-seed=1"
+    full = f"{tag}-seed=1"
+    assert md.name == f"table3{full}.md"
+    assert not (out / f"table3_runs{tag}").exists()
+    runs = out / f"table3_runs{full}"
     assert [p.name for p in (runs / "compare").glob("*.json")] == [
         "gilr_lstm_T8_h64_lr0.001_fbNone_seed1.json"]
-    assert json.loads((out / "table3-seed=1.json").read_text())["runs"] == runs.name
-    assert json.loads((out / "figure2-seed=1.json").read_text())["logs"] == f"{runs.name}/compare"
-    assert "tag: -seed=1" in (runs / "config.yaml").read_text()  # stage=summary finds them again
+    assert json.loads((out / f"table3{full}.json").read_text())["runs"] == runs.name
+    assert json.loads((out / f"figure2{full}.json").read_text())["logs"] == f"{runs.name}/compare"
+    assert f"tag: {full}" in (runs / "config.yaml").read_text()  # stage=summary finds them again
 
 
 def test_a_sweep_runs_its_other_jobs_past_a_refused_one(tmp_path):
@@ -97,3 +100,16 @@ def test_a_sweep_runs_its_other_jobs_past_a_refused_one(tmp_path):
     assert "table1.py: error: scale.rounds must be a positive integer; got -1" in done.stderr
     written = [p.name for p in (tmp_path / "results").glob("*/*.csv")]
     assert len(written) == 1 and "scale.rounds=1" in written[0], written
+
+
+def test_a_tag_does_not_merge_the_jobs_of_a_sweep(tmp_path):
+    """`-m tag=x ...` gave every job the file name table1x.csv, so each job overwrote the one
+    before; the tag now comes first and the job's overrides after it."""
+    cmd = [sys.executable, str(REPRO / "table1.py"), "-m", *SMOKE, "scale.seq_lens=[16]",
+           "tag=x", "scale.rounds=1,2", f"results_dir={tmp_path / 'results'}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in (tmp_path / "results").glob("*/*.csv"))
+    assert len(written) == 2 and all(n.startswith("table1x-") for n in written), written
+    assert "scale.rounds=1," in written[0] and "scale.rounds=2," in written[1], written

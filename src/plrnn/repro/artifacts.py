@@ -40,15 +40,18 @@ def _hydra():
 
 
 def file_tag(cfg: DictConfig) -> str:
-    """What follows the name in this run's file names: cfg.tag, or in a job of a multirun (-m)
-    its overrides ("-seed=1"), so that the jobs of one sweep do not overwrite each other."""
-    if cfg.tag:
-        return cfg.tag
+    """What follows the name in this run's file names: cfg.tag, then in a job of a multirun (-m)
+    its overrides ("-seed=1", or "x-seed=1" for `-m tag=x seed=0,1`), so that the jobs of one
+    sweep do not overwrite each other's files."""
+    tag = cfg.tag
     hc = _hydra()
     if hc is not None and hc.mode == RunMode.MULTIRUN and hc.job.override_dirname:
-        # Jobs of one sweep would otherwise overwrite each other's files.
-        return "-" + re.sub(r"[^A-Za-z0-9=,._-]+", "_", hc.job.override_dirname)
-    return ""
+        # The config's exclude_keys leave tag, results_dir and the like out of override_dirname.
+        job = "-" + re.sub(r"[^A-Za-z0-9=,._-]+", "_", hc.job.override_dirname)
+        # Once only: table3 hands its finished tag on to the Figure 2 it draws in this job.
+        if not tag.endswith(job):
+            tag += job
+    return tag
 
 
 def command_line() -> str:

@@ -85,7 +85,7 @@ class Common:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     # Where results/<machine>/ goes; relative paths are taken from the directory the command ran in.
     results_dir: str = "results"
-    # Appended to the artifact name (table1<tag>.csv); multirun jobs get their overrides by default.
+    # Appended to the artifact name (table1<tag>.csv); a multirun job appends its overrides.
     tag: str = ""
     seed: int = 0
     progress: bool = True
