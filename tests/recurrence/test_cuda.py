@@ -307,6 +307,47 @@ def test_broadcast_decays_read_in_place(spec, packed):
         assert max_err(g_.cpu(), w_) <= F64_RTOL * max(1.0, scale_of(w_)), name
 
 
+# (impulses as they lie in memory, the (T, ...) view the op gets, decays for that view)
+LAYOUTS = {
+    # Batch-first sequences, as a layer with batch_first=True or (B, T, H, D) attention code
+    # holds them: the view x.transpose(0, 1), decays alike.
+    "batch_first": ((3, 700, 40), lambda t: t.transpose(0, 1), lambda T: ("bf",)),
+    # One decay per head (Mamba-2): (T, B, H, 1) beside (T, B, H, P) impulses.
+    "per_head": ((700, 3, 4, 10), lambda t: t, lambda T: (T, 3, 4, 1)),
+}
+
+
+@pytest.mark.parametrize("name", ["cuda_parallel", "triton"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_input_layouts_of_todays_linear_rnns(layout, name):
+    """The layouts the CPU tests cover in test_batch_first.py and test_broadcast.py, on the GPU
+    backends: forward and every gradient against the float64 loop on contiguous copies, h in
+    the impulses' shape."""
+    status = {s.name: s for s in plrnn.backends("cuda")}[name]
+    if not status.available:
+        pytest.skip(f"{name}: {status.reason}")
+    memory, view, decay_spec = LAYOUTS[layout]
+    g = torch.Generator().manual_seed(seed_for("cuda-layouts", layout, name))
+    x = view(torch.randn(memory, generator=g, dtype=torch.float64))
+    T = x.shape[0]
+    spec = decay_spec(T)
+    a_memory = memory if spec == ("bf",) else spec
+    a = 0.9 + 0.1 * torch.rand(a_memory, generator=g, dtype=torch.float64)
+    a = view(a) if spec == ("bf",) else a
+    h0 = torch.randn(x.shape[1:], generator=g, dtype=torch.float64)
+    upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    want_leaves = [t.contiguous().requires_grad_() for t in (a, x, h0)]
+    want_h = reference.serial(want_leaves[0].expand(x.shape), *want_leaves[1:])
+    want = (want_h.detach(), *torch.autograd.grad(want_h, want_leaves, upstream))
+    leaves = [t.cuda().requires_grad_() for t in (a, x, h0)]  # .cuda() keeps the strides
+    assert leaves[1].stride() == x.stride()
+    h = plrnn.linear_recurrence(*leaves, backend=name)
+    got = (h.detach(), *torch.autograd.grad(h, leaves, upstream.cuda()))
+    for what, g_, w_ in zip(("h", "da", "dx", "dh0"), got, want, strict=True):
+        assert g_.shape == w_.shape, what
+        assert max_err(g_.cpu(), w_) <= F64_RTOL * max(1.0, scale_of(w_)), what
+
+
 @pytest.mark.parametrize("case", HALF_SHARED_CASES, ids=lambda c: "a=" + "x".join(map(str, c[0])))
 def test_float16_gradient_of_time_invariant_decays(case):
     """As on the CPU (test_broadcast.py): float16 decays shared over time and a batch whose
