@@ -44,6 +44,24 @@ def test_autocast_after_a_linear_with_fresh_and_carried_state(kind):
 
 
 @pytest.mark.parametrize("kind", EVERY_TYPE, ids=lambda k: k.id)
+def test_autocast_float32_input_of_the_hidden_size(kind):
+    """A float32 input straight into the layers, input_size = hidden_size: SRU's highway term
+    (1 - r) * x had taken x's float32 and promoted the output, and the next layer's, back to it;
+    every layer's output is in autocast's dtype, as torch.nn.LSTM's."""
+    seed = seed_for("autocast-f32-input", kind.id)
+    model = make_model(kind, 4, 4, 2, seed, dtype=torch.float32)
+    x = torch.randn(6, 2, 4)
+    want, _ = model(x)
+    with autocast():
+        got, state = model(x)
+    assert got.dtype == torch.bfloat16
+    # A QRNN's windows keep their inputs' dtype (docs/layers.md); its c is the recurrence's.
+    recurrent = [state[0]] if kind.id.startswith("QRNN") else flat(state)
+    assert all(t.dtype == torch.bfloat16 for t in recurrent)
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("kind", EVERY_TYPE, ids=lambda k: k.id)
 def test_autocast_packed_bfloat16_data(kind):
     model = kind.cls(4, 5, 2, **kind.kwargs)
     proj = torch.nn.Linear(3, 4)

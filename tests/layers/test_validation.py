@@ -49,6 +49,31 @@ def test_not_a_tensor():
         GILR(3, 4)([[0.0, 1.0, 2.0]])
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize(("cls", "kwargs"), LAYERS, ids=IDS)
+def test_nested_input_is_refused(cls, kwargs, batch_first):
+    """A jagged (B, j, input_size) tensor passed every shape check: GILR and SRU returned the
+    last sequence's whole output as the state, the others failed inside torch."""
+    x = torch.nested.nested_tensor([torch.randn(3, 3), torch.randn(5, 3)], layout=torch.jagged)
+    with pytest.raises(TypeError, match=r"not a nested tensor; pack its sequences with torch\.nn"
+                       r"\.utils\.rnn\.pack_sequence\(x\.unbind\(\), enforce_sorted=False\)$"):
+        build(cls, kwargs, batch_first=batch_first)(x)
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), LAYERS, ids=IDS)
+def test_options_are_fixed_after_construction(cls, kwargs):
+    """Each layer keeps its own copy of the type's options: a new value would show in repr while
+    the layers ran with the old one. The call-time settings stay assignable."""
+    model = build(cls, kwargs)
+    for name, value in model.options().items():
+        with pytest.raises(AttributeError, match=rf"^{cls.__name__}\.{name} is fixed at "
+                           rf"construction .*; build a new {cls.__name__} with {name}="):
+            setattr(model, name, value)
+        assert getattr(model, name) == value
+    model.backend, model.dropout, model.batch_first = "cpu_serial", 0.5, True
+    assert "backend='cpu_serial'" in repr(model) and "batch_first=True" in repr(model)
+
+
 def test_no_time_steps():
     with pytest.raises(ValueError, match=r"^x must have at least one time step"):
         SRU(3, 4)(torch.randn(0, 2, 3))

@@ -188,6 +188,16 @@ class StackedRecurrence(nn.Module):
         """The layer type's own constructor options, for repr."""
         return {}
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # Each layer holds its own copy of these options, so a new value would show in repr
+        # while the layers ran with the old one.
+        if "layers" in self.__dict__.get("_modules", {}) and name in self.options():
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is fixed at construction (every layer holds its "
+                f"own copy); build a new {type(self).__name__} with {name}={value!r}"
+            )
+        super().__setattr__(name, value)
+
     # -- state: subclasses override -------------------------------------------------------
     def split_state(self, state: object, batch: int) -> list:
         raise NotImplementedError
@@ -271,6 +281,12 @@ class StackedRecurrence(nn.Module):
         expected = f"{layout} with input_size={self.input_size}"
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
+        if x.is_nested:  # it would pass the checks below, and h[-1] is then a whole sequence
+            raise TypeError(
+                f"x must be a padded tensor of shape {expected} or a PackedSequence, not a nested "
+                "tensor; pack its sequences with "
+                "torch.nn.utils.rnn.pack_sequence(x.unbind(), enforce_sorted=False)"
+            )
         if x.dim() != 3:
             raise ValueError(f"x must be 3-D, {expected}; got shape {tuple(x.shape)}")
         if x.shape[-1] != self.input_size:

@@ -31,7 +31,10 @@ class SRULayer(nn.Module):
         pre = self.linear(x)
         f, impulses = fused(sru_gates, compile_gates)(pre, self.projected)
         c, final = time.scan(f, impulses, like_impulses(c0, impulses))
-        h = fused(sru_output, compile_gates)(pre, c, None if self.projected else x)
+        # Under autocast x is in the parameters' dtype, pre and c in autocast's: the highway
+        # term in x's would promote the output, and every later layer, back to float32.
+        highway = None if self.projected else x.to(pre.dtype)
+        h = fused(sru_output, compile_gates)(pre, c, highway)
         return h, final
 
 
