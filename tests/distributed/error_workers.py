@@ -32,7 +32,8 @@ def every_rank_refuses(rank, world):
     a, x = shard()
     bad_calls = {
         # what differs between ranks (rank 1 differs): every rank raises ShardMismatchError
-        "channels differ": (lambda: pd.linear_recurrence(*shard(C=4 + rank)), "channel shape"),
+        "channels differ": (lambda: pd.linear_recurrence(*shard(C=4 + rank)),
+                            "shape beyond the time axis"),
         "dtypes differ": (
             lambda: pd.linear_recurrence(*shard(dtype=torch.float32 if rank else torch.float64)),
             "dtype",
@@ -64,6 +65,11 @@ def every_rank_refuses(rank, world):
             lambda: pd.linear_recurrence(a.long() if rank == 0 else a, x),
             "float16, bfloat16, float32, float64",
         ),
+        # The single-process op's signal to take its jagged path had reached the user.
+        "jagged impulses on rank 1": (
+            lambda: pd.linear_recurrence(a[:, 0], jagged(x) if rank else x[:, 0]),
+            "takes dense (T_r, *) shards, not jagged nested tensors",
+        ),
     }
     for what, (call, needle) in bad_calls.items():
         with pytest.raises((ValueError, TypeError, RuntimeError)) as info:
@@ -79,6 +85,10 @@ def every_rank_refuses(rank, world):
     good_call(rank)
 
 
+def jagged(x):
+    return torch.nested.nested_tensor([x[:2], x[2:]], layout=torch.jagged)
+
+
 def every_rank_refuses_a_bad_layer_call(rank, world):
     """A sharded layer's call refused on one rank raises on every rank before any collective,
     and the next good call (forward and backward) goes through on all of them."""
@@ -87,6 +97,9 @@ def every_rank_refuses_a_bad_layer_call(rank, world):
     torch.manual_seed(0)  # the same parameters on every rank
     model = pd.shard_sequence(plrnn.QRNN(3, 4, num_layers=2, window=3).double())
     other = pd.shard_sequence(plrnn.QRNN(3, 4, num_layers=2 + rank, window=3).double())
+    surrogate = "same_step" if rank else "previous_step"
+    surrogates = pd.shard_sequence(plrnn.GILRLSTM(3, 4, surrogate=surrogate).double())
+    batch_first = pd.shard_sequence(plrnn.QRNN(3, 4, batch_first=bool(rank)).double())
 
     def x(T=5, features=3, dtype=torch.float64):
         return torch.randn(T, 2, features, dtype=dtype)
@@ -112,9 +125,13 @@ def every_rank_refuses_a_bad_layer_call(rank, world):
             lambda: model(pack_sequence([x()[:, 0]]) if rank == 1 else x()), "PackedSequence"
         ),
         "batch differs": (lambda: model(torch.randn(5, 2 + rank, 3, dtype=torch.float64)),
-                          "channel shape"),
+                          "shape beyond the time axis"),
         "grad mode differs": (lambda: grad_mode_on_rank_0(rank, model, x()), "grad mode"),
         "a deeper model on rank 1": (lambda: other(x()), "same model"),
+        # Same parameter shapes, other exchanges: rank 1 had aborted in gloo.
+        "another surrogate on rank 1": (lambda: surrogates(x()), "same model"),
+        # Same parameter shapes, square input: the ranks had read different axes as time.
+        "batch_first on rank 1": (lambda: batch_first(x(T=2)), "same model"),
     }
     for what, (call, needle) in bad_calls.items():
         with pytest.raises((ValueError, TypeError, RuntimeError)) as info:
@@ -162,3 +179,22 @@ def a_transform_on_one_rank_is_refused_on_every_rank(rank, world):
         good_call(rank)
         y, _ = model(torch.randn(2 + rank, 1, 4, dtype=torch.float64))
         y.sum().backward()
+
+
+def double_backward_is_refused(rank, world):
+    """A second backward through the sharded op or a sharded layer raises, as through
+    plrnn.linear_recurrence: the first backward's gradients had come back without a graph, and a
+    gradient penalty on them was dropped without a word."""
+    a = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(0)
+    qrnn = pd.shard_sequence(plrnn.QRNN(3, 4, window=2).double())  # its halo: one more Function
+    calls = (
+        lambda: pd.linear_recurrence(a, x),
+        lambda: qrnn(x[:, None])[0],
+    )
+    for call in calls:
+        (g,) = torch.autograd.grad(call().square().sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError, match="differentiate twice"):
+            g.square().sum().backward()
+        good_call(rank)

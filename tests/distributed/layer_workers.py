@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import pickle
 
+import pytest
 import torch
+import torch.distributed as dist
 
 import plrnn
 import plrnn.distributed as pd
@@ -286,3 +288,37 @@ def gradients_reached_on_some_ranks_only(rank, world):
         assert p.grad is not None, f"rank {rank}: {name} has no gradient"
         err = _rel(p.grad, q.grad)
         assert err <= RTOL, f"rank {rank}: grad {name} rel. error {err:.2e}"
+
+
+def sync_over_the_sharded_group(rank, world):
+    """Four ranks: two replicas, each a sequence split over two ranks ({0, 1} and {2, 3}).
+    sync_gradients(model) with no group had summed over the world, both replicas' gradients
+    together; it sums over the group the model was sharded with. Ranks syncing different
+    parameters are refused on every rank, and a model sharded over two groups needs a group."""
+    groups = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+    mine = groups[rank // 2]
+    torch.manual_seed(0)
+    model = plrnn.GILR(3, 4).double()
+    replica = rank // 2
+    x = torch.randn(2, 6, 2, 3, dtype=torch.float64)[replica]  # each replica its own sequence
+
+    one = copy.deepcopy(model)
+    one(x)[0].square().sum().backward()
+
+    sharded = pd.shard_sequence(copy.deepcopy(model), group=mine)
+    sharded(x[3 * (rank % 2) : 3 * (rank % 2) + 3])[0].square().sum().backward()
+    pd.sync_gradients(sharded)
+    for (name, p), q in zip(sharded.named_parameters(), one.parameters()):
+        err = _rel(p.grad, q.grad)
+        assert err <= RTOL, f"rank {rank}: grad {name} rel. error {err:.2e}"
+
+    frozen = copy.deepcopy(sharded)
+    frozen.layers[0].linear.bias.requires_grad_(rank % 2 == 0)
+    with pytest.raises(pd.ShardMismatchError, match="every rank must sync the same parameters"):
+        pd.sync_gradients(frozen)
+    pd.sync_gradients(sharded)  # no rank was left in a collective
+
+    two = torch.nn.Sequential(pd.shard_sequence(plrnn.GILR(3, 4), group=mine),
+                              pd.shard_sequence(plrnn.GILR(4, 4)))
+    with pytest.raises(ValueError, match="sharded over different process groups"):
+        pd.sync_gradients(two)

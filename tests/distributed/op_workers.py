@@ -253,3 +253,29 @@ def half_precision_accumulates_in_float32(rank, world):
         if not err <= 0.75 * torch.finfo(dtype).eps:
             failures.append(f"rank {rank} {dtype} reverse={reverse}: relative error {err:.2e}")
     assert not failures, "\n".join(failures)
+
+
+def one_dimensional_shards(rank, world):
+    """(T_r,) shards, one channel and no trailing dims, as plrnn.linear_recurrence takes them:
+    the call without the final state had failed on every rank."""
+    lengths = [3, 1, 4][:world]
+    T, start = sum(lengths), sum(lengths[:rank])
+    rows = slice(start, start + lengths[rank])
+    g = torch.Generator().manual_seed(7)
+    a, x = torch.rand(T, generator=g, dtype=torch.float64), torch.randn(T, generator=g,
+                                                                        dtype=torch.float64)
+    h0 = torch.randn((), generator=g, dtype=torch.float64)
+    up = torch.randn(T, generator=g, dtype=torch.float64)
+    for reverse in (False, True):
+        first = (world - 1) if reverse else 0
+        whole = [t.clone().requires_grad_() for t in (a, x, h0)]
+        want = plrnn.linear_recurrence(*whole, reverse=reverse, backend="reference")
+        want_grads = torch.autograd.grad(want, whole, up)
+        mine = [t[rows].clone().requires_grad_() for t in (a, x)]
+        h0_r = whole[2].detach().clone().requires_grad_() if rank == first else None
+        h = pd.linear_recurrence(*mine, h0_r, reverse=reverse)
+        assert h.shape == (lengths[rank],)
+        got = torch.autograd.grad(h, [*mine, *([h0_r] if h0_r is not None else [])], up[rows])
+        assert relerr(h, want[rows]) <= RTOL
+        for got_g, want_g in zip(got, (want_grads[0][rows], want_grads[1][rows], want_grads[2])):
+            assert relerr(got_g, want_g) <= RTOL, (rank, reverse)

@@ -28,3 +28,7 @@ def test_every_rank_refuses_a_bad_layer_call(tmp_path):
 def test_a_transform_on_one_rank_is_refused_on_every_rank(tmp_path):
     run_ranks(2, error_workers.a_transform_on_one_rank_is_refused_on_every_rank,
               tmp_path=tmp_path)
+
+
+def test_double_backward_is_refused(tmp_path):
+    run_ranks(2, error_workers.double_backward_is_refused, tmp_path=tmp_path)

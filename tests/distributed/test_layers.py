@@ -42,3 +42,7 @@ def test_compiled_sharded_model(tmp_path):
 @pytest.mark.parametrize("world", [2, 3])
 def test_sync_gradients_of_parameters_some_ranks_reach(world, tmp_path):
     run_ranks(world, layer_workers.gradients_reached_on_some_ranks_only, tmp_path=tmp_path)
+
+
+def test_sync_gradients_sums_over_the_sharded_group(tmp_path):
+    run_ranks(4, layer_workers.sync_over_the_sharded_group, tmp_path=tmp_path)

@@ -35,3 +35,8 @@ def test_autocast_runs_mixed_dtypes_in_the_widest(world, tmp_path):
 
 def test_half_precision_accumulates_in_float32(tmp_path):
     run_ranks(3, op_workers.half_precision_accumulates_in_float32, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_one_dimensional_shards(world, tmp_path):
+    run_ranks(world, op_workers.one_dimensional_shards, tmp_path=tmp_path)

@@ -128,13 +128,13 @@ def agree(description: dict, error: BaseException | None, place: Place) -> list[
 
 
 CONSISTENT = {
-    "channels": "channel shape (decays.shape[1:])",
+    "channels": "shape beyond the time axis",
     "dtype": "dtype",
     "device_type": "device type",
     "reverse": "reverse flag",
     "grad_mode": "grad mode (torch.is_grad_enabled(); all ranks run the backward together)",
     "final": "final_state request",
-    "model": "model (layer type and parameter shapes)",
+    "model": "model (layer type, its options, batch_first and parameter shapes)",
 }
 
 

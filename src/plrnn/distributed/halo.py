@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch.autograd.function import once_differentiable
 
 from .group import STATS, Place, gather_tensors
 
@@ -42,6 +43,7 @@ class _EdgesGrad(torch.autograd.Function):
         return edges.clone()
 
     @staticmethod
+    @once_differentiable  # a second backward raises, as through plrnn.linear_recurrence
     def backward(ctx, grad):
         grad = grad.contiguous()
         dist.all_reduce(grad, group=ctx.place.group)  # every rank's reads of every rank's rows

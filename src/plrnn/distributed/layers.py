@@ -15,7 +15,7 @@ from torch import nn
 
 from ..layers.base import StackedRecurrence
 from ..recurrence import transforms
-from .group import Place, agree, locate
+from .group import Place, ShardMismatchError, agree, locate
 from .halo import halo
 from .scan import linear_recurrence
 
@@ -35,8 +35,9 @@ class ShardedTime:
         (None on every rank but 0), and what `checks(x, state)` returns (the layers: their
         per-layer states). Each rank runs its own checks, then every rank learns every rank's
         outcome and shard length in one exchange: a call refused on one rank raises on all.
-        `model` (the layer type and parameter shapes) must be the same on every rank: ranks
-        running different models would wait on each other's collectives forever."""
+        `model` (the layer type, its options, batch_first and parameter shapes) must be the same
+        on every rank: ranks running different models would wait on each other's collectives
+        forever."""
         place = locate(group, reverse=False)
         error, per_layer, described = None, None, {}
         try:
@@ -127,13 +128,20 @@ def sync_gradients(model: nn.Module, group=None) -> None:
     would compute it. With data parallelism on top, run this over the sequence group and let DDP
     (or an all_reduce) average over the data-parallel group, in either order.
 
+    group: default, the group `shard_sequence` gave the model's layers (the world if it gave
+    none; an error if its layers were sharded over different groups).
+
     Every parameter that requires grad takes part, also where this rank's loss did not reach it
     (its grad None: zeros here); one that no rank's loss reached keeps grad None on every rank."""
+    if group is None:
+        group = _sharded_group(model)
     # The same parameters, in the same order, on every rank: ranks whose losses reach different
     # parameters (a head on the last rank's output alone) would otherwise sum unrelated
     # gradients of equal sizes, leave a parameter unsynced on some ranks, or wait forever on
     # buffers of different sizes.
     params = [p for p in model.parameters() if p.requires_grad]
+    device = next(model.parameters(), torch.empty(0)).device
+    _same_sizes(params, device, group)
     if not params:
         return
     pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
@@ -149,3 +157,27 @@ def sync_gradients(model: nn.Module, group=None) -> None:
             p.grad.copy_(summed)
         elif anywhere:
             p.grad = summed.to(p.dtype, copy=True)
+
+
+def _sharded_group(model: nn.Module):
+    groups = {id(m.process_group.group): m.process_group.group for m in model.modules()
+              if isinstance(m, StackedRecurrence) and m.process_group is not None}
+    if len(groups) > 1:
+        raise ValueError("the model's layers were sharded over different process groups; pass "
+                         "sync_gradients the sequence group to sum over")
+    return next(iter(groups.values()), None)
+
+
+def _same_sizes(params: list, device: torch.device, group) -> None:
+    """ShardMismatchError on every rank unless every rank syncs as many parameters of as many
+    elements (one all_reduce of four numbers, the same size everywhere)."""
+    sizes = [len(params), sum(p.numel() for p in params)]
+    both = torch.tensor([*sizes, *(-n for n in sizes)], dtype=torch.int64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
+    most, least = both[:2].tolist(), [-n for n in both[2:].tolist()]
+    if most != least:
+        raise ShardMismatchError(
+            "every rank must sync the same parameters (those with requires_grad=True); the ranks "
+            f"hold {least[0]}-{most[0]} of them, {least[1]}-{most[1]} elements (this rank: "
+            f"{sizes[0]}, {sizes[1]})"
+        )

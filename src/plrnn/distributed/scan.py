@@ -24,11 +24,12 @@ import functools
 import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..recurrence import linear_recurrence as local_recurrence
 from ..recurrence import transforms
 from ..recurrence.registry import resolve
-from ..recurrence.validation import MixedUnderAutocast, check_inputs, in_dtype
+from ..recurrence.validation import JaggedInput, MixedUnderAutocast, check_inputs, in_dtype
 from .group import Place, agree, gather_tensors, locate, wants_grad
 
 CHUNK_ELEMENTS = 1 << 20  # elements per chunk of the streaming reductions
@@ -105,7 +106,7 @@ class _ShardedScan(torch.autograd.Function):
             )
         totals = place.in_recurrence_order(gather_tensors("forward", torch.stack([P, R]), place))
         carry = h0 if place.first else _fold(totals[: place.pos], zeros).to(dtype)
-        final = _fold(totals, zeros).to(dtype) if want_final else zeros[:0]
+        final = _fold(totals, zeros).to(dtype) if want_final else zeros.new_empty(0)
 
         grads = ctx.needs_input_grad[:3]
         ctx.inner = None
@@ -131,6 +132,7 @@ class _ShardedScan(torch.autograd.Function):
         return h.detach(), final
 
     @staticmethod
+    @once_differentiable  # a second backward raises, as through plrnn.linear_recurrence
     def backward(ctx, grad_h, grad_final):
         place = ctx.place
         h, a, x, c = ctx.inner or (None, None, None, None)
@@ -235,6 +237,9 @@ def linear_recurrence(
         except MixedUnderAutocast as mixed:  # as plrnn.linear_recurrence: run in the widest
             decays, impulses, initial_state = in_dtype(mixed.dtype, decays, impulses, initial_state)
             check_inputs(decays, impulses, initial_state, reverse)
+        except JaggedInput:  # plrnn.linear_recurrence's signal to take its jagged path
+            raise TypeError("plrnn.distributed.linear_recurrence takes dense (T_r, *) shards, "
+                            "not jagged nested tensors") from None
         if decays.shape != impulses.shape:
             raise ValueError("plrnn.distributed.linear_recurrence needs decays of the impulses' "
                              f"shape {tuple(impulses.shape)}; got {tuple(decays.shape)} (expand "

@@ -216,7 +216,8 @@ class StackedRecurrence(nn.Module):
             # refused on all of them instead of leaving the others in a collective.
             time, per_layer = ShardedTime.open(
                 shared.group, self.backend, x, state, self._checked, int(self.batch_first),
-                model=(type(self).__name__, [tuple(p.shape) for p in self.parameters()]),
+                model=(type(self).__name__, self.options(), self.batch_first,
+                       [tuple(p.shape) for p in self.parameters()]),
             )
         else:
             if isinstance(x, PackedSequence):
