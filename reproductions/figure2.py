@@ -105,9 +105,11 @@ def curves(logs: pd.DataFrame, smoothing: list[int], grid_points: int) -> pd.Dat
                 smooth = r["accuracy"].rolling(window, min_periods=1).mean().to_numpy()
                 resampled.append(np.interp(grid, r["wall_time_s"].to_numpy(), smooth))
             stack = np.vstack(resampled)
+            # The sample sd, as Table 3's; one run has no spread to show.
+            sd = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.zeros(grid_points)
             out.append(pd.DataFrame({
                 "T": T, "model": model, "wall_time_min": grid / 60.0,
-                "accuracy_mean": stack.mean(axis=0), "accuracy_sd": stack.std(axis=0),
+                "accuracy_mean": stack.mean(axis=0), "accuracy_sd": sd,
                 "runs": len(resampled), "smoothing": window}))
     return pd.concat(out, ignore_index=True)
 

@@ -207,9 +207,9 @@ def check(cfg: DictConfig) -> None:
             build(arch, 1, 1, 1, "reference", qrnn_taps=cfg.variant.qrnn_taps)
         except ValueError as err:
             raise ConfigError(f"scale.architectures: {err}") from None
-    if min(s.seq_lens) > s.steps:  # b = steps // T would be 0 in every cell
-        raise ConfigError(f"scale.steps must be at least the shortest of scale.seq_lens, so that "
-                          f"a cell has b >= 1; got scale.steps={s.steps}, "
+    if max(s.seq_lens) > s.steps:  # b = steps // T would be 0 in that cell
+        raise ConfigError(f"scale.steps must be at least the longest of scale.seq_lens, so that "
+                          f"every cell has b >= 1; got scale.steps={s.steps}, "
                           f"scale.seq_lens={list(s.seq_lens)}")
 
 
@@ -230,7 +230,7 @@ def run(cfg: DictConfig) -> Path:
                                f"{status[name].reason}")
     allocator = reuse_freed_pages() if device.type == "cpu" else "torch CUDA caching allocator"
     started = time.perf_counter()
-    cells = [(T, cfg.scale.steps // T) for T in cfg.scale.seq_lens if cfg.scale.steps // T >= 1]
+    cells = [(T, cfg.scale.steps // T) for T in cfg.scale.seq_lens]
     rows = []
     for T, b in progress(cells, cfg, desc="table2", unit="cell"):
         rows += measure_cell(cfg, device, T, b, backends)

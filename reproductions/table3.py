@@ -121,7 +121,9 @@ class Job:
     phase: str = "compare"  # "sweep" | "compare"
     model: str = "gilr_lstm"
     seq_len: int | None = None  # compare only; the sweep runs at scale.sweep.seq_len
-    seed: int = 0
+    # None: scale.sweep.first_seed in the sweep, seed in the comparison, so that a sweep run
+    # never repeats a comparison run (stage=all passes every job its seed).
+    seed: int | None = None
     # Sweep only; a comparison run takes its model's kept setting.
     hidden: int | None = None
     lr: float | None = None
@@ -204,6 +206,7 @@ def kept_setting(cfg: DictConfig, device, kind: str) -> dict | None:
 def run_job(cfg: DictConfig, device) -> Path:
     """Trains the one configuration cfg.job names and writes its record and log."""
     j, s = cfg.job, cfg.scale
+    seed = j.seed if j.seed is not None else s.sweep.first_seed if j.phase == "sweep" else cfg.seed
     if j.phase == "sweep":
         missing = [k for k in SETTINGS if j[k] is None]
         if missing:
@@ -215,14 +218,14 @@ def run_job(cfg: DictConfig, device) -> Path:
         T, caps, setting = j.seq_len, s.compare, kept_setting(cfg, device, j.model)
     folder = runs_dir(cfg, device) / j.phase
     folder.mkdir(parents=True, exist_ok=True)
-    rc = run_config(cfg, device, j.model, T, j.seed, setting, caps, folder / "pending.csv")
+    rc = run_config(cfg, device, j.model, T, seed, setting, caps, folder / "pending.csv")
     name = (f"{j.model}_T{T}_h{rc.model.hidden}_lr{rc.train.lr:g}"
-            f"_fb{rc.model.forget_bias}_seed{j.seed}")
+            f"_fb{rc.model.forget_bias}_seed{seed}")
     rc.log_path = str(folder / f"{name}.csv")
     result = train_run(rc)
     log = pd.read_csv(rc.log_path)
     record = {
-        "phase": j.phase, "seq_len": T, "model": NAMES[j.model], "seed": j.seed,
+        "phase": j.phase, "seq_len": T, "model": NAMES[j.model], "seed": seed,
         "hidden": rc.model.hidden, "lr": rc.train.lr, "forget_bias": rc.model.forget_bias,
         "converged": result.converged, "iterations": result.iterations,
         "wall_time_s": result.wall_time_s, "stop_reason": result.stop_reason,
@@ -343,8 +346,10 @@ def summarize(raw: pd.DataFrame) -> pd.DataFrame:
             "iterations": it, "iterations sd": it_sd, "wall s": wall, "wall s sd": wall_sd,
             "iterations median": _censored_median(runs, "iterations"),
             "wall s median": _censored_median(runs, "wall_time_s"),
-            # A run that hit its cap bounds the time to convergence from below.
-            "wall s lower bound": float(runs["wall_time_s"].median()),
+            # A run that hit its cap bounds its time to convergence from below, so the mean and
+            # median over every run's wall time bound the true mean and median.
+            "wall s lower bound": float(runs["wall_time_s"].mean()),
+            "wall s median lower bound": float(runs["wall_time_s"].median()),
             "all converged": len(done) == len(runs),
             "paper iterations (k)": p["iterations_k_mean"].iloc[0] if len(p) else math.nan,
             "paper wall (h)": p["wall_hours_mean"].iloc[0] if len(p) else math.nan,
@@ -364,7 +369,7 @@ def speedups(summary: pd.DataFrame) -> pd.DataFrame:
         lstm_wall = lstm["wall s lower bound"] if bound else lstm["wall s"]
         ours = lstm_wall / g["wall s"] if g["all converged"] else math.nan
         median_bound = math.isinf(lstm["wall s median"])
-        lstm_median = lstm["wall s lower bound"] if median_bound else lstm["wall s median"]
+        lstm_median = lstm["wall s median lower bound"] if median_bound else lstm["wall s median"]
         medians = lstm_median / g["wall s median"] if math.isfinite(g["wall s median"]) else (
             math.nan)
         paper = lstm["paper wall (h)"] / g["paper wall (h)"]
@@ -394,7 +399,8 @@ def render(summary: pd.DataFrame) -> pd.DataFrame:
                           zip(summary["wall s"], summary["wall s sd"],
                               summary["wall s lower bound"])],
         "median wall time (s)": [f"{m:.1f}" if math.isfinite(m) else f"> {lb:.0f}" for m, lb in
-                                 zip(summary["wall s median"], summary["wall s lower bound"])],
+                                 zip(summary["wall s median"],
+                                     summary["wall s median lower bound"])],
         "paper iterations (k)": [paper_text(T, m, "iterations_k") for T, m in
                                  zip(summary["T"], summary["model"])],
         "paper wall (h)": [paper_text(T, m, "wall_hours") for T, m in
@@ -496,7 +502,9 @@ def write_table(cfg: DictConfig, device, raw: pd.DataFrame, kept: pd.DataFrame |
         *settings,
         f"- Convergence: {s.window} consecutive checks at 100% minibatch accuracy, a check every "
         f"{s.check_every} step(s). Caps per run: {c.max_steps} steps, {c.max_wall_time_s} s; a "
-        "capped run did not converge ('-', with its wall time as a lower bound).",
+        "capped run did not converge ('-' where none did, with the mean wall time of all runs as "
+        "a lower bound). With any LSTM run capped, the speedup is a lower bound: the mean of all "
+        "its runs' wall times, capped ones included, over the GILR-LSTM's mean.",
         f"- {c.seeds} seeds per (T, model), {s.n_jobs} runs at a time with "
         f"{int(raw['threads'].iloc[0])} thread(s) each. Mean ± sd over the runs that converged, "
         "as the paper reports them; the median over all runs beside it (a capped run counts as "
@@ -537,6 +545,32 @@ def draw_figure2(cfg: DictConfig) -> Path:
     return figure2.run(f2)
 
 
+def as_made(cfg: DictConfig, device) -> DictConfig:
+    """stage=summary: cfg with the scale, dtype and backend the runs were made with, so that the
+    tables describe them (caps, seeds, lengths) and not this command's defaults. stage=all
+    keeps that config beside the runs; runs made by stage=run jobs alone (on a cluster) must
+    match this command's caps, or the command is refused."""
+    runs = runs_dir(cfg, device)
+    saved = runs / "config.yaml"
+    if saved.is_file():
+        keys = ["scale", "dtype", "backend"]
+        made = OmegaConf.to_container(OmegaConf.masked_copy(OmegaConf.load(saved), keys))
+        if made != OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True):
+            print(f"table3: the runs in {runs} were made with another scale, dtype or backend "
+                  "than this command's; the summary describes theirs (config.yaml)",
+                  file=sys.stderr)
+        return OmegaConf.merge(cfg, made)
+    records = load_records(runs / "compare")
+    caps = cfg.scale.compare
+    made_caps = {(int(r.max_steps), float(r.max_wall_time_s)) for r in records.itertuples()}
+    if made_caps != {(caps.max_steps, float(caps.max_wall_time_s))}:
+        raise ConfigError(
+            f"the comparison runs in {runs} were made with caps (steps, s) "
+            f"{sorted(made_caps)}, this command's are ({caps.max_steps}, "
+            f"{float(caps.max_wall_time_s)}); pass the scale they were made with")
+    return cfg
+
+
 def summarize_runs(cfg: DictConfig, device, started: float) -> Path:
     runs = runs_dir(cfg, device)
     sweep_dir = runs / "sweep"
@@ -564,6 +598,15 @@ def check(cfg: DictConfig) -> None:
     require(cfg, "scale.models", choices=tuple(NAMES))
     require(cfg, "scale.figure2_scale", choices=sorted(
         p.stem for p in (HERE / "conf" / "figure2" / "scale").glob("*.yaml")))
+    # Figure 2 draws one panel per compared length, each smoothed by its own window or by one.
+    smoothing = OmegaConf.load(HERE / "conf" / "figure2" / "scale" /
+                               f"{cfg.scale.figure2_scale}.yaml").smoothing
+    lengths = sorted(set(cfg.scale.compare.seq_lens))
+    if len(smoothing) not in (1, len(lengths)):
+        raise ConfigError(
+            f"scale.figure2_scale={cfg.scale.figure2_scale} smooths with {list(smoothing)}: one "
+            f"window, or one per compared length ({len(lengths)}: {lengths}), is needed; pick "
+            "another scale.figure2_scale")
     require(cfg, "stage", choices=("all", "summary", "run"))
     require(cfg, "job.phase", choices=("sweep", "compare"))
     require(cfg, "job.model", choices=tuple(NAMES))
@@ -587,6 +630,8 @@ def run(cfg: DictConfig) -> Path:
         return run_job(cfg, device)
     if cfg.stage == "all":
         train_all(cfg, device)
+    else:
+        cfg = as_made(cfg, device)
     return summarize_runs(cfg, device, started)
 
 

@@ -102,14 +102,29 @@ def test_a_sweep_runs_its_other_jobs_past_a_refused_one(tmp_path):
     assert len(written) == 1 and "scale.rounds=1" in written[0], written
 
 
-def test_a_tag_does_not_merge_the_jobs_of_a_sweep(tmp_path):
-    """`-m tag=x ...` gave every job the file name table1x.csv, so each job overwrote the one
-    before; the tag now comes first and the job's overrides after it."""
+def test_a_tag_or_a_thread_count_does_not_merge_the_jobs_of_a_sweep(tmp_path):
+    """`-m tag=x ...` gave every job the file name table1x.csv, and device.threads was left out
+    of the names (it changes every timing), so each job overwrote the one before."""
     cmd = [sys.executable, str(REPRO / "table1.py"), "-m", *SMOKE, "scale.seq_lens=[16]",
-           "tag=x", "scale.rounds=1,2", f"results_dir={tmp_path / 'results'}",
+           "tag=x", "device.threads=1,2", f"results_dir={tmp_path / 'results'}",
            f"hydra.sweep.dir={tmp_path / 'multirun'}"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     written = sorted(p.name for p in (tmp_path / "results").glob("*/*.csv"))
     assert len(written) == 2 and all(n.startswith("table1x-") for n in written), written
-    assert "scale.rounds=1," in written[0] and "scale.rounds=2," in written[1], written
+    assert "device.threads=1," in written[0] and "device.threads=2," in written[1], written
+
+
+def test_stage_summary_of_a_table3_sweep_finds_its_runs(tmp_path):
+    """`-m ... stage=summary` named the runs folder with stage=summary in it, so it found none."""
+    common = [sys.executable, str(REPRO / "table3.py"), "-m", *SMOKE, "scale.tune=false",
+              "scale.models=[gilr_lstm]", "scale.compare.seeds=1", "seed=3",
+              f"results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    for stage in ("all", "summary"):
+        done = subprocess.run([*common, f"stage={stage}"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    (out,) = (tmp_path / "results").iterdir()
+    assert sorted(p.name for p in out.glob("table3*.md")) == [
+        "table3-device=cpu,scale.compare.seeds=1,scale.models=_gilr_lstm_,scale.tune=False,"
+        "scale=smoke,seed=3.md"]

@@ -31,6 +31,8 @@ CASES = [
     ("table1", ["device.threads=0"], "device.threads must be a positive integer"),
     ("table2", ["scale.seq_lens=[-4]"], r"scale.seq_lens .* got \[-4\]"),
     ("table2", ["scale.seq_lens=[128]"], r"scale.steps must be at least .* scale.seq_lens=\[128\]"),
+    # Only the shortest length was checked: T = 128 was dropped from the tables without a word.
+    ("table2", ["scale.seq_lens=[4,128]"], r"the longest of scale.seq_lens, .*\[4, 128\]"),
     ("table2", ["variant.passes=[trian]"], "variant.passes .* one of 'train', 'forward'"),
     ("table2", ["scale.architectures=['QRNN(x)']"], r"unknown architecture 'QRNN\(x\)'"),
     ("table2", ["scale.architectures=['SRU','QRNN(0)']"], "window must be >= 1, got 0"),
@@ -50,6 +52,9 @@ CASES = [
     ("table3", ["scale.lstm.clip=0"], "scale.lstm.clip"),
     ("table3", ["scale.models=[gru]"], "scale.models .* one of 'gilr_lstm', 'lstm'"),
     ("table3", ["scale.figure2_scale=huge"], "scale.figure2_scale must be one of .*'smoke'"),
+    # Refused before training, not when Figure 2 is drawn at the end.
+    ("table3", ["scale.figure2_scale=paper"], r"scale.figure2_scale=paper smooths with \[.*\]: "
+                                               "one window, or one per compared length"),
     ("figure1", ["scale.seq_len=1"], "scale.seq_len must be an integer >= 2; got 1"),
     ("figure1", ["scale.hidden=0"], "scale.hidden"),
     ("figure2", ["scale.grid_points=1"], "scale.grid_points must be an integer >= 2"),

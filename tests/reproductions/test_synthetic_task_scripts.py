@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -92,7 +94,7 @@ def test_curves_hold_a_stopped_runs_last_value():
     assert curve["accuracy_mean"].iloc[-1] == pytest.approx(1.0)
     # At t = 2.5 s: a is at 1.0, b at 0.5.
     assert curve["accuracy_mean"].iloc[2] == pytest.approx(0.75)
-    assert curve["accuracy_sd"].iloc[2] == pytest.approx(0.25)
+    assert curve["accuracy_sd"].iloc[2] == pytest.approx(0.25 * 2**0.5)  # sample sd, as Table 3
 
 
 def test_curves_smooth_within_each_run():
@@ -178,6 +180,26 @@ def test_half_the_runs_capped_makes_the_median_a_bound():
     assert ratio["ours, medians"] == pytest.approx(325.0 / 10.0)  # the median of 50 and 600
 
 
+def test_the_lower_bound_of_a_mean_is_a_mean():
+    """One LSTM run capped at 600 s beside two that converged in 1 and 590 s: the LSTM's mean is
+    only known to be at least (1 + 590 + 600) / 3 = 397 s, so against the GILR-LSTM's 100 s the
+    speedup is at least 3.97, undecided. The median of the three (590 s) had said 5.9, PASS."""
+    raw = pd.DataFrame([
+        *({"seq_len": 1024, "model": "GILR-LSTM", "seed": s, "converged": True,
+           "iterations": 9, "wall_time_s": 100.0} for s in range(3)),
+        *({"seq_len": 1024, "model": "LSTM", "seed": s, "converged": s < 2, "iterations": 99,
+           "wall_time_s": w} for s, w in enumerate([1.0, 590.0, 600.0])),
+    ])
+    table3 = load_script("table3")
+    summary = table3.summarize(raw)
+    ratio = table3.speedups(summary).iloc[0]
+    assert ratio["ours is a lower bound"] and ratio["ours"] == pytest.approx(3.97)
+    assert ratio["goal (>= 5x at T >= 1024)"].startswith("undecided")
+    # The median with the capped run counted as longer than any: 590 s, the middle of the three.
+    assert table3.render(summary).set_index("model").loc["LSTM", "median wall time (s)"] == (
+        "590.0")
+
+
 def test_a_low_lower_bound_leaves_the_goal_undecided():
     summary = _summary(lstm_converged=False)
     summary.loc[summary["model"] == "LSTM", "wall s lower bound"] = 30.0
@@ -193,6 +215,45 @@ def test_stage_summary_summarizes_again_without_training(smoke_results):
     out = load_script("table3").run(again)
     assert pd.read_csv(out.with_suffix(".csv")).equals(before)
     assert sorted((md.parent / "table3_runs").rglob("*")) == logs
+
+
+def test_stage_summary_describes_the_runs_as_they_were_made(smoke_results, capsys):
+    """stage=summary without the runs' scale=smoke: the tables had stated the default scale's
+    caps and seeds beside the smoke runs' numbers."""
+    cfg, md = smoke_results
+    again = compose_config("table3", ["device=cpu", "progress=false",
+                                      f"results_dir={md.parents[1]}", "stage=summary"])
+    assert again.scale.compare.max_steps != cfg.scale.compare.max_steps  # the test's premise
+    out = load_script("table3").run(again)
+    text = out.read_text()
+    assert f"Caps per run: {cfg.scale.compare.max_steps} steps" in text
+    assert f"- {cfg.scale.compare.seeds} seeds per (T, model)" in text
+    assert "made with another scale, dtype or backend" in capsys.readouterr().err
+
+
+def test_stage_summary_refuses_other_caps_for_runs_without_their_config(smoke_results,
+                                                                         tmp_path):
+    """Runs made by stage=run jobs alone have no config.yaml beside them: a summary with other
+    caps than theirs is refused instead of describing them wrongly."""
+    cfg, md = smoke_results
+    copied = tmp_path / md.parent.name
+    shutil.copytree(md.parent / "table3_runs", copied / "table3_runs")
+    (copied / "table3_runs" / "config.yaml").unlink()
+    again = compose_config("table3", ["device=cpu", "progress=false",
+                                      f"results_dir={tmp_path}", "stage=summary"])
+    with pytest.raises(ValueError, match=r"made with caps \(steps, s\) \[\(20, 30.0\)\], this "
+                       r"command's are \(20000, 600.0\); pass the scale they were made with"):
+        load_script("table3").run(again)
+
+
+def test_a_sweep_job_takes_the_sweep_seeds_by_default(tmp_path):
+    """A stage=run sweep job without job.seed (the cluster recipe) had taken seed 0, the
+    comparison's first seed, and so repeated a comparison run exactly."""
+    cfg = compose_config("table3", [*SMOKE, f"results_dir={tmp_path}", "stage=run",
+                                    "job.phase=sweep", "job.model=gilr_lstm", "job.hidden=8",
+                                    "job.lr=0.001", "job.forget_bias=5.0"])
+    record = json.loads(load_script("table3").run(cfg).read_text())
+    assert record["seed"] == cfg.scale.sweep.first_seed != cfg.seed
 
 
 def test_stage_summary_without_runs_says_what_to_run(tmp_path):
