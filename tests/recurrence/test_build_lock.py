@@ -210,6 +210,39 @@ def test_first_calls_from_several_threads_build_once():
     assert len(calls) == 1 and answers == [None] * 4
 
 
+FORK_MID_BUILD = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from plrnn.recurrence import jit
+    started, builds = threading.Event(), []
+    def slow_build():
+        builds.append(os.getpid())
+        started.set()
+        time.sleep(0.5)
+        return "built"
+    load = jit.build_once(slow_build)
+    t = threading.Thread(target=load)
+    t.start()
+    started.wait()
+    pid = os.fork()  # while the other thread builds, holding the lock
+    if pid == 0:
+        signal.alarm(20)  # the hang this guards against: a SIGALRM exit, not a stuck test
+        os._exit(0 if load() == "built" and builds == [os.getppid()] else 3)
+    t.join()
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """
+)
+
+
+def test_a_fork_during_a_build_gives_a_child_that_loads():
+    """A DataLoader forking its workers while another thread made the first call: the child had
+    inherited the build lock held by a thread it does not have, and waited forever. The fork now
+    waits for the build, and the child has its answer without building again."""
+    done = subprocess.run([sys.executable, "-c", FORK_MID_BUILD], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+
+
 def test_failed_build_says_the_compilers_first_error(tmp_path, monkeypatch):
     # ninja's last line ("build stopped: subcommand failed") is all torch's exception ends with;
     # the reason a user sees must name what failed to compile.

@@ -54,7 +54,18 @@ def build_once(build: Callable[[], str | None]) -> Callable[[], str | None]:
     # Python threads making their first call together: one builds and registers, the others wait
     # (without the lock each registered the ops' Python side again, and torch warned of kernels
     # overridden).
-    lock = threading.Lock()
+    lock = threading.RLock()
+
+    # A fork (a DataLoader starting its workers) waits for a build in another thread to finish,
+    # so the child holds a whole one or none: forked mid-build, it had inherited the lock taken
+    # by a thread that does not exist in it, and its first call waited forever. Reentrant for a
+    # fork from inside the build itself.
+    def fresh_in_child() -> None:
+        nonlocal lock
+        lock = threading.RLock()
+
+    os.register_at_fork(before=lambda: lock.acquire(), after_in_parent=lambda: lock.release(),
+                        after_in_child=fresh_in_child)
 
     @torch._dynamo.assume_constant_result  # run once at trace time; torch.compile sees the answer
     def load() -> str | None:
