@@ -73,6 +73,18 @@ def test_the_numbers_behind_the_chart_follow_commit_dates_and_skip_old_definitio
     assert "torch" not in numbers.rows[0][2]
 
 
+def test_runs_of_other_benchmarks_only_are_counted(headline_tree):
+    """`asv run --bench op_inputs` writes a run without the kernels: the note had accounted for
+    runs of an older definition but left these out without a word."""
+    only_others = {"commit_hash": "dddd4444", "date": 1, "result_columns": ["result"],
+                   "results": {"op_inputs.Other.time_it": [[1.0]]}}
+    (headline_tree.results / "asv" / CPU / "dddd4444-virtualenv-py3.11.json").write_text(
+        json.dumps(only_others))
+    _, text, _ = build(headline_tree)
+    assert "1 run(s) do not hold this benchmark" in chart_blocks(text)[CPU]
+    assert "1 run(s) of an older definition" in chart_blocks(text)[CPU]
+
+
 def test_values_from_one_timed_call_are_marked(headline_tree):
     # aaaa1111 ran `asv run --quick` (one call per value); bbbb2222 a full run (10 x 3 calls).
     folder = headline_tree.results / "asv" / CPU

@@ -156,6 +156,10 @@ def test_every_relative_link_of_the_dashboard_and_the_docs_resolves(site):
     machines = {p.parent.name for p in resolved[dashboard] if p.suffix == ".csv"}
     committed = {m.name for m in (ROOT / "results").iterdir() if m.is_dir() and m.name != "asv"}
     assert committed <= machines
+    # And each machine's folder listing, where its logs and run records are: no link had
+    # reached them.
+    listings = {p.parent.name for p in resolved[dashboard] if p.name == "index.html"}
+    assert committed <= listings
 
 
 def test_docs_link_to_the_dashboard_and_asv(site):

@@ -57,6 +57,7 @@ class History:
     backends: list[str]
     runs: list[Run]  # oldest commit first
     dropped: int = 0  # runs of an older benchmark definition, left out as asv does
+    absent: int = 0  # runs without this benchmark (`asv run --bench` of others) or unreadable
 
     @property
     def single_call(self) -> set[tuple[str, tuple[str, str]]]:
@@ -203,4 +204,5 @@ def read_history(
         backends=[b for b in HEADLINE_BACKENDS if any(b == kb for kb, _ in charted)],
         runs=runs,
         dropped=dropped,
+        absent=len(files) - len(runs) - dropped,
     )

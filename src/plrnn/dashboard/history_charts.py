@@ -104,6 +104,12 @@ def render_asv_history(
                 f'<p class="note">{history.dropped} run(s) of an older definition of this '
                 "benchmark are left out, as asv's own graphs leave them out.</p>"
             )
+        if history.absent:
+            out.append(
+                f'<p class="note">{history.absent} run(s) do not hold this benchmark (runs of '
+                "other benchmarks only, <code>asv run --bench ...</code>, or unreadable files)."
+                "</p>"
+            )
         out.append(
             f"<details><summary>the numbers behind the chart</summary>"
             f"{_history_numbers(history)}</details></div>"

@@ -105,9 +105,11 @@ def run_facts(data: dict) -> dict[str, str]:
         value = machine.get(key, data.get(key))
         if value:
             facts[label] = str(value)
-    for key in ("device", "dtype"):
-        if config.get(key):
-            facts[key] = str(config[key])
+    device = stated_device_text(data)  # a reproduction's config holds its request, not this
+    if device:
+        facts["device"] = device
+    if config.get("dtype"):
+        facts["dtype"] = str(config["dtype"])
     for key in ("date", "date_utc", "timestamp", "measurement_seconds"):
         if _is_scalar(data.get(key)) and data.get(key) is not None:
             facts[key.replace("_", " ")] = _scalar(data[key])

@@ -217,7 +217,8 @@ def render_machine(page: Page, machine: Machine) -> str:
             f"<h2>{badge(machine.kind, machine.kind_label)} {esc(machine.name)}</h2>",
             f'<p class="note">Every number in this section was measured on this '
             f"{esc(machine.kind_label)} machine; compare across machines only with the hardware in "
-            "mind.</p>",
+            f'mind. All of its files, logs and run records included: <a href="'
+            f'{page.url(machine.path)}/">{esc(machine.name)}/</a>.</p>',
             _facts(facts),
             *warnings,
             *body,
@@ -344,9 +345,10 @@ Sequence Length</em> (ICLR 2018), and the kernel benchmarks: {esc(summary)}. The
 each machine's best number beside the paper's, one labelled column per machine; below it each
 machine has its own section, and CPU and GPU numbers are never put in one of its tables. Built from
 <a href="{page.url(results_dir)}/">{esc(results_dir.name)}/</a> by
-<code>python -m plrnn.dashboard</code>. Open it as a file, or serve the repository root
-(<code>python -m http.server</code>, then <code>/results/index.html</code>) so the links to the asv
-site and the paper's numbers resolve.</p>
+<code>python -m plrnn.dashboard</code> (in a checkout: open it as a file, or serve the
+repository root with <code>python -m http.server</code> and open
+<code>/results/index.html</code>, so the links to the asv site and the paper's numbers
+resolve).</p>
 </header>
 {chr(10).join(s for s in sections if s)}
 </main>
