@@ -37,8 +37,10 @@ _SHORT = 16 if GRID.name == "tiny" else 1
 PACKED = {"sequences": 64, "median_length": 512 // _SHORT, "max_length": 4096 // _SHORT,
           "channels": 64}
 BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
-# 64 MiB per float32 tensor: past glibc's largest mmap threshold (32 MiB), so every fresh copy
-# faults its pages in, as a model's activations do.
+# 64 MiB per float32 tensor: past glibc's largest mmap threshold (32 MiB), where a plain
+# process's fresh copies fault their pages in, as a model's activations do. The suite itself runs
+# with freed pages reused (_support._steady_allocator), so asv times the copies without faults;
+# `python -m plrnn.bench.recurrence` shows both (its section 7).
 HEADS = {"seq_len": 16384 // _SHORT, "batch": 2, "heads": 8, "head_dim": 64}
 COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
 STORAGE = {"seq_len": 16384 // _SHORT, "channels": 256}

@@ -59,6 +59,7 @@ from plrnn.bench.recurrence.tasks import (
     latency_tasks,
     layout_tasks,
 )
+from plrnn.recurrence.registry import resolve
 
 # ------------------------------------------------------------------------ the command, --smoke
 
@@ -509,7 +510,7 @@ def test_check_output_accepts_the_recurrence_and_rejects_a_wrong_one():
     inputs = Inputs(0)
     a, x = inputs.get((300, 20), dist="sigmoid(N(5,1))")
     truth = inputs.truth((300, 20), "sigmoid(N(5,1))", a, x)
-    assert truth.shape == (300, CHECK_CHANNELS)
+    assert truth.shape == (300, 20) and CHECK_CHANNELS > 20  # a narrow row: every channel
     check_output(plrnn.linear_recurrence(a, x, backend="cpu_serial"), truth, "ok")
     wrong = plrnn.linear_recurrence(a.flip(0), x, backend="cpu_serial")
     with pytest.raises(WrongResult, match="float64"):
@@ -518,6 +519,21 @@ def test_check_output_accepts_the_recurrence_and_rejects_a_wrong_one():
     a64, x64 = a.double()[:, :4], x.double()[:, :4]
     want = plrnn.linear_recurrence(a64, x64, backend="reference").numpy()
     np.testing.assert_allclose(truth64(a64.numpy(), x64.numpy()), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("wrong", [slice(999, 1000), slice(500, 532)], ids=["last", "a head"])
+def test_check_output_reads_the_whole_row(wrong):
+    """Only the first 16 channels were checked: one thread's share of a split row, one head of
+    per-head decays, one sequence of a batch. A wrong last channel or a wrong head of 32 in the
+    middle of the row passed."""
+    inputs = Inputs(0)
+    a, x = inputs.get((50, 1000))
+    truth = inputs.truth((50, 1000), UNIFORM, a, x)
+    h = plrnn.linear_recurrence(a, x, backend="cpu_serial")
+    check_output(h, truth, "ok")
+    h[:, wrong] += 1
+    with pytest.raises(WrongResult, match="float64"):
+        check_output(h, truth, "wrong")
 
 
 def test_a_wrong_backend_is_an_error_row_not_a_time(monkeypatch):
@@ -764,3 +780,16 @@ def test_bad_arguments_are_refused_before_any_measuring(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_auto_column_names_the_backend_the_op_runs_for_complex_inputs():
+    """The "auto ->" column came from the float32 rule alone, where complex inputs go from
+    cpu_serial to cpu_parallel: section 6 said cpu_serial for complex64 rows that ran the other."""
+    env = Env(make_config(parse_args(["--smoke", "--allocator", "default"])), Inputs(0), {})
+    for dtype in ("complex64", "float32", "float64", "bfloat16"):
+        task = Task(SEC_DTYPES, "auto", FWD, (256, 4), None, dtype=dtype)
+        t = getattr(torch, dtype)
+        want = resolve("auto", torch.device("cpu"), 256, 4, t.is_complex, t.itemsize).name
+        assert runner._new_record(env, task, 2)["auto_choice"] == want, dtype
+    complex_task = Task(SEC_DTYPES, "auto", FWD, (256, 4), None, dtype="complex64")
+    assert runner._new_record(env, complex_task, 2)["auto_choice"] == "cpu_parallel"

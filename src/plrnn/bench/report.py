@@ -138,7 +138,7 @@ def kernels_table(df: pd.DataFrame) -> pd.DataFrame:
     numel = wide["seq_len"].astype(float) * wide["channels"]
     moved = [bytes_moved(1, p) for p in wide["pass"]]
     wide["bytes_moved"] = numel * moved
-    # Device-event time where the suite measured it (CUDA), else the host-clock time.
+    # The host-clock time, CUDA rows included (the suite synchronizes before reading the clock).
     wide["gb_per_s"] = wide["bytes_moved"] / wide["time"] / 1e9
     copies = copy_bandwidth(_keyed(df, ["commit"]))
     wide = wide.merge(copies[["source", "machine", "device", "commit", "copy_bytes_per_s"]],

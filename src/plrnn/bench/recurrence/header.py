@@ -102,10 +102,12 @@ def header(info: dict, cfg: Config, argv: list[str], statuses, load,
         f"than a round's share of their time, one round in {SLOW_STRIDE}, except in sections 4 "
         "and 5) "
         "unless marked 'single' (one cold run); every backend's output checked against a "
-        "float64 loop first",
+        "float64 loop first (on 64 channels spread over the whole row)",
         "- ratios between two methods timed in one cell (speedups, x U[0,1), of torch.mul, "
         "auto/best): the median over rounds of the ratio within each round, so they can differ "
-        "from the ratio of the two medians shown",
+        "from the ratio of the two medians shown. A method fast in some rounds and slow in "
+        "others gets more blocks in its fast rounds, so its median leans towards them (the CSV "
+        "has each round's median, round_medians_s); the ratios, one per round, do not",
         f"- config: `{json.dumps(dataclasses.asdict(cfg))}`",
     ]
 

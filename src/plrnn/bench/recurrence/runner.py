@@ -94,8 +94,11 @@ def _new_record(env: Env, task: Task, threads: int) -> dict:
         "round_trip_ns": "", "faults_per_call": math.nan, "round_faults": "",
     }
     if task.method == "auto":  # under the cell's thread count: auto reads it
-        rec["auto_choice"] = backend_registry.choose_auto(
-            torch.device(env.cfg.device), task.T, task.channels)
+        # As the op resolves it: complex inputs and the item size change the choice.
+        dtype = getattr(torch, task.dtype)
+        rec["auto_choice"] = backend_registry.resolve(
+            "auto", torch.device(env.cfg.device), task.T, task.channels, dtype.is_complex,
+            dtype.itemsize).name
     return rec
 
 

@@ -354,7 +354,8 @@ def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
                      f"{al} allocator, {b} x associative_scan"))]
     T, C = (int(d["T"].iloc[0]), int(d["channels"].iloc[0])) if len(d) else (0, 0)
     lines = ["x auto = that row's time / auto's forward+backward time (same allocator); "
-             "torch.mul: y = a * x and autograd.grad(y, (a, x), g), 32 B/elem like the scan",
+             "torch.mul: y = a * x and autograd.grad(y, (a, x), g), 36 B/elem (its backward is two "
+             "torch.mul, each reading g; the scan moves 32)",
              FAULTS_LINE,
              "second table: of a*x = torch.mul's time / the backend's (goal >= "
              f"{GOAL_FWD_BWD_VS_MUL:.2f}); x associative_scan = associative_scan's time / the "
