@@ -561,6 +561,8 @@ def as_made(cfg: DictConfig, device) -> DictConfig:
                   file=sys.stderr)
         return OmegaConf.merge(cfg, made)
     records = load_records(runs / "compare")
+    if "max_steps" not in records.columns:  # records of a version that did not keep the caps
+        return cfg
     caps = cfg.scale.compare
     made_caps = {(int(r.max_steps), float(r.max_wall_time_s)) for r in records.itertuples()}
     if made_caps != {(caps.max_steps, float(caps.max_wall_time_s))}:
