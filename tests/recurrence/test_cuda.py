@@ -307,13 +307,13 @@ def test_broadcast_decays_read_in_place(spec, packed):
         assert max_err(g_.cpu(), w_) <= F64_RTOL * max(1.0, scale_of(w_)), name
 
 
-# (impulses as they lie in memory, the (T, ...) view the op gets, decays for that view)
+# (decays and impulses as they lie in memory, the (T, ...) views of both that the op gets)
 LAYOUTS = {
     # Batch-first sequences, as a layer with batch_first=True or (B, T, H, D) attention code
-    # holds them: the view x.transpose(0, 1), decays alike.
-    "batch_first": ((3, 700, 40), lambda t: t.transpose(0, 1), lambda T: ("bf",)),
+    # holds them: the views x.transpose(0, 1), decays alike.
+    "batch_first": ((3, 700, 40), (3, 700, 40), lambda t: t.transpose(0, 1)),
     # One decay per head (Mamba-2): (T, B, H, 1) beside (T, B, H, P) impulses.
-    "per_head": ((700, 3, 4, 10), lambda t: t, lambda T: (T, 3, 4, 1)),
+    "per_head": ((700, 3, 4, 1), (700, 3, 4, 10), lambda t: t),
 }
 
 
@@ -326,14 +326,10 @@ def test_input_layouts_of_todays_linear_rnns(layout, name):
     status = {s.name: s for s in plrnn.backends("cuda")}[name]
     if not status.available:
         pytest.skip(f"{name}: {status.reason}")
-    memory, view, decay_spec = LAYOUTS[layout]
+    a_memory, x_memory, view = LAYOUTS[layout]
     g = torch.Generator().manual_seed(seed_for("cuda-layouts", layout, name))
-    x = view(torch.randn(memory, generator=g, dtype=torch.float64))
-    T = x.shape[0]
-    spec = decay_spec(T)
-    a_memory = memory if spec == ("bf",) else spec
-    a = 0.9 + 0.1 * torch.rand(a_memory, generator=g, dtype=torch.float64)
-    a = view(a) if spec == ("bf",) else a
+    x = view(torch.randn(x_memory, generator=g, dtype=torch.float64))
+    a = view(0.9 + 0.1 * torch.rand(a_memory, generator=g, dtype=torch.float64))
     h0 = torch.randn(x.shape[1:], generator=g, dtype=torch.float64)
     upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
     want_leaves = [t.contiguous().requires_grad_() for t in (a, x, h0)]
