@@ -346,6 +346,9 @@ def test_forward_backward_ratios_to_the_practical_limit_and_associative_scan():
                    "fwd_bwd_auto_vs_associative_scan": False}
     speed = section.tables[0].set_index("method")["default x auto"]
     assert speed["associative_scan"] == "7.2" and speed["auto"] == "1.0"
+    forward_only = section.tables[0].set_index(["method", "pass"])["default x auto"]
+    assert forward_only[("reference (Python loop)", FWD)] == "n/a"  # not forward / fwd+bwd
+
 
 
 def test_forward_backward_ratios_are_split_by_the_rounds_page_faults():

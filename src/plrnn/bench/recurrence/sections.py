@@ -329,8 +329,10 @@ def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
         for al in allocators:
             row[f"{al} ms"] = fmt_ms(_time(g, allocator=al))
             row[f"{al} faults"] = _faults(g, allocator=al)
+            # auto runs forward+backward only here: a forward row has nothing like to compare
             of_auto = _ratio(d, {"method": method, "pass": pass_, "allocator": al},
-                             {"method": "auto", "pass": FWD_BWD, "allocator": al})
+                             {"method": "auto", "pass": FWD_BWD, "allocator": al}
+                             ) if pass_ == FWD_BWD else None
             row[f"{al} x auto"] = fmt_x(of_auto, 1)
         rows.append(row)
     values: dict = {}
@@ -353,7 +355,8 @@ def fwd_bwd_section(df: pd.DataFrame, allocators) -> Section:
                      {"method": b, "pass": FWD_BWD, "allocator": al},
                      f"{al} allocator, {b} x associative_scan"))]
     T, C = (int(d["T"].iloc[0]), int(d["channels"].iloc[0])) if len(d) else (0, 0)
-    lines = ["x auto = that row's time / auto's forward+backward time (same allocator); "
+    lines = ["x auto = that row's forward+backward time / auto's (same allocator; n/a for a "
+             "forward-only row); "
              "torch.mul: y = a * x and autograd.grad(y, (a, x), g), 36 B/elem (its backward is two "
              "torch.mul, each reading g; the scan moves 32)",
              FAULTS_LINE,
