@@ -14,6 +14,9 @@ from .paper_numbers import HEATMAP_MODEL
 
 
 def _summary(data: dict | None, key: str, name: str) -> list[dict]:
+    if data is None:
+        raise SourceError(f"{name}.json is missing or unreadable (the headline reads its {key!r} "
+                          "list)")
     rows = data.get(key) if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise SourceError(f"{name}.json has no {key!r} list")
