@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -75,6 +76,14 @@ def _extensions():
         )
         return [], {}
 
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:  # else a 200-line compiler trace that names no way out
+        raise SystemExit(
+            f"plrnn setup: no C++ compiler ({cxx!r} is not on PATH; set CXX to choose one). "
+            "Install one (Debian: apt install g++), or set PLRNN_NO_EXTENSIONS=1 to install "
+            "without kernels (the op runs its torch backend until a compiler is there to build "
+            "them at first use)."
+        )
     cpu_isas = _cpu_isas()
     exts = [
         CppExtension(

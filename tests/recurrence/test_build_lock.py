@@ -62,7 +62,7 @@ def _result(proc: subprocess.CompletedProcess) -> dict:
 
 
 def _build_dir(ext_dir: Path) -> Path:
-    return ext_dir / f"plrnn_cpu_{cpu._cpu_fingerprint()}"
+    return ext_dir / cpu.first_use_name()
 
 
 def test_build_killed_midway_then_next_process_builds(tmp_path):
@@ -112,10 +112,11 @@ def test_build_killed_midway_then_next_process_builds(tmp_path):
     assert "compiled now" in second.stderr
     assert (build_dir / jit._COMPLETE).exists() and not (build_dir / "lock").exists()
 
-    # A third process finds the finished build and loads it without building.
+    # A third process finds the finished build and loads it without building, and without a
+    # compiler (a node without one sharing the cache of a node that built).
     third = subprocess.run(
         [sys.executable, "-c", LOAD_AND_CHECK],
-        env=_env(ext_dir),
+        env=_env(ext_dir, CXX="/nonexistent/c++"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -151,6 +152,37 @@ def test_wait_for_a_live_builder_is_bounded_and_says_where(tmp_path):
     assert str(lock) in proc.stderr
     assert 3 <= out["seconds"] < 60 and elapsed < 120
     assert not _build_dir(ext_dir).exists()  # nothing was built or touched
+    assert "compiled now" not in proc.stderr  # said only once the lock is held
+
+
+def test_an_unreadable_build_folder_is_a_reason_not_an_exception(tmp_path, monkeypatch):
+    def unreadable(build_dir, key):
+        raise PermissionError(13, "Permission denied", str(build_dir / jit._COMPLETE))
+
+    monkeypatch.setattr(jit, "_finished", unreadable)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    source = tmp_path / "k.cpp"
+    source.write_text("int k() { return 0; }\n")
+    reason, origin = jit.build_at_first_use("test kernels", "plrnn_k", "no prebuilt kernels", None,
+                                            "a second", sources=[str(source)])
+    assert origin == ""
+    assert reason.startswith("the first-use build folder cannot be read ([Errno 13]")
+    assert "TORCH_EXTENSIONS_DIR" in reason and reason.endswith("; and no prebuilt kernels")
+
+
+def test_each_build_has_its_own_folder(tmp_path):
+    """Another torch, other sources, headers or flags: another folder, so environments that share
+    a cache do not delete each other's builds."""
+    source, header = tmp_path / "k.cpp", tmp_path / "k.h"
+    source.write_text("int k() { return 0; }\n")
+    header.write_text("// v1\n")
+    name = jit.first_use_name("plrnn_k", sources=[str(source)], headers=[str(header)])
+    assert name.startswith("plrnn_k_")
+    assert jit.first_use_name("plrnn_k", sources=[str(source)], headers=[str(header)]) == name
+    assert jit.first_use_name("plrnn_k", sources=[str(source)], headers=[str(header)],
+                              extra_cflags=["-O2"]) != name
+    header.write_text("// v2\n")
+    assert jit.first_use_name("plrnn_k", sources=[str(source)], headers=[str(header)]) != name
 
 
 @pytest.mark.skipif(

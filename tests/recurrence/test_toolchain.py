@@ -12,6 +12,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import torch
+
+from plrnn.recurrence import prebuilt
 
 SCRIPT = textwrap.dedent(
     """
@@ -85,3 +90,23 @@ def test_missing_compiler_reports_refuses_and_falls_back(tmp_path):
 
     # nothing was built
     assert list(ext_dir.iterdir()) == []
+
+
+def test_an_install_without_a_compiler_stops_with_one_line_naming_the_way_out(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, CXX="/nonexistent/c++")
+    env.pop("PLRNN_NO_EXTENSIONS", None)
+    proc = subprocess.run([sys.executable, "setup.py", "--name"], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("plrnn setup: no C++ compiler ('/nonexistent/c++' is not on PATH")
+    assert "PLRNN_NO_EXTENSIONS=1" in last and "Traceback" not in proc.stderr
+
+
+def test_an_install_without_cuda_kernels_says_so(monkeypatch):
+    info = dict(prebuilt.build_info() or {}, torch=torch.__version__, cuda_sources=None)
+    monkeypatch.setattr(prebuilt, "build_info", lambda: info)
+    monkeypatch.delenv("PLRNN_PREBUILT", raising=False)
+    assert prebuilt.unusable("cuda") == ("this installation has no prebuilt CUDA kernels (built "
+                                         "without nvcc or a CUDA build of torch)")

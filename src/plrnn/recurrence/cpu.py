@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 from torch.autograd import forward_ad
 
-from . import calibration, prebuilt, sources
+from . import calibration, jit, prebuilt, sources
 from .autograd import refuse_double_backward, register_scan_autograd
 from .jit import build_at_first_use, build_once, missing_toolchain
 from .transforms import batch_as_channels
 
 SOURCES = [sources.CSRC / name for name in sources.CPU_COMPILED]
+HEADERS = [sources.CSRC / name for name in sources.CPU_ALL if name not in sources.CPU_COMPILED]
 _FLAGS = sources.CPU_FLAGS + ["-march=native"]  # built on the machine that runs it
 _origin = ""
 
@@ -69,20 +70,31 @@ def _load_prebuilt() -> str | None:
     return "no prebuilt CPU library loads here (" + "; ".join(why) + ")"
 
 
+_FIRST_USE_BUILD = dict(
+    sources=[str(s) for s in SOURCES],
+    headers=[str(h) for h in HEADERS],
+    extra_cflags=_FLAGS,
+    extra_ldflags=["-fopenmp", *sources.LINK_FLAGS],
+)
+
+
+def _first_use_base() -> str:
+    return f"plrnn_cpu_{_cpu_fingerprint()}"
+
+
+def first_use_name() -> str:
+    """The first-use build's name, and its folder's under TORCH_EXTENSIONS_DIR."""
+    return jit.first_use_name(_first_use_base(), **_FIRST_USE_BUILD)
+
+
 def _build_and_register() -> str | None:
     """Loads the kernels (prebuilt, else built once); returns why they are unavailable, or None."""
     global _origin
     reason = _load_prebuilt()
     if reason is not None:
         reason, _origin = build_at_first_use(
-            "C++ kernels",
-            f"plrnn_cpu_{_cpu_fingerprint()}",
-            reason,
-            missing_toolchain(),
-            "about a minute",
-            sources=[str(s) for s in SOURCES],
-            extra_cflags=_FLAGS,
-            extra_ldflags=["-fopenmp", *sources.LINK_FLAGS],
+            "C++ kernels", _first_use_base(), reason, missing_toolchain(), "about a minute",
+            **_FIRST_USE_BUILD,
         )
         if reason is not None:
             return reason
@@ -306,11 +318,19 @@ def contiguous(t):
     return _copy(t)
 
 
+def _tune(impulses, parallel: bool) -> None:
+    """Applies the measured settings the kernel about to run reads (measuring them at the first
+    call of each thread count). The complex kernels read none of them (cpu_kernels_complex.cpp),
+    so a complex call measures nothing."""
+    if not impulses.is_complex():
+        _tune_serial()
+        if parallel:
+            _tune_parallel()
+
+
 def scan_packed(decays, impulses, initial_states, reverse, cu_seqlens, parallel):
     """A packed batch in one call: contiguous (T, *) inputs, (N, *) states, int64 CPU offsets."""
-    _tune_serial()
-    if parallel:
-        _tune_parallel()
+    _tune(impulses, parallel)
     return _scan_varlen(decays, impulses, initial_states, reverse, cu_seqlens, parallel)
 
 
@@ -352,9 +372,7 @@ def scan_batch_first(decays, impulses, initial_states, reverse, parallel, T):
 
 def scan_into(decays, impulses, initial_state, reverse, parallel, out):
     """The kernel writing into `out` (contiguous (T, *)), allocating nothing."""
-    _tune_serial()
-    if parallel:
-        _tune_parallel()
+    _tune(impulses, parallel)
     _write_into(decays, impulses, initial_state, reverse, parallel, out)
 
 
@@ -366,13 +384,12 @@ def _write_into(decays, impulses, initial_state, reverse, parallel, out):
 
 
 def serial(decays, impulses, initial_state, reverse):
-    _tune_serial()
+    _tune(impulses, False)
     return _scan(decays, impulses, initial_state, reverse, False)
 
 
 def parallel(decays, impulses, initial_state, reverse):
-    _tune_serial()
-    _tune_parallel()
+    _tune(impulses, True)
     return _scan(decays, impulses, initial_state, reverse, True)
 
 

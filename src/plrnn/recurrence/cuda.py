@@ -34,6 +34,7 @@ from .autograd import register_scan_autograd
 from .jit import build_at_first_use, build_once, missing_toolchain
 
 SOURCES = [sources.CSRC / name for name in sources.CUDA_COMPILED]
+HEADERS = [sources.CSRC / name for name in sources.CUDA_ALL if name not in sources.CUDA_COMPILED]
 
 SERIAL, PAPER, PARALLEL = 0, 1, 2  # the binding's `kernel` argument
 
@@ -121,6 +122,7 @@ def _build_and_register() -> str | None:
             missing_prerequisite(),
             "a few minutes",
             sources=[str(s) for s in SOURCES],
+            headers=[str(h) for h in HEADERS],
             extra_cflags=["-O3"],
             extra_cuda_cflags=sources.CUDA_FLAGS,
             extra_ldflags=sources.LINK_FLAGS,

@@ -43,7 +43,8 @@ def missing_toolchain() -> str | None:
     if shutil.which(cxx) is None:
         return f"no C++ compiler found (looked for {cxx!r} on PATH; set CXX to choose one)"
     if not is_ninja_available():
-        return "the ninja build tool is missing (pip install ninja)"
+        return ("the ninja build tool is not on PATH (pip install ninja, in an environment that "
+                "is activated)")
     return None
 
 
@@ -154,35 +155,38 @@ def _holder(fd: int) -> str:
     return f"held by {text}" if text else "holder unknown"
 
 
-def _build_key(sources: list[str], flags: list) -> str:
+def _build_key(sources: list[str], headers: list[str], flags: dict) -> str:
     digest = hashlib.sha256(torch.__version__.encode())
-    for src in sources:
+    for src in [*sources, *headers]:
         digest.update(Path(src).read_bytes())
-    digest.update(repr(flags).encode())
+    digest.update(repr(sorted(flags.items())).encode())
     return digest.hexdigest()
 
 
-def _built(build_dir: Path, sources: list[str], **kwargs) -> bool:
-    """Whether build_dir holds a finished build of these sources with these flags."""
+def _finished(build_dir: Path, key: str) -> bool:
+    """Whether build_dir holds a finished build with this key (OSError where it cannot be read)."""
     stamp = build_dir / _COMPLETE
-    return stamp.exists() and stamp.read_text() == _build_key(sources, sorted(kwargs.items()))
+    return stamp.exists() and stamp.read_text() == key
 
 
-def build_extension(what: str, name: str, sources: list[str], **kwargs) -> str | None:
+def build_extension(what: str, name: str, sources: list[str], *, headers: list[str] = (),
+                    announce: Callable[[], None] = lambda: None, **kwargs) -> str | None:
     """torch.utils.cpp_extension.load of an extension that registers torch ops, under the build
-    lock; returns why it failed ("building the <what> failed: <last line of the error>"), or
-    None."""
+    lock, calling `announce` first when it compiles (not when another process finished the same
+    build meanwhile); returns why it failed ("building the <what> failed: <last line of the
+    error>"), or None."""
     from torch.utils.cpp_extension import load
 
     root = extensions_root()
     build_dir = root / name
     try:
         with build_lock(root / f"{name}.lock", what, timeout_s()):
-            stamp = build_dir / _COMPLETE
-            key = _build_key(sources, sorted(kwargs.items()))
-            if build_dir.exists() and not _built(build_dir, sources, **kwargs):
-                log.warning("plrnn: removing the unfinished or outdated build in %s", build_dir)
-                shutil.rmtree(build_dir)
+            key = _build_key(sources, list(headers), kwargs)
+            if not _finished(build_dir, key):
+                announce()
+                if build_dir.exists():
+                    log.warning("plrnn: removing the unfinished or outdated build in %s", build_dir)
+                    shutil.rmtree(build_dir)
             stale = build_dir / "lock"
             if stale.exists():  # torch's lock of a load killed after the build had finished
                 log.warning("plrnn: removing the stale lock %s (its process is gone)", stale)
@@ -196,9 +200,12 @@ def build_extension(what: str, name: str, sources: list[str], **kwargs) -> str |
                 verbose=os.environ.get("PLRNN_VERBOSE_BUILD") == "1",
                 **kwargs,
             )
-            stamp.write_text(key)
+            (build_dir / _COMPLETE).write_text(key)
     except LockTimeout as err:
         return f"building the {what} failed: {err}"
+    except PermissionError as err:
+        return (f"building the {what} failed: {err} (TORCH_EXTENSIONS_DIR chooses where first-use "
+                "builds go)")
     except Exception as err:  # noqa: BLE001 - any build failure means "unavailable, here is why"
         return f"building the {what} failed: {_first_error(str(err)) or type(err).__name__}"
     return None
@@ -212,21 +219,46 @@ def _first_error(log: str) -> str:
     return (errors[0] if errors else lines[-1] if lines else "")[:300]
 
 
+def first_use_name(name: str, *, sources: list[str], headers: list[str] = (), **flags) -> str:
+    """The extension's name and build folder for these sources, headers and flags: one folder
+    per build, so environments with another torch or other sources that share a cache keep
+    their own builds instead of deleting each other's."""
+    return f"{name}_{_build_key(sources, list(headers), flags)[:10]}"
+
+
 def build_at_first_use(
-    what: str, name: str, why: str, missing: str | None, duration: str, **kwargs
+    what: str, name: str, why: str, missing: str | None, duration: str, *, sources: list[str],
+    headers: list[str] = (), **flags
 ) -> tuple[str | None, str]:
-    """The fallback when no prebuilt library can be used (`why`): builds extension `name` here
-    unless a prerequisite is `missing`, saying so first. Returns (why the kernels are
-    unavailable or None, their origin for backends())."""
+    """The fallback when no prebuilt library can be used (`why`): loads the build of these
+    sources, headers and flags that an earlier process finished (no compiler needed: a node
+    without one can share another's cache), else builds extension `name` here unless a
+    prerequisite is `missing`. Returns (why the kernels are unavailable or None, their origin
+    for backends())."""
+    from torch.utils.cpp_extension import LIB_EXT
+
+    key = _build_key(sources, list(headers), flags)
+    name = first_use_name(name, sources=sources, headers=headers, **flags)
+    where = extensions_root() / name
+    try:
+        finished = _finished(where, key)
+    except OSError as err:
+        return (f"the first-use build folder cannot be read ({err}; TORCH_EXTENSIONS_DIR chooses "
+                f"another); and {why}", "")
+    if finished:
+        try:
+            torch.ops.load_library(str(where / f"{name}{LIB_EXT}"))
+        except OSError as err:  # dlopen refused it (no static initialiser ran): build it again
+            log.warning("plrnn: the build in %s does not load (%s)", where, err)
+        else:
+            log.warning("plrnn: %s, so the %s built at first use in %s are loaded", why, what, where)
+            return None, f"built at first use ({where})"
     if missing:
         return f"{missing}; and {why}", ""
-    where = extensions_root() / name
-    if _built(where, **kwargs):  # every later process: a load, no compiler
-        log.warning("plrnn: %s, so the %s built at first use in %s are loaded", why, what, where)
-    else:
-        log.warning(
-            "plrnn: %s, so the %s are compiled now (first use only, %s; cached in %s)",
-            why, what, duration, where,
-        )
-    reason = build_extension(what, name, **kwargs)
+
+    def announce() -> None:
+        log.warning("plrnn: %s, so the %s are compiled now (first use only, %s; cached in %s)",
+                    why, what, duration, where)
+
+    reason = build_extension(what, name, sources, headers=headers, announce=announce, **flags)
     return reason, "" if reason else f"built at first use ({where})"

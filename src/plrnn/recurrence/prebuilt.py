@@ -44,10 +44,15 @@ def unusable(kind: str = "cpu") -> str | None:
     if info.get("torch") != torch.__version__:
         return (
             f"the prebuilt kernels were built for torch {info.get('torch')}, this is torch "
-            f"{torch.__version__} (reinstall plrnn to rebuild them)"
+            f"{torch.__version__} (rebuild them against this torch: pip install "
+            "--no-build-isolation -e . in a checkout; without --no-build-isolation pip builds "
+            "against a torch of its own)"
         )
-    names = sources.CPU_ALL if kind == "cpu" else sources.CUDA_ALL
-    if info.get(f"{kind}_sources") != sources.digest(names):
+    built = info.get(f"{kind}_sources")
+    if built is None:
+        return (f"this installation has no prebuilt {kind.upper()} kernels (built without "
+                + ("nvcc or a CUDA build of torch)" if kind == "cuda" else "them)"))
+    if built != sources.digest(sources.CPU_ALL if kind == "cpu" else sources.CUDA_ALL):
         return (
             f"the prebuilt {kind.upper()} kernels are older than their sources (rebuild: pip "
             "install --no-build-isolation -e .)"
