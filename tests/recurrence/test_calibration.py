@@ -1045,3 +1045,48 @@ def test_a_measurement_held_up_elsewhere_is_waited_for_a_while_then_taken(calibr
     assert any("waiting for another process" in m and str(lock) in m for m in said), said
     assert any("measuring here too" in m for m in said), said
     assert calibration.cache_file(2).exists()
+
+
+def test_records_are_kept_apart_by_the_kernels_they_measured(monkeypatch):
+    """Another ISA level's build, another torch, or PLRNN_STREAM_BYTES set while measuring: a
+    record of its own, never one measured under other conditions."""
+    from plrnn.recurrence import cpu
+
+    monkeypatch.delenv("PLRNN_STREAM_BYTES", raising=False)
+    monkeypatch.setattr(cpu, "origin", lambda: "prebuilt (avx2)")
+    key = calibration_store.kernels_key()
+    monkeypatch.setattr(cpu, "origin", lambda: "prebuilt (default)")
+    assert calibration_store.kernels_key() != key
+    monkeypatch.setattr(cpu, "origin", lambda: "built at first use (/a)")
+    first_use = calibration_store.kernels_key()
+    monkeypatch.setattr(cpu, "origin", lambda: "built at first use (/b)")
+    assert calibration_store.kernels_key() == first_use  # the folder is not the build
+    monkeypatch.setenv("PLRNN_STREAM_BYTES", "1000000")
+    assert calibration_store.kernels_key() != first_use
+    monkeypatch.delenv("PLRNN_STREAM_BYTES")
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert calibration_store.kernels_key() != first_use
+    assert calibration.cache_file(2).name.split("-")[3] == calibration_store.kernels_key()
+
+
+def test_complex_inputs_measure_nothing(calibrating, monkeypatch, fresh_parallel_tuning):
+    """The complex kernels read none of the measured settings: `auto` and both kernels by name
+    run them at the first call of a thread count without timing anything."""
+    import plrnn
+    from plrnn.recurrence import cpu
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("a complex call measured")
+
+    for name in ("_measure", "_measure_one_thread", "_measure_layout"):
+        monkeypatch.setattr(calibration, name, no_measurement)
+    monkeypatch.setattr(calibration, "_layout", None)
+    monkeypatch.setattr(cpu, "_serial_tuned", 0)
+    a = torch.polar(torch.rand(70000, 4, dtype=torch.float64) * 0.5 + 0.5,
+                    torch.rand(70000, 4, dtype=torch.float64))
+    x = torch.randn(70000, 4, dtype=torch.complex128)
+    want = plrnn.linear_recurrence(a, x, backend="torch")
+    for backend in ("auto", "cpu_serial", "cpu_parallel"):
+        h = plrnn.linear_recurrence(a, x, backend=backend)
+        torch.testing.assert_close(h, want)
+    assert list(calibrating.iterdir()) == []  # nothing measured, nothing recorded

@@ -6,7 +6,9 @@ there the machines we measured disagree (`--sweep-auto`, results/<machine>/auto_
 16384, 2 threads): on an AMD EPYC VM cpu_parallel won at 32 channels (1.25x) and lost at 16
 (0.8x); on an Intel Xeon (Skylake-SP) VM it won at 16 channels (1.1-1.3x) and tied or lost at 32
 (0.9-1.0x). No rule was within 10% of the best on both. With one thread, more than 256 channels
-or short sequences cpu_serial is chosen without measuring: it moves the least memory.
+or short sequences auto takes cpu_serial whatever was measured: it moves the least memory. (The
+measurement itself runs at the first call of a real-valued CPU kernel at each thread count,
+whichever shape and backend: the kernel settings below come with it.)
 
 Three regimes are measured, forward into a preallocated output (a fresh one per call measured
 page faults: _timed), inputs as real forget gates (sigmoid(N(2, 1))), medians of interleaved
@@ -24,9 +26,10 @@ rounds, each regime twice or three times, the three in turns (settled_in_turns):
   ran 1.1-1.5x faster at 16 to 128 channels). Longer sequences with more than 32 channels take
   this answer too while inputs and output fit in the last-level cache (registry._cpu_kernel).
 cpu_parallel is chosen for the channel counts up to a measured size where it was at least 5%
-faster. About 12 s once, announced by a warning; cached in PLRNN_CACHE_DIR (default
-~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels' source
-digest, measured by one process at a time, and pruned once unread (calibration_store.py; a
+faster. About 12 s once on idle CPUs (minutes on a loaded machine), announced by a warning;
+cached in PLRNN_CACHE_DIR (default
+~/.cache/plrnn) under the CPU's model and feature flags, the thread count and the kernels
+measured (calibration_store.kernels_key), measured by one process at a time, and pruned once unread (calibration_store.py; a
 record that is damaged, or holds values no measurement writes, is measured again).
 PLRNN_AUTO_CALIBRATION=0 (or false, no, off) uses the fixed rule below instead (the tests do, to
 be deterministic); it is read at the first call that needs the choices at a thread count.
@@ -38,7 +41,7 @@ lost at every width on the Intel Skylake-SP VM (0.5-0.9x the plain loop, 1 and 2
 channels). cpu_parallel is timed both ways at the long length; the in-thread chunks are kept up
 to the widest measured width where they were at least 5% faster (`ilp_channels`; rows of one
 float never take them, ilp_from), and the choices
-above use the faster way. On one thread, where auto never takes cpu_parallel, only this question
+above use the faster way. On one thread, where auto never takes cpu_parallel for real inputs, only this question
 is measured (about 2 s, its own record), the first time cpu_parallel is asked for by name there.
 The first cpu_parallel call at each thread count applies the answer (cpu.py).
 
@@ -347,7 +350,9 @@ def _threads_record(path: Path | None, threads: int) -> Choice | None:
 
 
 def _measure(threads: int, path: Path | None) -> Choice:
-    _announce(f"which CPU backend each shape takes with {threads} thread(s)", "about 12 s", path)
+    _announce(f"which CPU backend each shape takes with {threads} thread(s)",
+              "about 12 s on idle CPUs", path)
+    started = time.monotonic()
     # Where the host had the threads at the start and after each measurement: on a VM it moves
     # them between one core, one die and two dies, and which kernel wins near the crossover
     # changes with it (docs/benchmarks.md), so the record says what it was measured under.
@@ -401,6 +406,10 @@ def _measure(threads: int, path: Path | None) -> Choice:
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     _write_record(path, record)
+    took = time.monotonic() - started
+    if took > 60:
+        log.warning("plrnn: the calibration at %d thread(s) took %.0f s (other work on the CPUs "
+                    "slows it)", threads, took)
     log.info("plrnn: auto calibrated for this CPU (%s): long %s, longest %s, short %s, in-thread "
              "chunks up to %d channels, streaming %s beyond the %s cache", path,
              record["serial_over_parallel"], record["longest_serial_over_parallel"],

@@ -30,14 +30,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from . import sources
 
 log = logging.getLogger(__name__)
 
 STALE_DAYS = 30  # records unread for this long are removed when a new one is written
 # How long a process waits for another one's measurement before measuring itself (the other
-# may be stopped, or its folder's locks slow): a calibration takes about 12 s.
-LOCK_WAIT_S = 120.0
+# may be stopped, or its folder's locks slow): a calibration takes about 12 s on idle CPUs, and
+# took 4.5 min on a 2-core VM at a load average of 7, where a second measurement running beside
+# it would have slowed and disturbed both.
+LOCK_WAIT_S = 360.0
 
 _DIGEST = "[0-9a-f]{10}"
 # The records' names (cache_file, layout_cache_file), and those of their temporary files.
@@ -66,8 +70,21 @@ def cache_root() -> Path:
 
 
 def _cache_path(pattern: str) -> Path:
-    kernels = sources.digest(sources.CPU_ALL)[:10]
-    return cache_root() / pattern.format(cpu=_cpu_key(), kernels=kernels)
+    return cache_root() / pattern.format(cpu=_cpu_key(), kernels=kernels_key())
+
+
+def kernels_key() -> str:
+    """The kernels a record measured: their sources; the build loaded (an ISA level's vector
+    width, or the first-use build's -march=native, decides which in-thread chunks and row
+    layouts pay); torch's version (its OpenMP pool and allocator); and PLRNN_STREAM_BYTES where
+    set, which moves the threshold the streaming settings are measured against."""
+    from . import cpu
+
+    build = cpu.origin()
+    build = build if build.startswith("prebuilt") else "first use"
+    stream = os.environ.get("PLRNN_STREAM_BYTES", "")
+    text = f"{sources.digest(sources.CPU_ALL)}|{build}|{torch.__version__}|{stream}"
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def _cpu_key() -> str:

@@ -246,15 +246,16 @@ def resolve(name: str, device: torch.device, T: int, channels: int,
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type_name(name)}")
     if name == "auto":
-        chosen = REGISTRY[choose_auto(device, T, channels, itemsize)]
-        if not is_complex:
-            return chosen
         # The complex CPU kernels are bound by scalar arithmetic, not memory: their time split
         # (which runs on one thread where the work is small) was as fast or faster than
         # cpu_serial at every measured shape on 2 threads, up to 3x at (16384, 64) where the
-        # channel split ran slower than one thread (cpu_kernels_complex.cpp, docs/op.md).
-        if chosen.name == "cpu_serial":
+        # channel split ran slower than one thread (cpu_kernels_complex.cpp, docs/op.md). So
+        # complex inputs on CPU take it without asking the calibration, which times real kernels.
+        if is_complex and device.type == "cpu" and cpu.load() is None:
             return REGISTRY["cpu_parallel"]
+        chosen = REGISTRY[choose_auto(device, T, channels, itemsize)]
+        if not is_complex:
+            return chosen
         return chosen if chosen.complex else REGISTRY["torch"]  # torch's scan: any device
     if name not in REGISTRY:
         known = ", ".join(repr(n) for n in ("auto", *REGISTRY))
