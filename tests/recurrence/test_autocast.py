@@ -49,3 +49,20 @@ def test_one_dtype_is_left_alone_and_mixing_outside_autocast_is_refused():
         plrnn.linear_recurrence(a.float(), x, [0.0, 0.0])  # a bad state: an error, no crash
     with pytest.raises(TypeError, match="initial_state must have the impulses' dtype"):
         plrnn.linear_recurrence(a, x, torch.zeros(2))
+
+
+def test_mixed_dtypes_compile_without_a_graph_break():
+    """An autocast Linear's bfloat16 impulses beside a float32 decay parameter, the case above,
+    inside torch.compile(fullgraph=True): traced, not refused, with eager's result."""
+    a, x, h0 = make_inputs(40, (3,), "near_one", True, seed_for("autocast compiled"))
+    a, x, h0 = a.float().requires_grad_(), x.to(BF16).requires_grad_(), h0.to(BF16)
+
+    def f(a, x, h0):
+        with torch.autocast("cpu", dtype=BF16):
+            return plrnn.linear_recurrence(a, x, h0)
+
+    want = f(a, x, h0)
+    got = torch.compile(f, fullgraph=True)(a, x, h0)
+    assert got.dtype == F32 and torch.equal(got, want)
+    got.sum().backward()
+    assert a.grad.dtype == F32 and x.grad.dtype == BF16

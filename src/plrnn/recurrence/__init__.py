@@ -13,6 +13,7 @@ from .registry import REGISTRY, BackendStatus, backends, choice_is_fixed, resolv
 from .validation import (
     JaggedInput,
     MixedUnderAutocast,
+    autocast_dtype,
     check_inputs,
     check_out,
     in_dtype,
@@ -80,6 +81,12 @@ def linear_recurrence(
         h = cpu.shortcut(backend, decays, impulses, initial_state, reverse, out)
         if h is not None:
             return h
+    if torch.compiler.is_compiling():
+        # dynamo cannot build the exception that signals mixed dtypes below (a graph break, an
+        # error under fullgraph=True); a traced call pays for the test up front instead.
+        wide = autocast_dtype(decays, impulses, initial_state)
+        if wide is not None:
+            decays, impulses, initial_state = in_dtype(wide, decays, impulses, initial_state)
     try:
         bounds = check_inputs(decays, impulses, initial_state, reverse, cu_seqlens)
     except MixedUnderAutocast as mixed:

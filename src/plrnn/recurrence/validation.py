@@ -40,17 +40,25 @@ def in_dtype(dtype: torch.dtype, *tensors):
     return tuple(None if t is None else t.to(dtype) for t in tensors)
 
 
-def _mixed(message, decays, impulses, initial_state) -> TypeError:
-    if initial_state is not None and not isinstance(initial_state, torch.Tensor):
-        return TypeError(message)  # not checked yet; a promotion would only fail on it
-    dtypes = [t.dtype for t in (decays, impulses, initial_state) if t is not None]
-    if (not all(d in _FLOAT_SET for d in dtypes)
+def autocast_dtype(decays, impulses, initial_state) -> torch.dtype | None:
+    """The dtype mixed real float inputs run in under torch.autocast (the widest), or None
+    where they are not such inputs (one dtype, autocast off, anything else the checks refuse)."""
+    tensors = [t for t in (decays, impulses, initial_state) if t is not None]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return None  # not checked yet; a promotion would only fail on it
+    dtypes = [t.dtype for t in tensors]
+    if (not all(d in _FLOAT_SET for d in dtypes) or len(set(dtypes)) == 1
             or not torch.is_autocast_enabled(impulses.device.type)):
-        return TypeError(message)
+        return None
     wide = dtypes[0]
     for dtype in dtypes[1:]:
         wide = torch.promote_types(wide, dtype)
-    return MixedUnderAutocast(message, wide)
+    return wide
+
+
+def _mixed(message, decays, impulses, initial_state) -> TypeError:
+    wide = autocast_dtype(decays, impulses, initial_state)
+    return TypeError(message) if wide is None else MixedUnderAutocast(message, wide)
 
 
 def check_inputs(decays, impulses, initial_state, reverse, cu_seqlens=None) -> list[int] | None:
