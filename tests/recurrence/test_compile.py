@@ -103,3 +103,18 @@ def test_out_compiles_without_a_graph_break(backend):
 
     got = torch.compile(f, fullgraph=True)(a, x, torch.empty(9, 3))
     torch.testing.assert_close(got, 2 * plrnn.linear_recurrence(a, x), rtol=1e-6, atol=1e-6)
+
+
+def test_a_packed_batch_runs_eagerly_and_fullgraph_says_why():
+    def f(a, x, h0, cu):
+        return plrnn.linear_recurrence(a, x, h0, cu_seqlens=cu, return_final_state=True)
+
+    g = torch.Generator().manual_seed(seed_for("compiled packed batch"))
+    args = (torch.rand(9, 2, 5, generator=g), torch.randn(9, 2, 5, generator=g),
+            torch.randn(3, 2, 5, generator=g), torch.tensor([0, 3, 3, 9]))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="packed batch \\(cu_seqlens\\) runs eagerly"):
+        torch.compile(f, fullgraph=True)(*args)
+    torch._dynamo.reset()
+    for got, want in zip(torch.compile(f)(*args), f(*args)):
+        assert torch.equal(got, want)

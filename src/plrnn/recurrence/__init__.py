@@ -24,6 +24,11 @@ from .varlen import final_states, per_sequence
 __all__ = ["linear_recurrence", "backends", "BackendStatus", "REGISTRY", "empty_cache"]
 
 
+CU_SEQLENS_UNTRACED = (
+    "plrnn.linear_recurrence: a packed batch (cu_seqlens) runs eagerly under torch.compile: its "
+    "offsets are checked and read on the host; fullgraph=True cannot take it")
+
+
 def linear_recurrence(
     decays: torch.Tensor,
     impulses: torch.Tensor,
@@ -81,6 +86,8 @@ def linear_recurrence(
         h = cpu.shortcut(backend, decays, impulses, initial_state, reverse, out)
         if h is not None:
             return h
+    if cu_seqlens is not None and torch.compiler.is_compiling():
+        torch._dynamo.graph_break(msg=CU_SEQLENS_UNTRACED)
     if torch.compiler.is_compiling():
         # dynamo cannot build the exception that signals mixed dtypes below (a graph break, an
         # error under fullgraph=True); a traced call pays for the test up front instead.
