@@ -130,7 +130,7 @@ def test_refusals():
         plrnn.linear_recurrence(a, x, cu_seqlens=torch.tensor([0, 17]))
     with pytest.raises(ValueError, match="out= takes dense tensors"):
         plrnn.linear_recurrence(a, x, out=torch.empty(17, C, dtype=torch.float64))
-    with pytest.raises(ValueError, match="with cu_seqlens, initial_state must have shape"):
+    with pytest.raises(ValueError, match=r"with a packed batch \(cu_seqlens or jagged inputs\), initial_state must have shape"):
         plrnn.linear_recurrence(a, x, torch.zeros(C, dtype=torch.float64))
     with pytest.raises(TypeError, match="same dtype"):
         plrnn.linear_recurrence(a, _nested([p.float() for p in _pieces(gen)]))
@@ -215,3 +215,21 @@ def test_offsets_that_leave_rows_out_are_refused_in_their_own_terms(offsets):
                                                torch.tensor(offsets))
     with pytest.raises(ValueError, match="offsets do not run from 0 to its values' 10 rows"):
         plrnn.linear_recurrence(torch.rand(4, generator=gen), x)
+
+
+def test_complex_inputs_run_without_gradients_and_say_what_to_do_with_them():
+    g = torch.Generator().manual_seed(7)
+    parts = [torch.randn(3, 4, dtype=torch.complex128, generator=g),
+             torch.randn(5, 4, dtype=torch.complex128, generator=g)]
+    a = torch.polar(torch.rand(4, dtype=torch.float64, generator=g),
+                    torch.rand(4, dtype=torch.float64, generator=g))
+    x = _nested(parts)
+    h = plrnn.linear_recurrence(a, x)
+    for got, part in zip(h.unbind(), parts):
+        torch.testing.assert_close(got, reference.serial(a.expand_as(part), part))
+    for needs_grad in ("decays", "impulses", "initial_state"):
+        inputs = {"decays": a.clone(), "impulses": x.clone(),
+                  "initial_state": torch.zeros(2, 4, dtype=torch.complex128)}
+        inputs[needs_grad].requires_grad_()
+        with pytest.raises(TypeError, match=r"no autograd for complex jagged .*x\.offsets\(\)"):
+            plrnn.linear_recurrence(inputs["decays"], inputs["impulses"], inputs["initial_state"])

@@ -161,7 +161,8 @@ def test_out_not_a_tensor():
 def test_out_wrong_dtype():
     with pytest.raises(
         TypeError,
-        match=r"^out must have the impulses' dtype torch\.float32; got torch\.float64$",
+        match=r"^out must have h's dtype torch\.float32 \(the impulses', or under autocast the "
+              r"widest of the inputs'\); got torch\.float64$",
     ):
         call(torch.empty(6, 3, dtype=torch.float64))
 

@@ -309,3 +309,13 @@ def test_transforms_inside_torch_compile():
     torch.testing.assert_close(got, jvp(_op("reference"), (a, x, h0), (x, a, h0)), **TOL)
     got = torch.compile(grad(_loss("cpu_serial"), argnums=(0, 1, 2)), backend="aot_eager")(a, x, h0)
     torch.testing.assert_close(got, grad(_loss("reference"), argnums=(0, 1, 2))(a, x, h0), **TOL)
+
+
+def test_batched_offsets_are_refused_in_their_own_terms():
+    a, x = torch.rand(12, 3), torch.randn(12, 3)
+    offsets = torch.tensor([[0, 4, 12], [0, 6, 12]])
+    with pytest.raises(ValueError, match="cu_seqlens cannot be batched under torch.func.vmap"):
+        vmap(lambda c: plrnn.linear_recurrence(a, x, cu_seqlens=c))(offsets)
+    # Offsets shared by every call of the map are what a packed batch takes.
+    got = vmap(lambda xs: plrnn.linear_recurrence(a, xs, cu_seqlens=offsets[0]))(x.expand(2, 12, 3))
+    assert torch.equal(got[1], plrnn.linear_recurrence(a, x, cu_seqlens=offsets[0]))

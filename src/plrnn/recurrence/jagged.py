@@ -58,6 +58,15 @@ def run(op, decays, impulses, initial_state, *, cu_seqlens, reverse, backend, ou
             "with jagged nested decays, impulses must be a jagged nested tensor too, (B, j, *) "
             f"with the same lengths; got {got}"
         )
+    if impulses.is_complex() and torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad
+            for t in (decays, impulses, initial_state)):
+        # torch refuses it deep inside, at the jagged views, whatever the op does
+        raise TypeError(
+            "linear_recurrence(): torch has no autograd for complex jagged nested tensors; pass "
+            "their packed values and offsets instead, linear_recurrence(a.values(), x.values(), "
+            "cu_seqlens=x.offsets()), or call it without gradients"
+        )
     if cu_seqlens is not None:
         raise ValueError(
             "cu_seqlens must be None with jagged nested inputs: their offsets are the sequences"

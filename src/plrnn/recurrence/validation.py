@@ -190,7 +190,8 @@ def check_out(out, decays, impulses, initial_state) -> None:
     if out.layout is not torch.strided:
         raise TypeError(f"out must be a dense (strided) tensor; got layout {out.layout}")
     if out.dtype is not impulses.dtype:
-        raise TypeError(f"out must have the impulses' dtype {impulses.dtype}; got {out.dtype}")
+        raise TypeError(f"out must have h's dtype {impulses.dtype} (the impulses', or under "
+                        f"autocast the widest of the inputs'); got {out.dtype}")
     if out.shape != impulses.shape:
         raise ValueError(f"out must have the impulses' shape {_shape(impulses)}; got {_shape(out)}")
     if not (out.is_cpu and impulses.is_cpu) and out.device != impulses.device:

@@ -36,6 +36,11 @@ def check_cu_seqlens(cu_seqlens, T: int) -> list[int]:
             "cu_seqlens must be 1-D with N+1 >= 2 offsets (0, end of sequence 0, ..., T); got "
             f"shape {tuple(cu_seqlens.shape)}"
         )
+    if _batched(cu_seqlens):
+        raise ValueError(
+            "cu_seqlens cannot be batched under torch.func.vmap: each call takes one packed "
+            "batch's offsets (vmap over the inputs with in_dims=None for cu_seqlens)"
+        )
     if cu_seqlens.is_meta:
         raise ValueError("cu_seqlens must hold its offsets (a CPU or CUDA tensor), got a meta tensor")
     bounds = cu_seqlens.tolist()
@@ -53,11 +58,20 @@ def check_cu_seqlens(cu_seqlens, T: int) -> list[int]:
     return bounds
 
 
+def _batched(t: torch.Tensor) -> bool:
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return True
+        t = functorch.get_unwrapped(t)
+    return False
+
+
 def check_initial_states(initial_state, impulses, num_sequences: int) -> None:
     want = (num_sequences, *impulses.shape[1:])
     if initial_state is not None and tuple(initial_state.shape) != want:
         raise ValueError(
-            f"with cu_seqlens, initial_state must have shape (N, *impulses.shape[1:]) = {want}, "
+            f"with a packed batch (cu_seqlens or jagged inputs), initial_state must have shape (N, *impulses.shape[1:]) = {want}, "
             f"one state per sequence; got {tuple(initial_state.shape)}"
         )
 
