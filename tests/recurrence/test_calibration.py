@@ -1047,6 +1047,27 @@ def test_a_measurement_held_up_elsewhere_is_waited_for_a_while_then_taken(calibr
     assert calibration.cache_file(2).exists()
 
 
+def test_ctrl_c_while_waiting_for_another_measurement_leaves_no_descriptor_open(calibrating,
+                                                                                monkeypatch):
+    import fcntl
+
+    lock = calibrating / "calibrating-x.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another open file: as another process's
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibration_store.time, "sleep", interrupted)
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(KeyboardInterrupt):
+            calibration_store._flock(lock)
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        os.close(fd)
+
+
 def test_records_are_kept_apart_by_the_kernels_they_measured(monkeypatch):
     """Another ISA level's build, another torch, or PLRNN_STREAM_BYTES set while measuring: a
     record of its own, never one measured under other conditions."""

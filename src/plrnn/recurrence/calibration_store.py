@@ -221,23 +221,27 @@ def _flock(path: Path) -> int | None:
         return None  # the write will fail too, and say so
     start = time.monotonic()
     said = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            pass
-        except OSError:  # a file system without locks
-            os.close(fd)
-            return None
-        waited = time.monotonic() - start
-        if waited >= LOCK_WAIT_S:
-            log.warning("plrnn: another process has been measuring this CPU for %.0f s (lock "
-                        "file %s); measuring here too", waited, path)
-            os.close(fd)
-            return None
-        if not said:
-            said = True
-            log.warning("plrnn: waiting for another process measuring this CPU (lock file %s), "
-                        "to read its answer", path)
-        time.sleep(0.05)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                pass
+            except OSError:  # a file system without locks
+                os.close(fd)
+                return None
+            waited = time.monotonic() - start
+            if waited >= LOCK_WAIT_S:
+                log.warning("plrnn: another process has been measuring this CPU for %.0f s "
+                            "(lock file %s); measuring here too", waited, path)
+                os.close(fd)
+                return None
+            if not said:
+                said = True
+                log.warning("plrnn: waiting for another process measuring this CPU (lock file "
+                            "%s), to read its answer", path)
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C while waiting: no descriptor left open for the process's life
+        os.close(fd)
+        raise
