@@ -106,6 +106,23 @@ def _broken_scan(gates, tokens):
     raise RuntimeError("kernel launch failed\nsecond line")
 
 
+def _zero_gradient_scan(gates, tokens):
+    """The right output, all-zero gradients (a backward that writes nothing)."""
+    return _time_major_scan(gates.detach(), tokens.detach()) + 0 * (gates + tokens)
+
+
+def _no_impulse_gradient_scan(gates, tokens):
+    """The right output and dL/da, dL/dx zero."""
+    return _time_major_scan(gates, tokens.detach()) + 0 * tokens
+
+
+def _wrong_last_channel_scan(gates, tokens):
+    """Right everywhere but in the last channel of the last batch entry (a tail block skipped)."""
+    h = _time_major_scan(gates, tokens).clone()
+    h[-1, -1] += 1.0
+    return h
+
+
 @pytest.fixture
 def on_cpu(monkeypatch):
     """The harness on the CPU with accelerated_scan faked: .scalar right, .warp on the wrong axis."""
@@ -205,6 +222,41 @@ def test_a_killed_run_keeps_the_rows_it_finished(on_cpu, monkeypatch, tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["backend"] for r in rows] == ["torch", "torch"]
     assert json.loads((tmp_path / "gpu_bench.json").read_text())["copy"]["bytes_per_s"] > 0
+    assert (tmp_path / "gpu_bench.md").read_text().count("| torch |") == 2
+
+
+def test_a_sticky_cuda_error_ends_the_run_with_its_row_and_the_tables(
+    on_cpu, monkeypatch, tmp_path
+):
+    """Once a kernel faults, every CUDA call fails, the cache release after the case too: that
+    must neither lose the case's row nor the Markdown and JSON, and no case runs after it."""
+    faulted = []
+
+    def faulting_scan(gates, tokens):
+        faulted.append(True)
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+
+    def empty_cache():
+        if faulted:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setitem(
+        sys.modules, "accelerated_scan.scalar", types.SimpleNamespace(scan=faulting_scan)
+    )
+    monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+    monkeypatch.setattr(gpu, "plan", lambda quick=False: [CASES[0], CASES[4], CASES[1]])
+    assert gpu.main(["--out", str(tmp_path)]) == 1
+
+    with (tmp_path / "gpu_bench.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    sticky = (
+        "error (sticky CUDA error: RuntimeError: CUDA error: an illegal memory access was "
+        "encountered)"
+    )
+    assert [r["status"] for r in rows] == ["ok", sticky]
+    assert rows[1]["median_ms"] == ""
+    assert f"| {sticky} |" in (tmp_path / "gpu_bench.md").read_text()
+    assert json.loads((tmp_path / "gpu_bench.json").read_text())["config"]["cases_not_run"] == 1
 
 
 def test_a_failing_case_is_reported_and_the_run_goes_on(on_cpu, monkeypatch):
@@ -229,13 +281,56 @@ def test_a_missing_package_is_a_skip(on_cpu, monkeypatch):
 def test_validation_measures_the_error_of_what_was_computed(on_cpu, pass_):
     case = Case("headline", "torch", "fp32", pass_, 50, 2, 3)
     call, inputs, time_major = gpu.make_call(case, torch.Generator().manual_seed(0))
-    assert gpu.validate(call, inputs, time_major, case) < 1e-5
+    errors = gpu.validate(call, inputs, time_major, case)
+    assert list(errors) == (["h"] if pass_ == FWD else ["h", "dL/da", "dL/dx"])
+    assert max(errors.values()) < 1e-5
 
     def off_by_one_step():
-        h = call()
-        return torch.cat([h[:1], h[:-1]])
+        got = call()
+        h = got[0] if pass_ == FWD_BWD else got
+        h = torch.cat([h[:1], h[:-1]])
+        return (h, *got[1:]) if pass_ == FWD_BWD else h
 
-    assert gpu.validate(off_by_one_step, inputs, time_major, case) > 1e-3
+    errors = gpu.validate(off_by_one_step, inputs, time_major, case)
+    assert errors["h"] > 1e-3 and all(errors[g] < 1e-5 for g in errors if g != "h")
+
+
+@pytest.mark.parametrize(
+    ("scan", "wrong"),
+    [(_zero_gradient_scan, "dL/da"), (_no_impulse_gradient_scan, "dL/dx")],
+    ids=["zero_gradients", "no_impulse_gradient"],
+)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_forward_backward_is_wrong_when_a_gradient_is(on_cpu, monkeypatch, scan, wrong, dtype):
+    monkeypatch.setitem(sys.modules, "accelerated_scan.scalar", types.SimpleNamespace(scan=scan))
+    case = Case("accelerated_scan", "accelerated_scan.scalar", dtype, FWD_BWD, 64, 2, 3)
+    row = gpu.run_case(case, copy_bps=1e9, seed=0)
+    assert row["status"].startswith("wrong: relative error ")
+    assert row["status"].endswith(f" in {wrong}") and row["median_ms"] is None
+    # the same case with its right gradients is timed
+    monkeypatch.setitem(
+        sys.modules, "accelerated_scan.scalar", types.SimpleNamespace(scan=_time_major_scan)
+    )
+    assert gpu.run_case(case, copy_bps=1e9, seed=0)["status"] == "ok"
+
+
+def test_the_checked_channels_run_from_the_first_to_the_last():
+    wide = gpu.checked_channels(12288).tolist()
+    assert len(wide) == gpu.VALIDATION_CHANNELS and wide[0] == 0 and wide[-1] == 12287
+    assert wide == sorted(set(wide))
+    assert gpu.checked_channels(5).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_backend_wrong_only_in_its_last_channel_is_wrong(on_cpu, monkeypatch):
+    monkeypatch.setitem(
+        sys.modules,
+        "accelerated_scan.scalar",
+        types.SimpleNamespace(scan=_wrong_last_channel_scan),
+    )
+    case = Case("accelerated_scan", "accelerated_scan.scalar", "fp32", FWD, 64, 2, 100)
+    assert case.channels > gpu.VALIDATION_CHANNELS  # the first 64 alone would pass it
+    row = gpu.run_case(case, copy_bps=1e9, seed=0)
+    assert row["status"].startswith("wrong: relative error ") and row["status"].endswith(" in h")
 
 
 def test_time_calls_returns_per_call_seconds(on_cpu):

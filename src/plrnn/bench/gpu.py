@@ -3,7 +3,9 @@
     python -m plrnn.bench.gpu --out DIR             # the run scripts/gpu_check.sh makes (~2 min)
     python -m plrnn.bench.gpu --dry-run             # print the plan; needs no GPU
 
-Sections, in this order (each case validated against the float64 truth before it is timed):
+Sections, in this order (each case validated against the float64 truth before it is timed: the
+output, and with forward+backward dL/da and dL/dx, on 64 channels spread from the first to the
+last):
 1. copy:     dst.copy_(src) on 1 GiB of fp32, the bandwidth yardstick of this run.
 2. headline: T = 65536 steps x batch 8 x 1536 features, fp32 and bf16, forward and
              forward+backward, every backend (cuda_serial and cuda_paper are fp32 only).
@@ -20,7 +22,10 @@ the storage dtype's size; GB/s and the fraction of the copy bandwidth measured h
 
 Writes DIR/gpu_bench.csv (every case), gpu_bench.md (the tables under a header naming the GPU,
 driver, torch and commit) and gpu_bench.json (machine_info and config), and prints the tables.
-Without a GPU (and without --dry-run) it says so and exits with status 2.
+The Markdown and JSON are written however the run ends (a spent budget, SIGINT), with the cases
+finished so far. A CUDA error that leaves the context unusable (sticky: every later CUDA call
+fails) ends the run at the case that raised it, with status 1. Without a GPU (and without
+--dry-run) it says so and exits with status 2.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT
 from .machine import machine_info
+from .recurrence.inputs import CHECK_CHANNELS, _columns
 
 FWD, FWD_BWD = "forward", "forward+backward"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -47,9 +53,13 @@ FP32_ONLY = ("cuda_serial", "cuda_paper")
 ACCELERATED_SCAN = ("accelerated_scan.warp", "accelerated_scan.scalar")
 SECTIONS = ("headline", "table1", "accelerated_scan")  # the sections plan() makes cases in
 WARP_MAX_T = 65536  # accelerated_scan.warp: T a power of two in [32, 65536]
-# Relative error (max |out - truth| / max |truth|) above which a case is flagged, not timed.
+# Relative error (max |got - truth| / max |truth|, of the output and, forward+backward, of each
+# gradient) above which a case is flagged, not timed.
 VALIDATION_LIMIT = {"fp32": 1e-4, "bf16": 5e-2}
-VALIDATION_CHANNELS = 64  # channels checked against the float64 CPU loop (all T steps)
+VALIDATION_CHANNELS = CHECK_CHANNELS  # checked against the float64 CPU loop (all T steps)
+GRADIENTS = ("dL/da", "dL/dx")  # of L = sum(upstream * h), after "h" in validate's errors
+# A row's status once the CUDA context is unusable; main runs no case after it.
+STICKY = "error (sticky CUDA error: "
 # Where the cases run. Only "cuda" is meaningful for the numbers; the test suite sets "cpu" (and
 # a small COPY_NUMEL) to run the whole harness on a machine without a GPU, so a slip in it shows
 # in CI rather than on a lent GPU machine's clock.
@@ -90,8 +100,8 @@ def plan(quick: bool = False) -> list[Case]:
                 if dtype != "fp32" and backend in FP32_ONLY:
                     continue
                 cases.append(Case("headline", backend, dtype, pass_, T_head, B_head, D_head))
-    # accelerated-scan's 16-bit cases go last: a fault inside one ends the process (a CUDA error
-    # is sticky) and loses only the cases after it. Seen on an H200 with accelerated-scan 0.3.1:
+    # accelerated-scan's 16-bit cases go last: a fault inside one ends the run (a CUDA error is
+    # sticky) and loses only the cases after it. Seen on an H200 with accelerated-scan 0.3.1:
     # an illegal memory access surfaced at the first bfloat16 case (warp, T=65536, 8x1536), after
     # every float32 one had run.
     def accelerated_scan_headline(dtypes):
@@ -151,7 +161,9 @@ def _inputs(case: Case, generator: torch.Generator, requires_grad: bool):
 
 
 def make_call(case: Case, generator: torch.Generator):
-    """(call, output_of_first_call, time-major view function) for one case."""
+    """(call, inputs, time-major view function) for one case. Forward, call() returns h and the
+    inputs are (a, x); forward+backward, call() returns (h, dL/da, dL/dx) for L = sum(upstream *
+    h) and the inputs are (a, x, upstream)."""
     import plrnn
 
     needs_grad = case.pass_ == FWD_BWD
@@ -184,28 +196,46 @@ def make_call(case: Case, generator: torch.Generator):
 
     def forward_backward():
         out = forward(a, x)
-        torch.autograd.grad(out, (a, x), upstream)
-        return out
+        return (out, *torch.autograd.grad(out, (a, x), upstream))
 
-    return forward_backward, (a, x), time_major
+    return forward_backward, (a, x, upstream), time_major
 
 
-def validate(call, inputs, time_major, case: Case) -> float:
-    """max |out - truth| / max |truth| over the first VALIDATION_CHANNELS channels, all steps;
-    the truth is cpu_serial in float64 (checked against the reference by the CPU suite)."""
+def checked_channels(channels: int) -> torch.Tensor:
+    """The channels of a (T, channels) row that validation reads: the CPU benchmark's own pick
+    (inputs._columns, up to VALIDATION_CHANNELS spread from the first to the last), so that
+    every batch entry and the kernels' last channel block are read, not only the first ones."""
+    return torch.from_numpy(_columns(torch.arange(channels).reshape(1, -1))[0]).long()
+
+
+def validate(call, inputs, time_major, case: Case) -> dict[str, float]:
+    """max |got - truth| / max |truth| on the checked_channels, all steps, of the output ("h")
+    and, forward+backward, of each of GRADIENTS; the truth is cpu_serial in float64 (checked
+    against the reference by the CPU suite) on the same inputs."""
     import plrnn
 
     with torch.no_grad() if case.pass_ == FWD else torch.enable_grad():
-        out = time_major(call()).detach()
-    a, x = (time_major(t.detach()) for t in inputs)
-    T = case.T
-    out, a, x = (t.reshape(T, -1)[:, :VALIDATION_CHANNELS] for t in (out, a, x))
-    truth = plrnn.linear_recurrence(
-        a.double().cpu().contiguous(), x.double().cpu().contiguous(), backend="cpu_serial"
-    )
-    got = out.double().cpu()
-    scale = truth.abs().max().item() or 1.0
-    return (got - truth).abs().max().item() / scale
+        got = call()
+    got = got if isinstance(got, tuple) else (got,)
+    picked = checked_channels(case.channels)
+    batch, channel = picked // case.hidden, picked % case.hidden
+
+    def columns(t):  # (T, len(picked)) in float64 on the host, gathered without a full copy
+        t = time_major(t.detach())
+        return t[:, batch.to(t.device), channel.to(t.device)].double().cpu()
+
+    a, x, *upstream = (columns(t) for t in inputs)
+    with torch.enable_grad():
+        a.requires_grad_(bool(upstream))
+        x.requires_grad_(bool(upstream))
+        h = plrnn.linear_recurrence(a, x, backend="cpu_serial")
+        truths = [h, *torch.autograd.grad(h, (a, x), upstream[0])] if upstream else [h]
+    errors = {}
+    for name, value, truth in zip(("h", *GRADIENTS), got, truths):
+        truth = truth.detach()
+        scale = truth.abs().max().item() or 1.0
+        errors[name] = (columns(value) - truth).abs().max().item() / scale
+    return errors
 
 
 def _seconds(call, reps: int) -> float:
@@ -251,38 +281,55 @@ def copy_bandwidth(numel: int | None = None) -> dict:
     }
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
+
+
 def run_case(case: Case, copy_bps: float, seed: int) -> dict:
     row = {**asdict(case), "pass": case.pass_, "channels": case.channels, "layout": case.layout}
     row.pop("pass_")
     row.update(status="ok", median_ms=None, min_ms=None, gb_per_s=None, frac_copy=None)
     row.update(rel_err=None, rounds=None)
+    try:
+        _measure(case, row, copy_bps, seed)
+    finally:
+        try:
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()  # a fault of this case's kernels lands in its own row
+            torch.cuda.empty_cache()  # a no-op where CUDA was never initialized
+        except Exception as err:  # noqa: BLE001 - reported in the row; main stops the run
+            # A faulted context fails every CUDA call after it, these included: the numbers
+            # above may predate the fault and are not kept.
+            row.update(median_ms=None, min_ms=None, gb_per_s=None, frac_copy=None, rounds=None)
+            row["status"] = f"{STICKY}{type(err).__name__}: {_first_line(err)})"
+    return row
+
+
+def _measure(case: Case, row: dict, copy_bps: float, seed: int) -> None:
+    """Validate, then time, one case into its row (status, and the numbers when ok)."""
     generator = torch.Generator(device=DEVICE).manual_seed(seed)
     try:
         call, inputs, time_major = make_call(case, generator)
-        err = validate(call, inputs, time_major, case)
-        row["rel_err"] = err
-        if not err <= VALIDATION_LIMIT[case.dtype]:
-            row["status"] = f"wrong: relative error {err:.2e}"
-            return row
+        errors = validate(call, inputs, time_major, case)
+        wrong = [name for name, err in errors.items() if not err <= VALIDATION_LIMIT[case.dtype]]
+        row["rel_err"] = errors[wrong[0]] if wrong else max(errors.values())
+        if wrong:
+            row["status"] = f"wrong: relative error {row['rel_err']:.2e} in {wrong[0]}"
+            return
         times = time_calls(call)
     except Skip as err:
         row["status"] = f"skipped: {err}"
-        return row
+        return
     except torch.cuda.OutOfMemoryError:
         row["status"] = "out of memory"
-        return row
+        return
     except Exception as err:  # noqa: BLE001 - one failing case must not end the run
-        lines = str(err).strip().splitlines() or [""]
-        row["status"] = f"error: {type(err).__name__}: {lines[0][:200]}"
-        return row
-    finally:
-        if DEVICE == "cuda":
-            torch.cuda.empty_cache()
+        row["status"] = f"error: {type(err).__name__}: {_first_line(err)}"
+        return
     median = sorted(times)[len(times) // 2]
     row.update(median_ms=median * 1e3, min_ms=min(times) * 1e3, rounds=len(times))
     row["gb_per_s"] = case.bytes_moved() / median / 1e9
     row["frac_copy"] = case.bytes_moved() / median / copy_bps
-    return row
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -307,7 +354,8 @@ def markdown(rows: list[dict], info: dict, copy: dict, config: dict) -> str:
         f"- config: {json.dumps(config)}",
         "- ms: median per call (CUDA events, back-to-back calls after warm-up); GB/s at 3 "
         "(forward) or 8 (forward+backward) tensors per element; % copy: of the bandwidth above; "
-        "rel err: against float64 cpu_serial on the first 64 channels",
+        "rel err: the largest of h's and (forward+backward) dL/da's and dL/dx's, against "
+        f"float64 cpu_serial on {VALIDATION_CHANNELS} channels spread from the first to the last",
         "",
     ]
     sections = []
@@ -422,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     write_meta()  # first, so that a killed run still says what machine its rows come from
-    rows, log = [], RowLog(args.out / "gpu_bench.csv")
+    rows, log, status = [], RowLog(args.out / "gpu_bench.csv"), 0
     try:
         for i, case in enumerate(cases):
             if time.monotonic() - started > args.budget_s:
@@ -438,13 +486,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{_fmt(row['median_ms'])} ms  {row['status']}",
                 flush=True,
             )
+            if row["status"].startswith(STICKY):
+                config["cases_not_run"] = len(cases) - i - 1
+                print(f"the CUDA context is unusable: {len(cases) - i - 1} cases not run")
+                status = 1
+                break
     finally:
+        # here, so that a run ended early (SIGINT from the script's deadline, an error of the
+        # harness) still leaves the tables of what it finished
         log.close()
-    text = markdown(rows, info, copy, config)
-    (args.out / "gpu_bench.md").write_text(text + "\n")
-    write_meta()
+        text = markdown(rows, info, copy, config)
+        (args.out / "gpu_bench.md").write_text(text + "\n")
+        write_meta()
     print(text)
-    return 0
+    return status
 
 
 if __name__ == "__main__":
