@@ -7,8 +7,9 @@ plrnn.bench.decays.
 Inputs are drawn as models produce them: decays are forget gates, sigmoid(N(3, 1)) (most in
 (0.9, 1)), complex decays have that modulus and a uniform phase (the LRU's diagonal), and the
 lengths of a packed batch are log-normal (many short sequences, a few long ones). Every case is
-checked against a float64 (complex128) loop on a few channels before it is timed, forward+backward
-cases on both gradients too.
+checked against a float64 (complex128) loop before it is timed, forward+backward cases on both
+gradients too, on the channels _support.check_cols reads: a few dozen spread over the whole row,
+every sequence and head.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import math
 import numpy as np
 
 from ._support import (
-    CHECK_CHANNELS,
     GRID,
     Case,
     _backend_status,
@@ -27,6 +27,7 @@ from ._support import (
     _combine,
     _generator,
     _torch_on,
+    check_cols,
     oracle,
 )
 
@@ -38,14 +39,15 @@ PACKED = {"sequences": 64, "median_length": 512 // _SHORT, "max_length": 4096 //
           "channels": 64}
 BROADCAST = {"seq_len": 16384 // _SHORT, "batch": 8, "channels": 64}
 # 64 MiB per float32 tensor: past glibc's largest mmap threshold (32 MiB), where a plain
-# process's fresh copies fault their pages in, as a model's activations do. The suite itself runs
-# with freed pages reused (_support._steady_allocator), so asv times the copies without faults;
+# process's fresh copies fault their pages in, as a model's activations do, and so do the
+# materialized layouts' copies here; with PLRNN_BENCH_ALLOCATOR=steady they reuse freed pages.
 # `python -m plrnn.bench.recurrence` shows both (its section 7).
 HEADS = {"seq_len": 16384 // _SHORT, "batch": 2, "heads": 8, "head_dim": 64}
 COMPLEX = {"seq_len": 16384 // _SHORT, "channels": 64}
 STORAGE = {"seq_len": 16384 // _SHORT, "channels": 256}
 # (T, C): few channels over a long sequence (cpu_parallel splits time), and many channels.
-DISTRIBUTION_SHAPES = {"262144x4": (262144 // _SHORT, 4), "65536x128": (65536 // _SHORT, 128)}
+DISTRIBUTION_SHAPES = {f"{T}x{C}": (T, C) for T, C in ((262144 // _SHORT, 4),
+                                                      (65536 // _SHORT, 128))}
 PACKED_LAYOUTS = ("packed", "padded", "padded_associative_scan")
 DECAY_LAYOUTS = ("time_invariant", "materialized")
 SHARED_LAYOUTS = ("batch_shared", "materialized")
@@ -99,14 +101,6 @@ def _check(got, want, label, tol=1e-4, rtol=None):
         raise AssertionError(f"{label}: differs from the float64 loop (max abs error {err:.3g})")
 
 
-def _cols(t, k=CHECK_CHANNELS):
-    """The first k channels (last dim) of t as a float64 (complex128) array."""
-    import torch
-
-    wide = torch.complex128 if t.is_complex() else torch.float64
-    return t.detach()[..., :k].to(wide).numpy()
-
-
 def _sum_to(grad, shape):
     """grad summed over the dims a broadcast input of `shape` was expanded along."""
     lead = grad.ndim - len(shape)
@@ -115,21 +109,39 @@ def _sum_to(grad, shape):
     return grad.sum(axis=axes).reshape(shape) if axes else grad
 
 
-def _check_grads(got, want, label, rtol, atol, k):
+def _by_decay(t, decay_shape):
+    """t (the impulses' shape, or decay_shape itself) as (T, decays per step, channels sharing
+    one): the dims along which decay_shape (as many dims as t) is broadcast go last."""
+    shared = [d for d in range(1, t.dim()) if decay_shape[d] == 1 < t.shape[d]]
+    own = [d for d in range(1, t.dim()) if d not in shared]
+    return t.permute(0, *own, *shared).reshape(t.shape[0], -1,
+                                               math.prod(t.shape[d] for d in shared))
+
+
+def _decay_cols(t, decay_shape):
+    """check_cols's pick among the decays of a step, with every channel that reads each: t's
+    (T, k * S) float64 (complex128) array, the S channels sharing a decay side by side."""
+    t3 = _by_decay(t, decay_shape)
+    T, _, S = t3.shape
+    # The S sharing channels as rows: check_cols then picks among the decays alone.
+    picked = check_cols(t3.permute(2, 0, 1).reshape(S * T, -1))
+    return picked.reshape(S, T, -1).transpose(1, 2, 0).reshape(T, -1)
+
+
+def _check_grads(got, want, label, rtol, atol):
     for name, g, w in zip(("decays", "impulses"), got, want):
         # Scaled to the largest gradient: a decay's gradient sums over the steps it reaches.
-        if not np.allclose(_cols(g, k), w, rtol=rtol,
-                           atol=atol * max(1.0, float(np.abs(w).max()))):
-            err = float(np.abs(_cols(g, k) - w).max())
+        if not np.allclose(g, w, rtol=rtol, atol=atol * max(1.0, float(np.abs(w).max()))):
+            err = float(np.abs(g - w).max())
             raise AssertionError(f"{label}: gradient of the {name} differs from the float64 "
                                  f"loop (max abs error {err:.3g})")
 
 
 def _timed(torch, fn, inputs, pass_, gen, label, info, grads64=None, tol=(1e-4, 1e-5)):
     """The case's Case. Forward+backward is checked first: grads64(a, x, g) gives the float64
-    (d decays, d impulses) on the first CHECK_CHANNELS channels of the last dim, all of it for
-    decays shared along it (a expanded to x's shape; default: the plain recurrence), compared
-    within tol = (rtol, atol of the largest)."""
+    (d decays, d impulses) of the channels reading the checked decays (_decay_cols; a expanded
+    to x's shape; default: the plain recurrence), compared within tol = (rtol, atol of the
+    largest), the decays' gradient summed over the channels and steps sharing each decay."""
     if pass_ not in PASSES:
         raise ValueError(f"pass_ must be one of {PASSES}, got {pass_!r}")
     if pass_ == "forward":
@@ -138,17 +150,21 @@ def _timed(torch, fn, inputs, pass_, gen, label, info, grads64=None, tol=(1e-4, 
     h = fn(a, x)  # the upstream gradient in h's layout, as elementwise ops downstream give it
     up = torch.empty_like(h).copy_(torch.randn(h.shape, generator=gen, dtype=x.dtype))
     oracle_grads = grads64 or oracle.recurrence_grads64
-    # Decays shared along the last dim (one per head) take their gradient from all of it.
-    k = x.shape[-1] if a.dim() and a.shape[-1] == 1 < x.shape[-1] else CHECK_CHANNELS
-    da, dx = oracle_grads(_cols(a.expand(x.shape), k), _cols(x, k), _cols(up, k))
-    want = (_sum_to(da, a[..., :k].shape), dx)
+    # Decays broadcast over time take a time axis of 1, as the recurrence reads them.
+    shape = (1,) * (x.dim() - a.dim()) + tuple(a.shape)
+    da, dx = oracle_grads(*(_decay_cols(t, shape) for t in (a.expand(x.shape), x, up)))
+    sharing = math.prod(x.shape[1:]) // math.prod(shape[1:])
+    k = da.shape[1] // sharing
+    want = (_sum_to(da.reshape(-1, k, sharing), (shape[0], k, 1)).reshape(shape[0], k), dx)
     a.requires_grad_()
     x.requires_grad_()
 
     def forward_backward():
         return torch.autograd.grad(fn(a, x), (a, x), up)
 
-    _check_grads(forward_backward(), want, label, *tol, k)  # also the warm-up call
+    da_got, dx_got = forward_backward()  # also the warm-up call
+    got = (_decay_cols(da_got.reshape(shape), shape), _decay_cols(dx_got, shape))
+    _check_grads(got, want, label, *tol)
     return Case(forward_backward, "cpu", label, inputs, info)
 
 
@@ -172,33 +188,34 @@ def packed_case(layout: str, backend: str, pass_: str) -> Case:
     gen = _generator("packed", C, sum(lengths))
     a, x = _gates(torch, (sum(lengths), C), gen), torch.randn(sum(lengths), C, generator=gen)
     cu = torch.tensor([0, *np.cumsum(lengths)])
-    info = {"suite": "op_inputs", "op": "packed", "layout": layout, "backend": backend,
-            "pass": pass_, "sequences": len(lengths), "rows": sum(lengths),
-            "max_length": max(lengths), "channels": C}
+    scan = layout == "padded_associative_scan"  # torch's, whatever `backend` says
+    info = {"suite": "op_inputs", "op": "packed", "layout": layout,
+            "backend": "associative_scan" if scan else backend, "pass": pass_,
+            "sequences": len(lengths), "rows": sum(lengths), "max_length": max(lengths),
+            "channels": C}
     label = f"packed {layout} {backend} {pass_}"
     pieces = list(zip(cu[:-1].tolist(), cu[1:].tolist()))
-    want = np.concatenate([oracle.truth64(a[lo:hi, :CHECK_CHANNELS].double().numpy(),
-                                    x[lo:hi, :CHECK_CHANNELS].double().numpy())
+    want = np.concatenate([oracle.truth64(check_cols(a[lo:hi]), check_cols(x[lo:hi]))
                            for lo, hi in pieces])
     if layout == "packed":
         _backend_status("cpu", backend)
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, cu_seqlens=cu, backend=backend)  # noqa: E731
-        _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label)
+        _check(check_cols(fn(a, x)), want, label)
         return _timed(torch, fn, (a, x), pass_, gen, label, info,
                       grads64=lambda *arrays: oracle.recurrence_grads64(*arrays, pieces))
     pad = torch.nn.utils.rnn.pad_sequence
     # Padding decays of 1 and impulses of 0 carry each sequence's last state to the end.
     a_pad = pad([a[lo:hi] for lo, hi in pieces], padding_value=1.0)
     x_pad = pad([x[lo:hi] for lo, hi in pieces])
-    if layout == "padded":
+    if scan:
+        fn = _associative_scan(torch)
+    else:
         _backend_status("cpu", backend)
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
-    else:
-        fn = _associative_scan(torch)
     # Every sequence: a kernel wrong only past the first one of a batch must not be timed.
     h = fn(a_pad, x_pad)
-    _check(np.concatenate([h[: hi - lo, n, :CHECK_CHANNELS].double().numpy()
-                           for n, (lo, hi) in enumerate(pieces)]), want, label)
+    _check(np.concatenate([check_cols(h[: hi - lo, n]) for n, (lo, hi) in enumerate(pieces)]),
+           want, label)
     info["padded_rows"] = max(lengths) * len(lengths)
     return _timed(torch, fn, (a_pad, x_pad), pass_, gen, label, info)
 
@@ -254,13 +271,9 @@ def _broadcast(decay_shape, materialize, backend, pass_, label, info, x_shape=No
             a_.expand(x_shape).contiguous(), x_, backend=backend)
     else:
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
-    # A few channels of every sequence: broadcast decays are read at another offset for each.
-    k = max(1, CHECK_CHANNELS // B)
-
-    def cols(t):
-        return t.reshape(T, B, -1)[:, :, :k].reshape(T, B * k).double().numpy()
-
-    _check(cols(fn(a, x)), oracle.truth64(cols(a.expand(x_shape)), cols(x)), label)
+    # Channels of every sequence and head: broadcast decays are read at another offset for each.
+    _check(check_cols(fn(a, x)), oracle.truth64(check_cols(a.expand(x_shape)), check_cols(x)),
+           label)
     info = {"suite": "op_inputs", **info, "backend": backend, "pass": pass_, "seq_len": T,
             "batch": B, "channels": math.prod(x_shape[2:])}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)
@@ -283,12 +296,7 @@ def batch_first_case(layout: str, backend: str, pass_: str) -> Case:
         a, x = a.contiguous(), x.contiguous()
     fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
     label = f"{layout} sequences {backend} {pass_}"
-    k = max(1, CHECK_CHANNELS // B)
-
-    def cols(t):
-        return t[:, :, :k].reshape(T, B * k).double().numpy()
-
-    _check(cols(fn(a, x)), oracle.truth64(cols(a), cols(x)), label)
+    _check(check_cols(fn(a, x)), oracle.truth64(check_cols(a), check_cols(x)), label)
     info = {"suite": "op_inputs", "op": "batch_first", "layout": layout, "backend": backend,
             "pass": pass_, "seq_len": T, "batch": B, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)
@@ -311,9 +319,7 @@ def complex_case(method: str, pass_: str) -> Case:
     else:
         fn = _associative_scan(torch)
     label = f"complex {method} {pass_}"
-    _check(fn(a, x)[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
-           oracle.truth64(a[:, :CHECK_CHANNELS].to(torch.complex128).numpy(),
-                 x[:, :CHECK_CHANNELS].to(torch.complex128).numpy()), label)
+    _check(check_cols(fn(a, x)), oracle.truth64(check_cols(a), check_cols(x)), label)
     info = {"suite": "op_inputs", "op": "complex", "method": method, "pass": pass_,
             "seq_len": T, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)
@@ -335,13 +341,12 @@ def storage_case(dtype: str, method: str, pass_: str) -> Case:
     x = torch.randn(T, C, generator=gen).to(kind)
     if method == "plrnn":
         fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_)  # noqa: E731
-        want = oracle.truth64(a[:, :CHECK_CHANNELS].double().numpy(),
-                        x[:, :CHECK_CHANNELS].double().numpy())
+        want = oracle.truth64(check_cols(a), check_cols(x))
     else:
         fn = torch.mul
-        want = (a[:, :CHECK_CHANNELS].double() * x[:, :CHECK_CHANNELS].double()).numpy()
+        want = check_cols(a) * check_cols(x)
     label = f"{dtype} storage {method} {pass_}"
-    _check(fn(a, x)[:, :CHECK_CHANNELS].double().numpy(), want, label, STORAGE_TOL[dtype], rtol=0)
+    _check(check_cols(fn(a, x)), want, label, STORAGE_TOL[dtype], rtol=0)
     info = {"suite": "op_inputs", "op": "storage", "dtype": dtype, "method": method,
             "pass": pass_, "seq_len": T, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info,
@@ -366,7 +371,7 @@ def decay_distribution_case(distribution: str, shape: str, backend: str, pass_: 
     x = torch.randn(T, C, generator=gen)
     fn = lambda a_, x_: plrnn.linear_recurrence(a_, x_, backend=backend)  # noqa: E731
     label = f"decays {distribution} {shape} {backend} {pass_}"
-    _check(_cols(fn(a, x)), oracle.truth64(_cols(a), _cols(x)), label)
+    _check(check_cols(fn(a, x)), oracle.truth64(check_cols(a), check_cols(x)), label)
     info = {"suite": "op_inputs", "op": "decay_distribution", "decays": distribution,
             "backend": backend, "pass": pass_, "seq_len": T, "channels": C}
     return _timed(torch, fn, (a, x), pass_, gen, label, info)

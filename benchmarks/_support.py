@@ -6,14 +6,23 @@ A case builder raises NotImplementedError with the reason when a combination doe
 commit): asv records it as skipped, the pytest suite calls pytest.skip.
 
 Nothing heavy at import: torch and plrnn are imported by the builders, so that asv's discovery
-and the combinations the grid rules out cost no torch import. The grid comes from the checkout
-these files sit in (src/plrnn/bench/grid.py, loaded by path), not from the installed plrnn: asv
-installs older commits that may predate it, and every commit must be measured on one grid.
+and the combinations the grid rules out cost no torch import. The grid, the float64 loops and the
+channels they check come from the checkout these files sit in (src/plrnn/bench/, loaded by path),
+not from the installed plrnn: asv installs older commits that may predate them, and every commit
+must be measured on one grid and checked alike.
+
+The process allocates as a user's does (glibc malloc as it starts) unless
+PLRNN_BENCH_ALLOCATOR=steady asks for freed pages to be reused: ALLOCATOR, recorded in every
+result (asv: the benchmark's version; pytest-benchmark: extra_info).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import importlib.util
+import inspect
+import os
 import re
 import statistics
 import sys
@@ -26,27 +35,58 @@ REPO = Path(__file__).resolve().parents[1]
 _BENCH_SRC = REPO / "src" / "plrnn" / "bench"
 
 
+_CHECKOUT = "_plrnn_checkout_bench"
+
+
 def _checkout_module(name: str):
-    """src/plrnn/bench/<name>.py of this checkout, imported by path under a private name."""
-    qualname = f"_plrnn_checkout_{name}"
-    if qualname in sys.modules:
-        return sys.modules[qualname]
-    spec = importlib.util.spec_from_file_location(qualname, _BENCH_SRC / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[qualname] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    """src/plrnn/bench/<name>.py of this checkout ("recurrence.inputs" for a subpackage's),
+    imported from a private package rooted there, so its relative imports stay in the checkout."""
+    if _CHECKOUT not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            _CHECKOUT, _BENCH_SRC / "__init__.py", submodule_search_locations=[str(_BENCH_SRC)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[_CHECKOUT] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{_CHECKOUT}.{name}")
 
 
 grid = _checkout_module("grid")
 oracle = _checkout_module("oracle")  # the float64 loops every case is checked against
 GRID = grid.selected()
 
-# Outputs are checked on this many channels against oracle.truth64 (the recurrence is
-# independent per channel, so a subset over the whole length is an exact check). Few channels keep
-# the check's memory small: asv's peakmem_ is the peak of the whole process, setup included.
-CHECK_CHANNELS = 16
+# Outputs are checked against oracle.truth64 on the channels that `python -m
+# plrnn.bench.recurrence` checks (check_cols). The recurrence is independent per channel, so a
+# subset over the whole length is an exact check, and a few dozen channels keep the check's memory
+# small: asv's peakmem_ is the peak of the whole process, setup included.
 CHECK_RTOL = CHECK_ATOL = 1e-4  # fp32 kernels land ~1e-6 from the truth; a wrong one lands O(1)
+# Layers against the same model in float64 on the serial CPU kernel, relative to the largest value
+# of each output or gradient: fp32 lands ~1e-5 from it on the CPU, cuDNN's LSTM may round its
+# matmuls to TF32 (10-bit mantissa), and a wrong recurrence lands O(1) away.
+LAYER_TOL = 1e-2
+# The kernel cases' decays: forget gates as models have them (and as `auto`'s calibration times
+# them), not U[0,1), which the histories before the allocator's version drew: most of those
+# decays sit far from 1, and a state forgotten within a few steps hides the slow paths of gates
+# near 1.
+KERNEL_DECAYS = "sigmoid(N(2,1))"
+LAYER_REFERENCE_BACKEND = "cpu_serial"
+
+ALLOCATOR_ENV = "PLRNN_BENCH_ALLOCATOR"
+# The allocators of `python -m plrnn.bench.recurrence --allocator`: "default", glibc malloc as a
+# user's process starts (large fresh outputs fault their pages in on every call, as users pay),
+# and "steady", freed pages reused (timing.reuse_freed_pages), the kernels' own speed.
+ALLOCATORS = ("default", "steady")
+
+
+def selected_allocator(environ=None) -> str:
+    """The allocator named by $PLRNN_BENCH_ALLOCATOR, "default" when it is unset or empty."""
+    environ = os.environ if environ is None else environ
+    name = environ.get(ALLOCATOR_ENV, "").strip() or ALLOCATORS[0]
+    if name not in ALLOCATORS:
+        raise ValueError(f"{ALLOCATOR_ENV}={name!r}: choose one of {ALLOCATORS}")
+    return name
+
+
+ALLOCATOR = selected_allocator()
 
 
 def sync_timer() -> float:
@@ -77,6 +117,15 @@ class AsvDefaults:
     repeat = (3, 10, 5.0)  # at least 3 samples, at most 10, stop adding after 5 s
     sample_time = 0.05
     warmup_time = 0.1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # asv keeps one history per benchmark version, by default a hash of the method's and
+        # setup's code. The allocator changes what every number means without changing that code:
+        # it goes into the version (so each result records it and a switch starts a new series),
+        # beside a hash of the class's code (so that a change of the code still starts one).
+        code = hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
+        cls.version = f"allocator={ALLOCATOR} code={code}"
 
     def prepare(self, builder: Callable[..., Case], *args, **kwargs) -> None:
         """self.case = builder(*args, **kwargs), built once per process, and self.number (calls
@@ -174,21 +223,24 @@ def _torch_on(device: str):
 
     if device == "cuda" and not torch.cuda.is_available():
         raise NotImplementedError("no CUDA device here (the grid selects device 'cuda')")
-    _steady_allocator()
+    _use_allocator()
     return torch
 
 
-_allocator_done = False
+_steady_detail: str | None = None
 
 
-def _steady_allocator() -> None:
-    # Same rule as `python -m plrnn.bench.recurrence`: freed pages are reused, so a call is not
-    # timed with or without page faults depending on the allocation history. Loaded from the
-    # checkout, so every commit of an asv history runs with it.
-    global _allocator_done
-    if not _allocator_done:
-        _checkout_module("timing").reuse_freed_pages()
-        _allocator_done = True
+def _use_allocator() -> None:
+    """Makes this process allocate as ALLOCATOR says, before the case allocates its inputs."""
+    global _steady_detail
+    if ALLOCATOR != "steady":
+        return
+    if _steady_detail is None:
+        # From the checkout, so every commit of an asv history runs with the same allocator.
+        _steady_detail = _checkout_module("timing").reuse_freed_pages()
+    if _steady_detail.startswith("default"):
+        raise NotImplementedError(f"{ALLOCATOR_ENV}=steady, but freed pages cannot be reused "
+                                  f"here: {_steady_detail}")
 
 
 def _backend_status(device: str, name: str) -> None:
@@ -217,8 +269,8 @@ def check_recurrence(h, decays, impulses, label: str) -> None:
     T = decays.shape[0]
     if T == 0:
         return
-    want = oracle.truth64(_check_cols(decays), _check_cols(impulses))
-    _assert_close(_check_cols(h), want, f"{label}: output")
+    want = oracle.truth64(check_cols(decays), check_cols(impulses))
+    _assert_close(check_cols(h), want, f"{label}: output")
 
 
 def gradients64(decays, impulses, grad_out) -> tuple:
@@ -226,22 +278,23 @@ def gradients64(decays, impulses, grad_out) -> tuple:
     float64 loops (oracle.recurrence_grads64)."""
     if decays.shape[0] == 0:
         return ()
-    return oracle.recurrence_grads64(_check_cols(decays), _check_cols(impulses),
-                                     _check_cols(grad_out))
+    return oracle.recurrence_grads64(check_cols(decays), check_cols(impulses),
+                                     check_cols(grad_out))
 
 
 def check_gradients(grads, want, label: str) -> None:
     """AssertionError unless grads (tensors of (T, *)) are gradients64's `want`: a
     forward+backward case must not time a wrong backward either."""
     for name, got, ref in zip(("decays", "impulses"), grads, want):
-        _assert_close(_check_cols(got), ref, f"{label}: gradient of the {name}")
+        _assert_close(check_cols(got), ref, f"{label}: gradient of the {name}")
 
 
-def _check_cols(t):
-    """The first CHECK_CHANNELS channels of a (T, *) tensor as a (T, k) float64 array."""
-    import torch
-
-    return t.detach().reshape(t.shape[0], -1)[:, :CHECK_CHANNELS].to("cpu", torch.float64).numpy()
+def check_cols(t):
+    """The checked channels of a (T, *) tensor as a (T, k) float64 (complex128) host array:
+    plrnn.bench.recurrence.inputs.checked_columns, CHECK_CHANNELS spread from the row's first
+    channel to its last, so that every thread's share of a row, every sequence of a batch and
+    every head is read."""
+    return _checkout_module("recurrence.inputs").checked_columns(t)
 
 
 def _assert_close(got, want, what: str) -> None:
@@ -289,8 +342,8 @@ def _time_major_op(backend: str, device: str, seq_len: int) -> Callable:
 
 def kernel_case(seq_len: int, batch: int, hidden: int, backend: str, pass_: str,
                 kernel_grid=None, device: str | None = None) -> Case:
-    """linear_recurrence (or a baseline) on [seq_len, batch, hidden] fp32 inputs:
-    decays ~ U(0, 1), impulses ~ N(0, 1), the same for every backend at one size."""
+    """linear_recurrence (or a baseline) on [seq_len, batch, hidden] fp32 inputs: decays forget
+    gates (KERNEL_DECAYS), impulses ~ N(0, 1), the same for every backend at one size."""
     kernel_grid = GRID.kernels if kernel_grid is None else kernel_grid
     device = GRID.device if device is None else device
     reason = kernel_grid.skip_reason(seq_len, batch, hidden, backend, pass_)
@@ -302,7 +355,7 @@ def kernel_case(seq_len: int, batch: int, hidden: int, backend: str, pass_: str,
     op = _time_major_op(backend, device, seq_len)
     gen = _generator("kernels", seq_len, batch, hidden)
     shape = (seq_len, batch, hidden)
-    a = torch.rand(shape, generator=gen).to(device)
+    a = _checkout_module("decays").make_decays(KERNEL_DECAYS, shape, gen).to(device)
     x = torch.randn(shape, generator=gen).to(device)
     label = f"{backend} {pass_} T={seq_len} B={batch} H={hidden} on {device}"
     check_recurrence(op(a, x), a, x, label)  # also the warm-up call
@@ -359,37 +412,72 @@ def _make_layer(name: str, input_size: int, hidden: int, num_layers: int):
     raise ValueError(f"layer must be one of {grid.LAYERS}, got {name!r}")
 
 
-def _model_case(make_model: Callable, suite: str, name: str, seq_len: int, batch: int,
-                pass_: str, layer_grid, device: str, info: dict) -> Case:
+def _model_case(make_model: Callable, backend: str | None, suite: str, name: str, seq_len: int,
+                batch: int, pass_: str, layer_grid, device: str, info: dict) -> Case:
+    """The case of make_model(backend) (a CPU model, built from the suite's seed), checked once
+    against make_model(LAYER_REFERENCE_BACKEND) in float64 on the CPU: the output and, for
+    forward+backward, every parameter's gradient."""
     torch = _torch_on(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(grid.seed_for(GRID.seed, suite, name))
-        model = make_model().to(device)
+
+    def seeded(backend_):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(grid.seed_for(GRID.seed, suite, name))
+            return make_model(backend_)
+
+    reference = seeded(LAYER_REFERENCE_BACKEND).to(torch.float64)
+    model = seeded(backend).to(device)
     gen = _generator(suite, seq_len, batch)
-    x = torch.randn(seq_len, batch, layer_grid.input_size, generator=gen).to(device)
+    x = torch.randn(seq_len, batch, layer_grid.input_size, generator=gen)
     label = f"{name} {pass_} T={seq_len} B={batch} on {device}"
     info = {"suite": suite, "pass": pass_, "seq_len": seq_len, "batch": batch,
             "hidden": layer_grid.hidden, "input_size": layer_grid.input_size,
             "num_layers": layer_grid.num_layers, "device": device, **info}
+    x_here = x.to(device)
     if pass_ == grid.FORWARD:
         model.eval()
+        reference.eval()
 
         def forward():  # inference: no autograd graph, like the kernels' forward pass
             with torch.no_grad():
-                return model(x)[0]
+                return model(x_here)[0]
 
-        out = forward()
-        if not bool(torch.isfinite(out).all()):
-            raise AssertionError(f"{label}: non-finite output")
-        return Case(forward, device, label, (x,), info)
-    params = [p for p in model.parameters() if p.requires_grad]
-    g = torch.randn(seq_len, batch, layer_grid.hidden, generator=gen).to(device)
+        with torch.no_grad():
+            want = reference(x.double())[0]
+        _check_model_value(forward(), want, f"{label}: output")  # also the warm-up call
+        return Case(forward, device, label, (x_here,), info)
+    g = torch.randn(seq_len, batch, layer_grid.hidden, generator=gen)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    g_here = g.to(device)
 
     def forward_backward():
-        return torch.autograd.grad(model(x)[0], params, g)
+        return torch.autograd.grad(model(x_here)[0], params, g_here)
 
-    forward_backward()
-    return Case(forward_backward, device, label, (x, g), info)
+    want_out = reference(x.double())[0]
+    want_grads = torch.autograd.grad(want_out, [p for p in reference.parameters()
+                                                if p.requires_grad], g.double())
+    out = model(x_here)[0]  # forward_backward, keeping the output: also the warm-up call
+    grads = torch.autograd.grad(out, params, g_here)
+    _check_model_value(out, want_out, f"{label}: output")
+    for (param, _), got, ref in zip(named, grads, want_grads, strict=True):
+        _check_model_value(got, ref, f"{label}: gradient of {param}")
+    return Case(forward_backward, device, label, (x_here, g_here), info)
+
+
+def _check_model_value(got, want, what: str) -> None:
+    """AssertionError unless got is finite and within LAYER_TOL times the largest |want|."""
+    import torch
+
+    got, want = got.detach().to("cpu", torch.float64), want.detach()
+    if not bool(torch.isfinite(got).all()):
+        raise AssertionError(f"{what} is not finite; not timing it")
+    scale = float(want.abs().max()) if want.numel() else 0.0
+    scale = scale or 1.0  # a gradient that is zero throughout: compare absolutely
+    err = float((got - want).abs().max()) if want.numel() else 0.0
+    if not err <= LAYER_TOL * scale:
+        raise AssertionError(f"{what} differs from the float64 model on "
+                             f"{LAYER_REFERENCE_BACKEND} by {err:.3g} (largest value "
+                             f"{scale:.3g}); not timing a wrong result")
 
 
 def layer_case(layer: str, recurrence: str, seq_len: int, batch: int, pass_: str,
@@ -406,13 +494,14 @@ def layer_case(layer: str, recurrence: str, seq_len: int, batch: int, pass_: str
     _torch_on(device)
     set_backend = _layers_module().set_backend
     _backend_status(device, backend)
+    _backend_status("cpu", LAYER_REFERENCE_BACKEND)
 
-    def make():
+    def make(backend_):
         model = _make_layer(layer, layer_grid.input_size, layer_grid.hidden,
                             layer_grid.num_layers)
-        return set_backend(model, backend)
+        return set_backend(model, backend_)
 
-    return _model_case(make, "layers", layer, seq_len, batch, pass_, layer_grid, device,
+    return _model_case(make, backend, "layers", layer, seq_len, batch, pass_, layer_grid, device,
                        {"op": "layer", "layer": layer, "recurrence": recurrence,
                         "backend": backend})
 
@@ -427,12 +516,12 @@ def lstm_case(seq_len: int, batch: int, pass_: str, layer_grid=None,
         raise NotImplementedError(reason)
     torch = _torch_on(device)
 
-    def make():
+    def make(_backend):  # torch's own recurrence: the reference is the same LSTM in float64
         return torch.nn.LSTM(layer_grid.input_size, layer_grid.hidden, layer_grid.num_layers)
 
-    return _model_case(make, "layers", grid.CUDNN_BASELINE, seq_len, batch, pass_, layer_grid,
-                       device, {"op": "layer", "layer": grid.CUDNN_BASELINE,
-                                "recurrence": "cudnn" if device == "cuda" else "torch"})
+    return _model_case(make, None, "layers", grid.CUDNN_BASELINE, seq_len, batch, pass_,
+                       layer_grid, device, {"op": "layer", "layer": grid.CUDNN_BASELINE,
+                                            "recurrence": "cudnn" if device == "cuda" else "torch"})
 
 
 # -------------------------------------------------------------------------------------- train

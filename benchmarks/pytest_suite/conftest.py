@@ -1,8 +1,9 @@
 """pytest-benchmark suite of plrnn: the asv suite's cases (benchmarks/_support.py) on the same
-grid (plrnn.bench.grid, chosen by $PLRNN_BENCH_GRID), timed by pytest-benchmark.
+grid (plrnn.bench.grid, chosen by $PLRNN_BENCH_GRID), timed by pytest-benchmark with the
+default allocator ($PLRNN_BENCH_ALLOCATOR=steady: freed pages reused).
 
     python -m pytest benchmarks/pytest_suite --benchmark-json=.benchmarks/plrnn.json
-    python -m plrnn.bench.report --pytest .benchmarks/plrnn.json
+    python -m plrnn.bench.report --pytest .benchmarks/plrnn.json --no-asv
 
 Not collected by a plain `python -m pytest` (testpaths = ["tests"] in pyproject.toml).
 """
@@ -87,7 +88,8 @@ def measure(benchmark):
     """measure(builder, *args, group=..., columns=None) builds the case (skipping what does not
     apply), then times case.run with pytest-benchmark: calibrated rounds on the CPU, pedantic
     rounds with warm-up and a synchronize per call on CUDA. `columns` go into extra_info over the
-    case's own info (the report's columns where a suite names them its own way)."""
+    case's own info (the report's columns where a suite names them its own way), and so does
+    the allocator the process ran with ($PLRNN_BENCH_ALLOCATOR)."""
 
     def run(builder, *args, group: str, columns: dict | None = None):
         try:
@@ -97,6 +99,7 @@ def measure(benchmark):
         benchmark.group = group
         benchmark.extra_info.update(case.info)
         benchmark.extra_info.update(columns or {})
+        benchmark.extra_info["allocator"] = _support.ALLOCATOR
         if case.device != "cuda":
             benchmark(case.run)
             return case

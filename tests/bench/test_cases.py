@@ -261,3 +261,206 @@ def test_untimed_benchmarks_take_one_call(monkeypatch):
     monkeypatch.setattr(kernels, "kernel_case", lambda *a, **k: S.copy_case(64, device="cpu"))
     bench.setup(16, 1, 4, "cpu_serial", grid.FORWARD)
     assert bench.number == 1
+
+
+# ------------------------------------------------------------------ checks read the whole row
+O = benchmarks_module("_op_inputs")  # noqa: E741
+
+
+@pytest.fixture
+def small_op_inputs(monkeypatch):
+    monkeypatch.setitem(O.PACKED, "sequences", 6)
+    monkeypatch.setitem(O.PACKED, "median_length", 20)
+    monkeypatch.setitem(O.PACKED, "max_length", 60)
+    monkeypatch.setitem(O.PACKED, "channels", 96)
+    monkeypatch.setitem(O.BROADCAST, "seq_len", 64)
+    monkeypatch.setitem(O.HEADS, "seq_len", 64)
+    monkeypatch.setitem(O.STORAGE, "seq_len", 64)
+    monkeypatch.setitem(O.DISTRIBUTION_SHAPES, "300x128", (300, 128))
+
+
+def _wrong_op(monkeypatch, wrong):
+    import functools
+
+    import plrnn
+
+    real = plrnn.linear_recurrence
+
+    @functools.wraps(real)  # the op_inputs cases read its signature for the features it has
+    def op(a, x, **kwargs):
+        return wrong(real(a, x, **kwargs), a, x)
+
+    monkeypatch.setattr(plrnn, "linear_recurrence", op)
+
+
+def _off_in_the_last_channel(h, a, x):
+    # The last channel of the flattened row: the last sequence's, the last head's, the share of
+    # the last thread; a check of the first channels alone passed it.
+    h = h.clone(memory_format=torch.contiguous_format)
+    h.reshape(h.shape[0], -1)[:, -1] += 1.0
+    return h
+
+
+def _off_in_the_last_channels_gradient(h, a, x):
+    last = torch.zeros_like(x).reshape(x.shape[0], -1)
+    last[:, -1] = 0.5
+    return h + (x - x.detach()) * last.reshape(x.shape)
+
+
+KERNEL = dict(kernel_grid=TINY.kernels, device="cpu")
+LAST_CHANNEL_CASES = [
+    (S.kernel_case, (64, 2, 40, "cpu_serial", grid.FORWARD), KERNEL),
+    (S.kernel_case, (64, 3, 40, "cpu_parallel", grid.FORWARD), KERNEL),
+    (O.packed_case, ("packed", "cpu_serial", "forward"), {}),
+    (O.packed_case, ("padded", "cpu_parallel", "forward"), {}),
+    (O.broadcast_case, ("time_invariant", "cpu_serial", "forward"), {}),
+    (O.batch_shared_case, ("materialized", "cpu_parallel", "forward"), {}),
+    (O.head_shared_case, ("head_shared", "cpu_serial", "forward"), {}),
+    (O.batch_first_case, ("batch_first", "cpu_parallel", "forward"), {}),
+    (O.storage_case, ("float32", "plrnn", "forward"), {}),
+    (O.decay_distribution_case, ("U[0,1)", "300x128", "cpu_serial", "forward"), {}),
+]
+
+
+@pytest.mark.parametrize(("builder", "args", "kwargs"), LAST_CHANNEL_CASES,
+                         ids=lambda v: getattr(v, "__name__", None))
+def test_checks_refuse_a_kernel_wrong_only_in_the_last_channel(small_op_inputs, monkeypatch,
+                                                                builder, args, kwargs):
+    builder(*args, **kwargs)  # the real op passes
+    _wrong_op(monkeypatch, _off_in_the_last_channel)
+    with pytest.raises(AssertionError, match="differs from the float64"):
+        builder(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("builder", "args", "kwargs"), [
+    (S.kernel_case, (64, 2, 40, "cpu_serial", grid.FORWARD_BACKWARD), KERNEL),
+    (O.head_shared_case, ("head_shared", "cpu_parallel", "forward_backward"), {}),
+    (O.broadcast_case, ("time_invariant", "cpu_serial", "forward_backward"), {}),
+], ids=lambda v: getattr(v, "__name__", None))
+def test_checks_refuse_a_gradient_wrong_only_in_the_last_channel(small_op_inputs, monkeypatch,
+                                                                  builder, args, kwargs):
+    builder(*args, **kwargs)
+    _wrong_op(monkeypatch, _off_in_the_last_channels_gradient)
+    with pytest.raises(AssertionError, match="gradient of the impulses differs"):
+        builder(*args, **kwargs)
+
+
+def test_check_cols_reads_evenly_spaced_channels_up_to_the_last():
+    t = torch.arange(3 * 2 * 300, dtype=torch.float32).reshape(3, 2, 300)
+    cols = S.check_cols(t)
+    picked = cols[0].astype(int)
+    assert cols.dtype == "float64" and cols.shape == (3, 64)
+    assert picked[0] == 0 and picked[-1] == 599  # the first and the last channel of the row
+    assert set(picked // 300) == {0, 1}  # both sequences
+    assert (cols[2] - cols[0] == 2 * 600).all()  # every step of the same channels
+    narrow = torch.randn(5, 7, dtype=torch.complex64)
+    assert S.check_cols(narrow).shape == (5, 7) and S.check_cols(narrow).dtype == "complex128"
+
+
+def test_decay_distribution_labels_are_the_shapes_of_the_grid():
+    # Under the tiny grid the arrays are 16x shorter; their labels must say so.
+    code = ("from benchmarks import _op_inputs as o\n"
+            "assert o.GRID.name == 'tiny', o.GRID.name\n"
+            "for label, (T, C) in o.DISTRIBUTION_SHAPES.items():\n"
+            "    assert label == f'{T}x{C}', (label, T, C)\n"
+            "print(sorted(o.DISTRIBUTION_SHAPES))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), grid.ENV_VAR: "tiny"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "['16384x4', '4096x128']"
+
+
+# ---------------------------------------------------------------------------------- layers
+def _wrong_parallel_recurrence(monkeypatch, wrong):
+    from plrnn.layers import base
+
+    real = base.linear_recurrence
+
+    def op(a, x, *args, backend=None, **kwargs):
+        h = real(a, x, *args, backend=backend, **kwargs)
+        return wrong(h, x) if backend == grid.RECURRENCE_BACKEND["cpu"]["parallel"] else h
+
+    monkeypatch.setattr(base, "linear_recurrence", op)
+
+
+@pytest.mark.parametrize("layer", ["GILR", "QRNN(2)"])
+def test_layer_case_refuses_a_wrong_output(monkeypatch, layer):
+    _wrong_parallel_recurrence(monkeypatch, lambda h, x: h * 1.1)
+    for pass_ in grid.PASSES:
+        S.layer_case(layer, "serial", 16, 2, pass_, layer_grid=TINY.layers, device="cpu")
+        with pytest.raises(AssertionError, match="output differs from the float64 model"):
+            S.layer_case(layer, "parallel", 16, 2, pass_, layer_grid=TINY.layers, device="cpu")
+
+
+def test_layer_case_refuses_a_wrong_gradient(monkeypatch):
+    # The forward is right, the gradient through the parallel recurrence's impulses is off by
+    # half: forward+backward must not time it.
+    _wrong_parallel_recurrence(monkeypatch, lambda h, x: h + 0.5 * (x - x.detach()))
+    S.layer_case("SRU", "parallel", 16, 2, grid.FORWARD, layer_grid=TINY.layers, device="cpu")
+    with pytest.raises(AssertionError, match="gradient of .* differs from the float64 model"):
+        S.layer_case("SRU", "parallel", 16, 2, grid.FORWARD_BACKWARD, layer_grid=TINY.layers,
+                     device="cpu")
+
+
+def test_layer_case_refuses_non_finite_gradients(monkeypatch):
+    _wrong_parallel_recurrence(monkeypatch, lambda h, x: h + (x - x.detach()) * float("nan"))
+    with pytest.raises(AssertionError, match="is not finite"):
+        S.layer_case("GILR", "parallel", 16, 2, grid.FORWARD_BACKWARD, layer_grid=TINY.layers,
+                     device="cpu")
+
+
+def test_lstm_case_is_checked_against_float64(monkeypatch):
+    real = torch.nn.LSTM.forward
+
+    def forward(self, x, *args):
+        out, state = real(self, x, *args)
+        return (out * 1.1 if x.dtype == torch.float32 else out), state
+
+    S.lstm_case(16, 2, grid.FORWARD_BACKWARD, layer_grid=TINY.layers, device="cpu")
+    monkeypatch.setattr(torch.nn.LSTM, "forward", forward)
+    with pytest.raises(AssertionError, match="output differs"):
+        S.lstm_case(16, 2, grid.FORWARD, layer_grid=TINY.layers, device="cpu")
+
+
+# ------------------------------------------------------------------------------- allocator
+def test_allocator_is_the_default_unless_asked():
+    assert S.selected_allocator({}) == "default"
+    assert S.selected_allocator({S.ALLOCATOR_ENV: " steady "}) == "steady"
+    with pytest.raises(ValueError, match="choose one of"):
+        S.selected_allocator({S.ALLOCATOR_ENV: "tuned"})
+
+
+def test_only_the_steady_allocator_changes_malloc(monkeypatch):
+    timing = S._checkout_module("timing")
+    calls = []
+    monkeypatch.setattr(timing, "reuse_freed_pages", lambda: calls.append(1) or "glibc mallopt")
+    monkeypatch.setattr(S, "_steady_detail", None)
+    monkeypatch.setattr(S, "ALLOCATOR", "default")
+    S.copy_case(16, device="cpu")
+    assert calls == []
+    monkeypatch.setattr(S, "ALLOCATOR", "steady")
+    S.copy_case(16, device="cpu")
+    S.copy_case(16, device="cpu")
+    assert calls == [1]  # once per process
+    monkeypatch.setattr(S, "_steady_detail", "default (not glibc)")
+    with pytest.raises(NotImplementedError, match="freed pages cannot be reused"):
+        S.copy_case(16, device="cpu")
+
+
+@pytest.mark.parametrize("allocator", ["default", "steady"])
+def test_asv_versions_record_the_allocator(allocator):
+    # asv keeps one history per version: switching the allocator must start another series,
+    # and each result must say which allocator it ran with.
+    code = ("import inspect\n"
+            "from benchmarks import kernels, layers, op_inputs, train\n"
+            "for mod in (kernels, layers, op_inputs, train):\n"
+            "    for c in vars(mod).values():\n"
+            "        if inspect.isclass(c) and hasattr(c, 'params'):\n"
+            "            print(c.__name__, c.version)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), S.ALLOCATOR_ENV: allocator}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT,
+                         capture_output=True, text=True).stdout.splitlines()
+    versions = dict(line.split(" ", 1) for line in out)
+    assert len(versions) >= 15
+    assert all(v.startswith(f"allocator={allocator} code=") for v in versions.values())
+    assert len(set(versions.values())) == len(versions)  # each class's own code

@@ -17,6 +17,7 @@ def test_benchmark_json_into_a_folder_that_does_not_exist_yet(tmp_path):
     # .benchmarks/ (git-ignored) is not there: one tiny copy probe, its JSON must be written.
     out = tmp_path / "not-yet" / "plrnn.json"
     env = {**os.environ, grid.ENV_VAR: "tiny"}
+    env.pop("PLRNN_BENCH_ALLOCATOR", None)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/pytest_suite/test_kernels.py::test_copy",
          "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}",
@@ -25,4 +26,6 @@ def test_benchmark_json_into_a_folder_that_does_not_exist_yet(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     saved = json.loads(out.read_text())
     assert [b["extra_info"]["suite"] for b in saved["benchmarks"]] == ["copy"]
+    # What users pay by default: glibc malloc untouched, and the result says so.
+    assert saved["benchmarks"][0]["extra_info"]["allocator"] == "default"
     assert saved["machine_info"]["plrnn_grid"] == "tiny"

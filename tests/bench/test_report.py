@@ -355,3 +355,86 @@ def test_op_inputs_rows_without_a_pass_are_kept(tmp_path):
     stored = bench("op_inputs", 2e-3, case="Other: x=1", backend="cpu_serial")
     df = report_sources.load_pytest_json(pytest_json(tmp_path / "run.json", [stored]))
     assert report.op_inputs_table(df)["pass"].tolist() == ["-"]
+
+
+def test_packed_batch_through_associative_scan_is_labelled_so(tmp_path):
+    # The padded_associative_scan layout runs torch's associative_scan; asv's grid gives it the
+    # backend parameter cpu_serial, which the table had shown as its backend.
+    assert report_sources.op_inputs_columns(
+        "PackedBatch", {"layout": "padded_associative_scan", "backend": "cpu_serial",
+                        "pass_": "forward"}) == {
+        "case": "PackedBatch: layout=padded_associative_scan", "pass": "forward",
+        "backend": "associative_scan"}
+    result = asv_result("cccc3333" + "0" * 32, 3_000, 1e-4)
+    result["results"]["op_inputs.PackedBatch.time_packed_batch"] = [
+        [1e-3, None, 4e-3, None],
+        [["'padded'", "'padded_associative_scan'"], ["'cpu_serial'", "'cpu_parallel'"],
+         ["'forward'"]], "v", 3_000, 1.0]
+    root = asv_dir(tmp_path / "asv", {"cccc3333-env.json": result})
+    names = json.loads((root / "benchmarks.json").read_text())
+    names["op_inputs.PackedBatch.time_packed_batch"] = {
+        "param_names": ["layout", "backend", "pass_"], "unit": "seconds"}
+    (root / "benchmarks.json").write_text(json.dumps(names))
+    markdown = report.build_report(report_sources.load_asv_results(root), "cpu-test-box-4c",
+                                   [str(root)]).markdown
+    assert re.search(r"PackedBatch: layout=padded_associative_scan *\| associative_scan *\|",
+                     markdown)
+    assert re.search(r"PackedBatch: layout=padded *\| cpu_serial *\|", markdown)
+    assert "padded_associative_scan | cpu_serial" not in markdown
+
+
+def test_each_asv_benchmark_comes_from_the_newest_commit_that_ran_it(tmp_path):
+    # The newest run measured op_inputs alone (`asv run --bench op_inputs`): the kernels, copy
+    # and LSTM tables come from the run before it, and each table says which commit it shows.
+    older, newer = "aaaa1111" + "0" * 32, "bbbb2222" + "0" * 32
+    full = asv_result(older, 1_000, 2e-4)
+    only_ops = asv_result(newer, 2_000, 1e-4)
+    only_ops["results"] = {"op_inputs.ComplexRecurrence.time_complex_recurrence": [
+        [3e-3], [["'plrnn'"], ["'forward'"]], "allocator=default code=0123", 2_000, 1.0]}
+    root = asv_dir(tmp_path / "asv", {"aaaa1111-env.json": full, "bbbb2222-env.json": only_ops})
+    names = json.loads((root / "benchmarks.json").read_text())
+    names["op_inputs.ComplexRecurrence.time_complex_recurrence"] = {
+        "param_names": ["method", "pass_"], "unit": "seconds"}
+    (root / "benchmarks.json").write_text(json.dumps(names))
+    df = report_sources.load_asv_results(root)
+    commits = df.groupby("suite")["commit"].agg(set).to_dict()
+    assert commits == {"kernels": {older}, "copy": {older}, "layers": {older},
+                       "op_inputs": {newer}}
+    assert row(df, suite="op_inputs")["allocator"] == "default"
+    assert df[df["commit"] == older]["allocator"].isna().all()  # its version predates it
+    markdown = report.build_report(df, "cpu-test-box-4c", [str(root)]).markdown
+    measured = {section.split("\n")[0]: re.search(r"Measured: [^\n]+", section).group()
+                for section in markdown.split("### ")[1:]}
+    assert measured["linear_recurrence (CPU, fp32)"] == \
+        "Measured: asv at aaaa11110000 (allocator not recorded)."
+    assert measured["The op's newer inputs, each beside what a user would otherwise run"] == \
+        "Measured: asv at bbbb22220000 (allocator `default`)."
+    assert report.layers_table(df)["lstm_time"].notna().all()
+    # A benchmark the newest run has, but only skipped, comes from the run that measured it.
+    skipped = asv_result(newer, 2_000, 1e-4)
+    skipped["results"]["kernels.LinearRecurrence.time_linear_recurrence"][0] = [None, None]
+    root = asv_dir(tmp_path / "asv2", {"aaaa1111-env.json": full, "bbbb2222-env.json": skipped})
+    df = report_sources.load_asv_results(root)
+    assert set(df[df["suite"] == "kernels"]["commit"]) == {older}
+    assert set(df[df["suite"] == "copy"]["commit"]) == {newer}
+
+
+def test_pytest_rows_keep_the_allocator(tmp_path):
+    stored = [{**b, "extra_info": {**b["extra_info"], "allocator": "steady"}} for b in SAMPLE]
+    df = report_sources.load_pytest_json(pytest_json(tmp_path / "run.json", stored))
+    assert set(df["allocator"]) == {"steady"}
+    markdown = report.build_report(df, MACHINE, ["run.json"]).markdown
+    assert "Measured: pytest-benchmark at abc123 (allocator `steady`)." in markdown
+
+
+def test_no_asv_reports_only_the_pytest_machine(tmp_path, sample):
+    # The documented command for a new pytest-benchmark run: without --no-asv it also rewrote
+    # every asv machine's report from results/asv.
+    results = tmp_path / "results"
+    asv_dir(results / "asv", {"aaaa1111-env.json": asv_result("aaaa1111" + "0" * 32, 1_000,
+                                                                2e-4)},
+            machine_json={"machine": "cpu-asv-box-2c", "version": 1})
+    assert report.main(["--pytest", str(sample), "--results", str(results), "--no-asv"]) == 0
+    assert sorted(p.name for p in results.iterdir()) == ["asv", MACHINE]
+    assert report.main(["--pytest", str(sample), "--results", str(results)]) == 0
+    assert sorted(p.name for p in results.iterdir()) == ["asv", "cpu-asv-box-2c", MACHINE]

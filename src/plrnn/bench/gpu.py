@@ -44,7 +44,7 @@ import torch
 
 from .bandwidth import BYTES_PER_ELEMENT, COPY_BYTES_PER_ELEMENT
 from .machine import machine_info
-from .recurrence.inputs import CHECK_CHANNELS, _columns
+from .recurrence.inputs import CHECK_CHANNELS, checked_channels
 
 FWD, FWD_BWD = "forward", "forward+backward"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -201,13 +201,6 @@ def make_call(case: Case, generator: torch.Generator):
     return forward_backward, (a, x, upstream), time_major
 
 
-def checked_channels(channels: int) -> torch.Tensor:
-    """The channels of a (T, channels) row that validation reads: the CPU benchmark's own pick
-    (inputs._columns, up to VALIDATION_CHANNELS spread from the first to the last), so that
-    every batch entry and the kernels' last channel block are read, not only the first ones."""
-    return torch.from_numpy(_columns(torch.arange(channels).reshape(1, -1))[0]).long()
-
-
 def validate(call, inputs, time_major, case: Case) -> dict[str, float]:
     """max |got - truth| / max |truth| on the checked_channels, all steps, of the output ("h")
     and, forward+backward, of each of GRADIENTS; the truth is cpu_serial in float64 (checked
@@ -217,7 +210,7 @@ def validate(call, inputs, time_major, case: Case) -> dict[str, float]:
     with torch.no_grad() if case.pass_ == FWD else torch.enable_grad():
         got = call()
     got = got if isinstance(got, tuple) else (got,)
-    picked = checked_channels(case.channels)
+    picked = checked_channels(case.channels)  # every batch entry's, up to the last channel
     batch, channel = picked // case.hidden, picked % case.hidden
 
     def columns(t):  # (T, len(picked)) in float64 on the host, gathered without a full copy

@@ -1,11 +1,13 @@
 """Benchmark report: asv results and pytest-benchmark JSON -> tables and plots per machine.
 
     python -m plrnn.bench.report                                   # everything committed
-    python -m plrnn.bench.report --pytest .benchmarks/plrnn.json   # a new pytest-benchmark run
+    python -m plrnn.bench.report --pytest .benchmarks/plrnn.json --no-asv  # a new pytest run
     python -m plrnn.bench.report --asv results/asv --asv-commit 1a2b3c4
 
-Without inputs it reads results/asv (the newest commit per asv machine) and every
-results/*/pytest_benchmark.json. A --pytest file is also copied to
+Without inputs it reads results/asv (per asv machine and benchmark, the newest commit that has
+it) and every results/*/pytest_benchmark.json; --pytest files replace the latter, but results/asv
+is still read, and every asv machine's report rewritten, unless --no-asv says not to (--results
+DIR writes under another root). A --pytest file is also copied to
 results/<machine>/pytest_benchmark.json (without the per-round timings, every summary statistic
 kept), so the report can be regenerated from what is committed.
 
@@ -330,6 +332,18 @@ def _commits(df: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def _measured(df: pd.DataFrame, source: str, *suites: str) -> str:
+    """Which runs a table of `suites` from `source` comes from: commit and allocator of each."""
+    parts = []
+    keyed = _keyed(df[(df["source"] == source) & df["suite"].isin(suites)],
+                   ["commit", "allocator"])
+    for (commit, allocator), _ in keyed.groupby(["commit", "allocator"], sort=False):
+        short = commit[:12] if isinstance(commit, str) and commit != "-" else "unknown commit"
+        how = f"allocator `{allocator}`" if allocator != "-" else "allocator not recorded"
+        parts.append(f"{source} at {short} ({how})")
+    return "Measured: " + "; ".join(parts) + "."
+
+
 def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
     """The report of one machine's rows."""
     df = df[df["machine"] == machine]
@@ -348,6 +362,9 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
         "one sample with --quick). GB/s: bytes_moved (fp32: 12 B/element forward, 32 "
         "forward+backward) / time; of copy: over the copy_ probe of the same run (8 B/element). "
         "Speedups: baseline time / this time (> 1 is faster than the baseline).",
+        "- allocator: `default` is glibc malloc as a user's process starts (large fresh outputs "
+        "fault their pages in, as users pay); `steady` reuses freed pages "
+        "(`PLRNN_BENCH_ALLOCATOR=steady`). Each table names the run it comes from.",
         "",
     ]
     for note in _load_notes(inputs):
@@ -373,7 +390,8 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
         k = kern[kern["source"] == source] if not kern.empty else kern
         if not k.empty:
             lines += [f"### linear_recurrence ({kind}, fp32)", "",
-                      kernels_markdown(k, device), ""]
+                      _measured(df, source, "kernels", "copy"), "", kernels_markdown(k, device),
+                      ""]
         la = lay[lay["source"] == source] if not lay.empty else lay
         if not la.empty:
             r0 = df[(df["suite"] == "layers") & (df["source"] == source)]
@@ -383,16 +401,16 @@ def build_report(df: pd.DataFrame, machine: str, inputs: list[str]) -> Report:
             lines += ["### Layers (serial vs parallel recurrence; torch.nn.LSTM baseline)", "",
                       (size + "; " if size else "") + "forward runs without autograd, "
                       "forward+backward takes every parameter's gradient", "",
-                      layers_markdown(la), ""]
+                      _measured(df, source, "layers"), "", layers_markdown(la), ""]
         t = tr[tr["source"] == source] if not tr.empty else tr
         if not t.empty:
             lines += ["### Synthetic-task train step (forward, backward, clip, Adam)", "",
-                      train_markdown(t), ""]
+                      _measured(df, source, "train"), "", train_markdown(t), ""]
         o = ops[ops["source"] == source] if not ops.empty else ops
         if not o.empty:
             lines += ["### The op's newer inputs, each beside what a user would otherwise run",
                       "", "Sizes and cases: `benchmarks/_op_inputs.py`.", "",
-                      op_inputs_markdown(o), ""]
+                      _measured(df, source, "op_inputs"), "", op_inputs_markdown(o), ""]
     report.markdown = "\n".join(lines)
     plot_source = sources[0] if sources else None
     if not kern.empty:
@@ -463,9 +481,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="pytest --benchmark-json files (default: results/*/pytest_benchmark.json)")
     p.add_argument("--asv", type=Path, default=None, metavar="DIR",
                    help="asv results directory (default: results/asv when it exists)")
-    p.add_argument("--no-asv", action="store_true", help="do not read asv results")
+    p.add_argument("--no-asv", action="store_true",
+                   help="do not read asv results (nor rewrite the asv machines' reports)")
     p.add_argument("--asv-commit", default=None, metavar="PREFIX",
-                   help="report this asv commit instead of the newest one per asv machine")
+                   help="report this asv commit instead of the newest one per asv machine and "
+                        "benchmark")
     p.add_argument("--asv-machine", nargs="*", default=None, metavar="NAME",
                    help="only these asv machines (names under the asv results directory)")
     p.add_argument("--results", type=Path, default=Path("results"),

@@ -13,6 +13,8 @@ Every row is one measured value:
     metric    "time" (s/call), "peakmem" (bytes, host, whole process), "cuda_event_time"
               (s/call between CUDA events), "cuda_peak_memory" (bytes a call allocates on the GPU)
     value     the number, in seconds or bytes
+    allocator "default" or "steady" ($PLRNN_BENCH_ALLOCATOR of the run; None where the run
+              predates its recording)
     + the case's parameters: backend, pass, seq_len, batch, hidden, numel, layer, recurrence,
       model (absent ones are NaN/None)
 """
@@ -25,6 +27,7 @@ import json
 import math
 import os
 import platform
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,7 +39,7 @@ from .machine import _slug, machine_name
 PARAM_COLUMNS = ("backend", "pass", "seq_len", "batch", "hidden", "numel", "layer",
                  "recurrence", "model")
 COLUMNS = ("source", "machine", "device", "commit", "date", "suite", "metric", "value", "case",
-           *PARAM_COLUMNS)
+           "allocator", *PARAM_COLUMNS)
 INT_COLUMNS = ("seq_len", "batch", "hidden", "numel")
 
 # asv benchmark method -> metric (the method name after its class, without arguments)
@@ -115,7 +118,7 @@ def load_pytest_json(path: str | os.PathLike) -> pd.DataFrame:
         row = {"source": "pytest-benchmark", "machine": pytest_machine(info, device),
                "device": device, "commit": commit, "date": data.get("datetime"),
                "suite": extra["suite"], "metric": "time", "value": stats["median"]}
-        row.update({k: extra.get(k) for k in (*PARAM_COLUMNS, "case")})
+        row.update({k: extra.get(k) for k in (*PARAM_COLUMNS, "case", "allocator")})
         rows.append(row)
     return _frame(rows)
 
@@ -145,33 +148,43 @@ def asv_machine(machine_json: dict, device: str) -> str:
     return _cpu_machine_name(machine_json.get("cpu", ""), machine_json.get("num_cpu", "?"))
 
 
-def _asv_rows(result, benchmarks: dict) -> Iterable[dict]:
-    for key in result.get_all_result_keys():
-        module, _, rest = key.partition(".")
-        cls, _, method = rest.rpartition(".")
-        metric = _ASV_METRICS.get(method)
-        if metric is None:
-            continue
-        params = result.get_result_params(key)
-        values = result.get_result_value(key, params)
-        names = (benchmarks.get(key) or {}).get("param_names") or []
-        if not params:
-            params, values = [[]], [values]
-        if len(names) != len(params):
-            raise ReportInputError(f"asv benchmark {key}: {len(params)} parameter lists but "
-                                   f"param_names {names} in benchmarks.json")
-        for combo, value in zip(itertools.product(*params), values):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue  # skipped (NotImplementedError in setup) or failed
-            row = {"suite": _ASV_SUITES.get(cls, module), "metric": metric, "value": value}
-            params = {name: _literal(v) for name, v in zip(names, combo)}
-            if module == "op_inputs":
-                row.update(op_inputs_columns(cls, params))
-            else:
-                row.update(params)
-            if method == "time_lstm":
-                row["layer"] = "LSTM"
-            yield row
+def _asv_allocator(version) -> str | None:
+    """The allocator benchmarks/_support.py puts into a benchmark's version ("allocator=steady
+    code=..."); None for versions from before it did."""
+    m = re.search(r"\ballocator=(\w+)", str(version or ""))
+    return m.group(1) if m else None
+
+
+def _asv_rows(result, key: str, benchmarks: dict) -> Iterable[dict]:
+    """The rows of benchmark `key` (module.Class.method) in one asv result: none where the
+    report has no metric for it, or where every combination was skipped or failed."""
+    module, _, rest = key.partition(".")
+    cls, _, method = rest.rpartition(".")
+    metric = _ASV_METRICS.get(method)
+    if metric is None:
+        return
+    allocator = _asv_allocator(result.benchmark_version.get(key))
+    params = result.get_result_params(key)
+    values = result.get_result_value(key, params)
+    names = (benchmarks.get(key) or {}).get("param_names") or []
+    if not params:
+        params, values = [[]], [values]
+    if len(names) != len(params):
+        raise ReportInputError(f"asv benchmark {key}: {len(params)} parameter lists but "
+                               f"param_names {names} in benchmarks.json")
+    for combo, value in zip(itertools.product(*params), values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue  # skipped (NotImplementedError in setup) or failed
+        row = {"suite": _ASV_SUITES.get(cls, module), "metric": metric, "value": value,
+               "allocator": allocator}
+        named = {name: _literal(v) for name, v in zip(names, combo)}
+        if module == "op_inputs":
+            row.update(op_inputs_columns(cls, named))
+        else:
+            row.update(named)
+        if method == "time_lstm":
+            row["layer"] = "LSTM"
+        yield row
 
 
 def op_inputs_columns(cls: str, params: dict) -> dict:
@@ -181,6 +194,8 @@ def op_inputs_columns(cls: str, params: dict) -> dict:
     params = dict(params)
     pass_ = str(params.pop("pass_", "")).replace("forward_backward", "forward+backward")
     backend = params.pop("backend", None)
+    if cls == "PackedBatch" and params.get("layout") == "padded_associative_scan":
+        backend = "associative_scan"  # torch's scan runs there; asv's grid still names a backend
     own = ", ".join(f"{k}={v}" for k, v in params.items())
     return {"case": f"{cls}: {own}" if own else cls, "pass": pass_ or None, "backend": backend}
 
@@ -194,8 +209,10 @@ def _asv_device(rows: list[dict]) -> str:
 
 def load_asv_results(results_dir: str | os.PathLike, commit: str | None = None,
                      machines: Iterable[str] | None = None) -> pd.DataFrame:
-    """Rows from an asv results directory (results/asv): per asv machine, the newest commit's
-    results (by commit date), or the commit starting with `commit`."""
+    """Rows from an asv results directory (results/asv): per asv machine and benchmark, the
+    newest commit (by commit date) that has a value of it, so that a run of some benchmarks
+    (`asv run --bench ...`) leaves the others at their own newest run; or the commit starting
+    with `commit`. Each row names its commit."""
     try:
         from asv.results import Results
     except ImportError:
@@ -220,17 +237,24 @@ def load_asv_results(results_dir: str | os.PathLike, commit: str | None = None,
                   if p.name != "machine.json"]
         if commit:
             loaded = [r for r in loaded if r.commit_hash.startswith(commit)]
-        if not loaded:
-            continue
-        newest = max(loaded, key=lambda r: r.date or 0)
-        for result in (r for r in loaded if r.commit_hash == newest.commit_hash):
-            found = list(_asv_rows(result, benchmarks))
-            device = _asv_device(found)
+        # (commit date, commit) -> benchmark -> rows, over every environment of the commit
+        found: dict[tuple, dict[str, list[dict]]] = {}
+        for result in loaded:
             date = pd.Timestamp(result.date, unit="ms").isoformat() if result.date else None
-            for row in found:
-                row.update(source="asv", machine=asv_machine(machine_json, device),
-                           device=device, commit=result.commit_hash, date=date)
-                rows.append(row)
+            for key in result.get_all_result_keys():
+                for row in _asv_rows(result, key, benchmarks):
+                    row.update(source="asv", commit=result.commit_hash, date=date)
+                    found.setdefault((result.date or 0, result.commit_hash), {}) \
+                        .setdefault(key, []).append(row)
+        newest: dict[str, list[dict]] = {}
+        for _, by_key in sorted(found.items(), key=lambda item: item[0], reverse=True):
+            for key, key_rows in by_key.items():
+                newest.setdefault(key, key_rows)
+        machine_rows = [row for key_rows in newest.values() for row in key_rows]
+        device = _asv_device(machine_rows)
+        for row in machine_rows:
+            row.update(machine=asv_machine(machine_json, device), device=device)
+        rows += machine_rows
     if commit and not rows:
         raise ReportInputError(f"no asv results for a commit starting with {commit!r} in {root}")
     return _frame(rows)

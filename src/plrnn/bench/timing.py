@@ -182,7 +182,8 @@ def reuse_freed_pages() -> str:
     glibc maps allocations above a moving threshold (up to 32 MiB) fresh from the OS and returns
     them on free, so the next call pays a page fault per 4 KiB, several times the kernel's own
     time, or not, depending on the allocation history. Timing every call in the steady state
-    keeps the comparison about the kernels; the returned text goes into the result's config.
+    keeps the comparison about the kernels; the returned text goes into the result's config, and
+    starts with "default" where nothing could be changed (not glibc, or mallopt refused).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

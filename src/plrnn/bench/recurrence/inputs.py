@@ -26,11 +26,19 @@ CHECK_TOL = 1e-4
 CHECK_TOL_16BIT = 1e-2
 
 
-def _columns(t: torch.Tensor) -> np.ndarray:
+def checked_channels(width: int) -> torch.Tensor:
+    """The channels a check reads in a row of `width` (a (T, *) tensor's flattened row):
+    CHECK_CHANNELS spread evenly from the first to the last, all of a narrower row. Every
+    benchmark's check (this one, plrnn.bench.gpu, the asv and pytest suites) reads these."""
+    return torch.linspace(0, width - 1, min(width, CHECK_CHANNELS)).round().long().unique()
+
+
+def checked_columns(t: torch.Tensor) -> np.ndarray:
+    """The checked channels of a (T, *) tensor, all steps, as a float64 (complex128) host array;
+    only those channels leave the tensor's device."""
     wide = torch.complex128 if t.is_complex() else torch.float64
     flat = t.detach().reshape(t.shape[0], -1)
-    picked = torch.linspace(0, flat.shape[1] - 1, min(flat.shape[1], CHECK_CHANNELS))
-    return flat[:, picked.round().long().unique()].to(wide).numpy()
+    return flat[:, checked_channels(flat.shape[1]).to(flat.device)].to("cpu", wide).numpy()
 
 
 class WrongResult(Exception):
@@ -93,17 +101,17 @@ class Inputs:
         return self._cache[key]
 
     def truth(self, shape, dist: str, a: torch.Tensor, x: torch.Tensor) -> np.ndarray:
-        """The float64 recurrence of (a, x) on CHECK_CHANNELS channels (_columns), cached."""
+        """The float64 recurrence of (a, x) on the checked channels (checked_columns), cached."""
         key = ("truth", shape, dist, a.dtype)
         if key not in self._cache:
-            self._cache[key] = truth64(_columns(a), _columns(x))
+            self._cache[key] = truth64(checked_columns(a), checked_columns(x))
         return self._cache[key]
 
 
 def check_output(h: torch.Tensor, truth: np.ndarray, label: str) -> None:
     """WrongResult unless h's checked channels match the float64 truth (tolerance scaled by the
     state's size: decays near 1 let the state grow; wider for 16-bit outputs)."""
-    got = _columns(h)
+    got = checked_columns(h)
     if got.shape != truth.shape:
         raise WrongResult(f"{label}: output shape {tuple(h.shape)} does not match the inputs")
     if not got.size:
