@@ -13,7 +13,13 @@ import torch
 
 from plrnn.bench import grid
 
-from .support import ROOT, benchmarks_module
+from .support import (
+    ROOT,
+    benchmarks_module,
+    off_in_the_last_channel,
+    off_in_the_last_channels_gradient,
+    swap_op,
+)
 
 S = benchmarks_module("_support")
 TINY = grid.GRIDS["tiny"]
@@ -264,85 +270,24 @@ def test_untimed_benchmarks_take_one_call(monkeypatch):
 
 
 # ------------------------------------------------------------------ checks read the whole row
-O = benchmarks_module("_op_inputs")  # noqa: E741
-
-
-@pytest.fixture
-def small_op_inputs(monkeypatch):
-    monkeypatch.setitem(O.PACKED, "sequences", 6)
-    monkeypatch.setitem(O.PACKED, "median_length", 20)
-    monkeypatch.setitem(O.PACKED, "max_length", 60)
-    monkeypatch.setitem(O.PACKED, "channels", 96)
-    monkeypatch.setitem(O.BROADCAST, "seq_len", 64)
-    monkeypatch.setitem(O.HEADS, "seq_len", 64)
-    monkeypatch.setitem(O.STORAGE, "seq_len", 64)
-    monkeypatch.setitem(O.DISTRIBUTION_SHAPES, "300x128", (300, 128))
-
-
-def _wrong_op(monkeypatch, wrong):
-    import functools
-
-    import plrnn
-
-    real = plrnn.linear_recurrence
-
-    @functools.wraps(real)  # the op_inputs cases read its signature for the features it has
-    def op(a, x, **kwargs):
-        return wrong(real(a, x, **kwargs), a, x)
-
-    monkeypatch.setattr(plrnn, "linear_recurrence", op)
-
-
-def _off_in_the_last_channel(h, a, x):
-    # The last channel of the flattened row: the last sequence's, the last head's, the share of
-    # the last thread; a check of the first channels alone passed it.
-    h = h.clone(memory_format=torch.contiguous_format)
-    h.reshape(h.shape[0], -1)[:, -1] += 1.0
-    return h
-
-
-def _off_in_the_last_channels_gradient(h, a, x):
-    last = torch.zeros_like(x).reshape(x.shape[0], -1)
-    last[:, -1] = 0.5
-    return h + (x - x.detach()) * last.reshape(x.shape)
-
-
 KERNEL = dict(kernel_grid=TINY.kernels, device="cpu")
-LAST_CHANNEL_CASES = [
-    (S.kernel_case, (64, 2, 40, "cpu_serial", grid.FORWARD), KERNEL),
-    (S.kernel_case, (64, 3, 40, "cpu_parallel", grid.FORWARD), KERNEL),
-    (O.packed_case, ("packed", "cpu_serial", "forward"), {}),
-    (O.packed_case, ("padded", "cpu_parallel", "forward"), {}),
-    (O.broadcast_case, ("time_invariant", "cpu_serial", "forward"), {}),
-    (O.batch_shared_case, ("materialized", "cpu_parallel", "forward"), {}),
-    (O.head_shared_case, ("head_shared", "cpu_serial", "forward"), {}),
-    (O.batch_first_case, ("batch_first", "cpu_parallel", "forward"), {}),
-    (O.storage_case, ("float32", "plrnn", "forward"), {}),
-    (O.decay_distribution_case, ("U[0,1)", "300x128", "cpu_serial", "forward"), {}),
-]
 
 
-@pytest.mark.parametrize(("builder", "args", "kwargs"), LAST_CHANNEL_CASES,
-                         ids=lambda v: getattr(v, "__name__", None))
-def test_checks_refuse_a_kernel_wrong_only_in_the_last_channel(small_op_inputs, monkeypatch,
-                                                                builder, args, kwargs):
-    builder(*args, **kwargs)  # the real op passes
-    _wrong_op(monkeypatch, _off_in_the_last_channel)
+@pytest.mark.parametrize("args", [(64, 2, 40, "cpu_serial", grid.FORWARD),
+                                  (64, 3, 40, "cpu_parallel", grid.FORWARD)])
+def test_kernel_checks_refuse_a_kernel_wrong_only_in_the_last_channel(monkeypatch, args):
+    S.kernel_case(*args, **KERNEL)  # the real op passes
+    swap_op(monkeypatch, off_in_the_last_channel)
     with pytest.raises(AssertionError, match="differs from the float64"):
-        builder(*args, **kwargs)
+        S.kernel_case(*args, **KERNEL)
 
 
-@pytest.mark.parametrize(("builder", "args", "kwargs"), [
-    (S.kernel_case, (64, 2, 40, "cpu_serial", grid.FORWARD_BACKWARD), KERNEL),
-    (O.head_shared_case, ("head_shared", "cpu_parallel", "forward_backward"), {}),
-    (O.broadcast_case, ("time_invariant", "cpu_serial", "forward_backward"), {}),
-], ids=lambda v: getattr(v, "__name__", None))
-def test_checks_refuse_a_gradient_wrong_only_in_the_last_channel(small_op_inputs, monkeypatch,
-                                                                  builder, args, kwargs):
-    builder(*args, **kwargs)
-    _wrong_op(monkeypatch, _off_in_the_last_channels_gradient)
+def test_kernel_checks_refuse_a_gradient_wrong_only_in_the_last_channel(monkeypatch):
+    args = (64, 2, 40, "cpu_serial", grid.FORWARD_BACKWARD)
+    S.kernel_case(*args, **KERNEL)
+    swap_op(monkeypatch, off_in_the_last_channels_gradient)
     with pytest.raises(AssertionError, match="gradient of the impulses differs"):
-        builder(*args, **kwargs)
+        S.kernel_case(*args, **KERNEL)
 
 
 def test_check_cols_reads_evenly_spaced_channels_up_to_the_last():

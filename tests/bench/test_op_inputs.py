@@ -4,13 +4,14 @@ builder's check to fail; sizes are shrunk (the builders read the size dicts at c
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
-import plrnn
-
-from .support import benchmarks_module
+from .support import (
+    benchmarks_module,
+    off_in_the_last_channel,
+    off_in_the_last_channels_gradient,
+    swap_op,
+)
 
 O = benchmarks_module("_op_inputs")  # noqa: E741
 
@@ -24,16 +25,8 @@ def small(monkeypatch):
     monkeypatch.setitem(O.HEADS, "seq_len", 64)
     monkeypatch.setitem(O.STORAGE, "seq_len", 256)
     monkeypatch.setitem(O.STORAGE, "channels", 32)
-
-
-def _swap(monkeypatch, wrong):
-    real = plrnn.linear_recurrence
-
-    @functools.wraps(real)  # the cases read its signature for the features it has
-    def op(a, x, **kwargs):
-        return wrong(real(a, x, **kwargs), a, x)
-
-    monkeypatch.setattr(plrnn, "linear_recurrence", op)
+    monkeypatch.setitem(O.PACKED, "channels", 96)
+    monkeypatch.setitem(O.DISTRIBUTION_SHAPES, "300x128", (300, 128))
 
 
 def _off_past_the_first_sequence(h, a, x):
@@ -56,7 +49,7 @@ def _off_past_the_first_sequence(h, a, x):
 ])
 def test_batched_cases_check_every_sequence(small, monkeypatch, builder, args):
     getattr(O, builder)(*args)  # the real op passes
-    _swap(monkeypatch, _off_past_the_first_sequence)
+    swap_op(monkeypatch, _off_past_the_first_sequence)
     with pytest.raises(AssertionError, match="differs from the float64 loop"):
         getattr(O, builder)(*args)
 
@@ -64,7 +57,7 @@ def test_batched_cases_check_every_sequence(small, monkeypatch, builder, args):
 @pytest.mark.parametrize("dtype", O.STORAGE_DTYPES)
 def test_storage_case_refuses_outputs_ten_percent_off(small, monkeypatch, dtype):
     O.storage_case(dtype, "plrnn", "forward")
-    _swap(monkeypatch, lambda h, a, x: h * 1.1)
+    swap_op(monkeypatch, lambda h, a, x: h * 1.1)
     with pytest.raises(AssertionError, match="differs from the float64 loop"):
         O.storage_case(dtype, "plrnn", "forward")
 
@@ -89,7 +82,7 @@ def _off_in_the_gradient_of(which):
 ])
 def test_forward_backward_cases_refuse_a_wrong_gradient(small, monkeypatch, builder, args, which):
     getattr(O, builder)(*args, "forward_backward")  # the real op passes
-    _swap(monkeypatch, _off_in_the_gradient_of(which))
+    swap_op(monkeypatch, _off_in_the_gradient_of(which))
     getattr(O, builder)(*args, "forward")  # the forward alone still passes
     with pytest.raises(AssertionError, match=f"gradient of the {which} differs"):
         getattr(O, builder)(*args, "forward_backward")
@@ -98,7 +91,7 @@ def test_forward_backward_cases_refuse_a_wrong_gradient(small, monkeypatch, buil
 def test_complex_case_refuses_a_wrong_gradient(small, monkeypatch):
     monkeypatch.setitem(O.COMPLEX, "seq_len", 64)
     O.complex_case("plrnn", "forward_backward")
-    _swap(monkeypatch, _off_in_the_gradient_of("decays"))
+    swap_op(monkeypatch, _off_in_the_gradient_of("decays"))
     with pytest.raises(AssertionError, match="gradient of the decays differs"):
         O.complex_case("plrnn", "forward_backward")
 
@@ -147,7 +140,7 @@ def test_decay_distribution_case_draws_its_distribution(monkeypatch, distributio
         assert float(a.min()) >= 0.9
     if distribution == "sigmoid(N(5,1))":
         assert float(a.mean()) > 0.95
-    _swap(monkeypatch, lambda h, a, x: h * 1.01)
+    swap_op(monkeypatch, lambda h, a, x: h * 1.01)
     with pytest.raises(AssertionError, match="differs from the float64 loop"):
         O.decay_distribution_case(distribution, "262144x4", "cpu_parallel", "forward")
 
@@ -155,3 +148,32 @@ def test_decay_distribution_case_draws_its_distribution(monkeypatch, distributio
 def test_decay_distribution_case_refuses_unknown_names():
     with pytest.raises(ValueError, match="distribution must be one of"):
         O.decay_distribution_case("N(0,1)", "262144x4", "cpu_serial", "forward")
+
+
+@pytest.mark.parametrize(("builder", "args"), [
+    ("packed_case", ("packed", "cpu_serial", "forward")),
+    ("packed_case", ("padded", "cpu_parallel", "forward")),
+    ("broadcast_case", ("time_invariant", "cpu_serial", "forward")),
+    ("batch_shared_case", ("materialized", "cpu_parallel", "forward")),
+    ("head_shared_case", ("head_shared", "cpu_serial", "forward")),
+    ("batch_first_case", ("batch_first", "cpu_parallel", "forward")),
+    ("storage_case", ("float32", "plrnn", "forward")),
+    ("decay_distribution_case", ("U[0,1)", "300x128", "cpu_serial", "forward")),
+])
+def test_checks_refuse_a_result_wrong_only_in_the_last_channel(small, monkeypatch, builder, args):
+    getattr(O, builder)(*args)  # the real op passes
+    swap_op(monkeypatch, off_in_the_last_channel)
+    with pytest.raises(AssertionError, match="differs from the float64"):
+        getattr(O, builder)(*args)
+
+
+@pytest.mark.parametrize(("builder", "args"), [
+    ("head_shared_case", ("head_shared", "cpu_parallel", "forward_backward")),
+    ("broadcast_case", ("time_invariant", "cpu_serial", "forward_backward")),
+])
+def test_checks_refuse_a_gradient_wrong_only_in_the_last_channel(small, monkeypatch, builder,
+                                                                  args):
+    getattr(O, builder)(*args)
+    swap_op(monkeypatch, off_in_the_last_channels_gradient)
+    with pytest.raises(AssertionError, match="gradient of the impulses differs"):
+        getattr(O, builder)(*args)
