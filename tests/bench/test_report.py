@@ -417,6 +417,17 @@ def test_each_asv_benchmark_comes_from_the_newest_commit_that_ran_it(tmp_path):
     df = report_sources.load_asv_results(root)
     assert set(df[df["suite"] == "kernels"]["commit"]) == {older}
     assert set(df[df["suite"] == "copy"]["commit"]) == {newer}
+    # The kernels' times from one commit beside their memory peaks from another: a row each,
+    # and the table says which row is whose.
+    mixed = df[~((df["suite"] == "kernels") & (df["metric"] == "peakmem"))]
+    peaks = df[(df["suite"] == "kernels") & (df["metric"] == "time")].assign(
+        metric="peakmem", value=1 << 20, commit=newer)
+    table = report.kernels_markdown(report.kernels_table(pd.concat([mixed, peaks])), "cpu")
+    header, _, *lines = table.splitlines()
+    assert header.split("|")[1].strip() == "commit"
+    assert {line.split("|")[1].strip() for line in lines} == {"aaaa111", "bbbb222"}
+    single = report.kernels_markdown(report.kernels_table(mixed), "cpu")
+    assert "commit" not in single.splitlines()[0]
 
 
 def test_pytest_rows_keep_the_allocator(tmp_path):

@@ -226,7 +226,13 @@ def _mib(nbytes) -> str:
     return "" if nbytes is None or not np.isfinite(nbytes) else f"{nbytes / MIB:.1f}"
 
 
-def _md(table: pd.DataFrame) -> str:
+def _md(table: pd.DataFrame, source: pd.DataFrame | None = None) -> str:
+    """`table` in Markdown; where its rows (those of `source`) come from more than one commit
+    (each benchmark's newest run: a metric not measured again keeps an older commit's row), a
+    first column says which."""
+    if source is not None and "commit" in source and source["commit"].nunique() > 1:
+        table = table.copy()
+        table.insert(0, "commit", source["commit"].astype(str).str[:7].to_numpy())
     return table.to_markdown(index=False, disable_numparse=True) if not table.empty else "(none)"
 
 
@@ -245,7 +251,7 @@ def kernels_markdown(t: pd.DataFrame, device: str) -> str:
         rows["GPU peak MiB"] = t["cuda_peak_memory"].map(_mib)
     if t["peakmem"].notna().any():
         rows["host peak MiB"] = t["peakmem"].map(_mib)
-    return _md(rows)
+    return _md(rows, t)
 
 
 def layers_markdown(t: pd.DataFrame) -> str:
@@ -257,7 +263,7 @@ def layers_markdown(t: pd.DataFrame) -> str:
         "LSTM ms": t["lstm_time"].map(_ms),
         "x LSTM (parallel)": t["parallel_over_lstm"].map(_x),
         "x LSTM (serial)": t["serial_over_lstm"].map(_x),
-    }))
+    }), t)
 
 
 def train_markdown(t: pd.DataFrame) -> str:
@@ -265,12 +271,12 @@ def train_markdown(t: pd.DataFrame) -> str:
         "model": t["model"], "T": t["seq_len"].astype(str), "B": t["batch"].astype(str),
         "step ms": t["step_time"].map(_ms), "steps/s": t["steps_per_s"].map(lambda v: _x(v, 1)),
         "x LSTM": t["speedup_over_lstm"].map(_x),
-    }))
+    }), t)
 
 
 def op_inputs_markdown(t: pd.DataFrame) -> str:
     return _md(pd.DataFrame({"case": t["case"], "backend": t["backend"], "pass": t["pass"],
-                             "time ms": t["time"].map(_ms)}))
+                             "time ms": t["time"].map(_ms)}), t)
 
 
 # -------------------------------------------------------------------------------------- plots
