@@ -3,12 +3,19 @@ VMs report the same model name ('Intel Xeon Processor', 'AMD EPYC') across gener
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from plrnn.bench import machine
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -102,3 +109,17 @@ def test_steal_seconds_reads_the_steal_column(tmp_path):
     assert math.isnan(machine.steal_seconds(str(stat)))
     assert math.isnan(machine.steal_seconds(str(tmp_path / "missing")))
 
+
+
+def test_asv_learns_the_whole_machine_not_its_name_alone(tmp_path):
+    """asv 0.6's `asv machine --yes` records the name alone; --register-asv gives it the rest."""
+    env = {**os.environ, "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "plrnn.bench.machine", "--register-asv"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.strip().splitlines()[-1]
+    assert name == machine.machine_name()
+    described = json.loads((tmp_path / ".asv-machine.json").read_text())[name]
+    assert described["cpu"] and described["arch"] == platform.machine()
+    assert int(described["num_cpu"]) == os.cpu_count() and int(described["ram"]) > 2**28
+    assert described["os"].startswith(platform.system())

@@ -195,17 +195,33 @@ def machine_name(device: str | torch.device = "cpu") -> str:
     return f"cpu-{model}-{os.cpu_count()}c"
 
 
+def register_asv(name: str) -> None:
+    """Describes this machine to asv under `name` (~/.asv-machine.json), with asv's own reading
+    of its OS, architecture, CPU, cores and memory. `asv machine --yes --machine NAME` records
+    the name alone in asv 0.6 (it keeps only the fields that differ from its defaults), so the
+    results' machine.json had none of them and asv's graphs filed every run under "null"."""
+    from asv.machine import Machine, MachineCollection
+
+    MachineCollection.save(name, {**Machine.get_defaults(), "machine": name})
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m plrnn.bench.machine",
         description="Print this machine's name: the folder results/<name>/ and asv's machine "
-                    "name, e.g. `asv machine --machine \"$(python -m plrnn.bench.machine)\"`.")
+                    "name.")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: the GPU's name (cuda-<gpu>), as the GPU results are filed")
+    parser.add_argument("--register-asv", action="store_true",
+                        help="also describe this machine to asv under that name, with its OS, "
+                             "architecture, CPU, cores and memory (register_asv)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible here")
-    print(machine_name(args.device))
+    name = machine_name(args.device)
+    if args.register_asv:
+        register_asv(name)
+    print(name)
 
 
 if __name__ == "__main__":
