@@ -223,7 +223,11 @@ def first_use_name(name: str, *, sources: list[str], headers: list[str] = (), **
     """The extension's name and build folder for these sources, headers and flags: one folder
     per build, so environments with another torch or other sources that share a cache keep
     their own builds instead of deleting each other's."""
-    return f"{name}_{_build_key(sources, list(headers), flags)[:10]}"
+    return _folder_name(name, _build_key(sources, list(headers), flags))
+
+
+def _folder_name(name: str, key: str) -> str:
+    return f"{name}_{key[:10]}"
 
 
 def build_at_first_use(
@@ -238,7 +242,7 @@ def build_at_first_use(
     from torch.utils.cpp_extension import LIB_EXT
 
     key = _build_key(sources, list(headers), flags)
-    name = first_use_name(name, sources=sources, headers=headers, **flags)
+    name = _folder_name(name, key)
     where = extensions_root() / name
     try:
         finished = _finished(where, key)
