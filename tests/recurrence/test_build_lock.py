@@ -185,6 +185,65 @@ def test_each_build_has_its_own_folder(tmp_path):
     assert jit.first_use_name("plrnn_k", sources=[str(source)], headers=[str(header)]) != name
 
 
+def _old_build(root: Path, name: str, days: float, stamped: bool = True) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "k.so").write_bytes(b"\0" * 16)
+    when = time.time() - days * 86400
+    if stamped:
+        (folder / jit._COMPLETE).write_text("key")
+        os.utime(folder / jit._COMPLETE, (when, when))
+    os.utime(folder, (when, when))
+    return folder
+
+
+def test_a_new_build_prunes_the_builds_unused_for_a_month(tmp_path, monkeypatch):
+    """Every edit of the sources and every torch upgrade gives a new folder: the old ones go once
+    no process has loaded them for STALE_DAYS, except where another process holds their lock,
+    and nothing of another extension is touched."""
+    old = _old_build(tmp_path, "plrnn_k_0123456789", jit.STALE_DAYS + 5)
+    legacy = _old_build(tmp_path, "plrnn_k", jit.STALE_DAYS + 5)  # before a folder per build
+    unfinished = _old_build(tmp_path, "plrnn_k_aaaaaaaaaa", jit.STALE_DAYS + 5, stamped=False)
+    recent = _old_build(tmp_path, "plrnn_k_bbbbbbbbbb", jit.STALE_DAYS - 5)
+    busy = _old_build(tmp_path, "plrnn_k_cccccccccc", jit.STALE_DAYS + 5)
+    other = _old_build(tmp_path, "plrnn_kernels_0123456789", jit.STALE_DAYS + 5)
+    suffixed = _old_build(tmp_path, "plrnn_k_01234567890", jit.STALE_DAYS + 5)  # not a key
+    source = tmp_path / "k.cpp"
+    source.write_text("int k() { return 0; }\n")
+    name = jit.first_use_name("plrnn_k", sources=[str(source)])
+    new = tmp_path / name
+
+    def built(what, name, sources, **kwargs):
+        new.mkdir()
+        return None
+
+    monkeypatch.setattr(jit, "build_extension", built)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    with jit.build_lock(tmp_path / f"{busy.name}.lock", "kernels", 1.0):
+        reason, origin = jit.build_at_first_use("test kernels", "plrnn_k", "no prebuilt kernels",
+                                                None, "a second", sources=[str(source)])
+    assert reason is None and origin == f"built at first use ({new})"
+    assert not old.exists() and not legacy.exists() and not unfinished.exists()
+    assert new.exists() and recent.exists() and busy.exists()
+    assert other.exists() and suffixed.exists() and source.exists()
+
+
+def test_loading_a_finished_build_keeps_it_from_pruning(tmp_path, monkeypatch):
+    source = tmp_path / "k.cpp"
+    source.write_text("int k() { return 0; }\n")
+    name = jit.first_use_name("plrnn_k", sources=[str(source)])
+    key = jit._build_key([str(source)], [], {})
+    folder = _old_build(tmp_path, name, jit.STALE_DAYS + 5)
+    (folder / jit._COMPLETE).write_text(key)
+    os.utime(folder / jit._COMPLETE, (0, 0))
+    monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    reason, _ = jit.build_at_first_use("test kernels", "plrnn_k", "no prebuilt kernels", None,
+                                       "a second", sources=[str(source)])
+    assert reason is None
+    assert (folder / jit._COMPLETE).stat().st_mtime > time.time() - 60
+
+
 @pytest.mark.skipif(
     prebuilt.build_info() is None or os.environ.get("PLRNN_PREBUILT") == "0",
     reason="an installation without install-time kernels",

@@ -9,6 +9,11 @@ so that lock can never go stale; while we hold it no other plrnn process can be 
 anything left in the build directory by a build that did not finish (torch's lock, half-written
 objects) is removed before building. Waiting for another process's build is bounded
 (PLRNN_BUILD_TIMEOUT seconds, default 900) and says what it waits for and where the lock is.
+
+Each build has a folder of its own (first_use_name), so every edit of the sources, and every
+torch upgrade, leaves the last build behind (about 6 MB each for the CPU kernels). A new build
+removes the builds of the same extension that no process has loaded for STALE_DAYS, each under
+its own lock (prune_stale).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 _UNSET = object()
 DEFAULT_TIMEOUT_S = 900.0
 _COMPLETE = "plrnn-build-complete"  # written into the build directory once a build succeeded
+STALE_DAYS = 30  # builds no process has loaded for this long go when a new one is made
 
 
 def missing_toolchain() -> str | None:
@@ -242,7 +249,7 @@ def build_at_first_use(
     from torch.utils.cpp_extension import LIB_EXT
 
     key = _build_key(sources, list(headers), flags)
-    name = _folder_name(name, key)
+    base, name = name, _folder_name(name, key)
     where = extensions_root() / name
     try:
         finished = _finished(where, key)
@@ -255,6 +262,8 @@ def build_at_first_use(
         except OSError as err:  # dlopen refused it (no static initialiser ran): build it again
             log.warning("plrnn: the build in %s does not load (%s)", where, err)
         else:
+            with contextlib.suppress(OSError):
+                os.utime(where / _COMPLETE)  # loaded now: prune_stale keeps it
             log.warning("plrnn: %s, so the %s built at first use in %s are loaded", why, what, where)
             return None, f"built at first use ({where})"
     if missing:
@@ -265,4 +274,36 @@ def build_at_first_use(
                     why, what, duration, where)
 
     reason = build_extension(what, name, sources, headers=headers, announce=announce, **flags)
+    if reason is None:
+        prune_stale(extensions_root(), base, keep=name)
     return reason, "" if reason else f"built at first use ({where})"
+
+
+def prune_stale(root: Path, base: str, keep: str) -> None:
+    """Removes the first-use builds of extension `base` other than `keep` (its older folders
+    `<base>_<key>`, and `<base>` itself, where builds went before they had a folder each) that
+    no process has loaded for STALE_DAYS (the mtime of their completion stamp, which each load
+    renews; a folder without one is an unfinished build). A build whose lock another process
+    holds is left alone; the lock files stay (build_lock says why)."""
+    cutoff = time.time() - STALE_DAYS * 86400
+    own = re.compile(re.escape(base) + "(_[0-9a-f]{10})?")
+    try:
+        entries = [e for e in os.scandir(root) if own.fullmatch(e.name) and e.name != keep]
+    except OSError:
+        return
+    for entry in entries:
+        folder = Path(entry.path)
+        with contextlib.suppress(OSError):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            stamp = folder / _COMPLETE
+            used = stamp.stat().st_mtime if stamp.exists() else folder.stat().st_mtime
+            if used >= cutoff:
+                continue
+            fd = os.open(root / f"{entry.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: in use
+                log.info("plrnn: removing %s, a build unused for %d days", folder, STALE_DAYS)
+                shutil.rmtree(folder)
+            finally:
+                os.close(fd)
