@@ -65,10 +65,12 @@ def test_autocast_float32_input_of_the_hidden_size(kind):
 def test_autocast_packed_bfloat16_data(kind):
     model = kind.cls(4, 5, 2, **kind.kwargs)
     proj = torch.nn.Linear(3, 4)
-    xs = [torch.randn(n, 3) for n in (3, 1, 4)]
+    xs = [torch.randn(n, 3, generator=torch.Generator().manual_seed(n)) for n in (3, 1, 4)]
+    want, _ = model(pack_sequence([proj(x) for x in xs], enforce_sorted=False))
     with autocast():
         out, _ = model(pack_sequence([proj(x) for x in xs], enforce_sorted=False))
-    assert out.data.shape == (8, 5)
+    assert out.data.shape == (8, 5) and out.data.dtype == torch.bfloat16
+    torch.testing.assert_close(out.data.float(), want.data, rtol=0.05, atol=0.05)
 
 
 def test_autocast_still_refuses_other_dtypes():

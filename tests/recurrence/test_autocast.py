@@ -32,9 +32,12 @@ def test_mixed_dtypes_run_in_the_widest(backend, dtypes):
                                    backend=backend)
     assert torch.equal(h.detach(), want)
     h.sum().backward()
-    for t in inputs:
+    wide_leaves = [None if t is None else t.detach().to(wide).requires_grad_() for t in inputs]
+    plrnn.linear_recurrence(*wide_leaves, backend=backend).sum().backward()
+    for t, w in zip(inputs, wide_leaves, strict=True):
         if t is not None:
             assert t.grad is not None and t.grad.dtype == t.dtype
+            assert torch.equal(t.grad, w.grad.to(t.dtype))  # autocast casts the wide gradient
 
 
 def test_one_dtype_is_left_alone_and_mixing_outside_autocast_is_refused():

@@ -13,6 +13,7 @@ from .helpers import (
     ALL_BACKENDS,
     BACKENDS,
     F64_RTOL,
+    adjoint64,
     gradient_allowed,
     grads_of,
     make_inputs,
@@ -169,3 +170,21 @@ def test_output_requires_grad_exactly_when_an_input_does(backend, which, grad_mo
             reference.serial(args["decays"], args["impulses"], args["initial_state"]).sum(), leaf
         )
         torch.testing.assert_close(got, expected, rtol=F64_RTOL, atol=F64_RTOL)
+
+
+@pytest.mark.parametrize("with_h0", [False, True], ids=["zero", "h0"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("T", [1, 2, 37], ids=lambda T: f"T={T}")
+def test_adjoint_reference_is_autograd_through_the_loop(T, reverse, with_h0):
+    """adjoint64, the truth of the long and multi-thread gradient tests, against autograd
+    through the float64 reference loop."""
+    seed = seed_for("adjoint", T, reverse, with_h0)
+    inputs = make_inputs(T, (2, 3), "uniform", with_h0, seed)
+    upstream = torch.randn((T, 2, 3), generator=torch.Generator().manual_seed(seed + 1),
+                           dtype=torch.float64)
+    _, want = grads_of(lambda *t: reference.serial(*t, reverse), inputs, upstream)
+    got = adjoint64(*inputs, upstream, reverse)
+    assert len(got) == len(want) == (3 if with_h0 else 2)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)

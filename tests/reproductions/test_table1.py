@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -53,8 +54,15 @@ def test_smoke_run_writes_every_file(tmp_path):
     text = md.read_text()
     assert "paper speedup" in text and "cpu_parallel / paper" in text
     assert "(CPU results)" in text and "torch 2." in text and "commit:" in text
-    # The paper's published speedups appear beside ours.
-    assert "| 0.06 |" in text.replace("  ", " ") or "0.06" in text
+    # The paper's published speedups appear beside ours: 0.06 at m = 4, T = 16 (its Table 1).
+    after = text.splitlines()[text.splitlines().index("## Kernel speedup beside the paper's"):]
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"),
+                                     itertools.dropwhile(lambda s: not s.startswith("|"), after)))
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    paper = {(r[header.index("m")], r[header.index("T")]): r[header.index("paper speedup")]
+             for r in rows if len(r) == len(header)}
+    assert paper[("4", "16")] == "0.06" and paper[("4", "256")] == "0.22", paper
 
     meta = json.loads((out / "table1.json").read_text())
     assert meta["config"]["scale"]["features"] == [4]
