@@ -72,8 +72,11 @@ class LocalTime:
 
     def window(self, x, m: int, before):
         before = _window_start(x, m, before)
-        both = torch.cat([before, x]) if m else x
-        return before, both[both.shape[0] - m :]
+        T = x.shape[0]
+        # The last m rows alone (not [before, x] whole, a copy of x), and a copy of them: a view
+        # would keep all of x alive for as long as the caller keeps the state.
+        last = x[T - m :].clone() if T >= m else torch.cat([before[T:], x])
+        return before, last
 
 
 def _window_start(x, m: int, before):

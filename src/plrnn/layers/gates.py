@@ -9,7 +9,9 @@ op that the compiler cannot see through, so the gate math before it and the outp
 it are compiled separately.
 
 Layouts: `pre` is the input projection, [T, B, n*H], with the gates stacked along the last axis
-in the order the functions name.
+in the order the functions name. A gate function splits it once and returns what the output
+function needs too: a second split of the same `pre` made autograd build its gradient twice
+(each split's backward writes zeros for the blocks it did not use, then the two are added).
 """
 
 from __future__ import annotations
@@ -26,51 +28,54 @@ def gilr_gates(pre: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.
     """GILR, pre = [g, j]: g = sigmoid, j = activation; returns (g, (1 - g) * j)."""
     gate_pre, impulse_pre = pre.chunk(2, dim=-1)
     g = torch.sigmoid(gate_pre)
-    j = ACTIVATIONS[activation](impulse_pre)
-    return g, (1 - g) * j
+    return g, _forget_share(g, ACTIVATIONS[activation](impulse_pre))
 
 
-def lstm_gates(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """GILR-LSTM cell, pre = [f, i, o, z]: returns (f, i * z); o is used by `lstm_output`."""
-    f_pre, i_pre, _, z_pre = pre.chunk(4, dim=-1)
-    return torch.sigmoid(f_pre), torch.sigmoid(i_pre) * torch.tanh(z_pre)
+def _forget_share(g: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """(1 - g) * j as j - g * j: one pass and one fresh tensor where (1 - g) * j takes two, and
+    their backward one tensor less (T = 4096, B = 8, H = 256, SRU forward+backward 0.74x with
+    the output's lerp and one chunk of pre, Zen 4 VM)."""
+    return torch.addcmul(j, g, j, value=-1)
 
 
-def lstm_output(pre: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """h = o * c with o = sigmoid of the third block of pre = [f, i, o, z] (no tanh on c)."""
-    o_pre = pre.chunk(4, dim=-1)[2]
-    return torch.sigmoid(o_pre) * c
+def lstm_gates(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GILR-LSTM cell, pre = [f, i, o, z]: returns (f, i * z, o), o for `lstm_output`."""
+    f_pre, i_pre, o_pre, z_pre = pre.chunk(4, dim=-1)
+    i_z = torch.sigmoid(i_pre) * torch.tanh(z_pre)
+    return torch.sigmoid(f_pre), i_z, torch.sigmoid(o_pre)
 
 
-def fo_gates(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """QRNN fo-pooling, pre = [z, f, o]: returns (f, (1 - f) * z)."""
-    z_pre, f_pre, _ = pre.chunk(3, dim=-1)
+def lstm_output(o: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """h = o * c (no tanh on c)."""
+    return o * c
+
+
+def fo_gates(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """QRNN fo-pooling, pre = [z, f, o]: returns (f, (1 - f) * z, o), o for `fo_output`."""
+    z_pre, f_pre, o_pre = pre.chunk(3, dim=-1)
     f = torch.sigmoid(f_pre)
-    return f, (1 - f) * torch.tanh(z_pre)
+    return f, _forget_share(f, torch.tanh(z_pre)), torch.sigmoid(o_pre)
 
 
-def fo_output(pre: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """QRNN output h = o * c, o = sigmoid of the last block of pre = [z, f, o]."""
-    return torch.sigmoid(pre.chunk(3, dim=-1)[2]) * c
+def fo_output(o: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """QRNN output h = o * c."""
+    return o * c
 
 
-def sru_gates(pre: torch.Tensor, projected: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """SRU, pre = [x~, f, r] or, projected, [x~, f, r, p]: returns (f, (1 - f) * x~)."""
-    x_tilde, f_pre = pre.chunk(4 if projected else 3, dim=-1)[:2]
-    f = torch.sigmoid(f_pre)
-    return f, (1 - f) * x_tilde
+def sru_gates(pre: torch.Tensor, projected: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """SRU, pre = [x~, f, r] or, projected, [x~, f, r, p]: returns (f, (1 - f) * x~, r, p),
+    p None where not projected; r and p for `sru_output`."""
+    blocks = pre.chunk(4 if projected else 3, dim=-1)
+    f = torch.sigmoid(blocks[1])
+    return (f, _forget_share(f, blocks[0]), torch.sigmoid(blocks[2]),
+            blocks[3] if projected else None)
 
 
-def sru_output(pre: torch.Tensor, c: torch.Tensor, highway: torch.Tensor | None) -> torch.Tensor:
-    """h = r * c + (1 - r) * skip, r = sigmoid of the third block of pre = [x~, f, r(, p)].
-
-    skip is `highway` (the layer's input x, when input and hidden sizes agree) or, when highway
-    is None, the fourth block p of pre: the learned projection W_p x + b_p.
-    """
-    blocks = pre.chunk(3 if highway is not None else 4, dim=-1)
-    r = torch.sigmoid(blocks[2])
-    skip = highway if highway is not None else blocks[3]
-    return r * c + (1 - r) * skip
+def sru_output(r: torch.Tensor, c: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """h = r * c + (1 - r) * skip, as one lerp. skip is the layer's input x (input and hidden
+    sizes agree) or the projection p = W_p x + b_p from sru_gates."""
+    return torch.lerp(skip, c, r)
 
 
 _compiled: dict[tuple[Callable, str], Callable] = {}

@@ -48,10 +48,15 @@ class GILRLSTMLayer(nn.Module):
             s_in = torch.cat([before, s[:-1]])
         else:
             s_in = s
-        pre = self.gates(torch.cat([s_in, x], dim=-1))
-        f, i_z = fused(lstm_gates, compile_gates)(pre)
+        # W [s, x] + b as two matmuls into one buffer: the concatenation [s, x] was a copy of
+        # both, and its gradient computed dL/dx even where x needs none (the first layer).
+        T, B, H = s.shape
+        weight = self.gates.weight
+        pre = torch.addmm(self.gates.bias, x.reshape(T * B, -1), weight[:, H:].t())
+        pre = torch.addmm(pre, s_in.reshape(T * B, H), weight[:, :H].t())
+        f, i_z, o = fused(lstm_gates, compile_gates)(pre.view(T, B, -1))
         c, c_final = time.scan(f, i_z, like_impulses(c0, i_z))
-        h = fused(lstm_output, compile_gates)(pre, c)
+        h = fused(lstm_output, compile_gates)(o, c)
         return h, (s_final, c_final)
 
 

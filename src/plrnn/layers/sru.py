@@ -29,12 +29,12 @@ class SRULayer(nn.Module):
 
     def forward(self, x, c0, time, compile_gates):
         pre = self.linear(x)
-        f, impulses = fused(sru_gates, compile_gates)(pre, self.projected)
+        f, impulses, r, p = fused(sru_gates, compile_gates)(pre, self.projected)
         c, final = time.scan(f, impulses, like_impulses(c0, impulses))
         # Under autocast x is in the parameters' dtype, pre and c in autocast's: the highway
         # term in x's would promote the output, and every later layer, back to float32.
-        highway = None if self.projected else x.to(pre.dtype)
-        h = fused(sru_output, compile_gates)(pre, c, highway)
+        skip = p if self.projected else x.to(pre.dtype)
+        h = fused(sru_output, compile_gates)(r, c, skip)
         return h, final
 
 
