@@ -300,10 +300,7 @@ def prune_stale(root: Path, base: str, keep: str) -> None:
             used = stamp.stat().st_mtime if stamp.exists() else folder.stat().st_mtime
             if used >= cutoff:
                 continue
-            fd = os.open(root / f"{entry.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: in use
+            with contextlib.suppress(LockTimeout), build_lock(
+                    root / f"{entry.name}.lock", "kernels", timeout=0):  # held: in use
                 log.info("plrnn: removing %s, a build unused for %d days", folder, STALE_DAYS)
                 shutil.rmtree(folder)
-            finally:
-                os.close(fd)
