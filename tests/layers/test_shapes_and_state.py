@@ -45,19 +45,33 @@ def test_output_and_state_shapes(kind, sizes, num_layers):
     assert all(t.dtype == torch.float32 for t in flat(state))
 
 
-@pytest.mark.parametrize("kind", EVERY_TYPE, ids=lambda k: k.id)
-def test_batch_first_is_the_transposed_time_major_run(kind):
-    seed = seed_for("batch_first", kind.id)
-    model = make_model(kind, 3, 4, 2, seed)
-    bf = make_model(kind, 3, 4, 2, seed, batch_first=True)
-    x = torch.randn(7, 5, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    state = random_state(model, 5, seed)
-    want_out, want_state = model(x, state)
-    got_out, got_state = bf(x.transpose(0, 1), state)  # the state stays (layers, B, H)
-    assert got_out.shape == (5, 7, 4)
-    torch.testing.assert_close(got_out, want_out.transpose(0, 1), rtol=1e-12, atol=1e-12)
-    for g, w in zip(flat(got_state), flat(want_state)):
-        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+# (T, B, input, hidden): small, and large enough (each recurrence's inputs over 1 MiB in float64)
+# for the op's large-input paths.
+BATCH_FIRST_SIZES = [(7, 5, 3, 4), (520, 4, 3, 64)]
+
+
+@pytest.mark.parametrize("sizes", BATCH_FIRST_SIZES, ids=str)
+@pytest.mark.parametrize("kind", ALL_VARIANTS, ids=lambda k: k.id)
+def test_batch_first_is_the_transposed_time_major_run(kind, sizes):
+    """Output, final state and every gradient, from batch-first memory, against the time-major
+    run."""
+    T, B, n_in, H = sizes
+    seed = seed_for("batch_first", kind.id, sizes)
+    model = make_model(kind, n_in, H, 2, seed)
+    bf = make_model(kind, n_in, H, 2, seed, batch_first=True)
+    x = torch.randn(T, B, n_in, generator=torch.Generator().manual_seed(seed),
+                    dtype=torch.float64)
+    state = random_state(model, B, seed)  # the state stays (layers, B, H)
+
+    def batch_first(m, x, s):
+        out, final = m(x.transpose(0, 1).contiguous(), s)
+        assert out.shape == (B, T, H)
+        return out.transpose(0, 1), final
+
+    want = fwd_bwd(lambda m, x, s: m(x, s), model, x, state, seed + 1)
+    got = fwd_bwd(batch_first, bf, x, state, seed + 1)
+    failures = compare_runs(got, want, rtol=1e-12)
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("split", [1, 3, 6], ids=lambda s: f"split={s}")
