@@ -12,7 +12,7 @@ import torch
 import plrnn
 from plrnn.recurrence import reference
 
-from .helpers import ALL_BACKENDS, F64_RTOL, seed_for, sysfs_cache_bytes
+from .helpers import ALL_BACKENDS, F64_RTOL, adjoint64, seed_for, sysfs_cache_bytes
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
@@ -97,8 +97,8 @@ DECAY_SUM_CASES = [
 def test_shared_decay_gradient_sums_every_step(case, backend, reverse, num_threads):
     """Against the same recurrence on the decays expanded to every step (whose kernels write one
     gradient term per step and channel, summed here in float64), within a few ulps of the terms'
-    magnitude, with h0; the same bits from one call to the next and, for cpu_serial within one
-    core's cache, on one thread or two."""
+    magnitude, with h0, and against the float64 terms (decay_terms64); the same bits from one
+    call to the next and, for cpu_serial within one core's cache, on one thread or two."""
     shape, a_shape, lengths, dtype = case
     g = torch.Generator().manual_seed(seed_for("decay-sum", shape, lengths, reverse))
     real = torch.float64 if dtype == torch.complex128 else dtype
@@ -139,6 +139,33 @@ def test_shared_decay_gradient_sums_every_step(case, backend, reverse, num_threa
     ulps = 16 * torch.finfo(real).eps  # the terms' own rounding and float32's sum of them
     assert got.shape == a.shape and got.dtype == dtype
     assert ((got.to(want.dtype) - want).abs() <= ulps * magnitude + 1e-300).all()
+    # The expanded decays' terms are this backend's too, so also against a float64 truth. Its
+    # terms carry the recurrence's own rounding, up to 110 float64 ulps of their magnitude here
+    # and 10 float32 ones; a dropped carry or a missed step errs by the terms themselves.
+    truth = decay_terms64(a.expand(shape), x, h0, up, cu, reverse)
+    rtol = F64_RTOL if real == torch.float64 else 1e-4
+    assert ((got.to(want.dtype) - truth.sum(groups, keepdim=True).reshape(a_shape)).abs()
+            <= rtol * magnitude + 1e-300).all()
+
+
+def decay_terms64(a, x, h0, up, cu, reverse):
+    """dL/da for L = Re(sum(h * up)) in float64 (complex128), per step and channel, each packed
+    sequence on its own: adjoint64 for real inputs, autograd through the reference loop for
+    complex ones (dL/da = conj(h_prev) dL/dx, which adjoint64 does not write)."""
+    bounds = [0, x.shape[0]] if cu is None else cu.tolist()
+    terms = []
+    for n, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+        start = h0 if cu is None else h0[n]
+        if hi == lo:
+            continue
+        if not a.is_complex():
+            terms.append(adjoint64(a[lo:hi], x[lo:hi], start, up[lo:hi], reverse)[0])
+            continue
+        wide = [t.to(torch.complex128) for t in (a[lo:hi], x[lo:hi], start, up[lo:hi])]
+        leaf = wide[0].requires_grad_()
+        h = reference.serial(leaf, wide[1], wide[2], reverse)
+        terms.append(torch.autograd.grad((h * wide[3]).real.sum(), leaf)[0])
+    return torch.cat(terms)
 
 def test_out_with_broadcast_decays():
     a = torch.rand(C, dtype=torch.float64)
