@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -320,6 +321,11 @@ struct ScanAutograd : public torch::autograd::Function<ScanAutograd> {
                              const c10::optional<at::Tensor>&, bool, bool)>();
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& h0 = saved[2];
+    // Below autograd unless grad mode is on (create_graph), where the backward op's own rule,
+    // registered from Python, refuses the double backward: through that Python rule a
+    // backward took 16 us at (16, 4) against 3.5 us for the forward (Zen 3 VM).
+    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+    if (!at::GradMode::is_enabled()) below_autograd.emplace();
     auto [gx, ga, gh0] = op.call(
         saved[0], saved[1], cached_contiguous(grads[0]),
         h0.defined() ? c10::optional<at::Tensor>(h0) : c10::nullopt,
