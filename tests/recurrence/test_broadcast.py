@@ -167,6 +167,7 @@ def decay_terms64(a, x, h0, up, cu, reverse):
         terms.append(torch.autograd.grad((h * wide[3]).real.sum(), leaf)[0])
     return torch.cat(terms)
 
+
 def test_out_with_broadcast_decays():
     a = torch.rand(C, dtype=torch.float64)
     x = torch.randn(12, C, dtype=torch.float64)
