@@ -12,7 +12,14 @@ import torch
 import plrnn
 from plrnn.recurrence import reference
 
-from .helpers import ALL_BACKENDS, F64_RTOL, adjoint64, seed_for, sysfs_cache_bytes
+from .helpers import (
+    ALL_BACKENDS,
+    F64_RTOL,
+    adjoint64,
+    grads_of,
+    seed_for,
+    sysfs_cache_bytes,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
@@ -161,10 +168,10 @@ def decay_terms64(a, x, h0, up, cu, reverse):
         if not a.is_complex():
             terms.append(adjoint64(a[lo:hi], x[lo:hi], start, up[lo:hi], reverse)[0])
             continue
-        wide = [t.to(torch.complex128) for t in (a[lo:hi], x[lo:hi], start, up[lo:hi])]
-        leaf = wide[0].requires_grad_()
-        h = reference.serial(leaf, wide[1], wide[2], reverse)
-        terms.append(torch.autograd.grad((h * wide[3]).real.sum(), leaf)[0])
+        a_, x_, h0_, up_ = (t.to(torch.complex128) for t in (a[lo:hi], x[lo:hi], start, up[lo:hi]))
+        # grad_outputs v stands for L = Re(sum(conj(v) * h)), so v = conj(up).
+        _, (da,) = grads_of(lambda d: reference.serial(d, x_, h0_, reverse), [a_], up_.conj())
+        terms.append(da)
     return torch.cat(terms)
 
 
