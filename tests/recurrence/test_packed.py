@@ -99,6 +99,53 @@ def test_every_gradient(lengths, shape, reverse):
             assert gv.shape == wv.shape and _close(gv, wv), (backend, name)
 
 
+@pytest.mark.parametrize("grad_mode", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("which", ["decays", "impulses", "initial_state", "none"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_output_requires_grad_exactly_when_an_input_does(backend, which, grad_mode):
+    lengths = [3, 0, 4]
+    a, x, h0, cu = _case(lengths, (2,), True, "uniform", seed_for("requires_grad", which))
+    inputs = {"decays": a, "impulses": x, "initial_state": h0}
+    if which != "none":
+        inputs[which].requires_grad_(True)
+    with torch.set_grad_enabled(grad_mode):
+        h = plrnn.linear_recurrence(a, x, h0, cu_seqlens=cu, backend=backend)
+    want = grad_mode and which != "none"
+    assert h.requires_grad == want and (h.grad_fn is not None) == want
+    if want:
+        (got,) = torch.autograd.grad(h.sum(), inputs[which])
+        leaf = inputs[which].detach().requires_grad_(True)
+        args = {**inputs, which: leaf}
+        h_want, _ = oracle(args["decays"], args["impulses"], args["initial_state"], lengths, False)
+        (expected,) = torch.autograd.grad(h_want.sum(), leaf)
+        assert _close(got, expected), backend
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_double_backward_is_correct_or_refused(backend):
+    """As for one sequence (test_gradients.py): second derivatives through a packed batch are the
+    loop's, or refused; never torch's silent zeros for an op without a rule."""
+    lengths = [2, 0, 4]
+    a, x, _, cu = _case(lengths, (2,), False, "uniform", seed_for("double_backward", lengths))
+
+    def second(fn):
+        a_ = a.clone().requires_grad_(True)
+        x_ = x.clone().requires_grad_(True)
+        (ga,) = torch.autograd.grad((fn(a_, x_) ** 2).sum(), a_, create_graph=True)
+        (gx,) = torch.autograd.grad(ga.sum(), x_)
+        return gx
+
+    want = second(lambda a_, x_: oracle(a_, x_, None, lengths, False)[0])
+    assert want.abs().max() > 0
+    try:
+        got = second(lambda a_, x_: plrnn.linear_recurrence(a_, x_, cu_seqlens=cu,
+                                                            backend=backend))
+    except RuntimeError as err:
+        assert "first-order gradients only" in str(err)
+        return  # refusing is acceptable
+    assert _close(got, want), backend
+
+
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_one_sequence_is_the_unpacked_call(backend):
     a, x, h0 = make_inputs(37, (4,), "uniform", True, seed=3)

@@ -1,7 +1,7 @@
 """The autograd rule of the kernel backends (paper section 3.3).
 
-The C++ ops carry the same rule in C++ (csrc/cpu_scan.cpp, no Python on the call path); this
-module registers it for the ops defined in Python.
+The CPU ops, plain and packed, carry the same rule in C++ (csrc/cpu_scan.cpp, no Python on the
+call path); this module registers it for the others (CUDA, Triton, torch).
 
 A backend is a pair of torch.library ops on (T, C) buffers:
     scan(decays, impulses, initial_state, reverse, *extra) -> h
@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 
-def register_scan_autograd(scan_op, backward_op, contiguous=torch.Tensor.contiguous) -> None:
+def register_scan_autograd(scan_op, backward_op) -> None:
     """The autograd rule of `scan_op`, whose backward is `backward_op` on the saved decays and h
-    and the upstream gradient made contiguous by `contiguous`."""
+    and the upstream gradient made contiguous."""
     def setup_context(ctx, inputs, output):
         decays, _impulses, initial_state, reverse, *extra = inputs
         ctx.save_for_backward(decays, output, initial_state)
@@ -26,7 +26,7 @@ def register_scan_autograd(scan_op, backward_op, contiguous=torch.Tensor.contigu
     def backward(ctx, grad_h):
         decays, h, initial_state = ctx.saved_tensors
         gx, ga, gh0 = backward_op(
-            decays, h, contiguous(grad_h), initial_state, ctx.reverse, *ctx.extra
+            decays, h, grad_h.contiguous(), initial_state, ctx.reverse, *ctx.extra
         )
         n_extra = len(ctx.extra)
         return (ga, gx, gh0 if initial_state is not None else None, None) + (None,) * n_extra

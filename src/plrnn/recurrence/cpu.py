@@ -19,7 +19,7 @@ import torch
 from torch.autograd import forward_ad
 
 from . import calibration, jit, prebuilt, sources
-from .autograd import refuse_double_backward, register_scan_autograd
+from .autograd import refuse_double_backward
 from .jit import build_at_first_use, build_once, missing_toolchain
 from .transforms import batch_as_channels
 
@@ -140,11 +140,9 @@ def _register_python_side() -> None:
         h0 = None if h0 is None else h0.contiguous()
         return _scan(a.contiguous(), x.contiguous(), h0, reverse, parallel), 1
 
-    refuse_double_backward(ops.cpu_scan_backward.default)  # the forward's rule is in C++
-    # Packed batches take the Python-registered rule: a few microseconds more per call, once for
-    # all the sequences of the batch.
-    register_scan_autograd(ops.cpu_scan_varlen.default, ops.cpu_scan_varlen_backward.default,
-                           contiguous)
+    # The forwards' rule is in C++ (csrc/cpu_scan.cpp).
+    refuse_double_backward(ops.cpu_scan_backward.default)
+    refuse_double_backward(ops.cpu_scan_varlen_backward.default)
 
     @torch.library.register_fake("plrnn::cpu_contiguous")
     def _(t):
