@@ -1,7 +1,8 @@
 """The autograd rule of the kernel backends (paper section 3.3).
 
-The CPU ops, plain and packed, carry the same rule in C++ (csrc/cpu_scan.cpp, no Python on the
-call path); this module registers it for the others (CUDA, Triton, torch).
+The compiled ops (CPU and CUDA, plain and packed) carry the same rule in C++
+(csrc/scan_autograd.h, no Python on the call path); this module registers it for the ops defined
+in Python (Triton, torch), and the refusal of a double backward for all of them.
 
 A backend is a pair of torch.library ops on (T, C) buffers:
     scan(decays, impulses, initial_state, reverse, *extra) -> h

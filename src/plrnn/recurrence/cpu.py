@@ -140,7 +140,7 @@ def _register_python_side() -> None:
         h0 = None if h0 is None else h0.contiguous()
         return _scan(a.contiguous(), x.contiguous(), h0, reverse, parallel), 1
 
-    # The forwards' rule is in C++ (csrc/cpu_scan.cpp).
+    # The forwards' rule is in C++ (csrc/scan_autograd.h).
     refuse_double_backward(ops.cpu_scan_backward.default)
     refuse_double_backward(ops.cpu_scan_varlen_backward.default)
 

@@ -30,7 +30,7 @@ import shutil
 import torch
 
 from . import prebuilt, sources
-from .autograd import register_scan_autograd
+from .autograd import refuse_double_backward
 from .jit import build_at_first_use, build_once, missing_toolchain
 
 SOURCES = [sources.CSRC / name for name in sources.CUDA_COMPILED]
@@ -143,7 +143,7 @@ def _register_python_side() -> None:
 
 
 def register_ops(namespace: str):
-    """Fake kernels and autograd for `namespace`::cuda_scan{,_backward} and
+    """Fake kernels and the double backward's refusal for `namespace`::cuda_scan{,_backward} and
     cuda_scan_packed{,_backward} (the binding defines the ops; the tests also load an emulated
     build under another namespace). Returns the forward of cuda_scan."""
     ops = getattr(torch.ops, namespace)
@@ -157,8 +157,6 @@ def register_ops(namespace: str):
         states = grad_h.new_empty(cu_seqlens.shape[0] - 1, grad_h.shape[1])
         return torch.empty_like(grad_h), torch.empty_like(decays), states
 
-    register_scan_autograd(ops.cuda_scan_packed.default, ops.cuda_scan_packed_backward.default)
-
     @torch.library.register_fake(f"{namespace}::cuda_scan")
     def _(decays, impulses, initial_state, reverse, kernel):
         return torch.empty_like(impulses)
@@ -171,7 +169,9 @@ def register_ops(namespace: str):
             grad_h.new_empty(grad_h.shape[1:]),
         )
 
-    register_scan_autograd(ops.cuda_scan.default, ops.cuda_scan_backward.default)
+    # The forwards' rule is in C++ (csrc/scan_autograd.h).
+    refuse_double_backward(ops.cuda_scan_backward.default)
+    refuse_double_backward(ops.cuda_scan_packed_backward.default)
     return ops.cuda_scan.default
 
 

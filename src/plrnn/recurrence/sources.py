@@ -20,9 +20,10 @@ CPU_COMPILED = [
     "cpu_threads_probe.cpp",
     "cpu_output_cache.cpp",
 ]
-CPU_ALL = CPU_COMPILED + ["cpu_kernels.h", "cpu_kernels_impl.h", "cpu_output_cache.h"]
+CPU_ALL = CPU_COMPILED + ["cpu_kernels.h", "cpu_kernels_impl.h", "cpu_output_cache.h",
+                          "scan_autograd.h"]
 CUDA_COMPILED = ["cuda_binding.cpp", "scan_serial.cu", "scan_paper.cu", "scan_parallel.cu"]
-CUDA_ALL = CUDA_COMPILED + ["cuda_compat.h", "cuda_scan.h"]
+CUDA_ALL = CUDA_COMPILED + ["cuda_compat.h", "cuda_scan.h", "scan_autograd.h"]
 
 CPU_FLAGS = ["-O3", "-ffp-contract=fast", "-fopenmp"]  # plus the ISA level's (or -march=native)
 # No --use_fast_math: it flushes denormals and approximates division, and the scan's error is

@@ -1,7 +1,7 @@
 """linear_recurrence under torch.func (grad, vjp, jacrev, jacfwd, jvp, vmap, hessian) and
 forward-mode AD (torch.autograd.forward_ad).
 
-The kernels' autograd rules cannot run there: the C++ one (csrc/cpu_scan.cpp) is a
+The kernels' autograd rules cannot run there: the C++ one (csrc/scan_autograd.h) is a
 torch::autograd::Function, which functorch refuses outright, and the Function that
 torch.library.register_autograd generates has no setup_context, which functorch requires
 (pytorch/pytorch#170834). So under a transform the op runs through `_Scan`: the chosen backend's

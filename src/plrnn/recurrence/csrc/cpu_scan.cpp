@@ -1,13 +1,11 @@
 // torch binding of the CPU kernels (cpu_kernels.h): the ops plrnn::cpu_scan, cpu_scan_out,
 // cpu_scan_backward and their packed-batch forms cpu_scan_varlen(_backward), their checks, dtype
-// dispatch and their C++ autograd rule.
+// dispatch, and their autograd kernels (the rule is scan_autograd.h's).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 #include <ATen/ops/zeros.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -17,6 +15,7 @@
 
 #include "cpu_kernels.h"
 #include "cpu_output_cache.h"
+#include "scan_autograd.h"
 
 namespace plrnn {
 namespace {
@@ -284,106 +283,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_varlen_backward(
   return {gx, own ? ga.view(decays.sizes()) : ga, gh0};
 }
 
-// The ops through the dispatcher (fake tensors take their registered fake kernels).
-using ScanSig = at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
-                           bool, bool);
-using ScanVarlenSig = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                 const c10::optional<at::Tensor>&, bool, const at::Tensor&, bool);
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using BackwardSig = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const c10::optional<at::Tensor>&, bool, bool);
-using BackwardVarlenSig = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                const c10::optional<at::Tensor>&, bool, const at::Tensor&, bool);
-
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
-// Autograd in C++ rather than through torch.library.register_autograd: the Python wrapper cost
-// ~16 us per call, three times the kernel's own overhead. One rule for the plain ops and their
-// packed-batch forms (cu_seqlens given). The kernels are reached through the dispatcher, so fake
-// tensors (torch.compile) take the registered fake kernels, and the backward ops' own autograd
-// rule (registered from Python) refuses a double backward.
-struct ScanAutograd : public torch::autograd::Function<ScanAutograd> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& decays,
-                            const at::Tensor& impulses, const c10::optional<at::Tensor>& h0,
-                            bool reverse, const c10::optional<at::Tensor>& cu_seqlens,
-                            bool parallel) {
-    static const auto scan = find_op<ScanSig>("plrnn::cpu_scan");
-    static const auto scan_varlen = find_op<ScanVarlenSig>("plrnn::cpu_scan_varlen");
-    at::Tensor h;
-    {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      h = cu_seqlens ? scan_varlen.call(decays, impulses, h0, reverse, *cu_seqlens, parallel)
-                     : scan.call(decays, impulses, h0, reverse, parallel);
-    }
-    // Saved as tensors, so that changing one in place before the backward raises.
-    ctx->save_for_backward({decays, h, h0.value_or(at::Tensor()),
-                            cu_seqlens.value_or(at::Tensor())});
-    ctx->saved_data["reverse"] = reverse;
-    ctx->saved_data["parallel"] = parallel;
-    return h;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    static const auto backward_op = find_op<BackwardSig>("plrnn::cpu_scan_backward");
-    static const auto backward_varlen =
-        find_op<BackwardVarlenSig>("plrnn::cpu_scan_varlen_backward");
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& h0 = saved[2];
-    const auto h0_opt = h0.defined() ? c10::optional<at::Tensor>(h0) : c10::nullopt;
-    const bool reverse = ctx->saved_data["reverse"].toBool();
-    const bool parallel = ctx->saved_data["parallel"].toBool();
-    const at::Tensor grad_h = cached_contiguous(grads[0]);
-    // Below autograd unless grad mode is on (create_graph), where the backward ops' own rule,
-    // registered from Python, refuses the double backward: through that Python rule a
-    // backward took 16 us at (16, 4) against 3.5 us for the forward (Zen 3 VM).
-    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
-    if (!at::GradMode::is_enabled()) below_autograd.emplace();
-    const at::Tensor& cu_seqlens = saved[3];
-    auto [gx, ga, gh0] =
-        cu_seqlens.defined()
-            ? backward_varlen.call(saved[0], saved[1], grad_h, h0_opt, reverse, cu_seqlens,
-                                   parallel)
-            : backward_op.call(saved[0], saved[1], grad_h, h0_opt, reverse, parallel);
-    return {ga, gx, h0.defined() ? gh0 : at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
-  }
+// The ops' autograd rule (scan_autograd.h): their Autograd kernels.
+struct CpuScanOps {
+  static constexpr const char* scan = "plrnn::cpu_scan";
+  static constexpr const char* backward = "plrnn::cpu_scan_backward";
+  static at::Tensor contiguous(const at::Tensor& t) { return cached_contiguous(t); }
 };
-
-// Calls that need no gradient (no_grad, inference, inputs that do not require grad) skip the
-// autograd Function, whose bookkeeping cost about 1.5 us a call (a T = 16 call: 4.1 -> 2.6 us,
-// against torch.mul's 1.3; Zen 4 EPYC VM). Its output would not require grad either.
-bool needs_grad(const at::Tensor& decays, const at::Tensor& impulses,
-                const c10::optional<at::Tensor>& initial_state) {
-  return at::GradMode::is_enabled() &&
-         (decays.requires_grad() || impulses.requires_grad() ||
-          (initial_state && initial_state->requires_grad()));
-}
-
-at::Tensor scan_autograd(const at::Tensor& decays, const at::Tensor& impulses,
-                         const c10::optional<at::Tensor>& initial_state, bool reverse,
-                         bool parallel) {
-  if (needs_grad(decays, impulses, initial_state))
-    return ScanAutograd::apply(decays, impulses, initial_state, reverse,
-                               c10::optional<at::Tensor>(), parallel);
-  static const auto scan = find_op<ScanSig>("plrnn::cpu_scan");
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return scan.call(decays, impulses, initial_state, reverse, parallel);
-}
-
-at::Tensor scan_varlen_autograd(const at::Tensor& decays, const at::Tensor& impulses,
-                                const c10::optional<at::Tensor>& initial_state, bool reverse,
-                                const at::Tensor& cu_seqlens, bool parallel) {
-  if (needs_grad(decays, impulses, initial_state))
-    return ScanAutograd::apply(decays, impulses, initial_state, reverse,
-                               c10::optional<at::Tensor>(cu_seqlens), parallel);
-  static const auto scan_varlen = find_op<ScanVarlenSig>("plrnn::cpu_scan_varlen");
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return scan_varlen.call(decays, impulses, initial_state, reverse, cu_seqlens, parallel);
-}
+struct CpuScanVarlenOps {
+  static constexpr const char* scan = "plrnn::cpu_scan_varlen";
+  static constexpr const char* backward = "plrnn::cpu_scan_varlen_backward";
+  static at::Tensor contiguous(const at::Tensor& t) { return cached_contiguous(t); }
+};
+using CpuScanAutograd = ScanAutograd<CpuScanOps, bool>;  // parallel
+using CpuScanVarlenAutograd = ScanAutograd<CpuScanVarlenOps, const at::Tensor&, bool>;
 
 // Sets the widest rows for which cpu_parallel chunks time inside each thread too (negative: only
 // reads it); returns the previous value.
@@ -456,8 +368,8 @@ TORCH_LIBRARY_IMPL(plrnn, CPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(plrnn, Autograd, m) {
-  m.impl("cpu_scan", &scan_autograd);
-  m.impl("cpu_scan_varlen", &scan_varlen_autograd);
+  m.impl("cpu_scan", &CpuScanAutograd::call);
+  m.impl("cpu_scan_varlen", &CpuScanVarlenAutograd::call);
 }
 
 }  // namespace plrnn

@@ -16,7 +16,8 @@
 // (1, P) with P dividing C, channel c reading column c % P (one (1, C) row is time-invariant;
 // (T, P) rows are shared by the C / P blocks of P channels, e.g. over a batch). Their gradient
 // comes back in their own shape, summed over the steps and blocks that share each decay.
-// Autograd and the fake kernels are registered from Python (cuda.py).
+// Autograd is scan_autograd.h's C++ rule; the fake kernels and the backward ops' refusal of a
+// double backward are registered from Python (cuda.py).
 //
 // Built with -DPLRNN_EMULATE (tests only, tests/recurrence/test_cuda_build.py), the same binding
 // registers plrnn_emulated::cuda_scan{,_backward} for CPU tensors on top of the host emulator of
@@ -43,6 +44,7 @@
 #include <tuple>
 
 #include "cuda_scan.h"
+#include "scan_autograd.h"
 
 namespace plrnn {
 namespace {
@@ -384,6 +386,25 @@ TORCH_LIBRARY_IMPL(PLRNN_OPS, PLRNN_DEVICE_KEY, m) {
   m.impl("cuda_scan_backward", &scan_backward);
   m.impl("cuda_scan_packed", &scan_packed_forward);
   m.impl("cuda_scan_packed_backward", &scan_packed_backward);
+}
+
+#define PLRNN_STR(x) #x
+#define PLRNN_OP_NAME(ns, name) PLRNN_STR(ns) "::" name
+
+struct CudaScanOps {
+  static constexpr const char* scan = PLRNN_OP_NAME(PLRNN_OPS, "cuda_scan");
+  static constexpr const char* backward = PLRNN_OP_NAME(PLRNN_OPS, "cuda_scan_backward");
+  static at::Tensor contiguous(const at::Tensor& t) { return t.contiguous(); }
+};
+struct CudaScanPackedOps {
+  static constexpr const char* scan = PLRNN_OP_NAME(PLRNN_OPS, "cuda_scan_packed");
+  static constexpr const char* backward = PLRNN_OP_NAME(PLRNN_OPS, "cuda_scan_packed_backward");
+  static at::Tensor contiguous(const at::Tensor& t) { return t.contiguous(); }
+};
+
+TORCH_LIBRARY_IMPL(PLRNN_OPS, Autograd, m) {
+  m.impl("cuda_scan", &ScanAutograd<CudaScanOps, int64_t>::call);  // kernel
+  m.impl("cuda_scan_packed", &ScanAutograd<CudaScanPackedOps, const at::Tensor&>::call);
 }
 
 }  // namespace plrnn
