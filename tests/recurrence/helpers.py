@@ -202,6 +202,24 @@ def grads_of(fn, inputs, upstream):
     return out.detach(), torch.autograd.grad(out, wrt, upstream)
 
 
+def check_requires_grad(scan, truth, inputs, which, grad_mode):
+    """scan(decays, impulses, initial_state) with the input named `which` ("none": no input)
+    requiring grad, under grad_mode: its output must require grad exactly when torch's own ops'
+    would, and then carry the gradient of its sum that `truth` (same arguments) gives."""
+    inputs = dict(inputs)
+    if which != "none":
+        inputs[which] = inputs[which].detach().requires_grad_(True)
+    with torch.set_grad_enabled(grad_mode):
+        h = scan(**inputs)
+    want = grad_mode and which != "none"
+    assert h.requires_grad == want and (h.grad_fn is not None) == want
+    if want:
+        (got,) = torch.autograd.grad(h.sum(), inputs[which])
+        leaf = inputs[which].detach().requires_grad_(True)
+        (expected,) = torch.autograd.grad(truth(**{**inputs, which: leaf}).sum(), leaf)
+        torch.testing.assert_close(got, expected, rtol=F64_RTOL, atol=F64_RTOL)
+
+
 # Decays whose products over a few steps overflow the dtype (float32: 512**15 > 2**128; float64:
 # (2**65)**16 > 2**1024); complex ones take that modulus and a phase of one radian.
 OVERFLOWING_DECAY = {torch.float32: 2.0**9, torch.complex64: 2.0**9,

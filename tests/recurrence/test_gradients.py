@@ -14,6 +14,7 @@ from .helpers import (
     BACKENDS,
     F64_RTOL,
     adjoint64,
+    check_requires_grad,
     gradient_allowed,
     grads_of,
     make_inputs,
@@ -155,21 +156,9 @@ def test_output_requires_grad_exactly_when_an_input_does(backend, which, grad_mo
     output must still require grad exactly when torch's own ops would make it, and then carry
     the gradient to the input that asked for it."""
     a, x, h0 = make_inputs(7, (3,), "uniform", True, seed_for("requires_grad", which))
-    inputs = {"decays": a, "impulses": x, "initial_state": h0}
-    if which != "none":
-        inputs[which].requires_grad_(True)
-    with torch.set_grad_enabled(grad_mode):
-        h = run(backend, a, x, h0)
-    want = grad_mode and which != "none"
-    assert h.requires_grad == want and (h.grad_fn is not None) == want
-    if want:
-        (got,) = torch.autograd.grad(h.sum(), inputs[which])
-        leaf = inputs[which].detach().requires_grad_(True)
-        args = {**inputs, which: leaf}
-        (expected,) = torch.autograd.grad(
-            reference.serial(args["decays"], args["impulses"], args["initial_state"]).sum(), leaf
-        )
-        torch.testing.assert_close(got, expected, rtol=F64_RTOL, atol=F64_RTOL)
+    check_requires_grad(lambda decays, impulses, initial_state:
+                        run(backend, decays, impulses, initial_state), reference.serial,
+                        {"decays": a, "impulses": x, "initial_state": h0}, which, grad_mode)
 
 
 @pytest.mark.parametrize("with_h0", [False, True], ids=["zero", "h0"])

@@ -10,7 +10,7 @@ import torch
 
 import plrnn
 
-from .helpers import ALL_BACKENDS, F64_RTOL, make_inputs, seed_for
+from .helpers import ALL_BACKENDS, F64_RTOL, check_requires_grad, make_inputs, seed_for
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
@@ -105,20 +105,11 @@ def test_every_gradient(lengths, shape, reverse):
 def test_output_requires_grad_exactly_when_an_input_does(backend, which, grad_mode):
     lengths = [3, 0, 4]
     a, x, h0, cu = _case(lengths, (2,), True, "uniform", seed_for("requires_grad", which))
-    inputs = {"decays": a, "impulses": x, "initial_state": h0}
-    if which != "none":
-        inputs[which].requires_grad_(True)
-    with torch.set_grad_enabled(grad_mode):
-        h = plrnn.linear_recurrence(a, x, h0, cu_seqlens=cu, backend=backend)
-    want = grad_mode and which != "none"
-    assert h.requires_grad == want and (h.grad_fn is not None) == want
-    if want:
-        (got,) = torch.autograd.grad(h.sum(), inputs[which])
-        leaf = inputs[which].detach().requires_grad_(True)
-        args = {**inputs, which: leaf}
-        h_want, _ = oracle(args["decays"], args["impulses"], args["initial_state"], lengths, False)
-        (expected,) = torch.autograd.grad(h_want.sum(), leaf)
-        assert _close(got, expected), backend
+    check_requires_grad(
+        lambda **k: plrnn.linear_recurrence(**k, cu_seqlens=cu, backend=backend),
+        lambda decays, impulses, initial_state:
+            oracle(decays, impulses, initial_state, lengths, False)[0],
+        {"decays": a, "impulses": x, "initial_state": h0}, which, grad_mode)
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
