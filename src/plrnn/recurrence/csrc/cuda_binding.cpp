@@ -391,6 +391,7 @@ TORCH_LIBRARY_IMPL(PLRNN_OPS, PLRNN_DEVICE_KEY, m) {
 #define PLRNN_STR(x) #x
 #define PLRNN_OP_NAME(ns, name) PLRNN_STR(ns) "::" name
 
+namespace {  // internal linkage, as scan_autograd.h asks
 struct CudaScanOps {
   static constexpr const char* scan = PLRNN_OP_NAME(PLRNN_OPS, "cuda_scan");
   static constexpr const char* backward = PLRNN_OP_NAME(PLRNN_OPS, "cuda_scan_backward");
@@ -401,6 +402,7 @@ struct CudaScanPackedOps {
   static constexpr const char* backward = PLRNN_OP_NAME(PLRNN_OPS, "cuda_scan_packed_backward");
   static at::Tensor contiguous(const at::Tensor& t) { return t.contiguous(); }
 };
+}  // namespace
 
 TORCH_LIBRARY_IMPL(PLRNN_OPS, Autograd, m) {
   m.impl("cuda_scan", &ScanAutograd<CudaScanOps, int64_t>::call);  // kernel

@@ -31,7 +31,11 @@
 namespace plrnn {
 
 // Ops: a struct naming the pair (static constexpr const char* scan, backward: "ns::name") and
-// making the upstream gradient contiguous (static at::Tensor contiguous(const at::Tensor&)).
+// making the upstream gradient contiguous (static at::Tensor contiguous(const at::Tensor&)), in
+// an anonymous namespace: the instantiation's function-local statics (the op handles) then
+// belong to its library. With external linkage the dynamic linker would make them one object
+// for every library that instantiates the same Ops, as the CUDA binding and its emulated build
+// do in one test process, and one library's autograd would call the other's ops.
 template <typename Ops, typename... Extra>
 struct ScanAutograd : public torch::autograd::Function<ScanAutograd<Ops, Extra...>> {
   using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
