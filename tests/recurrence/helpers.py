@@ -220,6 +220,25 @@ def check_requires_grad(scan, truth, inputs, which, grad_mode):
         torch.testing.assert_close(got, expected, rtol=F64_RTOL, atol=F64_RTOL)
 
 
+def second_derivatives(scan, truth, a, x):
+    """d/dx of sum(d/da sum(h**2)) through scan(a, x) with create_graph=True, and through
+    truth(a, x): (got, want), got None where scan refused the double backward by name."""
+    def second(fn):
+        a_ = a.clone().requires_grad_(True)
+        x_ = x.clone().requires_grad_(True)
+        (ga,) = torch.autograd.grad((fn(a_, x_) ** 2).sum(), a_, create_graph=True)
+        (gx,) = torch.autograd.grad(ga.sum(), x_)
+        return gx
+
+    want = second(truth)
+    assert want.abs().max() > 0
+    try:
+        return second(scan), want
+    except RuntimeError as err:
+        assert "first-order gradients only" in str(err)
+        return None, want  # refusing is acceptable
+
+
 # Decays whose products over a few steps overflow the dtype (float32: 512**15 > 2**128; float64:
 # (2**65)**16 > 2**1024); complex ones take that modulus and a phase of one radian.
 OVERFLOWING_DECAY = {torch.float32: 2.0**9, torch.complex64: 2.0**9,
